@@ -1,0 +1,104 @@
+//! The agent's table of open channels and the frames sessions send.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::proto::{self, agent_frame, closed};
+
+/// Frames toward the relay (bounded: a full queue pauses readers, which stop reading PTYs).
+pub type Out = mpsc::Sender<proto::AgentFrame>;
+
+/// What the relay asks of a running session.
+#[derive(Debug)]
+pub enum Cmd {
+    /// Bytes for stdin/the PTY (covered by input credit).
+    Input(Bytes),
+    /// New PTY size.
+    Resize(u16, u16),
+    /// A POSIX signal for the process group.
+    Signal(i32),
+    /// The consumer left: end the process.
+    Close,
+}
+
+/// A running session as the dispatcher sees it.
+struct Entry {
+    credit: Arc<Semaphore>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+}
+
+/// Channel number -> session. Shared by the dispatcher and the sessions (which remove
+/// themselves when they end). The std Mutex is never held across an `.await`.
+#[derive(Clone, Default)]
+pub struct Channels(Arc<Mutex<HashMap<u64, Entry>>>);
+
+impl Channels {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a channel with its initial output credit; returns the credit and command queue.
+    pub fn insert(&self, channel: u64, window: u32) -> Option<(Arc<Semaphore>, mpsc::UnboundedReceiver<Cmd>)> {
+        let mut map = self.lock();
+        if map.contains_key(&channel) {
+            return None;
+        }
+        let credit = Arc::new(Semaphore::new(window as usize));
+        let (cmds, rx) = mpsc::unbounded_channel();
+        map.insert(channel, Entry { credit: credit.clone(), cmds });
+        Some((credit, rx))
+    }
+
+    /// Forgets a channel (its session ended).
+    pub fn remove(&self, channel: u64) {
+        self.lock().remove(&channel);
+    }
+
+    /// Grants output credit.
+    pub fn credit(&self, channel: u64, bytes: u32) {
+        if let Some(e) = self.lock().get(&channel) {
+            e.credit.add_permits(bytes as usize);
+        }
+    }
+
+    /// Delivers a command; unknown channels (already ended) are ignored.
+    pub fn command(&self, channel: u64, cmd: Cmd) {
+        if let Some(e) = self.lock().get(&channel) {
+            let _ = e.cmds.send(cmd);
+        }
+    }
+
+    /// The stream dropped: every session is told to end.
+    pub fn close_all(&self) {
+        for (_, e) in self.lock().drain() {
+            let _ = e.cmds.send(Cmd::Close);
+            e.credit.close();
+        }
+    }
+}
+
+/// An `Output` frame.
+pub fn output_frame(channel: u64, stream: proto::OutputStream, offset: u64, data: Bytes) -> proto::AgentFrame {
+    let output = proto::Output { channel, stream: stream as i32, offset, data };
+    proto::AgentFrame { kind: Some(agent_frame::Kind::Output(output)) }
+}
+
+/// The `Closed` frame that ends a channel.
+pub fn closed_frame(channel: u64, end: closed::End, timed_out: bool, ran: Duration) -> proto::AgentFrame {
+    let closed = proto::Closed {
+        channel,
+        end: Some(end),
+        timed_out,
+        duration_ms: u64::try_from(ran.as_millis()).unwrap_or(u64::MAX),
+    };
+    proto::AgentFrame { kind: Some(agent_frame::Kind::Closed(closed)) }
+}
+
+/// An input-credit grant to the relay.
+pub fn credit_frame(channel: u64, bytes: u32) -> proto::AgentFrame {
+    proto::AgentFrame { kind: Some(agent_frame::Kind::Credit(proto::Credit { channel, bytes })) }
+}

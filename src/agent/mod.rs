@@ -1,0 +1,223 @@
+//! The machine daemon. Dials OUT to the relay (never listens), keeps one stream, runs sessions.
+//!
+//! `state` holds the enrollment; `channel` the table of sessions on the stream; `exec` and
+//! `pty` run one-shot commands and shells.
+
+mod channel;
+mod exec;
+mod pty;
+pub mod state;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::{self, agent_frame, relay_frame, relay_client::RelayClient};
+use channel::{Channels, Cmd};
+use state::Enrollment;
+
+/// Frames queued toward the relay before senders wait.
+const OUT_QUEUE_FRAMES: usize = 256;
+/// Reconnect back-off: first delay, cap (jittered), and how long a stream must have lived for
+/// the back-off to start again from the first delay.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(15);
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
+
+/// How to run the agent.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The server's URL.
+    pub server: String,
+    /// One-time enrollment token (first run only).
+    pub token: Option<crate::secret::Secret<String>>,
+    /// Display name to report.
+    pub display_name: Option<String>,
+    /// Where the enrollment is kept.
+    pub state_dir: PathBuf,
+}
+
+/// This machine's hostname.
+pub fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".into())
+}
+
+async fn dial(server: &str) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(server.to_string())
+        .with_context(|| format!("invalid server URL {server:?}"))?
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20));
+    endpoint.connect().await.with_context(|| format!("cannot reach the server at {server}"))
+}
+
+/// The saved enrollment, or a new one made with the token.
+pub async fn enrollment(config: &AgentConfig) -> anyhow::Result<Enrollment> {
+    if let Some(saved) = state::load(&config.state_dir)? {
+        if config.token.is_some() {
+            tracing::info!(machine = %saved.machine_id, "already enrolled; ignoring --token");
+        }
+        return Ok(saved);
+    }
+    let Some(token) = &config.token else {
+        bail!(
+            "this machine is not enrolled: run `cmdop agent --server URL --token T` with a token from `cmdop fleet token create`"
+        );
+    };
+    let mut client = RelayClient::new(dial(&config.server).await?);
+    let req = proto::EnrollRequest {
+        token: token.expose().clone(),
+        hostname: hostname(),
+        display_name: config.display_name.clone().unwrap_or_default(),
+    };
+    let resp = client.enroll(req).await.map_err(|s| anyhow::anyhow!("enrollment refused: {}", s.message()))?;
+    let resp = resp.into_inner();
+    let saved = Enrollment { server: config.server.clone(), machine_id: resp.machine_id, credential: resp.credential };
+    state::save(&config.state_dir, &saved)?;
+    tracing::info!(machine = %saved.machine_id, "enrolled");
+    Ok(saved)
+}
+
+/// Runs until `shutdown` fires or the credential is refused; reconnects with capped
+/// exponential back-off and jitter after any other failure.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let enrollment = enrollment(&config).await?;
+    tokio::pin!(shutdown);
+    let mut delay = BACKOFF_FIRST;
+    loop {
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = link(&enrollment, &config) => r,
+            _ = &mut shutdown => return Ok(()),
+        };
+        match result {
+            Err(LinkError::Fatal(e)) => return Err(e),
+            Err(LinkError::Retry(e)) => tracing::warn!(error = %format!("{e:#}"), "relay connection failed"),
+            Ok(()) => tracing::warn!("relay closed the stream"),
+        }
+        if started.elapsed() > BACKOFF_RESET_AFTER {
+            delay = BACKOFF_FIRST;
+        }
+        let sleep = delay / 2 + delay.mul_f64(rand::rng().random::<f64>() / 2.0);
+        tracing::info!(in_ms = sleep.as_millis() as u64, "reconnecting");
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = &mut shutdown => return Ok(()),
+        }
+        delay = (delay * 2).min(BACKOFF_CAP);
+    }
+}
+
+enum LinkError {
+    /// Retrying cannot help (credential refused).
+    Fatal(anyhow::Error),
+    /// Network trouble: back off and retry.
+    Retry(anyhow::Error),
+}
+
+impl From<anyhow::Error> for LinkError {
+    fn from(e: anyhow::Error) -> Self {
+        LinkError::Retry(e)
+    }
+}
+
+fn status_error(s: tonic::Status) -> LinkError {
+    let e = anyhow::anyhow!("{}", s.message());
+    match s.code() {
+        Code::Unauthenticated | Code::PermissionDenied => LinkError::Fatal(e),
+        _ => LinkError::Retry(e),
+    }
+}
+
+/// One stream's life: hello, then frames until it ends.
+async fn link(enrollment: &Enrollment, config: &AgentConfig) -> Result<(), LinkError> {
+    let mut client = RelayClient::new(dial(&config.server).await?);
+    let (out, rx) = mpsc::channel(OUT_QUEUE_FRAMES);
+    let hello = proto::Hello {
+        hostname: hostname(),
+        os: std::env::consts::OS.into(),
+        arch: std::env::consts::ARCH.into(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        display_name: config.display_name.clone().unwrap_or_default(),
+    };
+    let _ = out.send(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(hello)) }).await;
+    let mut req = tonic::Request::new(ReceiverStream::new(rx));
+    let auth = format!("Bearer {}", enrollment.credential).parse().map_err(|_| LinkError::Fatal(anyhow::anyhow!("credential is not valid metadata")))?;
+    req.metadata_mut().insert("authorization", auth);
+    let mut inbound = client.link(req).await.map_err(status_error)?.into_inner();
+    let channels = Channels::default();
+    let result = pump(&mut inbound, &out, &channels).await;
+    channels.close_all();
+    result
+}
+
+async fn pump(
+    inbound: &mut tonic::Streaming<proto::RelayFrame>,
+    out: &channel::Out,
+    channels: &Channels,
+) -> Result<(), LinkError> {
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            frame = inbound.message() => match frame.map_err(status_error)? {
+                None => return Ok(()),
+                Some(proto::RelayFrame { kind: Some(relay_frame::Kind::Welcome(w)) }) => {
+                    tracing::info!(machine = %w.machine_id, "connected to relay");
+                    let every = Duration::from_millis(w.heartbeat_interval_ms.max(100).into());
+                    heartbeat = tokio::time::interval(every);
+                }
+                Some(proto::RelayFrame { kind: Some(kind) }) => dispatch(kind, out, channels),
+                Some(_) => tracing::warn!("ignored an empty frame from the relay"),
+            },
+            _ = heartbeat.tick() => {
+                let unix_ms = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+                let beat = proto::AgentFrame { kind: Some(agent_frame::Kind::Heartbeat(proto::Heartbeat { unix_ms })) };
+                if out.send(beat).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels) {
+    match kind {
+        relay_frame::Kind::Open(open) => start(open, out, channels),
+        relay_frame::Kind::Input(i) => channels.command(i.channel, Cmd::Input(i.data)),
+        relay_frame::Kind::Credit(c) => channels.credit(c.channel, c.bytes),
+        relay_frame::Kind::Resize(r) => {
+            let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+            channels.command(r.channel, Cmd::Resize(clamp(r.cols), clamp(r.rows)));
+        }
+        relay_frame::Kind::Signal(s) => channels.command(s.channel, Cmd::Signal(s.signo)),
+        relay_frame::Kind::Close(c) => channels.command(c.channel, Cmd::Close),
+        relay_frame::Kind::Welcome(_) => {}
+    }
+}
+
+fn start(open: proto::Open, out: &channel::Out, channels: &Channels) {
+    let channel = open.channel;
+    let Some((credit, cmds)) = channels.insert(channel, open.output_window) else {
+        tracing::warn!(channel, "relay reused an open channel number; ignored");
+        return;
+    };
+    let (out, channels) = (out.clone(), channels.clone());
+    tokio::spawn(async move {
+        match open.kind() {
+            proto::SessionKind::Exec if !open.argv.is_empty() => exec::run(open, out, credit, cmds).await,
+            proto::SessionKind::Exec => {
+                let end = proto::closed::End::Error("no command given".into());
+                let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
+            }
+            proto::SessionKind::Shell => pty::run(open, out, credit, cmds).await,
+        }
+        channels.remove(channel);
+    });
+}

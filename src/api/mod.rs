@@ -1,0 +1,172 @@
+//! The `Api` gRPC service the CLI talks to. Thin: authenticate, check the role, call the store
+//! or the router, map errors to `Status` (the one place that does).
+
+pub mod auth;
+pub mod exec;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::ids::MachineId;
+use crate::metrics::METRICS;
+use crate::proto::{self, exec_input};
+use crate::relay::service::internal;
+use crate::relay::{RouteError, SessionRouter};
+use crate::secret::{self, prefix};
+use crate::store::{Machine, Role, Store};
+use auth::{Caller, authenticate};
+
+/// Longest enrollment-token lifetime: 30 days.
+const MAX_ENROLL_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// Enrollment-token lifetime when none is asked for: 1 hour.
+const DEFAULT_ENROLL_TTL: Duration = Duration::from_secs(3600);
+
+/// The CLI API.
+#[derive(Clone)]
+pub struct ApiService {
+    store: Store,
+    router: Arc<dyn SessionRouter>,
+    public_url: String,
+}
+
+impl ApiService {
+    /// An API over `store` reaching machines through `router`.
+    pub fn new(store: Store, router: Arc<dyn SessionRouter>, public_url: String) -> Self {
+        Self { store, router, public_url }
+    }
+
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        authenticate(&self.store, req.metadata()).await
+    }
+
+    /// The machine with this id in the caller's fleet; other fleets' machines do not exist.
+    async fn fleet_machine(&self, caller: &Caller, id: &str) -> Result<Machine, Status> {
+        let not_found = || Status::not_found(format!("no machine {id:?} in fleet {:?}", caller.fleet.name));
+        let id: MachineId = id.parse().map_err(|_| not_found())?;
+        let machine = self.store.machine(id).await.map_err(internal)?.ok_or_else(not_found)?;
+        if machine.fleet_id != caller.fleet.id {
+            return Err(not_found());
+        }
+        Ok(machine)
+    }
+}
+
+/// Unix seconds as RFC 3339 UTC.
+pub fn rfc3339(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// The one mapping from routing errors to gRPC status.
+pub fn route_status(e: RouteError, machine: &Machine) -> Status {
+    match e {
+        RouteError::Offline => Status::unavailable(format!(
+            "machine {} is offline: its agent is not connected (check `cmdop connect --list`)",
+            machine.hostname
+        )),
+        RouteError::Gone => Status::unavailable(format!("machine {} went away: its agent's connection dropped", machine.hostname)),
+    }
+}
+
+type ExecStream = Pin<Box<dyn Stream<Item = Result<proto::ExecOutput, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl proto::api_server::Api for ApiService {
+    async fn whoami(&self, req: Request<proto::WhoamiRequest>) -> Result<Response<proto::WhoamiResponse>, Status> {
+        let c = self.caller(&req).await?;
+        Ok(Response::new(proto::WhoamiResponse {
+            user_id: c.user.id.to_string(),
+            email: c.user.email,
+            fleet: c.fleet.name,
+            role: c.role.to_string(),
+            server_url: self.public_url.clone(),
+        }))
+    }
+
+    async fn list_fleets(&self, req: Request<proto::ListFleetsRequest>) -> Result<Response<proto::ListFleetsResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let fleets = self.store.memberships(c.user.id).await.map_err(internal)?;
+        let fleets = fleets
+            .into_iter()
+            .map(|m| proto::FleetInfo { name: m.fleet.name, role: m.role.to_string() })
+            .collect();
+        Ok(Response::new(proto::ListFleetsResponse { fleets }))
+    }
+
+    async fn create_enroll_token(
+        &self,
+        req: Request<proto::CreateEnrollTokenRequest>,
+    ) -> Result<Response<proto::CreateEnrollTokenResponse>, Status> {
+        let c = self.caller(&req).await?;
+        c.require(Role::Admin, "creating enrollment tokens")?;
+        let ttl = match req.get_ref().ttl_seconds {
+            0 => DEFAULT_ENROLL_TTL,
+            s => Duration::from_secs(s),
+        };
+        if ttl > MAX_ENROLL_TTL {
+            return Err(Status::invalid_argument("--ttl may be at most 30d"));
+        }
+        let token = secret::new_token(prefix::ENROLL);
+        let expires_at = crate::store::now() + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        self.store
+            .create_enroll_token(&secret::hash_token(token.expose()), c.fleet.id, c.user.id, expires_at)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(proto::CreateEnrollTokenResponse {
+            token: token.expose().clone(),
+            fleet: c.fleet.name,
+            expires_at: rfc3339(expires_at),
+        }))
+    }
+
+    async fn list_machines(
+        &self,
+        req: Request<proto::ListMachinesRequest>,
+    ) -> Result<Response<proto::ListMachinesResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let machines = self.store.list_machines(c.fleet.id).await.map_err(internal)?;
+        let machines = machines
+            .into_iter()
+            .map(|m| proto::MachineInfo {
+                id: m.id.to_string(),
+                hostname: m.hostname,
+                display_name: m.display_name.unwrap_or_default(),
+                online: m.online,
+                last_seen: m.last_seen.map(rfc3339).unwrap_or_default(),
+                os: m.os,
+                arch: m.arch,
+            })
+            .collect();
+        Ok(Response::new(proto::ListMachinesResponse { machines }))
+    }
+
+    type ExecStream = ExecStream;
+
+    async fn exec(&self, req: Request<Streaming<proto::ExecInput>>) -> Result<Response<ExecStream>, Status> {
+        let c = self.caller(&req).await?;
+        c.require(Role::Member, "running commands")?;
+        let mut input = req.into_inner();
+        let start = match input.message().await? {
+            Some(proto::ExecInput { kind: Some(exec_input::Kind::Start(s)) }) => s,
+            _ => return Err(Status::invalid_argument("the first exec message must be start")),
+        };
+        let machine = self.fleet_machine(&c, &start.machine_id).await?;
+        let spec = exec::spec_of(&start)?;
+        tracing::info!(machine = %machine.id, user = %c.user.email, program = %start.argv[0], "exec");
+        let port = self.router.open(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
+        METRICS.execs_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(exec::CLIENT_QUEUE_CHUNKS);
+        tokio::spawn(exec::pump(port, input, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

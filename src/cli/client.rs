@@ -1,0 +1,82 @@
+//! The authenticated API client every CLI command uses. Credentials come from one place
+//! (`credentials`), which refreshes the access token about 5 minutes before it expires.
+
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use super::error::CliError;
+use super::home::{self, Credentials};
+use crate::api::auth::FLEET_HEADER;
+use crate::oauth::TokenPair;
+use crate::proto::api_client::ApiClient;
+
+/// Refresh the access token when it has less than this left: 5 minutes.
+const REFRESH_MARGIN_SECS: i64 = 300;
+
+type Auth = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync>;
+
+/// An API client carrying the bearer token and the active fleet.
+pub type Client = ApiClient<InterceptedService<Channel, Auth>>;
+
+/// The credentials to use now: loaded, refreshed when close to expiry, or `NotSignedIn`.
+pub async fn credentials() -> Result<Credentials, CliError> {
+    let creds = home::load_credentials().map_err(|e| CliError::Failed(format!("{e:#}")))?.ok_or(CliError::NotSignedIn)?;
+    if creds.expires_at - crate::store::now() > REFRESH_MARGIN_SECS {
+        return Ok(creds);
+    }
+    let fresh = refresh(&creds).await?;
+    home::save_credentials(&fresh).map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    Ok(fresh)
+}
+
+async fn refresh(creds: &Credentials) -> Result<Credentials, CliError> {
+    let url = format!("{}/oauth/token", creds.server_url);
+    let form = [("grant_type", "refresh_token"), ("refresh_token", creds.refresh_token.as_str())];
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .form(&form)
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot reach the server at {}: {e}", creds.server_url)))?;
+    if !resp.status().is_success() {
+        return Err(CliError::NotSignedIn);
+    }
+    let pair: TokenPair = resp.json().await.map_err(|e| CliError::Failed(format!("bad token response: {e}")))?;
+    Ok(Credentials::from_pair(&creds.server_url, &pair))
+}
+
+/// Opens a channel to the server.
+pub async fn channel(server_url: &str) -> Result<Channel, CliError> {
+    let endpoint = Endpoint::from_shared(server_url.to_string())
+        .map_err(|_| CliError::Usage(format!("invalid server URL {server_url:?}")))?
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true);
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot reach the server at {server_url}: {e}")))
+}
+
+/// A signed-in client for the active fleet, and the credentials it uses.
+pub async fn connect() -> Result<(Client, Credentials), CliError> {
+    let creds = credentials().await?;
+    let settings = home::load_settings().map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    let channel = channel(&creds.server_url).await?;
+    let bearer: MetadataValue<_> = format!("Bearer {}", creds.access_token)
+        .parse()
+        .map_err(|_| CliError::NotSignedIn)?;
+    let fleet: Option<MetadataValue<_>> = settings.fleet.and_then(|f| f.parse().ok());
+    let auth: Auth = Box::new(move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", bearer.clone());
+        if let Some(f) = &fleet {
+            req.metadata_mut().insert(FLEET_HEADER, f.clone());
+        }
+        Ok(req)
+    });
+    let client = ApiClient::with_interceptor(channel, auth).max_decoding_message_size(16 << 20);
+    Ok((client, creds))
+}

@@ -1,0 +1,56 @@
+//! The `cmdop` command line: one file per command group; `run` dispatches and returns the
+//! exit code. Failures with a contract exit code are `CliError`s.
+
+pub mod args;
+pub mod client;
+pub mod error;
+mod exec;
+mod fleet;
+pub mod home;
+mod machines;
+mod quickstart;
+mod serve;
+
+use std::path::PathBuf;
+
+use args::{Command, ConnectArgs, ConnectCommand};
+pub use error::CliError;
+
+/// Default server data folder: `~/.local/share/cmdop/server`.
+pub fn default_server_dir() -> PathBuf {
+    home::home_dir().join(".local/share/cmdop/server")
+}
+
+/// Default agent state folder: `~/.local/share/cmdop/agent`.
+pub fn default_agent_dir() -> PathBuf {
+    home::home_dir().join(".local/share/cmdop/agent")
+}
+
+/// Runs one command; the result is the process exit code.
+pub async fn run(cli: args::Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Quickstart(a) => quickstart::run(a).await,
+        Command::Server(a) => serve::server(a).await,
+        Command::Agent(a) => serve::agent(a).await,
+        Command::Whoami { json } => Ok(fleet::whoami(json).await?),
+        Command::Fleet(f) => Ok(fleet::run(f).await?),
+        Command::Connect(c) => Ok(connect(c).await?),
+    }
+}
+
+async fn connect(args: ConnectArgs) -> Result<i32, CliError> {
+    let (mut client, _) = client::connect().await?;
+    match (args.command, args.list, args.machine) {
+        (Some(ConnectCommand::Exec { machine, timeout, env, json, argv }), _, _) => {
+            let exec = exec::ExecArgs { machine, argv, env, timeout, json };
+            exec::run(&mut client, exec).await
+        }
+        (None, true, _) => machines::list(&mut client, args.online, args.json).await,
+        (None, false, Some(machine)) => Err(CliError::Usage(format!(
+            "interactive attach to {machine:?} is not available in this build; run a command with `cmdop connect exec {machine} -- CMD`"
+        ))),
+        (None, false, None) => Err(CliError::Usage(
+            "name a machine, or use `cmdop connect --list` to see them".into(),
+        )),
+    }
+}

@@ -1,0 +1,59 @@
+//! `cmdop server` and `cmdop agent`: the two daemons.
+
+use anyhow::Context;
+
+use super::args::{AgentArgs, ServerArgs, ServerCommand};
+use super::home::{self, Credentials};
+use crate::agent::{self, AgentConfig};
+use crate::secret::Secret;
+use crate::server::{Server, ServerConfig, bootstrap};
+use crate::store::Store;
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// `cmdop server`.
+pub async fn server(args: ServerArgs) -> anyhow::Result<i32> {
+    if let Some(ServerCommand::LocalLogin { data_dir, server, email }) = args.command {
+        let data_dir = data_dir.unwrap_or_else(super::default_server_dir);
+        crate::server::ensure_private_dir(&data_dir)?;
+        let store = Store::open(&data_dir).await.context("cannot open the server's database")?;
+        let pair = bootstrap::sign_in_owner(&store, &email, "cmdop server local-login").await?;
+        home::save_credentials(&Credentials::from_pair(&server, &pair))?;
+        println!("signed in to {server} as the owner ({})", home::dir().display());
+        return Ok(0);
+    }
+    let config = ServerConfig {
+        listen: args.listen,
+        public_url: args.public_url,
+        data_dir: args.data_dir.unwrap_or_else(super::default_server_dir),
+        heartbeat: args.heartbeat_interval,
+    };
+    let server = Server::bind(config).await?;
+    // One stable line for people and scripts (tests read the URL from it).
+    println!("cmdop server listening on {}", server.public_url());
+    server.serve(shutdown_signal()).await?;
+    Ok(0)
+}
+
+/// `cmdop agent`.
+pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
+    let config = AgentConfig {
+        server: args.server.trim_end_matches('/').to_string(),
+        token: args.token.map(Secret::new),
+        display_name: args.display_name,
+        state_dir: args.state_dir.unwrap_or_else(super::default_agent_dir),
+    };
+    agent::run(config, shutdown_signal()).await?;
+    Ok(0)
+}

@@ -1,0 +1,34 @@
+//! cmdop connect: reach any machine from anywhere.
+//!
+//! # Layout
+//! - `ids`: newtype identifiers (`MachineId`, `LinkId`, ...).
+//! - `links`: share-link tokens: mint, verify (constant time), keys, revocations (pure).
+//! - `secret`: the redacting `Secret<T>`, random tokens and their at-rest hashes.
+//! - `duration`: `90s`/`15m`/`2h`/`7d` parsing.
+//! - `resolver`: typed machine name -> one machine (pure).
+//! - `session`: sessions as consumers see them: events, exits, window sizes (pure).
+//! - `proto`: generated wire types of `proto/relay.proto`.
+//! - `store`: SQLite storage behind one narrow interface.
+//! - `oauth`: access and refresh tokens.
+//! - `relay`: agents' streams; the routing interface consumers use to reach sessions.
+//! - `api`: the gRPC API the CLI calls.
+//! - `server`: one listener for relay, API and HTTP; bootstrap of the first owner.
+//! - `agent`: the machine daemon: dials out, runs exec and PTY sessions.
+//! - `cli`: the `cmdop` command line.
+//! - `metrics`: Prometheus counters.
+
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod duration;
+pub mod ids;
+pub mod links;
+pub mod metrics;
+pub mod oauth;
+pub mod proto;
+pub mod relay;
+pub mod resolver;
+pub mod secret;
+pub mod server;
+pub mod session;
+pub mod store;

@@ -1,0 +1,61 @@
+//! OAuth 2.0 tokens: access (1 h) and refresh (30 d, single use, rotated), stored hashed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::UserId;
+use crate::secret::{self, prefix};
+use crate::store::{Store, StoreError, TokenKind, now};
+
+/// Access-token lifetime: 1 hour.
+pub const ACCESS_TTL_SECS: i64 = 3600;
+/// Refresh-token lifetime: 30 days.
+pub const REFRESH_TTL_SECS: i64 = 30 * 86_400;
+
+/// A token response (RFC 6749 section 5.1).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct TokenPair {
+    /// `cmdop_...`, sent as `Authorization: Bearer`.
+    pub access_token: String,
+    /// `cmdopr_...`, traded once for a new pair.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+}
+
+impl std::fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPair").field("expires_in", &self.expires_in).finish_non_exhaustive()
+    }
+}
+
+/// Mints and stores (hashed) a new access and refresh token for `user`.
+pub async fn issue_pair(store: &Store, user: UserId, client_name: &str) -> Result<TokenPair, StoreError> {
+    let access = secret::new_token(prefix::ACCESS);
+    let refresh = secret::new_token(prefix::REFRESH);
+    let t = now();
+    let access_hash = secret::hash_token(access.expose());
+    store.insert_token(&access_hash, TokenKind::Access, user, client_name, t + ACCESS_TTL_SECS).await?;
+    let refresh_hash = secret::hash_token(refresh.expose());
+    store.insert_token(&refresh_hash, TokenKind::Refresh, user, client_name, t + REFRESH_TTL_SECS).await?;
+    Ok(TokenPair {
+        access_token: access.expose().clone(),
+        refresh_token: refresh.expose().clone(),
+        token_type: "Bearer".into(),
+        expires_in: ACCESS_TTL_SECS,
+    })
+}
+
+/// Trades a live refresh token for a new pair; the old refresh token dies (rotation), so a
+/// stolen one works at most once.
+pub async fn refresh(store: &Store, refresh_token: &str) -> Result<Option<TokenPair>, StoreError> {
+    let hash = secret::hash_token(refresh_token);
+    let Some(user) = store.token_user(&hash, TokenKind::Refresh).await? else {
+        return Ok(None);
+    };
+    if !store.revoke_token(&hash).await? {
+        return Ok(None);
+    }
+    issue_pair(store, user, "refresh").await.map(Some)
+}

@@ -1,0 +1,11 @@
+//! The relay: agents' streams in, sessions out.
+//!
+//! `router` is the interface consumers use; `registry` is its in-process implementation;
+//! `service` is the thin tonic adapter that authenticates agents and pumps their frames.
+
+pub mod registry;
+pub mod router;
+pub mod service;
+
+pub use registry::LocalRouter;
+pub use router::{RouteError, SessionControl, SessionPort, SessionRouter};

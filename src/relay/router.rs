@@ -1,0 +1,62 @@
+//! The routing interface: how a consumer reaches a session on a machine by id.
+//!
+//! Today `LocalRouter` (relay/registry.rs) maps a machine id to the agent stream held by this
+//! process. A multi-node deployment adds a router that looks the machine up in the shared store
+//! and hops to the node that holds its stream; consumers do not change.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::ids::MachineId;
+use crate::session::{OpenSpec, SessionEvent};
+
+/// Why a session could not be opened or driven.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// No agent stream for the machine.
+    #[error("machine is offline: its agent is not connected")]
+    Offline,
+    /// The stream dropped (or the session ended) while we were talking to it.
+    #[error("the machine went away: its agent's connection dropped")]
+    Gone,
+}
+
+/// Drives one session. Every method is cheap; `input` waits for the agent's input credit.
+#[async_trait]
+pub trait SessionControl: Send + Sync {
+    /// Sends bytes to the process's stdin/PTY, waiting for input credit as needed.
+    async fn input(&self, data: Bytes) -> Result<(), RouteError>;
+    /// Tells the agent the consumer has taken `bytes` of output: grants that much credit.
+    async fn consumed(&self, bytes: usize) -> Result<(), RouteError>;
+    /// Resizes the PTY.
+    async fn resize(&self, cols: u16, rows: u16) -> Result<(), RouteError>;
+    /// Sends a POSIX signal to the process group.
+    async fn signal(&self, signo: i32) -> Result<(), RouteError>;
+    /// Ends the session (the consumer left). Idempotent; also done on drop of the port.
+    fn close(&self);
+}
+
+/// A consumer's end of one session: ordered events plus the control handle.
+pub struct SessionPort {
+    /// Events, in order; ends after `Exited` or `Lost`.
+    pub events: mpsc::UnboundedReceiver<SessionEvent>,
+    /// Drives the session.
+    pub control: std::sync::Arc<dyn SessionControl>,
+}
+
+impl Drop for SessionPort {
+    fn drop(&mut self) {
+        self.control.close();
+    }
+}
+
+/// Finds the machine's stream and opens sessions on it.
+#[async_trait]
+pub trait SessionRouter: Send + Sync {
+    /// Opens a session; events start with `Opened` or end at once with `Exited`/`Lost`.
+    async fn open(&self, machine: MachineId, spec: OpenSpec) -> Result<SessionPort, RouteError>;
+    /// Whether the machine has a live stream reachable from here.
+    fn is_connected(&self, machine: MachineId) -> bool;
+}

@@ -1,0 +1,108 @@
+//! The server: relay (gRPC) and gateway (HTTP) on ONE listener, over one store.
+
+pub mod bootstrap;
+mod http;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::ApiService;
+use crate::proto;
+use crate::relay::LocalRouter;
+use crate::relay::service::RelayService;
+use crate::store::Store;
+
+/// Default heartbeat interval told to agents: 5 s (offline after 15 s of silence).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// How to run a server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// `HOST:PORT`; port 0 picks a free port.
+    pub listen: String,
+    /// The URL users and agents reach; defaults to `http://<bound address>`.
+    pub public_url: Option<String>,
+    /// SQLite database and keys.
+    pub data_dir: PathBuf,
+    /// Heartbeat interval told to agents.
+    pub heartbeat: Duration,
+}
+
+/// A bound, not yet serving, server.
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    public_url: String,
+    store: Store,
+    router: Arc<LocalRouter>,
+    heartbeat: Duration,
+}
+
+/// Creates `dir` (and parents) readable only by its owner.
+pub fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create folder {}", dir.display()))
+}
+
+impl Server {
+    /// Opens the store and binds the listener.
+    pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
+        ensure_private_dir(&config.data_dir)?;
+        let store = Store::open(&config.data_dir)
+            .await
+            .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+        store.mark_all_offline().await?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let public_url = config
+            .public_url
+            .map(|u| u.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://{local_addr}"));
+        let router = Arc::new(LocalRouter::default());
+        Ok(Self { listener, local_addr, public_url, store, router, heartbeat: config.heartbeat })
+    }
+
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The URL users and agents reach.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// The store, for bootstrap steps before serving.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat);
+        let api = ApiService::new(self.store.clone(), self.router.clone(), self.public_url.clone());
+        let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
+            .add_service(proto::api_server::ApiServer::new(api))
+            .into_axum_router();
+        let app = http::router(self.store.clone()).merge(grpc).fallback(http::not_found);
+        tracing::info!(url = %self.public_url, addr = %self.local_addr, "serving");
+        use axum::serve::ListenerExt;
+        let listener = self.listener.tap_io(|tcp| {
+            // Keystrokes are tiny writes: never wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        Ok(())
+    }
+}
