@@ -81,6 +81,7 @@ pub fn resolve<'a, C: Candidate>(query: &str, machines: &'a [C]) -> Result<&'a C
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
     struct M(&'static str, &'static str, Option<&'static str>);
     impl Candidate for M {
         fn id(&self) -> String {
