@@ -11,7 +11,9 @@
 //! - `store`: SQLite storage behind one narrow interface.
 //! - `oauth`: access and refresh tokens.
 //! - `relay`: agents' streams; the routing interface consumers use to reach sessions.
+//! - `shares`: share links as the server manages them: mint, check, revoke, live sockets.
 //! - `api`: the gRPC API the CLI calls.
+//! - `gateway`: the browser side: share-link page, WebSocket bridge, embedded assets.
 //! - `server`: one listener for relay, API and HTTP; bootstrap of the first owner.
 //! - `agent`: the machine daemon: dials out, runs exec and PTY sessions.
 //! - `cli`: the `cmdop` command line.
@@ -21,6 +23,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod duration;
+pub mod gateway;
 pub mod ids;
 pub mod links;
 pub mod metrics;
@@ -30,5 +33,6 @@ pub mod relay;
 pub mod resolver;
 pub mod secret;
 pub mod server;
+pub mod shares;
 pub mod session;
 pub mod store;

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod exec;
+pub mod shares;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::proto::{self, exec_input};
 use crate::relay::service::internal;
 use crate::relay::{RouteError, SessionRouter};
 use crate::secret::{self, prefix};
+use crate::shares::Shares;
 use crate::store::{Machine, Role, Store};
 use auth::{Caller, authenticate};
 
@@ -34,13 +36,14 @@ const DEFAULT_ENROLL_TTL: Duration = Duration::from_secs(3600);
 pub struct ApiService {
     store: Store,
     router: Arc<dyn SessionRouter>,
+    shares: Shares,
     public_url: String,
 }
 
 impl ApiService {
     /// An API over `store` reaching machines through `router`.
-    pub fn new(store: Store, router: Arc<dyn SessionRouter>, public_url: String) -> Self {
-        Self { store, router, public_url }
+    pub fn new(store: Store, router: Arc<dyn SessionRouter>, shares: Shares, public_url: String) -> Self {
+        Self { store, router, shares, public_url }
     }
 
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
@@ -168,5 +171,45 @@ impl proto::api_server::Api for ApiService {
         let (tx, rx) = mpsc::channel(exec::CLIENT_QUEUE_CHUNKS);
         tokio::spawn(exec::pump(port, input, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn create_share(&self, req: Request<proto::CreateShareRequest>) -> Result<Response<proto::ShareInfo>, Status> {
+        let c = self.caller(&req).await?;
+        let machine = self.fleet_machine(&c, &req.get_ref().machine_id).await?;
+        let info = shares::create(&self.shares, &c, &machine, req.get_ref(), &self.public_url).await?;
+        Ok(Response::new(info))
+    }
+
+    async fn list_shares(&self, req: Request<proto::ListSharesRequest>) -> Result<Response<proto::ListSharesResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let machine = match req.get_ref().machine_id.as_str() {
+            "" => None,
+            id => Some(self.fleet_machine(&c, id).await?.id),
+        };
+        let shares = shares::list(&self.shares, &c, machine).await?;
+        Ok(Response::new(proto::ListSharesResponse { shares }))
+    }
+
+    async fn revoke_shares(&self, req: Request<proto::RevokeSharesRequest>) -> Result<Response<proto::RevokeSharesResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.get_ref();
+        let links = match (r.link_id.as_str(), r.machine_id.as_str()) {
+            (id, "") if !id.is_empty() => vec![shares::fleet_link(&self.shares, &c, id).await?],
+            ("", m) if !m.is_empty() => {
+                let machine = self.fleet_machine(&c, m).await?;
+                let all = self.shares.store().list_links(c.fleet.id, Some(machine.id)).await.map_err(internal)?;
+                all.into_iter().filter(|l| l.revoked_at.is_none()).collect()
+            }
+            _ => return Err(Status::invalid_argument("name one link id or --machine")),
+        };
+        let revoked = shares::revoke(&self.shares, &c, links).await?;
+        Ok(Response::new(proto::RevokeSharesResponse { revoked }))
+    }
+
+    async fn share_audit(&self, req: Request<proto::ShareAuditRequest>) -> Result<Response<proto::ShareAuditResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let link = shares::fleet_link(&self.shares, &c, &req.get_ref().link_id).await?;
+        let events = shares::audit(&self.shares, &c, &link).await?;
+        Ok(Response::new(proto::ShareAuditResponse { events }))
     }
 }

@@ -89,6 +89,9 @@ pub struct ServerArgs {
     /// How often agents heartbeat; offline after three missed.
     #[arg(long, value_parser = duration, default_value = "5s")]
     pub heartbeat_interval: Duration,
+    /// Longest lifetime a share link may be given.
+    #[arg(long, value_parser = duration, default_value = "30d")]
+    pub max_link_ttl: Duration,
     /// Administration of a server's data folder.
     #[command(subcommand)]
     pub command: Option<ServerCommand>,
@@ -109,6 +112,24 @@ pub enum ServerCommand {
         /// The owner's email (first use only).
         #[arg(long, default_value = "owner@localhost")]
         email: String,
+    },
+    /// Share-link signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `cmdop server keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key; links signed by older keys keep working until they expire.
+    /// A running server picks the new key up within seconds.
+    Rotate {
+        /// Data folder of the server.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The server's --max-link-ttl (how long old keys must keep verifying).
+        #[arg(long, value_parser = duration, default_value = "30d")]
+        max_link_ttl: Duration,
     },
 }
 
@@ -201,5 +222,46 @@ pub enum ConnectCommand {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         argv: Vec<String>,
+    },
+    /// Make a share link: anyone with it gets a browser terminal until it expires or is revoked.
+    Share {
+        /// Machine: hostname, display name, unique id prefix or UUID.
+        machine: String,
+        /// Lifetime (5s up to the server's maximum).
+        #[arg(long, value_parser = duration, default_value = "24h")]
+        ttl: Duration,
+        /// Viewers can watch but not type.
+        #[arg(long)]
+        read_only: bool,
+        /// Most sessions the link may open.
+        #[arg(long)]
+        max_opens: Option<u32>,
+        /// Join this persistent session instead of starting a new shell.
+        #[arg(long)]
+        session: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List share links with their opens and live sessions.
+    Shares {
+        /// Only links of this machine.
+        #[arg(long)]
+        machine: Option<String>,
+        /// Show the audit log of one link instead.
+        #[arg(long, value_name = "ID")]
+        audit: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one link, or every link of a machine; open terminals close at once.
+    Unshare {
+        /// Link id (from `cmdop connect shares`).
+        #[arg(required_unless_present = "machine", conflicts_with = "machine")]
+        id: Option<String>,
+        /// Revoke every live link of this machine.
+        #[arg(long)]
+        machine: Option<String>,
     },
 }

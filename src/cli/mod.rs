@@ -10,6 +10,7 @@ pub mod home;
 mod machines;
 mod quickstart;
 mod serve;
+mod share;
 
 use std::path::PathBuf;
 
@@ -45,6 +46,12 @@ async fn connect(args: ConnectArgs) -> Result<i32, CliError> {
             let exec = exec::ExecArgs { machine, argv, env, timeout, json };
             exec::run(&mut client, exec).await
         }
+        (Some(ConnectCommand::Share { machine, ttl, read_only, max_opens, session, json }), _, _) => {
+            let args = share::ShareArgs { machine, ttl, read_only, max_opens, session, json };
+            share::share(&mut client, args).await
+        }
+        (Some(ConnectCommand::Shares { machine, audit, json }), _, _) => share::shares(&mut client, machine, audit, json).await,
+        (Some(ConnectCommand::Unshare { id, machine }), _, _) => share::unshare(&mut client, id, machine).await,
         (None, true, _) => machines::list(&mut client, args.online, args.json).await,
         (None, false, Some(machine)) => Err(CliError::Usage(format!(
             "interactive attach to {machine:?} is not available in this build; run a command with `cmdop connect exec {machine} -- CMD`"

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 
-use super::args::{AgentArgs, ServerArgs, ServerCommand};
+use super::args::{AgentArgs, KeysCommand, ServerArgs, ServerCommand};
 use super::home::{self, Credentials};
 use crate::agent::{self, AgentConfig};
 use crate::secret::Secret;
@@ -33,11 +33,18 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<i32> {
         println!("signed in to {server} as the owner ({})", home::dir().display());
         return Ok(0);
     }
+    if let Some(ServerCommand::Keys(KeysCommand::Rotate { data_dir, max_link_ttl })) = args.command {
+        let data_dir = data_dir.unwrap_or_else(super::default_server_dir);
+        let id = crate::shares::rotate_keys(&data_dir, max_link_ttl)?;
+        println!("share links are now signed with key {id}; older links keep working until they expire");
+        return Ok(0);
+    }
     let config = ServerConfig {
         listen: args.listen,
         public_url: args.public_url,
         data_dir: args.data_dir.unwrap_or_else(super::default_server_dir),
         heartbeat: args.heartbeat_interval,
+        max_link_ttl: args.max_link_ttl,
     };
     let server = Server::bind(config).await?;
     // One stable line for people and scripts (tests read the URL from it).

@@ -12,6 +12,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::api::ApiService;
+use crate::gateway::{self, GatewayState};
+use crate::shares::Shares;
 use crate::proto;
 use crate::relay::LocalRouter;
 use crate::relay::service::RelayService;
@@ -31,6 +33,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Heartbeat interval told to agents.
     pub heartbeat: Duration,
+    /// Longest lifetime a share link may get.
+    pub max_link_ttl: Duration,
 }
 
 /// A bound, not yet serving, server.
@@ -40,6 +44,7 @@ pub struct Server {
     public_url: String,
     store: Store,
     router: Arc<LocalRouter>,
+    shares: Shares,
     heartbeat: Duration,
 }
 
@@ -70,7 +75,10 @@ impl Server {
             .map(|u| u.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("http://{local_addr}"));
         let router = Arc::new(LocalRouter::default());
-        Ok(Self { listener, local_addr, public_url, store, router, heartbeat: config.heartbeat })
+        let shares = Shares::load(store.clone(), &config.data_dir, config.max_link_ttl)
+            .await
+            .context("cannot load share-link keys")?;
+        Ok(Self { listener, local_addr, public_url, store, router, shares, heartbeat: config.heartbeat })
     }
 
     /// The bound address (the real port when 0 was asked for).
@@ -88,21 +96,30 @@ impl Server {
         &self.store
     }
 
+    /// The share-link registry, for bootstrap steps before serving.
+    pub fn shares(&self) -> &Shares {
+        &self.shares
+    }
+
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat);
-        let api = ApiService::new(self.store.clone(), self.router.clone(), self.public_url.clone());
+        let api = ApiService::new(self.store.clone(), self.router.clone(), self.shares.clone(), self.public_url.clone());
+        let gateway = gateway::router(GatewayState::new(self.shares.clone(), self.router.clone(), &self.public_url));
+        let maintenance = self.shares.spawn_maintenance();
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();
-        let app = http::router(self.store.clone()).merge(grpc).fallback(http::not_found);
+        let app = http::router(self.store.clone()).merge(gateway).merge(grpc).fallback(http::not_found);
         tracing::info!(url = %self.public_url, addr = %self.local_addr, "serving");
         use axum::serve::ListenerExt;
         let listener = self.listener.tap_io(|tcp| {
             // Keystrokes are tiny writes: never wait for Nagle.
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-        Ok(())
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        maintenance.abort();
+        Ok(served?)
     }
 }

@@ -5,6 +5,8 @@
 //! `relay::SessionControl`; whether the machine's stream is in this process or on another
 //! node is the router's business, not theirs.
 
+pub mod ring;
+
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -5,6 +5,7 @@
 //! slot in behind the same methods. Migrations live in `migrations/` and run at open.
 
 mod identity;
+mod links;
 mod machines;
 
 use std::path::Path;
@@ -16,6 +17,7 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 pub use identity::{Fleet, Membership, Role, TokenKind, User};
+pub use links::{LinkRow, NewLink};
 pub use machines::{EnrollError, Machine, MachineInfo};
 
 /// A storage failure: the database is unreachable or corrupt, or a row breaks an invariant.

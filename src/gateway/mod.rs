@@ -1,0 +1,87 @@
+//! The browser side: share-link pages, their WebSocket bridge and static assets (axum).
+//!
+//! `pages` renders (askama) and maps link verdicts to HTTP status, `socket` bridges a
+//! WebSocket to a shell through the router, `parked` keeps a dropped browser's shell for a
+//! 30 s resume, `assets` serves embedded files, `protocol` holds the browser wire messages.
+
+mod assets;
+mod pages;
+mod parked;
+pub mod protocol;
+mod socket;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use axum::routing::get;
+
+use crate::relay::SessionRouter;
+use crate::shares::Shares;
+
+/// The page's Content Security Policy: no inline script or style, nothing from elsewhere.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self' data:; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// What the gateway's handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct GatewayState {
+    shares: Shares,
+    router: Arc<dyn SessionRouter>,
+    assets: Arc<assets::AssetIndex>,
+    parked: parked::Parked,
+    /// `scheme://host[:port]` of the public URL: the only Origin a socket may come from.
+    public_origin: String,
+}
+
+impl GatewayState {
+    /// Gateway state over `shares`, reaching machines through `router`.
+    pub fn new(shares: Shares, router: Arc<dyn SessionRouter>, public_url: &str) -> Self {
+        Self {
+            shares,
+            router,
+            assets: Arc::new(assets::AssetIndex::build()),
+            parked: parked::Parked::default(),
+            public_origin: origin_of(public_url),
+        }
+    }
+}
+
+/// `scheme://authority` of a URL (drops any path).
+pub fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{authority}")
+}
+
+/// The gateway's routes, with strict security headers on every response.
+pub fn router(state: GatewayState) -> Router {
+    Router::new()
+        .route("/s/{token}", get(pages::open_share_page))
+        .route("/s/{token}/ws", get(socket::bridge_socket))
+        .route("/assets/{hash}/{*path}", get(assets::serve_asset))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn origin_drops_the_path() {
+        assert_eq!(super::origin_of("https://cmdop.example.com/base/"), "https://cmdop.example.com");
+        assert_eq!(super::origin_of("http://127.0.0.1:4000"), "http://127.0.0.1:4000");
+    }
+}

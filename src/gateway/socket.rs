@@ -1,0 +1,230 @@
+//! The share-link WebSocket: checks Origin and the link, then bridges browser frames to a
+//! shell session through the router. Each socket holds the link's deadline timer (4001) and
+//! its revocation subscription (4002).
+
+use std::net::SocketAddr;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::GatewayState;
+use super::parked::{End, LinkSession};
+use super::protocol::{ClientMessage, ServerMessage, close};
+use crate::links::{LinkClaims, LinkError, LinkMode};
+use crate::relay::SessionControl;
+use crate::session::{OpenSpec, SessionEvent, SessionKind};
+
+/// `?session=<key>&offset=<n>`: resume a parked session from byte `n`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Resume {
+    session: Option<Uuid>,
+    offset: Option<u64>,
+}
+
+/// `GET /s/{token}/ws`.
+pub async fn bridge_socket(
+    State(state): State<GatewayState>,
+    Path(token): Path<String>,
+    Query(resume): Query<Resume>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if origin.as_bytes() != state.public_origin.as_bytes() {
+            return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused\n").into_response();
+        }
+    }
+    let claims = match state.shares.verify(&token) {
+        Ok(c) => c,
+        Err(LinkError::Expired { .. }) => return ws.on_upgrade(|s| refuse(s, close::EXPIRED, "This link has expired")),
+        Err(LinkError::Revoked) => return ws.on_upgrade(|s| refuse(s, close::REVOKED, "This link was revoked")),
+        Err(e) => return super::pages::link_error(&state, &e),
+    };
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let client = format!("ip={} ua={}", peer.ip(), agent.chars().take(200).collect::<String>());
+    ws.on_upgrade(move |socket| run(state, claims, socket, resume, client))
+}
+
+async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame { code, reason: reason.into() };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// Resolves when the link is revoked (never, if it is not).
+pub async fn revocation(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|revoked| *revoked).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn run(state: GatewayState, claims: LinkClaims, socket: WebSocket, resume: Resume, client: String) {
+    let revoked = state.shares.subscribe(claims.link_id);
+    match attach(&state, &claims, resume, &client).await {
+        Ok((session, from)) => bridge(state, claims, socket, session, from, revoked).await,
+        Err((code, reason)) => refuse(socket, code, reason).await,
+    }
+}
+
+/// Resumes the parked session the page names, or opens a new shell (counted as an open).
+async fn attach(
+    state: &GatewayState,
+    claims: &LinkClaims,
+    resume: Resume,
+    client: &str,
+) -> Result<(LinkSession, u64), (u16, &'static str)> {
+    if let (Some(key), Some(offset)) = (resume.session, resume.offset) {
+        if let Some(session) = state.parked.take(key, claims.link_id).await {
+            return Ok((session, offset));
+        }
+    }
+    if !state.router.is_connected(claims.machine_id) {
+        return Err((close::OFFLINE, "The machine is offline"));
+    }
+    let store = state.shares.store();
+    match store.record_open(claims.link_id).await {
+        Ok(true) => {}
+        Ok(false) => return Err((close::POLICY, "This link cannot open more sessions")),
+        Err(e) => {
+            tracing::error!(link = %claims.link_id, error = %e, "cannot record open");
+            return Err((close::POLICY, "Internal error"));
+        }
+    }
+    state.shares.audit_link("anonymous", "link.open", claims.link_id, client.to_string()).await;
+    tracing::info!(link = %claims.link_id, machine = %claims.machine_id, "share link opened a session");
+    let spec = OpenSpec { kind: SessionKind::Shell, argv: vec![], env: vec![], cols: 80, rows: 24, timeout: None };
+    let port = state.router.open(claims.machine_id, spec).await.map_err(|_| (close::OFFLINE, "The machine is offline"))?;
+    Ok((LinkSession::new(claims.link_id, port), 0))
+}
+
+enum Outcome {
+    ClientGone,
+    Ended(End),
+    Expired,
+    Revoked,
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+async fn send_json(sink: &mut Sink, msg: &ServerMessage) -> bool {
+    let text = serde_json::to_string(msg).unwrap_or_default();
+    sink.send(Message::Text(text.into())).await.is_ok()
+}
+
+async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
+    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+}
+
+/// Replays from `from`, then pumps until the shell ends, the link dies or the browser goes.
+async fn bridge(
+    state: GatewayState,
+    claims: LinkClaims,
+    socket: WebSocket,
+    mut session: LinkSession,
+    from: u64,
+    mut revoked: watch::Receiver<bool>,
+) {
+    let (mut sink, stream) = socket.split();
+    let control = session.port.control.clone();
+    let replay = session.ring.since(from);
+    if replay.dropped > 0 {
+        let text = format!("{} bytes of output were lost while reconnecting", replay.dropped);
+        send_json(&mut sink, &ServerMessage::Notice { text }).await;
+    }
+    let ready = ServerMessage::Ready { session: session.key.to_string(), offset: replay.offset };
+    if !send_json(&mut sink, &ready).await || (!replay.data.is_empty() && sink.send(Message::Binary(replay.data.into())).await.is_err()) {
+        return state.parked.park(session, deadline_of(&claims), revoked);
+    }
+    let owed = std::mem::take(&mut session.owed);
+    if owed > 0 {
+        let _ = control.consumed(owed).await;
+    }
+    let outcome = match session.ended {
+        Some(end) => Outcome::Ended(end),
+        None => pump(&mut sink, stream, &mut session, &claims, &mut revoked).await,
+    };
+    match outcome {
+        Outcome::ClientGone => state.parked.park(session, deadline_of(&claims), revoked),
+        Outcome::Ended(End::Exit(code)) => {
+            send_json(&mut sink, &ServerMessage::Exit { code }).await;
+            close_with(&mut sink, close::NORMAL, "The session ended").await;
+        }
+        Outcome::Ended(End::Lost) => close_with(&mut sink, close::OFFLINE, "The machine went offline").await,
+        Outcome::Expired => {
+            close_with(&mut sink, close::EXPIRED, "This link has expired").await;
+            state.shares.audit_link("system", "link.expire", claims.link_id, String::new()).await;
+        }
+        Outcome::Revoked => close_with(&mut sink, close::REVOKED, "This link was revoked").await,
+    }
+}
+
+fn deadline_of(claims: &LinkClaims) -> tokio::time::Instant {
+    let left = claims.deadline - OffsetDateTime::now_utc();
+    tokio::time::Instant::now() + left.try_into().unwrap_or_default()
+}
+
+async fn pump(
+    sink: &mut Sink,
+    stream: SplitStream<WebSocket>,
+    session: &mut LinkSession,
+    claims: &LinkClaims,
+    revoked: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let read_only = claims.mode == LinkMode::ReadOnly;
+    let mut reader = tokio::spawn(read_browser(stream, session.port.control.clone(), read_only));
+    let deadline = tokio::time::sleep_until(deadline_of(claims));
+    tokio::pin!(deadline);
+    let outcome = loop {
+        tokio::select! {
+            event = session.port.events.recv() => match event {
+                Some(SessionEvent::Output { offset, data, .. }) => {
+                    session.ring.push(offset, &data);
+                    let n = data.len();
+                    if sink.send(Message::Binary(data)).await.is_err() {
+                        session.owed += n;
+                        break Outcome::ClientGone;
+                    }
+                    let _ = session.port.control.consumed(n).await;
+                }
+                Some(SessionEvent::Opened { .. }) => {}
+                Some(SessionEvent::Exited(exit)) => break Outcome::Ended(End::Exit(exit.shell_code())),
+                Some(SessionEvent::Lost) | None => break Outcome::Ended(End::Lost),
+            },
+            _ = &mut reader => break Outcome::ClientGone,
+            _ = &mut deadline => break Outcome::Expired,
+            _ = revocation(revoked) => break Outcome::Revoked,
+        }
+    };
+    reader.abort();
+    outcome
+}
+
+/// Browser -> shell. Runs beside the output pump so waiting for input credit never stalls
+/// output (which could deadlock a shell blocked on a full output pipe).
+async fn read_browser(mut stream: SplitStream<WebSocket>, control: std::sync::Arc<dyn SessionControl>, read_only: bool) {
+    while let Some(Ok(msg)) = stream.next().await {
+        match msg {
+            Message::Binary(data) if !read_only => {
+                if control.input(data).await.is_err() {
+                    return;
+                }
+            }
+            Message::Text(text) => match serde_json::from_str::<ClientMessage>(&text) {
+                Ok(ClientMessage::Resize { cols, rows }) if cols > 0 && rows > 0 => {
+                    let _ = control.resize(cols, rows).await;
+                }
+                _ => tracing::debug!("ignored a malformed control message"),
+            },
+            Message::Close(_) => return,
+            _ => {}
+        }
+    }
+}
