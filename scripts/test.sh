@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, set-up included: installs what the tests need (Debian's chromium for
+# the browser end-to-end tests) when it is missing, then runs every test and builds the
+# benchmarks so they cannot rot. Usage: ./scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_chromium() { [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; }
+
+if need_chromium; then
+  echo "== installing chromium (browser end-to-end tests)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  elif command -v sudo >/dev/null; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "chromium is missing and cannot be installed without root: apt-get install chromium" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is missing: install Rust from your distribution or rustup" >&2
+  exit 1
+fi
+
+echo "== cargo test"
+cargo test --locked "$@"
+echo "== cargo bench --no-run (benchmarks still build)"
+cargo bench --locked --no-run
