@@ -12,6 +12,7 @@ use crate::agent::{self, AgentConfig};
 use crate::ids::MachineId;
 use crate::secret::{self, Secret, prefix};
 use crate::server::{DEFAULT_HEARTBEAT, Server, ServerConfig, bootstrap};
+use crate::shares::{Minted, ShareSpec, Shares};
 use crate::store::Store;
 
 /// How long quickstart waits for its own agent to come online.
@@ -26,6 +27,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
     })?;
     let url = server.public_url().to_string();
     let store = server.store().clone();
+    let shares = server.shares().clone();
     let email = format!("{}@{}", std::env::var("USER").unwrap_or_else(|_| "owner".into()), agent::hostname());
     let pair = bootstrap::sign_in_owner(&store, &email, "cmdop quickstart").await?;
     home::save_credentials(&Credentials::from_pair(&url, &pair))?;
@@ -43,11 +45,15 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
     let agent_config = AgentConfig { server: url.clone(), token, display_name: None, state_dir: agent_dir.clone() };
     let agent_task = tokio::spawn(agent::run(agent_config, stopped(stop_rx)));
     let machine = wait_online(&store, &agent_dir).await?;
-
+    let link = share_this_machine(&shares, &store, &email, machine).await?;
+    let share_url = format!("{url}/s/{}", link.token.expose());
+    let expires_at = crate::api::rfc3339(link.expires_at);
     if args.json {
-        println!("{}", json!({"server_url": url, "machine_id": machine.to_string()}));
+        let ready = json!({"server_url": url, "share_url": share_url, "share_id": link.id.to_string(),
+                           "machine_id": machine.to_string(), "expires_at": expires_at});
+        println!("{ready}");
     } else {
-        print_welcome(&url, &email, &agent::hostname());
+        print_welcome(&url, &email, &agent::hostname(), &share_url, &expires_at);
     }
     super::serve::shutdown_signal().await;
     let _ = stop_tx.send(true);
@@ -65,6 +71,24 @@ async fn enroll_token(store: &Store, email: &str) -> anyhow::Result<Secret<Strin
     Ok(token)
 }
 
+/// Link lifetime quickstart gives its demo link: 1 hour.
+const QUICKSTART_LINK_TTL: Duration = Duration::from_secs(3600);
+
+async fn share_this_machine(shares: &Shares, store: &Store, email: &str, machine: MachineId) -> anyhow::Result<Minted> {
+    let owner = store.user_by_email(email).await?.or(store.first_user().await?).context("no owner account")?;
+    let m = store.machine(machine).await?.context("the local machine vanished")?;
+    let spec = ShareSpec {
+        user: owner.id,
+        fleet: m.fleet_id,
+        machine,
+        ttl: QUICKSTART_LINK_TTL,
+        read_only: false,
+        max_opens: None,
+        session: None,
+    };
+    Ok(shares.create(spec).await?)
+}
+
 async fn wait_online(store: &Store, agent_dir: &std::path::Path) -> anyhow::Result<MachineId> {
     let deadline = tokio::time::Instant::now() + AGENT_READY_TIMEOUT;
     while tokio::time::Instant::now() < deadline {
@@ -79,14 +103,18 @@ async fn wait_online(store: &Store, agent_dir: &std::path::Path) -> anyhow::Resu
     bail!("the local agent did not come online within {}s; see the log above", AGENT_READY_TIMEOUT.as_secs())
 }
 
-fn print_welcome(url: &str, email: &str, host: &str) {
+fn print_welcome(url: &str, email: &str, host: &str, share_url: &str, expires_at: &str) {
     println!("cmdop is running.\n");
     println!("  server     {url}");
+    println!("  share link {share_url}");
+    println!("             (a browser terminal on this machine, until {expires_at})");
     println!("  machine    {host} (this machine, agent connected)");
     println!("  signed in  {email} (owner), credentials in {}\n", home::dir().display());
     println!("Try, in another terminal:");
     println!("  cmdop connect --list");
     println!("  cmdop connect exec {host} -- uname -a");
+    println!("  cmdop connect share {host} --ttl 2h");
+    println!("  cmdop connect shares");
     println!("  cmdop fleet token create     # enroll another machine\n");
     println!("Press Ctrl-C to stop.");
 }
