@@ -263,7 +263,7 @@ impl TestServer {
         let owner = Cli::new(dir.path().join("owner"));
         let (child, url) = spawn_server(dir.path(), "127.0.0.1:0", 1)?;
         let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).context("no port in the URL")?;
-        let mut server = Self { dir, port, url, child, owner, starts: 1 };
+        let server = Self { dir, port, url, child, owner, starts: 1 };
         let data_dir = server.data_dir();
         let login = server.owner.run(&[
             "server".as_ref(),
