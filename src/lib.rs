@@ -9,13 +9,15 @@
 //! - `session`: sessions as consumers see them: events, exits, window sizes (pure).
 //! - `proto`: generated wire types of `proto/relay.proto`.
 //! - `store`: SQLite storage behind one narrow interface.
-//! - `oauth`: access and refresh tokens.
+//! - `oauth`: access and refresh tokens and the device authorization grant (RFC 8628).
+//! - `passwords`: argon2id hashes and generated one-time passwords.
 //! - `relay`: agents' streams; the routing interface consumers use to reach sessions.
 //! - `shares`: share links as the server manages them: mint, check, revoke, live sockets.
 //! - `api`: the gRPC API the CLI calls.
 //! - `gateway`: the browser side: share-link page, WebSocket bridge, embedded assets.
 //! - `server`: one listener for relay, API and HTTP; bootstrap of the first owner.
 //! - `agent`: the machine daemon: dials out, runs exec and PTY sessions.
+//! - `web`: OAuth endpoints, the device-flow verification page, login rate limits, headers.
 //! - `cli`: the `cmdop` command line.
 //! - `metrics`: Prometheus counters.
 
@@ -28,6 +30,7 @@ pub mod ids;
 pub mod links;
 pub mod metrics;
 pub mod oauth;
+pub mod passwords;
 pub mod proto;
 pub mod relay;
 pub mod resolver;
@@ -36,3 +39,4 @@ pub mod server;
 pub mod shares;
 pub mod session;
 pub mod store;
+pub mod web;

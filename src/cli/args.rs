@@ -46,6 +46,14 @@ pub enum Command {
     Server(ServerArgs),
     /// Run the machine daemon (dials out to the server; never listens).
     Agent(AgentArgs),
+    /// Sign in with the OAuth device flow: prints a URL and a code to approve in a browser.
+    Login {
+        /// The server (default: `CMDOP_SERVER`, or the one signed in to before).
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Sign out: revoke this CLI's tokens and forget them.
+    Logout,
     /// Show who this CLI is signed in as.
     Whoami {
         /// Print JSON.
@@ -116,6 +124,29 @@ pub enum ServerCommand {
     /// Share-link signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// User accounts (by direct access to the data folder).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `cmdop server user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user to a fleet with a role (or change their role) and print a new one-time
+    /// password for the sign-in page.
+    Add {
+        /// Email (the sign-in name).
+        email: String,
+        /// Role in the fleet: owner, admin, member or viewer.
+        #[arg(long, default_value = "member")]
+        role: String,
+        /// Fleet (created if missing).
+        #[arg(long, default_value = "default")]
+        fleet: String,
+        /// Data folder of the server.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 /// `cmdop server keys ...`.

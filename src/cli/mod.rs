@@ -7,6 +7,7 @@ pub mod error;
 mod exec;
 mod fleet;
 pub mod home;
+pub mod login;
 mod machines;
 mod quickstart;
 mod serve;
@@ -33,6 +34,8 @@ pub async fn run(cli: args::Cli) -> anyhow::Result<i32> {
         Command::Quickstart(a) => quickstart::run(a).await,
         Command::Server(a) => serve::server(a).await,
         Command::Agent(a) => serve::agent(a).await,
+        Command::Login { server } => Ok(login::login(server).await?),
+        Command::Logout => Ok(login::logout().await?),
         Command::Whoami { json } => Ok(fleet::whoami(json).await?),
         Command::Fleet(f) => Ok(fleet::run(f).await?),
         Command::Connect(c) => Ok(connect(c).await?),

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::args::QuickstartArgs;
 use super::home::{self, Credentials};
+use super::login;
 use crate::agent::{self, AgentConfig};
 use crate::ids::MachineId;
 use crate::secret::{self, Secret, prefix};
@@ -29,8 +30,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
     let store = server.store().clone();
     let shares = server.shares().clone();
     let email = format!("{}@{}", std::env::var("USER").unwrap_or_else(|_| "owner".into()), agent::hostname());
-    let pair = bootstrap::sign_in_owner(&store, &email, "cmdop quickstart").await?;
-    home::save_credentials(&Credentials::from_pair(&url, &pair))?;
+    let owner = bootstrap::first_owner(&store, &email).await?;
 
     let agent_dir = data_dir.join("agent");
     let token = match agent::state::load(&agent_dir)? {
@@ -42,6 +42,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let serving = tokio::spawn(server.serve(stopped(stop_rx.clone())));
+    sign_in(&store, &url, owner.id).await?;
     let agent_config = AgentConfig { server: url.clone(), token, display_name: None, state_dir: agent_dir.clone() };
     let agent_task = tokio::spawn(agent::run(agent_config, stopped(stop_rx)));
     let machine = wait_online(&store, &agent_dir).await?;
@@ -60,6 +61,15 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
     let _ = agent_task.await;
     let _ = serving.await;
     Ok(0)
+}
+
+/// Signs this CLI in through the same device flow `cmdop login` uses, approving the request
+/// as the owner directly (quickstart holds the data folder, as the operator does).
+async fn sign_in(store: &Store, url: &str, owner: crate::ids::UserId) -> anyhow::Result<()> {
+    let code = login::request_device_code(url).await?;
+    crate::oauth::device::decide(store, &code.user_code, owner, true).await?;
+    let pair = login::poll_tokens(url, &code).await?;
+    home::save_credentials(&Credentials::from_pair(url, &pair))
 }
 
 async fn enroll_token(store: &Store, email: &str) -> anyhow::Result<Secret<String>> {

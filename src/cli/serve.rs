@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 
-use super::args::{AgentArgs, KeysCommand, ServerArgs, ServerCommand};
+use super::args::{AgentArgs, KeysCommand, ServerArgs, ServerCommand, UserCommand};
 use super::home::{self, Credentials};
 use crate::agent::{self, AgentConfig};
 use crate::secret::Secret;
@@ -33,6 +33,9 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<i32> {
         println!("signed in to {server} as the owner ({})", home::dir().display());
         return Ok(0);
     }
+    if let Some(ServerCommand::User(UserCommand::Add { email, role, fleet, data_dir })) = args.command {
+        return add_user(data_dir, &email, &role, &fleet).await;
+    }
     if let Some(ServerCommand::Keys(KeysCommand::Rotate { data_dir, max_link_ttl })) = args.command {
         let data_dir = data_dir.unwrap_or_else(super::default_server_dir);
         let id = crate::shares::rotate_keys(&data_dir, max_link_ttl)?;
@@ -62,5 +65,26 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
         state_dir: args.state_dir.unwrap_or_else(super::default_agent_dir),
     };
     agent::run(config, shutdown_signal()).await?;
+    Ok(0)
+}
+
+/// `cmdop server user add`: account, membership and a fresh one-time password.
+async fn add_user(data_dir: Option<std::path::PathBuf>, email: &str, role: &str, fleet: &str) -> anyhow::Result<i32> {
+    let role: crate::store::Role = role.parse().map_err(|e: String| super::CliError::Usage(e))?;
+    let data_dir = data_dir.unwrap_or_else(super::default_server_dir);
+    crate::server::ensure_private_dir(&data_dir)?;
+    let store = Store::open(&data_dir).await.context("cannot open the server's database")?;
+    let user = match store.user_by_email(email).await? {
+        Some(u) => u,
+        None => store.create_user(email).await?,
+    };
+    let fleet = store.fleet_named(fleet).await?;
+    store.set_membership(user.id, fleet.id, role).await?;
+    let password = crate::passwords::generate();
+    let hash = crate::passwords::hash(password.expose()).map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+    store.set_password_hash(user.id, &hash).await?;
+    println!("{} is {role} of fleet {}", user.email, fleet.name);
+    println!("one-time password: {}", password.expose());
+    eprintln!("give it to them privately; they sign in with `cmdop login` (shown only once)");
     Ok(0)
 }

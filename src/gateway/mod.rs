@@ -4,7 +4,7 @@
 //! WebSocket to a shell through the router, `parked` keeps a dropped browser's shell for a
 //! 30 s resume, `assets` serves embedded files, `protocol` holds the browser wire messages.
 
-mod assets;
+pub mod assets;
 mod pages;
 mod parked;
 pub mod protocol;
@@ -13,16 +13,10 @@ mod socket;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
-use axum::response::Response;
 use axum::routing::get;
 
 use crate::relay::SessionRouter;
 use crate::shares::Shares;
-
-/// The page's Content Security Policy: no inline script or style, nothing from elsewhere.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-                   img-src 'self' data:; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// What the gateway's handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -36,6 +30,11 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
+    /// The fingerprinted URL of an embedded static file.
+    pub fn asset_url(&self, path: &str) -> String {
+        self.assets.url(path)
+    }
+
     /// Gateway state over `shares`, reaching machines through `router`.
     pub fn new(shares: Shares, router: Arc<dyn SessionRouter>, public_url: &str) -> Self {
         Self {
@@ -61,20 +60,8 @@ pub fn router(state: GatewayState) -> Router {
         .route("/s/{token}", get(pages::open_share_page))
         .route("/s/{token}/ws", get(socket::bridge_socket))
         .route("/assets/{hash}/{*path}", get(assets::serve_asset))
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response(crate::web::security_headers))
         .with_state(state)
-}
-
-async fn security_headers(mut resp: Response) -> Response {
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    if !h.contains_key(header::CACHE_CONTROL) {
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    resp
 }
 
 #[cfg(test)]

@@ -1,4 +1,7 @@
-//! OAuth 2.0 tokens: access (1 h) and refresh (30 d, single use, rotated), stored hashed.
+//! OAuth 2.0 tokens: access (1 h) and refresh (30 d, single use, rotated), stored hashed, and
+//! the device authorization grant that issues them (`device`).
+
+pub mod device;
 
 use serde::{Deserialize, Serialize};
 
@@ -58,4 +61,28 @@ pub async fn refresh(store: &Store, refresh_token: &str) -> Result<Option<TokenP
         return Ok(None);
     }
     issue_pair(store, user, "refresh").await.map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret;
+
+    #[tokio::test]
+    async fn expired_tokens_stop_working_and_refresh_tokens_work_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let user = store.create_user("eve@example.com").await.unwrap();
+        let old = secret::new_token(prefix::ACCESS);
+        let old_hash = secret::hash_token(old.expose());
+        store.insert_token(&old_hash, TokenKind::Access, user.id, "test", now() - 1).await.unwrap();
+        assert_eq!(store.token_user(&old_hash, TokenKind::Access).await.unwrap(), None, "expired by the clock");
+
+        let pair = issue_pair(&store, user.id, "test").await.unwrap();
+        let access_hash = secret::hash_token(&pair.access_token);
+        assert_eq!(store.token_user(&access_hash, TokenKind::Access).await.unwrap(), Some(user.id));
+        assert!(refresh(&store, &pair.refresh_token).await.unwrap().is_some());
+        assert!(refresh(&store, &pair.refresh_token).await.unwrap().is_none(), "rotated: single use");
+        assert!(refresh(&store, &pair.access_token).await.unwrap().is_none(), "an access token is no refresh token");
+    }
 }

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use crate::api::ApiService;
 use crate::gateway::{self, GatewayState};
 use crate::shares::Shares;
+use crate::web::{self, WebState};
 use crate::proto;
 use crate::relay::LocalRouter;
 use crate::relay::service::RelayService;
@@ -105,12 +106,14 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat);
         let api = ApiService::new(self.store.clone(), self.router.clone(), self.shares.clone(), self.public_url.clone());
-        let gateway = gateway::router(GatewayState::new(self.shares.clone(), self.router.clone(), &self.public_url));
+        let gateway_state = GatewayState::new(self.shares.clone(), self.router.clone(), &self.public_url);
+        let web = web::router(WebState::new(self.store.clone(), &self.public_url, gateway_state.asset_url("share.css")));
+        let gateway = gateway::router(gateway_state);
         let maintenance = self.shares.spawn_maintenance();
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();
-        let app = http::router(self.store.clone()).merge(gateway).merge(grpc).fallback(http::not_found);
+        let app = http::router(self.store.clone()).merge(gateway).merge(web).merge(grpc).fallback(http::not_found);
         tracing::info!(url = %self.public_url, addr = %self.local_addr, "serving");
         use axum::serve::ListenerExt;
         let listener = self.listener.tap_io(|tcp| {

@@ -4,6 +4,7 @@
 //! see domain types and `StoreError`, never SQL, so a PostgreSQL backend for several nodes can
 //! slot in behind the same methods. Migrations live in `migrations/` and run at open.
 
+mod grants;
 mod identity;
 mod links;
 mod machines;
@@ -16,6 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use thiserror::Error;
 use time::OffsetDateTime;
 
+pub use grants::{DeviceGrant, GrantStatus};
 pub use identity::{Fleet, Membership, Role, TokenKind, User};
 pub use links::{LinkRow, NewLink};
 pub use machines::{EnrollError, Machine, MachineInfo};
