@@ -18,12 +18,14 @@
 //! - `server`: one listener for relay, API and HTTP; bootstrap of the first owner.
 //! - `agent`: the machine daemon: dials out, runs exec and PTY sessions.
 //! - `web`: OAuth endpoints, the device-flow verification page, login rate limits, headers.
+//! - `dial`: client connections (agent, CLI): HTTP/2, TLS for https URLs.
 //! - `cli`: the `cmdop` command line.
 //! - `metrics`: Prometheus counters.
 
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod dial;
 pub mod duration;
 pub mod gateway;
 pub mod ids;

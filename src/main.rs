@@ -15,6 +15,7 @@ fn init_logging(format: LogFormat) {
 
 fn main() {
     let args = Cli::parse();
+    cmdop::dial::install_crypto();
     init_logging(args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::error::CliError;
 use super::home::{self, Credentials};
@@ -51,14 +51,7 @@ async fn refresh(creds: &Credentials) -> Result<Credentials, CliError> {
 
 /// Opens a channel to the server.
 pub async fn channel(server_url: &str) -> Result<Channel, CliError> {
-    let endpoint = Endpoint::from_shared(server_url.to_string())
-        .map_err(|_| CliError::Usage(format!("invalid server URL {server_url:?}")))?
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true);
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot reach the server at {server_url}: {e}")))
+    crate::dial::connect(server_url).await.map_err(CliError::Failed)
 }
 
 /// A signed-in client for the active fleet, and the credentials it uses.
