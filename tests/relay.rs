@@ -109,12 +109,14 @@ fn machine_goes_offline_promptly_when_its_agent_is_killed() -> anyhow::Result<()
     let server = TestServer::start()?;
     let mut agent = TestAgent::start(&server, "doomed")?;
     let id = agent.machine_id().to_string();
+    assert_eq!(server.metric("cmdop_machines_online")?, 1);
 
     agent.kill();
     let killed = Instant::now();
     wait_until(PROMPTLY, "the machine to show offline", || Ok(!server.cli().is_online(&id)?))?;
     eprintln!("offline {:?} after SIGKILL", killed.elapsed());
 
+    assert_eq!(server.metric("cmdop_machines_online")?, 0);
     let row = server.cli().machine(&id)?.context("an offline machine is still listed")?;
     assert!(!row.online && row.last_seen.is_some(), "{row:?}");
     let online = server.cli().run(&["connect", "--list", "--online", "--json"])?.expect_code(0)?;
@@ -278,8 +280,10 @@ fn exec_relays_64_mib_byte_exact() -> anyhow::Result<()> {
     let run = run_command(&mut cmd, Duration::from_secs(180))?.expect_code(0)?;
     eprintln!("64 MiB relayed in {:?}", run.took);
 
-    let (want, want_len) = sha256_file(&source)?;
+    // Two hashes at once: sha2 is slow in a debug build.
+    let source_hash = std::thread::spawn(move || sha256_file(&source));
     let (got, got_len) = sha256_file(&copy)?;
+    let (want, want_len) = source_hash.join().map_err(|_| anyhow::anyhow!("hash thread panicked"))??;
     assert_eq!(want_len, SIZE as u64);
     assert_eq!(got_len, want_len, "length differs");
     assert!(got == want, "sha256 differs");
@@ -315,6 +319,31 @@ fn exec_ends_promptly_with_exit_1_when_the_agent_dies_mid_command() -> anyhow::R
     assert_eq!(status.code(), Some(1), "stderr: {stderr}");
     assert!(took < PROMPTLY, "the CLI took {took:?} to notice");
     assert!(stderr.contains("went away"), "stderr: {stderr}");
+    assert_eq!(server.metric("cmdop_sessions_open")?, 0, "the lost session is still counted");
+    Ok(())
+}
+
+#[test]
+fn frozen_agent_goes_offline_after_three_missed_heartbeats_and_returns_when_thawed() -> anyhow::Result<()> {
+    use nix::sys::signal::{Signal, kill};
+    let server = TestServer::start()?;
+    let mut agent = TestAgent::start(&server, "frozen")?;
+    let id = agent.machine_id().to_string();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.pid())?);
+
+    kill(pid, Signal::SIGSTOP)?;
+    let stopped = Instant::now();
+    let offline = wait_until(Duration::from_secs(15), "the frozen machine to show offline", || {
+        Ok(!server.cli().is_online(&id)?)
+    });
+    let took = stopped.elapsed();
+    kill(pid, Signal::SIGCONT)?;
+    offline?;
+    // Heartbeats every 1 s, offline after 3 s of silence: the last beat was at most 1 s old.
+    assert!(took >= Duration::from_secs(2), "offline after {took:?}, before three heartbeats were missed");
+
+    agent.wait_online(&server)?;
+    server.cli().exec(&id, &[], &["echo", "thawed"])?.expect_code(0)?;
     Ok(())
 }
 

@@ -14,6 +14,10 @@ use super::channel::{Cmd, Out, closed_frame, output_frame};
 use crate::proto::{self, closed};
 use crate::session::CHUNK_BYTES;
 
+/// After the group is killed (timeout, consumer gone), how long output may still drain before
+/// the pipes are abandoned: 2 s. A process that left the group can hold them open for ever.
+const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
+
 /// Runs `open` to completion, streaming its output under `credit`.
 pub async fn run(open: proto::Open, out: Out, credit: Arc<Semaphore>, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
     let channel = open.channel;
@@ -35,35 +39,78 @@ pub async fn run(open: proto::Open, out: Out, credit: Arc<Semaphore>, mut cmds: 
     let opened = proto::Opened { channel, input_window: 0, pid };
     let _ = out.send(frame(proto::agent_frame::Kind::Opened(opened))).await;
     let chunk = CHUNK_BYTES.min(open.output_window as usize).max(1);
-    let readers = [
+    let readers: Vec<_> = [
         child.stdout.take().map(|r| tokio::spawn(pump(r, channel, proto::OutputStream::Stdout, chunk, out.clone(), credit.clone()))),
         child.stderr.take().map(|r| tokio::spawn(pump(r, channel, proto::OutputStream::Stderr, chunk, out.clone(), credit.clone()))),
-    ];
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let group = Pid::from_raw(i32::try_from(pid).unwrap_or(0));
     let deadline = (open.timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(open.timeout_ms));
-    let mut timed_out = false;
-    let status = loop {
+    let status = supervise(&mut child, readers, group, deadline, &credit, &mut cmds).await;
+    let end = match status.exit {
+        Ok(s) => ending_of(s),
+        Err(e) => closed::End::Error(format!("waiting for the command failed: {e}")),
+    };
+    let _ = out.send(closed_frame(channel, end, status.timed_out, started.elapsed())).await;
+}
+
+/// How a supervised command ended.
+struct Supervised {
+    exit: std::io::Result<std::process::ExitStatus>,
+    timed_out: bool,
+}
+
+/// Waits for the command AND its output: both the process's exit and the end of its pipes,
+/// which background children may hold open after it exits. The timeout, signals and the
+/// consumer leaving apply to the whole process group until both are over.
+async fn supervise(
+    child: &mut tokio::process::Child,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    group: Pid,
+    deadline: Option<tokio::time::Instant>,
+    credit: &Semaphore,
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+) -> Supervised {
+    let aborts: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
+    let drained = async move {
+        for reader in readers {
+            let _ = reader.await;
+        }
+    };
+    tokio::pin!(drained);
+    let (mut exit, mut is_drained, mut timed_out, mut cmds_open) = (None, false, false, true);
+    let mut give_up = None;
+    while exit.is_none() || !is_drained {
         tokio::select! {
-            status = child.wait() => break status,
-            cmd = cmds.recv() => match cmd {
+            status = child.wait(), if exit.is_none() => exit = Some(status),
+            _ = &mut drained, if !is_drained => is_drained = true,
+            cmd = cmds.recv(), if cmds_open => match cmd {
                 Some(Cmd::Signal(signo)) => signal_group(group, signo),
-                Some(Cmd::Close) | None => signal_group(group, libc::SIGKILL),
+                Some(Cmd::Close) | None => {
+                    // The consumer left: nobody will grant credit or read output any more.
+                    cmds_open = false;
+                    signal_group(group, libc::SIGKILL);
+                    credit.close();
+                    give_up.get_or_insert(tokio::time::Instant::now() + DRAIN_AFTER_KILL);
+                }
                 Some(_) => {}
             },
             _ = sleep_until(deadline), if !timed_out => {
                 timed_out = true;
                 signal_group(group, libc::SIGKILL);
+                give_up.get_or_insert(tokio::time::Instant::now() + DRAIN_AFTER_KILL);
+            }
+            _ = sleep_until(give_up), if give_up.is_some() => {
+                // Something outside the group still holds the pipes: stop reading them.
+                give_up = None;
+                aborts.iter().for_each(|a| a.abort());
             }
         }
-    };
-    for reader in readers.into_iter().flatten() {
-        let _ = reader.await;
     }
-    let end = match status {
-        Ok(s) => ending_of(s),
-        Err(e) => closed::End::Error(format!("waiting for the command failed: {e}")),
-    };
-    let _ = out.send(closed_frame(channel, end, timed_out, started.elapsed())).await;
+    let exit = exit.unwrap_or_else(|| Err(std::io::Error::other("the command was not waited for")));
+    Supervised { exit, timed_out }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -350,6 +350,7 @@ impl TestServer {
             .env("HOME", self.dir.path())
             .env_remove("CMDOP_ENROLL_TOKEN")
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(log)?);
@@ -369,6 +370,17 @@ impl TestServer {
         let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no status")?;
         let chunked = head.lines().any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
         Ok((status, if chunked { dechunk(body) } else { body.to_string() }))
+    }
+
+    /// The value of an unlabelled metric on `/metrics`.
+    pub fn metric(&self, name: &str) -> anyhow::Result<u64> {
+        let (status, body) = self.http_get("/metrics")?;
+        ensure!(status == 200, "/metrics answered {status}");
+        let value = body
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .with_context(|| format!("no {name} in /metrics:\n{body}"))?;
+        Ok(value.trim().parse()?)
     }
 
     fn log_path(dir: &Path, start: u32) -> PathBuf {
@@ -399,6 +411,7 @@ fn spawn_server(dir: &Path, listen: &str, start: u32) -> anyhow::Result<(Child, 
         .arg(dir.join("data"))
         .env("HOME", dir)
         .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(File::create(&log)?)
@@ -599,6 +612,14 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Whether process `pid` exists and is not a zombie (an orphan's zombie may linger when
+/// nothing reaps it).
+pub fn is_running(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, Some(s) if s != "Z" && s != "X")
+}
+
 /// Socket inodes a process holds (`/proc/PID/fd/* -> socket:[INODE]`).
 pub fn socket_inodes(pid: u32) -> anyhow::Result<Vec<u64>> {
     let mut inodes = Vec::new();
@@ -649,16 +670,20 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<([u8; 32], u64)> {
 /// Writes `len` deterministic pseudo-random bytes (xorshift64*) to `path`.
 pub fn write_pseudo_random(path: &Path, len: usize, seed: u64) -> anyhow::Result<()> {
     let mut state = seed | 1;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(path)?);
-    let mut block = [0u8; 8];
-    for _ in 0..len / 8 {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        block.copy_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-        out.write_all(&block)?;
+    let mut file = File::create(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let piece = &mut buf[..left.min(1 << 20)];
+        for word in piece.chunks_mut(8) {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let bytes = state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            word.copy_from_slice(&bytes[..word.len()]);
+        }
+        file.write_all(piece)?;
+        left -= piece.len();
     }
-    out.write_all(&block[..len % 8])?;
-    out.flush()?;
     Ok(())
 }
