@@ -31,3 +31,9 @@ pub fn endpoint(url: &str) -> Result<Endpoint, String> {
 pub async fn connect(url: &str) -> Result<Channel, String> {
     endpoint(url)?.connect().await.map_err(|e| format!("cannot reach the server at {url}: {e}"))
 }
+
+/// An HTTP client for the OAuth endpoints (form posts, JSON answers), with a deadline.
+pub fn http() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap_or_default()
+}

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `ids`: newtype identifiers (`MachineId`, `LinkId`, ...).
+//! - `limiter`: exponential back-off after repeated failures (passwords).
 //! - `links`: share-link tokens: mint, verify (constant time), keys, revocations (pure).
 //! - `secret`: the redacting `Secret<T>`, random tokens and their at-rest hashes.
 //! - `duration`: `90s`/`15m`/`2h`/`7d` parsing.
@@ -17,10 +18,12 @@
 //! - `gateway`: the browser side: share-link page, WebSocket bridge, embedded assets.
 //! - `server`: one listener for relay, API and HTTP; bootstrap of the first owner.
 //! - `agent`: the machine daemon: dials out, runs exec and PTY sessions.
-//! - `web`: OAuth endpoints, the device-flow verification page, login rate limits, headers.
+//! - `web`: OAuth endpoints, the device-flow verification page, security headers.
 //! - `dial`: client connections (agent, CLI): HTTP/2, TLS for https URLs.
 //! - `cli`: the `cmdop` command line.
 //! - `metrics`: Prometheus counters.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod agent;
 pub mod api;
@@ -29,6 +32,7 @@ pub mod dial;
 pub mod duration;
 pub mod gateway;
 pub mod ids;
+pub mod limiter;
 pub mod links;
 pub mod metrics;
 pub mod oauth;

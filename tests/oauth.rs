@@ -1,6 +1,8 @@
 //! Sign-in and access: the RFC 8628 device flow through real HTTP, the verification page with
 //! its CSRF and rate limits, refresh rotation, revocation, `cmdop login`, and roles.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -14,6 +16,7 @@ use serde_json::Value;
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 fn http() -> reqwest::Client {
+    cmdop::dial::install_crypto();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(20))

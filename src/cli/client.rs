@@ -35,7 +35,7 @@ pub async fn credentials() -> Result<Credentials, CliError> {
 async fn refresh(creds: &Credentials) -> Result<Credentials, CliError> {
     let url = format!("{}/oauth/token", creds.server_url);
     let form = [("grant_type", "refresh_token"), ("refresh_token", creds.refresh_token.as_str())];
-    let resp = reqwest::Client::new()
+    let resp = crate::dial::http()
         .post(&url)
         .form(&form)
         .timeout(Duration::from_secs(15))

@@ -32,10 +32,6 @@ struct OAuthError {
     error_description: String,
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap_or_default()
-}
-
 fn unreachable(server: &str, e: impl std::fmt::Display) -> CliError {
     CliError::Failed(format!("cannot reach the server at {server}: {e}"))
 }
@@ -44,7 +40,7 @@ fn unreachable(server: &str, e: impl std::fmt::Display) -> CliError {
 pub async fn request_device_code(server: &str) -> Result<DeviceCode, CliError> {
     let host = crate::agent::hostname();
     let form = [("client_id", "cmdop-cli"), ("client_name", "cmdop CLI"), ("client_host", host.as_str())];
-    let resp = http().post(format!("{server}/oauth/device")).form(&form).send().await.map_err(|e| unreachable(server, e))?;
+    let resp = crate::dial::http().post(format!("{server}/oauth/device")).form(&form).send().await.map_err(|e| unreachable(server, e))?;
     if !resp.status().is_success() {
         return Err(CliError::Failed(format!("the server refused to start a sign-in ({})", resp.status())));
     }
@@ -62,7 +58,7 @@ pub async fn poll_tokens(server: &str, code: &DeviceCode) -> Result<TokenPair, C
             tokio::time::sleep(interval).await;
         }
         first = false;
-        let resp = http().post(format!("{server}/oauth/token")).form(&form).send().await.map_err(|e| unreachable(server, e))?;
+        let resp = crate::dial::http().post(format!("{server}/oauth/token")).form(&form).send().await.map_err(|e| unreachable(server, e))?;
         if resp.status().is_success() {
             return resp.json().await.map_err(|e| CliError::Failed(format!("bad token answer: {e}")));
         }
@@ -121,7 +117,7 @@ pub async fn logout() -> Result<i32, CliError> {
     };
     for token in [&creds.refresh_token, &creds.access_token] {
         let form = [("token", token.as_str())];
-        if let Err(e) = http().post(format!("{}/oauth/revoke", creds.server_url)).form(&form).send().await {
+        if let Err(e) = crate::dial::http().post(format!("{}/oauth/revoke", creds.server_url)).form(&form).send().await {
             eprintln!("warning: could not revoke on the server ({e}); forgetting the tokens anyway");
             break;
         }

@@ -1,9 +1,7 @@
 //! Server-rendered web for people and OAuth clients: the device-flow endpoints (`oauth`), the
-//! verification page (`device`, the only routes with a session cookie) and the login rate
-//! limits (`limiter`). Security headers for every browser-facing response live here.
+//! verification page (`device`, the only routes with a session cookie). Security headers for every browser-facing response live here.
 
 mod device;
-pub mod limiter;
 mod oauth;
 
 use std::sync::Arc;
@@ -17,7 +15,7 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, MemoryStore, SessionManagerLayer};
 
 use crate::store::Store;
-use limiter::Limiter;
+use crate::limiter::Limiter;
 
 /// Content Security Policy of every page: no inline script or style, nothing from elsewhere.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
