@@ -21,14 +21,19 @@ pub enum Cmd {
     Resize(u16, u16),
     /// A POSIX signal for the process group.
     Signal(i32),
-    /// The consumer left: end the process.
+    /// The consumer left: end the process (a persistent shell session only loses this
+    /// attachment).
     Close,
+    /// SHELL: the consumer detached or the stream dropped; the session lives on.
+    Detach,
 }
 
 /// A running session as the dispatcher sees it.
 struct Entry {
     credit: Arc<Semaphore>,
     cmds: mpsc::UnboundedSender<Cmd>,
+    /// A shell attachment: a dropped stream detaches it instead of ending the process.
+    attachment: bool,
 }
 
 /// Channel number -> session. Shared by the dispatcher and the sessions (which remove
@@ -42,14 +47,20 @@ impl Channels {
     }
 
     /// Adds a channel with its initial output credit; returns the credit and command queue.
-    pub fn insert(&self, channel: u64, window: u32) -> Option<(Arc<Semaphore>, mpsc::UnboundedReceiver<Cmd>)> {
+    /// `attachment`: a shell attachment, which a dropped stream detaches rather than ends.
+    pub fn insert(
+        &self,
+        channel: u64,
+        window: u32,
+        attachment: bool,
+    ) -> Option<(Arc<Semaphore>, mpsc::UnboundedReceiver<Cmd>)> {
         let mut map = self.lock();
         if map.contains_key(&channel) {
             return None;
         }
         let credit = Arc::new(Semaphore::new(window as usize));
         let (cmds, rx) = mpsc::unbounded_channel();
-        map.insert(channel, Entry { credit: credit.clone(), cmds });
+        map.insert(channel, Entry { credit: credit.clone(), cmds, attachment });
         Some((credit, rx))
     }
 
@@ -72,10 +83,11 @@ impl Channels {
         }
     }
 
-    /// The stream dropped: every session is told to end.
+    /// The stream dropped: every exec is told to end, every shell attachment to detach (its
+    /// session lives on for a reattach after the agent reconnects).
     pub fn close_all(&self) {
         for (_, e) in self.lock().drain() {
-            let _ = e.cmds.send(Cmd::Close);
+            let _ = e.cmds.send(if e.attachment { Cmd::Detach } else { Cmd::Close });
             e.credit.close();
         }
     }

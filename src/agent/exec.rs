@@ -36,7 +36,7 @@ pub async fn run(open: proto::Open, out: Out, credit: Arc<Semaphore>, mut cmds: 
         Err(e) => return spawn_failed(channel, &open.argv[0], e, &out).await,
     };
     let pid = child.id().unwrap_or(0);
-    let opened = proto::Opened { channel, input_window: 0, pid };
+    let opened = proto::Opened { channel, input_window: 0, pid, ..Default::default() };
     let _ = out.send(frame(proto::agent_frame::Kind::Opened(opened))).await;
     let chunk = CHUNK_BYTES.min(open.output_window as usize).max(1);
     let readers: Vec<_> = [
@@ -145,7 +145,7 @@ async fn spawn_failed(channel: u64, program: &str, e: std::io::Error, out: &Out)
         std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
         _ => (126, "cannot run"),
     };
-    let opened = proto::Opened { channel, input_window: 0, pid: 0 };
+    let opened = proto::Opened { channel, input_window: 0, pid: 0, ..Default::default() };
     let _ = out.send(frame(proto::agent_frame::Kind::Opened(opened))).await;
     let msg = format!("cmdop: {program}: {why} ({e})\n");
     let _ = out.send(output_frame(channel, proto::OutputStream::Stderr, 0, msg.into_bytes().into())).await;

@@ -3,9 +3,12 @@
 //! `state` holds the enrollment; `channel` the table of sessions on the stream; `exec` and
 //! `pty` run one-shot commands and shells.
 
+mod attach;
 mod channel;
 mod exec;
 mod pty;
+mod shell;
+pub mod shells;
 pub mod state;
 
 use std::path::PathBuf;
@@ -20,6 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::{self, agent_frame, relay_frame, relay_client::RelayClient};
 use channel::{Channels, Cmd};
+use shells::Shells;
 use state::Enrollment;
 
 /// Frames queued toward the relay before senders wait.
@@ -41,6 +45,9 @@ pub struct AgentConfig {
     pub display_name: Option<String>,
     /// Where the enrollment is kept.
     pub state_dir: PathBuf,
+    /// Persistent shell sessions end after this long without an attachment
+    /// (`shells::DEFAULT_IDLE`, 7 days, unless `--session-idle` says otherwise).
+    pub session_idle: Duration,
 }
 
 /// This machine's hostname.
@@ -90,11 +97,13 @@ pub async fn enrollment(config: &AgentConfig) -> anyhow::Result<Enrollment> {
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let enrollment = enrollment(&config).await?;
     tokio::pin!(shutdown);
+    // Shell sessions outlive every stream: a reconnect finds them again.
+    let shells = Shells::new(config.session_idle);
     let mut delay = BACKOFF_FIRST;
     loop {
         let started = Instant::now();
         let result = tokio::select! {
-            r = link(&enrollment, &config) => r,
+            r = link(&enrollment, &config, &shells) => r,
             _ = &mut shutdown => return Ok(()),
         };
         match result {
@@ -137,7 +146,7 @@ fn status_error(s: tonic::Status) -> LinkError {
 }
 
 /// One stream's life: hello, then frames until it ends.
-async fn link(enrollment: &Enrollment, config: &AgentConfig) -> Result<(), LinkError> {
+async fn link(enrollment: &Enrollment, config: &AgentConfig, shells: &Shells) -> Result<(), LinkError> {
     let mut client = RelayClient::new(dial(&config.server).await?);
     let (out, rx) = mpsc::channel(OUT_QUEUE_FRAMES);
     let hello = proto::Hello {
@@ -153,7 +162,7 @@ async fn link(enrollment: &Enrollment, config: &AgentConfig) -> Result<(), LinkE
     req.metadata_mut().insert("authorization", auth);
     let mut inbound = client.link(req).await.map_err(status_error)?.into_inner();
     let channels = Channels::default();
-    let result = pump(&mut inbound, &out, &channels).await;
+    let result = pump(&mut inbound, &out, &channels, shells).await;
     channels.close_all();
     result
 }
@@ -162,6 +171,7 @@ async fn pump(
     inbound: &mut tonic::Streaming<proto::RelayFrame>,
     out: &channel::Out,
     channels: &Channels,
+    shells: &Shells,
 ) -> Result<(), LinkError> {
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -173,7 +183,7 @@ async fn pump(
                     let every = Duration::from_millis(w.heartbeat_interval_ms.max(100).into());
                     heartbeat = tokio::time::interval(every);
                 }
-                Some(proto::RelayFrame { kind: Some(kind) }) => dispatch(kind, out, channels),
+                Some(proto::RelayFrame { kind: Some(kind) }) => dispatch(kind, out, channels, shells),
                 Some(_) => tracing::warn!("ignored an empty frame from the relay"),
             },
             _ = heartbeat.tick() => {
@@ -187,9 +197,9 @@ async fn pump(
     }
 }
 
-fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels) {
+fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, shells: &Shells) {
     match kind {
-        relay_frame::Kind::Open(open) => start(open, out, channels),
+        relay_frame::Kind::Open(open) => start(open, out, channels, shells),
         relay_frame::Kind::Input(i) => channels.command(i.channel, Cmd::Input(i.data)),
         relay_frame::Kind::Credit(c) => channels.credit(c.channel, c.bytes),
         relay_frame::Kind::Resize(r) => {
@@ -197,18 +207,26 @@ fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels) {
             channels.command(r.channel, Cmd::Resize(clamp(r.cols), clamp(r.rows)));
         }
         relay_frame::Kind::Signal(s) => channels.command(s.channel, Cmd::Signal(s.signo)),
-        relay_frame::Kind::Close(c) => channels.command(c.channel, Cmd::Close),
+        relay_frame::Kind::Close(c) => channels.command(c.channel, if c.detach { Cmd::Detach } else { Cmd::Close }),
         relay_frame::Kind::Welcome(_) => {}
+        relay_frame::Kind::SessionQuery(q) => {
+            let reply = shells.answer(q);
+            let out = out.clone();
+            tokio::spawn(async move {
+                let _ = out.send(proto::AgentFrame { kind: Some(agent_frame::Kind::SessionReply(reply)) }).await;
+            });
+        }
     }
 }
 
-fn start(open: proto::Open, out: &channel::Out, channels: &Channels) {
+fn start(open: proto::Open, out: &channel::Out, channels: &Channels, shells: &Shells) {
     let channel = open.channel;
-    let Some((credit, cmds)) = channels.insert(channel, open.output_window) else {
+    let shell = open.kind() == proto::SessionKind::Shell;
+    let Some((credit, cmds)) = channels.insert(channel, open.output_window, shell) else {
         tracing::warn!(channel, "relay reused an open channel number; ignored");
         return;
     };
-    let (out, channels) = (out.clone(), channels.clone());
+    let (out, channels, shells) = (out.clone(), channels.clone(), shells.clone());
     tokio::spawn(async move {
         match open.kind() {
             proto::SessionKind::Exec if !open.argv.is_empty() => exec::run(open, out, credit, cmds).await,
@@ -216,7 +234,7 @@ fn start(open: proto::Open, out: &channel::Out, channels: &Channels) {
                 let end = proto::closed::End::Error("no command given".into());
                 let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
             }
-            proto::SessionKind::Shell => pty::run(open, out, credit, cmds).await,
+            proto::SessionKind::Shell => shells.attach(open, out, credit, cmds).await,
         }
         channels.remove(channel);
     });

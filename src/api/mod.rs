@@ -1,8 +1,10 @@
 //! The `Api` gRPC service the CLI talks to. Thin: authenticate, check the role, call the store
 //! or the router, map errors to `Status` (the one place that does).
 
+pub mod attach;
 pub mod auth;
 pub mod exec;
+pub mod sessions;
 pub mod shares;
 
 use std::pin::Pin;
@@ -50,6 +52,21 @@ impl ApiService {
         authenticate(&self.store, req.metadata()).await
     }
 
+    /// Records a session event in the audit log; a failure is logged, never shown to the user.
+    async fn audit_session(&self, caller: &Caller, machine: &Machine, action: &str, session: &str) {
+        let event = crate::store::AuditEvent {
+            actor: &caller.user.email,
+            action,
+            fleet_id: Some(caller.fleet.id.to_string()),
+            machine_id: Some(machine.id.to_string()),
+            link_id: None,
+            detail: format!("session={session}"),
+        };
+        if let Err(e) = self.store.audit(event).await {
+            tracing::warn!(error = %e, "could not record an audit event");
+        }
+    }
+
     /// The machine with this id in the caller's fleet; other fleets' machines do not exist.
     async fn fleet_machine(&self, caller: &Caller, id: &str) -> Result<Machine, Status> {
         let not_found = || Status::not_found(format!("no machine {id:?} in fleet {:?}", caller.fleet.name));
@@ -78,6 +95,8 @@ pub fn route_status(e: RouteError, machine: &Machine) -> Status {
             machine.hostname
         )),
         RouteError::Gone => Status::unavailable(format!("machine {} went away: its agent's connection dropped", machine.hostname)),
+        RouteError::NoSuchSession(msg) => Status::not_found(format!("{msg} on machine {}", machine.hostname)),
+        RouteError::Unanswered => Status::deadline_exceeded(format!("machine {} did not answer in time", machine.hostname)),
     }
 }
 
@@ -204,6 +223,53 @@ impl proto::api_server::Api for ApiService {
         };
         let revoked = shares::revoke(&self.shares, &c, links).await?;
         Ok(Response::new(proto::RevokeSharesResponse { revoked }))
+    }
+
+    type AttachStream = Pin<Box<dyn Stream<Item = Result<proto::AttachOutput, Status>> + Send>>;
+
+    async fn attach(&self, req: Request<Streaming<proto::AttachInput>>) -> Result<Response<Self::AttachStream>, Status> {
+        let c = self.caller(&req).await?;
+        c.require(Role::Member, "attaching to a shell")?;
+        let mut input = req.into_inner();
+        let start = match input.message().await? {
+            Some(proto::AttachInput { kind: Some(proto::attach_input::Kind::Start(s)) }) => s,
+            _ => return Err(Status::invalid_argument("the first attach message must be start")),
+        };
+        let machine = self.fleet_machine(&c, &start.machine_id).await?;
+        let spec = attach::spec_of(&start)?;
+        let mut port = self.router.attach(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
+        let (attachment, pid) = attach::first_event(&mut port).await?;
+        tracing::info!(machine = %machine.id, user = %c.user.email, session = %attachment.id, created = attachment.created, "attach");
+        self.audit_session(&c, &machine, "session.attach", &attachment.id.to_string()).await;
+        let (tx, rx) = attach::client_queue();
+        let _ = tx.send(Ok(attach::attached_message(&attachment, pid))).await;
+        tokio::spawn(attach::pump(port, attachment, input, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_sessions(&self, req: Request<proto::ListSessionsRequest>) -> Result<Response<proto::ListSessionsResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let machines = match req.get_ref().machine_id.as_str() {
+            "" => self.store.list_machines(c.fleet.id).await.map_err(internal)?.into_iter().filter(|m| m.online).collect(),
+            id => vec![self.fleet_machine(&c, id).await?],
+        };
+        let single = machines.len() == 1 && !req.get_ref().machine_id.is_empty();
+        if single && !self.router.is_connected(machines[0].id) {
+            return Err(route_status(RouteError::Offline, &machines[0]));
+        }
+        Ok(Response::new(sessions::gather(self.router.as_ref(), &machines).await))
+    }
+
+    async fn kill_session(&self, req: Request<proto::KillSessionRequest>) -> Result<Response<proto::KillSessionResponse>, Status> {
+        let c = self.caller(&req).await?;
+        c.require(Role::Member, "killing a shell session")?;
+        let r = req.get_ref();
+        sessions::check_target(&r.session)?;
+        let machine = self.fleet_machine(&c, &r.machine_id).await?;
+        let killed = self.router.kill_session(machine.id, &r.session).await.map_err(|e| route_status(e, &machine))?;
+        tracing::info!(machine = %machine.id, user = %c.user.email, session = %killed.id, "session killed");
+        self.audit_session(&c, &machine, "session.kill", &killed.id.to_string()).await;
+        Ok(Response::new(proto::KillSessionResponse { session: Some(sessions::info_of(&killed, &machine)) }))
     }
 
     async fn share_audit(&self, req: Request<proto::ShareAuditRequest>) -> Result<Response<proto::ShareAuditResponse>, Status> {

@@ -179,6 +179,9 @@ pub struct AgentArgs {
     /// Where the enrollment is kept.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Persistent shell sessions end after this long without an attachment.
+    #[arg(long, value_parser = duration, default_value = "7d")]
+    pub session_idle: Duration,
 }
 
 /// `cmdop fleet ...`.
@@ -227,8 +230,13 @@ pub struct ConnectArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Machine: hostname, display name, unique id prefix or UUID.
+    /// Machine: hostname, display name, unique id prefix or UUID. Without one, on a terminal:
+    /// pick it interactively.
     pub machine: Option<String>,
+    /// Create or reattach this persistent session (it outlives the connection; `Enter ~ .`
+    /// detaches).
+    #[arg(long, value_name = "NAME", conflicts_with = "list")]
+    pub session: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Option<ConnectCommand>,
@@ -285,6 +293,21 @@ pub enum ConnectCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// List shell sessions (persistent and attached ones) of one machine or of every online one.
+    Sessions {
+        /// Only this machine.
+        machine: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a shell session.
+    Kill {
+        /// Machine: hostname, display name, unique id prefix or UUID.
+        machine: String,
+        /// The session's name or id (see `cmdop connect sessions`).
+        session: String,
     },
     /// Revoke one link, or every link of a machine; open terminals close at once.
     Unshare {

@@ -2,16 +2,21 @@
 //! exit code. Failures with a contract exit code are `CliError`s.
 
 pub mod args;
+mod attach;
 pub mod client;
 pub mod error;
+mod escape;
 mod exec;
 mod fleet;
 pub mod home;
 pub mod login;
 mod machines;
+mod picker;
 mod quickstart;
 mod serve;
+mod sessions;
 mod share;
+mod terminal;
 
 use std::path::PathBuf;
 
@@ -43,6 +48,12 @@ pub async fn run(cli: args::Cli) -> anyhow::Result<i32> {
 }
 
 async fn connect(args: ConnectArgs) -> Result<i32, CliError> {
+    let wants_picker = args.command.is_none() && !args.list && args.machine.is_none();
+    if wants_picker && !terminal::interactive() {
+        return Err(CliError::Usage(
+            "not on a terminal, so no machine picker: name a machine (`cmdop connect MACHINE`; see `cmdop connect --list`)".into(),
+        ));
+    }
     let (mut client, _) = client::connect().await?;
     match (args.command, args.list, args.machine) {
         (Some(ConnectCommand::Exec { machine, timeout, env, json, argv }), _, _) => {
@@ -56,11 +67,12 @@ async fn connect(args: ConnectArgs) -> Result<i32, CliError> {
         (Some(ConnectCommand::Shares { machine, audit, json }), _, _) => share::shares(&mut client, machine, audit, json).await,
         (Some(ConnectCommand::Unshare { id, machine }), _, _) => share::unshare(&mut client, id, machine).await,
         (None, true, _) => machines::list(&mut client, args.online, args.json).await,
-        (None, false, Some(machine)) => Err(CliError::Usage(format!(
-            "interactive attach to {machine:?} is not available in this build; run a command with `cmdop connect exec {machine} -- CMD`"
-        ))),
-        (None, false, None) => Err(CliError::Usage(
-            "name a machine, or use `cmdop connect --list` to see them".into(),
-        )),
+        (Some(ConnectCommand::Sessions { machine, json }), _, _) => sessions::list(&mut client, machine, json).await,
+        (Some(ConnectCommand::Kill { machine, session }), _, _) => sessions::kill(&mut client, &machine, &session).await,
+        (None, false, Some(machine)) => attach::run(&mut client, &machine, args.session).await,
+        (None, false, None) => match picker::pick(&mut client).await? {
+            Some(machine) => attach::run(&mut client, &machine.id, args.session).await,
+            None => Ok(1),
+        },
     }
 }

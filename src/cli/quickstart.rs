@@ -43,7 +43,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
     };
     let serving = tokio::spawn(server.serve(stopped(stop_rx.clone())));
     sign_in(&store, &url, owner.id).await?;
-    let agent_config = AgentConfig { server: url.clone(), token, display_name: None, state_dir: agent_dir.clone() };
+    let agent_config = AgentConfig { server: url.clone(), token, display_name: None, state_dir: agent_dir.clone(), session_idle: crate::agent::shells::DEFAULT_IDLE };
     let agent_task = tokio::spawn(agent::run(agent_config, stopped(stop_rx)));
     let machine = wait_online(&store, &agent_dir).await?;
     let link = share_this_machine(&shares, &store, &email, machine).await?;

@@ -63,6 +63,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
         token: args.token.map(Secret::new),
         display_name: args.display_name,
         state_dir: args.state_dir.unwrap_or_else(super::default_agent_dir),
+        session_idle: args.session_idle,
     };
     agent::run(config, shutdown_signal()).await?;
     Ok(0)

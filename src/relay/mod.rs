@@ -3,6 +3,7 @@
 //! `router` is the interface consumers use; `registry` is its in-process implementation;
 //! `service` is the thin tonic adapter that authenticates agents and pumps their frames.
 
+pub mod queries;
 pub mod registry;
 pub mod router;
 pub mod service;

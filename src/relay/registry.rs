@@ -11,11 +11,12 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
 use tonic::Status;
 
+use super::queries::{self, Pending};
 use super::router::{RouteError, SessionControl, SessionPort, SessionRouter};
 use crate::ids::MachineId;
 use crate::metrics::METRICS;
-use crate::proto::{self, agent_frame, closed, relay_frame};
-use crate::session::{self, Ending, Exit, OpenSpec, OutputStream, SessionEvent, SessionKind};
+use crate::proto::{self, agent_frame, closed, relay_frame, session_query};
+use crate::session::{self, AttachSpec, Ending, Exit, OpenSpec, OutputStream, SessionEvent, SessionKind, SessionSummary};
 
 /// Frames toward one agent. Bounded: every data frame on it is covered by credit, so the bound
 /// only paces control chatter.
@@ -40,6 +41,10 @@ impl LocalRouter {
         old
     }
 
+    fn conn(&self, machine: MachineId) -> Result<Arc<AgentConn>, RouteError> {
+        lock(&self.agents).get(&machine).cloned().ok_or(RouteError::Offline)
+    }
+
     /// Removes the stream if it is still the registered one (a reconnect may have replaced it).
     pub fn unregister(&self, conn: &Arc<AgentConn>) -> bool {
         let mut agents = lock(&self.agents);
@@ -55,8 +60,23 @@ impl LocalRouter {
 #[async_trait]
 impl SessionRouter for LocalRouter {
     async fn open(&self, machine: MachineId, spec: OpenSpec) -> Result<SessionPort, RouteError> {
-        let conn = lock(&self.agents).get(&machine).cloned().ok_or(RouteError::Offline)?;
-        conn.open(spec).await
+        self.conn(machine)?.open(spec).await
+    }
+
+    async fn attach(&self, machine: MachineId, spec: AttachSpec) -> Result<SessionPort, RouteError> {
+        self.conn(machine)?.open_channel(queries::open_of(&spec)).await
+    }
+
+    async fn list_sessions(&self, machine: MachineId) -> Result<Vec<SessionSummary>, RouteError> {
+        let reply = self.conn(machine)?.query(session_query::Op::List(proto::ListShellSessions {})).await?;
+        queries::summaries_of(reply)
+    }
+
+    async fn kill_session(&self, machine: MachineId, session: &str) -> Result<SessionSummary, RouteError> {
+        let kill = proto::KillShellSession { session: session.to_string() };
+        let reply = self.conn(machine)?.query(session_query::Op::Kill(kill)).await?;
+        let killed = queries::summaries_of(reply)?.into_iter().next();
+        killed.ok_or_else(|| RouteError::NoSuchSession(format!("no shell session {session:?}")))
     }
 
     fn is_connected(&self, machine: MachineId) -> bool {
@@ -70,6 +90,7 @@ pub struct AgentConn {
     tx: AgentTx,
     channels: Mutex<HashMap<u64, Channel>>,
     next_channel: AtomicU64,
+    queries: Pending,
 }
 
 struct Channel {
@@ -82,7 +103,13 @@ struct Channel {
 impl AgentConn {
     /// A stream of `machine` whose frames go out on `tx`.
     pub fn new(machine: MachineId, tx: AgentTx) -> Arc<Self> {
-        Arc::new(Self { machine, tx, channels: Mutex::default(), next_channel: AtomicU64::new(1) })
+        Arc::new(Self {
+            machine,
+            tx,
+            channels: Mutex::default(),
+            next_channel: AtomicU64::new(1),
+            queries: Pending::default(),
+        })
     }
 
     /// The machine this stream belongs to.
@@ -91,17 +118,7 @@ impl AgentConn {
     }
 
     async fn open(self: &Arc<Self>, spec: OpenSpec) -> Result<SessionPort, RouteError> {
-        let channel = self.next_channel.fetch_add(1, Ordering::Relaxed);
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let input_credit = Arc::new(Semaphore::new(0));
-        let window = session::OUTPUT_WINDOW_BYTES;
-        lock(&self.channels).insert(
-            channel,
-            Channel { events: events_tx, input_credit: input_credit.clone(), output_credit: window.into() },
-        );
-        METRICS.sessions_open.fetch_add(1, Ordering::Relaxed);
         let open = proto::Open {
-            channel,
             kind: match spec.kind {
                 SessionKind::Exec => proto::SessionKind::Exec,
                 SessionKind::Shell => proto::SessionKind::Shell,
@@ -111,11 +128,47 @@ impl AgentConn {
             cols: spec.cols.into(),
             rows: spec.rows.into(),
             timeout_ms: spec.timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            output_window: window,
+            ..Default::default()
         };
+        self.open_channel(open).await
+    }
+
+    /// Numbers a channel, grants it the output window and sends its `Open`.
+    async fn open_channel(self: &Arc<Self>, mut open: proto::Open) -> Result<SessionPort, RouteError> {
+        let channel = self.next_channel.fetch_add(1, Ordering::Relaxed);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let input_credit = Arc::new(Semaphore::new(0));
+        let window = session::OUTPUT_WINDOW_BYTES;
+        lock(&self.channels).insert(
+            channel,
+            Channel { events: events_tx, input_credit: input_credit.clone(), output_credit: window.into() },
+        );
+        METRICS.sessions_open.fetch_add(1, Ordering::Relaxed);
+        open.channel = channel;
+        open.output_window = window;
         let control = Arc::new(LocalControl { conn: self.clone(), channel, input_credit });
         control.send(relay_frame::Kind::Open(open)).await?;
         Ok(SessionPort { events, control })
+    }
+
+    /// Sends a session query and waits (at most `QUERY_TIMEOUT`) for its reply.
+    async fn query(&self, op: session_query::Op) -> Result<proto::SessionReply, RouteError> {
+        let (request, reply) = self.queries.register();
+        let frame = proto::RelayFrame {
+            kind: Some(relay_frame::Kind::SessionQuery(proto::SessionQuery { request, op: Some(op) })),
+        };
+        if self.tx.send(Ok(frame)).await.is_err() {
+            self.queries.forget(request);
+            return Err(RouteError::Gone);
+        }
+        match tokio::time::timeout(queries::QUERY_TIMEOUT, reply).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(RouteError::Gone),
+            Err(_) => {
+                self.queries.forget(request);
+                Err(RouteError::Unanswered)
+            }
+        }
     }
 
     /// Routes one frame from the agent. An error is a protocol violation: the stream ends.
@@ -126,7 +179,8 @@ impl AgentConn {
             agent_frame::Kind::Opened(o) => {
                 self.with_channel(o.channel, |c| {
                     c.input_credit.add_permits(o.input_window as usize);
-                    let _ = c.events.send(SessionEvent::Opened { pid: o.pid });
+                    let attachment = queries::attachment_of(&o);
+                    let _ = c.events.send(SessionEvent::Opened { pid: o.pid, attachment });
                     Ok(())
                 })
             }
@@ -135,6 +189,10 @@ impl AgentConn {
                 ch.input_credit.add_permits(c.bytes as usize);
                 Ok(())
             }),
+            agent_frame::Kind::SessionReply(reply) => {
+                self.queries.answer(reply);
+                Ok(())
+            }
             agent_frame::Kind::Closed(c) => {
                 if let Some(ch) = lock(&self.channels).remove(&c.channel) {
                     METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
@@ -173,6 +231,7 @@ impl AgentConn {
 
     /// The stream ended: every session on it is lost.
     pub fn lost(&self) {
+        self.queries.fail_all();
         for (_, ch) in lock(&self.channels).drain() {
             METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
             ch.input_credit.close();
@@ -191,6 +250,7 @@ fn exit_of(c: &proto::Closed) -> Exit {
         Some(closed::End::ExitCode(code)) => Ending::Code(*code),
         Some(closed::End::Signal(s)) => Ending::Signal(*s),
         Some(closed::End::Error(e)) => Ending::Error(e.clone()),
+        Some(closed::End::Detached(_)) => Ending::Error("detached from the session".into()),
         None => Ending::Error("the agent ended the session without a status".into()),
     };
     Exit { ending, timed_out: c.timed_out, duration: Duration::from_millis(c.duration_ms) }
@@ -241,14 +301,31 @@ impl SessionControl for LocalControl {
 
     fn close(&self) {
         if lock(&self.conn.channels).contains_key(&self.channel) {
-            let close = proto::Close { channel: self.channel };
-            let frame = proto::RelayFrame { kind: Some(relay_frame::Kind::Close(close)) };
-            if self.conn.tx.try_send(Ok(frame.clone())).is_err() {
-                let tx = self.conn.tx.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send(Ok(frame)).await;
-                });
-            }
+            self.send_close(false);
+        }
+    }
+
+    fn detach(&self) {
+        // Forget the channel at once: the agent's last frames for it are then dropped as a
+        // normal race, and the consumer's events end.
+        if let Some(ch) = lock(&self.conn.channels).remove(&self.channel) {
+            METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
+            ch.input_credit.close();
+            self.send_close(true);
+        }
+    }
+}
+
+impl LocalControl {
+    /// Queues a `Close`; never waits (it runs from `Drop`), so a full queue defers it to a task.
+    fn send_close(&self, detach: bool) {
+        let close = proto::Close { channel: self.channel, detach };
+        let frame = proto::RelayFrame { kind: Some(relay_frame::Kind::Close(close)) };
+        if self.conn.tx.try_send(Ok(frame.clone())).is_err() {
+            let tx = self.conn.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(frame)).await;
+            });
         }
     }
 }

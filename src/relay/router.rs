@@ -10,7 +10,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::ids::MachineId;
-use crate::session::{OpenSpec, SessionEvent};
+use crate::session::{AttachSpec, OpenSpec, SessionEvent, SessionSummary};
 
 /// Why a session could not be opened or driven.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -21,6 +21,12 @@ pub enum RouteError {
     /// The stream dropped (or the session ended) while we were talking to it.
     #[error("the machine went away: its agent's connection dropped")]
     Gone,
+    /// The agent has no such shell session (the agent's message says which).
+    #[error("{0}")]
+    NoSuchSession(String),
+    /// The agent did not answer a session query in time.
+    #[error("the machine did not answer in time")]
+    Unanswered,
 }
 
 /// Drives one session. Every method is cheap; `input` waits for the agent's input credit.
@@ -35,7 +41,12 @@ pub trait SessionControl: Send + Sync {
     /// Sends a POSIX signal to the process group.
     async fn signal(&self, signo: i32) -> Result<(), RouteError>;
     /// Ends the session (the consumer left). Idempotent; also done on drop of the port.
+    /// A persistent shell session only loses this attachment.
     fn close(&self);
+    /// Leaves a shell session running: this attachment ends, the session stays (a one-shot
+    /// one for a short grace, so a dropped consumer can reattach by id). Idempotent; after it
+    /// the port's events end.
+    fn detach(&self);
 }
 
 /// A consumer's end of one session: ordered events plus the control handle.
@@ -57,6 +68,13 @@ impl Drop for SessionPort {
 pub trait SessionRouter: Send + Sync {
     /// Opens a session; events start with `Opened` or end at once with `Exited`/`Lost`.
     async fn open(&self, machine: MachineId, spec: OpenSpec) -> Result<SessionPort, RouteError>;
+    /// Attaches to a shell session (new, named or by id); events start with `Opened`
+    /// carrying the `Attachment`, or end at once with `Exited` (e.g. no such session).
+    async fn attach(&self, machine: MachineId, spec: AttachSpec) -> Result<SessionPort, RouteError>;
+    /// The machine's running shell sessions.
+    async fn list_sessions(&self, machine: MachineId) -> Result<Vec<SessionSummary>, RouteError>;
+    /// Ends the shell session with this id or name; returns what it was.
+    async fn kill_session(&self, machine: MachineId, session: &str) -> Result<SessionSummary, RouteError>;
     /// Whether the machine has a live stream reachable from here.
     fn is_connected(&self, machine: MachineId) -> bool;
 }

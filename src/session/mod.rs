@@ -5,11 +5,15 @@
 //! `relay::SessionControl`; whether the machine's stream is in this process or on another
 //! node is the router's business, not theirs.
 
+pub mod fanout;
 pub mod ring;
+pub mod shell;
 
 use std::time::Duration;
 
 use bytes::Bytes;
+
+pub use shell::{AttachSpec, Attachment, NameError, SESSION_RING_BYTES, SessionName, SessionSummary, ShellTarget};
 
 /// Initial output credit a consumer grants per session: bytes the agent may send before the
 /// consumer acknowledges any. Bounds relay memory per session; 256 KiB keeps a loopback or LAN
@@ -93,12 +97,16 @@ impl Exit {
 /// What a consumer receives from a session, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionEvent {
-    /// The process started.
+    /// The process started (or, for an attach, the session was joined).
     Opened {
         /// Its process id on the machine.
         pid: u32,
+        /// For an attach to a shell session: which one, and where its output starts.
+        attachment: Option<Attachment>,
     },
-    /// Bytes of output; `offset` is the absolute offset of `data[0]` in `stream`.
+    /// Bytes of output; `offset` is the absolute offset of `data[0]` in `stream`. An offset
+    /// beyond the previous event's end is a gap of exactly that many bytes: this consumer
+    /// fell out of a shared session's ring (it read more slowly than the others).
     Output {
         /// stdout/PTY or stderr.
         stream: OutputStream,

@@ -50,6 +50,23 @@ impl Ring {
         }
     }
 
+    /// Absolute offset of the oldest byte still buffered.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// At most `max` buffered bytes from `from` on: what one reader whose cursor is `from` may
+    /// be sent next. A cursor older than the buffer starts at the buffer's start and counts the
+    /// skipped bytes in `dropped`; one past the end yields nothing.
+    pub fn read(&self, from: u64, max: usize) -> Replay {
+        let from = from.min(self.end());
+        let dropped = self.start.saturating_sub(from);
+        let first = usize::try_from(from.saturating_sub(self.start)).unwrap_or(usize::MAX).min(self.bytes.len());
+        let last = first.saturating_add(max).min(self.bytes.len());
+        let data = self.bytes.range(first..last).copied().collect();
+        Replay { offset: from.max(self.start), dropped, data }
+    }
+
     /// Everything buffered from `from` on; `from` past the end yields nothing.
     pub fn since(&self, from: u64) -> Replay {
         let from = from.min(self.end());
@@ -79,6 +96,17 @@ mod tests {
         r.push(6, b"gh");
         assert_eq!(r.end(), 8);
         assert_eq!(r.since(1), Replay { offset: 4, dropped: 3, data: b"efgh".to_vec() });
+    }
+
+    #[test]
+    fn reads_bounded_pieces_and_reports_a_fallen_out_cursor() {
+        let mut r = Ring::new(4);
+        r.push(0, b"abcdef");
+        assert_eq!(r.start(), 2);
+        assert_eq!(r.read(3, 2), Replay { offset: 3, dropped: 0, data: b"de".to_vec() });
+        assert_eq!(r.read(0, 3), Replay { offset: 2, dropped: 2, data: b"cde".to_vec() });
+        assert_eq!(r.read(6, 10), Replay { offset: 6, dropped: 0, data: Vec::new() });
+        assert_eq!(r.read(9, 10), Replay { offset: 6, dropped: 0, data: Vec::new() });
     }
 
     #[test]

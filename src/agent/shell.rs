@@ -1,0 +1,270 @@
+//! One shell session: a PTY, its output ring and the cursors of its attachments.
+//!
+//! Flow control is `session::fanout`'s: every attachment ("reader") has a cursor into the ring
+//! and the output credit its consumer granted; the PTY is read while some reader has credit
+//! beyond what it has not been sent yet (or nobody is attached) and paused only when every
+//! reader is out of credit. A stalled reader falls behind (and later gets a gap) instead of
+//! holding the others back, and memory stays at one ring per session whatever readers do.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+
+use super::pty::{Pty, WriteJob};
+use crate::ids::SessionId;
+use crate::proto::closed;
+use crate::session::fanout::{Fanout, ReaderId};
+use crate::session::{Attachment, CHUNK_BYTES, SESSION_RING_BYTES, SessionSummary};
+
+/// How long a one-shot shell waits for a reattach once its last attachment detached: 30 s.
+pub const ONE_SHOT_GRACE: Duration = Duration::from_secs(30);
+/// How long a killed shell may take to honour SIGHUP before it gets SIGKILL: 2 s.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// What a reader may be sent next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Take {
+    /// Output starting at this offset (beyond the reader's cursor: a gap).
+    Data(u64, Bytes),
+    /// The shell ended and the reader has had all of its output.
+    Ended(closed::End),
+    /// Nothing for now.
+    Nothing,
+}
+
+#[derive(Debug)]
+struct State {
+    output: Fanout,
+    /// Set once the shell exited and its output is all in the ring.
+    ended: Option<closed::End>,
+    last_attached_ms: u64,
+    /// When the last reader left (starts the idle or grace timer); `None` while attached.
+    alone_since: Option<Instant>,
+    /// SIGHUP was sent; when.
+    killed_at: Option<Instant>,
+}
+
+/// A shell session. Shared (`Arc`) by the registry, its supervisor and its attachments.
+pub struct Shell {
+    id: SessionId,
+    name: Option<String>,
+    persistent: bool,
+    created_ms: u64,
+    started: Instant,
+    pty: Pty,
+    state: Mutex<State>,
+    /// Bumped on every change a waiter may care about (output, credit, readers, end).
+    changed: watch::Sender<()>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+impl Shell {
+    /// Wraps a freshly spawned PTY.
+    pub fn new(id: SessionId, name: Option<String>, persistent: bool, pty: Pty) -> Self {
+        let state = State {
+            output: Fanout::new(SESSION_RING_BYTES),
+            ended: None,
+            last_attached_ms: unix_ms(),
+            alone_since: Some(Instant::now()),
+            killed_at: None,
+        };
+        Self {
+            id,
+            name,
+            persistent,
+            created_ms: unix_ms(),
+            started: Instant::now(),
+            pty,
+            state: Mutex::new(state),
+            changed: watch::channel(()).0,
+        }
+    }
+
+    // The std Mutex is never held across an `.await`: every critical section is a few field
+    // updates or one copy out of the ring.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_replace(());
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Its name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The shell's process id.
+    pub fn pid(&self) -> u32 {
+        self.pty.pid()
+    }
+
+    /// How long it has run.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Whether the shell has ended.
+    pub fn ended(&self) -> bool {
+        self.lock().ended.is_some()
+    }
+
+    /// A receiver that wakes on every change.
+    pub fn subscribe(&self) -> watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+
+    /// Adds a reader starting at `resume_from` (`None`: the whole ring).
+    pub fn join(&self, resume_from: Option<u64>, created: bool) -> (ReaderId, Attachment) {
+        let mut st = self.lock();
+        let joined = st.output.join(resume_from);
+        st.last_attached_ms = unix_ms();
+        st.alone_since = None;
+        drop(st);
+        self.bump();
+        let attachment = Attachment {
+            id: self.id,
+            name: self.name.clone(),
+            persistent: self.persistent,
+            created,
+            replay_from: joined.replay_from,
+            dropped: joined.dropped,
+        };
+        (joined.reader, attachment)
+    }
+
+    /// Adds output credit to a reader.
+    pub fn grant(&self, reader: ReaderId, bytes: u64) {
+        self.lock().output.grant(reader, bytes);
+        self.bump();
+    }
+
+    /// The next piece a reader may be sent (at most its credit and one chunk), advancing it.
+    pub fn take(&self, reader: ReaderId) -> Take {
+        let mut st = self.lock();
+        if let Some(piece) = st.output.take(reader, CHUNK_BYTES) {
+            drop(st);
+            self.bump(); // the supervisor may resume reading the PTY
+            return Take::Data(piece.offset, Bytes::from(piece.data));
+        }
+        match &st.ended {
+            Some(end) if st.output.caught_up(reader) => Take::Ended(end.clone()),
+            _ => Take::Nothing,
+        }
+    }
+
+    /// Removes a reader. `end_one_shot`: the consumer left for good, so a one-shot shell left
+    /// without readers ends now rather than after the grace.
+    pub fn leave(&self, reader: ReaderId, end_one_shot: bool) {
+        let mut st = self.lock();
+        let alone = st.output.leave(reader);
+        if alone {
+            st.alone_since = Some(Instant::now());
+        }
+        drop(st);
+        if alone && end_one_shot && !self.persistent {
+            self.kill();
+        }
+        self.bump();
+    }
+
+    /// Whether the supervisor should take more output from the PTY now.
+    pub fn wants_output(&self) -> bool {
+        let st = self.lock();
+        st.killed_at.is_some() || st.output.wants_output()
+    }
+
+    /// Appends output read from the PTY.
+    pub fn push(&self, data: &[u8]) {
+        self.lock().output.push(data);
+        self.bump();
+    }
+
+    /// Records the shell's end (all of its output is in the ring by now).
+    pub fn finish(&self, end: closed::End) {
+        self.lock().ended = Some(end);
+        self.bump();
+    }
+
+    /// When the session should be ended for lack of attachments, if it is alone: `idle`
+    /// after the last detach for a persistent session, `ONE_SHOT_GRACE` for a one-shot one.
+    pub fn expiry(&self, idle: Duration) -> Option<Instant> {
+        let st = self.lock();
+        if st.killed_at.is_some() || st.ended.is_some() {
+            return None;
+        }
+        let wait = if self.persistent { idle } else { ONE_SHOT_GRACE };
+        st.alone_since.map(|since| since + wait)
+    }
+
+    /// When a killed shell that ignored SIGHUP gets SIGKILL.
+    pub fn kill_deadline(&self) -> Option<Instant> {
+        let st = self.lock();
+        if st.ended.is_some() {
+            return None;
+        }
+        st.killed_at.map(|at| at + KILL_GRACE)
+    }
+
+    /// Ends the shell: SIGHUP now, SIGKILL after `KILL_GRACE` (the supervisor's job).
+    pub fn kill(&self) {
+        let mut st = self.lock();
+        if st.killed_at.is_some() || st.ended.is_some() {
+            return;
+        }
+        st.killed_at = Some(Instant::now());
+        drop(st);
+        self.pty.signal_shell(Signal::SIGHUP);
+        self.bump();
+    }
+
+    /// Kills for good a shell that ignored SIGHUP.
+    pub fn kill_hard(&self) {
+        self.pty.signal_shell(Signal::SIGKILL);
+    }
+
+    /// Writes input, granting the credit back to `ack` once written.
+    pub fn write(&self, data: Bytes, ack: Option<(super::channel::Out, u64)>) {
+        self.pty.write(WriteJob { data, ack });
+    }
+
+    /// Resizes the PTY.
+    pub fn resize(&self, cols: u16, rows: u16) {
+        if cols > 0 && rows > 0 {
+            self.pty.resize(cols, rows);
+        }
+    }
+
+    /// Signals the foreground process group.
+    pub fn signal(&self, signo: i32) {
+        self.pty.signal(signo);
+    }
+
+    /// The session as listings show it.
+    pub fn summary(&self) -> SessionSummary {
+        let st = self.lock();
+        SessionSummary {
+            id: self.id,
+            name: self.name.clone(),
+            persistent: self.persistent,
+            created_unix_ms: self.created_ms,
+            last_attached_unix_ms: st.last_attached_ms,
+            attached: u32::try_from(st.output.readers()).unwrap_or(u32::MAX),
+            pid: self.pty.pid(),
+            output_bytes: st.output.end(),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! `cmdop connect sessions [MACHINE] [--json]` and `cmdop connect kill MACHINE SESSION`.
+
+use serde::Serialize;
+
+use super::client::Client;
+use super::error::CliError;
+use super::machines;
+use crate::proto;
+
+/// A session as `connect sessions --json` prints it.
+#[derive(Serialize)]
+struct Row<'a> {
+    id: &'a str,
+    name: Option<&'a str>,
+    machine_id: &'a str,
+    hostname: &'a str,
+    persistent: bool,
+    created_at: &'a str,
+    last_attached_at: &'a str,
+    attached: u32,
+}
+
+fn row(s: &proto::SessionInfo) -> Row<'_> {
+    Row {
+        id: &s.id,
+        name: Some(s.name.as_str()).filter(|n| !n.is_empty()),
+        machine_id: &s.machine_id,
+        hostname: &s.hostname,
+        persistent: s.persistent,
+        created_at: &s.created_at,
+        last_attached_at: &s.last_attached_at,
+        attached: s.attached,
+    }
+}
+
+/// `cmdop connect sessions [MACHINE] [--json]`.
+pub async fn list(client: &mut Client, machine: Option<String>, json: bool) -> Result<i32, CliError> {
+    let machine_id = match machine {
+        Some(query) => machines::resolve(client, &query).await?.id,
+        None => String::new(),
+    };
+    let answer = client.list_sessions(proto::ListSessionsRequest { machine_id }).await?.into_inner();
+    for hostname in &answer.unreachable {
+        eprintln!("cmdop: machine {hostname} did not answer; its sessions are not listed");
+    }
+    if json {
+        let rows: Vec<Row> = answer.sessions.iter().map(row).collect();
+        println!("{}", serde_json::to_string(&rows).map_err(|e| CliError::Failed(e.to_string()))?);
+        return Ok(0);
+    }
+    if answer.sessions.is_empty() {
+        println!("no shell sessions; start one with `cmdop connect MACHINE --session NAME`");
+        return Ok(0);
+    }
+    println!("{:<16} {:<10} {:<20} {:<10} {:<14} {:<14} ATTACHED", "NAME", "ID", "MACHINE", "KIND", "CREATED", "LAST ATTACHED");
+    for s in &answer.sessions {
+        println!(
+            "{:<16} {:<10} {:<20} {:<10} {:<14} {:<14} {}",
+            Some(s.name.as_str()).filter(|n| !n.is_empty()).unwrap_or("-"),
+            s.id.get(..8).unwrap_or(&s.id),
+            s.hostname,
+            if s.persistent { "persistent" } else { "one-shot" },
+            machines::ago(&s.created_at),
+            machines::ago(&s.last_attached_at),
+            s.attached,
+        );
+    }
+    Ok(0)
+}
+
+/// `cmdop connect kill MACHINE SESSION`.
+pub async fn kill(client: &mut Client, machine: &str, session: &str) -> Result<i32, CliError> {
+    let machine = machines::resolve(client, machine).await?;
+    let request = proto::KillSessionRequest { machine_id: machine.id.clone(), session: session.to_string() };
+    let killed = client.kill_session(request).await?.into_inner().session.unwrap_or_default();
+    let name = Some(killed.name.as_str()).filter(|n| !n.is_empty()).unwrap_or(&killed.id);
+    println!("killed session {name} on {}", machine.hostname);
+    Ok(0)
+}
