@@ -19,6 +19,8 @@ use crate::session::ring::Ring;
 
 /// How long a dropped browser may take to come back: 30 s.
 pub const RESUME_GRACE: Duration = Duration::from_secs(30);
+/// How long a reconnect waits for the session's current holder to hand it over.
+const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 /// Output kept for replay per link session: equal to the output window, so a parked session
 /// never has to drop bytes.
 pub const REPLAY_BYTES: usize = crate::session::OUTPUT_WINDOW_BYTES as usize;
@@ -69,6 +71,8 @@ impl LinkSession {
 }
 
 type Handoff = oneshot::Sender<oneshot::Sender<LinkSession>>;
+/// Where a session's holder (a live socket or the park task) hears that a reconnect wants it.
+pub type HandoffRequests = oneshot::Receiver<oneshot::Sender<LinkSession>>;
 
 /// Parked sessions by key. Cheap to clone.
 #[derive(Clone, Default)]
@@ -84,8 +88,7 @@ impl Parked {
     /// Keeps `session` until it is taken, the grace or the link's deadline passes, or the
     /// link is revoked; then drops it, which ends the shell.
     pub fn park(&self, mut session: LinkSession, deadline: tokio::time::Instant, mut revoked: watch::Receiver<bool>) {
-        let (handoff, mut asked) = oneshot::channel::<oneshot::Sender<LinkSession>>();
-        lock(&self.map).insert(session.key, (session.link, handoff));
+        let mut asked = self.register(&session);
         let map = self.map.clone();
         let until = deadline.min(tokio::time::Instant::now() + RESUME_GRACE);
         tokio::spawn(async move {
@@ -106,7 +109,22 @@ impl Parked {
         });
     }
 
-    /// The parked session `key`, if it exists and belongs to `link`.
+    /// Lists a session as held (by a live socket or by `park`): a reconnect naming its key
+    /// asks the holder for it through the returned receiver. This is how a reconnect takes a
+    /// session over from a socket the server still believes alive (after a network blip the
+    /// old connection often never reports its end).
+    pub fn register(&self, session: &LinkSession) -> HandoffRequests {
+        let (handoff, asked) = oneshot::channel();
+        lock(&self.map).insert(session.key, (session.link, handoff));
+        asked
+    }
+
+    /// Forgets a held session (its socket ended it without parking).
+    pub fn unregister(&self, key: Uuid) {
+        lock(&self.map).remove(&key);
+    }
+
+    /// The parked or live session `key`, if it exists and belongs to `link`.
     pub async fn take(&self, key: Uuid, link: LinkId) -> Option<LinkSession> {
         let handoff = {
             let mut map = lock(&self.map);
@@ -117,6 +135,7 @@ impl Parked {
         }?;
         let (reply, answer) = oneshot::channel();
         handoff.send(reply).ok()?;
-        answer.await.ok()
+        // The holder answers at once; should it not, the caller opens a new shell instead.
+        tokio::time::timeout(HANDOFF_WAIT, answer).await.ok()?.ok()
     }
 }

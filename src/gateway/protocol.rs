@@ -44,6 +44,8 @@ pub enum ServerMessage {
 pub mod close {
     /// The shell exited.
     pub const NORMAL: u16 = 1000;
+    /// The session moved to a newer connection of the same page (a resume took it over).
+    pub const GOING_AWAY: u16 = 1001;
     /// The link's deadline passed.
     pub const EXPIRED: u16 = 4001;
     /// The link was revoked.

@@ -12,11 +12,11 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use time::OffsetDateTime;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::GatewayState;
-use super::parked::{End, LinkSession};
+use super::parked::{End, HandoffRequests, LinkSession};
 use super::protocol::{ClientMessage, ServerMessage, close};
 use crate::links::{LinkClaims, LinkError, LinkMode};
 use crate::relay::SessionControl;
@@ -107,6 +107,8 @@ async fn attach(
 
 enum Outcome {
     ClientGone,
+    /// A reconnect naming this session wants it (the browser came back on a new socket).
+    TakenOver(oneshot::Sender<LinkSession>),
     Ended(End),
     Expired,
     Revoked,
@@ -119,8 +121,13 @@ async fn send_json(sink: &mut Sink, msg: &ServerMessage) -> bool {
     sink.send(Message::Text(text.into())).await.is_ok()
 }
 
+/// How long a last message may wait for a browser that stopped reading: the session it
+/// belongs to must end (a revoked link's shell with it) even if the message never leaves.
+const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
-    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+    let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+    let _ = tokio::time::timeout(LAST_WORDS, sink.send(frame)).await;
 }
 
 /// Replays from `from`, then pumps until the shell ends, the link dies or the browser goes.
@@ -147,14 +154,29 @@ async fn bridge(
     if owed > 0 {
         let _ = control.consumed(owed).await;
     }
+    let mut asked = state.parked.register(&session);
     let outcome = match session.ended {
         Some(end) => Outcome::Ended(end),
-        None => pump(&mut sink, stream, &mut session, &claims, &mut revoked).await,
+        None => pump(&mut sink, stream, &mut session, &claims, &mut revoked, &mut asked).await,
     };
+    // A reconnect may have asked just as this socket ended for another reason.
+    let outcome = match (outcome, asked.try_recv()) {
+        (Outcome::ClientGone, Ok(reply)) => Outcome::TakenOver(reply),
+        (outcome, _) => outcome,
+    };
+    if !matches!(outcome, Outcome::TakenOver(_)) {
+        state.parked.unregister(session.key);
+    }
     match outcome {
         Outcome::ClientGone => state.parked.park(session, deadline_of(&claims), revoked),
+        Outcome::TakenOver(reply) => {
+            if let Err(session) = reply.send(session) {
+                state.parked.park(session, deadline_of(&claims), revoked);
+            }
+            close_with(&mut sink, close::GOING_AWAY, "The session moved to a new connection").await;
+        }
         Outcome::Ended(End::Exit(code)) => {
-            send_json(&mut sink, &ServerMessage::Exit { code }).await;
+            let _ = tokio::time::timeout(LAST_WORDS, send_json(&mut sink, &ServerMessage::Exit { code })).await;
             close_with(&mut sink, close::NORMAL, "The session ended").await;
         }
         Outcome::Ended(End::Lost) => close_with(&mut sink, close::OFFLINE, "The machine went offline").await,
@@ -177,20 +199,39 @@ async fn pump(
     session: &mut LinkSession,
     claims: &LinkClaims,
     revoked: &mut watch::Receiver<bool>,
+    asked: &mut HandoffRequests,
 ) -> Outcome {
     let read_only = claims.mode == LinkMode::ReadOnly;
     let mut reader = tokio::spawn(read_browser(stream, session.port.control.clone(), read_only));
     let deadline = tokio::time::sleep_until(deadline_of(claims));
     tokio::pin!(deadline);
+    // Resolves once: a reconnect wants the session (never, if the request side went away).
+    let taken = async {
+        match asked.await {
+            Ok(reply) => reply,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::pin!(taken);
     let outcome = loop {
         tokio::select! {
             event = session.port.events.recv() => match event {
                 Some(SessionEvent::Output { offset, data, .. }) => {
                     session.ring.push(offset, &data);
                     let n = data.len();
-                    if sink.send(Message::Binary(data)).await.is_err() {
-                        session.owed += n;
-                        break Outcome::ClientGone;
+                    // A browser that stopped reading (a dead connection the kernel still
+                    // buffers for) must not hold up the deadline, a revocation or a resume.
+                    tokio::select! {
+                        sent = sink.send(Message::Binary(data)) => if sent.is_err() {
+                            session.owed += n;
+                            break Outcome::ClientGone;
+                        },
+                        _ = &mut deadline => break Outcome::Expired,
+                        _ = revocation(revoked) => break Outcome::Revoked,
+                        reply = &mut taken => {
+                            session.owed += n;
+                            break Outcome::TakenOver(reply);
+                        }
                     }
                     let _ = session.port.control.consumed(n).await;
                 }
@@ -201,6 +242,7 @@ async fn pump(
             _ = &mut reader => break Outcome::ClientGone,
             _ = &mut deadline => break Outcome::Expired,
             _ = revocation(revoked) => break Outcome::Revoked,
+            reply = &mut taken => break Outcome::TakenOver(reply),
         }
     };
     reader.abort();
