@@ -301,6 +301,22 @@ fn a_one_shot_shell_ends_when_its_client_disconnects() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_one_shot_shell_survives_a_server_restart_and_the_cli_reattaches() -> anyhow::Result<()> {
+    let mut s = Setup::start("blip-box")?;
+    let mut t = s.connect(&[], 80, 24)?;
+    t.expect("attached - Ctrl-D to detach", SOON)?;
+    t.line("export MARK=kept-$((40+2)); echo set-$((1+1))")?;
+    t.expect("set-2", SOON)?; // keys in flight when a connection drops may be lost, output never
+    s.server.restart()?;
+    t.expect("[cmdop: reconnected]", Duration::from_secs(40))?;
+    t.line("echo $MARK")?;
+    t.expect("kept-42", SOON).context("the same shell, with its variable, is reattached")?;
+    t.line("exit 5")?;
+    assert_eq!(t.wait(SOON)?, 5);
+    Ok(())
+}
+
+#[test]
 fn without_a_machine_and_a_terminal_connect_asks_for_a_name() -> anyhow::Result<()> {
     let server = TestServer::start()?;
     let run = server.cli().run(&["connect"])?;
