@@ -7,7 +7,8 @@
 //! - `secret`: the redacting `Secret<T>`, random tokens and their at-rest hashes.
 //! - `duration`: `90s`/`15m`/`2h`/`7d` parsing.
 //! - `resolver`: typed machine name -> one machine (pure).
-//! - `session`: sessions as consumers see them: events, exits, window sizes (pure).
+//! - `session`: sessions as consumers see them: events, exits, window sizes, and the shell
+//!   sessions' ring fan-out with per-reader credit (pure).
 //! - `proto`: generated wire types of `proto/relay.proto`.
 //! - `store`: SQLite storage behind one narrow interface.
 //! - `oauth`: access and refresh tokens and the device authorization grant (RFC 8628).

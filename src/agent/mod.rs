@@ -1,7 +1,9 @@
 //! The machine daemon. Dials OUT to the relay (never listens), keeps one stream, runs sessions.
 //!
-//! `state` holds the enrollment; `channel` the table of sessions on the stream; `exec` and
-//! `pty` run one-shot commands and shells.
+//! `state` holds the enrollment; `channel` the table of sessions on the stream; `exec` runs
+//! one-shot commands. Shells live in `shells`, a registry that outlives every stream so that
+//! sessions survive a reconnect: `shell` is one session (PTY from `pty`, output ring, readers)
+//! and `attach` serves one attachment of it on one channel.
 
 mod attach;
 mod channel;

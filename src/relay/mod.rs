@@ -1,7 +1,8 @@
 //! The relay: agents' streams in, sessions out.
 //!
 //! `router` is the interface consumers use; `registry` is its in-process implementation;
-//! `service` is the thin tonic adapter that authenticates agents and pumps their frames.
+//! `service` is the thin tonic adapter that authenticates agents and pumps their frames;
+//! `queries` carries shell-session listings and kills over an agent's stream.
 
 pub mod queries;
 pub mod registry;
