@@ -16,12 +16,12 @@ pub mod state;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::proto::{self, agent_frame, relay_frame, relay_client::RelayClient};
 use channel::{Channels, Cmd};
@@ -58,13 +58,7 @@ pub fn hostname() -> String {
 }
 
 async fn dial(server: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(server.to_string())
-        .with_context(|| format!("invalid server URL {server:?}"))?
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(20));
-    endpoint.connect().await.with_context(|| format!("cannot reach the server at {server}"))
+    crate::dial::connect(server).await.map_err(anyhow::Error::msg)
 }
 
 /// The saved enrollment, or a new one made with the token.
