@@ -463,3 +463,33 @@ fn revoking_a_link_whose_viewer_stopped_reading_still_ends_the_shell() -> anyhow
     drop(stream);
     Ok(())
 }
+
+#[test]
+fn links_with_a_session_join_the_same_persistent_shell() -> anyhow::Result<()> {
+    let fx = Fixture::start("pair")?;
+    let first = fx.share("1h", &["--session", "pair-work"])?;
+    let (a, _, offset) = WsClient::open_ready(&first.url)?;
+    ensure!(offset == 0, "a new persistent session starts at 0, not {offset}");
+    a.type_line("export MARK=joined-$((20+22))")?;
+    a.type_line("echo set-$MARK")?;
+    a.wait_exact_line(0, "set-joined-42", SHELL)?;
+
+    let second = fx.share("1h", &["--session", "pair-work", "--read-only"])?;
+    let (b, _, start) = WsClient::open_ready(&second.url)?;
+    // The joiner gets the session's buffered output first (the first viewer's work)...
+    b.wait_exact_line(0, "set-joined-42", SHELL)?;
+    ensure!(!b.texts().iter().any(|t| t["type"] == "notice"), "joining must not report lost bytes (start {start})");
+    // ...then live output of the same shell.
+    let from = b.output_len();
+    a.type_line("echo live-$MARK")?;
+    b.wait_exact_line(from, "live-joined-42", SHELL)?;
+
+    // The viewer leaving does not end the persistent shell for the others.
+    drop(b);
+    let from = a.output_len();
+    a.type_line("echo still-$MARK")?;
+    a.wait_exact_line(from, "still-joined-42", SHELL)?;
+    let sessions = fx.server.cli().run(&["connect", "sessions", fx.machine(), "--json"])?.expect_code(0)?;
+    ensure!(sessions.stdout_text().contains("pair-work"), "the named session is listed: {sessions}");
+    Ok(())
+}

@@ -19,7 +19,9 @@ use super::GatewayState;
 use super::parked::{End, HandoffRequests, LinkSession};
 use super::protocol::{ClientMessage, ServerMessage, close};
 use crate::links::{LinkClaims, LinkError, LinkMode};
-use crate::relay::SessionControl;
+use crate::ids::SessionId;
+use crate::relay::{SessionControl, SessionPort};
+use crate::session::shell::{AttachSpec, SessionName, ShellTarget};
 use crate::session::{OpenSpec, SessionEvent, SessionKind};
 
 /// `?session=<key>&offset=<n>`: resume a parked session from byte `n`.
@@ -28,6 +30,12 @@ pub struct Resume {
     session: Option<Uuid>,
     offset: Option<u64>,
 }
+
+/// Read buffer of one link socket. tungstenite zero-fills its whole read buffer before every
+/// read, so this size is resident memory for every open socket: the default (128 KiB) alone
+/// was twice the per-session budget (docs/performance.md). Browser input is keystrokes and
+/// pastes, which 4 KiB reads carry at no measurable cost.
+const SOCKET_READ_BUFFER: usize = 4 * 1024;
 
 /// `GET /s/{token}/ws`.
 pub async fn bridge_socket(
@@ -51,7 +59,7 @@ pub async fn bridge_socket(
     };
     let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let client = format!("ip={} ua={}", peer.ip(), agent.chars().take(200).collect::<String>());
-    ws.on_upgrade(move |socket| run(state, claims, socket, resume, client))
+    ws.read_buffer_size(SOCKET_READ_BUFFER).on_upgrade(move |socket| run(state, claims, socket, resume, client))
 }
 
 async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
@@ -100,9 +108,33 @@ async fn attach(
     }
     state.shares.audit_link("anonymous", "link.open", claims.link_id, client.to_string()).await;
     tracing::info!(link = %claims.link_id, machine = %claims.machine_id, "share link opened a session");
-    let spec = OpenSpec { kind: SessionKind::Shell, argv: vec![], env: vec![], cols: 80, rows: 24, timeout: None };
-    let port = state.router.open(claims.machine_id, spec).await.map_err(|_| (close::OFFLINE, "The machine is offline"))?;
-    Ok((LinkSession::new(claims.link_id, port), 0))
+    let joins = store.link(claims.link_id).await.ok().flatten().and_then(|l| l.session_id);
+    let mut port = open_shell(state, claims, joins.as_deref()).await?;
+    // The first event says where this attachment's output starts: 0 for a new shell, the
+    // replay point of the ring when the link joins a running persistent session.
+    let start = match port.events.recv().await {
+        Some(SessionEvent::Opened { attachment, .. }) => attachment.map_or(0, |a| a.replay_from),
+        Some(SessionEvent::Lost) | None => return Err((close::OFFLINE, "The machine went offline")),
+        Some(_) => return Err((close::POLICY, "The session this link joins is not running")),
+    };
+    let mut session = LinkSession::new(claims.link_id, port);
+    session.ring.push(start, &[]);
+    Ok((session, start))
+}
+
+/// A new shell, or (`--session`) the persistent session the link joins, by id or name.
+async fn open_shell(state: &GatewayState, claims: &LinkClaims, joins: Option<&str>) -> Result<SessionPort, (u16, &'static str)> {
+    let offline = |_| (close::OFFLINE, "The machine is offline");
+    let Some(joins) = joins else {
+        let spec = OpenSpec { kind: SessionKind::Shell, argv: vec![], env: vec![], cols: 80, rows: 24, timeout: None };
+        return state.router.open(claims.machine_id, spec).await.map_err(offline);
+    };
+    let target = match joins.parse::<SessionId>() {
+        Ok(id) => ShellTarget::Id(id),
+        Err(_) => ShellTarget::Named(SessionName::parse(joins).map_err(|_| (close::POLICY, "This link names an invalid session"))?),
+    };
+    let spec = AttachSpec { target, cols: 80, rows: 24, resume_from: None };
+    state.router.attach(claims.machine_id, spec).await.map_err(offline)
 }
 
 enum Outcome {
