@@ -269,6 +269,8 @@ async fn roles_decide_what_each_user_may_do() -> anyhow::Result<()> {
     assert_eq!(viewer.exec(m, &[], &["true"])?.code, 6, "viewers may not exec");
     assert_eq!(viewer.run(&["connect", "share", m])?.code, 6, "viewers may not share");
     assert_eq!(viewer.run(&["fleet", "token", "create"])?.code, 6);
+    assert_eq!(viewer.run(&["connect", m])?.code, 6, "viewers may not attach");
+    assert_eq!(viewer.run(&["connect", "kill", m, "work"])?.code, 6, "viewers may not kill sessions");
 
     assert_eq!(member.exec(m, &[], &["true"])?.code, 0, "members exec");
     assert_eq!(member.run(&["fleet", "token", "create"])?.code, 6, "members may not enroll machines");
