@@ -142,10 +142,10 @@ impl RelayService {
                 conn.kick(Status::invalid_argument("malformed frame: no payload"));
                 break "malformed frame".to_string();
             };
-            if matches!(kind, agent_frame::Kind::Heartbeat(_)) {
-                if let Err(e) = self.store.machine_heartbeat(machine).await {
-                    tracing::warn!(%machine, error = %e, "could not record heartbeat");
-                }
+            if matches!(kind, agent_frame::Kind::Heartbeat(_))
+                && let Err(e) = self.store.machine_heartbeat(machine).await
+            {
+                tracing::warn!(%machine, error = %e, "could not record heartbeat");
             }
             if let Err(status) = conn.dispatch(kind) {
                 tracing::warn!(%machine, error = %status.message(), "protocol violation; closing stream");
@@ -154,10 +154,10 @@ impl RelayService {
             }
         };
         conn.lost();
-        if self.router.unregister(&conn) {
-            if let Err(e) = self.store.machine_disconnected(machine).await {
-                tracing::warn!(%machine, error = %e, "could not mark machine offline");
-            }
+        if self.router.unregister(&conn)
+            && let Err(e) = self.store.machine_disconnected(machine).await
+        {
+            tracing::warn!(%machine, error = %e, "could not mark machine offline");
         }
         tracing::info!(%machine, %reason, "agent disconnected");
     }
