@@ -85,7 +85,7 @@ fn attach_shows_the_banner_runs_commands_and_exits_with_the_shell_code() -> anyh
 }
 
 #[test]
-fn ctrl_c_reaches_the_remote_process_resize_reaches_stty_and_ctrl_d_ends_the_shell() -> anyhow::Result<()> {
+fn ctrl_c_reaches_the_remote_process_resize_reaches_stty_and_ctrl_d_detaches() -> anyhow::Result<()> {
     let s = Setup::start("keys-box")?;
     let mut t = s.connect(&[], 80, 24)?;
     t.expect("attached - Ctrl-D to detach", SOON)?;
@@ -107,7 +107,7 @@ fn ctrl_c_reaches_the_remote_process_resize_reaches_stty_and_ctrl_d_ends_the_she
     ensure!(resized, "the new window size never reached the remote PTY:\n{}", t.text());
 
     t.send(b"\x04")?;
-    assert_eq!(t.wait(SOON)?, 0, "Ctrl-D at an empty prompt ends the shell normally");
+    assert_eq!(t.wait(SOON)?, 0, "Ctrl-D detaches locally (CONTRACT.md)");
     Ok(())
 }
 
@@ -126,7 +126,7 @@ fn a_persistent_session_replays_its_last_mib_after_a_detach_with_no_gap() -> any
     wait_until(STREAM, "the detached session to finish the stream", || Ok(done.exists()))?;
     let mut again = s.connect(&["--session", "stream"], 100, 30)?;
     again.expect("attached to session \"stream\"", SOON)?;
-    let start = again.expect("(Ctrl-D ends the shell)\r\n", SOON)?;
+    let start = again.expect("(the session lives on)\r\n", SOON)?;
     again.expect("END-2", STREAM)?;
     let replay = again.output()[start..].to_vec();
     let seen = numbered::check(&replay, &[], None, LAST, "END-2")?;

@@ -1,9 +1,9 @@
 //! `cmdop connect MACHINE [--session NAME]`: an interactive shell on a machine, like ssh.
 //!
-//! The local terminal goes raw, so every key (Ctrl-C as byte 0x03, Ctrl-D, Ctrl-Z) reaches the
-//! remote PTY, which turns it into a signal or an end of input exactly as a local terminal
-//! would. Window size follows SIGWINCH. `Enter ~ .` detaches (see `escape`). The process exits
-//! with the shell's exit code.
+//! The local terminal goes raw, so keys (Ctrl-C as byte 0x03, Ctrl-Z) reach the remote PTY,
+//! which turns them into signals exactly as a local terminal would. Ctrl-D detaches locally
+//! (CONTRACT.md), as does `Enter ~ .`; `Enter ~ Ctrl-D` sends an end of input (see `escape`).
+//! Window size follows SIGWINCH. The process exits with the shell's exit code.
 //!
 //! The CLI remembers the offset of the next output byte it expects. When the connection drops
 //! (network, server restart, agent reconnecting), it reattaches to the same session by id
@@ -112,9 +112,9 @@ pub async fn run(client: &mut Client, machine: &str, session: Option<String>) ->
 
 fn banner(attach: &Attach, attached: &proto::Attached) -> String {
     let mut text = match &attach.name {
-        Some(name) if attached.created => format!("attached to new session {name:?} - Enter ~ . to detach (Ctrl-D ends the shell)"),
-        Some(name) => format!("attached to session {name:?} - Enter ~ . to detach (Ctrl-D ends the shell)"),
-        None => "attached - Ctrl-D to detach (Enter ~ . to disconnect)".to_string(),
+        Some(name) if attached.created => format!("attached to new session {name:?} - Ctrl-D to detach (the session lives on)"),
+        Some(name) => format!("attached to session {name:?} - Ctrl-D to detach (the session lives on)"),
+        None => "attached - Ctrl-D to detach".to_string(),
     };
     if attached.dropped > 0 {
         text.push_str(&format!("\n({} bytes of older output are no longer buffered)", attached.dropped));

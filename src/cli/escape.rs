@@ -1,13 +1,15 @@
-//! ssh-style escape sequences in what the user types (pure). Recognized only right after
-//! Enter (or as the very first keys), so they never get in the way of ordinary typing:
-//! - `Enter ~ .` detaches (a persistent session lives on; a one-shot shell ends),
+//! Local keys in what the user types (pure). Ctrl-D detaches (CONTRACT.md: it never reaches
+//! the remote shell). ssh-style escapes are recognized only right after Enter (or as the very
+//! first keys), so they never get in the way of ordinary typing:
+//! - `Enter ~ .` detaches too (a persistent session lives on; a one-shot shell ends),
+//! - `Enter ~ Ctrl-D` sends one Ctrl-D (end of input) to the remote program,
 //! - `Enter ~ ?` shows this help,
 //! - `Enter ~ ~` sends one `~`.
 //!
 //! Any other key after `~` sends both.
 
 /// The help text `~?` shows (raw-mode line endings).
-pub const HELP: &str = "\r\nSupported escape sequences (after Enter):\r\n  ~.  detach\r\n  ~?  this help\r\n  ~~  send a literal ~\r\n";
+pub const HELP: &str = "\r\nCtrl-D detaches. Escape sequences (after Enter):\r\n  ~.       detach\r\n  ~Ctrl-D  send Ctrl-D (end of input) to the remote program\r\n  ~?       this help\r\n  ~~       send a literal ~\r\n";
 
 /// What the user asked for besides plain keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +28,9 @@ pub struct Scan {
     /// An escape the user typed; keys after a detach are dropped.
     pub action: Option<Action>,
 }
+
+/// Ctrl-D: detaches locally.
+const CTRL_D: u8 = 0x04;
 
 /// The scanner's state across reads.
 #[derive(Debug)]
@@ -52,11 +57,16 @@ impl Escapes {
                         return scan;
                     }
                     b'?' => scan.action = Some(Action::Help),
+                    CTRL_D => scan.forward.push(CTRL_D),
                     b'~' => scan.forward.push(b'~'),
                     other => scan.forward.extend([b'~', other]),
                 }
                 self.at_line_start = matches!(b, b'\r' | b'\n');
                 continue;
+            }
+            if b == CTRL_D {
+                scan.action = Some(Action::Detach);
+                return scan;
             }
             if self.at_line_start && b == b'~' {
                 self.tilde = true;
@@ -85,6 +95,14 @@ mod tests {
         let mut e = Escapes::default();
         assert_eq!(e.feed(b"~"), Scan::default());
         assert_eq!(e.feed(b"."), Scan { forward: vec![], action: Some(Action::Detach) });
+    }
+
+    #[test]
+    fn ctrl_d_detaches_and_tilde_ctrl_d_sends_it() {
+        let mut e = Escapes::default();
+        assert_eq!(e.feed(b"ab\x04cd"), Scan { forward: b"ab".to_vec(), action: Some(Action::Detach) });
+        let mut e = Escapes::default();
+        assert_eq!(e.feed(b"cat\r~\x04"), Scan { forward: b"cat\r\x04".to_vec(), action: None });
     }
 
     #[test]
