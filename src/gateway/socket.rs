@@ -137,6 +137,9 @@ async fn open_shell(state: &GatewayState, claims: &LinkClaims, joins: Option<&st
     state.router.attach(claims.machine_id, spec).await.map_err(offline)
 }
 
+/// Output bytes the browser must have taken before their credit is granted back.
+const CREDIT_BATCH: usize = crate::session::OUTPUT_WINDOW_BYTES as usize / 4;
+
 enum Outcome {
     ClientGone,
     /// A reconnect naming this session wants it (the browser came back on a new socket).
@@ -245,6 +248,10 @@ async fn pump(
         }
     };
     tokio::pin!(taken);
+    // Output credit goes back in batches of a quarter window: one Credit frame per PTY read
+    // (4 KiB) doubled the frames and wakeups of a busy session, and the agent, granted the
+    // other three quarters, never runs dry waiting for it (docs/performance.md).
+    let mut unacked = 0usize;
     let outcome = loop {
         tokio::select! {
             event = session.port.events.recv() => match event {
@@ -265,7 +272,10 @@ async fn pump(
                             break Outcome::TakenOver(reply);
                         }
                     }
-                    let _ = session.port.control.consumed(n).await;
+                    unacked += n;
+                    if unacked >= CREDIT_BATCH {
+                        let _ = session.port.control.consumed(std::mem::take(&mut unacked)).await;
+                    }
                 }
                 Some(SessionEvent::Opened { .. }) => {}
                 Some(SessionEvent::Exited(exit)) => break Outcome::Ended(End::Exit(exit.shell_code())),
@@ -277,6 +287,8 @@ async fn pump(
             reply = &mut taken => break Outcome::TakenOver(reply),
         }
     };
+    // Sent but not yet granted back: owed to the agent if the session is parked or moves.
+    session.owed += unacked;
     reader.abort();
     outcome
 }

@@ -1,0 +1,142 @@
+//! Same-run baselines: the same programs in a local PTY (portable-pty, as the agent uses),
+//! read and written directly by this process on one thread: no network, no relay, no agent.
+//!
+//! Reads on a PTY block, so every run has a watchdog thread that kills the program when its
+//! time is up; the PTY then hangs up and the blocked read returns.
+
+use std::io::{Read, Write};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+
+use crate::link::{echo_script, find, key};
+
+struct Local {
+    reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    // Kept open until the run ends (dropping the master hangs the PTY up).
+    _master: Box<dyn portable_pty::MasterPty + Send>,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    done: mpsc::Sender<()>,
+    watchdog: Option<std::thread::JoinHandle<bool>>,
+}
+
+impl Local {
+    /// `sh -c script` in a new 80x24 PTY, killed after `within`.
+    fn spawn(script: &str, within: Duration) -> anyhow::Result<Self> {
+        let pair = native_pty_system().openpty(PtySize { rows: 24, cols: 80, pixel_width: 0, pixel_height: 0 })?;
+        let mut cmd = CommandBuilder::new("sh");
+        cmd.args(["-c", script]);
+        let child = pair.slave.spawn_command(cmd)?;
+        drop(pair.slave);
+        let reader = pair.master.try_clone_reader()?;
+        let writer = pair.master.take_writer()?;
+        let pid = child.process_id().context("no pid")?;
+        let (done, stop) = mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || match stop.recv_timeout(within) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(pid) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+                true
+            }
+            _ => false,
+        });
+        Ok(Self { reader, writer, _master: pair.master, child, done, watchdog: Some(watchdog) })
+    }
+
+    /// Reads until `marker` went by; returns the bytes read.
+    fn read_until(&mut self, marker: &[u8]) -> anyhow::Result<u64> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut tail = Vec::new();
+        let mut total = 0u64;
+        for _ in 0..100_000_000u64 {
+            let n = self.reader.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                bail!("the local PTY ended before {}", String::from_utf8_lossy(marker));
+            }
+            total += n as u64;
+            tail.extend_from_slice(&buf[..n]);
+            if find(&tail, marker) {
+                return Ok(total);
+            }
+            tail.drain(..tail.len().saturating_sub(marker.len()));
+        }
+        bail!("no marker")
+    }
+
+    /// Reads to the end (EOF, or EIO once the program is gone); returns the bytes read.
+    fn read_to_end(&mut self) -> u64 {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        for _ in 0..100_000_000u64 {
+            match self.reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
+            }
+        }
+        total
+    }
+
+    /// Stops the watchdog and reaps the program; false if the watchdog had to kill it.
+    fn finish(mut self) -> bool {
+        let _ = self.done.send(());
+        let killed = self.watchdog.take().map(|w| w.join().unwrap_or(true)).unwrap_or(false);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        !killed
+    }
+}
+
+/// The echo program in a local PTY: round trips of the last `keys` of `warmup + keys`, in
+/// microseconds.
+pub fn echo(warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
+    let total = warmup + keys;
+    let mut pty = Local::spawn(&echo_script(total), Duration::from_secs(60))?;
+    pty.read_until(b"BENCH_GO")?;
+    let mut samples = Vec::with_capacity(keys);
+    let mut buf = [0u8; 256];
+    for i in 0..total {
+        let k = key(i);
+        let started = Instant::now();
+        pty.writer.write_all(&[k])?;
+        pty.writer.flush()?;
+        let mut got = false;
+        for _ in 0..1_000 {
+            let n = pty.reader.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                bail!("the local PTY ended during echo (key {i})");
+            }
+            if buf[..n].contains(&k) {
+                got = true;
+                break;
+            }
+        }
+        let rtt = started.elapsed();
+        if !got {
+            bail!("key {i} not echoed locally");
+        }
+        if i >= warmup {
+            samples.push(rtt.as_secs_f64() * 1e6);
+        }
+    }
+    pty.read_until(b"BENCH_42_DONE")?;
+    if !pty.finish() {
+        bail!("the local echo run overran its time");
+    }
+    Ok(samples)
+}
+
+/// `head -c BYTES /dev/zero | base64 | cat` in a local PTY, read to the end: (bytes, seconds).
+pub fn throughput(bytes: u64, within: Duration) -> anyhow::Result<(u64, f64)> {
+    let started = Instant::now();
+    let mut pty = Local::spawn(&format!("head -c {bytes} /dev/zero | base64 | cat"), within)?;
+    let got = pty.read_to_end();
+    let took = started.elapsed().as_secs_f64();
+    if !pty.finish() {
+        bail!("the local throughput run overran {within:?}");
+    }
+    Ok((got, took))
+}
