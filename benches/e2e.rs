@@ -69,7 +69,7 @@ impl Config {
                 warmup: 50,
                 keys: 2_000,
                 throughput_bytes: 64 << 20,
-                throughput_rounds: 2,
+                throughput_rounds: 3,
                 memory_levels: vec![100, 1_000],
                 capacity_levels: vec![1_000, 5_000, 10_000],
                 capacity_keys: 1_000,

@@ -257,11 +257,13 @@ impl Drop for Fixture {
             let shells = children_of(agent.id());
             let _ = agent.kill();
             let _ = agent.wait();
-            for pid in shells {
-                if let Ok(pid) = i32::try_from(pid) {
+            for pid in &shells {
+                if let Ok(pid) = i32::try_from(*pid) {
                     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
                 }
             }
+            // A thousand dying shells are a burst of work: let it pass before the next phase.
+            let _ = wait_until(Duration::from_secs(30), "the shells to exit", || Ok(shells.iter().all(|p| !alive(*p))));
         }
         let _ = self.server.kill();
         let _ = self.server.wait();
@@ -279,6 +281,13 @@ pub fn children_of(pid: u32) -> Vec<u32> {
             after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
         })
         .collect()
+}
+
+/// Whether a process exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, Some(s) if s != "Z" && s != "X")
 }
 
 /// `VmRSS` of a process, KiB.

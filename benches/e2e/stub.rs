@@ -81,17 +81,17 @@ pub async fn start(url: &str, token: &str) -> anyhow::Result<Stub> {
                 }
                 relay_frame::Kind::Input(input) => {
                     let n = u32::try_from(input.data.len()).unwrap_or(u32::MAX);
-                    if let Some((offset, credit)) = channels.get_mut(&input.channel) {
-                        if *credit >= u64::from(n) {
-                            replies.push(agent_frame::Kind::Output(proto::Output {
-                                channel: input.channel,
-                                offset: *offset,
-                                data: input.data,
-                                ..Default::default()
-                            }));
-                            *offset += u64::from(n);
-                            *credit -= u64::from(n);
-                        }
+                    if let Some((offset, credit)) = channels.get_mut(&input.channel)
+                        && *credit >= u64::from(n)
+                    {
+                        replies.push(agent_frame::Kind::Output(proto::Output {
+                            channel: input.channel,
+                            offset: *offset,
+                            data: input.data,
+                            ..Default::default()
+                        }));
+                        *offset += u64::from(n);
+                        *credit -= u64::from(n);
                     }
                     replies.push(agent_frame::Kind::Credit(proto::Credit { channel: input.channel, bytes: n }));
                 }
@@ -100,11 +100,9 @@ pub async fn start(url: &str, token: &str) -> anyhow::Result<Stub> {
                         *credit += u64::from(c.bytes);
                     }
                 }
-                relay_frame::Kind::Close(c) => {
-                    if channels.remove(&c.channel).is_some() {
-                        let closed = proto::Closed { channel: c.channel, end: Some(proto::closed::End::ExitCode(0)), ..Default::default() };
-                        replies.push(agent_frame::Kind::Closed(closed));
-                    }
+                relay_frame::Kind::Close(c) if channels.remove(&c.channel).is_some() => {
+                    let closed = proto::Closed { channel: c.channel, end: Some(proto::closed::End::ExitCode(0)), ..Default::default() };
+                    replies.push(agent_frame::Kind::Closed(closed));
                 }
                 _ => {}
             }

@@ -65,7 +65,10 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
         state_dir: args.state_dir.unwrap_or_else(super::default_agent_dir),
         session_idle: args.session_idle,
     };
-    agent::run(config, shutdown_signal()).await?;
+    // On a worker, not in the main thread's `block_on`: the stream pump hands every frame to a
+    // session task, and from the main thread each hand-off is a cross-thread wake-up (eventfd
+    // and futex) on the keystroke path (docs/performance.md).
+    tokio::spawn(agent::run(config, shutdown_signal())).await??;
     Ok(0)
 }
 
