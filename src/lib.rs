@@ -4,6 +4,7 @@
 //! - `ids`: newtype identifiers (`MachineId`, `LinkId`, ...).
 //! - `limiter`: exponential back-off after repeated failures (passwords).
 //! - `links`: share-link tokens: mint, verify (constant time), keys, revocations (pure).
+//! - `private_file`: owner-only (0600) files written atomically: credentials, tokens.
 //! - `secret`: the redacting `Secret<T>`, random tokens and their at-rest hashes.
 //! - `duration`: `90s`/`15m`/`2h`/`7d` parsing.
 //! - `resolver`: typed machine name -> one machine (pure).
@@ -38,6 +39,7 @@ pub mod links;
 pub mod metrics;
 pub mod oauth;
 pub mod passwords;
+pub mod private_file;
 pub mod proto;
 pub mod relay;
 pub mod resolver;

@@ -13,11 +13,17 @@
 //                        {"type":"exit","code":N}
 //                        {"type":"notice","text":"..."}
 //   Close codes: 1000 shell exited, 4001 link expired, 4002 link revoked,
-//   4003 machine offline, 4008 refused by policy; anything else is a network
-//   problem: reconnect to <path>/ws?session=<id>&offset=<bytes received>.
+//   4003 machine offline, 4008 refused by policy, 4010 the machine asks for its
+//   attach password; anything else is a network problem: reconnect to
+//   <path>/ws?session=<id>&offset=<bytes received>.
+//
+// Attach password (4010): the page shows #unlock, POSTs {"password"} as JSON to
+// <path>/unlock; 204 sets an HttpOnly cookie (this script never sees the token)
+// and the page connects again; 403/429 answer {"error","message","retry_after"}.
 //
 // Test hooks: window.term, window.cmdopSocket, window.cmdopShare,
-// document.body.dataset.state ("connecting" | "open" | "closed"), #overlay.
+// document.body.dataset.state ("connecting" | "open" | "closed" | "locked"), #overlay,
+// #unlock.
 (() => {
   'use strict';
 
@@ -33,6 +39,7 @@
   const CLOSE_REVOKED = 4002;
   const CLOSE_OFFLINE = 4003;
   const CLOSE_POLICY = 4008;
+  const CLOSE_PASSWORD = 4010;
 
   // ---------------------------------------------------------------------------
   // Strict CSP support for xterm's DOM renderer.
@@ -161,7 +168,8 @@
   function setState(state) {
     document.body.dataset.state = state;
     if (statusText) {
-      statusText.textContent = state === 'open' ? 'connected' : state === 'closed' ? 'disconnected' : 'connecting';
+      const words = { open: 'connected', closed: 'disconnected', locked: 'password required' };
+      statusText.textContent = words[state] || 'connecting';
     }
   }
 
@@ -428,6 +436,7 @@
     finished = true;
     clearTimeout(retryTimer);
     hideBanner();
+    unlockEl.hidden = true;
     showOverlay(message);
     setState('closed');
     term.options.cursorBlink = false;
@@ -491,6 +500,9 @@
       case CLOSE_POLICY:
         finish(reason || 'The connection was refused');
         return;
+      case CLOSE_PASSWORD:
+        askPassword();
+        return;
       case CLOSE_OFFLINE:
         // Wait for the machine to come back: retry every few seconds for up to 30 s.
         lostMessage = 'The machine went offline';
@@ -524,6 +536,75 @@
     showBanner('Reconnecting\u2026');
     retryTimer = setTimeout(connect, delay);
   }
+
+  // ---------------------------------------------------------------------------
+  // Attach password.
+
+  const unlockEl = $('unlock');
+  const unlockForm = $('unlock-form');
+  const unlockInput = $('unlock-password');
+  const unlockError = $('unlock-error');
+  const unlockSubmit = $('unlock-submit');
+
+  function unlockUrl() {
+    return location.pathname.replace(/\/+$/, '') + '/unlock';
+  }
+
+  function askPassword(message) {
+    clearTimeout(retryTimer);
+    hideBanner();
+    hideOverlay();
+    setState('locked');
+    unlockEl.hidden = false;
+    unlockSubmit.disabled = false;
+    if (message) {
+      unlockError.textContent = message;
+      unlockError.hidden = false;
+    } else {
+      unlockError.hidden = true;
+    }
+    unlockInput.focus();
+  }
+
+  async function submitPassword(event) {
+    event.preventDefault();
+    const password = unlockInput.value;
+    if (!password) return;
+    unlockSubmit.disabled = true;
+    let resp;
+    try {
+      resp = await fetch(unlockUrl(), {
+        method: 'POST',
+        credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ password }),
+      });
+    } catch (_) {
+      askPassword('Cannot reach the server; try again');
+      return;
+    }
+    unlockInput.value = '';
+    if (resp.status === 204) {
+      unlockEl.hidden = true;
+      unlockError.hidden = true;
+      connect();
+      return;
+    }
+    let body = {};
+    try {
+      body = await resp.json();
+    } catch (_) {
+      // not JSON: fall back to the status below
+    }
+    if (body.error === 'expired') return finish('This link has expired');
+    if (body.error === 'revoked') return finish('This link was revoked');
+    if (body.error === 'invalid') return finish('This link is not valid');
+    askPassword(typeof body.message === 'string' && body.message ? body.message : `Refused (${resp.status})`);
+  }
+
+  unlockForm.addEventListener('submit', (event) => {
+    submitPassword(event);
+  });
 
   // Coming back online: do not wait for the backoff timer.
   window.addEventListener('online', () => {

@@ -254,3 +254,56 @@ fn expires_while_open(chrome: &Chrome, fx: &Fixture) -> anyhow::Result<bool> {
         Ok(true)
     })
 }
+
+const UNLOCK: &str = "(() => { const u = document.getElementById('unlock'); const e = document.getElementById('unlock-error'); \
+     return { visible: !u.hidden && u.checkVisibility(), error: e.hidden ? '' : e.innerText.trim() }; })()";
+
+/// Types `password` into the page's unlock form and submits it with Enter.
+async fn submit_password(page: &Page, password: &str) -> anyhow::Result<()> {
+    let input = page.find_element("#unlock-password").await?;
+    input.click().await?;
+    input.type_str(password).await?;
+    input.press_key("Enter").await?;
+    Ok(())
+}
+
+#[test]
+fn page_asks_for_the_attach_password_and_remembers_the_answer() -> anyhow::Result<()> {
+    let Some(path) = chromium()? else { return Ok(()) };
+    let fx = Fixture::start("guarded-box")?;
+    fx.agent.set_attach_password("browser pass phrase")?;
+    let link = fx.share("1h", &[])?;
+    let chrome = Chrome::launch(&path)?;
+    let url = link.url.clone();
+    chrome.run(move |page| async move {
+        page.goto(url.as_str()).await?;
+        poll(&page, STATE, Duration::from_secs(15), |v| v == "locked").await?;
+        let form = poll(&page, UNLOCK, Duration::from_secs(5), |v| v["visible"] == true).await?;
+        ensure!(form["error"] == "", "an error before any answer: {form}");
+
+        submit_password(&page, "a wrong guess").await?;
+        let wrong = poll(&page, UNLOCK, Duration::from_secs(10), |v| v["error"] != "").await?;
+        ensure!(wrong["error"] == "Wrong password" && wrong["visible"] == true, "after a wrong answer: {wrong}");
+        ensure!(eval(&page, STATE).await == "locked", "the terminal opened on a wrong password");
+
+        submit_password(&page, "browser pass phrase").await?;
+        wait_open(&page).await?;
+        ensure!(eval(&page, UNLOCK).await["visible"] == false, "the form stayed up after unlocking");
+        // The token lives in an HttpOnly cookie: the page's script cannot read it.
+        let cookies = eval(&page, "document.cookie").await;
+        ensure!(!cookies.as_str().unwrap_or_default().contains("cmdopa_"), "the attach token is readable by script: {cookies}");
+
+        poll(&page, BUFFER_TEXT, Duration::from_secs(10), |v| v.as_str().is_some_and(|t| !t.trim().is_empty())).await?;
+        let input = page.find_element("textarea.xterm-helper-textarea").await?;
+        input.focus().await?;
+        input.type_str("echo guarded-$((20+1))").await?;
+        input.press_key("Enter").await?;
+        poll(&page, ROWS_TEXT, Duration::from_secs(10), |v| has_line(v, "guarded-21")).await?;
+
+        // A reload (a new session) goes straight in: the browser sends the cookie.
+        page.goto(url.as_str()).await?;
+        wait_open(&page).await?;
+        ensure!(eval(&page, UNLOCK).await["visible"] == false, "asked again after a reload");
+        Ok(())
+    })
+}

@@ -3,11 +3,13 @@
 //! `state` holds the enrollment; `channel` the table of sessions on the stream; `exec` runs
 //! one-shot commands. Shells live in `shells`, a registry that outlives every stream so that
 //! sessions survive a reconnect: `shell` is one session (PTY from `pty`, output ring, readers)
-//! and `attach` serves one attachment of it on one channel.
+//! and `attach` serves one attachment of it on one channel. `password` is the machine's attach
+//! password, checked here before any session opens.
 
 mod attach;
 mod channel;
 mod exec;
+pub mod password;
 mod pty;
 mod shell;
 pub mod shells;
@@ -25,6 +27,7 @@ use tonic::transport::Channel;
 
 use crate::proto::{self, agent_frame, relay_frame, relay_client::RelayClient};
 use channel::{Channels, Cmd};
+use password::Gate;
 use shells::Shells;
 use state::Enrollment;
 
@@ -95,11 +98,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     tokio::pin!(shutdown);
     // Shell sessions outlive every stream: a reconnect finds them again.
     let shells = Shells::new(config.session_idle);
+    let gate = Gate::new(&config.state_dir);
     let mut delay = BACKOFF_FIRST;
     loop {
         let started = Instant::now();
         let result = tokio::select! {
-            r = link(&enrollment, &config, &shells) => r,
+            r = link(&enrollment, &config, &shells, &gate) => r,
             _ = &mut shutdown => return Ok(()),
         };
         match result {
@@ -142,7 +146,7 @@ fn status_error(s: tonic::Status) -> LinkError {
 }
 
 /// One stream's life: hello, then frames until it ends.
-async fn link(enrollment: &Enrollment, config: &AgentConfig, shells: &Shells) -> Result<(), LinkError> {
+async fn link(enrollment: &Enrollment, config: &AgentConfig, shells: &Shells, gate: &Gate) -> Result<(), LinkError> {
     let mut client = RelayClient::new(dial(&config.server).await?);
     let (out, rx) = mpsc::channel(OUT_QUEUE_FRAMES);
     let hello = proto::Hello {
@@ -158,7 +162,7 @@ async fn link(enrollment: &Enrollment, config: &AgentConfig, shells: &Shells) ->
     req.metadata_mut().insert("authorization", auth);
     let mut inbound = client.link(req).await.map_err(status_error)?.into_inner();
     let channels = Channels::default();
-    let result = pump(&mut inbound, &out, &channels, shells).await;
+    let result = pump(&mut inbound, &out, &channels, shells, gate).await;
     channels.close_all();
     result
 }
@@ -168,6 +172,7 @@ async fn pump(
     out: &channel::Out,
     channels: &Channels,
     shells: &Shells,
+    gate: &Gate,
 ) -> Result<(), LinkError> {
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -179,7 +184,7 @@ async fn pump(
                     let every = Duration::from_millis(w.heartbeat_interval_ms.max(100).into());
                     heartbeat = tokio::time::interval(every);
                 }
-                Some(proto::RelayFrame { kind: Some(kind) }) => dispatch(kind, out, channels, shells),
+                Some(proto::RelayFrame { kind: Some(kind) }) => dispatch(kind, out, channels, shells, gate),
                 Some(_) => tracing::warn!("ignored an empty frame from the relay"),
             },
             _ = heartbeat.tick() => {
@@ -193,9 +198,12 @@ async fn pump(
     }
 }
 
-fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, shells: &Shells) {
+fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, shells: &Shells, gate: &Gate) {
     match kind {
-        relay_frame::Kind::Open(open) => start(open, out, channels, shells),
+        relay_frame::Kind::Open(open) => match gate.admit(&open.principal, &open.attach_token) {
+            Ok(()) => start(open, out, channels, shells),
+            Err(denial) => refuse(open.channel, denial, out),
+        },
         relay_frame::Kind::Input(i) => channels.command(i.channel, Cmd::Input(i.data)),
         relay_frame::Kind::Credit(c) => channels.credit(c.channel, c.bytes),
         relay_frame::Kind::Resize(r) => {
@@ -206,13 +214,38 @@ fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, sh
         relay_frame::Kind::Close(c) => channels.command(c.channel, if c.detach { Cmd::Detach } else { Cmd::Close }),
         relay_frame::Kind::Welcome(_) => {}
         relay_frame::Kind::SessionQuery(q) => {
-            let reply = shells.answer(q);
-            let out = out.clone();
+            let (shells, gate, out) = (shells.clone(), gate.clone(), out.clone());
             tokio::spawn(async move {
+                let reply = match q.op {
+                    Some(proto::session_query::Op::Unlock(u)) => unlock(q.request, u, &gate).await,
+                    _ => shells.answer(q),
+                };
                 let _ = out.send(proto::AgentFrame { kind: Some(agent_frame::Kind::SessionReply(reply)) }).await;
             });
         }
     }
+}
+
+/// Ends a channel the attach password refused: nothing was started.
+fn refuse(channel: u64, denial: crate::session::Denial, out: &channel::Out) {
+    tracing::info!(channel, "session refused: no valid attach token");
+    let end = proto::closed::End::Denied(crate::proto::convert::denial_to_wire(denial));
+    let out = out.clone();
+    tokio::spawn(async move {
+        let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
+    });
+}
+
+/// Answers `SessionQuery.unlock`: checks the password (argon2id, on a blocking thread).
+async fn unlock(request: u64, u: proto::Unlock, gate: &Gate) -> proto::SessionReply {
+    let mut reply = proto::SessionReply { request, ..Default::default() };
+    match gate.unlock(&u.principal, crate::secret::Secret::new(u.password)).await {
+        Ok(grant) => {
+            reply.unlocked = Some(proto::Unlocked { token: grant.token.expose().clone(), expires_unix: grant.expires_unix });
+        }
+        Err(denial) => reply.denied = Some(crate::proto::convert::denial_to_wire(denial)),
+    }
+    reply
 }
 
 fn start(open: proto::Open, out: &channel::Out, channels: &Channels, shells: &Shells) {

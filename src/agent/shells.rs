@@ -165,15 +165,16 @@ impl Shells {
         let result = match query.op {
             Some(session_query::Op::List(_)) => Ok(self.list()),
             Some(session_query::Op::Kill(k)) => self.kill(&k.session).map(|s| vec![s]),
+            Some(session_query::Op::Unlock(_)) => Err("unlock is answered by the attach password gate".to_string()),
             None => Err("empty session query".to_string()),
         };
         match result {
             Ok(sessions) => proto::SessionReply {
                 request: query.request,
                 sessions: sessions.iter().map(shell_session).collect(),
-                error: String::new(),
+                ..Default::default()
             },
-            Err(error) => proto::SessionReply { request: query.request, sessions: vec![], error },
+            Err(error) => proto::SessionReply { request: query.request, error, ..Default::default() },
         }
     }
 

@@ -1,10 +1,7 @@
 //! The agent's enrollment state: machine id and credential, in a 0600 file.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
@@ -36,30 +33,10 @@ fn path(state_dir: &Path) -> PathBuf {
 
 /// The saved enrollment, if this machine has one.
 pub fn load(state_dir: &Path) -> anyhow::Result<Option<Enrollment>> {
-    let path = path(state_dir);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is corrupt: remove it and enroll again", path.display()))
-            .map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
+    crate::private_file::read_json(&path(state_dir), "remove it and enroll again")
 }
 
-/// Saves the enrollment with mode 0600, atomically (write a temp file, then rename).
+/// Saves the enrollment with mode 0600, atomically.
 pub fn save(state_dir: &Path, enrollment: &Enrollment) -> anyhow::Result<()> {
-    crate::server::ensure_private_dir(state_dir)?;
-    let path = path(state_dir);
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.write_all(&serde_json::to_vec_pretty(enrollment)?)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    crate::private_file::write(&path(state_dir), &serde_json::to_vec_pretty(enrollment)?)
 }

@@ -13,7 +13,7 @@ use tonic::{Status, Streaming};
 use super::exec::CLIENT_QUEUE_CHUNKS;
 use crate::proto::{self, attach_input, attach_output};
 use crate::relay::{SessionControl, SessionPort};
-use crate::session::{AttachSpec, Attachment, Ending, Exit, SessionEvent, SessionName, ShellTarget};
+use crate::session::{Access, AttachSpec, Attachment, Ending, Exit, SessionEvent, SessionName, ShellTarget};
 
 /// Frames toward the client.
 pub type Tx = mpsc::Sender<Result<proto::AttachOutput, Status>>;
@@ -24,7 +24,7 @@ pub fn client_queue() -> (Tx, mpsc::Receiver<Result<proto::AttachOutput, Status>
 }
 
 /// Builds the attach spec from the client's start message.
-pub fn spec_of(start: &proto::AttachStart) -> Result<AttachSpec, Status> {
+pub fn spec_of(start: &proto::AttachStart, access: Access) -> Result<AttachSpec, Status> {
     let target = if !start.session_id.is_empty() {
         let id = start.session_id.parse().map_err(|_| Status::invalid_argument("session_id is not a session id"))?;
         ShellTarget::Id(id)
@@ -34,18 +34,19 @@ pub fn spec_of(start: &proto::AttachStart) -> Result<AttachSpec, Status> {
         ShellTarget::New { persistent: false }
     };
     let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
-    Ok(AttachSpec { target, cols: clamp(start.cols), rows: clamp(start.rows), resume_from: start.resume_from })
+    Ok(AttachSpec { target, cols: clamp(start.cols), rows: clamp(start.rows), resume_from: start.resume_from, access })
 }
 
 /// Waits for the session's first event: the attachment and the shell's pid, or why there is
-/// none.
-pub async fn first_event(port: &mut SessionPort) -> Result<(Attachment, u32), Status> {
+/// none (`hostname` names the machine in a refusal).
+pub async fn first_event(port: &mut SessionPort, hostname: &str) -> Result<(Attachment, u32), Status> {
     match port.events.recv().await {
         Some(SessionEvent::Opened { attachment: Some(a), pid }) => Ok((a, pid)),
         Some(SessionEvent::Opened { attachment: None, .. }) => {
             Err(Status::internal("the agent opened a plain session instead of a shell attachment"))
         }
         Some(SessionEvent::Exited(Exit { ending: Ending::Error(e), .. })) => Err(Status::failed_precondition(e)),
+        Some(SessionEvent::Exited(Exit { ending: Ending::Denied(d), .. })) => Err(super::denial_status(d, hostname)),
         Some(SessionEvent::Exited(_)) => Err(Status::failed_precondition("the shell ended at once")),
         Some(SessionEvent::Output { .. }) => Err(Status::internal("the agent sent output before opening")),
         Some(SessionEvent::Lost) | None => Err(Status::unavailable("the machine went away while attaching")),
@@ -153,6 +154,7 @@ fn exit_message(exit: Exit) -> Result<proto::AttachOutput, Status> {
         Ending::Code(code) => proto::AttachExit { exit_code: code, signal: 0 },
         Ending::Signal(s) => proto::AttachExit { exit_code: 128 + s, signal: s },
         Ending::Error(e) => return Err(Status::failed_precondition(e)),
+        Ending::Denied(d) => return Err(Status::permission_denied(d.to_string())),
     };
     Ok(proto::AttachOutput { kind: Some(attach_output::Kind::Exit(done)) })
 }

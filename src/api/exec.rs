@@ -11,13 +11,13 @@ use tonic::{Status, Streaming};
 
 use crate::proto::{self, exec_input, exec_output};
 use crate::relay::SessionPort;
-use crate::session::{Ending, Exit, OpenSpec, OutputStream, SessionEvent, SessionKind};
+use crate::session::{Access, Ending, Exit, OpenSpec, OutputStream, SessionEvent, SessionKind};
 
 /// Output chunks queued toward the client; beyond this the sender waits on the client.
 pub const CLIENT_QUEUE_CHUNKS: usize = 4;
 
 /// Builds the session spec from the client's start message.
-pub fn spec_of(start: &proto::ExecStart) -> Result<OpenSpec, Status> {
+pub fn spec_of(start: &proto::ExecStart, access: Access) -> Result<OpenSpec, Status> {
     if start.argv.is_empty() || start.argv[0].is_empty() {
         return Err(Status::invalid_argument("no command given: put it after `--`"));
     }
@@ -28,13 +28,18 @@ pub fn spec_of(start: &proto::ExecStart) -> Result<OpenSpec, Status> {
         cols: 0,
         rows: 0,
         timeout: (start.timeout_ms > 0).then(|| Duration::from_millis(start.timeout_ms)),
+        access,
     })
 }
 
 type Tx = mpsc::Sender<Result<proto::ExecOutput, Status>>;
 
-/// Pumps session events to the client and the client's signals to the session.
-pub async fn pump(mut port: SessionPort, mut input: Streaming<proto::ExecInput>, tx: Tx) {
+/// Pumps session events (starting with `first`, already received) to the client and the
+/// client's signals to the session.
+pub async fn pump(mut port: SessionPort, first: Option<SessionEvent>, mut input: Streaming<proto::ExecInput>, tx: Tx) {
+    if !forward(&port, first, &tx).await {
+        return;
+    }
     let mut input_open = true;
     loop {
         tokio::select! {
@@ -85,6 +90,7 @@ fn exit_message(exit: Exit) -> Result<proto::ExecOutput, Status> {
         Ending::Code(c) => (c, 0),
         Ending::Signal(s) => (-1, s),
         Ending::Error(e) => return Err(Status::failed_precondition(e)),
+        Ending::Denied(d) => return Err(Status::permission_denied(d.to_string())),
     };
     let done = proto::ExecExit {
         exit_code,

@@ -24,6 +24,8 @@ use crate::proto::{self, exec_input};
 use crate::relay::service::internal;
 use crate::relay::{RouteError, SessionRouter};
 use crate::secret::{self, prefix};
+use crate::secret::Secret;
+use crate::session::{Access, Denial, SessionEvent};
 use crate::shares::Shares;
 use crate::store::{Machine, Role, Store};
 use auth::{Caller, authenticate};
@@ -52,15 +54,21 @@ impl ApiService {
         authenticate(&self.store, req.metadata()).await
     }
 
-    /// Records a session event in the audit log; a failure is logged, never shown to the user.
+    /// Records a session event in the audit log.
     async fn audit_session(&self, caller: &Caller, machine: &Machine, action: &str, session: &str) {
+        self.audit_machine(caller, machine, action, format!("session={session}")).await;
+    }
+
+    /// Records an event about a machine in the audit log; a failure is logged, never shown to
+    /// the user.
+    async fn audit_machine(&self, caller: &Caller, machine: &Machine, action: &str, detail: String) {
         let event = crate::store::AuditEvent {
             actor: &caller.user.email,
             action,
             fleet_id: Some(caller.fleet.id.to_string()),
             machine_id: Some(machine.id.to_string()),
             link_id: None,
-            detail: format!("session={session}"),
+            detail,
         };
         if let Err(e) = self.store.audit(event).await {
             tracing::warn!(error = %e, "could not record an audit event");
@@ -97,8 +105,24 @@ pub fn route_status(e: RouteError, machine: &Machine) -> Status {
         RouteError::Gone => Status::unavailable(format!("machine {} went away: its agent's connection dropped", machine.hostname)),
         RouteError::NoSuchSession(msg) => Status::not_found(format!("{msg} on machine {}", machine.hostname)),
         RouteError::Unanswered => Status::deadline_exceeded(format!("machine {} did not answer in time", machine.hostname)),
+        RouteError::Denied(d) => denial_status(d, &machine.hostname),
     }
 }
+
+/// PERMISSION_DENIED for an attach-password refusal, with metadata clients act on:
+/// `cmdop-denial` (`required`, `wrong`, `throttled`) and, when throttled, `retry-after` seconds.
+pub fn denial_status(d: Denial, hostname: &str) -> Status {
+    let mut status = Status::permission_denied(format!("machine {hostname}: {d}"));
+    let meta = status.metadata_mut();
+    meta.insert(DENIAL_HEADER, tonic::metadata::MetadataValue::from_static(d.code()));
+    if let Denial::Throttled(wait) = d {
+        meta.insert("retry-after", wait.as_secs().max(1).into());
+    }
+    status
+}
+
+/// Metadata key of `denial_status`.
+pub const DENIAL_HEADER: &str = "cmdop-denial";
 
 type ExecStream = Pin<Box<dyn Stream<Item = Result<proto::ExecOutput, Status>> + Send>>;
 
@@ -183,12 +207,17 @@ impl proto::api_server::Api for ApiService {
             _ => return Err(Status::invalid_argument("the first exec message must be start")),
         };
         let machine = self.fleet_machine(&c, &start.machine_id).await?;
-        let spec = exec::spec_of(&start)?;
+        let spec = exec::spec_of(&start, access_of(&c, &start.attach_token))?;
         tracing::info!(machine = %machine.id, user = %c.user.email, program = %start.argv[0], "exec");
-        let port = self.router.open(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
+        let mut port = self.router.open(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
+        // Wait for the start, so a refusal is the call's status rather than a stream trailer.
+        let first = port.events.recv().await;
+        if let Some(SessionEvent::Exited(crate::session::Exit { ending: crate::session::Ending::Denied(d), .. })) = first {
+            return Err(denial_status(d, &machine.hostname));
+        }
         METRICS.execs_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(exec::CLIENT_QUEUE_CHUNKS);
-        tokio::spawn(exec::pump(port, input, tx));
+        tokio::spawn(exec::pump(port, first, input, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -236,9 +265,9 @@ impl proto::api_server::Api for ApiService {
             _ => return Err(Status::invalid_argument("the first attach message must be start")),
         };
         let machine = self.fleet_machine(&c, &start.machine_id).await?;
-        let spec = attach::spec_of(&start)?;
+        let spec = attach::spec_of(&start, access_of(&c, &start.attach_token))?;
         let mut port = self.router.attach(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
-        let (attachment, pid) = attach::first_event(&mut port).await?;
+        let (attachment, pid) = attach::first_event(&mut port, &machine.hostname).await?;
         tracing::info!(machine = %machine.id, user = %c.user.email, session = %attachment.id, created = attachment.created, "attach");
         self.audit_session(&c, &machine, "session.attach", &attachment.id.to_string()).await;
         let (tx, rx) = attach::client_queue();
@@ -272,10 +301,39 @@ impl proto::api_server::Api for ApiService {
         Ok(Response::new(proto::KillSessionResponse { session: Some(sessions::info_of(&killed, &machine)) }))
     }
 
+    async fn unlock(&self, req: Request<proto::UnlockRequest>) -> Result<Response<proto::UnlockResponse>, Status> {
+        let c = self.caller(&req).await?;
+        c.require(Role::Member, "unlocking a machine")?;
+        let r = req.into_inner();
+        let machine = self.fleet_machine(&c, &r.machine_id).await?;
+        if r.password.is_empty() {
+            return Err(Status::invalid_argument("no attach password given"));
+        }
+        let principal = Access::user(c.user.id, None).principal;
+        let result = self.router.unlock(machine.id, &principal, Secret::new(r.password)).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(RouteError::Denied(d)) => d.code(),
+            Err(_) => "error",
+        };
+        self.audit_machine(&c, &machine, "machine.unlock", format!("result={outcome}")).await;
+        let grant = result.map_err(|e| route_status(e, &machine))?;
+        tracing::info!(machine = %machine.id, user = %c.user.email, "machine unlocked");
+        Ok(Response::new(proto::UnlockResponse {
+            attach_token: grant.token.expose().clone(),
+            expires_at: rfc3339(grant.expires_unix),
+        }))
+    }
+
     async fn share_audit(&self, req: Request<proto::ShareAuditRequest>) -> Result<Response<proto::ShareAuditResponse>, Status> {
         let c = self.caller(&req).await?;
         let link = shares::fleet_link(&self.shares, &c, &req.get_ref().link_id).await?;
         let events = shares::audit(&self.shares, &c, &link).await?;
         Ok(Response::new(proto::ShareAuditResponse { events }))
     }
+}
+
+/// A fleet member's access, with the attach token the client sent ("" = none).
+fn access_of(c: &Caller, token: &str) -> Access {
+    Access::user(c.user.id, Some(token).filter(|t| !t.is_empty()).map(|t| Secret::new(t.to_string())))
 }

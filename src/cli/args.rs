@@ -309,6 +309,9 @@ pub enum ConnectCommand {
         /// The session's name or id (see `cmdop connect sessions`).
         session: String,
     },
+    /// This machine's attach password (run on the machine): kept and checked by its agent only.
+    #[command(subcommand)]
+    Password(PasswordCommand),
     /// Revoke one link, or every link of a machine; open terminals close at once.
     Unshare {
         /// Link id (from `cmdop connect shares`).
@@ -317,5 +320,34 @@ pub enum ConnectCommand {
         /// Revoke every live link of this machine.
         #[arg(long)]
         machine: Option<String>,
+    },
+}
+
+/// `cmdop connect password ...`: run on the machine whose agent keeps the password.
+#[derive(Debug, Subcommand)]
+pub enum PasswordCommand {
+    /// Set or change it (asked twice, not echoed); every earlier attach token stops working.
+    Set {
+        /// Read the new password from the first line of standard input instead.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The agent's state folder (its `--state-dir`).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Remove it: sessions open without a password again.
+    Clear {
+        /// The agent's state folder (its `--state-dir`).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Say whether one is set, and since when.
+    Status {
+        /// The agent's state folder (its `--state-dir`).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Print JSON: `{"set": bool, "set_at": RFC 3339 or null}`.
+        #[arg(long)]
+        json: bool,
     },
 }

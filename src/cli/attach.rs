@@ -23,6 +23,7 @@ use super::client::{self, Client};
 use super::error::CliError;
 use super::escape::{self, Action, Escapes};
 use super::terminal::{self, RawMode};
+use super::unlock::Unlocker;
 use super::{machines, picker};
 use crate::proto::{self, attach_input, attach_output};
 
@@ -64,6 +65,8 @@ enum Outcome {
 /// The session this CLI is attached to.
 struct Attach {
     machine: proto::MachineInfo,
+    /// Sent again on every reconnect.
+    attach_token: String,
     session_id: String,
     name: Option<String>,
     persistent: bool,
@@ -87,16 +90,30 @@ pub async fn run(client: &mut Client, machine: &str, session: Option<String>) ->
     picker::remember(&machine.id);
     eprint!("dialing relay... ");
     let (cols, rows) = terminal::size();
-    let start = proto::AttachStart {
-        machine_id: machine.id.clone(),
-        session_name: session.unwrap_or_default(),
-        cols: cols.into(),
-        rows: rows.into(),
-        ..Default::default()
+    let mut unlocker = Unlocker::new(&machine);
+    let (link, attached) = loop {
+        let start = proto::AttachStart {
+            machine_id: machine.id.clone(),
+            session_name: session.clone().unwrap_or_default(),
+            cols: cols.into(),
+            rows: rows.into(),
+            attach_token: unlocker.token(),
+            ..Default::default()
+        };
+        match dial(client, start).await {
+            Ok(dialed) => break dialed,
+            Err(status) => {
+                eprintln!("{}", if super::unlock::asks(&status) { "password required" } else { "failed" });
+                if !unlocker.answer(client, &status).await? {
+                    return Err(status.into());
+                }
+                eprint!("dialing relay... ");
+            }
+        }
     };
-    let (link, attached) = dial(client, start).await.inspect_err(|_| eprintln!("failed"))?;
     eprintln!("ok");
     let mut attach = Attach {
+        attach_token: unlocker.token(),
         machine,
         session_id: attached.session_id.clone(),
         name: Some(attached.session_name.clone()).filter(|n| !n.is_empty()),
@@ -274,6 +291,7 @@ impl Attach {
             cols: cols.into(),
             rows: rows.into(),
             resume_from: Some(self.next),
+            attach_token: self.attach_token.clone(),
             ..Default::default()
         };
         let (link, attached) = match dial(&mut client, start).await {

@@ -7,10 +7,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
 
 use super::client::Client;
 use super::error::CliError;
 use super::machines;
+use super::unlock::Unlocker;
 use crate::proto::{self, exec_input, exec_output};
 
 /// Captured output kept per stream with `--json`: 16 MiB; beyond it `*_truncated` is set.
@@ -69,15 +71,21 @@ pub async fn run(client: &mut Client, args: ExecArgs) -> Result<i32, CliError> {
             machines::ago(&machine.last_seen)
         )));
     }
-    let (tx, rx) = mpsc::channel(8);
-    let start = proto::ExecStart {
-        machine_id: machine.id.clone(),
-        argv: args.argv.clone(),
-        env: args.env.iter().cloned().collect(),
-        timeout_ms: u64::try_from(args.timeout.as_millis()).unwrap_or(u64::MAX),
+    let mut unlocker = Unlocker::new(&machine);
+    let (tx, mut outputs) = loop {
+        let start = proto::ExecStart {
+            machine_id: machine.id.clone(),
+            argv: args.argv.clone(),
+            env: args.env.iter().cloned().collect(),
+            timeout_ms: u64::try_from(args.timeout.as_millis()).unwrap_or(u64::MAX),
+            attach_token: unlocker.token(),
+        };
+        match start_exec(client, start).await {
+            Ok(started) => break started,
+            Err(status) if unlocker.answer(client, &status).await? => {}
+            Err(status) => return Err(status.into()),
+        }
     };
-    let _ = tx.send(proto::ExecInput { kind: Some(exec_input::Kind::Start(start)) }).await;
-    let mut outputs = client.exec(ReceiverStream::new(rx)).await?.into_inner();
     let mut interrupts = signal(SignalKind::interrupt()).map_err(|e| CliError::Failed(e.to_string()))?;
     let (mut out, mut err) = (Capture::default(), Capture::default());
     let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
@@ -120,6 +128,14 @@ pub async fn run(client: &mut Client, args: ExecArgs) -> Result<i32, CliError> {
         eprintln!("cmdop: command timed out after {}", crate::duration::format(args.timeout));
     }
     Ok(code)
+}
+
+/// Sends the start message; the server answers once the command runs (or why it cannot).
+async fn start_exec(client: &mut Client, start: proto::ExecStart) -> Result<(mpsc::Sender<proto::ExecInput>, Streaming<proto::ExecOutput>), Status> {
+    let (tx, rx) = mpsc::channel(8);
+    let _ = tx.send(proto::ExecInput { kind: Some(exec_input::Kind::Start(start)) }).await;
+    let outputs = client.exec(ReceiverStream::new(rx)).await?.into_inner();
+    Ok((tx, outputs))
 }
 
 /// Shell-style exit code: the code, 128+N for signal N, 124 on timeout.

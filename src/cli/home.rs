@@ -1,11 +1,8 @@
 //! The CLI's state folder (`CMDOP_HOME`, default `~/.config/cmdop`): credentials (0600) and
 //! the active fleet.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 
@@ -64,26 +61,7 @@ pub struct Settings {
 }
 
 fn read<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt; remove it", path.display()))?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-/// Writes a file with mode 0600 atomically (temp file, then rename).
-pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent() {
-        crate::server::ensure_private_dir(parent)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    crate::private_file::read_json(path, "remove it")
 }
 
 /// The stored credentials, if signed in.
@@ -93,15 +71,12 @@ pub fn load_credentials() -> anyhow::Result<Option<Credentials>> {
 
 /// Stores credentials (0600).
 pub fn save_credentials(creds: &Credentials) -> anyhow::Result<()> {
-    write_private(&dir().join("credentials.json"), &serde_json::to_vec_pretty(creds)?)
+    crate::private_file::write(&dir().join("credentials.json"), &serde_json::to_vec_pretty(creds)?)
 }
 
 /// Forgets the credentials.
 pub fn delete_credentials() -> anyhow::Result<()> {
-    match std::fs::remove_file(dir().join("credentials.json")) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
-    }
+    crate::private_file::remove(&dir().join("credentials.json")).map(drop)
 }
 
 /// The settings (defaults when none were saved).
@@ -111,5 +86,51 @@ pub fn load_settings() -> anyhow::Result<Settings> {
 
 /// Saves the settings.
 pub fn save_settings(settings: &Settings) -> anyhow::Result<()> {
-    write_private(&dir().join("config.json"), &serde_json::to_vec_pretty(settings)?)
+    crate::private_file::write(&dir().join("config.json"), &serde_json::to_vec_pretty(settings)?)
+}
+
+/// Attach tokens this CLI holds, by machine id (`attach-tokens.json`, 0600): the answer to a
+/// machine's attach password, valid 24 h, so the password is asked once a day, not per command.
+#[derive(Default, Serialize, Deserialize)]
+pub struct AttachTokens {
+    #[serde(default)]
+    machines: std::collections::BTreeMap<String, AttachToken>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct AttachToken {
+    token: String,
+    expires_unix: i64,
+}
+
+impl AttachTokens {
+    fn path() -> PathBuf {
+        dir().join("attach-tokens.json")
+    }
+
+    /// The saved tokens (none when the file is missing or unreadable: the password is asked).
+    pub fn load() -> Self {
+        read(&Self::path()).ok().flatten().unwrap_or_default()
+    }
+
+    /// The unexpired token for `machine`.
+    pub fn get(&self, machine: &str) -> Option<crate::secret::Secret<String>> {
+        let t = self.machines.get(machine).filter(|t| t.expires_unix > crate::store::now())?;
+        Some(crate::secret::Secret::new(t.token.clone()))
+    }
+
+    /// Remembers (`Some`) or forgets (`None`) the token for `machine`; drops expired ones.
+    pub fn put(&mut self, machine: &str, grant: Option<(&str, i64)>) -> anyhow::Result<()> {
+        let now = crate::store::now();
+        self.machines.retain(|_, t| t.expires_unix > now);
+        match grant {
+            Some((token, expires_unix)) => {
+                self.machines.insert(machine.to_string(), AttachToken { token: token.to_string(), expires_unix });
+            }
+            None => {
+                self.machines.remove(machine);
+            }
+        }
+        crate::private_file::write(&Self::path(), &serde_json::to_vec_pretty(self)?)
+    }
 }

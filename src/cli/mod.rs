@@ -11,12 +11,14 @@ mod fleet;
 pub mod home;
 pub mod login;
 mod machines;
+mod password;
 mod picker;
 mod quickstart;
 mod serve;
 mod sessions;
 mod share;
 mod terminal;
+mod unlock;
 
 use std::path::PathBuf;
 
@@ -54,25 +56,30 @@ async fn connect(args: ConnectArgs) -> Result<i32, CliError> {
             "not on a terminal, so no machine picker: name a machine (`cmdop connect MACHINE`; see `cmdop connect --list`)".into(),
         ));
     }
-    let (mut client, _) = client::connect().await?;
+    // Only `password` runs without the server: connect lazily.
+    let client = || async { client::connect().await.map(|(c, _)| c) };
     match (args.command, args.list, args.machine) {
+        (Some(ConnectCommand::Password(command)), _, _) => password::run(command),
         (Some(ConnectCommand::Exec { machine, timeout, env, json, argv }), _, _) => {
             let exec = exec::ExecArgs { machine, argv, env, timeout, json };
-            exec::run(&mut client, exec).await
+            exec::run(&mut client().await?, exec).await
         }
         (Some(ConnectCommand::Share { machine, ttl, read_only, max_opens, session, json }), _, _) => {
             let args = share::ShareArgs { machine, ttl, read_only, max_opens, session, json };
-            share::share(&mut client, args).await
+            share::share(&mut client().await?, args).await
         }
-        (Some(ConnectCommand::Shares { machine, audit, json }), _, _) => share::shares(&mut client, machine, audit, json).await,
-        (Some(ConnectCommand::Unshare { id, machine }), _, _) => share::unshare(&mut client, id, machine).await,
-        (None, true, _) => machines::list(&mut client, args.online, args.json).await,
-        (Some(ConnectCommand::Sessions { machine, json }), _, _) => sessions::list(&mut client, machine, json).await,
-        (Some(ConnectCommand::Kill { machine, session }), _, _) => sessions::kill(&mut client, &machine, &session).await,
-        (None, false, Some(machine)) => attach::run(&mut client, &machine, args.session).await,
-        (None, false, None) => match picker::pick(&mut client).await? {
-            Some(machine) => attach::run(&mut client, &machine.id, args.session).await,
-            None => Ok(1),
-        },
+        (Some(ConnectCommand::Shares { machine, audit, json }), _, _) => share::shares(&mut client().await?, machine, audit, json).await,
+        (Some(ConnectCommand::Unshare { id, machine }), _, _) => share::unshare(&mut client().await?, id, machine).await,
+        (None, true, _) => machines::list(&mut client().await?, args.online, args.json).await,
+        (Some(ConnectCommand::Sessions { machine, json }), _, _) => sessions::list(&mut client().await?, machine, json).await,
+        (Some(ConnectCommand::Kill { machine, session }), _, _) => sessions::kill(&mut client().await?, &machine, &session).await,
+        (None, false, Some(machine)) => attach::run(&mut client().await?, &machine, args.session).await,
+        (None, false, None) => {
+            let mut client = client().await?;
+            match picker::pick(&mut client).await? {
+                Some(machine) => attach::run(&mut client, &machine.id, args.session).await,
+                None => Ok(1),
+            }
+        }
     }
 }

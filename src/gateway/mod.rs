@@ -2,18 +2,20 @@
 //!
 //! `pages` renders (askama) and maps link verdicts to HTTP status, `socket` bridges a
 //! WebSocket to a shell through the router, `parked` keeps a dropped browser's shell for a
-//! 30 s resume, `assets` serves embedded files, `protocol` holds the browser wire messages.
+//! 30 s resume, `assets` serves embedded files, `protocol` holds the browser wire messages,
+//! `unlock` answers a machine's attach password with a cookie for the socket.
 
 pub mod assets;
 mod pages;
 mod parked;
 pub mod protocol;
 mod socket;
+mod unlock;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::relay::SessionRouter;
 use crate::shares::Shares;
@@ -59,6 +61,7 @@ pub fn router(state: GatewayState) -> Router {
     Router::new()
         .route("/s/{token}", get(pages::open_share_page))
         .route("/s/{token}/ws", get(socket::bridge_socket))
+        .route("/s/{token}/unlock", post(unlock::unlock))
         .route("/assets/{hash}/{*path}", get(assets::serve_asset))
         .layer(axum::middleware::map_response(crate::web::security_headers))
         .with_state(state)

@@ -54,6 +54,9 @@ pub mod close {
     pub const OFFLINE: u16 = 4003;
     /// A policy refused it (max opens, ...).
     pub const POLICY: u16 = 4008;
+    /// The machine asks for its attach password: the page shows the password form, posts it
+    /// to `<link>/unlock`, and connects again with the cookie that answer sets.
+    pub const PASSWORD: u16 = 4010;
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::links::{LinkClaims, LinkError, LinkMode};
 use crate::ids::SessionId;
 use crate::relay::{SessionControl, SessionPort};
 use crate::session::shell::{AttachSpec, SessionName, ShellTarget};
-use crate::session::{OpenSpec, SessionEvent, SessionKind};
+use crate::session::{Access, Ending, Exit, OpenSpec, SessionEvent, SessionKind};
 
 /// `?session=<key>&offset=<n>`: resume a parked session from byte `n`.
 #[derive(Debug, Default, Deserialize)]
@@ -46,10 +46,10 @@ pub async fn bridge_socket(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if origin.as_bytes() != state.public_origin.as_bytes() {
-            return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused\n").into_response();
-        }
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && origin.as_bytes() != state.public_origin.as_bytes()
+    {
+        return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused\n").into_response();
     }
     let claims = match state.shares.verify(&token) {
         Ok(c) => c,
@@ -59,7 +59,8 @@ pub async fn bridge_socket(
     };
     let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let client = format!("ip={} ua={}", peer.ip(), agent.chars().take(200).collect::<String>());
-    ws.read_buffer_size(SOCKET_READ_BUFFER).on_upgrade(move |socket| run(state, claims, socket, resume, client))
+    let access = Access::link(claims.link_id, super::unlock::token_from(&headers));
+    ws.read_buffer_size(SOCKET_READ_BUFFER).on_upgrade(move |socket| run(state, claims, socket, resume, client, access))
 }
 
 async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
@@ -74,9 +75,9 @@ pub async fn revocation(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn run(state: GatewayState, claims: LinkClaims, socket: WebSocket, resume: Resume, client: String) {
+async fn run(state: GatewayState, claims: LinkClaims, socket: WebSocket, resume: Resume, client: String, access: Access) {
     let revoked = state.shares.subscribe(claims.link_id);
-    match attach(&state, &claims, resume, &client).await {
+    match attach(&state, &claims, resume, &client, access).await {
         Ok((session, from)) => bridge(state, claims, socket, session, from, revoked).await,
         Err((code, reason)) => refuse(socket, code, reason).await,
     }
@@ -88,11 +89,12 @@ async fn attach(
     claims: &LinkClaims,
     resume: Resume,
     client: &str,
+    access: Access,
 ) -> Result<(LinkSession, u64), (u16, &'static str)> {
-    if let (Some(key), Some(offset)) = (resume.session, resume.offset) {
-        if let Some(session) = state.parked.take(key, claims.link_id).await {
-            return Ok((session, offset));
-        }
+    if let (Some(key), Some(offset)) = (resume.session, resume.offset)
+        && let Some(session) = state.parked.take(key, claims.link_id).await
+    {
+        return Ok((session, offset));
     }
     if !state.router.is_connected(claims.machine_id) {
         return Err((close::OFFLINE, "The machine is offline"));
@@ -106,34 +108,45 @@ async fn attach(
             return Err((close::POLICY, "Internal error"));
         }
     }
-    state.shares.audit_link("anonymous", "link.open", claims.link_id, client.to_string()).await;
-    tracing::info!(link = %claims.link_id, machine = %claims.machine_id, "share link opened a session");
     let joins = store.link(claims.link_id).await.ok().flatten().and_then(|l| l.session_id);
-    let mut port = open_shell(state, claims, joins.as_deref()).await?;
+    let mut port = open_shell(state, claims, joins.as_deref(), access).await?;
     // The first event says where this attachment's output starts: 0 for a new shell, the
     // replay point of the ring when the link joins a running persistent session.
     let start = match port.events.recv().await {
         Some(SessionEvent::Opened { attachment, .. }) => attachment.map_or(0, |a| a.replay_from),
+        Some(SessionEvent::Exited(Exit { ending: Ending::Denied(_), .. })) => {
+            if let Err(e) = store.release_open(claims.link_id).await {
+                tracing::warn!(link = %claims.link_id, error = %e, "cannot release a refused open");
+            }
+            return Err((close::PASSWORD, "This machine asks for its attach password"));
+        }
         Some(SessionEvent::Lost) | None => return Err((close::OFFLINE, "The machine went offline")),
         Some(_) => return Err((close::POLICY, "The session this link joins is not running")),
     };
+    state.shares.audit_link("anonymous", "link.open", claims.link_id, client.to_string()).await;
+    tracing::info!(link = %claims.link_id, machine = %claims.machine_id, "share link opened a session");
     let mut session = LinkSession::new(claims.link_id, port);
     session.ring.push(start, &[]);
     Ok((session, start))
 }
 
 /// A new shell, or (`--session`) the persistent session the link joins, by id or name.
-async fn open_shell(state: &GatewayState, claims: &LinkClaims, joins: Option<&str>) -> Result<SessionPort, (u16, &'static str)> {
+async fn open_shell(
+    state: &GatewayState,
+    claims: &LinkClaims,
+    joins: Option<&str>,
+    access: Access,
+) -> Result<SessionPort, (u16, &'static str)> {
     let offline = |_| (close::OFFLINE, "The machine is offline");
     let Some(joins) = joins else {
-        let spec = OpenSpec { kind: SessionKind::Shell, argv: vec![], env: vec![], cols: 80, rows: 24, timeout: None };
+        let spec = OpenSpec { kind: SessionKind::Shell, argv: vec![], env: vec![], cols: 80, rows: 24, timeout: None, access };
         return state.router.open(claims.machine_id, spec).await.map_err(offline);
     };
     let target = match joins.parse::<SessionId>() {
         Ok(id) => ShellTarget::Id(id),
         Err(_) => ShellTarget::Named(SessionName::parse(joins).map_err(|_| (close::POLICY, "This link names an invalid session"))?),
     };
-    let spec = AttachSpec { target, cols: 80, rows: 24, resume_from: None };
+    let spec = AttachSpec { target, cols: 80, rows: 24, resume_from: None, access };
     state.router.attach(claims.machine_id, spec).await.map_err(offline)
 }
 
@@ -299,9 +312,7 @@ async fn read_browser(mut stream: SplitStream<WebSocket>, control: std::sync::Ar
     while let Some(Ok(msg)) = stream.next().await {
         match msg {
             Message::Binary(data) if !read_only => {
-                if control.input(data).await.is_err() {
-                    return;
-                }
+                let Ok(()) = control.input(data).await else { return };
             }
             Message::Text(text) => match serde_json::from_str::<ClientMessage>(&text) {
                 Ok(ClientMessage::Resize { cols, rows }) if cols > 0 && rows > 0 => {

@@ -12,7 +12,8 @@ use tokio::sync::oneshot;
 use super::router::RouteError;
 use crate::ids::SessionId;
 use crate::proto;
-use crate::session::{AttachSpec, Attachment, SessionSummary, ShellTarget};
+use crate::secret::Secret;
+use crate::session::{AttachSpec, Attachment, Grant, SessionSummary, ShellTarget};
 
 /// How long an agent may take to answer a session query: 10 s.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,6 +65,18 @@ pub fn summaries_of(reply: proto::SessionReply) -> Result<Vec<SessionSummary>, R
     Ok(reply.sessions.into_iter().filter_map(summary_of).collect())
 }
 
+/// The token an unlock reply carries, or the agent's refusal.
+pub fn grant_of(reply: proto::SessionReply) -> Result<Grant, RouteError> {
+    if let Some(d) = &reply.denied {
+        return Err(RouteError::Denied(proto::convert::denial_from_wire(d)));
+    }
+    match reply.unlocked {
+        Some(u) => Ok(Grant { token: Secret::new(u.token), expires_unix: u.expires_unix }),
+        None if !reply.error.is_empty() => Err(RouteError::NoSuchSession(reply.error)),
+        None => Err(RouteError::Unanswered),
+    }
+}
+
 /// One wire session as a summary; `None` when its id is not a UUID (a broken agent).
 pub fn summary_of(s: proto::ShellSession) -> Option<SessionSummary> {
     Some(SessionSummary {
@@ -112,6 +125,8 @@ pub fn open_of(spec: &AttachSpec) -> proto::Open {
         cols: spec.cols.into(),
         rows: spec.rows.into(),
         resume_from: spec.resume_from,
+        principal: spec.access.principal.clone(),
+        attach_token: spec.access.token.as_ref().map(|t| t.expose().clone()).unwrap_or_default(),
         ..Default::default()
     };
     match &spec.target {
@@ -144,7 +159,7 @@ mod tests {
 
     #[test]
     fn an_agent_refusal_is_no_such_session() {
-        let reply = proto::SessionReply { request: 1, sessions: vec![], error: "no session x".into() };
+        let reply = proto::SessionReply { request: 1, error: "no session x".into(), ..Default::default() };
         assert_eq!(summaries_of(reply), Err(RouteError::NoSuchSession("no session x".into())));
     }
 }

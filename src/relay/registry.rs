@@ -16,7 +16,8 @@ use super::router::{RouteError, SessionControl, SessionPort, SessionRouter};
 use crate::ids::MachineId;
 use crate::metrics::METRICS;
 use crate::proto::{self, agent_frame, closed, relay_frame, session_query};
-use crate::session::{self, AttachSpec, Ending, Exit, OpenSpec, OutputStream, SessionEvent, SessionKind, SessionSummary};
+use crate::secret::Secret;
+use crate::session::{self, AttachSpec, Grant, Ending, Exit, OpenSpec, OutputStream, SessionEvent, SessionKind, SessionSummary};
 
 /// Frames toward one agent. Bounded: every data frame on it is covered by credit, so the bound
 /// only paces control chatter.
@@ -79,6 +80,12 @@ impl SessionRouter for LocalRouter {
         killed.ok_or_else(|| RouteError::NoSuchSession(format!("no shell session {session:?}")))
     }
 
+    async fn unlock(&self, machine: MachineId, principal: &str, password: Secret<String>) -> Result<Grant, RouteError> {
+        let unlock = proto::Unlock { principal: principal.to_string(), password: password.expose().clone() };
+        let reply = self.conn(machine)?.query(session_query::Op::Unlock(unlock)).await?;
+        queries::grant_of(reply)
+    }
+
     fn is_connected(&self, machine: MachineId) -> bool {
         lock(&self.agents).contains_key(&machine)
     }
@@ -128,6 +135,8 @@ impl AgentConn {
             cols: spec.cols.into(),
             rows: spec.rows.into(),
             timeout_ms: spec.timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            principal: spec.access.principal,
+            attach_token: spec.access.token.map(|t| t.expose().clone()).unwrap_or_default(),
             ..Default::default()
         };
         self.open_channel(open).await
@@ -251,6 +260,7 @@ fn exit_of(c: &proto::Closed) -> Exit {
         Some(closed::End::Signal(s)) => Ending::Signal(*s),
         Some(closed::End::Error(e)) => Ending::Error(e.clone()),
         Some(closed::End::Detached(_)) => Ending::Error("detached from the session".into()),
+        Some(closed::End::Denied(d)) => Ending::Denied(proto::convert::denial_from_wire(d)),
         None => Ending::Error("the agent ended the session without a status".into()),
     };
     Exit { ending, timed_out: c.timed_out, duration: Duration::from_millis(c.duration_ms) }

@@ -10,7 +10,8 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::ids::MachineId;
-use crate::session::{AttachSpec, OpenSpec, SessionEvent, SessionSummary};
+use crate::secret::Secret;
+use crate::session::{AttachSpec, Denial, Grant, OpenSpec, SessionEvent, SessionSummary};
 
 /// Why a session could not be opened or driven.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -27,6 +28,9 @@ pub enum RouteError {
     /// The agent did not answer a session query in time.
     #[error("the machine did not answer in time")]
     Unanswered,
+    /// The machine's attach password refused it.
+    #[error("{0}")]
+    Denied(Denial),
 }
 
 /// Drives one session. Every method is cheap; `input` waits for the agent's input credit.
@@ -75,6 +79,9 @@ pub trait SessionRouter: Send + Sync {
     async fn list_sessions(&self, machine: MachineId) -> Result<Vec<SessionSummary>, RouteError>;
     /// Ends the shell session with this id or name; returns what it was.
     async fn kill_session(&self, machine: MachineId, session: &str) -> Result<SessionSummary, RouteError>;
+    /// Checks the machine's attach password for `principal` (`user:…`, `link:…`); the
+    /// agent answers with a token for later opens or `RouteError::Denied`.
+    async fn unlock(&self, machine: MachineId, principal: &str, password: Secret<String>) -> Result<Grant, RouteError>;
     /// Whether the machine has a live stream reachable from here.
     fn is_connected(&self, machine: MachineId) -> bool;
 }

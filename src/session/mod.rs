@@ -5,6 +5,7 @@
 //! `relay::SessionControl`; whether the machine's stream is in this process or on another
 //! node is the router's business, not theirs.
 
+pub mod access;
 pub mod fanout;
 pub mod ring;
 pub mod shell;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use access::{Access, Denial, Grant};
 pub use shell::{AttachSpec, Attachment, NameError, SESSION_RING_BYTES, SessionName, SessionSummary, ShellTarget};
 
 /// Initial output credit a consumer grants per session: bytes the agent may send before the
@@ -49,6 +51,8 @@ pub struct OpenSpec {
     pub rows: u16,
     /// Exec: killed after this long.
     pub timeout: Option<Duration>,
+    /// Who opens it, with their attach token.
+    pub access: Access,
 }
 
 /// Which output stream bytes came from (a PTY has only `Stdout`).
@@ -69,6 +73,8 @@ pub enum Ending {
     Signal(i32),
     /// Could not start or failed on the machine; a message for the user.
     Error(String),
+    /// The machine's attach password refused it; nothing ran.
+    Denied(Denial),
 }
 
 /// The final word on a session.
@@ -90,6 +96,7 @@ impl Exit {
             (Ending::Code(c), false) => *c,
             (Ending::Signal(s), false) => 128 + s,
             (Ending::Error(_), false) => 1,
+            (Ending::Denied(_), false) => 6,
         }
     }
 }

@@ -91,6 +91,8 @@ pub struct AttachSpec {
     pub rows: u16,
     /// First output offset wanted; `None` replays the session's whole ring.
     pub resume_from: Option<u64>,
+    /// Who attaches, with their attach token.
+    pub access: super::Access,
 }
 
 /// What an attachment learns when it starts.

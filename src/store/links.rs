@@ -147,6 +147,17 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Gives back an open counted by `record_open` that the machine then refused (its attach
+    /// password asked for a token the browser did not have yet): being asked for a password
+    /// must not use up a link's `max_opens`.
+    pub async fn release_open(&self, id: LinkId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE share_links SET opens = opens - 1 WHERE id = ? AND opens > 0")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The audit trail of one link, oldest first: (unix seconds, actor, action, detail).
     pub async fn link_audit(&self, id: LinkId) -> Result<Vec<(i64, String, String, String)>, StoreError> {
         let rows = sqlx::query("SELECT at, actor, action, detail FROM audit_events WHERE link_id = ? ORDER BY id")

@@ -124,8 +124,13 @@ fn code_of(status: ExitStatus) -> i32 {
 /// Runs `cmd` to completion within `within`, capturing stdout (unless the caller redirected
 /// it) and stderr.
 pub fn run_command(cmd: &mut Command, within: Duration) -> anyhow::Result<Run> {
+    let child = cmd.stdin(Stdio::null()).spawn().with_context(|| format!("cannot start {cmd:?}"))?;
+    finish_run(child, within)
+}
+
+/// Collects a started child's output and exit code, waiting at most `within`.
+fn finish_run(mut child: Child, within: Duration) -> anyhow::Result<Run> {
     let started = Instant::now();
-    let mut child = cmd.stdin(Stdio::null()).spawn().with_context(|| format!("cannot start {cmd:?}"))?;
     let stdout = child.stdout.take().map(drain);
     let stderr = child.stderr.take().map(drain);
     let status = wait_child(&mut child, within)?;
@@ -177,6 +182,17 @@ impl Cli {
     /// Runs `cmdop ARGS` with the default deadline.
     pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> anyhow::Result<Run> {
         run_command(&mut self.command(args), CLI_DEADLINE)
+    }
+
+    /// Runs `cmdop ARGS` with `input` on its standard input.
+    pub fn run_with_stdin<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], input: &str) -> anyhow::Result<Run> {
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::piped());
+        let mut child = cmd.spawn().context("cannot start cmdop")?;
+        let mut stdin = child.stdin.take().context("no stdin pipe")?;
+        std::io::Write::write_all(&mut stdin, input.as_bytes())?;
+        drop(stdin);
+        finish_run(child, CLI_DEADLINE)
     }
 
     /// `cmdop connect exec MACHINE [FLAGS] -- ARGV`.
@@ -562,6 +578,15 @@ impl TestAgent {
     /// `agent.json`: machine id and credential.
     pub fn state_file(&self) -> PathBuf {
         self.state_dir().join("agent.json")
+    }
+
+    /// `cmdop connect password set --password-stdin --state-dir <its state>`, as run on the
+    /// machine; fails unless the CLI accepts it.
+    pub fn set_attach_password(&self, password: &str) -> anyhow::Result<()> {
+        let state = self.state_dir();
+        let args = ["connect", "password", "set", "--password-stdin", "--state-dir", &state.to_string_lossy()];
+        let run = Cli::new(self.dir.path().join("cli")).run_with_stdin(&args, &format!("{password}\n"))?;
+        run.expect_code(0).map(drop)
     }
 
     /// Kills the agent with SIGKILL (no goodbye on the stream), then the process groups of the

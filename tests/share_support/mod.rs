@@ -111,6 +111,18 @@ impl Page {
 
 /// GET `url` (`http://127.0.0.1:PORT/...`) over plain HTTP/1.1, no redirects followed.
 pub fn get(url: &str) -> anyhow::Result<Page> {
+    request("GET", url, &[], "")
+}
+
+/// POST `body` as JSON to `url` with extra `headers` (`Origin`, ...).
+pub fn post_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> anyhow::Result<Page> {
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    request("POST", url, &all, &body.to_string())
+}
+
+/// One plain HTTP/1.1 request (the connection closes after it).
+fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> anyhow::Result<Page> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").with_context(|| format!("not an http URL: {url}"))?;
     let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
@@ -118,9 +130,16 @@ pub fn get(url: &str) -> anyhow::Result<Page> {
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: cmdop-share-test\r\nConnection: close\r\n\r\n")?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: cmdop-share-test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if method != "GET" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    write!(stream, "{head}\r\n{body}")?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).with_context(|| format!("GET {url}"))?;
+    stream.read_to_end(&mut raw).with_context(|| format!("{method} {url}"))?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").with_context(|| format!("GET {url}: no end of headers"))?;
     let mut lines = head.lines();

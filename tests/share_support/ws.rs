@@ -93,12 +93,18 @@ impl WsClient {
 
     /// Opens a socket at `url` exactly.
     pub fn open_url(url: &str, origin: Option<&str>) -> Result<Self, Refused> {
+        Self::open_with(url, origin, None)
+    }
+
+    /// Opens a socket at `url` with an `Origin` and a `Cookie` header (each when given).
+    pub fn open_with(url: &str, origin: Option<&str>, cookie: Option<&str>) -> Result<Self, Refused> {
         let mut request = url.into_client_request().map_err(|e| Refused::Other(e.into()))?;
         let headers = request.headers_mut();
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        if let Some(origin) = origin {
-            let value = HeaderValue::from_str(origin).map_err(|e| Refused::Other(e.into()))?;
-            headers.insert(header::ORIGIN, value);
+        for (name, value) in [(header::ORIGIN, origin), (header::COOKIE, cookie)] {
+            if let Some(value) = value {
+                headers.insert(name, HeaderValue::from_str(value).map_err(|e| Refused::Other(e.into()))?);
+            }
         }
         let handshake = rt().block_on(async { tokio::time::timeout(HANDSHAKE, tokio_tungstenite::connect_async(request)).await });
         let stream = match handshake {
