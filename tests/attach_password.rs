@@ -122,12 +122,15 @@ fn password_set_refuses_a_folder_without_an_agent() -> anyhow::Result<()> {
 /// `POST <link>/unlock` as the page does (same Origin).
 fn unlock(fx: &Fixture, link_url: &str, password: &str) -> anyhow::Result<share_support::Page> {
     let origin = fx.server.url().to_string();
-    post_json(&format!("{link_url}/unlock"), &[("Origin", &origin)], &serde_json::json!({ "password": password }))
+    // The client wrote the left entry itself; the trusted proxy appended the right one.
+    let headers = [("Origin", origin.as_str()), ("X-Forwarded-For", "192.0.2.66, 203.0.113.7")];
+    post_json(&format!("{link_url}/unlock"), &headers, &serde_json::json!({ "password": password }))
 }
 
 #[test]
 fn a_share_link_asks_for_the_password_and_guessing_is_slowed() -> anyhow::Result<()> {
-    let fx = Fixture::start("locked-link-box")?;
+    // As behind a reverse proxy on this host: its X-Forwarded-For names the client.
+    let fx = Fixture::start_with("locked-link-box", &["--trusted-proxy", "127.0.0.1"])?;
     fx.agent.set_attach_password(PASSWORD)?;
     let link = fx.share("1h", &["--max-opens", "1"])?;
 
@@ -180,5 +183,7 @@ fn a_share_link_asks_for_the_password_and_guessing_is_slowed() -> anyhow::Result
     let audit = fx.server.cli().run(&["connect", "shares", "--audit", &link.id])?.expect_code(0)?;
     let text = audit.stdout_text();
     ensure!(text.matches("link.unlock").count() >= 6 && text.contains("result=wrong") && text.contains("result=ok"), "{audit}");
+    // Attributed to the client the trusted proxy named, not to the proxy or a spoofed entry.
+    ensure!(text.contains("ip=203.0.113.7") && !text.contains("ip=192.0.2.66"), "{audit}");
     Ok(())
 }

@@ -100,6 +100,11 @@ pub struct ServerArgs {
     /// Longest lifetime a share link may be given.
     #[arg(long, value_parser = duration, default_value = "30d")]
     pub max_link_ttl: Duration,
+    /// A reverse proxy in front of the server (repeatable, e.g. 127.0.0.1): requests from it
+    /// are attributed to the address its `X-Forwarded-For` names, for audit logs and per-IP
+    /// limits. Without it the header is ignored.
+    #[arg(long, value_name = "IP")]
+    pub trusted_proxy: Vec<std::net::IpAddr>,
     /// Administration of a server's data folder.
     #[command(subcommand)]
     pub command: Option<ServerCommand>,

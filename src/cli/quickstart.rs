@@ -22,7 +22,7 @@ const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs until Ctrl-C.
 pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
     let data_dir = args.data_dir.unwrap_or_else(super::default_server_dir);
-    let config = ServerConfig { listen: args.listen.clone(), public_url: None, data_dir: data_dir.clone(), heartbeat: DEFAULT_HEARTBEAT, max_link_ttl: crate::shares::DEFAULT_MAX_TTL };
+    let config = ServerConfig { listen: args.listen.clone(), public_url: None, data_dir: data_dir.clone(), heartbeat: DEFAULT_HEARTBEAT, max_link_ttl: crate::shares::DEFAULT_MAX_TTL, trusted_proxies: vec![] };
     let server = Server::bind(config).await.with_context(|| {
         format!("quickstart could not start a server on {} (try --listen 127.0.0.1:0)", args.listen)
     })?;

@@ -48,6 +48,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<i32> {
         data_dir: args.data_dir.unwrap_or_else(super::default_server_dir),
         heartbeat: args.heartbeat_interval,
         max_link_ttl: args.max_link_ttl,
+        trusted_proxies: args.trusted_proxy,
     };
     let server = Server::bind(config).await?;
     // One stable line for people and scripts (tests read the URL from it).

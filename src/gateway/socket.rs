@@ -2,10 +2,8 @@
 //! shell session through the router. Each socket holds the link's deadline timer (4001) and
 //! its revocation subscription (4002).
 
-use std::net::SocketAddr;
-
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -21,6 +19,7 @@ use super::protocol::{ClientMessage, ServerMessage, close};
 use crate::links::{LinkClaims, LinkError, LinkMode};
 use crate::ids::SessionId;
 use crate::relay::{SessionControl, SessionPort};
+use crate::web::client_ip::ClientIp;
 use crate::session::shell::{AttachSpec, SessionName, ShellTarget};
 use crate::session::{Access, Ending, Exit, OpenSpec, SessionEvent, SessionKind};
 
@@ -42,7 +41,7 @@ pub async fn bridge_socket(
     State(state): State<GatewayState>,
     Path(token): Path<String>,
     Query(resume): Query<Resume>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(peer): ClientIp,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -58,7 +57,7 @@ pub async fn bridge_socket(
         Err(e) => return super::pages::link_error(&state, &e),
     };
     let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("-");
-    let client = format!("ip={} ua={}", peer.ip(), agent.chars().take(200).collect::<String>());
+    let client = format!("ip={peer} ua={}", agent.chars().take(200).collect::<String>());
     let access = Access::link(claims.link_id, super::unlock::token_from(&headers));
     ws.read_buffer_size(SOCKET_READ_BUFFER).on_upgrade(move |socket| run(state, claims, socket, resume, client, access))
 }

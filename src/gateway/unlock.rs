@@ -4,10 +4,8 @@
 //! this link's page and socket receive (Path = the link's path). The socket hands it to the
 //! agent with every open.
 
-use std::net::SocketAddr;
-
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -18,6 +16,7 @@ use crate::links::LinkError;
 use crate::relay::RouteError;
 use crate::secret::Secret;
 use crate::session::{Access, Denial};
+use crate::web::client_ip::ClientIp;
 
 /// Name of the cookie that carries a link's attach token.
 pub const COOKIE: &str = "cmdop_attach";
@@ -62,7 +61,7 @@ pub fn token_from(headers: &HeaderMap) -> Option<Secret<String>> {
 pub async fn unlock(
     State(state): State<GatewayState>,
     Path(token): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(peer): ClientIp,
     uri: Uri,
     headers: HeaderMap,
     Json(form): Json<UnlockForm>,
@@ -88,7 +87,7 @@ pub async fn unlock(
         Err(RouteError::Denied(d)) => d.code(),
         Err(_) => "error",
     };
-    let detail = format!("ip={} result={outcome}", peer.ip());
+    let detail = format!("ip={peer} result={outcome}");
     state.shares.audit_link("anonymous", "link.unlock", claims.link_id, detail).await;
     let grant = match result {
         Ok(grant) => grant,
@@ -98,6 +97,10 @@ pub async fn unlock(
         }
         Err(e) => return fail(StatusCode::BAD_GATEWAY, "offline", format!("The machine did not answer: {e}")),
     };
+    if grant.token.expose().is_empty() {
+        // The machine has no password (any more): nothing to remember, just connect.
+        return StatusCode::NO_CONTENT.into_response();
+    }
     // The cookie lives no longer than the token or the link.
     let until = grant.expires_unix.min(claims.deadline.unix_timestamp());
     let max_age = (until - OffsetDateTime::now_utc().unix_timestamp()).max(0);

@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub heartbeat: Duration,
     /// Longest lifetime a share link may get.
     pub max_link_ttl: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (web/client_ip.rs).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// A bound, not yet serving, server.
@@ -47,6 +49,7 @@ pub struct Server {
     router: Arc<LocalRouter>,
     shares: Shares,
     heartbeat: Duration,
+    trusted_proxies: web::client_ip::TrustedProxies,
 }
 
 /// Creates `dir` (and parents) readable only by its owner.
@@ -79,7 +82,8 @@ impl Server {
         let shares = Shares::load(store.clone(), &config.data_dir, config.max_link_ttl)
             .await
             .context("cannot load share-link keys")?;
-        Ok(Self { listener, local_addr, public_url, store, router, shares, heartbeat: config.heartbeat })
+        let trusted_proxies = web::client_ip::TrustedProxies::new(config.trusted_proxies);
+        Ok(Self { listener, local_addr, public_url, store, router, shares, heartbeat: config.heartbeat, trusted_proxies })
     }
 
     /// The bound address (the real port when 0 was asked for).
@@ -113,7 +117,12 @@ impl Server {
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();
-        let app = http::router(self.store.clone()).merge(gateway).merge(web).merge(grpc).fallback(http::not_found);
+        let app = http::router(self.store.clone())
+            .merge(gateway)
+            .merge(web)
+            .merge(grpc)
+            .fallback(http::not_found)
+            .layer(axum::Extension(self.trusted_proxies.clone()));
         tracing::info!(url = %self.public_url, addr = %self.local_addr, "serving");
         use axum::serve::ListenerExt;
         let listener = self.listener.tap_io(|tcp| {

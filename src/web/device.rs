@@ -2,11 +2,9 @@
 //! rate-limited per account and per IP), then approve or deny the code the CLI shows.
 //! Forms carry a per-session CSRF token; the session cookie is HttpOnly and SameSite=Strict.
 
-use std::net::SocketAddr;
-
 use askama::Template;
 use axum::Form;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -14,6 +12,7 @@ use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 
 use super::WebState;
+use super::client_ip::ClientIp;
 use crate::ids::UserId;
 use crate::oauth::device::{self, DecideError};
 use crate::secret;
@@ -145,13 +144,13 @@ pub struct LoginForm {
 pub async fn sign_in(
     State(state): State<WebState>,
     session: Session,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(peer): ClientIp,
     Form(form): Form<LoginForm>,
 ) -> Response {
     if !csrf_ok(&session, &form.csrf).await {
         return done(&state, StatusCode::FORBIDDEN, "Form expired", "Reload the page and try again.");
     }
-    let (account, ip) = (format!("acct:{}", form.email.to_lowercase()), format!("ip:{}", peer.ip()));
+    let (account, ip) = (format!("acct:{}", form.email.to_lowercase()), format!("ip:{peer}"));
     let retry = |wait: std::time::Duration| format!("Too many failed attempts. Try again in {} s.", wait.as_secs().max(1));
     let limited = state.login_limits.check(&account).and(state.ip_limits.check(&ip));
     let error = match limited {
@@ -169,7 +168,7 @@ pub async fn sign_in(
             Err(e) => return server_error(e),
         },
     };
-    tracing::info!(ip = %peer.ip(), "device sign-in refused");
+    tracing::info!(ip = %peer, "device sign-in refused");
     let csrf = csrf_token(&session).await.unwrap_or_default();
     let page = LoginPage { css: state.css(), csrf, user_code: form.user_code, error };
     render(StatusCode::UNAUTHORIZED, &page)

@@ -1,6 +1,7 @@
 //! Server-rendered web for people and OAuth clients: the device-flow endpoints (`oauth`), the
 //! verification page (`device`, the only routes with a session cookie). Security headers for every browser-facing response live here.
 
+pub mod client_ip;
 mod device;
 mod oauth;
 

@@ -270,16 +270,24 @@ pub struct TestServer {
     child: Child,
     owner: Cli,
     starts: u32,
+    /// Extra `cmdop server` flags, kept for restarts.
+    extra: Vec<String>,
 }
 
 impl TestServer {
     /// Starts a server on 127.0.0.1 port 0 and signs an owner CLI in to it.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// `start` with extra `cmdop server` flags.
+    pub fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cmdop-test-").tempdir()?;
         let owner = Cli::new(dir.path().join("owner"));
-        let (child, url) = spawn_server(dir.path(), "127.0.0.1:0", 1)?;
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, url) = spawn_server(dir.path(), "127.0.0.1:0", 1, &extra)?;
         let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).context("no port in the URL")?;
-        let server = Self { dir, port, url, child, owner, starts: 1 };
+        let server = Self { dir, port, url, child, owner, starts: 1, extra };
         let data_dir = server.data_dir();
         let login = server.owner.run(&[
             "server".as_ref(),
@@ -304,7 +312,7 @@ impl TestServer {
         // The port was ours a moment ago; if something else grabbed it, retry briefly.
         let mut last = None;
         for _ in 0..20 {
-            match spawn_server(self.dir.path(), &listen, self.starts) {
+            match spawn_server(self.dir.path(), &listen, self.starts, &self.extra) {
                 Ok((child, url)) => {
                     ensure!(url == self.url, "restarted server reports {url}, expected {}", self.url);
                     self.child = child;
@@ -420,11 +428,12 @@ impl Drop for TestServer {
 }
 
 /// Spawns `cmdop server` and reads its URL line within `SERVER_START`.
-fn spawn_server(dir: &Path, listen: &str, start: u32) -> anyhow::Result<(Child, String)> {
+fn spawn_server(dir: &Path, listen: &str, start: u32, extra: &[String]) -> anyhow::Result<(Child, String)> {
     let log = TestServer::log_path(dir, start);
     let mut child = Command::new(CMDOP)
         .args(["server", "--listen", listen, "--heartbeat-interval", HEARTBEAT, "--data-dir"])
         .arg(dir.join("data"))
+        .args(extra)
         .env("HOME", dir)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")

@@ -65,7 +65,12 @@ pub fn rfc3339(text: &str) -> anyhow::Result<SystemTime> {
 impl Fixture {
     /// A server and an agent showing `display_name`.
     pub fn start(display_name: &str) -> anyhow::Result<Self> {
-        let server = TestServer::start()?;
+        Self::start_with(display_name, &[])
+    }
+
+    /// `start` with extra `cmdop server` flags.
+    pub fn start_with(display_name: &str, server_flags: &[&str]) -> anyhow::Result<Self> {
+        let server = TestServer::start_with(server_flags)?;
         let agent = TestAgent::start(&server, display_name)?;
         Ok(Self { agent, server })
     }
