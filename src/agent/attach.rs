@@ -1,11 +1,18 @@
 //! One attachment to a shell session, served on one channel of one relay stream: output from
 //! the session's ring as the consumer's credit allows, input and control the other way.
+//!
+//! The attachment's task does the PTY I/O itself: it reads output into the ring when the PTY
+//! is readable and output is wanted, and writes input as it arrives, granting the input
+//! credit back once the bytes are in the PTY.
 
+use std::collections::VecDeque;
+use std::io;
 use std::sync::Arc;
 
+use bytes::{Buf, Bytes};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::channel::{Cmd, Out, closed_frame, output_frame};
+use super::channel::{Cmd, Out, closed_frame, credit_frame, output_frame};
 use super::shell::{Shell, Take};
 use crate::proto::{self, closed};
 use crate::session::fanout::ReaderId;
@@ -30,9 +37,14 @@ pub async fn serve(
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
 ) {
     let mut changed = shell.subscribe();
+    let mut input = Pending::default();
     take_credit(&shell, reader, &credit, 0);
     let leave = loop {
         changed.borrow_and_update();
+        let written = input.write_to(&shell);
+        if written > 0 && out.send(credit_frame(channel, written)).await.is_err() {
+            break Leave::Detached;
+        }
         match shell.take(reader) {
             Take::Data(offset, data) => {
                 if out.send(output_frame(channel, proto::OutputStream::Stdout, offset, data)).await.is_err() {
@@ -45,6 +57,10 @@ pub async fn serve(
         }
         tokio::select! {
             _ = changed.changed() => {}
+            _ = shell.readable(), if shell.wants_read() => {
+                shell.fill();
+            }
+            _ = shell.writable(), if input.waiting() => {}
             permit = credit.acquire() => match permit {
                 Ok(permit) => {
                     permit.forget();
@@ -53,7 +69,7 @@ pub async fn serve(
                 Err(_) => break Leave::Detached, // the stream dropped
             },
             cmd = cmds.recv() => match cmd {
-                Some(Cmd::Input(data)) => shell.write(data, Some((out.clone(), channel))),
+                Some(Cmd::Input(data)) => input.0.push_back(data),
                 Some(Cmd::Resize(cols, rows)) => shell.resize(cols, rows),
                 Some(Cmd::Signal(signo)) => shell.signal(signo),
                 Some(Cmd::Close) => break Leave::Closed,
@@ -62,6 +78,16 @@ pub async fn serve(
         }
     };
     shell.leave(reader, matches!(leave, Leave::Closed));
+    if input.waiting() {
+        // Input the consumer sent before leaving still reaches the shell.
+        let shell = shell.clone();
+        tokio::spawn(async move {
+            while input.waiting() {
+                shell.writable().await;
+                input.write_to(&shell);
+            }
+        });
+    }
     let end = match leave {
         Leave::Ended(end) => end,
         Leave::Closed | Leave::Detached => closed::End::Detached(true),
@@ -81,4 +107,42 @@ fn take_credit(shell: &Shell, reader: ReaderId, credit: &Semaphore, already: usi
         None => 0,
     };
     shell.grant(reader, (already + more) as u64);
+}
+
+/// Input received and not yet written because the PTY's input buffer was full (the program is
+/// not reading). Bounded by the channel's input window: its credit is granted back only once
+/// the bytes are written.
+#[derive(Default)]
+struct Pending(VecDeque<Bytes>);
+
+impl Pending {
+    fn waiting(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Writes what the PTY takes now; returns the bytes done with (the credit to grant back).
+    /// Input for a PTY that is closed is dropped, as a terminal would.
+    fn write_to(&mut self, shell: &Shell) -> u32 {
+        let mut done = 0usize;
+        while let Some(front) = self.0.front_mut() {
+            match shell.write(front) {
+                Ok(n) if n == front.len() => {
+                    done += n;
+                    self.0.pop_front();
+                }
+                Ok(0) => break,
+                Ok(n) => {
+                    done += n;
+                    front.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    done += front.len();
+                    self.0.pop_front();
+                }
+            }
+        }
+        u32::try_from(done).unwrap_or(u32::MAX)
+    }
 }
