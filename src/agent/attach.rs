@@ -4,10 +4,17 @@
 //! The attachment's task does the PTY I/O itself: it reads output into the ring when the PTY
 //! is readable and output is wanted, and writes input as it arrives, granting the input
 //! credit back once the bytes are in the PTY.
+//!
+//! The grant waits a little for output to go with it: a keystroke's echo usually follows
+//! within microseconds, and a `Credit` frame queued right behind the `Output` frame leaves in
+//! the same write to the relay instead of one write (and one wake-up of the relay) of its
+//! own. It never waits longer than `CREDIT_DELAY`, nor once a quarter of the input window is
+//! owed, so the relay always holds most of its window.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::sync::{Semaphore, mpsc};
@@ -15,7 +22,11 @@ use tokio::sync::{Semaphore, mpsc};
 use super::channel::{Cmd, Out, closed_frame, credit_frame, output_frame};
 use super::shell::{Shell, Take};
 use crate::proto::{self, closed};
+use crate::session::INPUT_WINDOW_BYTES;
 use crate::session::fanout::ReaderId;
+
+/// Longest an input-credit grant waits for output to travel with: 2 ms.
+const CREDIT_DELAY: Duration = Duration::from_millis(2);
 
 /// How an attachment ended.
 enum Leave {
@@ -38,25 +49,28 @@ pub async fn serve(
 ) {
     let mut changed = shell.subscribe();
     let mut input = Pending::default();
+    let mut owed = Owed::default();
     take_credit(&shell, reader, &credit, 0);
     let leave = loop {
         changed.borrow_and_update();
-        let written = input.write_to(&shell);
-        if written > 0 && out.send(credit_frame(channel, written)).await.is_err() {
+        owed.add(input.write_to(&shell));
+        let piece = shell.take(reader);
+        if let Take::Data(offset, data) = piece {
+            let frame = output_frame(channel, proto::OutputStream::Stdout, offset, data);
+            if out.send(frame).await.is_err() || !owed.grant(&out, channel, true).await {
+                break Leave::Detached;
+            }
+            continue;
+        }
+        if !owed.grant(&out, channel, false).await {
             break Leave::Detached;
         }
-        match shell.take(reader) {
-            Take::Data(offset, data) => {
-                if out.send(output_frame(channel, proto::OutputStream::Stdout, offset, data)).await.is_err() {
-                    break Leave::Detached;
-                }
-                continue;
-            }
-            Take::Ended(end) => break Leave::Ended(end),
-            Take::Nothing => {}
+        if let Take::Ended(end) = piece {
+            break Leave::Ended(end);
         }
         tokio::select! {
             _ = changed.changed() => {}
+            _ = sleep_until(owed.due), if owed.due.is_some() => {} // the grant is due: sent above
             _ = shell.readable(), if shell.wants_read() => {
                 shell.fill();
             }
@@ -144,5 +158,41 @@ impl Pending {
             }
         }
         u32::try_from(done).unwrap_or(u32::MAX)
+    }
+}
+
+/// Input credit owed to the relay and not sent yet (see the module doc).
+#[derive(Default)]
+struct Owed {
+    bytes: u32,
+    /// When it must go at the latest.
+    due: Option<tokio::time::Instant>,
+}
+
+impl Owed {
+    fn add(&mut self, bytes: u32) {
+        if bytes > 0 {
+            self.bytes = self.bytes.saturating_add(bytes);
+            self.due.get_or_insert_with(|| tokio::time::Instant::now() + CREDIT_DELAY);
+        }
+    }
+
+    /// Sends the grant if output just went (`with_output`), it is due, or a quarter window is
+    /// owed; false if the stream is gone.
+    async fn grant(&mut self, out: &Out, channel: u64, with_output: bool) -> bool {
+        let due = self.due.is_some_and(|at| at <= tokio::time::Instant::now());
+        if self.bytes == 0 || !(with_output || due || self.bytes >= INPUT_WINDOW_BYTES / 4) {
+            return true;
+        }
+        let bytes = std::mem::take(&mut self.bytes);
+        self.due = None;
+        out.send(credit_frame(channel, bytes)).await.is_ok()
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
