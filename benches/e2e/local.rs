@@ -1,5 +1,6 @@
-//! Same-run baselines: the same programs in a local PTY (portable-pty, as the agent uses),
-//! read and written directly by this process on one thread: no network, no relay, no agent.
+//! Same-run baselines: the same programs in a local PTY (portable-pty; the agent opens its PTYs
+//! the same way through rustix), read and written directly by this process on one thread: no
+//! network, no relay, no agent.
 //!
 //! Reads on a PTY block, so every run has a watchdog thread that kills the program when its
 //! time is up; the PTY then hangs up and the blocked read returns.
