@@ -53,14 +53,13 @@ pub fn size(cols: u32, rows: u32) -> Winsize {
 /// folder, with the agent's environment plus `SHELL`, `TERM`, `COLORTERM` and `env`.
 pub fn spawn(cols: u32, rows: u32, env: &[(String, String)]) -> anyhow::Result<(Pty, Exit)> {
     let (master, slave) = open(size(cols, rows))?;
-    let user = User::from_uid(getuid()).ok().flatten();
-    let shell = login_shell(user.as_ref());
+    let shell = login_shell();
     let mut command = tokio::process::Command::new(&shell);
     let name = shell.rsplit('/').next().unwrap_or(&shell);
     command.arg0(format!("-{name}"));
     command.env("SHELL", &shell).env("TERM", "xterm-256color").env("COLORTERM", "truecolor");
     command.envs(env.iter().map(|(k, v)| (k, v)));
-    let home = std::env::var_os("HOME").map(PathBuf::from).or_else(|| user.map(|u| u.dir));
+    let home = std::env::var_os("HOME").map(PathBuf::from).or_else(|| passwd().map(|u| u.dir));
     if let Some(home) = home.filter(|h| h.is_dir()) {
         command.current_dir(home);
     }
@@ -92,15 +91,21 @@ fn open(size: Winsize) -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// `$SHELL` if it can be run, else the user's shell from the password database if it can,
 /// else `/bin/sh`.
-fn login_shell(user: Option<&User>) -> String {
+fn login_shell() -> String {
     let runnable = |path: &str| !path.is_empty() && access(path, AccessFlags::X_OK).is_ok();
     if let Some(shell) = std::env::var("SHELL").ok().filter(|s| runnable(s)) {
         return shell;
     }
-    match user.and_then(|u| u.shell.to_str()).filter(|s| runnable(s)) {
-        Some(shell) => shell.to_string(),
+    match passwd().and_then(|u| u.shell.to_str().map(str::to_string)).filter(|s| runnable(s)) {
+        Some(shell) => shell,
         None => "/bin/sh".to_string(),
     }
+}
+
+/// The agent's user in the password database. Only asked when the environment does not say
+/// (the lookup may go to a directory service, and the agent's runtime has one thread).
+fn passwd() -> Option<User> {
+    User::from_uid(getuid()).ok().flatten()
 }
 
 /// Makes the child a session leader whose controlling terminal is `tty` (the PTY's slave), and
