@@ -1,5 +1,6 @@
-//! Same-run baselines: the same programs in a local PTY (portable-pty, as the agent uses),
-//! read and written directly by this process on one thread: no network, no relay, no agent.
+//! Same-run baselines: the same programs in a local PTY (portable-pty; the agent opens its PTYs
+//! the same way through rustix), read and written directly by this process on one thread: no
+//! network, no relay, no agent.
 //!
 //! Reads on a PTY block, so every run has a watchdog thread that kills the program when its
 //! time is up; the PTY then hangs up and the blocked read returns.
@@ -49,8 +50,17 @@ impl Local {
 
     /// Reads until `marker` went by; returns the bytes read.
     fn read_until(&mut self, marker: &[u8]) -> anyhow::Result<u64> {
+        self.read_until_after(&[], marker)
+    }
+
+    /// Like `read_until`, for output that continues `before` (bytes already read, which may
+    /// hold the marker or its start).
+    fn read_until_after(&mut self, before: &[u8], marker: &[u8]) -> anyhow::Result<u64> {
+        let mut tail = before.to_vec();
+        if find(&tail, marker) {
+            return Ok(0);
+        }
         let mut buf = vec![0u8; 64 * 1024];
-        let mut tail = Vec::new();
         let mut total = 0u64;
         for _ in 0..100_000_000u64 {
             let n = self.reader.read(&mut buf).unwrap_or(0);
@@ -98,6 +108,7 @@ pub fn echo(warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
     pty.read_until(b"BENCH_GO")?;
     let mut samples = Vec::with_capacity(keys);
     let mut buf = [0u8; 256];
+    let mut last = Vec::new();
     for i in 0..total {
         let k = key(i);
         let started = Instant::now();
@@ -111,6 +122,7 @@ pub fn echo(warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
             }
             if buf[..n].contains(&k) {
                 got = true;
+                last = buf[..n].to_vec();
                 break;
             }
         }
@@ -122,7 +134,8 @@ pub fn echo(warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
             samples.push(rtt.as_secs_f64() * 1e6);
         }
     }
-    pty.read_until(b"BENCH_42_DONE")?;
+    // The end marker can come in the read that echoed the last key.
+    pty.read_until_after(&last, b"BENCH_42_DONE")?;
     if !pty.finish() {
         bail!("the local echo run overran its time");
     }

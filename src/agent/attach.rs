@@ -1,14 +1,32 @@
 //! One attachment to a shell session, served on one channel of one relay stream: output from
 //! the session's ring as the consumer's credit allows, input and control the other way.
+//!
+//! The attachment's task does the PTY I/O itself: it reads output into the ring when the PTY
+//! is readable and output is wanted, and writes input as it arrives, granting the input
+//! credit back once the bytes are in the PTY.
+//!
+//! The grant waits a little for output to go with it: a keystroke's echo usually follows
+//! within microseconds, and a `Credit` frame queued right behind the `Output` frame leaves in
+//! the same write to the relay instead of one write (and one wake-up of the relay) of its
+//! own. It never waits longer than `CREDIT_DELAY`, nor once a quarter of the input window is
+//! owed, so the relay always holds most of its window.
 
+use std::collections::VecDeque;
+use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::channel::{Cmd, Out, closed_frame, output_frame};
+use super::channel::{Cmd, Out, closed_frame, credit_frame, output_frame};
 use super::shell::{Shell, Take};
 use crate::proto::{self, closed};
+use crate::session::INPUT_WINDOW_BYTES;
 use crate::session::fanout::ReaderId;
+
+/// Longest an input-credit grant waits for output to travel with: 2 ms.
+const CREDIT_DELAY: Duration = Duration::from_millis(2);
 
 /// How an attachment ended.
 enum Leave {
@@ -30,21 +48,33 @@ pub async fn serve(
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
 ) {
     let mut changed = shell.subscribe();
+    let mut input = Pending::default();
+    let mut owed = Owed::default();
     take_credit(&shell, reader, &credit, 0);
     let leave = loop {
         changed.borrow_and_update();
-        match shell.take(reader) {
-            Take::Data(offset, data) => {
-                if out.send(output_frame(channel, proto::OutputStream::Stdout, offset, data)).await.is_err() {
-                    break Leave::Detached;
-                }
-                continue;
+        owed.add(input.write_to(&shell));
+        let piece = shell.take(reader);
+        if let Take::Data(offset, data) = piece {
+            let frame = output_frame(channel, proto::OutputStream::Stdout, offset, data);
+            if out.send(frame).await.is_err() || !owed.grant(&out, channel, true).await {
+                break Leave::Detached;
             }
-            Take::Ended(end) => break Leave::Ended(end),
-            Take::Nothing => {}
+            continue;
+        }
+        if !owed.grant(&out, channel, false).await {
+            break Leave::Detached;
+        }
+        if let Take::Ended(end) = piece {
+            break Leave::Ended(end);
         }
         tokio::select! {
             _ = changed.changed() => {}
+            _ = sleep_until(owed.due), if owed.due.is_some() => {} // the grant is due: sent above
+            _ = shell.readable(), if shell.wants_read() => {
+                shell.fill();
+            }
+            _ = shell.writable(), if input.waiting() => {}
             permit = credit.acquire() => match permit {
                 Ok(permit) => {
                     permit.forget();
@@ -53,7 +83,7 @@ pub async fn serve(
                 Err(_) => break Leave::Detached, // the stream dropped
             },
             cmd = cmds.recv() => match cmd {
-                Some(Cmd::Input(data)) => shell.write(data, Some((out.clone(), channel))),
+                Some(Cmd::Input(data)) => input.0.push_back(data),
                 Some(Cmd::Resize(cols, rows)) => shell.resize(cols, rows),
                 Some(Cmd::Signal(signo)) => shell.signal(signo),
                 Some(Cmd::Close) => break Leave::Closed,
@@ -62,6 +92,16 @@ pub async fn serve(
         }
     };
     shell.leave(reader, matches!(leave, Leave::Closed));
+    if input.waiting() {
+        // Input the consumer sent before leaving still reaches the shell.
+        let shell = shell.clone();
+        tokio::spawn(async move {
+            while input.waiting() {
+                shell.writable().await;
+                input.write_to(&shell);
+            }
+        });
+    }
     let end = match leave {
         Leave::Ended(end) => end,
         Leave::Closed | Leave::Detached => closed::End::Detached(true),
@@ -81,4 +121,78 @@ fn take_credit(shell: &Shell, reader: ReaderId, credit: &Semaphore, already: usi
         None => 0,
     };
     shell.grant(reader, (already + more) as u64);
+}
+
+/// Input received and not yet written because the PTY's input buffer was full (the program is
+/// not reading). Bounded by the channel's input window: its credit is granted back only once
+/// the bytes are written.
+#[derive(Default)]
+struct Pending(VecDeque<Bytes>);
+
+impl Pending {
+    fn waiting(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Writes what the PTY takes now; returns the bytes done with (the credit to grant back).
+    /// Input for a PTY that is closed is dropped, as a terminal would.
+    fn write_to(&mut self, shell: &Shell) -> u32 {
+        let mut done = 0usize;
+        while let Some(front) = self.0.front_mut() {
+            match shell.write(front) {
+                Ok(n) if n == front.len() => {
+                    done += n;
+                    self.0.pop_front();
+                }
+                Ok(0) => break,
+                Ok(n) => {
+                    done += n;
+                    front.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    done += front.len();
+                    self.0.pop_front();
+                }
+            }
+        }
+        u32::try_from(done).unwrap_or(u32::MAX)
+    }
+}
+
+/// Input credit owed to the relay and not sent yet (see the module doc).
+#[derive(Default)]
+struct Owed {
+    bytes: u32,
+    /// When it must go at the latest.
+    due: Option<tokio::time::Instant>,
+}
+
+impl Owed {
+    fn add(&mut self, bytes: u32) {
+        if bytes > 0 {
+            self.bytes = self.bytes.saturating_add(bytes);
+            self.due.get_or_insert_with(|| tokio::time::Instant::now() + CREDIT_DELAY);
+        }
+    }
+
+    /// Sends the grant if output just went (`with_output`), it is due, or a quarter window is
+    /// owed; false if the stream is gone.
+    async fn grant(&mut self, out: &Out, channel: u64, with_output: bool) -> bool {
+        let due = self.due.is_some_and(|at| at <= tokio::time::Instant::now());
+        if self.bytes == 0 || !(with_output || due || self.bytes >= INPUT_WINDOW_BYTES / 4) {
+            return true;
+        }
+        let bytes = std::mem::take(&mut self.bytes);
+        self.due = None;
+        out.send(credit_frame(channel, bytes)).await.is_ok()
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }

@@ -129,7 +129,7 @@ fn signal_group(group: Pid, signo: i32) {
     }
 }
 
-fn ending_of(status: std::process::ExitStatus) -> closed::End {
+pub(super) fn ending_of(status: std::process::ExitStatus) -> closed::End {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => closed::End::ExitCode(code),

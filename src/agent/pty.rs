@@ -1,84 +1,144 @@
-//! A login shell in a real PTY (portable-pty): spawning it, and the three blocking threads that
-//! own its ends.
+//! A login shell in a PTY: opening the PTY, spawning the shell on it, and the master end, which
+//! is non-blocking and registered with tokio's reactor (`AsyncFd`).
 //!
-//! portable-pty is blocking, so a reader thread hands output chunks over a one-slot channel:
-//! while nobody takes them the reader blocks, the PTY is not read, and the kernel then blocks
-//! the program. A writer thread writes input and grants input credit back per chunk; a waiter
-//! thread reaps the shell with `waitpid` (exact exit code or signal number).
+//! No thread serves a PTY. Whichever task wants output reads the master directly when the
+//! reactor says it is readable, and the task that receives input writes it directly. A
+//! keystroke and its echo therefore cross no thread or channel between the relay stream and
+//! the kernel. (Reader and writer threads with channels to tokio cost several cross-thread
+//! wake-ups per keystroke and per ~4 KiB of output: see docs/performance.md.) Backpressure is
+//! unchanged: while nobody wants output the master is not read, the kernel's buffer fills and
+//! the program blocks.
+//!
+//! The shell is a session leader with the PTY as its controlling terminal, so Ctrl-C reaches
+//! the foreground job, job control works and a resize sends SIGWINCH. Setting that up has to
+//! run in the child between fork and exec (`pre_exec`). That and registering the master with
+//! the reactor (tokio's `AsyncFd::register_with_interest`) are the crate's only `unsafe`, each
+//! in one small function here.
 
-use std::io::{Read, Write};
-use std::sync::Mutex;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Stdio;
 
-use bytes::Bytes;
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::Pid;
-use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
-use tokio::sync::{mpsc, oneshot};
+use nix::sys::signal::{SigHandler, Signal, kill, killpg};
+use nix::unistd::{AccessFlags, Pid, User, access, getuid};
+use rustix::fs::{Mode, OFlags};
+use rustix::pty::OpenptFlags;
+use rustix::termios::Winsize;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
-use super::channel::{Out, credit_frame};
 use crate::proto::closed;
-use crate::session::CHUNK_BYTES;
 
-/// A chunk of input for the shell and, when it came through a channel, whom to grant the
-/// input credit back to once it is written.
-pub struct WriteJob {
-    /// The bytes.
-    pub data: Bytes,
-    /// The stream and channel the bytes came on.
-    pub ack: Option<(Out, u64)>,
-}
-
-/// A running shell's handles. Output arrives on `chunks` (ends once the PTY is closed on the
-/// shell's side), the exit status on `exited`.
+/// A running shell's PTY master.
 pub struct Pty {
-    master: Mutex<Box<dyn MasterPty + Send>>,
-    input: std::sync::mpsc::Sender<WriteJob>,
+    /// Non-blocking; registered for readability only. Write readiness is waited for on a
+    /// separate registration when a write would block (rare: the program is not reading its
+    /// input), so the reactor is not woken each time the shell consumes a keystroke.
+    master: AsyncFd<OwnedFd>,
     pid: u32,
 }
 
-/// The receiving ends a supervisor owns.
-pub struct PtyOutput {
-    /// Output chunks, at most `CHUNK_BYTES` each.
-    pub chunks: mpsc::Receiver<Bytes>,
-    /// How the shell ended.
-    pub exited: oneshot::Receiver<closed::End>,
-}
+/// The shell process, to learn how it ended.
+pub struct Exit(tokio::process::Child);
 
 /// A PTY size from wire values, with 80x24 for zeros.
-pub fn size(cols: u32, rows: u32) -> PtySize {
+pub fn size(cols: u32, rows: u32) -> Winsize {
     let clamp = |v: u32, default: u16| if v == 0 { default } else { u16::try_from(v).unwrap_or(u16::MAX) };
-    PtySize { rows: clamp(rows, 24), cols: clamp(cols, 80), pixel_width: 0, pixel_height: 0 }
+    Winsize { ws_row: clamp(rows, 24), ws_col: clamp(cols, 80), ws_xpixel: 0, ws_ypixel: 0 }
 }
 
-/// Starts the user's login shell in a new PTY of `cols` x `rows`, in `$HOME`, with `env` added.
-pub fn spawn(cols: u32, rows: u32, env: &[(String, String)]) -> anyhow::Result<(Pty, PtyOutput)> {
-    let pair = native_pty_system().openpty(size(cols, rows))?;
-    let mut command = CommandBuilder::new_default_prog();
-    command.env("TERM", "xterm-256color");
-    command.env("COLORTERM", "truecolor");
-    for (k, v) in env {
-        command.env(k, v);
+/// Starts the user's login shell (`$SHELL`, else the password database's, else `/bin/sh`, run
+/// with a `-` before its name as login does) in a new PTY of `cols` x `rows`, in the home
+/// folder, with the agent's environment plus `SHELL`, `TERM`, `COLORTERM` and `env`.
+pub fn spawn(cols: u32, rows: u32, env: &[(String, String)]) -> anyhow::Result<(Pty, Exit)> {
+    let (master, slave) = open(size(cols, rows))?;
+    let shell = login_shell();
+    let mut command = tokio::process::Command::new(&shell);
+    let name = shell.rsplit('/').next().unwrap_or(&shell);
+    command.arg0(format!("-{name}"));
+    command.env("SHELL", &shell).env("TERM", "xterm-256color").env("COLORTERM", "truecolor");
+    command.envs(env.iter().map(|(k, v)| (k, v)));
+    let home = std::env::var_os("HOME").map(PathBuf::from).or_else(|| passwd().map(|u| u.dir));
+    if let Some(home) = home.filter(|h| h.is_dir()) {
+        command.current_dir(home);
     }
-    if let Ok(home) = std::env::var("HOME") {
-        command.cwd(home);
+    command.stdin(Stdio::from(slave.try_clone()?)).stdout(Stdio::from(slave.try_clone()?));
+    command.stderr(Stdio::from(slave.try_clone()?));
+    become_session_leader(&mut command, slave);
+    let child = command.spawn()?;
+    // The command holds our copies of the slave: drop them, else the master never reports
+    // the shell's end.
+    drop(command);
+    let pid = child.id().unwrap_or(0);
+    let master = register(master, Interest::READABLE)?;
+    Ok((Pty { master, pid }, Exit(child)))
+}
+
+/// A new PTY pair, both ends close-on-exec and not this process's controlling terminal; the
+/// master non-blocking.
+fn open(size: Winsize) -> io::Result<(OwnedFd, OwnedFd)> {
+    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    rustix::pty::grantpt(&master)?;
+    rustix::pty::unlockpt(&master)?;
+    let name = rustix::pty::ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(name.as_c_str(), OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?;
+    rustix::termios::tcsetwinsize(&master, size)?;
+    let flags = rustix::fs::fcntl_getfl(&master)?;
+    rustix::fs::fcntl_setfl(&master, flags | OFlags::NONBLOCK)?;
+    Ok((master, slave))
+}
+
+/// `$SHELL` if it can be run, else the user's shell from the password database if it can,
+/// else `/bin/sh`.
+fn login_shell() -> String {
+    let runnable = |path: &str| !path.is_empty() && access(path, AccessFlags::X_OK).is_ok();
+    if let Some(shell) = std::env::var("SHELL").ok().filter(|s| runnable(s)) {
+        return shell;
     }
-    let child = pair.slave.spawn_command(command)?;
-    drop(pair.slave); // else the reader never sees the shell's end
-    let pid = child.process_id().unwrap_or(0);
-    let reader = pair.master.try_clone_reader()?;
-    let writer = pair.master.take_writer()?;
-    let (chunks_tx, chunks) = mpsc::channel::<Bytes>(1);
-    std::thread::spawn(move || read_pty(reader, chunks_tx));
-    let (exit_tx, exited) = oneshot::channel();
-    // `child` stays alive on this thread only so that its handle is not dropped early; the
-    // status comes from waitpid, which reports signals exactly.
-    std::thread::spawn(move || {
-        let _child = child;
-        let _ = exit_tx.send(wait_for(pid));
-    });
-    let pty = Pty { master: Mutex::new(pair.master), input: spawn_writer(writer), pid };
-    Ok((pty, PtyOutput { chunks, exited }))
+    match passwd().and_then(|u| u.shell.to_str().map(str::to_string)).filter(|s| runnable(s)) {
+        Some(shell) => shell,
+        None => "/bin/sh".to_string(),
+    }
+}
+
+/// The agent's user in the password database. Only asked when the environment does not say
+/// (the lookup may go to a directory service, and the agent's runtime has one thread).
+fn passwd() -> Option<User> {
+    User::from_uid(getuid()).ok().flatten()
+}
+
+/// Makes the child a session leader whose controlling terminal is `tty` (the PTY's slave), and
+/// gives it default dispositions for the signals a terminal program expects to be default
+/// (the agent may have been started with some ignored, e.g. under `nohup`).
+#[allow(unsafe_code)]
+fn become_session_leader(command: &mut tokio::process::Command, tty: OwnedFd) {
+    const DEFAULT: [Signal; 6] =
+        [Signal::SIGCHLD, Signal::SIGHUP, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTERM, Signal::SIGALRM];
+    // SAFETY: `pre_exec` runs the closure in the forked child before exec, where only
+    // async-signal-safe work is allowed. The closure allocates nothing and takes no lock: it
+    // makes system calls only (sigaction through `signal`, setsid, ioctl(TIOCSCTTY)). `signal`
+    // is unsafe because a handler could break invariants; `SigDfl` installs no handler. `tty`
+    // was opened before the fork and stays open in the child until exec (close-on-exec).
+    unsafe {
+        command.pre_exec(move || {
+            for sig in DEFAULT {
+                nix::sys::signal::signal(sig, SigHandler::SigDfl)?;
+            }
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(&tty)?;
+            Ok(())
+        });
+    }
+}
+
+/// Registers `fd` with the runtime's reactor for `interest`.
+#[allow(unsafe_code)]
+fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: `register_with_interest` needs the fd to stay open, and to be the same one, for
+    // as long as the `AsyncFd` lives. An `OwnedFd` owns its fd, closes it only when dropped
+    // (with the `AsyncFd`, after deregistering), and `as_raw_fd` always returns that fd.
+    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into())
 }
 
 impl Pty {
@@ -87,22 +147,48 @@ impl Pty {
         self.pid
     }
 
-    /// Queues input; the writer thread grants the credit back once it is written.
-    pub fn write(&self, job: WriteJob) {
-        let _ = self.input.send(job);
+    /// Waits until the master may have output, or has been closed on the shell's side.
+    pub async fn readable(&self) {
+        let _ = self.master.readable().await;
+    }
+
+    /// Reads what the master holds, without blocking. `WouldBlock`: nothing now (wait with
+    /// `readable`). `Ok(0)`: the shell's side is closed (Linux answers EIO once the last
+    /// process holding the slave has closed it).
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.master.try_io(Interest::READABLE, |fd| Ok(rustix::io::read(fd, &mut *buf)?)) {
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
+            result => result,
+        }
+    }
+
+    /// Writes as much of `data` as the PTY's input buffer takes now, without blocking
+    /// (`WouldBlock`: none; wait with `writable`).
+    pub fn write(&self, data: &[u8]) -> io::Result<usize> {
+        Ok(rustix::io::write(self.master.get_ref(), data)?)
+    }
+
+    /// Waits until the PTY's input buffer has room. Registers a duplicate of the master for
+    /// writability only for the wait: the program was not reading, so this is rare.
+    pub async fn writable(&self) {
+        let registered = self.master.get_ref().try_clone().and_then(|fd| register(fd, Interest::WRITABLE));
+        match registered {
+            Ok(fd) => drop(fd.writable().await),
+            // Cannot register: retry the write a little later rather than spin.
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+        }
     }
 
     /// Resizes the PTY (the shell gets SIGWINCH).
     pub fn resize(&self, cols: u16, rows: u16) {
-        let master = self.master.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = master.resize(size(cols.into(), rows.into()));
+        let _ = rustix::termios::tcsetwinsize(self.master.get_ref(), size(cols.into(), rows.into()));
     }
 
     /// Sends `signo` to the PTY's foreground process group (what a keypress like Ctrl-C
     /// reaches), or to the shell when that is unknown.
     pub fn signal(&self, signo: i32) {
         let Ok(sig) = Signal::try_from(signo) else { return };
-        let leader = self.master.lock().unwrap_or_else(|p| p.into_inner()).process_group_leader();
+        let leader = rustix::termios::tcgetpgrp(self.master.get_ref()).ok().map(|p| p.as_raw_nonzero().get());
         match leader.filter(|pgrp| *pgrp > 0) {
             Some(pgrp) => {
                 let _ = killpg(Pid::from_raw(pgrp), sig);
@@ -121,49 +207,12 @@ impl Pty {
     }
 }
 
-/// Blocks until the shell `pid` ends; its exit code, or the signal that killed it.
-fn wait_for(pid: u32) -> closed::End {
-    let Ok(raw) = i32::try_from(pid) else { return closed::End::Error("the shell has no process id".into()) };
-    loop {
-        match waitpid(Pid::from_raw(raw), None) {
-            Ok(WaitStatus::Exited(_, code)) => return closed::End::ExitCode(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return closed::End::Signal(sig as i32),
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return closed::End::Error(format!("the shell's status was lost: {e}")),
+impl Exit {
+    /// Waits for the shell to end: its exit code, or the signal that killed it.
+    pub async fn wait(mut self) -> closed::End {
+        match self.0.wait().await {
+            Ok(status) => super::exec::ending_of(status),
+            Err(e) => closed::End::Error(format!("the shell's status was lost: {e}")),
         }
     }
-}
-
-/// Blocking reader: Linux ends a PTY's reads with EIO once the shell side is closed.
-fn read_pty(mut reader: Box<dyn Read + Send>, chunks: mpsc::Sender<Bytes>) {
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if chunks.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Blocking writer thread; grants input credit back as bytes reach the PTY. It serves every
-/// attachment of the shell, on whichever stream each came, so a dead stream only loses its
-/// own credit grants.
-fn spawn_writer(mut writer: Box<dyn Write + Send>) -> std::sync::mpsc::Sender<WriteJob> {
-    let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
-    std::thread::spawn(move || {
-        for job in rx {
-            if writer.write_all(&job.data).and_then(|_| writer.flush()).is_err() {
-                return;
-            }
-            if let Some((out, channel)) = job.ack {
-                let n = u32::try_from(job.data.len()).unwrap_or(u32::MAX);
-                let _ = out.blocking_send(credit_frame(channel, n));
-            }
-        }
-    });
-    tx
 }

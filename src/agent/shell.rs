@@ -5,7 +5,15 @@
 //! beyond what it has not been sent yet (or nobody is attached) and paused only when every
 //! reader is out of credit. A stalled reader falls behind (and later gets a gap) instead of
 //! holding the others back, and memory stays at one ring per session whatever readers do.
+//!
+//! Who reads the PTY: the attachments themselves, each in its own task, so output goes from
+//! the kernel to the relay stream without a hand-off. The supervisor reads only when nobody
+//! attached would: no reader is attached, the shell was killed, or it exited and the rest of
+//! its output is being drained. Reads happen under the state lock (a non-blocking read, never
+//! an `.await`), so output enters the ring in order whichever task read it.
 
+use std::cell::RefCell;
+use std::io;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -13,7 +21,7 @@ use bytes::Bytes;
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
-use super::pty::{Pty, WriteJob};
+use super::pty::Pty;
 use crate::ids::SessionId;
 use crate::proto::closed;
 use crate::session::fanout::{Fanout, ReaderId};
@@ -45,6 +53,13 @@ struct State {
     alone_since: Option<Instant>,
     /// SIGHUP was sent; when.
     killed_at: Option<Instant>,
+    /// The PTY was closed on the shell's side: it has no more output.
+    eof: bool,
+}
+
+thread_local! {
+    /// One read buffer per runtime thread (a chunk), rather than one per session.
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; CHUNK_BYTES]);
 }
 
 /// A shell session. Shared (`Arc`) by the registry, its supervisor and its attachments.
@@ -56,8 +71,11 @@ pub struct Shell {
     started: Instant,
     pty: Pty,
     state: Mutex<State>,
-    /// Bumped on every change a waiter may care about (output, credit, readers, end).
+    /// Bumped when attachments may have something to do (output, readers, end).
     changed: watch::Sender<()>,
+    /// Bumped on the changes the supervisor cares about (readers join or leave, kill, the
+    /// PTY closes): not on output, so the supervisor is not woken for every chunk.
+    control: watch::Sender<()>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -74,6 +92,7 @@ impl Shell {
             last_attached_ms: unix_ms(),
             alone_since: Some(Instant::now()),
             killed_at: None,
+            eof: false,
         };
         Self {
             id,
@@ -84,6 +103,7 @@ impl Shell {
             pty,
             state: Mutex::new(state),
             changed: watch::channel(()).0,
+            control: watch::channel(()).0,
         }
     }
 
@@ -95,6 +115,11 @@ impl Shell {
 
     fn bump(&self) {
         self.changed.send_replace(());
+    }
+
+    fn bump_control(&self) {
+        self.changed.send_replace(());
+        self.control.send_replace(());
     }
 
     /// The session's id.
@@ -122,9 +147,14 @@ impl Shell {
         self.lock().ended.is_some()
     }
 
-    /// A receiver that wakes on every change.
+    /// A receiver that wakes when an attachment may have something to do.
     pub fn subscribe(&self) -> watch::Receiver<()> {
         self.changed.subscribe()
+    }
+
+    /// A receiver that wakes on the changes the supervisor cares about.
+    pub fn subscribe_control(&self) -> watch::Receiver<()> {
+        self.control.subscribe()
     }
 
     /// Adds a reader starting at `resume_from` (`None`: the whole ring).
@@ -134,7 +164,7 @@ impl Shell {
         st.last_attached_ms = unix_ms();
         st.alone_since = None;
         drop(st);
-        self.bump();
+        self.bump_control();
         let attachment = Attachment {
             id: self.id,
             name: self.name.clone(),
@@ -146,18 +176,17 @@ impl Shell {
         (joined.reader, attachment)
     }
 
-    /// Adds output credit to a reader.
+    /// Adds output credit to a reader. Wakes nobody: the reader's own task reads the PTY
+    /// when that credit makes more output wanted.
     pub fn grant(&self, reader: ReaderId, bytes: u64) {
         self.lock().output.grant(reader, bytes);
-        self.bump();
     }
 
     /// The next piece a reader may be sent (at most its credit and one chunk), advancing it.
+    /// Wakes nobody, like `grant`.
     pub fn take(&self, reader: ReaderId) -> Take {
         let mut st = self.lock();
         if let Some(piece) = st.output.take(reader, CHUNK_BYTES) {
-            drop(st);
-            self.bump(); // the supervisor may resume reading the PTY
             return Take::Data(piece.offset, Bytes::from(piece.data));
         }
         match &st.ended {
@@ -178,19 +207,76 @@ impl Shell {
         if alone && end_one_shot && !self.persistent {
             self.kill();
         }
-        self.bump();
+        self.bump_control();
     }
 
-    /// Whether the supervisor should take more output from the PTY now.
-    pub fn wants_output(&self) -> bool {
+    fn reads(st: &State) -> bool {
+        !st.eof && st.ended.is_none() && (st.killed_at.is_some() || st.output.wants_output())
+    }
+
+    /// Whether the PTY should be read now: it is open and output is wanted (a killed shell's
+    /// output is read regardless of credit, so that it can end).
+    pub fn wants_read(&self) -> bool {
+        Self::reads(&self.lock())
+    }
+
+    /// Whether the supervisor has to read the PTY because no attachment would: nobody is
+    /// attached, or the shell was killed.
+    pub fn unattended(&self) -> bool {
         let st = self.lock();
-        st.killed_at.is_some() || st.output.wants_output()
+        st.output.readers() == 0 || st.killed_at.is_some()
     }
 
-    /// Appends output read from the PTY.
-    pub fn push(&self, data: &[u8]) {
-        self.lock().output.push(data);
-        self.bump();
+    /// Whether the PTY was closed on the shell's side.
+    pub fn eof(&self) -> bool {
+        self.lock().eof
+    }
+
+    /// Offset one past the last byte of output read so far.
+    pub fn output_end(&self) -> u64 {
+        self.lock().output.end()
+    }
+
+    /// Waits until the PTY may have output (then call `fill`).
+    pub async fn readable(&self) {
+        self.pty.readable().await;
+    }
+
+    /// If output is wanted, moves what the PTY has into the ring: read until the kernel has
+    /// no more or one chunk is full, so a burst becomes one frame rather than one per kernel
+    /// buffer (4 KiB). Returns the bytes read.
+    pub fn fill(&self) -> usize {
+        let mut st = self.lock();
+        if !Self::reads(&st) {
+            return 0;
+        }
+        let (n, closed) = READ_BUF.with_borrow_mut(|buf| {
+            let (mut n, mut closed) = (0, false);
+            while n < buf.len() {
+                match self.pty.read(&mut buf[n..]) {
+                    Ok(0) => closed = true,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => closed = true,
+                }
+                if closed {
+                    break;
+                }
+            }
+            if n > 0 {
+                st.output.push(&buf[..n]);
+            }
+            (n, closed)
+        });
+        st.eof |= closed;
+        drop(st);
+        if closed {
+            self.bump_control();
+        } else if n > 0 {
+            self.bump();
+        }
+        n
     }
 
     /// Records the shell's end (all of its output is in the ring by now).
@@ -228,7 +314,7 @@ impl Shell {
         st.killed_at = Some(Instant::now());
         drop(st);
         self.pty.signal_shell(Signal::SIGHUP);
-        self.bump();
+        self.bump_control();
     }
 
     /// Kills for good a shell that ignored SIGHUP.
@@ -236,9 +322,14 @@ impl Shell {
         self.pty.signal_shell(Signal::SIGKILL);
     }
 
-    /// Writes input, granting the credit back to `ack` once written.
-    pub fn write(&self, data: Bytes, ack: Option<(super::channel::Out, u64)>) {
-        self.pty.write(WriteJob { data, ack });
+    /// Writes as much input as the PTY takes now, without blocking (`WouldBlock`: none).
+    pub fn write(&self, data: &[u8]) -> io::Result<usize> {
+        self.pty.write(data)
+    }
+
+    /// Waits until the PTY takes input again.
+    pub async fn writable(&self) {
+        self.pty.writable().await;
     }
 
     /// Resizes the PTY.

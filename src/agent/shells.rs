@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::channel::{Cmd, Out, closed_frame};
-use super::pty::{self, PtyOutput};
+use super::pty::{self, Exit};
 use super::shell::Shell;
 use crate::ids::SessionId;
 use crate::proto::{self, closed, session_query};
@@ -131,10 +131,10 @@ impl Shells {
         let id = SessionId::random();
         let mut env: Vec<(String, String)> = open.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.push(("CMDOP_SESSION".into(), name.clone().unwrap_or_else(|| id.to_string())));
-        let (pty, output) = pty::spawn(open.cols, open.rows, &env).map_err(|e| format!("cannot start a shell: {e:#}"))?;
+        let (pty, exit) = pty::spawn(open.cols, open.rows, &env).map_err(|e| format!("cannot start a shell: {e:#}"))?;
         let shell = Arc::new(Shell::new(id, name, persistent, pty));
         tracing::info!(session = %id, name = ?shell.name(), persistent, pid = shell.pid(), "shell started");
-        tokio::spawn(supervise(shell.clone(), output, self.clone()));
+        tokio::spawn(supervise(shell.clone(), exit, self.clone()));
         Ok(shell)
     }
 
@@ -188,8 +188,8 @@ fn clamp(v: u32) -> u16 {
 }
 
 /// Runs a session to its end, then keeps it reachable by id for `ENDED_LINGER`.
-async fn supervise(shell: Arc<Shell>, output: PtyOutput, shells: Shells) {
-    let end = pump(&shell, output, shells.inner.idle).await;
+async fn supervise(shell: Arc<Shell>, exit: Exit, shells: Shells) {
+    let end = pump(&shell, exit, shells.inner.idle).await;
     tracing::info!(session = %shell.id(), ?end, ran_s = shell.age().as_secs(), "shell ended");
     shell.finish(end);
     tokio::time::sleep(ENDED_LINGER).await;
@@ -207,40 +207,44 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Moves PTY output into the ring whenever the readers' credit allows (see `session::fanout`),
-/// ends the session when it has been alone too long, and returns once the shell has exited
-/// and its output is read.
-async fn pump(shell: &Shell, output: PtyOutput, idle: Duration) -> closed::End {
-    let PtyOutput { mut chunks, mut exited } = output;
-    let mut changed = shell.subscribe();
-    let (mut end, mut reading, mut hard_killed): (Option<closed::End>, bool, bool) = (None, true, false);
-    let mut quiet_until: Option<tokio::time::Instant> = None;
+/// Reads PTY output into the ring while no attachment does (see `Shell`), ends the session
+/// when it has been alone too long, and returns once the shell has exited and its output is
+/// read: the PTY closed, or it stayed quiet for `DRAIN_QUIET` while output was wanted.
+async fn pump(shell: &Shell, exit: Exit, idle: Duration) -> closed::End {
+    let exit = exit.wait();
+    tokio::pin!(exit);
+    let mut control = shell.subscribe_control();
+    let (mut end, mut hard_killed): (Option<closed::End>, bool) = (None, false);
+    // While draining: when to look again, and the output's end offset when last looked.
+    let mut quiet: Option<(tokio::time::Instant, u64)> = None;
     loop {
-        changed.borrow_and_update();
-        if let (false, Some(end)) = (reading, &end) {
+        control.borrow_and_update();
+        if let (true, Some(end)) = (shell.eof(), &end) {
             return end.clone();
         }
-        let wants = reading && shell.wants_output();
+        let reads = (end.is_some() || shell.unattended()) && shell.wants_read();
         let (expiry, hard) = (at(shell.expiry(idle)), at(shell.kill_deadline()).filter(|_| !hard_killed));
         tokio::select! {
-            chunk = chunks.recv(), if wants => match chunk {
-                Some(data) => {
-                    shell.push(&data);
-                    quiet_until = end.as_ref().map(|_| tokio::time::Instant::now() + DRAIN_QUIET);
-                }
-                None => reading = false,
-            },
-            status = &mut exited, if end.is_none() => {
-                end = Some(status.unwrap_or_else(|_| closed::End::Error("the shell's status was lost".into())));
-                quiet_until = Some(tokio::time::Instant::now() + DRAIN_QUIET);
+            _ = shell.readable(), if reads => {
+                shell.fill();
             }
-            _ = sleep_until(quiet_until), if wants && end.is_some() => reading = false,
+            status = &mut exit, if end.is_none() => {
+                end = Some(status);
+                quiet = Some((tokio::time::Instant::now() + DRAIN_QUIET, shell.output_end()));
+            }
+            _ = sleep_until(quiet.map(|(at, _)| at)), if quiet.is_some() => {
+                let (now, seen) = (shell.output_end(), quiet.map_or(0, |(_, seen)| seen));
+                if now == seen && shell.wants_read() && let Some(end) = end.take() {
+                    return end;
+                }
+                quiet = Some((tokio::time::Instant::now() + DRAIN_QUIET, now));
+            }
             _ = sleep_until(expiry), if expiry.is_some() => shell.kill(),
             _ = sleep_until(hard), if hard.is_some() => {
                 hard_killed = true;
                 shell.kill_hard();
             }
-            _ = changed.changed() => {}
+            _ = control.changed() => {}
         }
     }
 }
