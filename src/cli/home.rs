@@ -74,8 +74,9 @@ pub fn save_credentials(creds: &Credentials) -> anyhow::Result<()> {
     crate::private_file::write(&dir().join("credentials.json"), &serde_json::to_vec_pretty(creds)?)
 }
 
-/// Forgets the credentials.
+/// Forgets the credentials, and the attach tokens that were issued to the signed-in user.
 pub fn delete_credentials() -> anyhow::Result<()> {
+    crate::private_file::remove(&AttachTokens::path())?;
     crate::private_file::remove(&dir().join("credentials.json")).map(drop)
 }
 
