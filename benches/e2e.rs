@@ -25,6 +25,8 @@ mod link;
 mod local;
 #[path = "e2e/stub.rs"]
 mod stub;
+#[path = "../tests/common/server_line.rs"]
+mod server_line;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};

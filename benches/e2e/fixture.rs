@@ -3,10 +3,8 @@
 //! started here is killed (by its own PID, never by name) when dropped; every wait is bounded.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail, ensure};
@@ -115,26 +113,15 @@ impl Fixture {
             .stderr(log)
             .spawn()
             .context("cannot start the server")?;
-        let stdout = server.stdout.take().context("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(SERVER_START) {
-            Ok(line) => line,
-            Err(_) => {
+        let url = match crate::server_line::server_url(&mut server, SERVER_START) {
+            Ok(url) => url,
+            Err(e) => {
                 let _ = server.kill();
                 let _ = server.wait();
-                bail!("the server printed no URL line within {SERVER_START:?}");
+                return Err(e);
             }
         };
-        let url = line.strip_prefix("cmdop server listening on ").unwrap_or(&line).trim().to_string();
         let fx = Self { dir, url, server, agent: None, machine_id: String::new() };
-        ensure!(fx.url.starts_with("http://127.0.0.1:"), "server URL {} is not on 127.0.0.1", fx.url);
         let data = fx.dir.path().join("data");
         let login = fx.cli(&["server".as_ref(), "local-login".as_ref(), "--data-dir".as_ref(), data.as_os_str(), "--server".as_ref(), fx.url.as_ref()])?;
         ensure!(login.code == 0, "local-login failed: {}", login.stderr);

@@ -212,7 +212,7 @@ impl proto::api_server::Api for ApiService {
         let mut port = self.router.open(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
         // Wait for the start, so a refusal is the call's status rather than a stream trailer.
         let first = port.events.recv().await;
-        if let Some(SessionEvent::Exited(crate::session::Exit { ending: crate::session::Ending::Denied(d), .. })) = first {
+        if let Some(d) = first.as_ref().and_then(SessionEvent::denial) {
             return Err(denial_status(d, &machine.hostname));
         }
         METRICS.execs_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

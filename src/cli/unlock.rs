@@ -71,7 +71,9 @@ impl Unlocker {
         let expires = time::OffsetDateTime::parse(&resp.expires_at, &time::format_description::well_known::Rfc3339)
             .map(|t| t.unix_timestamp())
             .unwrap_or_else(|_| crate::store::now() + 3600);
-        if let Err(e) = self.tokens.put(&self.machine_id, Some((&resp.attach_token, expires))) {
+        // No token: the password was cleared meanwhile and the machine lets anyone in.
+        let grant = Some((resp.attach_token.as_str(), expires)).filter(|(t, _)| !t.is_empty());
+        if let Err(e) = self.tokens.put(&self.machine_id, grant) {
             eprintln!("cmdop: cannot remember the attach token ({e:#}); the password will be asked again next time");
         }
         Ok(true)

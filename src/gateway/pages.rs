@@ -4,9 +4,10 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 
 use super::GatewayState;
+use crate::web::{render, server_error};
 use crate::links::{LinkClaims, LinkError, LinkMode};
 
 #[derive(Template)]
@@ -31,16 +32,6 @@ struct LinkErrorPage {
     title: String,
     message: String,
     css: String,
-}
-
-fn render(status: StatusCode, page: &impl Template) -> Response {
-    match page.render() {
-        Ok(html) => (status, Html(html)).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "template failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
-        }
-    }
 }
 
 /// The error page for a link that cannot be used.
@@ -76,10 +67,7 @@ pub async fn open_share_page(State(state): State<GatewayState>, Path(token): Pat
     match page_for(&state, &claims).await {
         Ok(Some(page)) => render(StatusCode::OK, &page),
         Ok(None) => not_valid(&state),
-        Err(e) => {
-            tracing::error!(link = %claims.link_id, error = %e, "cannot render share page");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
-        }
+        Err(e) => server_error(format!("share page of link {}: {e:#}", claims.link_id)),
     }
 }
 

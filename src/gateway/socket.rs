@@ -21,7 +21,7 @@ use crate::ids::SessionId;
 use crate::relay::{SessionControl, SessionPort};
 use crate::web::client_ip::ClientIp;
 use crate::session::shell::{AttachSpec, SessionName, ShellTarget};
-use crate::session::{Access, Ending, Exit, OpenSpec, SessionEvent, SessionKind};
+use crate::session::{Access, OpenSpec, SessionEvent, SessionKind};
 
 /// `?session=<key>&offset=<n>`: resume a parked session from byte `n`.
 #[derive(Debug, Default, Deserialize)]
@@ -113,7 +113,7 @@ async fn attach(
     // replay point of the ring when the link joins a running persistent session.
     let start = match port.events.recv().await {
         Some(SessionEvent::Opened { attachment, .. }) => attachment.map_or(0, |a| a.replay_from),
-        Some(SessionEvent::Exited(Exit { ending: Ending::Denied(_), .. })) => {
+        Some(e) if e.denial().is_some() => {
             if let Err(e) = store.release_open(claims.link_id).await {
                 tracing::warn!(link = %claims.link_id, error = %e, "cannot release a refused open");
             }

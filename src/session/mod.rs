@@ -128,6 +128,17 @@ pub enum SessionEvent {
     Lost,
 }
 
+impl SessionEvent {
+    /// The machine's refusal, when this event is the end of a session its attach password
+    /// turned away (nothing ran).
+    pub fn denial(&self) -> Option<Denial> {
+        match self {
+            SessionEvent::Exited(Exit { ending: Ending::Denied(d), .. }) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

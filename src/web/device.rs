@@ -6,12 +6,12 @@ use askama::Template;
 use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 
-use super::WebState;
+use super::{WebState, render, server_error};
 use super::client_ip::ClientIp;
 use crate::ids::UserId;
 use crate::oauth::device::{self, DecideError};
@@ -53,18 +53,6 @@ struct DonePage {
     css: String,
     title: String,
     message: String,
-}
-
-fn render(status: StatusCode, page: &impl Template) -> Response {
-    match page.render() {
-        Ok(html) => (status, Html(html)).into_response(),
-        Err(e) => server_error(e),
-    }
-}
-
-fn server_error(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "device page failed");
-    (StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log\n").into_response()
 }
 
 fn done(state: &WebState, status: StatusCode, title: &str, message: &str) -> Response {

@@ -22,6 +22,22 @@ use crate::limiter::Limiter;
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                        img-src 'self' data:; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// An HTML page (askama) with `status`; a template failure is a logged 500.
+pub fn render(status: axum::http::StatusCode, page: &impl askama::Template) -> Response {
+    use axum::response::IntoResponse;
+    match page.render() {
+        Ok(html) => (status, axum::response::Html(html)).into_response(),
+        Err(e) => server_error(e),
+    }
+}
+
+/// A 500 for a browser: the cause goes to the log, not to the page.
+pub fn server_error(e: impl std::fmt::Display) -> Response {
+    use axum::response::IntoResponse;
+    tracing::error!(error = %e, "page failed");
+    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log\n").into_response()
+}
+
 /// Adds the strict headers every browser-facing response carries.
 pub async fn security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();

@@ -12,12 +12,13 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+mod server_line;
+
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -442,32 +443,15 @@ fn spawn_server(dir: &Path, listen: &str, start: u32, extra: &[String]) -> anyho
         .stderr(File::create(&log)?)
         .spawn()
         .context("cannot start the server")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let (tx, rx) = mpsc::channel();
-    // Forwards the first line, then keeps draining stdout until the server exits.
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        for _ in lines {}
-    });
-    let line = match rx.recv_timeout(SERVER_START) {
-        Ok(line) => line,
-        Err(_) => {
+    match server_line::server_url(&mut child, SERVER_START) {
+        Ok(url) => Ok((child, url)),
+        Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
             print_tail(&log);
-            bail!("the server printed no URL line within {SERVER_START:?} (listen {listen})");
+            Err(e.context(format!("server listening on {listen}")))
         }
-    };
-    let url = line
-        .strip_prefix("cmdop server listening on ")
-        .with_context(|| format!("unexpected first line {line:?}"))?
-        .trim()
-        .to_string();
-    ensure!(url.starts_with("http://127.0.0.1:"), "server URL {url} is not on 127.0.0.1");
-    Ok((child, url))
+    }
 }
 
 fn dechunk(body: &str) -> String {
