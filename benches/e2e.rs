@@ -25,6 +25,8 @@ mod link;
 mod local;
 #[path = "e2e/stub.rs"]
 mod stub;
+#[path = "../tests/common/procfs.rs"]
+mod procfs;
 #[path = "../tests/common/server_line.rs"]
 mod server_line;
 

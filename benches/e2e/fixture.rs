@@ -11,6 +11,8 @@ use anyhow::{Context, bail, ensure};
 use serde::Deserialize;
 use tempfile::TempDir;
 
+use crate::procfs::{children_of, is_running};
+
 /// The binary under test: the one cargo built in the bench profile (release), unless
 /// `CMDOP_BENCH_BIN` names another (to compare two builds on the same noisy machine).
 pub fn cmdop() -> String {
@@ -250,32 +252,13 @@ impl Drop for Fixture {
                 }
             }
             // A thousand dying shells are a burst of work: let it pass before the next phase.
-            let _ = wait_until(Duration::from_secs(30), "the shells to exit", || Ok(shells.iter().all(|p| !alive(*p))));
+            let _ = wait_until(Duration::from_secs(30), "the shells to exit", || Ok(shells.iter().all(|p| !is_running(*p))));
         }
         let _ = self.server.kill();
         let _ = self.server.wait();
     }
 }
 
-/// Process ids whose parent is `pid` (from /proc).
-pub fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
-        })
-        .collect()
-}
-
-/// Whether a process exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-    matches!(state, Some(s) if s != "Z" && s != "X")
-}
 
 /// `VmRSS` of a process, KiB.
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {

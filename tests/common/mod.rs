@@ -12,7 +12,11 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+mod procfs;
 mod server_line;
+
+#[allow(unused_imports)] // each test crate uses a part of the helpers
+pub use procfs::{children_of, is_running};
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -616,27 +620,6 @@ impl Drop for TestAgent {
     }
 }
 
-/// Process ids whose parent is `pid` (from /proc).
-pub fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
-            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
-        })
-        .collect()
-}
-
-/// Whether process `pid` exists and is not a zombie (an orphan's zombie may linger when
-/// nothing reaps it).
-pub fn is_running(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-    matches!(state, Some(s) if s != "Z" && s != "X")
-}
 
 /// Socket inodes a process holds (`/proc/PID/fd/* -> socket:[INODE]`).
 pub fn socket_inodes(pid: u32) -> anyhow::Result<Vec<u64>> {
