@@ -66,21 +66,10 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
         state_dir: args.state_dir.unwrap_or_else(super::default_agent_dir),
         session_idle: args.session_idle,
     };
-    // The whole agent runs on one thread of its own (a current-thread runtime). A keystroke
-    // goes h2 connection -> stream pump -> session task -> PTY, its echo PTY -> session task ->
-    // h2 connection: on a multi-thread runtime each of those wake-ups could land on another
-    // worker (a futex wake, an IPI on a VM). On one thread they are all local. The agent's
-    // work is I/O and framing; it needs well under a core (docs/performance.md).
-    let (done, finished) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new().name("cmdop-agent".into()).spawn(move || {
-        let result = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| {
-            let result = rt.block_on(agent::run(config, shutdown_signal()));
-            rt.shutdown_timeout(std::time::Duration::from_millis(200));
-            result
-        });
-        let _ = done.send(result);
-    })?;
-    finished.await??;
+    // A task, not the runtime's root future: waking the root future of a current-thread
+    // runtime writes to the driver's eventfd every time, and the stream pump is woken for
+    // every frame (main.rs explains the runtime).
+    tokio::spawn(agent::run(config, shutdown_signal())).await??;
     Ok(0)
 }
 
