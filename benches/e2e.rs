@@ -166,15 +166,17 @@ fn load_average() -> Value {
 // ---- echo and throughput -------------------------------------------------------------------
 
 fn bench_echo(cfg: &Config, rt: &Runtimes, fx: &Fixture, ws: &mut link::Ws) -> anyhow::Result<Value> {
-    log(format!("echo: {} keys after {} warm-up, local PTY / link / local PTY", cfg.keys, cfg.warmup));
+    log(format!("echo: {} keys after {} warm-up, local PTY / plain-TCP floor / link / floor / local PTY", cfg.keys, cfg.warmup));
     let half = cfg.keys / 2;
     let mut base = local::echo(cfg.warmup, half)?;
+    let mut floor = local::echo_via_plain_tcp(cfg.warmup, half)?;
     let (server_cpu, agent_cpu) = (cpu_seconds(fx.server_pid()), cpu_seconds(fx.agent_pid()));
     let linked = rt.echo.block_on(link::echo(ws, cfg.warmup, cfg.keys))?;
     let cpu = json!({
         "server_cpu_us_per_key": round1((cpu_seconds(fx.server_pid()) - server_cpu) * 1e6 / linked.len() as f64),
         "agent_cpu_us_per_key": round1((cpu_seconds(fx.agent_pid()) - agent_cpu) * 1e6 / linked.len() as f64),
     });
+    floor.extend(local::echo_via_plain_tcp(cfg.warmup, cfg.keys - half)?);
     base.extend(local::echo(cfg.warmup, cfg.keys - half)?);
     let (l, b) = (summary(&linked), summary(&base));
     let (p50_max, p99_max) = (f(&b, "p50_us") + 150.0, 2.0 * f(&b, "p99_us") + 300.0);
@@ -185,6 +187,10 @@ fn bench_echo(cfg: &Config, rt: &Runtimes, fx: &Fixture, ws: &mut link::Ws) -> a
         "link": l,
         "baseline_local_pty": b,
         "cpu": cpu,
+        "diagnostic_kernel_floor": {
+            "what": "the same program in a local PTY behind a relay and an agent that only copy bytes over loopback TCP (blocking threads, Nagle off): the kernel's share of the link's topology, with no protocol or event loop",
+            "plain_tcp": summary(&floor),
+        },
         "target": {"p50_max_us": round1(p50_max), "p99_max_us": round1(p99_max)},
         "met": f(&l, "p50_us") <= p50_max && f(&l, "p99_us") <= p99_max,
     }))

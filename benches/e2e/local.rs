@@ -4,8 +4,12 @@
 //!
 //! Reads on a PTY block, so every run has a watchdog thread that kills the program when its
 //! time is up; the PTY then hangs up and the blocked read returns.
+//!
+//! Also here: the *kernel floor* of the link's topology (`echo_via_plain_tcp`), the same echo
+//! program behind two loopback TCP hops each way that only copy bytes.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -56,25 +60,7 @@ impl Local {
     /// Like `read_until`, for output that continues `before` (bytes already read, which may
     /// hold the marker or its start).
     fn read_until_after(&mut self, before: &[u8], marker: &[u8]) -> anyhow::Result<u64> {
-        let mut tail = before.to_vec();
-        if find(&tail, marker) {
-            return Ok(0);
-        }
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut total = 0u64;
-        for _ in 0..100_000_000u64 {
-            let n = self.reader.read(&mut buf).unwrap_or(0);
-            if n == 0 {
-                bail!("the local PTY ended before {}", String::from_utf8_lossy(marker));
-            }
-            total += n as u64;
-            tail.extend_from_slice(&buf[..n]);
-            if find(&tail, marker) {
-                return Ok(total);
-            }
-            tail.drain(..tail.len().saturating_sub(marker.len()));
-        }
-        bail!("no marker")
+        read_until_after(&mut self.reader, before, marker)
     }
 
     /// Reads to the end (EOF, or EIO once the program is gone); returns the bytes read.
@@ -106,19 +92,90 @@ pub fn echo(warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
     let total = warmup + keys;
     let mut pty = Local::spawn(&echo_script(total), Duration::from_secs(60))?;
     pty.read_until(b"BENCH_GO")?;
-    let mut samples = Vec::with_capacity(keys);
+    let (samples, last) = time_keys(&mut pty.reader, &mut pty.writer, warmup, total)?;
+    // The end marker can come in the read that echoed the last key.
+    pty.read_until_after(&last, b"BENCH_42_DONE")?;
+    if !pty.finish() {
+        bail!("the local echo run overran its time");
+    }
+    Ok(samples)
+}
+
+/// The kernel floor of the link's topology: the echo program in a local PTY, reached through
+/// a "relay" and an "agent" that only copy bytes between loopback TCP sockets (Nagle off) and
+/// the PTY, each direction on a blocking thread of its own. That is two TCP hops each way and
+/// four process wake-ups more than `echo`, with no framing, protocol or event loop: what any
+/// relay of this shape pays the kernel on this machine.
+pub fn echo_via_plain_tcp(warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
+    let total = warmup + keys;
+    let mut pty = Local::spawn(&echo_script(total), Duration::from_secs(60))?;
+    pty.read_until(b"BENCH_GO")?;
+    let hop = |listener: &TcpListener| -> io::Result<(TcpStream, TcpStream)> {
+        let near = TcpStream::connect(listener.local_addr()?)?;
+        let (far, _) = listener.accept()?;
+        near.set_nodelay(true)?;
+        far.set_nodelay(true)?;
+        Ok((near, far))
+    };
+    let (agent, relay_to_agent) = hop(&TcpListener::bind("127.0.0.1:0")?)?;
+    let (mut client, relay_to_client) = hop(&TcpListener::bind("127.0.0.1:0")?)?;
+    let sockets = [agent.try_clone()?, relay_to_agent.try_clone()?, client.try_clone()?, relay_to_client.try_clone()?];
+    let pty_reader = std::mem::replace(&mut pty.reader, Box::new(io::empty()));
+    let pty_writer = std::mem::replace(&mut pty.writer, Box::new(io::sink()));
+    let copiers = [
+        copier(Box::new(agent.try_clone()?), pty_writer),
+        copier(pty_reader, Box::new(agent)),
+        copier(Box::new(relay_to_client.try_clone()?), Box::new(relay_to_agent.try_clone()?)),
+        copier(Box::new(relay_to_agent), Box::new(relay_to_client)),
+    ];
+    let run = time_keys(&mut client.try_clone()?, &mut client, warmup, total)
+        .and_then(|(samples, last)| read_until_after(&mut client, &last, b"BENCH_42_DONE").map(|_| samples));
+    // Unblocks every copier: the sockets' reads return 0, the PTY's returns EIO once the
+    // program is gone.
+    for s in &sockets {
+        let _ = s.shutdown(Shutdown::Both);
+    }
+    let finished = pty.finish();
+    for c in copiers {
+        let _ = c.join();
+    }
+    let samples = run?;
+    if !finished {
+        bail!("the plain-TCP echo run overran its time");
+    }
+    Ok(samples)
+}
+
+/// A thread copying `from` to `to` until either ends.
+fn copier(mut from: Box<dyn Read + Send>, mut to: Box<dyn Write + Send>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        for _ in 0..100_000_000u64 {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() => return,
+                Ok(_) => {}
+            }
+        }
+    })
+}
+
+/// Sends keys one at a time and waits for each echo: round trips of the keys after `warmup`
+/// (microseconds), and the last read (it may already hold what follows the echo).
+fn time_keys(reader: &mut dyn Read, writer: &mut dyn Write, warmup: usize, total: usize) -> anyhow::Result<(Vec<f64>, Vec<u8>)> {
+    let mut samples = Vec::with_capacity(total.saturating_sub(warmup));
     let mut buf = [0u8; 256];
     let mut last = Vec::new();
     for i in 0..total {
         let k = key(i);
         let started = Instant::now();
-        pty.writer.write_all(&[k])?;
-        pty.writer.flush()?;
+        writer.write_all(&[k])?;
+        writer.flush()?;
         let mut got = false;
         for _ in 0..1_000 {
-            let n = pty.reader.read(&mut buf).unwrap_or(0);
+            let n = reader.read(&mut buf).unwrap_or(0);
             if n == 0 {
-                bail!("the local PTY ended during echo (key {i})");
+                bail!("the echo program's output ended (key {i})");
             }
             if buf[..n].contains(&k) {
                 got = true;
@@ -128,18 +185,13 @@ pub fn echo(warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
         }
         let rtt = started.elapsed();
         if !got {
-            bail!("key {i} not echoed locally");
+            bail!("key {i} not echoed");
         }
         if i >= warmup {
             samples.push(rtt.as_secs_f64() * 1e6);
         }
     }
-    // The end marker can come in the read that echoed the last key.
-    pty.read_until_after(&last, b"BENCH_42_DONE")?;
-    if !pty.finish() {
-        bail!("the local echo run overran its time");
-    }
-    Ok(samples)
+    Ok((samples, last))
 }
 
 /// `head -c BYTES /dev/zero | base64 | cat` in a local PTY, read to the end: (bytes, seconds).
@@ -152,4 +204,28 @@ pub fn throughput(bytes: u64, within: Duration) -> anyhow::Result<(u64, f64)> {
         bail!("the local throughput run overran {within:?}");
     }
     Ok((got, took))
+}
+
+/// Reads until `marker` went by, for output that continues `before` (bytes already read, which
+/// may hold the marker or its start); returns the bytes read.
+fn read_until_after(reader: &mut dyn Read, before: &[u8], marker: &[u8]) -> anyhow::Result<u64> {
+    let mut tail = before.to_vec();
+    if find(&tail, marker) {
+        return Ok(0);
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    for _ in 0..100_000_000u64 {
+        let n = reader.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            bail!("the output ended before {}", String::from_utf8_lossy(marker));
+        }
+        total += n as u64;
+        tail.extend_from_slice(&buf[..n]);
+        if find(&tail, marker) {
+            return Ok(total);
+        }
+        tail.drain(..tail.len().saturating_sub(marker.len()));
+    }
+    bail!("no marker")
 }
