@@ -50,6 +50,7 @@ pub async fn serve(
     let mut changed = shell.subscribe();
     let mut input = Pending::default();
     let mut owed = Owed::default();
+    let mut timer = GrantTimer::new();
     take_credit(&shell, reader, &credit, 0);
     let leave = loop {
         changed.borrow_and_update();
@@ -68,9 +69,10 @@ pub async fn serve(
         if let Take::Ended(end) = piece {
             break Leave::Ended(end);
         }
+        timer.cover(owed.due);
         tokio::select! {
             _ = changed.changed() => {}
-            _ = sleep_until(owed.due), if owed.due.is_some() => {} // the grant is due: sent above
+            _ = timer.fired(), if timer.armed() => {} // the grant may be due: sent above
             _ = shell.readable(), if shell.wants_read() => {
                 shell.fill();
             }
@@ -190,9 +192,38 @@ impl Owed {
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+/// The wake-up for a grant that found no output to travel with. Arming a tokio timer earlier
+/// than all the others wakes the runtime's driver (an eventfd write and one more epoll round,
+/// right between a keystroke's write to the PTY and its echo), and a grant is owed after every
+/// keystroke. So the timer is not disarmed when the grant leaves with the echo: it stays armed
+/// and fires once, harmlessly, and it is re-armed only when a grant is owed and no earlier
+/// wake-up is pending. Fast typing arms it once per `CREDIT_DELAY` instead of once per key.
+struct GrantTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    at: Option<tokio::time::Instant>,
+}
+
+impl GrantTimer {
+    fn new() -> Self {
+        Self { sleep: Box::pin(tokio::time::sleep(Duration::ZERO)), at: None }
+    }
+
+    /// Makes sure it fires by `due` (if a grant is owed).
+    fn cover(&mut self, due: Option<tokio::time::Instant>) {
+        if let Some(due) = due
+            && self.at.is_none_or(|at| at > due)
+        {
+            self.sleep.as_mut().reset(due);
+            self.at = Some(due);
+        }
+    }
+
+    fn armed(&self) -> bool {
+        self.at.is_some()
+    }
+
+    async fn fired(&mut self) {
+        self.sleep.as_mut().await;
+        self.at = None;
     }
 }
