@@ -17,8 +17,8 @@ fn init_logging(format: LogFormat) {
 /// work is I/O and framing: a keystroke crosses a socket, a few tasks and another socket. On
 /// the multi-thread runtime an I/O event that the worker parked in the driver receives goes
 /// to the shared queue and wakes the other worker (a futex wake, and an IPI on a VM) for
-/// every frame; on one thread the woken task runs right there. Measured: 25-30 us less echo
-/// latency and a third less server CPU per keystroke (docs/performance.md). CPU-heavy work
+/// every frame; on one thread the woken task runs right there. Measured: about 30 us less echo
+/// latency and a quarter less server CPU per keystroke (docs/performance.md). CPU-heavy work
 /// (argon2) runs on the blocking pool, SQLite on its own thread. Everything else (the CLI,
 /// quickstart) keeps the default runtime.
 fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
