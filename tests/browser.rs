@@ -154,6 +154,17 @@ fn has_line(text: &serde_json::Value, line: &str) -> bool {
     text.as_str().is_some_and(|t| terminal_lines(t).iter().any(|l| l == line))
 }
 
+/// Types `command` and Enter into the terminal once the shell has printed its prompt
+/// (typed-ahead keys are echoed twice), then waits for a screen line equal to `line`.
+async fn run_in_terminal(page: &Page, command: &str, line: &str) -> anyhow::Result<()> {
+    poll(page, BUFFER_TEXT, Duration::from_secs(10), |v| v.as_str().is_some_and(|t| !t.trim().is_empty())).await?;
+    let input = page.find_element("textarea.xterm-helper-textarea").await?;
+    input.focus().await?;
+    input.type_str(command).await?;
+    input.press_key("Enter").await?;
+    poll(page, ROWS_TEXT, Duration::from_secs(10), |v| has_line(v, line)).await.map(drop)
+}
+
 async fn wait_open(page: &Page) -> anyhow::Result<()> {
     poll(page, STATE, Duration::from_secs(15), |v| v == "open").await.map(drop)
 }
@@ -174,13 +185,7 @@ fn link_page_runs_a_shell_in_the_browser() -> anyhow::Result<()> {
         let title = eval(&page, "document.getElementById('machine-name').textContent").await;
         ensure!(title == "demo-box", "machine name on the page: {title}");
 
-        // Type once the shell has printed its prompt (typed-ahead keys are echoed twice).
-        poll(&page, BUFFER_TEXT, Duration::from_secs(10), |v| v.as_str().is_some_and(|t| !t.trim().is_empty())).await?;
-        let input = page.find_element("textarea.xterm-helper-textarea").await?;
-        input.focus().await?;
-        input.type_str("echo share-ok").await?;
-        input.press_key("Enter").await?;
-        poll(&page, ROWS_TEXT, Duration::from_secs(10), |v| has_line(v, "share-ok")).await?;
+        run_in_terminal(&page, "echo share-ok", "share-ok").await?;
         let buffer = eval(&page, BUFFER_TEXT).await;
         ensure!(has_line(&buffer, "share-ok"), "terminal buffer lacks the output line: {buffer}");
         ensure!(eval(&page, "window.cmdopSocket.readyState").await == 1, "the socket is not open");
@@ -293,12 +298,7 @@ fn page_asks_for_the_attach_password_and_remembers_the_answer() -> anyhow::Resul
         let cookies = eval(&page, "document.cookie").await;
         ensure!(!cookies.as_str().unwrap_or_default().contains("cmdopa_"), "the attach token is readable by script: {cookies}");
 
-        poll(&page, BUFFER_TEXT, Duration::from_secs(10), |v| v.as_str().is_some_and(|t| !t.trim().is_empty())).await?;
-        let input = page.find_element("textarea.xterm-helper-textarea").await?;
-        input.focus().await?;
-        input.type_str("echo guarded-$((20+1))").await?;
-        input.press_key("Enter").await?;
-        poll(&page, ROWS_TEXT, Duration::from_secs(10), |v| has_line(v, "guarded-21")).await?;
+        run_in_terminal(&page, "echo guarded-$((20+1))", "guarded-21").await?;
 
         // A reload (a new session) goes straight in: the browser sends the cookie.
         page.goto(url.as_str()).await?;
