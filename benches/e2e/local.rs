@@ -5,8 +5,9 @@
 //! Reads on a PTY block, so every run has a watchdog thread that kills the program when its
 //! time is up; the PTY then hangs up and the blocked read returns.
 //!
-//! Also here: the *kernel floor* of the link's topology (`echo_via_plain_tcp`), the same echo
-//! program behind two loopback TCP hops each way that only copy bytes.
+//! Also here: the *kernel floor* of the link's topology (`echo_via_plain_tcp`,
+//! `throughput_via_plain_tcp`), the same programs behind two loopback TCP hops each way that
+//! only copy bytes.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -110,35 +111,10 @@ pub fn echo_via_plain_tcp(warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>
     let total = warmup + keys;
     let mut pty = Local::spawn(&echo_script(total), Duration::from_secs(60))?;
     pty.read_until(b"BENCH_GO")?;
-    let hop = |listener: &TcpListener| -> io::Result<(TcpStream, TcpStream)> {
-        let near = TcpStream::connect(listener.local_addr()?)?;
-        let (far, _) = listener.accept()?;
-        near.set_nodelay(true)?;
-        far.set_nodelay(true)?;
-        Ok((near, far))
-    };
-    let (agent, relay_to_agent) = hop(&TcpListener::bind("127.0.0.1:0")?)?;
-    let (mut client, relay_to_client) = hop(&TcpListener::bind("127.0.0.1:0")?)?;
-    let sockets = [agent.try_clone()?, relay_to_agent.try_clone()?, client.try_clone()?, relay_to_client.try_clone()?];
-    let pty_reader = std::mem::replace(&mut pty.reader, Box::new(io::empty()));
-    let pty_writer = std::mem::replace(&mut pty.writer, Box::new(io::sink()));
-    let copiers = [
-        copier(Box::new(agent.try_clone()?), pty_writer),
-        copier(pty_reader, Box::new(agent)),
-        copier(Box::new(relay_to_client.try_clone()?), Box::new(relay_to_agent.try_clone()?)),
-        copier(Box::new(relay_to_agent), Box::new(relay_to_client)),
-    ];
+    let (mut client, relay) = PlainRelay::start(&mut pty, 4096)?;
     let run = time_keys(&mut client.try_clone()?, &mut client, warmup, total)
         .and_then(|(samples, last)| read_until_after(&mut client, &last, b"BENCH_42_DONE").map(|_| samples));
-    // Unblocks every copier: the sockets' reads return 0, the PTY's returns EIO once the
-    // program is gone.
-    for s in &sockets {
-        let _ = s.shutdown(Shutdown::Both);
-    }
-    let finished = pty.finish();
-    for c in copiers {
-        let _ = c.join();
-    }
+    let finished = relay.stop(pty);
     let samples = run?;
     if !finished {
         bail!("the plain-TCP echo run overran its time");
@@ -146,10 +122,74 @@ pub fn echo_via_plain_tcp(warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>
     Ok(samples)
 }
 
-/// A thread copying `from` to `to` until either ends.
-fn copier(mut from: Box<dyn Read + Send>, mut to: Box<dyn Write + Send>) -> std::thread::JoinHandle<()> {
+/// The kernel floor of the link's topology for throughput: `throughput`'s command in a local
+/// PTY, its output copied by an "agent" thread into loopback TCP, by a "relay" thread into a
+/// second connection, and read by this thread: (bytes, seconds).
+pub fn throughput_via_plain_tcp(bytes: u64, within: Duration) -> anyhow::Result<(u64, f64)> {
+    let started = Instant::now();
+    let mut pty = Local::spawn(&format!("head -c {bytes} /dev/zero | base64 | cat; echo BENCH_$((6*7))_END"), within)?;
+    let (mut client, relay) = PlainRelay::start(&mut pty, 64 * 1024)?;
+    let run = read_until_after(&mut client, &[], b"BENCH_42_END");
+    let took = started.elapsed().as_secs_f64();
+    let finished = relay.stop(pty);
+    let got = run?;
+    if !finished {
+        bail!("the plain-TCP throughput run overran {within:?}");
+    }
+    Ok((got, took))
+}
+
+/// A "relay" and an "agent" that only copy bytes: the PTY's master and the client are joined
+/// by two loopback TCP connections (Nagle off), each direction of each hop copied by a
+/// blocking thread of its own.
+struct PlainRelay {
+    sockets: Vec<TcpStream>,
+    copiers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl PlainRelay {
+    /// Takes the PTY's reader and writer; returns the client's end. `buf`: each copier's
+    /// read size.
+    fn start(pty: &mut Local, buf: usize) -> anyhow::Result<(TcpStream, Self)> {
+        let hop = |listener: &TcpListener| -> io::Result<(TcpStream, TcpStream)> {
+            let near = TcpStream::connect(listener.local_addr()?)?;
+            let (far, _) = listener.accept()?;
+            near.set_nodelay(true)?;
+            far.set_nodelay(true)?;
+            Ok((near, far))
+        };
+        let (agent, relay_to_agent) = hop(&TcpListener::bind("127.0.0.1:0")?)?;
+        let (client, relay_to_client) = hop(&TcpListener::bind("127.0.0.1:0")?)?;
+        let sockets = vec![agent.try_clone()?, relay_to_agent.try_clone()?, client.try_clone()?, relay_to_client.try_clone()?];
+        let pty_reader = std::mem::replace(&mut pty.reader, Box::new(io::empty()));
+        let pty_writer = std::mem::replace(&mut pty.writer, Box::new(io::sink()));
+        let copiers = vec![
+            copier(Box::new(agent.try_clone()?), pty_writer, buf),
+            copier(pty_reader, Box::new(agent), buf),
+            copier(Box::new(relay_to_client.try_clone()?), Box::new(relay_to_agent.try_clone()?), buf),
+            copier(Box::new(relay_to_agent), Box::new(relay_to_client), buf),
+        ];
+        Ok((client, Self { sockets, copiers }))
+    }
+
+    /// Unblocks and joins every copier (the sockets' reads return 0, the PTY's returns EIO
+    /// once the program is gone) and reaps the program; false if its watchdog had to kill it.
+    fn stop(self, pty: Local) -> bool {
+        for s in &self.sockets {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        let finished = pty.finish();
+        for c in self.copiers {
+            let _ = c.join();
+        }
+        finished
+    }
+}
+
+/// A thread copying `from` to `to`, `buf` bytes a read at most, until either ends.
+fn copier(mut from: Box<dyn Read + Send>, mut to: Box<dyn Write + Send>, buf: usize) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
+        let mut buf = vec![0u8; buf];
         for _ in 0..100_000_000u64 {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => return,

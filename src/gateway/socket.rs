@@ -260,6 +260,10 @@ async fn pump(
         }
     };
     tokio::pin!(taken);
+    // Pinned once: a fresh `revocation` per frame would join and leave the watch's waiter
+    // list twice for every keystroke's echo.
+    let revoked = revocation(revoked);
+    tokio::pin!(revoked);
     // Output credit goes back in batches of a quarter window: one Credit frame per PTY read
     // (4 KiB) doubled the frames and wakeups of a busy session, and the agent, granted the
     // other three quarters, never runs dry waiting for it (docs/performance.md).
@@ -278,7 +282,7 @@ async fn pump(
                             break Outcome::ClientGone;
                         },
                         _ = &mut deadline => break Outcome::Expired,
-                        _ = revocation(revoked) => break Outcome::Revoked,
+                        _ = &mut revoked => break Outcome::Revoked,
                         reply = &mut taken => {
                             session.owed += n;
                             break Outcome::TakenOver(reply);
@@ -295,7 +299,7 @@ async fn pump(
             },
             _ = &mut reader => break Outcome::ClientGone,
             _ = &mut deadline => break Outcome::Expired,
-            _ = revocation(revoked) => break Outcome::Revoked,
+            _ = &mut revoked => break Outcome::Revoked,
             reply = &mut taken => break Outcome::TakenOver(reply),
         }
     };

@@ -130,14 +130,18 @@ impl RelayService {
     /// protocol; then marks the machine offline and tells every session it is lost.
     async fn pump(self, conn: Arc<AgentConn>, mut inbound: Streaming<proto::AgentFrame>) {
         let machine = conn.machine();
-        let silence = self.heartbeat * 3;
+        let mut silence = Silence::new(self.heartbeat * 3);
         let reason = loop {
-            let frame = match tokio::time::timeout(silence, inbound.message()).await {
-                Err(_) => break "missed three heartbeats".to_string(),
-                Ok(Err(e)) => break format!("stream error: {}", e.message()),
-                Ok(Ok(None)) => break "stream closed".to_string(),
-                Ok(Ok(Some(frame))) => frame,
+            let message = tokio::select! {
+                message = inbound.message() => message,
+                () = silence.expired() => break "missed three heartbeats".to_string(),
             };
+            let frame = match message {
+                Err(e) => break format!("stream error: {}", e.message()),
+                Ok(None) => break "stream closed".to_string(),
+                Ok(Some(frame)) => frame,
+            };
+            silence.heard();
             let Some(kind) = frame.kind else {
                 conn.kick(Status::invalid_argument("malformed frame: no payload"));
                 break "malformed frame".to_string();
@@ -160,5 +164,39 @@ impl RelayService {
             tracing::warn!(%machine, error = %e, "could not mark machine offline");
         }
         tracing::info!(%machine, %reason, "agent disconnected");
+    }
+}
+
+/// The stream's silence deadline: `limit` after the last frame. A `timeout` around every
+/// read would put a timer into the runtime's wheel and take it out again for every frame
+/// (every keystroke); this timer is armed once and, when it fires, moved to `limit` after
+/// the last frame heard, so a busy stream costs a clock read per frame.
+struct Silence {
+    limit: Duration,
+    last: tokio::time::Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Silence {
+    fn new(limit: Duration) -> Self {
+        let last = tokio::time::Instant::now();
+        Self { limit, last, timer: Box::pin(tokio::time::sleep_until(last + limit)) }
+    }
+
+    /// A frame arrived.
+    fn heard(&mut self) {
+        self.last = tokio::time::Instant::now();
+    }
+
+    /// Resolves once `limit` has passed without a frame. Cancel-safe.
+    async fn expired(&mut self) {
+        loop {
+            self.timer.as_mut().await;
+            let due = self.last + self.limit;
+            if due <= tokio::time::Instant::now() {
+                return;
+            }
+            self.timer.as_mut().reset(due);
+        }
     }
 }

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Instructions the server and the agent execute per echoed keystroke, counted by callgrind:
+# a figure that the noise of a shared machine does not move (wall-clock figures move by 30 %),
+# so two builds or two versions of a hot path can be compared in one run each.
+#
+#   scripts/instructions-per-key.sh [CMDOP_BINARY]      (default: the bench's own build)
+#
+# Runs the e2e bench's echo phase twice (500 and 2,500 keys) with the server and the agent
+# under `valgrind --tool=callgrind`, and prints (instructions at 2,500 - at 500) / 2,000 for
+# each: start-up and set-up cancel out. Needs valgrind; takes about a minute and a half.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
+target=${CARGO_TARGET_DIR:-target}
+bench=$(cargo bench --locked --no-run --bench e2e --message-format=json 2>/dev/null \
+  | sed -n 's/.*"executable":"\([^"]*e2e-[^"]*\)".*/\1/p' | tail -1)
+[ -x "$bench" ] || { echo "cannot build the e2e bench" >&2; exit 1; }
+binary=$(realpath "${1:-$target/release/cmdop}")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The bench starts `cmdop server` and `cmdop agent` through this wrapper. valgrind runs
+# detached (not the wrapper's child), so that the bench's kill of the wrapper at the end of
+# the phase leaves it alive to write its counts when asked.
+cat > "$work/wrap" <<EOF
+#!/usr/bin/env bash
+case "\$1 \${2:-}" in
+  "server local-login") ;;
+  server*|agent*)
+    ( setsid valgrind --tool=callgrind --callgrind-out-file=$work/out/\$1.%p "$binary" "\$@" \\
+        </dev/null & echo \$! > $work/out/pid.\$\$ )
+    pid=\$(cat $work/out/pid.\$\$)
+    for _ in \$(seq 1 7200); do kill -0 "\$pid" 2>/dev/null || exit 0; sleep 0.5; done
+    exit 1 ;;
+esac
+exec "$binary" "\$@"
+EOF
+chmod +x "$work/wrap"
+
+# Total instructions of each role over one run of N keys.
+run() {
+  rm -rf "$work/out" && mkdir -p "$work/out"
+  CMDOP_BENCH_BIN="$work/wrap" CMDOP_BENCH_ONLY=echo CMDOP_BENCH_KEYS="$1" \
+    timeout 900 "$bench" --quick >/dev/null 2>"$work/bench.log" </dev/null || { cat "$work/bench.log" >&2; exit 1; }
+  local pids
+  pids=$(cat "$work"/out/pid.* | sort -u)
+  for p in $pids; do callgrind_control --dump "$p" >/dev/null 2>&1 || true; done
+  sleep 2
+  for role in server agent; do
+    local sum=0 n
+    for f in "$work"/out/"$role".*; do
+      [ -s "$f" ] || continue
+      n=$(sed -n 's/^\(summary\|totals\): *\([0-9]*\).*/\2/p' "$f" | head -1)
+      sum=$((sum + ${n:-0}))
+    done
+    echo "$role $sum"
+  done
+  for p in $pids; do kill "$p" 2>/dev/null || true; done
+  sleep 1
+}
+
+declare -A total
+for keys in 500 2500; do
+  while read -r role sum; do total[$role.$keys]=$sum; done < <(run "$keys")
+done
+echo "binary: $binary"
+for role in server agent; do
+  echo "$role: $(( (${total[$role.2500]} - ${total[$role.500]}) / 2000 )) instructions per key"
+done
