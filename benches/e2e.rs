@@ -119,6 +119,11 @@ fn summary(samples: &[f64]) -> Value {
     })
 }
 
+/// Rounded to hundredths (CPU seconds).
+fn centi(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
@@ -230,13 +235,18 @@ fn bench_throughput(cfg: &Config, rt: &Runtimes, fx: &Fixture, ws: &mut Option<l
     for _ in 0..cfg.throughput_rounds {
         let (n, s) = local::throughput(bytes, within)?;
         base_runs.push(json!({"bytes": n, "seconds": s, "mib_s": round1(n as f64 / s / 1048576.0)}));
+        // This process's CPU: the floor's copier threads and its reader, then the link's client.
+        let me = std::process::id();
+        let floor_cpu = cpu_seconds(me);
         let (n, s) = local::throughput_via_plain_tcp(bytes, within)?;
-        floor_runs.push(json!({"bytes": n, "seconds": s, "mib_s": round1(n as f64 / s / 1048576.0)}));
-        let (server_cpu, agent_cpu) = (cpu_seconds(fx.server_pid()), cpu_seconds(fx.agent_pid()));
+        let floor_cpu = cpu_seconds(me) - floor_cpu;
+        floor_runs.push(json!({"bytes": n, "seconds": s, "mib_s": round1(n as f64 / s / 1048576.0), "relay_agent_and_client_cpu_s": centi(floor_cpu)}));
+        let (server_cpu, agent_cpu, client_cpu) = (cpu_seconds(fx.server_pid()), cpu_seconds(fx.agent_pid()), cpu_seconds(me));
         let (n, s, frames) = spawned(&rt.echo, ws, move |ws| link::throughput(ws, bytes, within).boxed())?;
         cpu.push(json!({
-            "server_cpu_s": round1((cpu_seconds(fx.server_pid()) - server_cpu) * 100.0) / 100.0,
-            "agent_cpu_s": round1((cpu_seconds(fx.agent_pid()) - agent_cpu) * 100.0) / 100.0,
+            "server_cpu_s": centi(cpu_seconds(fx.server_pid()) - server_cpu),
+            "agent_cpu_s": centi(cpu_seconds(fx.agent_pid()) - agent_cpu),
+            "client_cpu_s": centi(cpu_seconds(me) - client_cpu),
         }));
         let mean_frame = n / frames.max(1);
         link_runs.push(json!({"bytes": n, "seconds": s, "mib_s": round1(n as f64 / s / 1048576.0), "frames": frames, "mean_frame_bytes": mean_frame}));
