@@ -7,7 +7,8 @@
 #
 # Runs the e2e bench's echo phase twice (500 and 2,500 keys) with the server and the agent
 # under `valgrind --tool=callgrind`, and prints (instructions at 2,500 - at 500) / 2,000 for
-# each: start-up and set-up cancel out. Needs valgrind; takes about a minute and a half.
+# each: start-up and set-up cancel out. Needs valgrind; takes about a minute and a half, plus
+# building the bench (with the `dist` settings: several minutes after a change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
