@@ -8,7 +8,7 @@
 //! ratios mean much). Progress goes to stderr. `CMDOP_BENCH_OUT=FILE` also writes the JSON there.
 //!
 //! - echo: one byte in, the same byte back, through `stty raw -echo; dd bs=1 count=N`, vs the
-//!   same program in a local PTY read and written directly (runs before and after the link's);
+//!   same program in a local PTY read and written directly (the two take turns, with the floor);
 //! - throughput: `head -c 64MiB /dev/zero | base64 | cat`, vs the same in a local PTY;
 //! - memory: server and agent RSS growth per idle link session at 100 and 1,000 sessions;
 //! - capacity: idle sessions held at once while echo p99 stays under 5 ms (1,000 through the
@@ -192,26 +192,59 @@ fn load_average() -> Value {
 
 // ---- echo and throughput -------------------------------------------------------------------
 
+/// Timed keys per turn when the link, the local PTY and the floor take turns.
+const ECHO_BLOCK: usize = 100;
+/// Untimed keys at the start of every turn: the first keys after the others' turn find caches
+/// cold and processes asleep, which says how the turns were arranged, not how fast echo is.
+const TURN_WARMUP: usize = 5;
+
 fn bench_echo(cfg: &Config, rt: &Runtimes, fx: &Fixture, ws: &mut Option<link::Ws>) -> anyhow::Result<Value> {
-    log(format!("echo: {} keys after {} warm-up, local PTY / plain-TCP floor / link / floor / local PTY", cfg.keys, cfg.warmup));
-    let half = cfg.keys / 2;
-    let mut base = local::echo(cfg.warmup, half)?;
-    let mut floor = local::echo_via_plain_tcp(cfg.warmup, half)?;
+    log(format!(
+        "echo: {} keys after {} warm-up, in turns of {TURN_WARMUP} + {ECHO_BLOCK}: local PTY, plain-TCP floor, link",
+        cfg.keys, cfg.warmup
+    ));
+    let turns = cfg.keys.div_ceil(ECHO_BLOCK);
+    let (warmup, total) = (cfg.warmup, cfg.warmup + cfg.keys + turns * TURN_WARMUP);
+    // All three programs run at once and take turns, so a change in the machine's load hits
+    // the link and its baselines alike.
+    let mut local_echo = local::Echo::local(total)?;
+    let mut floor_echo = local::Echo::via_plain_tcp(total)?;
+    spawned(&rt.echo, ws, move |ws| link::echo_start(ws, total).boxed())?;
+    let (mut base, mut floor, mut linked) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last = Vec::new();
     let (server_cpu, agent_cpu) = (cpu_seconds(fx.server_pid()), cpu_seconds(fx.agent_pid()));
-    let (warmup, keys) = (cfg.warmup, cfg.keys);
-    let linked = spawned(&rt.echo, ws, move |ws| link::echo(ws, warmup, keys).boxed())?;
+    let mut sent = 0;
+    while sent < total {
+        // The run's warm-up first, then turns of TURN_WARMUP untimed and ECHO_BLOCK timed keys.
+        let (n, skip) = if sent == 0 && warmup > 0 { (warmup, warmup) } else { ((ECHO_BLOCK + TURN_WARMUP).min(total - sent), TURN_WARMUP) };
+        let b = local_echo.keys(n)?;
+        let fl = floor_echo.keys(n)?;
+        let (l, frame) = spawned(&rt.echo, ws, move |ws| link::echo_keys(ws, sent, n).boxed())?;
+        base.extend(b.into_iter().skip(skip));
+        floor.extend(fl.into_iter().skip(skip));
+        linked.extend(l.into_iter().skip(skip));
+        last = frame;
+        sent += n;
+    }
+    // The server and the agent are idle while the local programs take their turns.
     let cpu = json!({
-        "server_cpu_us_per_key": round1((cpu_seconds(fx.server_pid()) - server_cpu) * 1e6 / linked.len() as f64),
-        "agent_cpu_us_per_key": round1((cpu_seconds(fx.agent_pid()) - agent_cpu) * 1e6 / linked.len() as f64),
+        "server_cpu_us_per_key": round1((cpu_seconds(fx.server_pid()) - server_cpu) * 1e6 / total as f64),
+        "agent_cpu_us_per_key": round1((cpu_seconds(fx.agent_pid()) - agent_cpu) * 1e6 / total as f64),
     });
-    floor.extend(local::echo_via_plain_tcp(cfg.warmup, cfg.keys - half)?);
-    base.extend(local::echo(cfg.warmup, cfg.keys - half)?);
+    local_echo.finish()?;
+    floor_echo.finish()?;
+    spawned(&rt.echo, ws, move |ws| async move { link::echo_finish(ws, &last).await }.boxed())?;
     let (l, b) = (summary(&linked), summary(&base));
     let (p50_max, p99_max) = (f(&b, "p50_us") + 150.0, 2.0 * f(&b, "p99_us") + 300.0);
     Ok(json!({
-        "program": link::echo_script(cfg.warmup + cfg.keys),
+        "program": link::echo_script(total),
         "keys": cfg.keys,
         "warmup": cfg.warmup,
+        "turns": {
+            "what": "the local PTY, the plain-TCP floor and the link run at once and take turns, so a change in the machine's load hits all three alike",
+            "timed_keys": ECHO_BLOCK,
+            "untimed_keys_first": TURN_WARMUP,
+        },
         "link": l,
         "baseline_local_pty": b,
         "cpu": cpu,

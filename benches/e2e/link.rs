@@ -161,27 +161,41 @@ pub fn key(i: usize) -> u8 {
 /// Runs the echo program in the link's shell and times `warmup + keys` keystrokes; returns the
 /// round trips of the last `keys`, in microseconds.
 pub async fn echo(ws: &mut Ws, warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
-    type_line(ws, &echo_script(warmup + keys)).await?;
+    echo_start(ws, warmup + keys).await?;
+    let (mut samples, last) = echo_keys(ws, 0, warmup + keys).await?;
+    echo_finish(ws, &last).await?;
+    Ok(samples.split_off(warmup.min(samples.len())))
+}
+
+/// Starts the echo program for `total` keys in the link's shell and waits until it reads.
+pub async fn echo_start(ws: &mut Ws, total: usize) -> anyhow::Result<()> {
+    type_line(ws, &echo_script(total)).await?;
     read_until(ws, b"BENCH_GO", Duration::from_secs(20)).await?;
-    let (samples, last) = timed_keys(ws, warmup, keys).await?;
+    Ok(())
+}
+
+/// Waits for the echo program's end marker; `last` is the frame that echoed its last key.
+pub async fn echo_finish(ws: &mut Ws, last: &[u8]) -> anyhow::Result<()> {
     // The end marker can come in the frame that echoed the last key (the agent sends what the
     // PTY holds in one frame): look for it there first.
-    read_counting_after(ws, &last, b"BENCH_42_DONE", Duration::from_secs(20)).await?;
-    Ok(samples)
+    read_counting_after(ws, last, b"BENCH_42_DONE", Duration::from_secs(20)).await?;
+    Ok(())
 }
 
 /// Times `warmup + keys` keystrokes against whatever echoes them on the other end; returns the
 /// round trips of the last `keys`, in microseconds.
 pub async fn keystrokes(ws: &mut Ws, warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
-    Ok(timed_keys(ws, warmup, keys).await?.0)
+    let mut samples = echo_keys(ws, 0, warmup + keys).await?.0;
+    Ok(samples.split_off(warmup.min(samples.len())))
 }
 
-/// `keystrokes`, also returning the frame that echoed the last key.
-async fn timed_keys(ws: &mut Ws, warmup: usize, keys: usize) -> anyhow::Result<(Vec<f64>, Vec<u8>)> {
-    let total = warmup + keys;
-    let mut samples = Vec::with_capacity(keys);
+/// Types keys `first..first + n` one at a time into whatever echoes them (the echo program
+/// once `echo_start` ran): their round trips in microseconds, and the frame that echoed the
+/// last one.
+pub async fn echo_keys(ws: &mut Ws, first: usize, n: usize) -> anyhow::Result<(Vec<f64>, Vec<u8>)> {
+    let mut samples = Vec::with_capacity(n);
     let mut last = Vec::new();
-    for i in 0..total {
+    for i in first..first + n {
         let k = key(i);
         let started = Instant::now();
         ws.send(Message::binary(vec![k])).await?;
@@ -207,9 +221,7 @@ async fn timed_keys(ws: &mut Ws, warmup: usize, keys: usize) -> anyhow::Result<(
         if !got {
             bail!("key {i} not echoed");
         }
-        if i >= warmup {
-            samples.push(rtt.as_secs_f64() * 1e6);
-        }
+        samples.push(rtt.as_secs_f64() * 1e6);
     }
     Ok((samples, last))
 }

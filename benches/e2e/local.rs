@@ -87,39 +87,67 @@ impl Local {
     }
 }
 
-/// The echo program in a local PTY: round trips of the last `keys` of `warmup + keys`, in
-/// microseconds.
-pub fn echo(warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
-    let total = warmup + keys;
-    let mut pty = Local::spawn(&echo_script(total), Duration::from_secs(60))?;
-    pty.read_until(b"BENCH_GO")?;
-    let (samples, last) = time_keys(&mut pty.reader, &mut pty.writer, warmup, total)?;
-    // The end marker can come in the read that echoed the last key.
-    pty.read_until_after(&last, b"BENCH_42_DONE")?;
-    if !pty.finish() {
-        bail!("the local echo run overran its time");
-    }
-    Ok(samples)
+/// The echo program (`total` keys) in a local PTY, typed into in blocks (`keys`) so that its
+/// keys can be interleaved with the link's: the same-run baseline, or (`via_plain_tcp`) the
+/// kernel floor of the link's topology.
+pub struct Echo {
+    pty: Local,
+    /// The client's end of the plain-TCP relay, if this is the floor.
+    relay: Option<(TcpStream, PlainRelay)>,
+    sent: usize,
+    /// The last read (it may already hold what follows the echo).
+    last: Vec<u8>,
 }
 
-/// The kernel floor of the link's topology: the echo program in a local PTY, reached through
-/// a "relay" and an "agent" that only copy bytes between loopback TCP sockets (Nagle off) and
-/// the PTY, each direction on a blocking thread of its own. That is two TCP hops each way and
-/// four process wake-ups more than `echo`, with no framing, protocol or event loop: what any
-/// relay of this shape pays the kernel on this machine.
-pub fn echo_via_plain_tcp(warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
-    let total = warmup + keys;
-    let mut pty = Local::spawn(&echo_script(total), Duration::from_secs(60))?;
-    pty.read_until(b"BENCH_GO")?;
-    let (mut client, relay) = PlainRelay::start(&mut pty, 4096)?;
-    let run = time_keys(&mut client.try_clone()?, &mut client, warmup, total)
-        .and_then(|(samples, last)| read_until_after(&mut client, &last, b"BENCH_42_DONE").map(|_| samples));
-    let finished = relay.stop(pty);
-    let samples = run?;
-    if !finished {
-        bail!("the plain-TCP echo run overran its time");
+impl Echo {
+    /// The echo program in a local PTY, read and written directly by this thread.
+    pub fn local(total: usize) -> anyhow::Result<Self> {
+        let mut pty = Local::spawn(&echo_script(total), Duration::from_secs(120))?;
+        pty.read_until(b"BENCH_GO")?;
+        Ok(Self { pty, relay: None, sent: 0, last: Vec::new() })
     }
-    Ok(samples)
+
+    /// The kernel floor: the echo program in a local PTY, reached through a "relay" and an
+    /// "agent" that only copy bytes between loopback TCP sockets (Nagle off) and the PTY, each
+    /// direction on a blocking thread of its own. That is two TCP hops each way and four process
+    /// wake-ups more than `local`, with no framing, protocol or event loop: what any relay of
+    /// this shape pays the kernel on this machine.
+    pub fn via_plain_tcp(total: usize) -> anyhow::Result<Self> {
+        let mut echo = Self::local(total)?;
+        echo.relay = Some(PlainRelay::start(&mut echo.pty, 4096)?);
+        Ok(echo)
+    }
+
+    /// Types the next `n` keys one at a time; their round trips, in microseconds.
+    pub fn keys(&mut self, n: usize) -> anyhow::Result<Vec<f64>> {
+        let (samples, last) = match &mut self.relay {
+            Some((client, _)) => time_keys(&mut client.try_clone()?, client, self.sent, n)?,
+            None => time_keys(&mut self.pty.reader, &mut self.pty.writer, self.sent, n)?,
+        };
+        self.sent += n;
+        self.last = last;
+        Ok(samples)
+    }
+
+    /// Waits for the program's end marker (after its last key) and stops everything.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        let last = std::mem::take(&mut self.last);
+        let (run, finished) = match self.relay.take() {
+            Some((mut client, relay)) => {
+                let run = read_until_after(&mut client, &last, b"BENCH_42_DONE");
+                (run, relay.stop(self.pty))
+            }
+            None => {
+                let run = self.pty.read_until_after(&last, b"BENCH_42_DONE");
+                (run, self.pty.finish())
+            }
+        };
+        run?;
+        if !finished {
+            bail!("the local echo run overran its time");
+        }
+        Ok(())
+    }
 }
 
 /// The kernel floor of the link's topology for throughput: `throughput`'s command in a local
@@ -200,26 +228,26 @@ fn copier(mut from: Box<dyn Read + Send>, mut to: Box<dyn Write + Send>, buf: us
     })
 }
 
-/// Sends keys one at a time and waits for each echo: round trips of the keys after `warmup`
+/// Sends keys `first..first + n` one at a time and waits for each echo: their round trips
 /// (microseconds), and the last read (it may already hold what follows the echo).
-fn time_keys(reader: &mut dyn Read, writer: &mut dyn Write, warmup: usize, total: usize) -> anyhow::Result<(Vec<f64>, Vec<u8>)> {
-    let mut samples = Vec::with_capacity(total.saturating_sub(warmup));
+fn time_keys(reader: &mut dyn Read, writer: &mut dyn Write, first: usize, n: usize) -> anyhow::Result<(Vec<f64>, Vec<u8>)> {
+    let mut samples = Vec::with_capacity(n);
     let mut buf = [0u8; 256];
     let mut last = Vec::new();
-    for i in 0..total {
+    for i in first..first + n {
         let k = key(i);
         let started = Instant::now();
         writer.write_all(&[k])?;
         writer.flush()?;
         let mut got = false;
         for _ in 0..1_000 {
-            let n = reader.read(&mut buf).unwrap_or(0);
-            if n == 0 {
+            let read = reader.read(&mut buf).unwrap_or(0);
+            if read == 0 {
                 bail!("the echo program's output ended (key {i})");
             }
-            if buf[..n].contains(&k) {
+            if buf[..read].contains(&k) {
                 got = true;
-                last = buf[..n].to_vec();
+                last = buf[..read].to_vec();
                 break;
             }
         }
@@ -227,9 +255,7 @@ fn time_keys(reader: &mut dyn Read, writer: &mut dyn Write, warmup: usize, total
         if !got {
             bail!("key {i} not echoed");
         }
-        if i >= warmup {
-            samples.push(rtt.as_secs_f64() * 1e6);
-        }
+        samples.push(rtt.as_secs_f64() * 1e6);
     }
     Ok((samples, last))
 }
