@@ -6,8 +6,8 @@
 #   scripts/instructions-per-key.sh [CMDOP_BINARY]      (default: the bench's own build)
 #
 # Runs the e2e bench's echo phase twice (500 and 2,500 keys) with the server and the agent
-# under `valgrind --tool=callgrind`, and prints (instructions at 2,500 - at 500) / 2,000 for
-# each: start-up and set-up cancel out. Needs valgrind; takes about a minute and a half, plus
+# under `valgrind --tool=callgrind`, and prints the difference in instructions per key typed
+# for each: start-up and set-up cancel out. Needs valgrind; takes about a minute and a half, plus
 # building the bench (with the `dist` settings: several minutes after a change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,11 +61,16 @@ run() {
   sleep 1
 }
 
+# Keys the link's echo program gets for N timed keys: 50 warm-up keys, and 5 untimed keys
+# opening every turn of 100 (benches/e2e.rs, ECHO_BLOCK and TURN_WARMUP).
+typed() { echo $(( $1 + 50 + ($1 + 99) / 100 * 5 )); }
+
 declare -A total
 for keys in 500 2500; do
   while read -r role sum; do total[$role.$keys]=$sum; done < <(run "$keys")
 done
+keys=$(( $(typed 2500) - $(typed 500) ))
 echo "binary: $binary"
 for role in server agent; do
-  echo "$role: $(( (${total[$role.2500]} - ${total[$role.500]}) / 2000 )) instructions per key"
+  echo "$role: $(( (${total[$role.2500]} - ${total[$role.500]}) / keys )) instructions per key"
 done
