@@ -5,7 +5,7 @@
 //! Reads on a PTY block, so every run has a watchdog thread that kills the program when its
 //! time is up; the PTY then hangs up and the blocked read returns.
 //!
-//! Also here: the *kernel floor* of the link's topology (`echo_via_plain_tcp`,
+//! Also here: the *kernel floor* of the link's topology (`Echo::via_plain_tcp`,
 //! `throughput_via_plain_tcp`), the same programs behind two loopback TCP hops each way that
 //! only copy bytes.
 
@@ -55,13 +55,7 @@ impl Local {
 
     /// Reads until `marker` went by; returns the bytes read.
     fn read_until(&mut self, marker: &[u8]) -> anyhow::Result<u64> {
-        self.read_until_after(&[], marker)
-    }
-
-    /// Like `read_until`, for output that continues `before` (bytes already read, which may
-    /// hold the marker or its start).
-    fn read_until_after(&mut self, before: &[u8], marker: &[u8]) -> anyhow::Result<u64> {
-        read_until_after(&mut self.reader, before, marker)
+        read_until_after(&mut self.reader, &[], marker)
     }
 
     /// Reads to the end (EOF, or EIO once the program is gone); returns the bytes read.
@@ -131,16 +125,13 @@ impl Echo {
 
     /// Waits for the program's end marker (after its last key) and stops everything.
     pub fn finish(mut self) -> anyhow::Result<()> {
-        let last = std::mem::take(&mut self.last);
-        let (run, finished) = match self.relay.take() {
-            Some((mut client, relay)) => {
-                let run = read_until_after(&mut client, &last, b"BENCH_42_DONE");
-                (run, relay.stop(self.pty))
-            }
-            None => {
-                let run = self.pty.read_until_after(&last, b"BENCH_42_DONE");
-                (run, self.pty.finish())
-            }
+        let run = match &mut self.relay {
+            Some((client, _)) => read_until_after(client, &self.last, b"BENCH_42_DONE"),
+            None => read_until_after(&mut self.pty.reader, &self.last, b"BENCH_42_DONE"),
+        };
+        let finished = match self.relay {
+            Some((_, relay)) => relay.stop(self.pty),
+            None => self.pty.finish(),
         };
         run?;
         if !finished {
