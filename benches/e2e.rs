@@ -36,7 +36,6 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use fixture::{Fixture, cpu_seconds, rss_kib, threads};
 use futures_util::StreamExt;
-use futures_util::future::{BoxFuture, FutureExt};
 use serde_json::{Value, json};
 
 /// Counts of one run.
@@ -132,40 +131,19 @@ fn f(v: &Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or(f64::NAN)
 }
 
-/// Two runtimes: the echo socket lives on a current-thread runtime driven by the main
-/// thread (no hand-off between threads on the timed path, as in a browser's event loop);
-/// thousands of idle sockets and the null agent live on a small multi-thread runtime.
+/// Two runtimes: the control phase's sockets live on a current-thread runtime driven by the
+/// main thread; thousands of idle sockets and the null agent live on a small multi-thread
+/// runtime. The timed socket needs none (`link::Timed` is a blocking client).
 struct Runtimes {
-    echo: tokio::runtime::Runtime,
+    control: tokio::runtime::Runtime,
     idle: tokio::runtime::Runtime,
 }
 
 fn runtimes() -> anyhow::Result<Runtimes> {
     Ok(Runtimes {
-        echo: tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        control: tokio::runtime::Builder::new_current_thread().enable_all().build()?,
         idle: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?,
     })
-}
-
-/// Runs `f` on the timed socket as a task spawned on `rt`, not as the runtime's root future.
-/// Waking a current-thread runtime's root future always writes its driver's eventfd: one more
-/// system call and one more epoll round per message, which a browser's event loop does not
-/// pay, on the timed path.
-fn spawned<T: Send + 'static>(
-    rt: &tokio::runtime::Runtime,
-    ws: &mut Option<link::Ws>,
-    f: impl for<'a> FnOnce(&'a mut link::Ws) -> BoxFuture<'a, anyhow::Result<T>> + Send + 'static,
-) -> anyhow::Result<T> {
-    let mut owned = ws.take().context("the socket was lost in an earlier phase")?;
-    let (back, result) = rt.block_on(async move {
-        tokio::spawn(async move {
-            let result = f(&mut owned).await;
-            (owned, result)
-        })
-        .await
-    })?;
-    *ws = Some(back);
-    result
 }
 
 /// Raises this process's open-file limit to its hard limit (children inherit it).
@@ -198,7 +176,7 @@ const ECHO_BLOCK: usize = 100;
 /// cold and processes asleep, which says how the turns were arranged, not how fast echo is.
 const TURN_WARMUP: usize = 5;
 
-fn bench_echo(cfg: &Config, rt: &Runtimes, fx: &Fixture, ws: &mut Option<link::Ws>) -> anyhow::Result<Value> {
+fn bench_echo(cfg: &Config, fx: &Fixture, ws: &mut link::Timed) -> anyhow::Result<Value> {
     log(format!(
         "echo: {} keys after {} warm-up, in turns of {TURN_WARMUP} + {ECHO_BLOCK}: local PTY, plain-TCP floor, link",
         cfg.keys, cfg.warmup
@@ -209,7 +187,7 @@ fn bench_echo(cfg: &Config, rt: &Runtimes, fx: &Fixture, ws: &mut Option<link::W
     // the link and its baselines alike.
     let mut local_echo = local::Echo::local(total)?;
     let mut floor_echo = local::Echo::via_plain_tcp(total)?;
-    spawned(&rt.echo, ws, move |ws| link::echo_start(ws, total).boxed())?;
+    ws.echo_start(total)?;
     let (mut base, mut floor, mut linked) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = Vec::new();
     let (server_cpu, agent_cpu) = (cpu_seconds(fx.server_pid()), cpu_seconds(fx.agent_pid()));
@@ -219,7 +197,7 @@ fn bench_echo(cfg: &Config, rt: &Runtimes, fx: &Fixture, ws: &mut Option<link::W
         let (n, skip) = if sent == 0 && warmup > 0 { (warmup, warmup) } else { ((ECHO_BLOCK + TURN_WARMUP).min(total - sent), TURN_WARMUP) };
         let b = local_echo.keys(n)?;
         let fl = floor_echo.keys(n)?;
-        let (l, frame) = spawned(&rt.echo, ws, move |ws| link::echo_keys(ws, sent, n).boxed())?;
+        let (l, frame) = ws.echo_keys(sent, n)?;
         base.extend(b.into_iter().skip(skip));
         floor.extend(fl.into_iter().skip(skip));
         linked.extend(l.into_iter().skip(skip));
@@ -233,7 +211,7 @@ fn bench_echo(cfg: &Config, rt: &Runtimes, fx: &Fixture, ws: &mut Option<link::W
     });
     local_echo.finish()?;
     floor_echo.finish()?;
-    spawned(&rt.echo, ws, move |ws| async move { link::echo_finish(ws, &last).await }.boxed())?;
+    ws.echo_finish(&last)?;
     let (l, b) = (summary(&linked), summary(&base));
     let (p50_max, p99_max) = (f(&b, "p50_us") + 150.0, 2.0 * f(&b, "p99_us") + 300.0);
     Ok(json!({
@@ -257,7 +235,7 @@ fn bench_echo(cfg: &Config, rt: &Runtimes, fx: &Fixture, ws: &mut Option<link::W
     }))
 }
 
-fn bench_throughput(cfg: &Config, rt: &Runtimes, fx: &Fixture, ws: &mut Option<link::Ws>) -> anyhow::Result<Value> {
+fn bench_throughput(cfg: &Config, fx: &Fixture, ws: &mut link::Timed) -> anyhow::Result<Value> {
     let bytes = cfg.throughput_bytes;
     log(format!("throughput: head -c {bytes} /dev/zero | base64 | cat, {} round(s)", cfg.throughput_rounds));
     let within = Duration::from_secs(300);
@@ -275,7 +253,7 @@ fn bench_throughput(cfg: &Config, rt: &Runtimes, fx: &Fixture, ws: &mut Option<l
         let floor_cpu = cpu_seconds(me) - floor_cpu;
         floor_runs.push(json!({"bytes": n, "seconds": s, "mib_s": round1(n as f64 / s / 1048576.0), "relay_agent_and_client_cpu_s": centi(floor_cpu)}));
         let (server_cpu, agent_cpu, client_cpu) = (cpu_seconds(fx.server_pid()), cpu_seconds(fx.agent_pid()), cpu_seconds(me));
-        let (n, s, frames) = spawned(&rt.echo, ws, move |ws| link::throughput(ws, bytes, within).boxed())?;
+        let (n, s, frames) = ws.throughput(bytes, within)?;
         cpu.push(json!({
             "server_cpu_s": centi(cpu_seconds(fx.server_pid()) - server_cpu),
             "agent_cpu_s": centi(cpu_seconds(fx.agent_pid()) - agent_cpu),
@@ -283,7 +261,7 @@ fn bench_throughput(cfg: &Config, rt: &Runtimes, fx: &Fixture, ws: &mut Option<l
         }));
         let mean_frame = n / frames.max(1);
         link_runs.push(json!({"bytes": n, "seconds": s, "mib_s": round1(n as f64 / s / 1048576.0), "frames": frames, "mean_frame_bytes": mean_frame}));
-        spawned(&rt.echo, ws, |ws| link::settle(ws, Duration::from_millis(200), Duration::from_secs(5)).boxed()).ok();
+        ws.settle(Duration::from_millis(200), Duration::from_secs(5)).ok();
     }
     // Best of the rounds on each side: noise only ever slows a run down.
     let best = |runs: &[Value]| runs.iter().map(|r| f(r, "mib_s")).fold(0.0, f64::max);
@@ -326,7 +304,7 @@ impl Idle {
                 .map(|_| {
                     let url = url.clone();
                     async move {
-                        let mut ws = link::open(&url, true).await?;
+                        let mut ws = link::open(&url).await?;
                         if settle {
                             link::settle(&mut ws, Duration::from_millis(30), Duration::from_secs(60)).await?;
                         }
@@ -388,9 +366,9 @@ fn bench_memory(cfg: &Config, rt: &Runtimes) -> anyhow::Result<(Value, Value)> {
     let link = fx.share(&fx.machine_id, "2h")?;
     let url = link.socket_url();
     // The echo session (opened first, exercised once) also warms every lazy path up.
-    let mut ws = Some(rt.echo.block_on(link::open(&url, false))?);
-    spawned(&rt.echo, &mut ws, |ws| link::settle(ws, Duration::from_millis(300), Duration::from_secs(30)).boxed())?;
-    spawned(&rt.echo, &mut ws, |ws| link::echo(ws, 10, 50).boxed())?;
+    let mut ws = link::Timed::open(&url)?;
+    ws.settle(Duration::from_millis(300), Duration::from_secs(30))?;
+    ws.echo(10, 50)?;
     let (server0, agent0) = (settled_rss(fx.server_pid()), settled_rss(fx.agent_pid()));
     let agent_threads0 = threads(fx.agent_pid());
     let mut idle = Idle { tasks: Vec::new() };
@@ -417,7 +395,7 @@ fn bench_memory(cfg: &Config, rt: &Runtimes) -> anyhow::Result<(Value, Value)> {
         if i + 1 == cfg.memory_levels.len() {
             log(format!("capacity (real agent): echo with {held} idle sessions held"));
             let (warmup, keys) = (cfg.warmup, cfg.capacity_keys);
-            let samples = spawned(&rt.echo, &mut ws, move |ws| link::echo(ws, warmup, keys).boxed());
+            let samples = ws.echo(warmup, keys);
             capacity = match samples {
                 Ok(s) => {
                     let sum = summary(&s);
@@ -458,19 +436,14 @@ fn bench_capacity(cfg: &Config, rt: &Runtimes) -> anyhow::Result<Value> {
     let echo_link = fx.share(&fx.machine_id, "2h")?;
     let idle_link = fx.share(&stub_id, "2h")?;
     let (warmup, keys) = (cfg.warmup, cfg.capacity_keys);
-    let mut ws = Some(rt.echo.block_on(link::open(&echo_link.socket_url(), false))?);
-    spawned(&rt.echo, &mut ws, |ws| link::settle(ws, Duration::from_millis(300), Duration::from_secs(30)).boxed())?;
-    let base = summary(&spawned(&rt.echo, &mut ws, move |ws| link::echo(ws, warmup, keys).boxed())?);
+    let mut ws = link::Timed::open(&echo_link.socket_url())?;
+    ws.settle(Duration::from_millis(300), Duration::from_secs(30))?;
+    let base = summary(&ws.echo(warmup, keys)?);
     // Diagnostic: the same keystrokes echoed by the null agent, i.e. the server's share of the
     // path (socket, gateway, relay, gRPC both ways) without the agent and its PTY.
-    let server_only = rt.echo.block_on(link::open(&idle_link.socket_url(), false)).and_then(|s| {
-        spawned(&rt.echo, &mut Some(s), move |ws| {
-            async move {
-                link::settle(ws, Duration::from_millis(100), Duration::from_secs(10)).await?;
-                link::keystrokes(ws, warmup, keys).await
-            }
-            .boxed()
-        })
+    let server_only = link::Timed::open(&idle_link.socket_url()).and_then(|mut s| {
+        s.settle(Duration::from_millis(100), Duration::from_secs(10))?;
+        s.keystrokes(warmup, keys)
     });
     let server_only = match server_only {
         Ok(s) => summary(&s),
@@ -485,7 +458,7 @@ fn bench_capacity(cfg: &Config, rt: &Runtimes) -> anyhow::Result<Value> {
         let held = idle.len();
         let server = settled_rss(fx.server_pid());
         log(format!("  {held} held ({failures} failed): server {server} KiB; echo"));
-        let echo = spawned(&rt.echo, &mut ws, move |ws| link::echo(ws, warmup, keys).boxed());
+        let echo = ws.echo(warmup, keys);
         let mut level = json!({
             "sessions": held,
             "failures": failures,
@@ -534,12 +507,12 @@ fn bench_revoke(cfg: &Config, rt: &Runtimes, fx: &Fixture) -> anyhow::Result<Val
     let mut cli_ms = Vec::new();
     for _ in 0..cfg.revoke_samples {
         let link = fx.share(&fx.machine_id, "1h")?;
-        let mut ws = rt.echo.block_on(link::open(&link.socket_url(), false))?;
-        rt.echo.block_on(link::settle(&mut ws, Duration::from_millis(100), Duration::from_secs(30)))?;
+        let mut ws = rt.control.block_on(link::open(&link.socket_url()))?;
+        rt.control.block_on(link::settle(&mut ws, Duration::from_millis(100), Duration::from_secs(30)))?;
         let mut cmd = fx.cli_command(&["connect", "unshare", &link.id]);
         let t0 = Instant::now();
         let mut child = cmd.spawn()?;
-        let closed = rt.echo.block_on(link::wait_close(&mut ws, Duration::from_secs(20)));
+        let closed = rt.control.block_on(link::wait_close(&mut ws, Duration::from_secs(20)));
         let status = fixture::wait_child(&mut child, Duration::from_secs(60))?;
         let cli = t0.elapsed();
         let closed = closed?;
@@ -572,10 +545,10 @@ fn bench_deadline(cfg: &Config, rt: &Runtimes, fx: &Fixture) -> anyhow::Result<V
     let mut open = Vec::new();
     for _ in 0..cfg.deadline_samples {
         let link = fx.share(&fx.machine_id, "5s")?;
-        let ws = rt.echo.block_on(link::open(&link.socket_url(), false))?;
+        let ws = rt.control.block_on(link::open(&link.socket_url()))?;
         open.push((link.deadline()?, ws));
     }
-    let results = rt.echo.block_on(futures_util::future::join_all(open.into_iter().map(|(deadline, mut ws)| async move {
+    let results = rt.control.block_on(futures_util::future::join_all(open.into_iter().map(|(deadline, mut ws)| async move {
         // Same-run baseline: how late this process's own timer fires for the same deadline.
         let wait = deadline.duration_since(SystemTime::now()).unwrap_or_default();
         let timer = tokio::spawn(async move {
@@ -708,8 +681,8 @@ fn main() -> anyhow::Result<()> {
             let mut ws = None;
             let setup: anyhow::Result<()> = (|| {
                 let link = fx.share(&fx.machine_id, "2h")?;
-                let mut s = rt.echo.block_on(link::open(&link.socket_url(), false))?;
-                rt.echo.block_on(link::settle(&mut s, Duration::from_millis(300), Duration::from_secs(30))).context("no prompt")?;
+                let mut s = link::Timed::open(&link.socket_url())?;
+                s.settle(Duration::from_millis(300), Duration::from_secs(30)).context("no prompt")?;
                 ws = Some(s);
                 Ok(())
             })();
@@ -717,12 +690,12 @@ fn main() -> anyhow::Result<()> {
                 errors.push(json!({"phase": "setup", "error": format!("{e:#}"), "logs": fx.log_tail()}));
             }
             let (mut echo, mut throughput) = (Value::Null, Value::Null);
-            if ws.is_some() {
+            if let Some(ws) = ws.as_mut() {
                 if want("echo") {
-                    echo = attempt("echo", &mut errors, || bench_echo(&cfg, &rt, &fx, &mut ws));
+                    echo = attempt("echo", &mut errors, || bench_echo(&cfg, &fx, ws));
                 }
                 if want("throughput") {
-                    throughput = attempt("throughput", &mut errors, || bench_throughput(&cfg, &rt, &fx, &mut ws));
+                    throughput = attempt("throughput", &mut errors, || bench_throughput(&cfg, &fx, ws));
                 }
             }
             drop(ws);

@@ -1,18 +1,29 @@
-//! The browser, played by a Rust WebSocket client (tokio-tungstenite) on a share link's
-//! `<link>/ws` (CONTRACT.md "Share links in the browser"): binary frames are terminal bytes
-//! both ways, the server's first text frame is `{"type":"ready","session","offset"}`.
+//! The browser, played by Rust WebSocket clients on a share link's `<link>/ws` (CONTRACT.md
+//! "Share links in the browser"): binary frames are terminal bytes both ways, the server's
+//! first text frame is `{"type":"ready","session","offset"}`.
+//!
+//! The timed socket ([`Timed`]) is a blocking client (tungstenite on a `std` socket) on the
+//! bench's main thread, which reads and writes the baselines' PTYs directly too: a key's round
+//! trip then holds the same client work on every side of the comparison. With a tokio client
+//! every echo also paid an `epoll_wait` and a task wake-up in the bench (about 10 µs of the
+//! link's figure) that the baselines' direct reads do not. The thousands of idle sockets and
+//! the control phase's sockets are tokio-tungstenite ones ([`Ws`]).
 
+use std::net::TcpStream as StdTcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// One open share-link socket.
+/// One open share-link socket on a tokio runtime (idle sessions, revoke and deadline).
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One message as both clients return it: `None` once the socket has ended.
+type Received = Option<Result<Message, tungstenite::Error>>;
 
 /// How long opening a socket (upgrade + `ready`) may take.
 const OPEN: Duration = Duration::from_secs(30);
@@ -31,34 +42,45 @@ pub struct Closed {
 /// CPU during echo, work no browser does.
 const TIMED_READ_BUFFER: usize = 32 * 1024;
 
-/// Opens `url` like a browser would (TCP_NODELAY, as every browser sets) and waits for the
-/// server's `ready`. `small`: a small read buffer, for the thousands of idle sockets.
-pub async fn open(url: &str, small: bool) -> anyhow::Result<Ws> {
-    let request = url.into_client_request()?;
-    let config = Some(if small {
-        WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
-    } else {
-        WebSocketConfig::default().read_buffer_size(TIMED_READ_BUFFER)
-    });
-    let connect = tokio_tungstenite::connect_async_with_config(request, config, true);
+/// Opens `url` on the current tokio runtime like a browser would (TCP_NODELAY, as every
+/// browser sets), with small buffers (thousands of these are held), and waits for `ready`.
+pub async fn open(url: &str) -> anyhow::Result<Ws> {
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let connect = tokio_tungstenite::connect_async_with_config(url.into_client_request()?, Some(config), true);
     let (mut ws, _) = tokio::time::timeout(OPEN, connect).await.context("no WebSocket handshake in time")??;
     let deadline = tokio::time::Instant::now() + OPEN;
     for _ in 0..64 {
-        let msg = tokio::time::timeout_at(deadline, ws.next()).await.context("no ready message in time")?;
-        match msg {
-            Some(Ok(Message::Text(text))) => {
-                let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap_or_default();
-                if v["type"] == "ready" {
-                    return Ok(ws);
-                }
-            }
-            Some(Ok(Message::Close(frame))) => bail!("closed before ready: {frame:?}"),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => bail!("socket error before ready: {e}"),
-            None => bail!("socket ended before ready"),
+        if is_ready(tokio::time::timeout_at(deadline, ws.next()).await.context("no ready message in time")?)? {
+            return Ok(ws);
         }
     }
     bail!("no ready among the first frames")
+}
+
+/// Whether `msg` is the server's `ready`; an error if the socket closed, failed or ended.
+fn is_ready(msg: Received) -> anyhow::Result<bool> {
+    match msg {
+        Some(Ok(Message::Text(text))) => {
+            let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+            Ok(v["type"] == "ready")
+        }
+        Some(Ok(Message::Close(frame))) => bail!("closed before ready: {frame:?}"),
+        Some(Ok(_)) => Ok(false),
+        Some(Err(e)) => bail!("socket error before ready: {e}"),
+        None => bail!("socket ended before ready"),
+    }
+}
+
+/// The terminal output `msg` carries (empty for other messages); an error if the socket
+/// closed, failed or ended.
+fn output(msg: Received) -> anyhow::Result<tungstenite::Bytes> {
+    match msg {
+        Some(Ok(Message::Binary(data))) => Ok(data),
+        Some(Ok(Message::Close(frame))) => bail!("closed while waiting for output: {frame:?}"),
+        Some(Ok(_)) => Ok(tungstenite::Bytes::new()),
+        Some(Err(e)) => bail!("socket error: {e}"),
+        None => bail!("socket ended"),
+    }
 }
 
 /// Reads until some terminal output arrived and then none for `quiet` (the shell's prompt
@@ -71,11 +93,7 @@ pub async fn settle(ws: &mut Ws, quiet: Duration, within: Duration) -> anyhow::R
         match tokio::time::timeout_at(wait, ws.next()).await {
             Err(_) if seen > 0 => return Ok(seen),
             Err(_) => bail!("no output within {within:?}"),
-            Ok(Some(Ok(Message::Binary(data)))) => seen += data.len(),
-            Ok(Some(Ok(Message::Close(frame)))) => bail!("closed while settling: {frame:?}"),
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(e))) => bail!("socket error: {e}"),
-            Ok(None) => bail!("socket ended"),
+            Ok(msg) => seen += output(msg)?.len(),
         }
     }
     Ok(seen)
@@ -95,59 +113,6 @@ pub fn find(hay: &[u8], needle: &[u8]) -> bool {
     false
 }
 
-/// Reads output until `marker` went by; returns the bytes received. `within` bounds it.
-pub async fn read_until(ws: &mut Ws, marker: &[u8], within: Duration) -> anyhow::Result<u64> {
-    Ok(read_counting(ws, marker, within).await?.0)
-}
-
-/// Reads output until `marker` went by; returns the bytes and binary frames received.
-pub async fn read_counting(ws: &mut Ws, marker: &[u8], within: Duration) -> anyhow::Result<(u64, u64)> {
-    read_counting_after(ws, &[], marker, within).await
-}
-
-/// Like `read_counting`, for output that continues `before` (bytes already received, which
-/// may hold the marker or its start).
-async fn read_counting_after(ws: &mut Ws, before: &[u8], marker: &[u8], within: Duration) -> anyhow::Result<(u64, u64)> {
-    if find(before, marker) {
-        return Ok((0, 0));
-    }
-    let mut frames = 0u64;
-    let deadline = tokio::time::Instant::now() + within;
-    let mut tail: Vec<u8> = Vec::with_capacity(2 * marker.len());
-    tail.extend_from_slice(&before[before.len().saturating_sub(marker.len())..]);
-    let mut total = 0u64;
-    for _ in 0..100_000_000u64 {
-        let msg = tokio::time::timeout_at(deadline, ws.next()).await.with_context(|| {
-            format!("{} not seen within {within:?} ({total} bytes read)", String::from_utf8_lossy(marker))
-        })?;
-        match msg {
-            Some(Ok(Message::Binary(data))) => {
-                total += data.len() as u64;
-                frames += 1;
-                // A marker may straddle two frames.
-                let head = &data[..data.len().min(marker.len())];
-                tail.extend_from_slice(head);
-                if find(&tail, marker) || find(&data, marker) {
-                    return Ok((total, frames));
-                }
-                tail.clear();
-                tail.extend_from_slice(&data[data.len().saturating_sub(marker.len())..]);
-            }
-            Some(Ok(Message::Close(frame))) => bail!("closed while waiting for output: {frame:?}"),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => bail!("socket error: {e}"),
-            None => bail!("socket ended"),
-        }
-    }
-    bail!("output never ended")
-}
-
-/// Types `line` and Enter.
-pub async fn type_line(ws: &mut Ws, line: &str) -> anyhow::Result<()> {
-    ws.send(Message::binary(format!("{line}\r").into_bytes())).await?;
-    Ok(())
-}
-
 /// The echo program of the issue: no echo, no line discipline, one byte in and out at a time.
 pub fn echo_script(count: usize) -> String {
     format!("stty raw -echo; printf 'BENCH%s\\n' _GO; dd bs=1 count={count} 2>/dev/null; stty sane; echo BENCH_$((6*7))_DONE")
@@ -158,81 +123,187 @@ pub fn key(i: usize) -> u8 {
     b'a' + (i % 26) as u8
 }
 
-/// Runs the echo program in the link's shell and times `warmup + keys` keystrokes; returns the
-/// round trips of the last `keys`, in microseconds.
-pub async fn echo(ws: &mut Ws, warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
-    echo_start(ws, warmup + keys).await?;
-    let (mut samples, last) = echo_keys(ws, 0, warmup + keys).await?;
-    echo_finish(ws, &last).await?;
-    Ok(samples.split_off(warmup.min(samples.len())))
+/// The timed socket: a blocking client (see the module doc).
+pub struct Timed {
+    ws: tungstenite::WebSocket<StdTcpStream>,
+    /// The socket's read timeout now (set only when it changes: no system call per read).
+    timeout: Duration,
 }
 
-/// Starts the echo program for `total` keys in the link's shell and waits until it reads.
-pub async fn echo_start(ws: &mut Ws, total: usize) -> anyhow::Result<()> {
-    type_line(ws, &echo_script(total)).await?;
-    read_until(ws, b"BENCH_GO", Duration::from_secs(20)).await?;
-    Ok(())
-}
-
-/// Waits for the echo program's end marker; `last` is the frame that echoed its last key.
-pub async fn echo_finish(ws: &mut Ws, last: &[u8]) -> anyhow::Result<()> {
-    // The end marker can come in the frame that echoed the last key (the agent sends what the
-    // PTY holds in one frame): look for it there first.
-    read_counting_after(ws, last, b"BENCH_42_DONE", Duration::from_secs(20)).await?;
-    Ok(())
-}
-
-/// Times `warmup + keys` keystrokes against whatever echoes them on the other end; returns the
-/// round trips of the last `keys`, in microseconds.
-pub async fn keystrokes(ws: &mut Ws, warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
-    let mut samples = echo_keys(ws, 0, warmup + keys).await?.0;
-    Ok(samples.split_off(warmup.min(samples.len())))
-}
-
-/// Types keys `first..first + n` one at a time into whatever echoes them (the echo program
-/// once `echo_start` ran): their round trips in microseconds, and the frame that echoed the
-/// last one.
-pub async fn echo_keys(ws: &mut Ws, first: usize, n: usize) -> anyhow::Result<(Vec<f64>, Vec<u8>)> {
-    let mut samples = Vec::with_capacity(n);
-    let mut last = Vec::new();
-    for i in first..first + n {
-        let k = key(i);
-        let started = Instant::now();
-        ws.send(Message::binary(vec![k])).await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let mut got = false;
-        for _ in 0..1_000 {
-            let msg = tokio::time::timeout_at(deadline, ws.next()).await.with_context(|| format!("key {i} not echoed within 5 s"))?;
-            match msg {
-                Some(Ok(Message::Binary(data))) => {
-                    if data.contains(&k) {
-                        got = true;
-                        last = data.to_vec();
-                        break;
-                    }
-                }
-                Some(Ok(Message::Close(frame))) => bail!("closed during echo: {frame:?}"),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => bail!("socket error during echo: {e}"),
-                None => bail!("socket ended during echo"),
+impl Timed {
+    /// Opens `url` like a browser would (TCP_NODELAY) and waits for the server's `ready`.
+    pub fn open(url: &str) -> anyhow::Result<Self> {
+        let request = url.into_client_request()?;
+        let host = request.uri().host().context("no host in the link")?.to_string();
+        let port = request.uri().port_u16().unwrap_or(80);
+        let stream = StdTcpStream::connect((host.as_str(), port))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(OPEN))?;
+        stream.set_write_timeout(Some(OPEN))?;
+        let config = WebSocketConfig::default().read_buffer_size(TIMED_READ_BUFFER);
+        let (ws, _) = tungstenite::client::client_with_config(request, stream, Some(config))
+            .map_err(|e| anyhow::anyhow!("WebSocket handshake failed: {e}"))?;
+        let mut timed = Self { ws, timeout: OPEN };
+        for _ in 0..64 {
+            if is_ready(timed.next(OPEN))? {
+                return Ok(timed);
             }
         }
-        let rtt = started.elapsed();
-        if !got {
-            bail!("key {i} not echoed");
-        }
-        samples.push(rtt.as_secs_f64() * 1e6);
+        bail!("no ready among the first frames")
     }
-    Ok((samples, last))
-}
 
-/// Streams `bytes` of base64 through the link's shell; returns (bytes received, seconds,
-/// binary frames received).
-pub async fn throughput(ws: &mut Ws, bytes: u64, within: Duration) -> anyhow::Result<(u64, f64, u64)> {
-    let started = Instant::now();
-    type_line(ws, &format!("head -c {bytes} /dev/zero | base64 | cat; echo BENCH_$((6*7))_END")).await?;
-    let (got, frames) = read_counting(ws, b"BENCH_42_END", within).await?;
-    Ok((got, started.elapsed().as_secs_f64(), frames))
+    /// The next message, waiting at most `within` for it (an I/O error of kind `WouldBlock`
+    /// when none came).
+    fn next(&mut self, within: Duration) -> Received {
+        if self.timeout != within {
+            if let Err(e) = self.ws.get_ref().set_read_timeout(Some(within)) {
+                return Some(Err(e.into()));
+            }
+            self.timeout = within;
+        }
+        match self.ws.read() {
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => None,
+            msg => Some(msg),
+        }
+    }
+
+    /// The output of the next message (empty for other messages), or `None` if nothing came
+    /// within `within`.
+    fn output_within(&mut self, within: Duration) -> anyhow::Result<Option<tungstenite::Bytes>> {
+        match self.next(within) {
+            Some(Err(tungstenite::Error::Io(e))) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(None),
+            msg => Ok(Some(output(msg)?)),
+        }
+    }
+
+    /// Reads until some terminal output arrived and then none for `quiet` (the shell's prompt
+    /// is out), at most about `within`.
+    pub fn settle(&mut self, quiet: Duration, within: Duration) -> anyhow::Result<usize> {
+        let started = Instant::now();
+        let mut seen = 0usize;
+        for _ in 0..100_000 {
+            match self.output_within(if seen == 0 { within } else { quiet })? {
+                None if seen > 0 => return Ok(seen),
+                None => bail!("no output within {within:?}"),
+                Some(data) => seen += data.len(),
+            }
+            if started.elapsed() > within {
+                break;
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Reads output until `marker` went by; returns the bytes received. `within` bounds it.
+    pub fn read_until(&mut self, marker: &[u8], within: Duration) -> anyhow::Result<u64> {
+        Ok(self.read_counting_after(&[], marker, within)?.0)
+    }
+
+    /// Reads output that continues `before` (bytes already received, which may hold the
+    /// marker or its start) until `marker` went by; returns the bytes and binary frames
+    /// received. `within` bounds each read and, checked after each frame, all of them.
+    fn read_counting_after(&mut self, before: &[u8], marker: &[u8], within: Duration) -> anyhow::Result<(u64, u64)> {
+        if find(before, marker) {
+            return Ok((0, 0));
+        }
+        let started = Instant::now();
+        let (mut total, mut frames) = (0u64, 0u64);
+        let mut tail: Vec<u8> = Vec::with_capacity(2 * marker.len());
+        tail.extend_from_slice(&before[before.len().saturating_sub(marker.len())..]);
+        for _ in 0..100_000_000u64 {
+            let data = self.output_within(within)?.filter(|_| started.elapsed() <= within).with_context(|| {
+                format!("{} not seen within {within:?} ({total} bytes read)", String::from_utf8_lossy(marker))
+            })?;
+            if data.is_empty() {
+                continue;
+            }
+            total += data.len() as u64;
+            frames += 1;
+            // A marker may straddle two frames.
+            tail.extend_from_slice(&data[..data.len().min(marker.len())]);
+            if find(&tail, marker) || find(&data, marker) {
+                return Ok((total, frames));
+            }
+            tail.clear();
+            tail.extend_from_slice(&data[data.len().saturating_sub(marker.len())..]);
+        }
+        bail!("output never ended")
+    }
+
+    /// Types `line` and Enter.
+    pub fn type_line(&mut self, line: &str) -> anyhow::Result<()> {
+        self.ws.send(Message::binary(format!("{line}\r").into_bytes()))?;
+        Ok(())
+    }
+
+    /// Runs the echo program in the link's shell and times `warmup + keys` keystrokes;
+    /// returns the round trips of the last `keys`, in microseconds.
+    pub fn echo(&mut self, warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
+        self.echo_start(warmup + keys)?;
+        let (mut samples, last) = self.echo_keys(0, warmup + keys)?;
+        self.echo_finish(&last)?;
+        Ok(samples.split_off(warmup.min(samples.len())))
+    }
+
+    /// Starts the echo program for `total` keys in the link's shell and waits until it reads.
+    pub fn echo_start(&mut self, total: usize) -> anyhow::Result<()> {
+        self.type_line(&echo_script(total))?;
+        self.read_until(b"BENCH_GO", Duration::from_secs(20))?;
+        Ok(())
+    }
+
+    /// Waits for the echo program's end marker; `last` is the frame that echoed its last key.
+    pub fn echo_finish(&mut self, last: &[u8]) -> anyhow::Result<()> {
+        // The end marker can come in the frame that echoed the last key (the agent sends what
+        // the PTY holds in one frame): look for it there first.
+        self.read_counting_after(last, b"BENCH_42_DONE", Duration::from_secs(20))?;
+        Ok(())
+    }
+
+    /// Times `warmup + keys` keystrokes against whatever echoes them on the other end;
+    /// returns the round trips of the last `keys`, in microseconds.
+    pub fn keystrokes(&mut self, warmup: usize, keys: usize) -> anyhow::Result<Vec<f64>> {
+        let mut samples = self.echo_keys(0, warmup + keys)?.0;
+        Ok(samples.split_off(warmup.min(samples.len())))
+    }
+
+    /// Types keys `first..first + n` one at a time into whatever echoes them (the echo program
+    /// once `echo_start` ran): their round trips in microseconds, and the frame that echoed
+    /// the last one. Each key waits at most 5 s for its echo.
+    pub fn echo_keys(&mut self, first: usize, n: usize) -> anyhow::Result<(Vec<f64>, Vec<u8>)> {
+        const PER_KEY: Duration = Duration::from_secs(5);
+        let mut samples = Vec::with_capacity(n);
+        let mut last = tungstenite::Bytes::new();
+        for i in first..first + n {
+            let k = key(i);
+            let started = Instant::now();
+            self.ws.send(Message::binary(vec![k]))?;
+            let mut echoed = None;
+            for _ in 0..1_000 {
+                match self.output_within(PER_KEY).with_context(|| format!("during the echo of key {i}"))? {
+                    Some(data) if data.contains(&k) => {
+                        echoed = Some(data);
+                        break;
+                    }
+                    Some(_) => {}
+                    None => bail!("key {i} not echoed within {PER_KEY:?}"),
+                }
+            }
+            let rtt = started.elapsed();
+            last = echoed.with_context(|| format!("key {i} not echoed"))?;
+            samples.push(rtt.as_secs_f64() * 1e6);
+        }
+        Ok((samples, last.to_vec()))
+    }
+
+    /// Streams `bytes` of base64 through the link's shell; returns (bytes received, seconds,
+    /// binary frames received).
+    pub fn throughput(&mut self, bytes: u64, within: Duration) -> anyhow::Result<(u64, f64, u64)> {
+        let started = Instant::now();
+        self.type_line(&format!("head -c {bytes} /dev/zero | base64 | cat; echo BENCH_$((6*7))_END"))?;
+        let (got, frames) = self.read_counting_after(&[], b"BENCH_42_END", within)?;
+        Ok((got, started.elapsed().as_secs_f64(), frames))
+    }
 }
 
 /// Waits for the server's close frame (other frames are read and dropped), at most `within`.

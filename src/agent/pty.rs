@@ -26,6 +26,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::pty::OpenptFlags;
 use rustix::termios::Winsize;
 use tokio::io::Interest;
+use futures_util::FutureExt;
 use tokio::io::unix::AsyncFd;
 
 use crate::proto::closed;
@@ -132,6 +133,11 @@ fn become_session_leader(command: &mut tokio::process::Command, tty: OwnedFd) {
     }
 }
 
+/// A read of the master smaller than this is taken to have found the end of what the program
+/// wrote (see `Pty::read`): 1 KiB, well above a keystroke's echo or a prompt, and below the
+/// pieces (about 1.8 to 4 KiB) in which the kernel hands over a burst.
+const DRAINED_BELOW: usize = 1024;
+
 /// Registers `fd` with the runtime's reactor for `interest`.
 #[allow(unsafe_code)]
 fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
@@ -155,10 +161,31 @@ impl Pty {
     /// Reads what the master holds, without blocking. `WouldBlock`: nothing now (wait with
     /// `readable`). `Ok(0)`: the shell's side is closed (Linux answers EIO once the last
     /// process holding the slave has closed it).
+    ///
+    /// A small read (under [`DRAINED_BELOW`] bytes, and less than was asked for) emptied the
+    /// line discipline's buffer, and the program is not writing faster than we read: the
+    /// reactor's readiness is cleared then, so the next call says `WouldBlock` without a
+    /// system call and the next wait is for new output (the master signals every arrival).
+    /// The read that would otherwise follow to find `EAGAIN` is not free: n_tty waits in it for
+    /// the tty's pending flush work, which put the keystroke-echo path to sleep and back (a
+    /// switch to the kworker) in half the keys. Larger reads keep readiness: during a burst the
+    /// kernel hands output over in pieces of up to 4 KiB, and the next read's wait for the
+    /// flush work is what brings the next piece into the same frame.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.master.try_io(Interest::READABLE, |fd| Ok(rustix::io::read(fd, &mut *buf)?)) {
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
-            result => result,
+        let Some(Ok(mut ready)) = self.master.readable().now_or_never() else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let asked = buf.len();
+        match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut *buf)?)) {
+            Err(_would_block) => Err(io::ErrorKind::WouldBlock.into()),
+            Ok(Ok(n)) => {
+                if n > 0 && n < asked && n < DRAINED_BELOW {
+                    ready.clear_ready();
+                }
+                Ok(n)
+            }
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
+            Ok(Err(e)) => Err(e),
         }
     }
 
