@@ -111,6 +111,28 @@ fn ctrl_c_reaches_the_remote_process_resize_reaches_stty_and_ctrl_d_detaches() -
     Ok(())
 }
 
+/// The agent stops reading the PTY after a small read that emptied it and waits for the next
+/// arrival (src/agent/pty.rs). No piece of output may wait for a later one: each of these
+/// pieces is followed by silence, a small one after a burst included.
+#[test]
+fn output_in_small_pieces_and_after_a_burst_arrives_without_waiting_for_more() -> anyhow::Result<()> {
+    let s = Setup::start("pieces-box")?;
+    let mut t = s.connect(&[], 100, 30)?;
+    t.expect("attached - Ctrl-D to detach", SOON)?;
+    t.line("for i in $(seq 1 20); do printf 'piece-%d.' $i; sleep 0.05; done; sleep 3; printf 'alone-%d' $((6*7)); sleep 60")?;
+    for i in 1..=20 {
+        t.expect(&format!("piece-{i}."), SOON)?;
+    }
+    // Printed 3 s after the last piece, then nothing for a minute: it arrives on its own.
+    t.expect("alone-42", Duration::from_secs(10))?;
+    t.send(b"\x03")?;
+    t.line("seq 1 $((300*1000)); sleep 3; printf 'after-burst-%d' $((6*7)); sleep 60")?;
+    t.expect("300000", STREAM)?;
+    t.expect("after-burst-42", Duration::from_secs(10))?;
+    t.send(b"\x03")?;
+    Ok(())
+}
+
 #[test]
 fn a_persistent_session_replays_its_last_mib_after_a_detach_with_no_gap() -> anyhow::Result<()> {
     let s = Setup::start("persist-box")?;

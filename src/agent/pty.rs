@@ -134,9 +134,13 @@ fn become_session_leader(command: &mut tokio::process::Command, tty: OwnedFd) {
 }
 
 /// A read of the master smaller than this is taken to have found the end of what the program
-/// wrote (see `Pty::read`): 1 KiB, well above a keystroke's echo or a prompt, and below the
-/// pieces (about 1.8 to 4 KiB) in which the kernel hands over a burst.
+/// wrote, unless output is streaming (see `Pty::read`): 1 KiB, well above a keystroke's echo
+/// or a prompt.
 const DRAINED_BELOW: usize = 1024;
+
+/// What Linux's n_tty line discipline buffers for a reader (`N_TTY_BUF_SIZE`). A read that
+/// brought at least this much found the program writing faster than we read: output streams.
+pub const LDISC_BUF_BYTES: usize = 4096;
 
 /// Registers `fd` with the runtime's reactor for `interest`.
 #[allow(unsafe_code)]
@@ -162,16 +166,17 @@ impl Pty {
     /// `readable`). `Ok(0)`: the shell's side is closed (Linux answers EIO once the last
     /// process holding the slave has closed it).
     ///
-    /// A small read (under [`DRAINED_BELOW`] bytes, and less than was asked for) emptied the
-    /// line discipline's buffer, and the program is not writing faster than we read: the
-    /// reactor's readiness is cleared then, so the next call says `WouldBlock` without a
-    /// system call and the next wait is for new output (the master signals every arrival).
-    /// The read that would otherwise follow to find `EAGAIN` is not free: n_tty waits in it for
-    /// the tty's pending flush work, which put the keystroke-echo path to sleep and back (a
-    /// switch to the kworker) in half the keys. Larger reads keep readiness: during a burst the
-    /// kernel hands output over in pieces of up to 4 KiB, and the next read's wait for the
-    /// flush work is what brings the next piece into the same frame.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Unless output is `streaming`, a small read (under [`DRAINED_BELOW`] bytes, and less
+    /// than was asked for) emptied the line discipline's buffer and the program is not writing
+    /// faster than we read: the reactor's readiness is cleared then, so the next call says
+    /// `WouldBlock` without a system call and the next wait is for new output (the master
+    /// signals every arrival). The read that would otherwise follow to find `EAGAIN` is not
+    /// free: n_tty waits in it for the tty's pending flush work, which put the keystroke-echo
+    /// path to sleep and back (a switch to the kworker) in half the keys. While output
+    /// streams, readiness stays: the kernel hands a burst over in pieces, a wake-up often
+    /// finds only the start of one, and the next read's wait for the flush work is what brings
+    /// the rest into the same frame.
+    pub fn read(&self, buf: &mut [u8], streaming: bool) -> io::Result<usize> {
         let Some(Ok(mut ready)) = self.master.readable().now_or_never() else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
@@ -179,7 +184,7 @@ impl Pty {
         match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut *buf)?)) {
             Err(_would_block) => Err(io::ErrorKind::WouldBlock.into()),
             Ok(Ok(n)) => {
-                if n > 0 && n < asked && n < DRAINED_BELOW {
+                if !streaming && n > 0 && n < asked && n < DRAINED_BELOW {
                     ready.clear_ready();
                 }
                 Ok(n)

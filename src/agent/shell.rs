@@ -21,7 +21,7 @@ use bytes::Bytes;
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
-use super::pty::Pty;
+use super::pty::{LDISC_BUF_BYTES, Pty};
 use crate::ids::SessionId;
 use crate::proto::closed;
 use crate::session::fanout::{Fanout, ReaderId};
@@ -29,6 +29,11 @@ use crate::session::{Attachment, CHUNK_BYTES, SESSION_RING_BYTES, SessionSummary
 
 /// How long a one-shot shell waits for a reattach once its last attachment detached: 30 s.
 pub const ONE_SHOT_GRACE: Duration = Duration::from_secs(30);
+/// How long after a fill that read a line discipline's bufferful (4 KiB) or more the output
+/// counts as streaming, so that a burst's pieces go out in full frames (`Pty::read`): 20 ms.
+/// A burst's fills come much closer together; a keystroke right after one waits on the old
+/// path at most for this long.
+const STREAMING_FOR: Duration = Duration::from_millis(20);
 /// How long a killed shell may take to honour SIGHUP before it gets SIGKILL: 2 s.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
@@ -55,6 +60,8 @@ struct State {
     killed_at: Option<Instant>,
     /// The PTY was closed on the shell's side: it has no more output.
     eof: bool,
+    /// When a fill last read a line discipline's bufferful or more (`STREAMING_FOR`).
+    streamed_at: Option<Instant>,
 }
 
 thread_local! {
@@ -93,6 +100,7 @@ impl Shell {
             alone_since: Some(Instant::now()),
             killed_at: None,
             eof: false,
+            streamed_at: None,
         };
         Self {
             id,
@@ -250,10 +258,12 @@ impl Shell {
         if !Self::reads(&st) {
             return 0;
         }
+        let now = Instant::now();
+        let streaming = st.streamed_at.is_some_and(|at| now.duration_since(at) < STREAMING_FOR);
         let (n, closed) = READ_BUF.with_borrow_mut(|buf| {
             let (mut n, mut closed) = (0, false);
             while n < buf.len() {
-                match self.pty.read(&mut buf[n..]) {
+                match self.pty.read(&mut buf[n..], streaming) {
                     Ok(0) => closed = true,
                     Ok(k) => n += k,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -266,6 +276,9 @@ impl Shell {
             }
             if n > 0 {
                 st.output.push(&buf[..n]);
+            }
+            if n >= LDISC_BUF_BYTES {
+                st.streamed_at = Some(now);
             }
             (n, closed)
         });
