@@ -20,13 +20,13 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use futures_util::FutureExt;
 use nix::sys::signal::{SigHandler, Signal, kill, killpg};
 use nix::unistd::{AccessFlags, Pid, User, access, getuid};
 use rustix::fs::{Mode, OFlags};
 use rustix::pty::OpenptFlags;
 use rustix::termios::Winsize;
 use tokio::io::Interest;
-use futures_util::FutureExt;
 use tokio::io::unix::AsyncFd;
 
 use crate::proto::closed;

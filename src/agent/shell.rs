@@ -31,8 +31,8 @@ use crate::session::{Attachment, CHUNK_BYTES, SESSION_RING_BYTES, SessionSummary
 pub const ONE_SHOT_GRACE: Duration = Duration::from_secs(30);
 /// How long after a fill that read a line discipline's bufferful (4 KiB) or more the output
 /// counts as streaming, so that a burst's pieces go out in full frames (`Pty::read`): 20 ms.
-/// A burst's fills come much closer together; a keystroke right after one waits on the old
-/// path at most for this long.
+/// A burst's fills come much closer together, and only an echo within this long after a burst
+/// takes the slower path (one more read, which waits for the tty's flush work).
 const STREAMING_FOR: Duration = Duration::from_millis(20);
 /// How long a killed shell may take to honour SIGHUP before it gets SIGKILL: 2 s.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -251,8 +251,9 @@ impl Shell {
     }
 
     /// If output is wanted, moves what the PTY has into the ring: read until the kernel has
-    /// no more or one chunk is full, so a burst becomes one frame rather than one per kernel
-    /// buffer (4 KiB). Returns the bytes read.
+    /// no more (or a small read found the end of what the program wrote: `Pty::read`) or one
+    /// chunk is full, so a burst becomes one frame rather than one per kernel buffer (4 KiB).
+    /// Returns the bytes read.
     pub fn fill(&self) -> usize {
         let mut st = self.lock();
         if !Self::reads(&st) {
