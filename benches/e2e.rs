@@ -25,6 +25,8 @@ mod link;
 mod local;
 #[path = "e2e/stub.rs"]
 mod stub;
+#[path = "e2e/typing.rs"]
+mod typing;
 #[path = "../tests/common/procfs.rs"]
 mod procfs;
 #[path = "../tests/common/server_line.rs"]
@@ -215,7 +217,7 @@ fn bench_echo(cfg: &Config, fx: &Fixture, ws: &mut link::Timed) -> anyhow::Resul
     let (l, b) = (summary(&linked), summary(&base));
     let (p50_max, p99_max) = (f(&b, "p50_us") + 150.0, 2.0 * f(&b, "p99_us") + 300.0);
     Ok(json!({
-        "program": link::echo_script(total),
+        "program": typing::echo_script(total),
         "keys": cfg.keys,
         "warmup": cfg.warmup,
         "turns": {

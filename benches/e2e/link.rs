@@ -19,6 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::typing::{self, Terminal};
+
 /// One open share-link socket on a tokio runtime (idle sessions, revoke and deadline).
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -99,36 +101,19 @@ pub async fn settle(ws: &mut Ws, quiet: Duration, within: Duration) -> anyhow::R
     Ok(seen)
 }
 
-/// Finds `needle` in `hay` (first-byte scan: the outputs searched here rarely hold that byte).
-pub fn find(hay: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, rest)) = needle.split_first() else { return true };
-    let mut at = 0;
-    while let Some(i) = hay[at..].iter().position(|&b| b == first) {
-        let start = at + i;
-        if hay[start + 1..].starts_with(rest) {
-            return true;
-        }
-        at = start + 1;
-    }
-    false
-}
-
-/// The echo program of the issue: no echo, no line discipline, one byte in and out at a time.
-pub fn echo_script(count: usize) -> String {
-    format!("stty raw -echo; printf 'BENCH%s\\n' _GO; dd bs=1 count={count} 2>/dev/null; stty sane; echo BENCH_$((6*7))_DONE")
-}
-
-/// The byte the `i`th key sends.
-pub fn key(i: usize) -> u8 {
-    b'a' + (i % 26) as u8
-}
-
 /// The timed socket: a blocking client (see the module doc).
 pub struct Timed {
     ws: tungstenite::WebSocket<StdTcpStream>,
     /// The socket's read timeout now (set only when it changes: no system call per read).
     timeout: Duration,
+    /// How long `Terminal::output` waits for a message.
+    wait: Duration,
+    /// The last output received (what `Terminal::output` lends out).
+    last: tungstenite::Bytes,
 }
+
+/// How long a key waits for its echo.
+const PER_KEY: Duration = Duration::from_secs(5);
 
 impl Timed {
     /// Opens `url` like a browser would (TCP_NODELAY) and waits for the server's `ready`.
@@ -143,7 +128,7 @@ impl Timed {
         let config = WebSocketConfig::default().read_buffer_size(TIMED_READ_BUFFER);
         let (ws, _) = tungstenite::client::client_with_config(request, stream, Some(config))
             .map_err(|e| anyhow::anyhow!("WebSocket handshake failed: {e}"))?;
-        let mut timed = Self { ws, timeout: OPEN };
+        let mut timed = Self { ws, timeout: OPEN, wait: OPEN, last: tungstenite::Bytes::new() };
         for _ in 0..64 {
             if is_ready(timed.next(OPEN))? {
                 return Ok(timed);
@@ -194,46 +179,16 @@ impl Timed {
         Ok(seen)
     }
 
-    /// Reads output until `marker` went by; returns the bytes received. `within` bounds it.
-    pub fn read_until(&mut self, marker: &[u8], within: Duration) -> anyhow::Result<u64> {
-        Ok(self.read_counting_after(&[], marker, within)?.0)
-    }
-
-    /// Reads output that continues `before` (bytes already received, which may hold the
-    /// marker or its start) until `marker` went by; returns the bytes and binary frames
-    /// received. `within` bounds each read and, checked after each frame, all of them.
-    fn read_counting_after(&mut self, before: &[u8], marker: &[u8], within: Duration) -> anyhow::Result<(u64, u64)> {
-        if find(before, marker) {
-            return Ok((0, 0));
-        }
-        let started = Instant::now();
-        let (mut total, mut frames) = (0u64, 0u64);
-        let mut tail: Vec<u8> = Vec::with_capacity(2 * marker.len());
-        tail.extend_from_slice(&before[before.len().saturating_sub(marker.len())..]);
-        for _ in 0..100_000_000u64 {
-            let data = self.output_within(within)?.filter(|_| started.elapsed() <= within).with_context(|| {
-                format!("{} not seen within {within:?} ({total} bytes read)", String::from_utf8_lossy(marker))
-            })?;
-            if data.is_empty() {
-                continue;
-            }
-            total += data.len() as u64;
-            frames += 1;
-            // A marker may straddle two frames.
-            tail.extend_from_slice(&data[..data.len().min(marker.len())]);
-            if find(&tail, marker) || find(&data, marker) {
-                return Ok((total, frames));
-            }
-            tail.clear();
-            tail.extend_from_slice(&data[data.len().saturating_sub(marker.len())..]);
-        }
-        bail!("output never ended")
-    }
-
     /// Types `line` and Enter.
-    pub fn type_line(&mut self, line: &str) -> anyhow::Result<()> {
-        self.ws.send(Message::binary(format!("{line}\r").into_bytes()))?;
-        Ok(())
+    fn type_line(&mut self, line: &str) -> anyhow::Result<()> {
+        self.send(format!("{line}\r").as_bytes())
+    }
+
+    /// Reads output continuing `before` until `marker` went by, each message waiting at most
+    /// `within`, all of them about as long: (bytes, frames).
+    fn read_until(&mut self, before: &[u8], marker: &[u8], within: Duration) -> anyhow::Result<(u64, u64)> {
+        self.wait = within;
+        typing::read_until(self, before, marker, within)
     }
 
     /// Runs the echo program in the link's shell and times `warmup + keys` keystrokes;
@@ -247,8 +202,8 @@ impl Timed {
 
     /// Starts the echo program for `total` keys in the link's shell and waits until it reads.
     pub fn echo_start(&mut self, total: usize) -> anyhow::Result<()> {
-        self.type_line(&echo_script(total))?;
-        self.read_until(b"BENCH_GO", Duration::from_secs(20))?;
+        self.type_line(&typing::echo_script(total))?;
+        self.read_until(&[], b"BENCH_GO", Duration::from_secs(20))?;
         Ok(())
     }
 
@@ -256,7 +211,7 @@ impl Timed {
     pub fn echo_finish(&mut self, last: &[u8]) -> anyhow::Result<()> {
         // The end marker can come in the frame that echoed the last key (the agent sends what
         // the PTY holds in one frame): look for it there first.
-        self.read_counting_after(last, b"BENCH_42_DONE", Duration::from_secs(20))?;
+        self.read_until(last, b"BENCH_42_DONE", Duration::from_secs(20))?;
         Ok(())
     }
 
@@ -267,33 +222,10 @@ impl Timed {
         Ok(samples.split_off(warmup.min(samples.len())))
     }
 
-    /// Types keys `first..first + n` one at a time into whatever echoes them (the echo program
-    /// once `echo_start` ran): their round trips in microseconds, and the frame that echoed
-    /// the last one. Each key waits at most 5 s for its echo.
+    /// `typing::time_keys` on this socket, each key waiting at most `PER_KEY` for its echo.
     pub fn echo_keys(&mut self, first: usize, n: usize) -> anyhow::Result<(Vec<f64>, Vec<u8>)> {
-        const PER_KEY: Duration = Duration::from_secs(5);
-        let mut samples = Vec::with_capacity(n);
-        let mut last = tungstenite::Bytes::new();
-        for i in first..first + n {
-            let k = key(i);
-            let started = Instant::now();
-            self.ws.send(Message::binary(vec![k]))?;
-            let mut echoed = None;
-            for _ in 0..1_000 {
-                match self.output_within(PER_KEY).with_context(|| format!("during the echo of key {i}"))? {
-                    Some(data) if data.contains(&k) => {
-                        echoed = Some(data);
-                        break;
-                    }
-                    Some(_) => {}
-                    None => bail!("key {i} not echoed within {PER_KEY:?}"),
-                }
-            }
-            let rtt = started.elapsed();
-            last = echoed.with_context(|| format!("key {i} not echoed"))?;
-            samples.push(rtt.as_secs_f64() * 1e6);
-        }
-        Ok((samples, last.to_vec()))
+        self.wait = PER_KEY;
+        typing::time_keys(self, first, n)
     }
 
     /// Streams `bytes` of base64 through the link's shell; returns (bytes received, seconds,
@@ -301,8 +233,21 @@ impl Timed {
     pub fn throughput(&mut self, bytes: u64, within: Duration) -> anyhow::Result<(u64, f64, u64)> {
         let started = Instant::now();
         self.type_line(&format!("head -c {bytes} /dev/zero | base64 | cat; echo BENCH_$((6*7))_END"))?;
-        let (got, frames) = self.read_counting_after(&[], b"BENCH_42_END", within)?;
+        let (got, frames) = self.read_until(&[], b"BENCH_42_END", within)?;
         Ok((got, started.elapsed().as_secs_f64(), frames))
+    }
+}
+
+impl Terminal for Timed {
+    fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.ws.send(Message::binary(bytes.to_vec()))?;
+        Ok(())
+    }
+
+    fn output(&mut self) -> anyhow::Result<&[u8]> {
+        let wait = self.wait;
+        self.last = self.output_within(wait)?.with_context(|| format!("nothing within {wait:?}"))?;
+        Ok(&self.last)
     }
 }
 

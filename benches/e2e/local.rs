@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 
-use crate::link::{echo_script, find, key};
+use crate::typing::{Wire, echo_script, read_until, time_keys};
+
+/// How much one read of a local PTY or of the floor's socket takes at most.
+const READ_BYTES: usize = 64 * 1024;
 
 struct Local {
     reader: Box<dyn Read + Send>,
@@ -53,14 +56,14 @@ impl Local {
         Ok(Self { reader, writer, _master: pair.master, child, done, watchdog: Some(watchdog) })
     }
 
-    /// Reads until `marker` went by; returns the bytes read.
-    fn read_until(&mut self, marker: &[u8]) -> anyhow::Result<u64> {
-        read_until_after(&mut self.reader, &[], marker)
+    /// The PTY as a terminal to type into and read, with `buf` to read into.
+    fn wire<'a>(&'a mut self, buf: &'a mut [u8]) -> Wire<'a> {
+        Wire { reader: &mut self.reader, writer: &mut self.writer, buf }
     }
 
     /// Reads to the end (EOF, or EIO once the program is gone); returns the bytes read.
     fn read_to_end(&mut self) -> u64 {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; READ_BYTES];
         let mut total = 0u64;
         for _ in 0..100_000_000u64 {
             match self.reader.read(&mut buf) {
@@ -87,18 +90,20 @@ impl Local {
 pub struct Echo {
     pty: Local,
     /// The client's end of the plain-TCP relay, if this is the floor.
-    relay: Option<(TcpStream, PlainRelay)>,
+    relay: Option<(Client, PlainRelay)>,
     sent: usize,
     /// The last read (it may already hold what follows the echo).
     last: Vec<u8>,
+    buf: Vec<u8>,
 }
 
 impl Echo {
     /// The echo program in a local PTY, read and written directly by this thread.
     pub fn local(total: usize) -> anyhow::Result<Self> {
         let mut pty = Local::spawn(&echo_script(total), Duration::from_secs(120))?;
-        pty.read_until(b"BENCH_GO")?;
-        Ok(Self { pty, relay: None, sent: 0, last: Vec::new() })
+        let mut buf = vec![0u8; READ_BYTES];
+        read_until(&mut pty.wire(&mut buf), &[], b"BENCH_GO", Duration::from_secs(20))?;
+        Ok(Self { pty, relay: None, sent: 0, last: Vec::new(), buf })
     }
 
     /// The kernel floor: the echo program in a local PTY, reached through a "relay" and an
@@ -114,9 +119,10 @@ impl Echo {
 
     /// Types the next `n` keys one at a time; their round trips, in microseconds.
     pub fn keys(&mut self, n: usize) -> anyhow::Result<Vec<f64>> {
+        let (sent, buf) = (self.sent, &mut self.buf);
         let (samples, last) = match &mut self.relay {
-            Some((client, _)) => time_keys(&mut client.try_clone()?, client, self.sent, n)?,
-            None => time_keys(&mut self.pty.reader, &mut self.pty.writer, self.sent, n)?,
+            Some((client, _)) => time_keys(&mut client.wire(buf), sent, n)?,
+            None => time_keys(&mut self.pty.wire(buf), sent, n)?,
         };
         self.sent += n;
         self.last = last;
@@ -125,9 +131,10 @@ impl Echo {
 
     /// Waits for the program's end marker (after its last key) and stops everything.
     pub fn finish(mut self) -> anyhow::Result<()> {
+        let (last, buf, within) = (&self.last, &mut self.buf, Duration::from_secs(20));
         let run = match &mut self.relay {
-            Some((client, _)) => read_until_after(client, &self.last, b"BENCH_42_DONE"),
-            None => read_until_after(&mut self.pty.reader, &self.last, b"BENCH_42_DONE"),
+            Some((client, _)) => read_until(&mut client.wire(buf), last, b"BENCH_42_DONE", within),
+            None => read_until(&mut self.pty.wire(buf), last, b"BENCH_42_DONE", within),
         };
         let finished = match self.relay {
             Some((_, relay)) => relay.stop(self.pty),
@@ -148,10 +155,11 @@ pub fn throughput_via_plain_tcp(bytes: u64, within: Duration) -> anyhow::Result<
     let started = Instant::now();
     let mut pty = Local::spawn(&format!("head -c {bytes} /dev/zero | base64 | cat; echo BENCH_$((6*7))_END"), within)?;
     let (mut client, relay) = PlainRelay::start(&mut pty, 64 * 1024)?;
-    let run = read_until_after(&mut client, &[], b"BENCH_42_END");
+    let mut buf = vec![0u8; READ_BYTES];
+    let run = read_until(&mut client.wire(&mut buf), &[], b"BENCH_42_END", within);
     let took = started.elapsed().as_secs_f64();
     let finished = relay.stop(pty);
-    let got = run?;
+    let (got, _) = run?;
     if !finished {
         bail!("the plain-TCP throughput run overran {within:?}");
     }
@@ -169,7 +177,7 @@ struct PlainRelay {
 impl PlainRelay {
     /// Takes the PTY's reader and writer; returns the client's end. `buf`: each copier's
     /// read size.
-    fn start(pty: &mut Local, buf: usize) -> anyhow::Result<(TcpStream, Self)> {
+    fn start(pty: &mut Local, buf: usize) -> anyhow::Result<(Client, Self)> {
         let hop = |listener: &TcpListener| -> io::Result<(TcpStream, TcpStream)> {
             let near = TcpStream::connect(listener.local_addr()?)?;
             let (far, _) = listener.accept()?;
@@ -188,7 +196,7 @@ impl PlainRelay {
             copier(Box::new(relay_to_client.try_clone()?), Box::new(relay_to_agent.try_clone()?), buf),
             copier(Box::new(relay_to_agent), Box::new(relay_to_client), buf),
         ];
-        Ok((client, Self { sockets, copiers }))
+        Ok((Client { reader: client.try_clone()?, writer: client }, Self { sockets, copiers }))
     }
 
     /// Unblocks and joins every copier (the sockets' reads return 0, the PTY's returns EIO
@@ -219,38 +227,6 @@ fn copier(mut from: Box<dyn Read + Send>, mut to: Box<dyn Write + Send>, buf: us
     })
 }
 
-/// Sends keys `first..first + n` one at a time and waits for each echo: their round trips
-/// (microseconds), and the last read (it may already hold what follows the echo).
-fn time_keys(reader: &mut dyn Read, writer: &mut dyn Write, first: usize, n: usize) -> anyhow::Result<(Vec<f64>, Vec<u8>)> {
-    let mut samples = Vec::with_capacity(n);
-    let mut buf = [0u8; 256];
-    let mut last = Vec::new();
-    for i in first..first + n {
-        let k = key(i);
-        let started = Instant::now();
-        writer.write_all(&[k])?;
-        writer.flush()?;
-        let mut got = false;
-        for _ in 0..1_000 {
-            let read = reader.read(&mut buf).unwrap_or(0);
-            if read == 0 {
-                bail!("the echo program's output ended (key {i})");
-            }
-            if buf[..read].contains(&k) {
-                got = true;
-                last = buf[..read].to_vec();
-                break;
-            }
-        }
-        let rtt = started.elapsed();
-        if !got {
-            bail!("key {i} not echoed");
-        }
-        samples.push(rtt.as_secs_f64() * 1e6);
-    }
-    Ok((samples, last))
-}
-
 /// `head -c BYTES /dev/zero | base64 | cat` in a local PTY, read to the end: (bytes, seconds).
 pub fn throughput(bytes: u64, within: Duration) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
@@ -263,26 +239,15 @@ pub fn throughput(bytes: u64, within: Duration) -> anyhow::Result<(u64, f64)> {
     Ok((got, took))
 }
 
-/// Reads until `marker` went by, for output that continues `before` (bytes already read, which
-/// may hold the marker or its start); returns the bytes read.
-fn read_until_after(reader: &mut dyn Read, before: &[u8], marker: &[u8]) -> anyhow::Result<u64> {
-    let mut tail = before.to_vec();
-    if find(&tail, marker) {
-        return Ok(0);
+/// The client's end of the plain-TCP relay: the socket, and a clone of it to read with.
+struct Client {
+    reader: TcpStream,
+    writer: TcpStream,
+}
+
+impl Client {
+    /// The socket as a terminal to type into and read, with `buf` to read into.
+    fn wire<'a>(&'a mut self, buf: &'a mut [u8]) -> Wire<'a> {
+        Wire { reader: &mut self.reader, writer: &mut self.writer, buf }
     }
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    for _ in 0..100_000_000u64 {
-        let n = reader.read(&mut buf).unwrap_or(0);
-        if n == 0 {
-            bail!("the output ended before {}", String::from_utf8_lossy(marker));
-        }
-        total += n as u64;
-        tail.extend_from_slice(&buf[..n]);
-        if find(&tail, marker) {
-            return Ok(total);
-        }
-        tail.drain(..tail.len().saturating_sub(marker.len()));
-    }
-    bail!("no marker")
 }

@@ -259,8 +259,7 @@ impl Shell {
         if !Self::reads(&st) {
             return 0;
         }
-        let now = Instant::now();
-        let streaming = st.streamed_at.is_some_and(|at| now.duration_since(at) < STREAMING_FOR);
+        let streaming = st.streamed_at.is_some_and(|at| at.elapsed() < STREAMING_FOR);
         let (n, closed) = READ_BUF.with_borrow_mut(|buf| {
             let (mut n, mut closed) = (0, false);
             while n < buf.len() {
@@ -279,7 +278,7 @@ impl Shell {
                 st.output.push(&buf[..n]);
             }
             if n >= LDISC_BUF_BYTES {
-                st.streamed_at = Some(now);
+                st.streamed_at = Some(Instant::now());
             }
             (n, closed)
         });
