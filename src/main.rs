@@ -1,12 +1,19 @@
 //! The `cmdop` binary: parse arguments, set up logging, run, map the result to an exit code.
 
 use clap::Parser;
-use cmdop::cli::{self, CliError, args::{Cli, Command, LogFormat}};
+use cmdop::app::{
+    self,
+    args::{Cli, Command, LogFormat},
+};
+use cmdop::cli::CliError;
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,h2=warn,tower=warn,hyper=warn,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,tower=warn,hyper=warn,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -23,14 +30,16 @@ fn init_logging(format: LogFormat) {
 /// quickstart) keeps the default runtime.
 fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
     match command {
-        Command::Server(_) | Command::Agent(_) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Command::Server(_) | Command::Agent(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
         _ => tokio::runtime::Runtime::new(),
     }
 }
 
 fn main() {
     let args = Cli::parse();
-    cmdop::dial::install_crypto();
+    cmdop::sys::dial::install_crypto();
     init_logging(args.log_format);
     let runtime = match runtime_for(&args.command) {
         Ok(rt) => rt,
@@ -39,7 +48,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match runtime.block_on(cli::run(args)) {
+    let code = match runtime.block_on(app::run(args)) {
         Ok(code) => code,
         Err(e) => match e.downcast_ref::<CliError>() {
             Some(c) => {

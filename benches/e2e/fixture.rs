@@ -44,11 +44,18 @@ pub fn wait_child(child: &mut Child, within: Duration) -> anyhow::Result<std::pr
     }
     let _ = child.kill();
     let _ = child.wait();
-    bail!("process {} still running after {within:?}; killed it", child.id())
+    bail!(
+        "process {} still running after {within:?}; killed it",
+        child.id()
+    )
 }
 
 /// Polls `cond` (bounded in count and time).
-pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+pub fn wait_until(
+    within: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     let mut last = None;
     for _ in 0..(within.as_millis() / POLL.as_millis() + 2) {
@@ -79,8 +86,11 @@ pub struct Link {
 impl Link {
     /// `expires_at` as a wall-clock time.
     pub fn deadline(&self) -> anyhow::Result<SystemTime> {
-        let t = time::OffsetDateTime::parse(&self.expires_at, &time::format_description::well_known::Rfc3339)
-            .with_context(|| format!("{:?} is not RFC 3339", self.expires_at))?;
+        let t = time::OffsetDateTime::parse(
+            &self.expires_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .with_context(|| format!("{:?} is not RFC 3339", self.expires_at))?;
         Ok(SystemTime::from(t))
     }
 
@@ -123,9 +133,22 @@ impl Fixture {
                 return Err(e);
             }
         };
-        let fx = Self { dir, url, server, agent: None, machine_id: String::new() };
+        let fx = Self {
+            dir,
+            url,
+            server,
+            agent: None,
+            machine_id: String::new(),
+        };
         let data = fx.dir.path().join("data");
-        let login = fx.cli(&["server".as_ref(), "local-login".as_ref(), "--data-dir".as_ref(), data.as_os_str(), "--server".as_ref(), fx.url.as_ref()])?;
+        let login = fx.cli(&[
+            "server".as_ref(),
+            "local-login".as_ref(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--server".as_ref(),
+            fx.url.as_ref(),
+        ])?;
         ensure!(login.code == 0, "local-login failed: {}", login.stderr);
         Ok(fx)
     }
@@ -137,7 +160,16 @@ impl Fixture {
         let state = fx.dir.path().join("agent-state");
         let log = File::create(fx.dir.path().join("agent.log"))?;
         let agent = Command::new(cmdop())
-            .args(["agent", "--server", &fx.url, "--display-name", "bench", "--token", &token, "--state-dir"])
+            .args([
+                "agent",
+                "--server",
+                &fx.url,
+                "--display-name",
+                "bench",
+                "--token",
+                &token,
+                "--state-dir",
+            ])
             .arg(&state)
             .env("HOME", fx.dir.path())
             .env_remove("RUST_LOG")
@@ -152,12 +184,17 @@ impl Fixture {
         let file = state.join("agent.json");
         wait_until(AGENT_ONLINE, "the agent to enroll", || Ok(file.exists()))?;
         let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file)?)?;
-        fx.machine_id = saved["machine_id"].as_str().context("no machine_id in agent.json")?.to_string();
+        fx.machine_id = saved["machine_id"]
+            .as_str()
+            .context("no machine_id in agent.json")?
+            .to_string();
         let id = fx.machine_id.clone();
         wait_until(AGENT_ONLINE, "the machine to be online", || {
             let run = fx.cli(&["connect", "--list", "--json"])?;
             let rows: Vec<serde_json::Value> = serde_json::from_str(&run.stdout)?;
-            Ok(rows.iter().any(|r| r["id"] == id.as_str() && r["online"] == true))
+            Ok(rows
+                .iter()
+                .any(|r| r["id"] == id.as_str() && r["online"] == true))
         })?;
         Ok(fx)
     }
@@ -200,7 +237,11 @@ impl Fixture {
         let status = wait_child(&mut child, CLI_DEADLINE)?;
         let stdout = out.join().unwrap_or_default();
         let stderr = err.join().unwrap_or_default();
-        Ok(Run { code: status.code().unwrap_or(-1), stdout, stderr })
+        Ok(Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        })
     }
 
     /// `cmdop fleet token create`.
@@ -233,7 +274,10 @@ impl Fixture {
         for name in ["server.log", "agent.log"] {
             let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            out += &format!("--- {name} ---\n{}\n", lines[lines.len().saturating_sub(20)..].join("\n"));
+            out += &format!(
+                "--- {name} ---\n{}\n",
+                lines[lines.len().saturating_sub(20)..].join("\n")
+            );
         }
         out
     }
@@ -248,23 +292,34 @@ impl Drop for Fixture {
             let _ = agent.wait();
             for pid in &shells {
                 if let Ok(pid) = i32::try_from(*pid) {
-                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
             // A thousand dying shells are a burst of work: let it pass before the next phase.
-            let _ = wait_until(Duration::from_secs(30), "the shells to exit", || Ok(shells.iter().all(|p| !is_running(*p))));
+            let _ = wait_until(Duration::from_secs(30), "the shells to exit", || {
+                Ok(shells.iter().all(|p| !is_running(*p)))
+            });
         }
         let _ = self.server.kill();
         let _ = self.server.wait();
     }
 }
 
-
 /// `VmRSS` of a process, KiB.
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-    line.split_whitespace().nth(1).context("odd VmRSS")?.parse().context("odd VmRSS")
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    line.split_whitespace()
+        .nth(1)
+        .context("odd VmRSS")?
+        .parse()
+        .context("odd VmRSS")
 }
 
 /// Threads of a process.
@@ -283,6 +338,11 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
     // After "pid (comm)": state is field 0, utime 11, stime 12.
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     (ticks(11) + ticks(12)) as f64 / 100.0
 }

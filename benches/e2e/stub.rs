@@ -37,7 +37,11 @@ async fn channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
 pub async fn start(url: &str, token: &str) -> anyhow::Result<Stub> {
     let mut client = RelayClient::new(channel(url).await?);
     let enrolled = client
-        .enroll(proto::EnrollRequest { token: token.to_string(), hostname: "bench-stub".into(), display_name: "bench-stub".into() })
+        .enroll(proto::EnrollRequest {
+            token: token.to_string(),
+            hostname: "bench-stub".into(),
+            display_name: "bench-stub".into(),
+        })
         .await
         .context("stub enrollment refused")?
         .into_inner();
@@ -49,10 +53,20 @@ pub async fn start(url: &str, token: &str) -> anyhow::Result<Stub> {
         agent_version: "bench".into(),
         display_name: "bench-stub".into(),
     };
-    out.send(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(hello)) }).await?;
+    out.send(proto::AgentFrame {
+        kind: Some(agent_frame::Kind::Hello(hello)),
+    })
+    .await?;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    request.metadata_mut().insert("authorization", format!("Bearer {}", enrolled.credential).parse()?);
-    let mut inbound = client.link(request).await.context("stub link refused")?.into_inner();
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", enrolled.credential).parse()?,
+    );
+    let mut inbound = client
+        .link(request)
+        .await
+        .context("stub link refused")?
+        .into_inner();
     let task = tokio::spawn(async move {
         // channel -> (next output offset, output credit left)
         let mut channels: HashMap<u64, (u64, u64)> = HashMap::new();
@@ -68,15 +82,28 @@ pub async fn start(url: &str, token: &str) -> anyhow::Result<Stub> {
                     continue;
                 }
             };
-            let Ok(Some(proto::RelayFrame { kind: Some(kind) })) = frame else { return };
+            let Ok(Some(proto::RelayFrame { kind: Some(kind) })) = frame else {
+                return;
+            };
             let mut replies = Vec::new();
             match kind {
                 relay_frame::Kind::Open(open) => {
-                    let opened = proto::Opened { channel: open.channel, input_window: 64 * 1024, pid: 1, created: true, ..Default::default() };
+                    let opened = proto::Opened {
+                        channel: open.channel,
+                        input_window: 64 * 1024,
+                        pid: 1,
+                        created: true,
+                        ..Default::default()
+                    };
                     replies.push(agent_frame::Kind::Opened(opened));
                     let prompt = Bytes::from_static(b"$ ");
                     let credit = u64::from(open.output_window).saturating_sub(prompt.len() as u64);
-                    replies.push(agent_frame::Kind::Output(proto::Output { channel: open.channel, offset: 0, data: prompt, ..Default::default() }));
+                    replies.push(agent_frame::Kind::Output(proto::Output {
+                        channel: open.channel,
+                        offset: 0,
+                        data: prompt,
+                        ..Default::default()
+                    }));
                     channels.insert(open.channel, (2, credit));
                 }
                 relay_frame::Kind::Input(input) => {
@@ -93,7 +120,10 @@ pub async fn start(url: &str, token: &str) -> anyhow::Result<Stub> {
                         *offset += u64::from(n);
                         *credit -= u64::from(n);
                     }
-                    replies.push(agent_frame::Kind::Credit(proto::Credit { channel: input.channel, bytes: n }));
+                    replies.push(agent_frame::Kind::Credit(proto::Credit {
+                        channel: input.channel,
+                        bytes: n,
+                    }));
                 }
                 relay_frame::Kind::Credit(c) => {
                     if let Some((_, credit)) = channels.get_mut(&c.channel) {
@@ -101,17 +131,28 @@ pub async fn start(url: &str, token: &str) -> anyhow::Result<Stub> {
                     }
                 }
                 relay_frame::Kind::Close(c) if channels.remove(&c.channel).is_some() => {
-                    let closed = proto::Closed { channel: c.channel, end: Some(proto::closed::End::ExitCode(0)), ..Default::default() };
+                    let closed = proto::Closed {
+                        channel: c.channel,
+                        end: Some(proto::closed::End::ExitCode(0)),
+                        ..Default::default()
+                    };
                     replies.push(agent_frame::Kind::Closed(closed));
                 }
                 _ => {}
             }
             for kind in replies {
-                if out.send(proto::AgentFrame { kind: Some(kind) }).await.is_err() {
+                if out
+                    .send(proto::AgentFrame { kind: Some(kind) })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
         }
     });
-    Ok(Stub { machine_id: enrolled.machine_id, task })
+    Ok(Stub {
+        machine_id: enrolled.machine_id,
+        task,
+    })
 }

@@ -10,7 +10,9 @@ use anyhow::{Context, bail};
 
 /// The echo program of the issue: no echo, no line discipline, one byte in and out at a time.
 pub fn echo_script(count: usize) -> String {
-    format!("stty raw -echo; printf 'BENCH%s\\n' _GO; dd bs=1 count={count} 2>/dev/null; stty sane; echo BENCH_$((6*7))_DONE")
+    format!(
+        "stty raw -echo; printf 'BENCH%s\\n' _GO; dd bs=1 count={count} 2>/dev/null; stty sane; echo BENCH_$((6*7))_DONE"
+    )
 }
 
 /// The byte the `i`th key sends.
@@ -20,7 +22,9 @@ pub fn key(i: usize) -> u8 {
 
 /// Finds `needle` in `hay` (first-byte scan: the outputs searched here rarely hold that byte).
 pub fn find(hay: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, rest)) = needle.split_first() else { return true };
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
     let mut at = 0;
     while let Some(i) = hay[at..].iter().position(|&b| b == first) {
         let start = at + i;
@@ -72,7 +76,10 @@ struct Marker<'m> {
 
 impl<'m> Marker<'m> {
     fn new(marker: &'m [u8]) -> Self {
-        Self { marker, tail: Vec::with_capacity(2 * marker.len()) }
+        Self {
+            marker,
+            tail: Vec::with_capacity(2 * marker.len()),
+        }
     }
 
     /// Whether the marker has gone by, with `piece` the output just received. Copies only
@@ -96,7 +103,12 @@ impl<'m> Marker<'m> {
 /// Reads output that continues `before` (bytes already received, which may hold the marker or
 /// its start) until `marker` went by; returns the bytes and the pieces of output received.
 /// `within` bounds the whole wait, checked after each piece (the terminal bounds each read).
-pub fn read_until(term: &mut impl Terminal, before: &[u8], marker: &[u8], within: Duration) -> anyhow::Result<(u64, u64)> {
+pub fn read_until(
+    term: &mut impl Terminal,
+    before: &[u8],
+    marker: &[u8],
+    within: Duration,
+) -> anyhow::Result<(u64, u64)> {
     let mut scan = Marker::new(marker);
     if scan.seen(before) {
         return Ok((0, 0));
@@ -104,7 +116,12 @@ pub fn read_until(term: &mut impl Terminal, before: &[u8], marker: &[u8], within
     let started = Instant::now();
     let (mut total, mut pieces) = (0u64, 0u64);
     for _ in 0..100_000_000u64 {
-        let piece = term.output().with_context(|| format!("{} not seen ({total} bytes read)", String::from_utf8_lossy(marker)))?;
+        let piece = term.output().with_context(|| {
+            format!(
+                "{} not seen ({total} bytes read)",
+                String::from_utf8_lossy(marker)
+            )
+        })?;
         if piece.is_empty() {
             continue;
         }
@@ -114,7 +131,10 @@ pub fn read_until(term: &mut impl Terminal, before: &[u8], marker: &[u8], within
             return Ok((total, pieces));
         }
         if started.elapsed() > within {
-            bail!("{} not seen within {within:?} ({total} bytes read)", String::from_utf8_lossy(marker));
+            bail!(
+                "{} not seen within {within:?} ({total} bytes read)",
+                String::from_utf8_lossy(marker)
+            );
         }
     }
     bail!("the output never ended")
@@ -123,7 +143,11 @@ pub fn read_until(term: &mut impl Terminal, before: &[u8], marker: &[u8], within
 /// Types keys `first..first + n` one at a time into whatever echoes them (the echo program,
 /// once it printed `BENCH_GO`) and waits for each one's echo: their round trips in
 /// microseconds, and the piece of output that echoed the last one.
-pub fn time_keys(term: &mut impl Terminal, first: usize, n: usize) -> anyhow::Result<(Vec<f64>, Vec<u8>)> {
+pub fn time_keys(
+    term: &mut impl Terminal,
+    first: usize,
+    n: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<u8>)> {
     let mut samples = Vec::with_capacity(n);
     let mut last = Vec::new();
     for i in first..first + n {
@@ -132,7 +156,9 @@ pub fn time_keys(term: &mut impl Terminal, first: usize, n: usize) -> anyhow::Re
         term.send(&[k])?;
         let mut echoed = false;
         for _ in 0..1_000 {
-            let piece = term.output().with_context(|| format!("key {i} not echoed"))?;
+            let piece = term
+                .output()
+                .with_context(|| format!("key {i} not echoed"))?;
             if piece.contains(&k) {
                 if i + 1 == first + n {
                     last = piece.to_vec();

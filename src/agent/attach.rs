@@ -21,9 +21,9 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::channel::{Cmd, Out, closed_frame, credit_frame, output_frame};
 use super::shell::{Shell, Take};
+use crate::core::session::INPUT_WINDOW_BYTES;
+use crate::core::session::fanout::ReaderId;
 use crate::proto::{self, closed};
-use crate::session::INPUT_WINDOW_BYTES;
-use crate::session::fanout::ReaderId;
 
 /// Longest an input-credit grant waits for output to travel with: 2 ms.
 const CREDIT_DELAY: Duration = Duration::from_millis(2);
@@ -108,14 +108,19 @@ pub async fn serve(
         Leave::Ended(end) => end,
         Leave::Closed | Leave::Detached => closed::End::Detached(true),
     };
-    let _ = out.send(closed_frame(channel, end, false, shell.age())).await;
+    let _ = out
+        .send(closed_frame(channel, end, false, shell.age()))
+        .await;
 }
 
 /// Moves the credit the relay granted (permits on the channel's semaphore, where the
 /// dispatcher puts them) into the reader's account; `already` permits were taken by the caller.
 fn take_credit(shell: &Shell, reader: ReaderId, credit: &Semaphore, already: usize) {
     let more = credit.available_permits();
-    let more = match u32::try_from(more).ok().and_then(|n| credit.try_acquire_many(n).ok()) {
+    let more = match u32::try_from(more)
+        .ok()
+        .and_then(|n| credit.try_acquire_many(n).ok())
+    {
         Some(permits) => {
             permits.forget();
             more
@@ -175,7 +180,8 @@ impl Owed {
     fn add(&mut self, bytes: u32) {
         if bytes > 0 {
             self.bytes = self.bytes.saturating_add(bytes);
-            self.due.get_or_insert_with(|| tokio::time::Instant::now() + CREDIT_DELAY);
+            self.due
+                .get_or_insert_with(|| tokio::time::Instant::now() + CREDIT_DELAY);
         }
     }
 
@@ -205,7 +211,10 @@ struct GrantTimer {
 
 impl GrantTimer {
     fn new() -> Self {
-        Self { sleep: Box::pin(tokio::time::sleep(Duration::ZERO)), at: None }
+        Self {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            at: None,
+        }
     }
 
     /// Makes sure it fires by `due` (if a grant is owed).

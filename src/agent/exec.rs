@@ -11,15 +11,20 @@ use tokio::process::Command;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::channel::{Cmd, Out, closed_frame, output_frame};
+use crate::core::session::CHUNK_BYTES;
 use crate::proto::{self, closed};
-use crate::session::CHUNK_BYTES;
 
 /// After the group is killed (timeout, consumer gone), how long output may still drain before
 /// the pipes are abandoned: 2 s. A process that left the group can hold them open for ever.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 
 /// Runs `open` to completion, streaming its output under `credit`.
-pub async fn run(open: proto::Open, out: Out, credit: Arc<Semaphore>, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+pub async fn run(
+    open: proto::Open,
+    out: Out,
+    credit: Arc<Semaphore>,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+) {
     let channel = open.channel;
     let started = Instant::now();
     let mut command = Command::new(&open.argv[0]);
@@ -36,24 +41,57 @@ pub async fn run(open: proto::Open, out: Out, credit: Arc<Semaphore>, mut cmds: 
         Err(e) => return spawn_failed(channel, &open.argv[0], e, &out).await,
     };
     let pid = child.id().unwrap_or(0);
-    let opened = proto::Opened { channel, input_window: 0, pid, ..Default::default() };
-    let _ = out.send(frame(proto::agent_frame::Kind::Opened(opened))).await;
+    let opened = proto::Opened {
+        channel,
+        input_window: 0,
+        pid,
+        ..Default::default()
+    };
+    let _ = out
+        .send(frame(proto::agent_frame::Kind::Opened(opened)))
+        .await;
     let chunk = CHUNK_BYTES.min(open.output_window as usize).max(1);
     let readers: Vec<_> = [
-        child.stdout.take().map(|r| tokio::spawn(pump(r, channel, proto::OutputStream::Stdout, chunk, out.clone(), credit.clone()))),
-        child.stderr.take().map(|r| tokio::spawn(pump(r, channel, proto::OutputStream::Stderr, chunk, out.clone(), credit.clone()))),
+        child.stdout.take().map(|r| {
+            tokio::spawn(pump(
+                r,
+                channel,
+                proto::OutputStream::Stdout,
+                chunk,
+                out.clone(),
+                credit.clone(),
+            ))
+        }),
+        child.stderr.take().map(|r| {
+            tokio::spawn(pump(
+                r,
+                channel,
+                proto::OutputStream::Stderr,
+                chunk,
+                out.clone(),
+                credit.clone(),
+            ))
+        }),
     ]
     .into_iter()
     .flatten()
     .collect();
     let group = Pid::from_raw(i32::try_from(pid).unwrap_or(0));
-    let deadline = (open.timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(open.timeout_ms));
+    let deadline = (open.timeout_ms > 0)
+        .then(|| tokio::time::Instant::now() + Duration::from_millis(open.timeout_ms));
     let status = supervise(&mut child, readers, group, deadline, &credit, &mut cmds).await;
     let end = match status.exit {
         Ok(s) => ending_of(s),
         Err(e) => closed::End::Error(format!("waiting for the command failed: {e}")),
     };
-    let _ = out.send(closed_frame(channel, end, status.timed_out, started.elapsed())).await;
+    let _ = out
+        .send(closed_frame(
+            channel,
+            end,
+            status.timed_out,
+            started.elapsed(),
+        ))
+        .await;
 }
 
 /// How a supervised command ended.
@@ -145,11 +183,32 @@ async fn spawn_failed(channel: u64, program: &str, e: std::io::Error, out: &Out)
         std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
         _ => (126, "cannot run"),
     };
-    let opened = proto::Opened { channel, input_window: 0, pid: 0, ..Default::default() };
-    let _ = out.send(frame(proto::agent_frame::Kind::Opened(opened))).await;
+    let opened = proto::Opened {
+        channel,
+        input_window: 0,
+        pid: 0,
+        ..Default::default()
+    };
+    let _ = out
+        .send(frame(proto::agent_frame::Kind::Opened(opened)))
+        .await;
     let msg = format!("cmdop: {program}: {why} ({e})\n");
-    let _ = out.send(output_frame(channel, proto::OutputStream::Stderr, 0, msg.into_bytes().into())).await;
-    let _ = out.send(closed_frame(channel, closed::End::ExitCode(code), false, Duration::ZERO)).await;
+    let _ = out
+        .send(output_frame(
+            channel,
+            proto::OutputStream::Stderr,
+            0,
+            msg.into_bytes().into(),
+        ))
+        .await;
+    let _ = out
+        .send(closed_frame(
+            channel,
+            closed::End::ExitCode(code),
+            false,
+            Duration::ZERO,
+        ))
+        .await;
 }
 
 fn frame(kind: proto::agent_frame::Kind) -> proto::AgentFrame {
@@ -158,7 +217,14 @@ fn frame(kind: proto::agent_frame::Kind) -> proto::AgentFrame {
 
 /// Reads a pipe to its end, sending each chunk only once it holds credit for it; while it
 /// waits the pipe is not read, so the program blocks on a full pipe.
-async fn pump(mut pipe: impl AsyncRead + Unpin, channel: u64, stream: proto::OutputStream, chunk: usize, out: Out, credit: Arc<Semaphore>) {
+async fn pump(
+    mut pipe: impl AsyncRead + Unpin,
+    channel: u64,
+    stream: proto::OutputStream,
+    chunk: usize,
+    out: Out,
+    credit: Arc<Semaphore>,
+) {
     let mut offset = 0u64;
     let mut buf = vec![0u8; chunk];
     loop {
@@ -166,10 +232,16 @@ async fn pump(mut pipe: impl AsyncRead + Unpin, channel: u64, stream: proto::Out
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let Ok(permit) = credit.acquire_many(n as u32).await else { return };
+        let Ok(permit) = credit.acquire_many(n as u32).await else {
+            return;
+        };
         permit.forget();
         let data = bytes::Bytes::copy_from_slice(&buf[..n]);
-        if out.send(output_frame(channel, stream, offset, data)).await.is_err() {
+        if out
+            .send(output_frame(channel, stream, offset, data))
+            .await
+            .is_err()
+        {
             return;
         }
         offset += n as u64;

@@ -8,11 +8,13 @@
 
 mod attach;
 mod channel;
+pub mod command;
 mod exec;
 pub mod password;
+pub mod password_cmd;
 mod pty;
+pub mod registry;
 mod shell;
-pub mod shells;
 pub mod state;
 
 use std::path::PathBuf;
@@ -25,10 +27,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::proto::{self, agent_frame, relay_frame, relay_client::RelayClient};
+use crate::proto::{self, agent_frame, relay_client::RelayClient, relay_frame};
+use crate::sys::host::hostname;
 use channel::{Channels, Cmd};
 use password::Gate;
-use shells::Shells;
+use registry::Shells;
 use state::Enrollment;
 
 /// Frames queued toward the relay before senders wait.
@@ -45,23 +48,20 @@ pub struct AgentConfig {
     /// The server's URL.
     pub server: String,
     /// One-time enrollment token (first run only).
-    pub token: Option<crate::secret::Secret<String>>,
+    pub token: Option<crate::core::secret::Secret<String>>,
     /// Display name to report.
     pub display_name: Option<String>,
     /// Where the enrollment is kept.
     pub state_dir: PathBuf,
     /// Persistent shell sessions end after this long without an attachment
-    /// (`shells::DEFAULT_IDLE`, 7 days, unless `--session-idle` says otherwise).
+    /// (`registry::DEFAULT_IDLE`, 7 days, unless `--session-idle` says otherwise).
     pub session_idle: Duration,
 }
 
-/// This machine's hostname.
-pub fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".into())
-}
-
 async fn dial(server: &str) -> anyhow::Result<Channel> {
-    crate::dial::connect(server).await.map_err(anyhow::Error::msg)
+    crate::sys::dial::connect(server)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 /// The saved enrollment, or a new one made with the token.
@@ -83,9 +83,16 @@ pub async fn enrollment(config: &AgentConfig) -> anyhow::Result<Enrollment> {
         hostname: hostname(),
         display_name: config.display_name.clone().unwrap_or_default(),
     };
-    let resp = client.enroll(req).await.map_err(|s| anyhow::anyhow!("enrollment refused: {}", s.message()))?;
+    let resp = client
+        .enroll(req)
+        .await
+        .map_err(|s| anyhow::anyhow!("enrollment refused: {}", s.message()))?;
     let resp = resp.into_inner();
-    let saved = Enrollment { server: config.server.clone(), machine_id: resp.machine_id, credential: resp.credential };
+    let saved = Enrollment {
+        server: config.server.clone(),
+        machine_id: resp.machine_id,
+        credential: resp.credential,
+    };
     state::save(&config.state_dir, &saved)?;
     tracing::info!(machine = %saved.machine_id, "enrolled");
     Ok(saved)
@@ -108,7 +115,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         };
         match result {
             Err(LinkError::Fatal(e)) => return Err(e),
-            Err(LinkError::Retry(e)) => tracing::warn!(error = %format!("{e:#}"), "relay connection failed"),
+            Err(LinkError::Retry(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "relay connection failed")
+            }
             Ok(()) => tracing::warn!("relay closed the stream"),
         }
         if started.elapsed() > BACKOFF_RESET_AFTER {
@@ -146,7 +155,12 @@ fn status_error(s: tonic::Status) -> LinkError {
 }
 
 /// One stream's life: hello, then frames until it ends.
-async fn link(enrollment: &Enrollment, config: &AgentConfig, shells: &Shells, gate: &Gate) -> Result<(), LinkError> {
+async fn link(
+    enrollment: &Enrollment,
+    config: &AgentConfig,
+    shells: &Shells,
+    gate: &Gate,
+) -> Result<(), LinkError> {
     let mut client = RelayClient::new(dial(&config.server).await?);
     let (out, rx) = mpsc::channel(OUT_QUEUE_FRAMES);
     let hello = proto::Hello {
@@ -156,9 +170,15 @@ async fn link(enrollment: &Enrollment, config: &AgentConfig, shells: &Shells, ga
         agent_version: env!("CARGO_PKG_VERSION").into(),
         display_name: config.display_name.clone().unwrap_or_default(),
     };
-    let _ = out.send(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(hello)) }).await;
+    let _ = out
+        .send(proto::AgentFrame {
+            kind: Some(agent_frame::Kind::Hello(hello)),
+        })
+        .await;
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
-    let auth = format!("Bearer {}", enrollment.credential).parse().map_err(|_| LinkError::Fatal(anyhow::anyhow!("credential is not valid metadata")))?;
+    let auth = format!("Bearer {}", enrollment.credential)
+        .parse()
+        .map_err(|_| LinkError::Fatal(anyhow::anyhow!("credential is not valid metadata")))?;
     req.metadata_mut().insert("authorization", auth);
     let mut inbound = client.link(req).await.map_err(status_error)?.into_inner();
     let channels = Channels::default();
@@ -198,7 +218,13 @@ async fn pump(
     }
 }
 
-fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, shells: &Shells, gate: &Gate) {
+fn dispatch(
+    kind: relay_frame::Kind,
+    out: &channel::Out,
+    channels: &Channels,
+    shells: &Shells,
+    gate: &Gate,
+) {
     match kind {
         relay_frame::Kind::Open(open) => match gate.admit(&open.principal, &open.attach_token) {
             Ok(()) => start(open, out, channels, shells),
@@ -211,7 +237,9 @@ fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, sh
             channels.command(r.channel, Cmd::Resize(clamp(r.cols), clamp(r.rows)));
         }
         relay_frame::Kind::Signal(s) => channels.command(s.channel, Cmd::Signal(s.signo)),
-        relay_frame::Kind::Close(c) => channels.command(c.channel, if c.detach { Cmd::Detach } else { Cmd::Close }),
+        relay_frame::Kind::Close(c) => {
+            channels.command(c.channel, if c.detach { Cmd::Detach } else { Cmd::Close })
+        }
         relay_frame::Kind::Welcome(_) => {}
         relay_frame::Kind::SessionQuery(q) => {
             let (shells, gate, out) = (shells.clone(), gate.clone(), out.clone());
@@ -220,30 +248,45 @@ fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, sh
                     Some(proto::session_query::Op::Unlock(u)) => unlock(q.request, u, &gate).await,
                     _ => shells.answer(q),
                 };
-                let _ = out.send(proto::AgentFrame { kind: Some(agent_frame::Kind::SessionReply(reply)) }).await;
+                let _ = out
+                    .send(proto::AgentFrame {
+                        kind: Some(agent_frame::Kind::SessionReply(reply)),
+                    })
+                    .await;
             });
         }
     }
 }
 
 /// Ends a channel the attach password refused: nothing was started.
-fn refuse(channel: u64, denial: crate::session::Denial, out: &channel::Out) {
+fn refuse(channel: u64, denial: crate::core::session::Denial, out: &channel::Out) {
     tracing::info!(channel, "session refused: no valid attach token");
-    let end = proto::closed::End::Denied(crate::proto::convert::denial_to_wire(denial));
+    let end = proto::closed::End::Denied(crate::core::convert::denial_to_wire(denial));
     let out = out.clone();
     tokio::spawn(async move {
-        let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
+        let _ = out
+            .send(channel::closed_frame(channel, end, false, Duration::ZERO))
+            .await;
     });
 }
 
 /// Answers `SessionQuery.unlock`: checks the password (argon2id, on a blocking thread).
 async fn unlock(request: u64, u: proto::Unlock, gate: &Gate) -> proto::SessionReply {
-    let mut reply = proto::SessionReply { request, ..Default::default() };
-    match gate.unlock(&u.principal, crate::secret::Secret::new(u.password)).await {
+    let mut reply = proto::SessionReply {
+        request,
+        ..Default::default()
+    };
+    match gate
+        .unlock(&u.principal, crate::core::secret::Secret::new(u.password))
+        .await
+    {
         Ok(grant) => {
-            reply.unlocked = Some(proto::Unlocked { token: grant.token.expose().clone(), expires_unix: grant.expires_unix });
+            reply.unlocked = Some(proto::Unlocked {
+                token: grant.token.expose().clone(),
+                expires_unix: grant.expires_unix,
+            });
         }
-        Err(denial) => reply.denied = Some(crate::proto::convert::denial_to_wire(denial)),
+        Err(denial) => reply.denied = Some(crate::core::convert::denial_to_wire(denial)),
     }
     reply
 }
@@ -258,10 +301,14 @@ fn start(open: proto::Open, out: &channel::Out, channels: &Channels, shells: &Sh
     let (out, channels, shells) = (out.clone(), channels.clone(), shells.clone());
     tokio::spawn(async move {
         match open.kind() {
-            proto::SessionKind::Exec if !open.argv.is_empty() => exec::run(open, out, credit, cmds).await,
+            proto::SessionKind::Exec if !open.argv.is_empty() => {
+                exec::run(open, out, credit, cmds).await
+            }
             proto::SessionKind::Exec => {
                 let end = proto::closed::End::Error("no command given".into());
-                let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
+                let _ = out
+                    .send(channel::closed_frame(channel, end, false, Duration::ZERO))
+                    .await;
             }
             proto::SessionKind::Shell => shells.attach(open, out, credit, cmds).await,
         }

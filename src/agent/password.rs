@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limiter::Limiter;
-use crate::secret::{self, Secret};
-use crate::session::{Denial, Grant};
-use crate::store::now;
+use crate::core::clock::now;
+use crate::core::limiter::Limiter;
+use crate::core::secret::{self, Secret};
+use crate::core::session::{Denial, Grant};
 
 /// How long an attach token works: 24 hours.
 pub const TOKEN_TTL_SECS: i64 = 86_400;
@@ -57,17 +57,25 @@ fn password_path(state_dir: &Path) -> PathBuf {
 
 /// Sets (or replaces) the password; every token issued before stops working.
 pub fn set(state_dir: &Path, password: &str) -> anyhow::Result<()> {
-    let hash = crate::passwords::hash(password).map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+    let hash = crate::core::passwords::hash(password)
+        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
     let epoch = secret::new_token("").expose().clone();
-    let file = PasswordFile { hash, epoch, set_at: now() };
-    crate::private_file::remove(&state_dir.join(TOKENS_FILE))?;
-    crate::private_file::write(&password_path(state_dir), &serde_json::to_vec_pretty(&file)?)
+    let file = PasswordFile {
+        hash,
+        epoch,
+        set_at: now(),
+    };
+    crate::sys::private_file::remove(&state_dir.join(TOKENS_FILE))?;
+    crate::sys::private_file::write(
+        &password_path(state_dir),
+        &serde_json::to_vec_pretty(&file)?,
+    )
 }
 
 /// Removes the password (and every token); true when there was one.
 pub fn clear(state_dir: &Path) -> anyhow::Result<bool> {
-    crate::private_file::remove(&state_dir.join(TOKENS_FILE))?;
-    crate::private_file::remove(&password_path(state_dir))
+    crate::sys::private_file::remove(&state_dir.join(TOKENS_FILE))?;
+    crate::sys::private_file::remove(&password_path(state_dir))
 }
 
 /// When the password was set (unix seconds), if there is one.
@@ -76,7 +84,10 @@ pub fn status(state_dir: &Path) -> anyhow::Result<Option<i64>> {
 }
 
 fn read_password(state_dir: &Path) -> anyhow::Result<Option<PasswordFile>> {
-    crate::private_file::read_json(&password_path(state_dir), "run `cmdop connect password set` or `clear` again")
+    crate::sys::private_file::read_json(
+        &password_path(state_dir),
+        "run `cmdop connect password set` or `clear` again",
+    )
 }
 
 /// Checks sessions and unlocks against the machine's attach password. Cheap to clone.
@@ -96,7 +107,10 @@ struct Inner {
 impl Gate {
     /// A gate over the password in `state_dir`.
     pub fn new(state_dir: &Path) -> Self {
-        let tokens = crate::private_file::read_json(&state_dir.join(TOKENS_FILE), "remove it").ok().flatten().unwrap_or_default();
+        let tokens = crate::sys::private_file::read_json(&state_dir.join(TOKENS_FILE), "remove it")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
                 state_dir: state_dir.to_path_buf(),
@@ -121,11 +135,11 @@ impl Gate {
             Ok(Some(file)) => file.epoch,
             Err(()) => return Err(Denial::Required),
         };
-        let tokens = self.inner.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let tokens = crate::core::sync::lock(&self.inner.tokens);
         let valid = !token.is_empty()
-            && tokens
-                .get(&secret::hash_token(token))
-                .is_some_and(|e| e.epoch == epoch && e.principal == principal && e.expires_unix > now());
+            && tokens.get(&secret::hash_token(token)).is_some_and(|e| {
+                e.epoch == epoch && e.principal == principal && e.expires_unix > now()
+            });
         if valid { Ok(()) } else { Err(Denial::Required) }
     }
 
@@ -134,16 +148,29 @@ impl Gate {
         let file = match self.password() {
             Ok(Some(file)) => file,
             // No password: nothing to unlock, any token would do; issue none and let it in.
-            Ok(None) => return Ok(Grant { token: Secret::new(String::new()), expires_unix: now() + TOKEN_TTL_SECS }),
+            Ok(None) => {
+                return Ok(Grant {
+                    token: Secret::new(String::new()),
+                    expires_unix: now() + TOKEN_TTL_SECS,
+                });
+            }
             Err(()) => return Err(Denial::Wrong),
         };
         let key = format!("principal:{principal}");
         let inner = &self.inner;
-        if let Err(wait) = inner.per_principal.check(&key).and_then(|()| inner.per_machine.check("machine")) {
+        if let Err(wait) = inner
+            .per_principal
+            .check(&key)
+            .and_then(|()| inner.per_machine.check("machine"))
+        {
             return Err(Denial::Throttled(wait));
         }
         let hash = file.hash.clone();
-        let right = tokio::task::spawn_blocking(move || crate::passwords::verify(password.expose(), &hash)).await.unwrap_or(false);
+        let right = tokio::task::spawn_blocking(move || {
+            crate::core::passwords::verify(password.expose(), &hash)
+        })
+        .await
+        .unwrap_or(false);
         if !right {
             inner.per_principal.failed(&key);
             inner.per_machine.failed("machine");
@@ -160,13 +187,23 @@ impl Gate {
     fn issue(&self, principal: &str, epoch: &str) -> anyhow::Result<Grant> {
         let token = secret::new_token(TOKEN_PREFIX);
         let expires_unix = now() + TOKEN_TTL_SECS;
-        let mut tokens = self.inner.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tokens = crate::core::sync::lock(&self.inner.tokens);
         let t = now();
         tokens.retain(|_, e| e.expires_unix > t && e.epoch == epoch);
-        let entry = TokenEntry { principal: principal.to_string(), epoch: epoch.to_string(), expires_unix };
+        let entry = TokenEntry {
+            principal: principal.to_string(),
+            epoch: epoch.to_string(),
+            expires_unix,
+        };
         tokens.insert(secret::hash_token(token.expose()), entry);
-        crate::private_file::write(&self.inner.state_dir.join(TOKENS_FILE), &serde_json::to_vec(&*tokens)?)?;
-        Ok(Grant { token, expires_unix })
+        crate::sys::private_file::write(
+            &self.inner.state_dir.join(TOKENS_FILE),
+            &serde_json::to_vec(&*tokens)?,
+        )?;
+        Ok(Grant {
+            token,
+            expires_unix,
+        })
     }
 
     /// Makes every token look older by `secs` (tests of expiry).
@@ -204,15 +241,25 @@ mod tests {
         let grant = gate.unlock("user:a", pw("correct horse")).await.unwrap();
         assert!(grant.token.expose().starts_with("cmdopa_"));
         assert_eq!(gate.admit("user:a", grant.token.expose()), Ok(()));
-        assert_eq!(gate.admit("user:b", grant.token.expose()), Err(Denial::Required), "another principal");
+        assert_eq!(
+            gate.admit("user:b", grant.token.expose()),
+            Err(Denial::Required),
+            "another principal"
+        );
         assert_eq!(gate.admit("user:a", "cmdopa_forged"), Err(Denial::Required));
         // A restarted agent still knows the token; the file holds only its hash.
         let stored = std::fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
         assert!(!stored.contains(grant.token.expose().as_str()));
-        assert_eq!(Gate::new(dir.path()).admit("user:a", grant.token.expose()), Ok(()));
+        assert_eq!(
+            Gate::new(dir.path()).admit("user:a", grant.token.expose()),
+            Ok(())
+        );
         // Expired by the clock.
         gate.age_tokens(TOKEN_TTL_SECS + 1);
-        assert_eq!(gate.admit("user:a", grant.token.expose()), Err(Denial::Required));
+        assert_eq!(
+            gate.admit("user:a", grant.token.expose()),
+            Err(Denial::Required)
+        );
     }
 
     #[tokio::test]
@@ -222,7 +269,10 @@ mod tests {
         let gate = Gate::new(dir.path());
         let grant = gate.unlock("link:l", pw("first password")).await.unwrap();
         set(dir.path(), "second password").unwrap();
-        assert_eq!(gate.admit("link:l", grant.token.expose()), Err(Denial::Required));
+        assert_eq!(
+            gate.admit("link:l", grant.token.expose()),
+            Err(Denial::Required)
+        );
         assert!(clear(dir.path()).unwrap());
         assert_eq!(gate.admit("link:l", ""), Ok(()), "no password: open again");
         assert!(!clear(dir.path()).unwrap());
@@ -234,11 +284,20 @@ mod tests {
         set(dir.path(), "s3cret-pass").unwrap();
         let gate = Gate::new(dir.path());
         for _ in 0..FREE_PER_PRINCIPAL + 1 {
-            assert_eq!(gate.unlock("user:mallory", pw("guess")).await, Err(Denial::Wrong));
+            assert_eq!(
+                gate.unlock("user:mallory", pw("guess")).await,
+                Err(Denial::Wrong)
+            );
         }
         let held = gate.unlock("user:mallory", pw("s3cret-pass")).await;
-        assert!(matches!(held, Err(Denial::Throttled(w)) if w > Duration::ZERO), "{held:?}");
-        assert!(gate.unlock("user:alice", pw("s3cret-pass")).await.is_ok(), "another principal is not held up");
+        assert!(
+            matches!(held, Err(Denial::Throttled(w)) if w > Duration::ZERO),
+            "{held:?}"
+        );
+        assert!(
+            gate.unlock("user:alice", pw("s3cret-pass")).await.is_ok(),
+            "another principal is not held up"
+        );
         // Many principals guessing: the machine as a whole backs off.
         for i in 0..FREE_PER_MACHINE {
             let _ = gate.unlock(&format!("link:{i}"), pw("guess")).await;

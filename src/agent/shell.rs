@@ -22,10 +22,10 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use super::pty::{LDISC_BUF_BYTES, Pty};
-use crate::ids::SessionId;
+use crate::core::ids::SessionId;
+use crate::core::session::fanout::{Fanout, ReaderId};
+use crate::core::session::{Attachment, CHUNK_BYTES, SESSION_RING_BYTES, SessionSummary};
 use crate::proto::closed;
-use crate::session::fanout::{Fanout, ReaderId};
-use crate::session::{Attachment, CHUNK_BYTES, SESSION_RING_BYTES, SessionSummary};
 
 /// How long a one-shot shell waits for a reattach once its last attachment detached: 30 s.
 pub const ONE_SHOT_GRACE: Duration = Duration::from_secs(30);
@@ -118,7 +118,7 @@ impl Shell {
     // The std Mutex is never held across an `.await`: every critical section is a few field
     // updates or one copy out of the ring.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::core::sync::lock(&self.state)
     }
 
     fn bump(&self) {
@@ -259,7 +259,9 @@ impl Shell {
         if !Self::reads(&st) {
             return 0;
         }
-        let streaming = st.streamed_at.is_some_and(|at| at.elapsed() < STREAMING_FOR);
+        let streaming = st
+            .streamed_at
+            .is_some_and(|at| at.elapsed() < STREAMING_FOR);
         let (n, closed) = READ_BUF.with_borrow_mut(|buf| {
             let (mut n, mut closed) = (0, false);
             while n < buf.len() {
@@ -305,7 +307,11 @@ impl Shell {
         if st.killed_at.is_some() || st.ended.is_some() {
             return None;
         }
-        let wait = if self.persistent { idle } else { ONE_SHOT_GRACE };
+        let wait = if self.persistent {
+            idle
+        } else {
+            ONE_SHOT_GRACE
+        };
         st.alone_since.map(|since| since + wait)
     }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::secret::Secret;
+use crate::core::secret::Secret;
 
 /// What enrollment gave this machine.
 #[derive(Serialize, Deserialize)]
@@ -33,10 +33,10 @@ fn path(state_dir: &Path) -> PathBuf {
 
 /// The saved enrollment, if this machine has one.
 pub fn load(state_dir: &Path) -> anyhow::Result<Option<Enrollment>> {
-    crate::private_file::read_json(&path(state_dir), "remove it and enroll again")
+    crate::sys::private_file::read_json(&path(state_dir), "remove it and enroll again")
 }
 
 /// Saves the enrollment with mode 0600, atomically.
 pub fn save(state_dir: &Path, enrollment: &Enrollment) -> anyhow::Result<()> {
-    crate::private_file::write(&path(state_dir), &serde_json::to_vec_pretty(enrollment)?)
+    crate::sys::private_file::write(&path(state_dir), &serde_json::to_vec_pretty(enrollment)?)
 }

@@ -3,22 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use crate::oauth::TokenPair;
+use crate::core::wire::TokenPair;
 
 /// The CLI's folder.
 pub fn dir() -> PathBuf {
     if let Some(home) = std::env::var_os("CMDOP_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(home);
     }
-    home_dir().join(".config/cmdop")
-}
-
-/// The user's home folder.
-pub fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    crate::sys::dirs::home().join(".config/cmdop")
 }
 
 /// What `cmdop login` stores.
@@ -36,7 +31,9 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("server_url", &self.server_url).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("server_url", &self.server_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -47,7 +44,7 @@ impl Credentials {
             server_url: server_url.trim_end_matches('/').to_string(),
             access_token: pair.access_token.clone(),
             refresh_token: pair.refresh_token.clone(),
-            expires_at: crate::store::now() + pair.expires_in,
+            expires_at: crate::core::clock::now() + pair.expires_in,
         }
     }
 }
@@ -61,7 +58,7 @@ pub struct Settings {
 }
 
 fn read<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
-    crate::private_file::read_json(path, "remove it")
+    crate::sys::private_file::read_json(path, "remove it")
 }
 
 /// The stored credentials, if signed in.
@@ -71,13 +68,16 @@ pub fn load_credentials() -> anyhow::Result<Option<Credentials>> {
 
 /// Stores credentials (0600).
 pub fn save_credentials(creds: &Credentials) -> anyhow::Result<()> {
-    crate::private_file::write(&dir().join("credentials.json"), &serde_json::to_vec_pretty(creds)?)
+    crate::sys::private_file::write(
+        &dir().join("credentials.json"),
+        &serde_json::to_vec_pretty(creds)?,
+    )
 }
 
 /// Forgets the credentials, and the attach tokens that were issued to the signed-in user.
 pub fn delete_credentials() -> anyhow::Result<()> {
-    crate::private_file::remove(&AttachTokens::path())?;
-    crate::private_file::remove(&dir().join("credentials.json")).map(drop)
+    crate::sys::private_file::remove(&AttachTokens::path())?;
+    crate::sys::private_file::remove(&dir().join("credentials.json")).map(drop)
 }
 
 /// The settings (defaults when none were saved).
@@ -87,7 +87,10 @@ pub fn load_settings() -> anyhow::Result<Settings> {
 
 /// Saves the settings.
 pub fn save_settings(settings: &Settings) -> anyhow::Result<()> {
-    crate::private_file::write(&dir().join("config.json"), &serde_json::to_vec_pretty(settings)?)
+    crate::sys::private_file::write(
+        &dir().join("config.json"),
+        &serde_json::to_vec_pretty(settings)?,
+    )
 }
 
 /// Attach tokens this CLI holds, by machine id (`attach-tokens.json`, 0600): the answer to a
@@ -115,23 +118,32 @@ impl AttachTokens {
     }
 
     /// The unexpired token for `machine`.
-    pub fn get(&self, machine: &str) -> Option<crate::secret::Secret<String>> {
-        let t = self.machines.get(machine).filter(|t| t.expires_unix > crate::store::now())?;
-        Some(crate::secret::Secret::new(t.token.clone()))
+    pub fn get(&self, machine: &str) -> Option<crate::core::secret::Secret<String>> {
+        let t = self
+            .machines
+            .get(machine)
+            .filter(|t| t.expires_unix > crate::core::clock::now())?;
+        Some(crate::core::secret::Secret::new(t.token.clone()))
     }
 
     /// Remembers (`Some`) or forgets (`None`) the token for `machine`; drops expired ones.
     pub fn put(&mut self, machine: &str, grant: Option<(&str, i64)>) -> anyhow::Result<()> {
-        let now = crate::store::now();
+        let now = crate::core::clock::now();
         self.machines.retain(|_, t| t.expires_unix > now);
         match grant {
             Some((token, expires_unix)) => {
-                self.machines.insert(machine.to_string(), AttachToken { token: token.to_string(), expires_unix });
+                self.machines.insert(
+                    machine.to_string(),
+                    AttachToken {
+                        token: token.to_string(),
+                        expires_unix,
+                    },
+                );
             }
             None => {
                 self.machines.remove(machine);
             }
         }
-        crate::private_file::write(&Self::path(), &serde_json::to_vec_pretty(self)?)
+        crate::sys::private_file::write(&Self::path(), &serde_json::to_vec_pretty(self)?)
     }
 }

@@ -4,8 +4,8 @@ use serde::Serialize;
 
 use super::client::Client;
 use super::error::CliError;
+use crate::core::resolver::{self, Candidate};
 use crate::proto;
-use crate::resolver::{self, Candidate};
 
 impl Candidate for proto::MachineInfo {
     fn id(&self) -> String {
@@ -21,7 +21,11 @@ impl Candidate for proto::MachineInfo {
 
 /// The machines of the active fleet.
 pub async fn fetch(client: &mut Client) -> Result<Vec<proto::MachineInfo>, CliError> {
-    Ok(client.list_machines(proto::ListMachinesRequest {}).await?.into_inner().machines)
+    Ok(client
+        .list_machines(proto::ListMachinesRequest {})
+        .await?
+        .into_inner()
+        .machines)
 }
 
 /// The one machine `query` names (exit 2 with candidates otherwise).
@@ -42,7 +46,11 @@ struct Row<'a> {
 
 /// `cmdop connect --list [--online] [--json]`.
 pub async fn list(client: &mut Client, online_only: bool, json: bool) -> Result<i32, CliError> {
-    let machines: Vec<_> = fetch(client).await?.into_iter().filter(|m| m.online || !online_only).collect();
+    let machines: Vec<_> = fetch(client)
+        .await?
+        .into_iter()
+        .filter(|m| m.online || !online_only)
+        .collect();
     if json {
         let rows: Vec<Row> = machines
             .iter()
@@ -54,14 +62,23 @@ pub async fn list(client: &mut Client, online_only: bool, json: bool) -> Result<
                 last_seen: Some(m.last_seen.as_str()).filter(|s| !s.is_empty()),
             })
             .collect();
-        println!("{}", serde_json::to_string(&rows).map_err(|e| CliError::Failed(e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string(&rows).map_err(|e| CliError::Failed(e.to_string()))?
+        );
         return Ok(0);
     }
     if machines.is_empty() {
-        println!("no machines{}; enroll one with `cmdop fleet token create`", if online_only { " online" } else { "" });
+        println!(
+            "no machines{}; enroll one with `cmdop fleet token create`",
+            if online_only { " online" } else { "" }
+        );
         return Ok(0);
     }
-    println!("{:<24} {:<20} {:<10} {:<8} LAST SEEN", "HOSTNAME", "DISPLAY NAME", "ID", "STATUS");
+    println!(
+        "{:<24} {:<20} {:<10} {:<8} LAST SEEN",
+        "HOSTNAME", "DISPLAY NAME", "ID", "STATUS"
+    );
     for m in &machines {
         println!(
             "{:<24} {:<20} {:<10} {:<8} {}",
@@ -78,7 +95,9 @@ pub async fn list(client: &mut Client, online_only: bool, json: bool) -> Result<
 /// "12s ago" from an RFC 3339 time.
 pub fn ago(rfc3339: &str) -> String {
     use time::format_description::well_known::Rfc3339;
-    let Ok(t) = time::OffsetDateTime::parse(rfc3339, &Rfc3339) else { return "never".into() };
+    let Ok(t) = time::OffsetDateTime::parse(rfc3339, &Rfc3339) else {
+        return "never".into();
+    };
     let secs = (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0);
     match secs {
         s if s < 60 => format!("{s}s ago"),

@@ -1,7 +1,8 @@
 //! First-run set-up done with direct access to the data folder (the operator's root of trust):
 //! the first owner and fleet, and signing a local CLI in as that owner.
 
-use crate::oauth::{self, TokenPair};
+use crate::core::wire::TokenPair;
+use crate::server::oauth;
 use crate::store::{Role, Store, User};
 
 /// The fleet created on first run.

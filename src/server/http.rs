@@ -6,12 +6,14 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::metrics::METRICS;
+use crate::server::metrics::METRICS;
 use crate::store::Store;
 
 /// Routes served over plain HTTP.
 pub fn router(_store: Store) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
 }
 
 async fn healthz() -> &'static str {
@@ -19,7 +21,10 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], METRICS.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        METRICS.render(),
+    )
 }
 
 /// 404 for anything unknown.

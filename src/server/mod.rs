@@ -1,24 +1,33 @@
 //! The server: relay (gRPC) and gateway (HTTP) on ONE listener, over one store.
 
+pub mod api;
 pub mod bootstrap;
+pub mod command;
+pub mod gateway;
+pub mod grpc;
 mod http;
+pub mod links;
+pub mod metrics;
+pub mod oauth;
+pub mod relay;
+pub mod web;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::api::ApiService;
-use crate::gateway::{self, GatewayState};
-use crate::shares::Shares;
-use crate::web::{self, WebState};
 use crate::proto;
-use crate::relay::LocalRouter;
-use crate::relay::service::RelayService;
+use crate::server::api::ApiService;
+use crate::server::links::Shares;
+use crate::server::relay::LocalRouter;
+use crate::server::relay::service::RelayService;
 use crate::store::Store;
+use gateway::GatewayState;
+use web::WebState;
 
 /// Default heartbeat interval told to agents: 5 s (offline after 15 s of silence).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -52,23 +61,15 @@ pub struct Server {
     trusted_proxies: web::client_ip::TrustedProxies,
 }
 
-/// Creates `dir` (and parents) readable only by its owner.
-pub fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create folder {}", dir.display()))
-}
-
 impl Server {
     /// Opens the store and binds the listener.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
-        ensure_private_dir(&config.data_dir)?;
-        let store = Store::open(&config.data_dir)
+        crate::sys::private_file::ensure_dir(&config.data_dir)?;
+        let store = crate::store::open(&config.data_dir)
             .await
-            .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+            .with_context(|| {
+                format!("cannot open the database in {}", config.data_dir.display())
+            })?;
         store.mark_all_offline().await?;
         let listener = TcpListener::bind(&config.listen)
             .await
@@ -83,7 +84,16 @@ impl Server {
             .await
             .context("cannot load share-link keys")?;
         let trusted_proxies = web::client_ip::TrustedProxies::new(config.trusted_proxies);
-        Ok(Self { listener, local_addr, public_url, store, router, shares, heartbeat: config.heartbeat, trusted_proxies })
+        Ok(Self {
+            listener,
+            local_addr,
+            public_url,
+            store,
+            router,
+            shares,
+            heartbeat: config.heartbeat,
+            trusted_proxies,
+        })
     }
 
     /// The bound address (the real port when 0 was asked for).
@@ -107,11 +117,24 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat);
-        let api = ApiService::new(self.store.clone(), self.router.clone(), self.shares.clone(), self.public_url.clone());
-        let gateway_state = GatewayState::new(self.shares.clone(), self.router.clone(), &self.public_url);
-        let web = web::router(WebState::new(self.store.clone(), &self.public_url, gateway_state.asset_url("share.css")));
+        let api = ApiService::new(
+            self.store.clone(),
+            self.router.clone(),
+            self.shares.clone(),
+            self.public_url.clone(),
+        );
+        let gateway_state =
+            GatewayState::new(self.shares.clone(), self.router.clone(), &self.public_url);
+        let web = web::router(WebState::new(
+            self.store.clone(),
+            &self.public_url,
+            gateway_state.asset_url("share.css"),
+        ));
         let gateway = gateway::router(gateway_state);
         let maintenance = self.shares.spawn_maintenance();
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
@@ -130,7 +153,9 @@ impl Server {
             let _ = tcp.set_nodelay(true);
         });
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
         maintenance.abort();
         Ok(served?)
     }

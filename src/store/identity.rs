@@ -1,12 +1,11 @@
 //! Users, fleets, memberships with roles, and OAuth tokens (hashed).
 
+use async_trait::async_trait;
 use std::fmt;
 use std::str::FromStr;
 
-use sqlx::Row;
-
-use super::{StoreError, Store, now, parse_col};
-use crate::ids::{FleetId, UserId};
+use super::StoreError;
+use crate::core::ids::{FleetId, UserId};
 
 /// A fleet member's role, from most to least powerful.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,7 +39,9 @@ impl FromStr for Role {
             "admin" => Ok(Role::Admin),
             "member" => Ok(Role::Member),
             "viewer" => Ok(Role::Viewer),
-            _ => Err(format!("unknown role {s:?}: use owner, admin, member or viewer")),
+            _ => Err(format!(
+                "unknown role {s:?}: use owner, admin, member or viewer"
+            )),
         }
     }
 }
@@ -82,7 +83,7 @@ pub enum TokenKind {
 }
 
 impl TokenKind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TokenKind::Access => "access",
             TokenKind::Refresh => "refresh",
@@ -90,147 +91,49 @@ impl TokenKind {
     }
 }
 
-impl Store {
+/// Users, fleets, memberships and OAuth tokens.
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
     /// Creates a user (no password yet).
-    pub async fn create_user(&self, email: &str) -> Result<User, StoreError> {
-        let user = User { id: UserId::random(), email: email.to_string() };
-        sqlx::query("INSERT INTO users (id, email, created_at) VALUES (?, ?, ?)")
-            .bind(user.id.to_string())
-            .bind(email)
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
-        Ok(user)
-    }
+    async fn create_user(&self, email: &str) -> Result<User, StoreError>;
 
     /// Finds a user by email (case-insensitive).
-    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT id, email FROM users WHERE email = ?")
-            .bind(email)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| user_from_row(&r)).transpose()
-    }
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
 
     /// Finds a user by id.
-    pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT id, email FROM users WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| user_from_row(&r)).transpose()
-    }
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
 
     /// The first user ever created: the server's owner, if any.
-    pub async fn first_user(&self) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT id, email FROM users ORDER BY created_at, rowid LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| user_from_row(&r)).transpose()
-    }
+    async fn first_user(&self) -> Result<Option<User>, StoreError>;
 
     /// Finds a fleet by name, or creates it.
-    pub async fn fleet_named(&self, name: &str) -> Result<Fleet, StoreError> {
-        sqlx::query("INSERT OR IGNORE INTO fleets (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(FleetId::random().to_string())
-            .bind(name)
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
-        let row = sqlx::query("SELECT id, name FROM fleets WHERE name = ?")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?;
-        fleet_from_row(&row, "id", "name")
-    }
+    async fn fleet_named(&self, name: &str) -> Result<Fleet, StoreError>;
 
     /// Gives `user` `role` in `fleet` (replacing any earlier role).
-    pub async fn set_membership(&self, user: UserId, fleet: FleetId, role: Role) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR REPLACE INTO memberships (user_id, fleet_id, role) VALUES (?, ?, ?)")
-            .bind(user.to_string())
-            .bind(fleet.to_string())
-            .bind(role.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
+    async fn set_membership(
+        &self,
+        user: UserId,
+        fleet: FleetId,
+        role: Role,
+    ) -> Result<(), StoreError>;
 
     /// Every fleet the user belongs to, oldest first.
-    pub async fn memberships(&self, user: UserId) -> Result<Vec<Membership>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT f.id, f.name, m.role FROM memberships m JOIN fleets f ON f.id = m.fleet_id
-             WHERE m.user_id = ? ORDER BY f.created_at, f.name",
-        )
-        .bind(user.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Membership {
-                    fleet: fleet_from_row(r, "id", "name")?,
-                    role: parse_col("memberships", &r.try_get::<String, _>("role")?)?,
-                })
-            })
-            .collect()
-    }
+    async fn memberships(&self, user: UserId) -> Result<Vec<Membership>, StoreError>;
 
     /// Stores the hash of a new OAuth token.
-    pub async fn insert_token(
+    async fn insert_token(
         &self,
         hash: &str,
         kind: TokenKind,
         user: UserId,
         client_name: &str,
         expires_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO oauth_tokens (token_hash, kind, user_id, client_name, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(hash)
-        .bind(kind.as_str())
-        .bind(user.to_string())
-        .bind(client_name)
-        .bind(now())
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
+    ) -> Result<(), StoreError>;
 
     /// The user a live (unexpired, unrevoked) token of `kind` belongs to.
-    pub async fn token_user(&self, hash: &str, kind: TokenKind) -> Result<Option<UserId>, StoreError> {
-        let row = sqlx::query(
-            "SELECT user_id FROM oauth_tokens
-             WHERE token_hash = ? AND kind = ? AND revoked_at IS NULL AND expires_at > ?",
-        )
-        .bind(hash)
-        .bind(kind.as_str())
-        .bind(now())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| parse_col("oauth_tokens", &r.try_get::<String, _>("user_id")?)).transpose()
-    }
+    async fn token_user(&self, hash: &str, kind: TokenKind) -> Result<Option<UserId>, StoreError>;
 
     /// Revokes a token by hash; true when it was live. A refresh token is single-use, so the
     /// refresh grant revokes it with this and checks the answer to detect replays.
-    pub async fn revoke_token(&self, hash: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE oauth_tokens SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL")
-            .bind(now())
-            .bind(hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-}
-
-fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
-    Ok(User {
-        id: parse_col("users", &r.try_get::<String, _>("id")?)?,
-        email: r.try_get("email")?,
-    })
-}
-
-fn fleet_from_row(r: &sqlx::sqlite::SqliteRow, id: &str, name: &str) -> Result<Fleet, StoreError> {
-    Ok(Fleet { id: parse_col("fleets", &r.try_get::<String, _>(id)?)?, name: r.try_get(name)? })
+    async fn revoke_token(&self, hash: &str) -> Result<bool, StoreError>;
 }

@@ -1,9 +1,9 @@
 //! Share-link rows: who made which link for which machine, its opens and its revocation.
 
-use sqlx::Row;
+use async_trait::async_trait;
 
-use super::{Store, StoreError, now, parse_col};
-use crate::ids::{FleetId, LinkId, MachineId, UserId};
+use super::StoreError;
+use crate::core::ids::{FleetId, LinkId, MachineId, UserId};
 
 /// A share link as stored (never the token: `token_hash` only).
 #[derive(Clone, Debug)]
@@ -57,133 +57,42 @@ pub struct NewLink<'a> {
     pub session_id: Option<String>,
 }
 
-const LINK_COLUMNS: &str = "l.id, l.fleet_id, l.machine_id, l.created_by, u.email, l.created_at, l.expires_at,
-     l.read_only, l.max_opens, l.session_id, l.revoked_at, l.opens
-     FROM share_links l JOIN users u ON u.id = l.created_by";
-
-impl Store {
+/// Share-link rows, their opens and revocations, and a link's audit trail.
+#[async_trait]
+pub trait LinkStore: Send + Sync {
     /// Stores a new link.
-    pub async fn insert_link(&self, link: &NewLink<'_>) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO share_links (id, fleet_id, machine_id, token_hash, created_by, created_at, expires_at,
-             read_only, max_opens, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(link.id.to_string())
-        .bind(link.fleet_id.to_string())
-        .bind(link.machine_id.to_string())
-        .bind(link.token_hash)
-        .bind(link.created_by.to_string())
-        .bind(now())
-        .bind(link.expires_at)
-        .bind(link.read_only)
-        .bind(link.max_opens)
-        .bind(&link.session_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
+    async fn insert_link(&self, link: &NewLink<'_>) -> Result<(), StoreError>;
 
     /// One link by id.
-    pub async fn link(&self, id: LinkId) -> Result<Option<LinkRow>, StoreError> {
-        let sql = format!("SELECT {LINK_COLUMNS} WHERE l.id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(&self.pool).await?;
-        row.map(|r| link_from_row(&r)).transpose()
-    }
+    async fn link(&self, id: LinkId) -> Result<Option<LinkRow>, StoreError>;
 
     /// Links of a fleet (optionally one machine), newest first.
-    pub async fn list_links(&self, fleet: FleetId, machine: Option<MachineId>) -> Result<Vec<LinkRow>, StoreError> {
-        let sql = format!(
-            "SELECT {LINK_COLUMNS} WHERE l.fleet_id = ? AND (? IS NULL OR l.machine_id = ?) ORDER BY l.created_at DESC, l.rowid DESC"
-        );
-        let machine = machine.map(|m| m.to_string());
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(fleet.to_string())
-            .bind(&machine)
-            .bind(&machine)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(link_from_row).collect()
-    }
+    async fn list_links(
+        &self,
+        fleet: FleetId,
+        machine: Option<MachineId>,
+    ) -> Result<Vec<LinkRow>, StoreError>;
 
     /// Marks links revoked; returns those that were live (id and deadline).
-    pub async fn revoke_links(&self, ids: &[LinkId]) -> Result<Vec<(LinkId, i64)>, StoreError> {
-        let mut revoked = Vec::new();
-        for id in ids {
-            let row = sqlx::query("UPDATE share_links SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL RETURNING expires_at")
-                .bind(now())
-                .bind(id.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
-            if let Some(r) = row {
-                revoked.push((*id, r.try_get("expires_at")?));
-            }
-        }
-        Ok(revoked)
-    }
+    async fn revoke_links(&self, ids: &[LinkId]) -> Result<Vec<(LinkId, i64)>, StoreError>;
 
     /// Revoked links whose deadline has not passed: the start-up state of the in-memory
     /// revocation set.
-    pub async fn live_revocations(&self) -> Result<Vec<(LinkId, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT id, expires_at FROM share_links WHERE revoked_at IS NOT NULL AND expires_at > ?")
-            .bind(now())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((parse_col("share_links", &r.try_get::<String, _>("id")?)?, r.try_get("expires_at")?)))
-            .collect()
-    }
+    async fn live_revocations(&self) -> Result<Vec<(LinkId, i64)>, StoreError>;
 
     /// Counts one more session opened through the link, unless that passes `max_opens` or
     /// the link was revoked meanwhile. One statement: two racing opens cannot both take the
     /// last slot.
-    pub async fn record_open(&self, id: LinkId) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE share_links SET opens = opens + 1
-             WHERE id = ? AND revoked_at IS NULL AND (max_opens IS NULL OR opens < max_opens)",
-        )
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
+    async fn record_open(&self, id: LinkId) -> Result<bool, StoreError>;
 
     /// Gives back an open counted by `record_open` that the machine then refused (its attach
     /// password asked for a token the browser did not have yet): being asked for a password
     /// must not use up a link's `max_opens`.
-    pub async fn release_open(&self, id: LinkId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE share_links SET opens = opens - 1 WHERE id = ? AND opens > 0")
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
+    async fn release_open(&self, id: LinkId) -> Result<(), StoreError>;
 
     /// The audit trail of one link, oldest first: (unix seconds, actor, action, detail).
-    pub async fn link_audit(&self, id: LinkId) -> Result<Vec<(i64, String, String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT at, actor, action, detail FROM audit_events WHERE link_id = ? ORDER BY id")
-            .bind(id.to_string())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("at")?, r.try_get("actor")?, r.try_get("action")?, r.try_get("detail")?)))
-            .collect()
-    }
-}
-
-fn link_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<LinkRow, StoreError> {
-    let id = |col: &str| -> Result<String, StoreError> { Ok(r.try_get::<String, _>(col)?) };
-    Ok(LinkRow {
-        id: parse_col("share_links", &id("id")?)?,
-        fleet_id: parse_col("share_links", &id("fleet_id")?)?,
-        machine_id: parse_col("share_links", &id("machine_id")?)?,
-        created_by: parse_col("share_links", &id("created_by")?)?,
-        created_by_email: r.try_get("email")?,
-        created_at: r.try_get("created_at")?,
-        expires_at: r.try_get("expires_at")?,
-        read_only: r.try_get::<i64, _>("read_only")? != 0,
-        max_opens: r.try_get("max_opens")?,
-        session_id: r.try_get("session_id")?,
-        revoked_at: r.try_get("revoked_at")?,
-        opens: r.try_get("opens")?,
-    })
+    async fn link_audit(
+        &self,
+        id: LinkId,
+    ) -> Result<Vec<(i64, String, String, String)>, StoreError>;
 }

@@ -1,26 +1,27 @@
-//! The server's storage: users, fleets, memberships, machines, tokens and audit events.
+//! The server's storage: users, fleets, memberships, machines, tokens, links and audit events.
 //!
-//! One narrow interface over SQLite (the embedded default, a file in the data folder). Callers
-//! see domain types and `StoreError`, never SQL, so a PostgreSQL backend for several nodes can
-//! slot in behind the same methods. Migrations live in `migrations/` and run at open.
+//! An interface of one trait per concern (`IdentityStore`, `MachineStore`, `LinkStore`,
+//! `GrantStore`, `AuditStore`), together `Storage`, held as `Store` (`Arc<dyn Storage>`).
+//! Callers see domain types and `StoreError`, never SQL: all SQL lives under this folder, one
+//! implementation per backend (`sqlite` today).
 
 mod grants;
 mod identity;
 mod links;
 mod machines;
+mod sqlite;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use async_trait::async_trait;
 use thiserror::Error;
-use time::OffsetDateTime;
 
-pub use grants::{DeviceGrant, GrantStatus};
-pub use identity::{Fleet, Membership, Role, TokenKind, User};
-pub use links::{LinkRow, NewLink};
-pub use machines::{EnrollError, Machine, MachineInfo};
+pub use grants::{DeviceGrant, GrantStatus, GrantStore};
+pub use identity::{Fleet, IdentityStore, Membership, Role, TokenKind, User};
+pub use links::{LinkRow, LinkStore, NewLink};
+pub use machines::{EnrollError, Machine, MachineInfo, MachineStore};
 
 /// A storage failure: the database is unreachable or corrupt, or a row breaks an invariant.
 #[derive(Debug, Error)]
@@ -36,49 +37,30 @@ pub enum StoreError {
     Corrupt { table: &'static str, detail: String },
 }
 
-/// Handle to the store; cheap to clone (a connection pool).
-#[derive(Clone, Debug)]
-pub struct Store {
-    pool: SqlitePool,
-}
-
-/// Unix seconds now.
-pub fn now() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
-}
-
-impl Store {
-    /// Opens (creating if needed) `cmdop.db` in `data_dir` and applies migrations.
-    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let opts = SqliteConnectOptions::new()
-            .filename(data_dir.join("cmdop.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+impl From<sqlx::Error> for EnrollError {
+    fn from(e: sqlx::Error) -> Self {
+        EnrollError::Store(e.into())
     }
+}
 
+/// Every concern of the store, as one object.
+pub trait Storage: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore {}
+
+impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore> Storage for T {}
+
+/// Handle to the store; cheap to clone.
+pub type Store = Arc<dyn Storage>;
+
+/// Opens (creating if needed) the SQLite store in `data_dir` and applies migrations.
+pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+    Ok(Arc::new(sqlite::SqliteStore::open(data_dir).await?))
+}
+
+/// The audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// Records an audit event. `actor` is a user id, a machine id or `system`.
-    pub async fn audit(&self, event: AuditEvent<'_>) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_events (at, actor, action, fleet_id, machine_id, link_id, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(now())
-        .bind(event.actor)
-        .bind(event.action)
-        .bind(event.fleet_id)
-        .bind(event.machine_id)
-        .bind(event.link_id)
-        .bind(event.detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
+    async fn audit(&self, event: AuditEvent<'_>) -> Result<(), StoreError>;
 }
 
 /// One line of the audit log.
@@ -99,5 +81,8 @@ pub struct AuditEvent<'a> {
 }
 
 fn parse_col<T: FromStr>(table: &'static str, value: &str) -> Result<T, StoreError> {
-    value.parse().map_err(|_| StoreError::Corrupt { table, detail: format!("bad value {value:?}") })
+    value.parse().map_err(|_| StoreError::Corrupt {
+        table,
+        detail: format!("bad value {value:?}"),
+    })
 }

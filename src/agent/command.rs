@@ -1,0 +1,46 @@
+//! `cmdop agent`: the machine daemon's command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::AgentConfig;
+use crate::core::secret::Secret;
+use crate::sys::{dirs, signal};
+
+/// `cmdop agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The server's URL.
+    #[arg(long)]
+    pub server: String,
+    /// One-time enrollment token (`cmdop fleet token create`); needed on first run only.
+    #[arg(long, env = "CMDOP_ENROLL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A friendly name for this machine.
+    #[arg(long)]
+    pub display_name: Option<String>,
+    /// Where the enrollment is kept.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Persistent shell sessions end after this long without an attachment.
+    #[arg(long, value_parser = crate::core::duration::parse, default_value = "7d")]
+    pub session_idle: Duration,
+}
+
+/// `cmdop agent`.
+pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
+    let config = AgentConfig {
+        server: args.server.trim_end_matches('/').to_string(),
+        token: args.token.map(Secret::new),
+        display_name: args.display_name,
+        state_dir: args.state_dir.unwrap_or_else(dirs::agent_state),
+        session_idle: args.session_idle,
+    };
+    // A task, not the runtime's root future: waking the root future of a current-thread
+    // runtime writes to the driver's eventfd every time, and the stream pump is woken for
+    // every frame (main.rs explains the runtime).
+    tokio::spawn(super::run(config, signal::shutdown())).await??;
+    Ok(0)
+}

@@ -1,0 +1,98 @@
+//! The `cmdop` command line as one parser: the top-level commands, each side's own arguments
+//! (server, agent, CLI) composed here. `docs/reference.md` lists every command and flag.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::agent::password_cmd::PasswordCommand;
+use crate::cli::args::{ConnectCommand as RemoteCommand, ConnectFlags, FleetCommand};
+
+/// cmdop: reach any machine from anywhere.
+#[derive(Debug, Parser)]
+#[command(name = "cmdop", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a server and an agent for this machine, sign this CLI in, print a share link.
+    Quickstart(QuickstartArgs),
+    /// Run the server: relay (gRPC) and gateway (HTTP) on one listener.
+    Server(crate::server::command::ServerArgs),
+    /// Run the machine daemon (dials out to the server; never listens).
+    Agent(crate::agent::command::AgentArgs),
+    /// Sign in with the OAuth device flow: prints a URL and a code to approve in a browser.
+    Login {
+        /// The server (default: `CMDOP_SERVER`, or the one signed in to before).
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Sign out: revoke this CLI's tokens and forget them.
+    Logout,
+    /// Show who this CLI is signed in as.
+    Whoami {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fleets and machine enrollment tokens.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+    /// Machines: list them, run commands on them.
+    Connect(ConnectArgs),
+}
+
+/// `cmdop quickstart`.
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7422")]
+    pub listen: String,
+    /// Server data folder.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Print one JSON line when ready.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cmdop connect`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ConnectArgs {
+    /// Flags of `cmdop connect` itself.
+    #[command(flatten)]
+    pub flags: ConnectFlags,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Option<ConnectCommand>,
+}
+
+/// `cmdop connect ...` subcommands: the remote ones the CLI runs against the server, and the
+/// attach password, which the machine's own agent keeps.
+#[derive(Debug, Subcommand)]
+pub enum ConnectCommand {
+    /// Commands against the server.
+    #[command(flatten)]
+    Remote(RemoteCommand),
+    /// This machine's attach password (run on the machine): kept and checked by its agent only.
+    #[command(subcommand)]
+    Password(PasswordCommand),
+}

@@ -1,0 +1,73 @@
+//! The `cmdop` binary's commands: one parser for every side, dispatch to the side that owns
+//! each command, and the compositions that span sides (`quickstart`, `server local-login`).
+
+pub mod args;
+mod quickstart;
+
+use anyhow::Context;
+
+use crate::agent::password_cmd;
+use crate::cli::{self, CliError, home};
+use crate::server::command::{ServerArgs, ServerCommand};
+use crate::sys::{dirs, private_file};
+use args::{Command, ConnectArgs, ConnectCommand};
+
+/// Runs one command; the result is the process exit code.
+pub async fn run(cli: args::Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Quickstart(a) => quickstart::run(a).await,
+        Command::Server(a) => server(a).await,
+        Command::Agent(a) => crate::agent::command::run(a).await,
+        Command::Login { server } => Ok(cli::login::login(server).await?),
+        Command::Logout => Ok(cli::login::logout().await?),
+        Command::Whoami { json } => Ok(cli::whoami(json).await?),
+        Command::Fleet(f) => Ok(cli::fleet(f).await?),
+        Command::Connect(c) => Ok(connect(c).await?),
+    }
+}
+
+async fn connect(args: ConnectArgs) -> Result<i32, CliError> {
+    match args.command {
+        Some(ConnectCommand::Password(command)) => {
+            password_cmd::run(command).map_err(|e| match e {
+                password_cmd::CliError::Usage(m) => CliError::Usage(m),
+                password_cmd::CliError::Failed(m) => CliError::Failed(m),
+            })
+        }
+        Some(ConnectCommand::Remote(command)) => cli::connect(args.flags, Some(command)).await,
+        None => cli::connect(args.flags, None).await,
+    }
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<i32> {
+    match args.command {
+        Some(ServerCommand::LocalLogin {
+            data_dir,
+            server,
+            email,
+        }) => local_login(data_dir, &server, &email).await,
+        _ => crate::server::command::run(args).await,
+    }
+}
+
+/// `cmdop server local-login`: the operator's root of trust is the data folder, so this signs
+/// the local CLI in as the first owner by opening it directly.
+async fn local_login(
+    data_dir: Option<std::path::PathBuf>,
+    server: &str,
+    email: &str,
+) -> anyhow::Result<i32> {
+    let data_dir = data_dir.unwrap_or_else(dirs::server_data);
+    private_file::ensure_dir(&data_dir)?;
+    let store = crate::store::open(&data_dir)
+        .await
+        .context("cannot open the server's database")?;
+    let pair =
+        crate::server::bootstrap::sign_in_owner(&store, email, "cmdop server local-login").await?;
+    home::save_credentials(&home::Credentials::from_pair(server, &pair))?;
+    println!(
+        "signed in to {server} as the owner ({})",
+        home::dir().display()
+    );
+    Ok(0)
+}

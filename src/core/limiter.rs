@@ -1,0 +1,88 @@
+//! Slows password guessing: after a few free failures per key (an account, an IP), each
+//! further failure doubles the wait before the next attempt, up to a cap.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Most keys tracked; beyond it, keys no longer blocked are forgotten first.
+const MAX_KEYS: usize = 100_000;
+
+/// A failure counter per key with exponential back-off.
+#[derive(Debug)]
+pub struct Limiter {
+    free: u32,
+    cap: Duration,
+    keys: Mutex<HashMap<String, Entry>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    failures: u32,
+    blocked_until: Instant,
+}
+
+impl Limiter {
+    /// `free` failures pass without delay; then 1 s, 2 s, 4 s ... up to `cap`.
+    pub fn new(free: u32, cap: Duration) -> Self {
+        Self {
+            free,
+            cap,
+            keys: Mutex::default(),
+        }
+    }
+
+    /// `Err(wait)` while `key` must wait before trying again.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        let keys = super::sync::lock(&self.keys);
+        match keys.get(key) {
+            Some(e) if e.blocked_until > Instant::now() => Err(e.blocked_until - Instant::now()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failure of `key`.
+    pub fn failed(&self, key: &str) {
+        let mut keys = super::sync::lock(&self.keys);
+        let now = Instant::now();
+        if keys.len() >= MAX_KEYS {
+            keys.retain(|_, e| e.blocked_until > now);
+        }
+        let e = keys.entry(key.to_string()).or_insert(Entry {
+            failures: 0,
+            blocked_until: now,
+        });
+        e.failures += 1;
+        if e.failures > self.free {
+            let doublings = (e.failures - self.free - 1).min(20);
+            let wait = Duration::from_secs(1u64 << doublings).min(self.cap);
+            e.blocked_until = now + wait;
+        }
+    }
+
+    /// A success forgets the key's failures.
+    pub fn succeeded(&self, key: &str) {
+        super::sync::lock(&self.keys).remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_attempts_then_doubling_waits() {
+        let l = Limiter::new(2, Duration::from_secs(60));
+        l.failed("a");
+        l.failed("a");
+        assert!(l.check("a").is_ok());
+        l.failed("a");
+        let wait = l.check("a").unwrap_err();
+        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1));
+        l.failed("a");
+        assert!(l.check("a").unwrap_err() > Duration::from_millis(1900));
+        assert!(l.check("b").is_ok());
+        l.succeeded("a");
+        assert!(l.check("a").is_ok());
+    }
+}

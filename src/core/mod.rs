@@ -1,0 +1,28 @@
+//! The core: the product's concepts with no I/O, no network framework and no database.
+//! Everything above (store, server, agent, CLI) builds on these types.
+//!
+//! - `ids`: newtype identifiers (`MachineId`, `LinkId`, ...).
+//! - `secret`: the redacting `Secret<T>`, random tokens and their at-rest hashes.
+//! - `clock`: unix seconds and RFC 3339.
+//! - `duration`: `90s`/`15m`/`2h`/`7d` parsing and formatting.
+//! - `link_token`: share-link tokens: the codec, signing keys, verification, revocation set.
+//! - `session`: sessions as consumers see them: events, exits, access, ring buffer, fan-out.
+//! - `resolver`: typed machine name -> one machine.
+//! - `limiter`: exponential back-off after repeated failures.
+//! - `passwords`: argon2id hashes and generated one-time passwords.
+//! - `convert`: the one place wire (proto) values become domain values and back.
+//! - `wire`: gRPC metadata names both ends of the CLI API agree on.
+//! - `sync`: the poison-tolerant mutex lock.
+
+pub mod clock;
+pub mod convert;
+pub mod duration;
+pub mod ids;
+pub mod limiter;
+pub mod link_token;
+pub mod passwords;
+pub mod resolver;
+pub mod secret;
+pub mod session;
+pub mod sync;
+pub mod wire;

@@ -1,0 +1,169 @@
+//! Sessions as the rest of the server sees them, free of any transport.
+//!
+//! A session is one process on a machine (an exec'd command or a shell in a PTY). Consumers
+//! (the CLI API, the browser gateway) receive `SessionEvent`s and drive it with the methods of
+//! `relay::SessionControl`; whether the machine's stream is in this process or on another
+//! node is the router's business, not theirs.
+
+pub mod access;
+pub mod attach;
+pub mod fanout;
+pub mod ring;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use access::{Access, Denial, Grant};
+pub use attach::{
+    AttachSpec, Attachment, NameError, SESSION_RING_BYTES, SessionName, SessionSummary, ShellTarget,
+};
+
+/// Initial output credit a consumer grants per session: bytes the agent may send before the
+/// consumer acknowledges any. Bounds relay memory per session; 256 KiB keeps a loopback or LAN
+/// pipe full (window / RTT far above PTY speed) without letting one session hog the stream.
+pub const OUTPUT_WINDOW_BYTES: u32 = 256 * 1024;
+/// Input credit the agent grants per session (keystrokes, pasted text): 64 KiB.
+pub const INPUT_WINDOW_BYTES: u32 = 64 * 1024;
+/// Largest data frame either side sends: 32 KiB, below gRPC's 4 MiB message cap and small
+/// enough to interleave sessions fairly on one stream.
+pub const CHUNK_BYTES: usize = 32 * 1024;
+
+/// What to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    /// `argv` run directly, no shell, no PTY.
+    Exec,
+    /// The user's login shell in a PTY.
+    Shell,
+}
+
+/// Everything the agent needs to start a session.
+#[derive(Clone, Debug)]
+pub struct OpenSpec {
+    /// Exec or shell.
+    pub kind: SessionKind,
+    /// Exec: program and arguments.
+    pub argv: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// PTY size.
+    pub cols: u16,
+    /// PTY size.
+    pub rows: u16,
+    /// Exec: killed after this long.
+    pub timeout: Option<Duration>,
+    /// Who opens it, with their attach token.
+    pub access: Access,
+}
+
+/// Which output stream bytes came from (a PTY has only `Stdout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputStream {
+    /// Standard output, or the PTY.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// How a session's process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+    /// Could not start or failed on the machine; a message for the user.
+    Error(String),
+    /// The machine's attach password refused it; nothing ran.
+    Denied(Denial),
+}
+
+/// The final word on a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// How it ended.
+    pub ending: Ending,
+    /// Killed because its timeout passed.
+    pub timed_out: bool,
+    /// Run time measured on the machine.
+    pub duration: Duration,
+}
+
+impl Exit {
+    /// The exit code a shell would report: the code, or 128+N for signal N, 124 on timeout.
+    pub fn shell_code(&self) -> i32 {
+        match (&self.ending, self.timed_out) {
+            (_, true) => 124,
+            (Ending::Code(c), false) => *c,
+            (Ending::Signal(s), false) => 128 + s,
+            (Ending::Error(_), false) => 1,
+            (Ending::Denied(_), false) => 6,
+        }
+    }
+}
+
+/// What a consumer receives from a session, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The process started (or, for an attach, the session was joined).
+    Opened {
+        /// Its process id on the machine.
+        pid: u32,
+        /// For an attach to a shell session: which one, and where its output starts.
+        attachment: Option<Attachment>,
+    },
+    /// Bytes of output; `offset` is the absolute offset of `data[0]` in `stream`. An offset
+    /// beyond the previous event's end is a gap of exactly that many bytes: this consumer
+    /// fell out of a shared session's ring (it read more slowly than the others).
+    Output {
+        /// stdout/PTY or stderr.
+        stream: OutputStream,
+        /// Absolute offset.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// The process ended; nothing follows.
+    Exited(Exit),
+    /// The machine's stream dropped: the session's fate is unknown; nothing follows.
+    Lost,
+}
+
+impl SessionEvent {
+    /// The machine's refusal, when this event is the end of a session its attach password
+    /// turned away (nothing ran).
+    pub fn denial(&self) -> Option<Denial> {
+        match self {
+            SessionEvent::Exited(Exit {
+                ending: Ending::Denied(d),
+                ..
+            }) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(ending: Ending, timed_out: bool) -> Exit {
+        Exit {
+            ending,
+            timed_out,
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn shell_codes_follow_the_contract() {
+        assert_eq!(exit(Ending::Code(3), false).shell_code(), 3);
+        assert_eq!(exit(Ending::Signal(9), false).shell_code(), 137);
+        assert_eq!(exit(Ending::Signal(9), true).shell_code(), 124);
+        assert_eq!(
+            exit(Ending::Error("no such file".into()), false).shell_code(),
+            1
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! What both ends of the CLI API agree on outside the generated messages: gRPC metadata keys
+//! and the OAuth token response.
+
+use serde::{Deserialize, Serialize};
+
+/// Metadata key naming the caller's active fleet (`cmdop fleet use NAME`).
+pub const FLEET_HEADER: &str = "x-cmdop-fleet";
+
+/// Metadata key of an attach-password refusal: `required`, `wrong` or `throttled`
+/// (`Denial::code`); a throttled one also carries `retry-after` seconds.
+pub const DENIAL_HEADER: &str = "cmdop-denial";
+
+/// A token response (RFC 6749 section 5.1).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct TokenPair {
+    /// `cmdop_...`, sent as `Authorization: Bearer`.
+    pub access_token: String,
+    /// `cmdopr_...`, traded once for a new pair.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+}
+
+impl std::fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPair")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}

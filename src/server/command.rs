@@ -1,0 +1,166 @@
+//! `cmdop server`: the daemon, and the administration commands that work on its data folder.
+
+use anyhow::Context;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::{Server, ServerConfig};
+use crate::sys::{dirs, private_file, signal};
+
+/// `cmdop server`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServerArgs {
+    /// Address to listen on, `HOST:PORT` (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7422")]
+    pub listen: String,
+    /// URL users and agents reach (default `http://<bound address>`).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Data folder: database and keys.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// How often agents heartbeat; offline after three missed.
+    #[arg(long, value_parser = crate::core::duration::parse, default_value = "5s")]
+    pub heartbeat_interval: Duration,
+    /// Longest lifetime a share link may be given.
+    #[arg(long, value_parser = crate::core::duration::parse, default_value = "30d")]
+    pub max_link_ttl: Duration,
+    /// A reverse proxy in front of the server (repeatable, e.g. 127.0.0.1): requests from it
+    /// are attributed to the address its `X-Forwarded-For` names, for audit logs and per-IP
+    /// limits. Without it the header is ignored.
+    #[arg(long, value_name = "IP")]
+    pub trusted_proxy: Vec<std::net::IpAddr>,
+    /// Administration of a server's data folder.
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
+}
+
+/// `cmdop server ...` administration.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Sign this CLI in as the server's first owner, by direct access to the data folder
+    /// (for the operator on the server machine; creates the owner and fleet on first use).
+    LocalLogin {
+        /// Data folder of the server.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The server's URL as the CLI should reach it.
+        #[arg(long)]
+        server: String,
+        /// The owner's email (first use only).
+        #[arg(long, default_value = "owner@localhost")]
+        email: String,
+    },
+    /// Share-link signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// User accounts (by direct access to the data folder).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `cmdop server user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user to a fleet with a role (or change their role) and print a new one-time
+    /// password for the sign-in page.
+    Add {
+        /// Email (the sign-in name).
+        email: String,
+        /// Role in the fleet: owner, admin, member or viewer.
+        #[arg(long, default_value = "member")]
+        role: String,
+        /// Fleet (created if missing).
+        #[arg(long, default_value = "default")]
+        fleet: String,
+        /// Data folder of the server.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// `cmdop server keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key; links signed by older keys keep working until they expire.
+    /// A running server picks the new key up within seconds.
+    Rotate {
+        /// Data folder of the server.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The server's --max-link-ttl (how long old keys must keep verifying).
+        #[arg(long, value_parser = crate::core::duration::parse, default_value = "30d")]
+        max_link_ttl: Duration,
+    },
+}
+
+/// `cmdop server` (all but `local-login`, which the app composes with the CLI).
+pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
+    if let Some(ServerCommand::User(UserCommand::Add {
+        email,
+        role,
+        fleet,
+        data_dir,
+    })) = args.command
+    {
+        return add_user(data_dir, &email, &role, &fleet).await;
+    }
+    if let Some(ServerCommand::Keys(KeysCommand::Rotate {
+        data_dir,
+        max_link_ttl,
+    })) = args.command
+    {
+        let data_dir = data_dir.unwrap_or_else(dirs::server_data);
+        let id = super::links::rotate_keys(&data_dir, max_link_ttl)?;
+        println!(
+            "share links are now signed with key {id}; older links keep working until they expire"
+        );
+        return Ok(0);
+    }
+    let config = ServerConfig {
+        listen: args.listen,
+        public_url: args.public_url,
+        data_dir: args.data_dir.unwrap_or_else(dirs::server_data),
+        heartbeat: args.heartbeat_interval,
+        max_link_ttl: args.max_link_ttl,
+        trusted_proxies: args.trusted_proxy,
+    };
+    let server = Server::bind(config).await?;
+    // One stable line for people and scripts (tests read the URL from it).
+    println!("cmdop server listening on {}", server.public_url());
+    server.serve(signal::shutdown()).await?;
+    Ok(0)
+}
+
+/// `cmdop server user add`: account, membership and a fresh one-time password.
+async fn add_user(
+    data_dir: Option<std::path::PathBuf>,
+    email: &str,
+    role: &str,
+    fleet: &str,
+) -> anyhow::Result<i32> {
+    let role: crate::store::Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let data_dir = data_dir.unwrap_or_else(dirs::server_data);
+    private_file::ensure_dir(&data_dir)?;
+    let store = crate::store::open(&data_dir)
+        .await
+        .context("cannot open the server's database")?;
+    let user = match store.user_by_email(email).await? {
+        Some(u) => u,
+        None => store.create_user(email).await?,
+    };
+    let fleet = store.fleet_named(fleet).await?;
+    store.set_membership(user.id, fleet.id, role).await?;
+    let password = crate::core::passwords::generate();
+    let hash = crate::core::passwords::hash(password.expose())
+        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+    store.set_password_hash(user.id, &hash).await?;
+    println!("{} is {role} of fleet {}", user.email, fleet.name);
+    println!("one-time password: {}", password.expose());
+    eprintln!("give it to them privately; they sign in with `cmdop login` (shown only once)");
+    Ok(0)
+}

@@ -1,0 +1,445 @@
+//! The in-process router: machine id -> the agent stream this node holds, and per stream the
+//! table of open channels with their credit accounting.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc};
+use tonic::Status;
+
+use super::queries::{self, Pending};
+use super::router::{RouteError, SessionControl, SessionPort, SessionRouter};
+use crate::core::convert;
+use crate::core::ids::MachineId;
+use crate::core::secret::Secret;
+use crate::core::session::{
+    self, AttachSpec, Ending, Exit, Grant, OpenSpec, OutputStream, SessionEvent, SessionKind,
+    SessionSummary,
+};
+use crate::core::sync::lock;
+use crate::proto::{self, agent_frame, closed, relay_frame, session_query};
+use crate::server::metrics::METRICS;
+
+/// Frames toward one agent. Bounded: every data frame on it is covered by credit, so the bound
+/// only paces control chatter.
+pub type AgentTx = mpsc::Sender<Result<proto::RelayFrame, Status>>;
+
+/// Machine id -> its live stream on this node.
+#[derive(Default)]
+pub struct LocalRouter {
+    agents: Mutex<HashMap<MachineId, Arc<AgentConn>>>,
+}
+
+impl LocalRouter {
+    /// Registers a stream, replacing (and returning) an older one of the same machine.
+    pub fn register(&self, conn: Arc<AgentConn>) -> Option<Arc<AgentConn>> {
+        let old = lock(&self.agents).insert(conn.machine, conn);
+        METRICS
+            .machines_online
+            .store(lock(&self.agents).len() as u64, Ordering::Relaxed);
+        old
+    }
+
+    fn conn(&self, machine: MachineId) -> Result<Arc<AgentConn>, RouteError> {
+        lock(&self.agents)
+            .get(&machine)
+            .cloned()
+            .ok_or(RouteError::Offline)
+    }
+
+    /// Removes the stream if it is still the registered one (a reconnect may have replaced it).
+    pub fn unregister(&self, conn: &Arc<AgentConn>) -> bool {
+        let mut agents = lock(&self.agents);
+        let current = agents
+            .get(&conn.machine)
+            .is_some_and(|c| Arc::ptr_eq(c, conn));
+        if current {
+            agents.remove(&conn.machine);
+        }
+        METRICS
+            .machines_online
+            .store(agents.len() as u64, Ordering::Relaxed);
+        current
+    }
+}
+
+#[async_trait]
+impl SessionRouter for LocalRouter {
+    async fn open(&self, machine: MachineId, spec: OpenSpec) -> Result<SessionPort, RouteError> {
+        self.conn(machine)?.open(spec).await
+    }
+
+    async fn attach(
+        &self,
+        machine: MachineId,
+        spec: AttachSpec,
+    ) -> Result<SessionPort, RouteError> {
+        self.conn(machine)?
+            .open_channel(convert::open_of(&spec))
+            .await
+    }
+
+    async fn list_sessions(&self, machine: MachineId) -> Result<Vec<SessionSummary>, RouteError> {
+        let reply = self
+            .conn(machine)?
+            .query(session_query::Op::List(proto::ListShellSessions {}))
+            .await?;
+        queries::summaries_of(reply)
+    }
+
+    async fn kill_session(
+        &self,
+        machine: MachineId,
+        session: &str,
+    ) -> Result<SessionSummary, RouteError> {
+        let kill = proto::KillShellSession {
+            session: session.to_string(),
+        };
+        let reply = self
+            .conn(machine)?
+            .query(session_query::Op::Kill(kill))
+            .await?;
+        let killed = queries::summaries_of(reply)?.into_iter().next();
+        killed.ok_or_else(|| RouteError::NoSuchSession(format!("no shell session {session:?}")))
+    }
+
+    async fn unlock(
+        &self,
+        machine: MachineId,
+        principal: &str,
+        password: Secret<String>,
+    ) -> Result<Grant, RouteError> {
+        let unlock = proto::Unlock {
+            principal: principal.to_string(),
+            password: password.expose().clone(),
+        };
+        let reply = self
+            .conn(machine)?
+            .query(session_query::Op::Unlock(unlock))
+            .await?;
+        queries::grant_of(reply)
+    }
+
+    fn is_connected(&self, machine: MachineId) -> bool {
+        lock(&self.agents).contains_key(&machine)
+    }
+}
+
+/// One agent stream: its outbound queue and its channels.
+pub struct AgentConn {
+    machine: MachineId,
+    tx: AgentTx,
+    channels: Mutex<HashMap<u64, Channel>>,
+    next_channel: AtomicU64,
+    queries: Pending,
+}
+
+struct Channel {
+    events: mpsc::UnboundedSender<SessionEvent>,
+    input_credit: Arc<Semaphore>,
+    /// Output bytes granted to the agent minus bytes received: never negative.
+    output_credit: u64,
+}
+
+impl AgentConn {
+    /// A stream of `machine` whose frames go out on `tx`.
+    pub fn new(machine: MachineId, tx: AgentTx) -> Arc<Self> {
+        Arc::new(Self {
+            machine,
+            tx,
+            channels: Mutex::default(),
+            next_channel: AtomicU64::new(1),
+            queries: Pending::default(),
+        })
+    }
+
+    /// The machine this stream belongs to.
+    pub fn machine(&self) -> MachineId {
+        self.machine
+    }
+
+    async fn open(self: &Arc<Self>, spec: OpenSpec) -> Result<SessionPort, RouteError> {
+        let open = proto::Open {
+            kind: match spec.kind {
+                SessionKind::Exec => proto::SessionKind::Exec,
+                SessionKind::Shell => proto::SessionKind::Shell,
+            } as i32,
+            argv: spec.argv,
+            env: spec.env.into_iter().collect(),
+            cols: spec.cols.into(),
+            rows: spec.rows.into(),
+            timeout_ms: spec
+                .timeout
+                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            principal: spec.access.principal,
+            attach_token: spec
+                .access
+                .token
+                .map(|t| t.expose().clone())
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        self.open_channel(open).await
+    }
+
+    /// Numbers a channel, grants it the output window and sends its `Open`.
+    async fn open_channel(
+        self: &Arc<Self>,
+        mut open: proto::Open,
+    ) -> Result<SessionPort, RouteError> {
+        let channel = self.next_channel.fetch_add(1, Ordering::Relaxed);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let input_credit = Arc::new(Semaphore::new(0));
+        let window = session::OUTPUT_WINDOW_BYTES;
+        lock(&self.channels).insert(
+            channel,
+            Channel {
+                events: events_tx,
+                input_credit: input_credit.clone(),
+                output_credit: window.into(),
+            },
+        );
+        METRICS.sessions_open.fetch_add(1, Ordering::Relaxed);
+        open.channel = channel;
+        open.output_window = window;
+        let control = Arc::new(LocalControl {
+            conn: self.clone(),
+            channel,
+            input_credit,
+        });
+        control.send(relay_frame::Kind::Open(open)).await?;
+        Ok(SessionPort { events, control })
+    }
+
+    /// Sends a session query and waits (at most `QUERY_TIMEOUT`) for its reply.
+    async fn query(&self, op: session_query::Op) -> Result<proto::SessionReply, RouteError> {
+        let (request, reply) = self.queries.register();
+        let frame = proto::RelayFrame {
+            kind: Some(relay_frame::Kind::SessionQuery(proto::SessionQuery {
+                request,
+                op: Some(op),
+            })),
+        };
+        if self.tx.send(Ok(frame)).await.is_err() {
+            self.queries.forget(request);
+            return Err(RouteError::Gone);
+        }
+        match tokio::time::timeout(queries::QUERY_TIMEOUT, reply).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(RouteError::Gone),
+            Err(_) => {
+                self.queries.forget(request);
+                Err(RouteError::Unanswered)
+            }
+        }
+    }
+
+    /// Routes one frame from the agent. An error is a protocol violation: the stream ends.
+    pub fn dispatch(&self, kind: agent_frame::Kind) -> Result<(), Status> {
+        match kind {
+            agent_frame::Kind::Hello(_) => Err(Status::invalid_argument("hello sent twice")),
+            agent_frame::Kind::Heartbeat(_) => Ok(()),
+            agent_frame::Kind::Opened(o) => self.with_channel(o.channel, |c| {
+                c.input_credit.add_permits(o.input_window as usize);
+                let attachment = convert::attachment_of(&o);
+                let _ = c.events.send(SessionEvent::Opened {
+                    pid: o.pid,
+                    attachment,
+                });
+                Ok(())
+            }),
+            agent_frame::Kind::Output(o) => self.output(o),
+            agent_frame::Kind::Credit(c) => self.with_channel(c.channel, |ch| {
+                ch.input_credit.add_permits(c.bytes as usize);
+                Ok(())
+            }),
+            agent_frame::Kind::SessionReply(reply) => {
+                self.queries.answer(reply);
+                Ok(())
+            }
+            agent_frame::Kind::Closed(c) => {
+                if let Some(ch) = lock(&self.channels).remove(&c.channel) {
+                    METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
+                    ch.input_credit.close();
+                    let _ = ch.events.send(SessionEvent::Exited(exit_of(&c)));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn output(&self, o: proto::Output) -> Result<(), Status> {
+        let len = o.data.len() as u64;
+        self.with_channel(o.channel, |c| {
+            c.output_credit = c.output_credit.checked_sub(len).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "channel {}: output beyond granted credit",
+                    o.channel
+                ))
+            })?;
+            METRICS.bytes_from_agents.fetch_add(len, Ordering::Relaxed);
+            let stream = match o.stream() {
+                proto::OutputStream::Stdout => OutputStream::Stdout,
+                proto::OutputStream::Stderr => OutputStream::Stderr,
+            };
+            let _ = c.events.send(SessionEvent::Output {
+                stream,
+                offset: o.offset,
+                data: o.data,
+            });
+            Ok(())
+        })
+    }
+
+    /// Frames for channels we no longer know (closed by the consumer meanwhile) are dropped:
+    /// they are a normal race, not a violation.
+    fn with_channel(
+        &self,
+        channel: u64,
+        f: impl FnOnce(&mut Channel) -> Result<(), Status>,
+    ) -> Result<(), Status> {
+        match lock(&self.channels).get_mut(&channel) {
+            Some(c) => f(c),
+            None => Ok(()),
+        }
+    }
+
+    /// The stream ended: every session on it is lost.
+    pub fn lost(&self) {
+        self.queries.fail_all();
+        for (_, ch) in lock(&self.channels).drain() {
+            METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
+            ch.input_credit.close();
+            let _ = ch.events.send(SessionEvent::Lost);
+        }
+    }
+
+    /// Ends the stream from the server side with a status the agent will log.
+    pub fn kick(&self, status: Status) {
+        let _ = self.tx.try_send(Err(status));
+    }
+}
+
+fn exit_of(c: &proto::Closed) -> Exit {
+    let ending = match &c.end {
+        Some(closed::End::ExitCode(code)) => Ending::Code(*code),
+        Some(closed::End::Signal(s)) => Ending::Signal(*s),
+        Some(closed::End::Error(e)) => Ending::Error(e.clone()),
+        Some(closed::End::Detached(_)) => Ending::Error("detached from the session".into()),
+        Some(closed::End::Denied(d)) => Ending::Denied(convert::denial_from_wire(d)),
+        None => Ending::Error("the agent ended the session without a status".into()),
+    };
+    Exit {
+        ending,
+        timed_out: c.timed_out,
+        duration: Duration::from_millis(c.duration_ms),
+    }
+}
+
+struct LocalControl {
+    conn: Arc<AgentConn>,
+    channel: u64,
+    input_credit: Arc<Semaphore>,
+}
+
+impl LocalControl {
+    async fn send(&self, kind: relay_frame::Kind) -> Result<(), RouteError> {
+        let frame = proto::RelayFrame { kind: Some(kind) };
+        self.conn
+            .tx
+            .send(Ok(frame))
+            .await
+            .map_err(|_| RouteError::Gone)
+    }
+}
+
+#[async_trait]
+impl SessionControl for LocalControl {
+    async fn input(&self, data: Bytes) -> Result<(), RouteError> {
+        for chunk in data.chunks(session::CHUNK_BYTES) {
+            let n = u32::try_from(chunk.len()).map_err(|_| RouteError::Gone)?;
+            self.input_credit
+                .acquire_many(n)
+                .await
+                .map_err(|_| RouteError::Gone)?
+                .forget();
+            METRICS
+                .bytes_to_agents
+                .fetch_add(n.into(), Ordering::Relaxed);
+            let input = proto::Input {
+                channel: self.channel,
+                data: data.slice_ref(chunk),
+            };
+            self.send(relay_frame::Kind::Input(input)).await?;
+        }
+        Ok(())
+    }
+
+    async fn consumed(&self, bytes: usize) -> Result<(), RouteError> {
+        let bytes = u32::try_from(bytes).map_err(|_| RouteError::Gone)?;
+        if let Some(c) = lock(&self.conn.channels).get_mut(&self.channel) {
+            c.output_credit += u64::from(bytes);
+        }
+        self.send(relay_frame::Kind::Credit(proto::Credit {
+            channel: self.channel,
+            bytes,
+        }))
+        .await
+    }
+
+    async fn resize(&self, cols: u16, rows: u16) -> Result<(), RouteError> {
+        let r = proto::Resize {
+            channel: self.channel,
+            cols: cols.into(),
+            rows: rows.into(),
+        };
+        self.send(relay_frame::Kind::Resize(r)).await
+    }
+
+    async fn signal(&self, signo: i32) -> Result<(), RouteError> {
+        self.send(relay_frame::Kind::Signal(proto::Signal {
+            channel: self.channel,
+            signo,
+        }))
+        .await
+    }
+
+    fn close(&self) {
+        if lock(&self.conn.channels).contains_key(&self.channel) {
+            self.send_close(false);
+        }
+    }
+
+    fn detach(&self) {
+        // Forget the channel at once: the agent's last frames for it are then dropped as a
+        // normal race, and the consumer's events end.
+        if let Some(ch) = lock(&self.conn.channels).remove(&self.channel) {
+            METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
+            ch.input_credit.close();
+            self.send_close(true);
+        }
+    }
+}
+
+impl LocalControl {
+    /// Queues a `Close`; never waits (it runs from `Drop`), so a full queue defers it to a task.
+    fn send_close(&self, detach: bool) {
+        let close = proto::Close {
+            channel: self.channel,
+            detach,
+        };
+        let frame = proto::RelayFrame {
+            kind: Some(relay_frame::Kind::Close(close)),
+        };
+        if self.conn.tx.try_send(Ok(frame.clone())).is_err() {
+            let tx = self.conn.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(frame)).await;
+            });
+        }
+    }
+}

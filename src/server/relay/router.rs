@@ -1,0 +1,97 @@
+//! The routing interface: how a consumer reaches a session on a machine by id.
+//!
+//! Today `LocalRouter` (relay/registry.rs) maps a machine id to the agent stream held by this
+//! process. A multi-node deployment adds a router that looks the machine up in the shared store
+//! and hops to the node that holds its stream; consumers do not change.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::core::ids::MachineId;
+use crate::core::secret::Secret;
+use crate::core::session::{AttachSpec, Denial, Grant, OpenSpec, SessionEvent, SessionSummary};
+
+/// Why a session could not be opened or driven.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// No agent stream for the machine.
+    #[error("machine is offline: its agent is not connected")]
+    Offline,
+    /// The stream dropped (or the session ended) while we were talking to it.
+    #[error("the machine went away: its agent's connection dropped")]
+    Gone,
+    /// The agent has no such shell session (the agent's message says which).
+    #[error("{0}")]
+    NoSuchSession(String),
+    /// The agent did not answer a session query in time.
+    #[error("the machine did not answer in time")]
+    Unanswered,
+    /// The machine's attach password refused it.
+    #[error("{0}")]
+    Denied(Denial),
+}
+
+/// Drives one session. Every method is cheap; `input` waits for the agent's input credit.
+#[async_trait]
+pub trait SessionControl: Send + Sync {
+    /// Sends bytes to the process's stdin/PTY, waiting for input credit as needed.
+    async fn input(&self, data: Bytes) -> Result<(), RouteError>;
+    /// Tells the agent the consumer has taken `bytes` of output: grants that much credit.
+    async fn consumed(&self, bytes: usize) -> Result<(), RouteError>;
+    /// Resizes the PTY.
+    async fn resize(&self, cols: u16, rows: u16) -> Result<(), RouteError>;
+    /// Sends a POSIX signal to the process group.
+    async fn signal(&self, signo: i32) -> Result<(), RouteError>;
+    /// Ends the session (the consumer left). Idempotent; also done on drop of the port.
+    /// A persistent shell session only loses this attachment.
+    fn close(&self);
+    /// Leaves a shell session running: this attachment ends, the session stays (a one-shot
+    /// one for a short grace, so a dropped consumer can reattach by id). Idempotent; after it
+    /// the port's events end.
+    fn detach(&self);
+}
+
+/// A consumer's end of one session: ordered events plus the control handle.
+pub struct SessionPort {
+    /// Events, in order; ends after `Exited` or `Lost`.
+    pub events: mpsc::UnboundedReceiver<SessionEvent>,
+    /// Drives the session.
+    pub control: std::sync::Arc<dyn SessionControl>,
+}
+
+impl Drop for SessionPort {
+    fn drop(&mut self) {
+        self.control.close();
+    }
+}
+
+/// Finds the machine's stream and opens sessions on it.
+#[async_trait]
+pub trait SessionRouter: Send + Sync {
+    /// Opens a session; events start with `Opened` or end at once with `Exited`/`Lost`.
+    async fn open(&self, machine: MachineId, spec: OpenSpec) -> Result<SessionPort, RouteError>;
+    /// Attaches to a shell session (new, named or by id); events start with `Opened`
+    /// carrying the `Attachment`, or end at once with `Exited` (e.g. no such session).
+    async fn attach(&self, machine: MachineId, spec: AttachSpec)
+    -> Result<SessionPort, RouteError>;
+    /// The machine's running shell sessions.
+    async fn list_sessions(&self, machine: MachineId) -> Result<Vec<SessionSummary>, RouteError>;
+    /// Ends the shell session with this id or name; returns what it was.
+    async fn kill_session(
+        &self,
+        machine: MachineId,
+        session: &str,
+    ) -> Result<SessionSummary, RouteError>;
+    /// Checks the machine's attach password for `principal` (`user:…`, `link:…`); the
+    /// agent answers with a token for later opens or `RouteError::Denied`.
+    async fn unlock(
+        &self,
+        machine: MachineId,
+        principal: &str,
+        password: Secret<String>,
+    ) -> Result<Grant, RouteError>;
+    /// Whether the machine has a live stream reachable from here.
+    fn is_connected(&self, machine: MachineId) -> bool;
+}

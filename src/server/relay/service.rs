@@ -1,0 +1,234 @@
+//! The `Relay` gRPC service: enrollment and the agents' long-lived streams.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::registry::{AgentConn, LocalRouter};
+use crate::core::ids::MachineId;
+use crate::core::secret::{self, prefix};
+use crate::proto::{self, agent_frame, relay_frame};
+use crate::server::grpc::{bearer, internal};
+use crate::store::{EnrollError, MachineInfo, Store};
+
+/// Frames queued toward one agent before the sender waits (control chatter only; data is
+/// covered by credit).
+const AGENT_QUEUE_FRAMES: usize = 256;
+/// How long a new stream may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The relay service's state.
+#[derive(Clone)]
+pub struct RelayService {
+    store: Store,
+    router: Arc<LocalRouter>,
+    heartbeat: Duration,
+}
+
+impl RelayService {
+    /// A relay over `store` registering streams in `router`; agents heartbeat every `heartbeat`.
+    pub fn new(store: Store, router: Arc<LocalRouter>, heartbeat: Duration) -> Self {
+        Self {
+            store,
+            router,
+            heartbeat,
+        }
+    }
+
+    async fn authenticate(&self, meta: &tonic::metadata::MetadataMap) -> Result<MachineId, Status> {
+        let token =
+            bearer(meta).ok_or_else(|| Status::unauthenticated("missing machine credential"))?;
+        let machine = self
+            .store
+            .machine_by_credential(&secret::hash_token(token))
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "machine credential rejected (revoked or unknown): re-enroll with a token from `cmdop fleet token create`",
+                )
+            })?;
+        Ok(machine.id)
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<proto::RelayFrame, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl proto::relay_server::Relay for RelayService {
+    async fn enroll(
+        &self,
+        req: Request<proto::EnrollRequest>,
+    ) -> Result<Response<proto::EnrollResponse>, Status> {
+        let req = req.into_inner();
+        let credential = secret::new_token(prefix::MACHINE);
+        let info = MachineInfo {
+            hostname: req.hostname,
+            display_name: req.display_name,
+            ..Default::default()
+        };
+        let machine = self
+            .store
+            .enroll_machine(
+                &secret::hash_token(&req.token),
+                &secret::hash_token(credential.expose()),
+                &info,
+            )
+            .await
+            .map_err(|e| match e {
+                EnrollError::Store(e) => internal(e),
+                e => Status::permission_denied(e.to_string()),
+            })?;
+        tracing::info!(machine = %machine.id, hostname = %info.hostname, "machine enrolled");
+        let machine_id = machine.id.to_string();
+        let audit = crate::store::AuditEvent {
+            actor: &machine_id,
+            action: "machine.enroll",
+            fleet_id: Some(machine.fleet_id.to_string()),
+            machine_id: Some(machine_id.clone()),
+            ..Default::default()
+        };
+        self.store.audit(audit).await.map_err(internal)?;
+        let fleet = String::new();
+        Ok(Response::new(proto::EnrollResponse {
+            machine_id,
+            credential: credential.expose().clone(),
+            fleet,
+        }))
+    }
+
+    type LinkStream = FrameStream;
+
+    async fn link(
+        &self,
+        req: Request<Streaming<proto::AgentFrame>>,
+    ) -> Result<Response<FrameStream>, Status> {
+        let machine = self.authenticate(req.metadata()).await?;
+        let mut inbound = req.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(proto::AgentFrame {
+                kind: Some(agent_frame::Kind::Hello(h)),
+            }))) => h,
+            Ok(Err(e)) => return Err(e),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first frame of a stream must be hello",
+                ));
+            }
+        };
+        let info = MachineInfo {
+            hostname: hello.hostname,
+            display_name: hello.display_name,
+            os: hello.os,
+            arch: hello.arch,
+        };
+        self.store
+            .machine_connected(machine, &info)
+            .await
+            .map_err(internal)?;
+        let (tx, rx) = mpsc::channel(AGENT_QUEUE_FRAMES);
+        let welcome = proto::Welcome {
+            machine_id: machine.to_string(),
+            heartbeat_interval_ms: u32::try_from(self.heartbeat.as_millis()).unwrap_or(u32::MAX),
+        };
+        let _ = tx
+            .send(Ok(proto::RelayFrame {
+                kind: Some(relay_frame::Kind::Welcome(welcome)),
+            }))
+            .await;
+        let conn = AgentConn::new(machine, tx);
+        if let Some(old) = self.router.register(conn.clone()) {
+            old.kick(Status::aborted(
+                "replaced by a newer connection of the same machine",
+            ));
+        }
+        tracing::info!(%machine, hostname = %info.hostname, version = %hello.agent_version, "agent connected");
+        tokio::spawn(self.clone().pump(conn, inbound));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl RelayService {
+    /// Reads the agent's frames until the stream ends, misses three heartbeats or breaks the
+    /// protocol; then marks the machine offline and tells every session it is lost.
+    async fn pump(self, conn: Arc<AgentConn>, mut inbound: Streaming<proto::AgentFrame>) {
+        let machine = conn.machine();
+        let mut silence = Silence::new(self.heartbeat * 3);
+        let reason = loop {
+            let message = tokio::select! {
+                message = inbound.message() => message,
+                () = silence.expired() => break "missed three heartbeats".to_string(),
+            };
+            let frame = match message {
+                Err(e) => break format!("stream error: {}", e.message()),
+                Ok(None) => break "stream closed".to_string(),
+                Ok(Some(frame)) => frame,
+            };
+            silence.heard();
+            let Some(kind) = frame.kind else {
+                conn.kick(Status::invalid_argument("malformed frame: no payload"));
+                break "malformed frame".to_string();
+            };
+            if matches!(kind, agent_frame::Kind::Heartbeat(_))
+                && let Err(e) = self.store.machine_heartbeat(machine).await
+            {
+                tracing::warn!(%machine, error = %e, "could not record heartbeat");
+            }
+            if let Err(status) = conn.dispatch(kind) {
+                tracing::warn!(%machine, error = %status.message(), "protocol violation; closing stream");
+                conn.kick(status);
+                break "protocol violation".to_string();
+            }
+        };
+        conn.lost();
+        if self.router.unregister(&conn)
+            && let Err(e) = self.store.machine_disconnected(machine).await
+        {
+            tracing::warn!(%machine, error = %e, "could not mark machine offline");
+        }
+        tracing::info!(%machine, %reason, "agent disconnected");
+    }
+}
+
+/// The stream's silence deadline: `limit` after the last frame. A `timeout` around every
+/// read would put a timer into the runtime's wheel and take it out again for every frame
+/// (every keystroke); this timer is armed once and, when it fires, moved to `limit` after
+/// the last frame heard, so a busy stream costs a clock read per frame.
+struct Silence {
+    limit: Duration,
+    last: tokio::time::Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Silence {
+    fn new(limit: Duration) -> Self {
+        let last = tokio::time::Instant::now();
+        Self {
+            limit,
+            last,
+            timer: Box::pin(tokio::time::sleep_until(last + limit)),
+        }
+    }
+
+    /// A frame arrived.
+    fn heard(&mut self) {
+        self.last = tokio::time::Instant::now();
+    }
+
+    /// Resolves once `limit` has passed without a frame. Cancel-safe.
+    async fn expired(&mut self) {
+        loop {
+            self.timer.as_mut().await;
+            let due = self.last + self.limit;
+            if due <= tokio::time::Instant::now() {
+                return;
+            }
+            self.timer.as_mut().reset(due);
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The SQLite implementation of the store: one file in the data folder, WAL mode, migrations
+//! from `migrations/sqlite/` applied at open. The embedded default: a newcomer needs nothing
+//! but cargo.
+
+mod grants;
+mod identity;
+mod links;
+mod machines;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{AuditEvent, AuditStore, StoreError};
+use crate::core::clock::now;
+
+/// The store over one SQLite database; cheap to clone (a connection pool).
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `cmdop.db` in `data_dir` and applies migrations.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(data_dir.join("cmdop.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn audit(&self, event: AuditEvent<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, actor, action, fleet_id, machine_id, link_id, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(now())
+        .bind(event.actor)
+        .bind(event.action)
+        .bind(event.fleet_id)
+        .bind(event.machine_id)
+        .bind(event.link_id)
+        .bind(event.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
