@@ -90,11 +90,7 @@ impl Config {
 const CAPACITY_P99_US: f64 = 5_000.0;
 
 fn log(msg: impl AsRef<str>) {
-    eprintln!(
-        "[e2e {:>7.1}s] {}",
-        started().elapsed().as_secs_f64(),
-        msg.as_ref()
-    );
+    eprintln!("[e2e {:>7.1}s] {}", started().elapsed().as_secs_f64(), msg.as_ref());
 }
 
 fn started() -> Instant {
@@ -147,13 +143,8 @@ struct Runtimes {
 
 fn runtimes() -> anyhow::Result<Runtimes> {
     Ok(Runtimes {
-        control: tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        idle: tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?,
+        control: tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        idle: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?,
     })
 }
 
@@ -170,19 +161,12 @@ fn raise_nofile() -> u64 {
 }
 
 fn read_sys(path: &str) -> Value {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map_or(Value::Null, Value::from)
+    std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<u64>().ok()).map_or(Value::Null, Value::from)
 }
 
 fn load_average() -> Value {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let v: Vec<f64> = text
-        .split_whitespace()
-        .take(3)
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let v: Vec<f64> = text.split_whitespace().take(3).filter_map(|x| x.parse().ok()).collect();
     json!(v)
 }
 
@@ -259,10 +243,7 @@ fn bench_echo(cfg: &Config, fx: &Fixture, ws: &mut link::Timed) -> anyhow::Resul
 
 fn bench_throughput(cfg: &Config, fx: &Fixture, ws: &mut link::Timed) -> anyhow::Result<Value> {
     let bytes = cfg.throughput_bytes;
-    log(format!(
-        "throughput: head -c {bytes} /dev/zero | base64 | cat, {} round(s)",
-        cfg.throughput_rounds
-    ));
+    log(format!("throughput: head -c {bytes} /dev/zero | base64 | cat, {} round(s)", cfg.throughput_rounds));
     let within = Duration::from_secs(300);
     let mut base_runs = Vec::new();
     let mut floor_runs = Vec::new();
@@ -270,19 +251,15 @@ fn bench_throughput(cfg: &Config, fx: &Fixture, ws: &mut link::Timed) -> anyhow:
     let mut cpu = Vec::new();
     for _ in 0..cfg.throughput_rounds {
         let (n, s) = local::throughput(bytes, within)?;
-        base_runs
-            .push(json!({"bytes": n, "seconds": s, "mib_s": round1(n as f64 / s / 1048576.0)}));
+        base_runs.push(json!({"bytes": n, "seconds": s, "mib_s": round1(n as f64 / s / 1048576.0)}));
         // This process's CPU: the floor's copier threads and its reader, then the link's client.
         let me = std::process::id();
         let floor_cpu = cpu_seconds(me);
         let (n, s) = local::throughput_via_plain_tcp(bytes, within)?;
         let floor_cpu = cpu_seconds(me) - floor_cpu;
         floor_runs.push(json!({"bytes": n, "seconds": s, "mib_s": round1(n as f64 / s / 1048576.0), "relay_agent_and_client_cpu_s": centi(floor_cpu)}));
-        let (server_cpu, agent_cpu, client_cpu) = (
-            cpu_seconds(fx.server_pid()),
-            cpu_seconds(fx.agent_pid()),
-            cpu_seconds(me),
-        );
+        let (server_cpu, agent_cpu, client_cpu) =
+            (cpu_seconds(fx.server_pid()), cpu_seconds(fx.agent_pid()), cpu_seconds(me));
         let (n, s, frames) = ws.throughput(bytes, within)?;
         cpu.push(json!({
             "server_cpu_s": centi(cpu_seconds(fx.server_pid()) - server_cpu),
@@ -291,8 +268,7 @@ fn bench_throughput(cfg: &Config, fx: &Fixture, ws: &mut link::Timed) -> anyhow:
         }));
         let mean_frame = n / frames.max(1);
         link_runs.push(json!({"bytes": n, "seconds": s, "mib_s": round1(n as f64 / s / 1048576.0), "frames": frames, "mean_frame_bytes": mean_frame}));
-        ws.settle(Duration::from_millis(200), Duration::from_secs(5))
-            .ok();
+        ws.settle(Duration::from_millis(200), Duration::from_secs(5)).ok();
     }
     // Best of the rounds on each side: noise only ever slows a run down.
     let best = |runs: &[Value]| runs.iter().map(|r| f(r, "mib_s")).fold(0.0, f64::max);
@@ -326,13 +302,7 @@ struct Idle {
 impl Idle {
     /// Opens sockets on `link` until `target` are held (each waits for its shell's first
     /// output when `settle`); returns (opened now, failures, seconds).
-    fn fill(
-        &mut self,
-        rt: &Runtimes,
-        url: &str,
-        target: usize,
-        settle: bool,
-    ) -> (usize, usize, f64) {
+    fn fill(&mut self, rt: &Runtimes, url: &str, target: usize, settle: bool) -> (usize, usize, f64) {
         let need = target.saturating_sub(self.tasks.len());
         let started = Instant::now();
         let url = url.to_string();
@@ -343,12 +313,7 @@ impl Idle {
                     async move {
                         let mut ws = link::open(&url).await?;
                         if settle {
-                            link::settle(
-                                &mut ws,
-                                Duration::from_millis(30),
-                                Duration::from_secs(60),
-                            )
-                            .await?;
+                            link::settle(&mut ws, Duration::from_millis(30), Duration::from_secs(60)).await?;
                         }
                         Ok(ws)
                     }
@@ -369,9 +334,7 @@ impl Idle {
             }
         }
         if let Some(e) = first_error {
-            log(format!(
-                "  {failures} socket(s) failed to open; first: {e:#}"
-            ));
+            log(format!("  {failures} socket(s) failed to open; first: {e:#}"));
         }
         (need - failures, failures, started.elapsed().as_secs_f64())
     }
@@ -406,11 +369,7 @@ fn settled_rss(pid: u32) -> u64 {
 fn bench_memory(cfg: &Config, rt: &Runtimes) -> anyhow::Result<(Value, Value)> {
     log("memory: fresh server and agent");
     let fx = Fixture::with_agent()?;
-    log(format!(
-        "server pid {}, agent pid {}",
-        fx.server_pid(),
-        fx.agent_pid()
-    ));
+    log(format!("server pid {}, agent pid {}", fx.server_pid(), fx.agent_pid()));
     let link = fx.share(&fx.machine_id, "2h")?;
     let url = link.socket_url();
     // The echo session (opened first, exercised once) also warms every lazy path up.
@@ -423,9 +382,7 @@ fn bench_memory(cfg: &Config, rt: &Runtimes) -> anyhow::Result<(Value, Value)> {
     let mut levels = Vec::new();
     let mut capacity = Value::Null;
     for (i, &n) in cfg.memory_levels.iter().enumerate() {
-        log(format!(
-            "memory: opening idle sessions up to {n} (each waits for its shell prompt)"
-        ));
+        log(format!("memory: opening idle sessions up to {n} (each waits for its shell prompt)"));
         let (opened, failures, secs) = idle.fill(rt, &url, n, true);
         let held = idle.len();
         let (server, agent) = (settled_rss(fx.server_pid()), settled_rss(fx.agent_pid()));
@@ -441,13 +398,9 @@ fn bench_memory(cfg: &Config, rt: &Runtimes) -> anyhow::Result<(Value, Value)> {
             "agent_threads": threads(fx.agent_pid()),
             "agent_threads_per_session": round1((threads(fx.agent_pid()) as f64 - agent_threads0 as f64) / held.max(1) as f64),
         }));
-        log(format!(
-            "  {held} held: server {server} KiB, agent {agent} KiB"
-        ));
+        log(format!("  {held} held: server {server} KiB, agent {agent} KiB"));
         if i + 1 == cfg.memory_levels.len() {
-            log(format!(
-                "capacity (real agent): echo with {held} idle sessions held"
-            ));
+            log(format!("capacity (real agent): echo with {held} idle sessions held"));
             let (warmup, keys) = (cfg.warmup, cfg.capacity_keys);
             let samples = ws.echo(warmup, keys);
             capacity = match samples {
@@ -462,10 +415,7 @@ fn bench_memory(cfg: &Config, rt: &Runtimes) -> anyhow::Result<(Value, Value)> {
             };
         }
     }
-    let worst = levels
-        .iter()
-        .map(|l| f(l, "server_kib_per_session"))
-        .fold(0.0, f64::max);
+    let worst = levels.iter().map(|l| f(l, "server_kib_per_session")).fold(0.0, f64::max);
     let memory = json!({
         "baseline_server_rss_kib_no_sessions": server0,
         "baseline_agent_rss_kib_no_sessions": agent0,
@@ -483,25 +433,15 @@ fn bench_memory(cfg: &Config, rt: &Runtimes) -> anyhow::Result<(Value, Value)> {
 fn bench_capacity(cfg: &Config, rt: &Runtimes) -> anyhow::Result<Value> {
     log("capacity: fresh server, real agent (echo) and null agent (idle sessions)");
     let fx = Fixture::with_agent()?;
-    log(format!(
-        "server pid {}, agent pid {}",
-        fx.server_pid(),
-        fx.agent_pid()
-    ));
+    log(format!("server pid {}, agent pid {}", fx.server_pid(), fx.agent_pid()));
     let token = fx.enrollment_token()?;
     let stub = rt.idle.block_on(stub::start(&fx.url, &token))?;
     let stub_id = stub.machine_id.clone();
-    fixture::wait_until(
-        Duration::from_secs(20),
-        "the null agent to be online",
-        || {
-            let run = fx.cli(&["connect", "--list", "--json"])?;
-            let rows: Vec<Value> = serde_json::from_str(&run.stdout)?;
-            Ok(rows
-                .iter()
-                .any(|r| r["id"] == stub_id.as_str() && r["online"] == true))
-        },
-    )?;
+    fixture::wait_until(Duration::from_secs(20), "the null agent to be online", || {
+        let run = fx.cli(&["connect", "--list", "--json"])?;
+        let rows: Vec<Value> = serde_json::from_str(&run.stdout)?;
+        Ok(rows.iter().any(|r| r["id"] == stub_id.as_str() && r["online"] == true))
+    })?;
     let echo_link = fx.share(&fx.machine_id, "2h")?;
     let idle_link = fx.share(&stub_id, "2h")?;
     let (warmup, keys) = (cfg.warmup, cfg.capacity_keys);
@@ -526,9 +466,7 @@ fn bench_capacity(cfg: &Config, rt: &Runtimes) -> anyhow::Result<Value> {
         let (opened, failures, secs) = idle.fill(rt, &idle_link.socket_url(), n, false);
         let held = idle.len();
         let server = settled_rss(fx.server_pid());
-        log(format!(
-            "  {held} held ({failures} failed): server {server} KiB; echo"
-        ));
+        log(format!("  {held} held ({failures} failed): server {server} KiB; echo"));
         let echo = ws.echo(warmup, keys);
         let mut level = json!({
             "sessions": held,
@@ -556,12 +494,8 @@ fn bench_capacity(cfg: &Config, rt: &Runtimes) -> anyhow::Result<Value> {
             break;
         }
     }
-    let max_ok = levels
-        .iter()
-        .filter(|l| l["ok"] == true)
-        .map(|l| l["sessions"].as_u64().unwrap_or(0))
-        .max()
-        .unwrap_or(0);
+    let max_ok =
+        levels.iter().filter(|l| l["ok"] == true).map(|l| l["sessions"].as_u64().unwrap_or(0)).max().unwrap_or(0);
     drop(idle);
     drop(stub);
     drop(fx);
@@ -578,26 +512,17 @@ fn bench_capacity(cfg: &Config, rt: &Runtimes) -> anyhow::Result<Value> {
 // ---- control ---------------------------------------------------------------------------------
 
 fn bench_revoke(cfg: &Config, rt: &Runtimes, fx: &Fixture) -> anyhow::Result<Value> {
-    log(format!(
-        "control: revoke-to-close, {} samples",
-        cfg.revoke_samples
-    ));
+    log(format!("control: revoke-to-close, {} samples", cfg.revoke_samples));
     let mut close_ms = Vec::new();
     let mut cli_ms = Vec::new();
     for _ in 0..cfg.revoke_samples {
         let link = fx.share(&fx.machine_id, "1h")?;
         let mut ws = rt.control.block_on(link::open(&link.socket_url()))?;
-        rt.control.block_on(link::settle(
-            &mut ws,
-            Duration::from_millis(100),
-            Duration::from_secs(30),
-        ))?;
+        rt.control.block_on(link::settle(&mut ws, Duration::from_millis(100), Duration::from_secs(30)))?;
         let mut cmd = fx.cli_command(&["connect", "unshare", &link.id]);
         let t0 = Instant::now();
         let mut child = cmd.spawn()?;
-        let closed = rt
-            .control
-            .block_on(link::wait_close(&mut ws, Duration::from_secs(20)));
+        let closed = rt.control.block_on(link::wait_close(&mut ws, Duration::from_secs(20)));
         let status = fixture::wait_child(&mut child, Duration::from_secs(60))?;
         let cli = t0.elapsed();
         let closed = closed?;
@@ -626,34 +551,24 @@ fn bench_revoke(cfg: &Config, rt: &Runtimes, fx: &Fixture) -> anyhow::Result<Val
 }
 
 fn bench_deadline(cfg: &Config, rt: &Runtimes, fx: &Fixture) -> anyhow::Result<Value> {
-    log(format!(
-        "control: deadline-to-close, {} links of 5 s",
-        cfg.deadline_samples
-    ));
+    log(format!("control: deadline-to-close, {} links of 5 s", cfg.deadline_samples));
     let mut open = Vec::new();
     for _ in 0..cfg.deadline_samples {
         let link = fx.share(&fx.machine_id, "5s")?;
         let ws = rt.control.block_on(link::open(&link.socket_url()))?;
         open.push((link.deadline()?, ws));
     }
-    let results = rt
-        .control
-        .block_on(futures_util::future::join_all(open.into_iter().map(
-            |(deadline, mut ws)| async move {
-                // Same-run baseline: how late this process's own timer fires for the same deadline.
-                let wait = deadline
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default();
-                let timer = tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    SystemTime::now()
-                        .duration_since(deadline)
-                        .unwrap_or_default()
-                });
-                let closed = link::wait_close(&mut ws, Duration::from_secs(30)).await;
-                (deadline, closed, timer.await.unwrap_or_default())
-            },
-        )));
+    let results =
+        rt.control.block_on(futures_util::future::join_all(open.into_iter().map(|(deadline, mut ws)| async move {
+            // Same-run baseline: how late this process's own timer fires for the same deadline.
+            let wait = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+            let timer = tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                SystemTime::now().duration_since(deadline).unwrap_or_default()
+            });
+            let closed = link::wait_close(&mut ws, Duration::from_secs(30)).await;
+            (deadline, closed, timer.await.unwrap_or_default())
+        })));
     let mut late_ms = Vec::new();
     let mut timer_ms = Vec::new();
     for (deadline, closed, timer) in results {
@@ -725,9 +640,7 @@ fn bench_verify() -> anyhow::Result<Value> {
         m.finalize().into_bytes()[0] == 0
     }));
     let t = token.clone();
-    let verify_rate = rate(Box::new(move || {
-        verify_link(&ring, &revocations, black_box(&t), now).is_ok()
-    }));
+    let verify_rate = rate(Box::new(move || verify_link(&ring, &revocations, black_box(&t), now).is_ok()));
     Ok(json!({
         "verify_link_per_s": verify_rate.round(),
         "baseline_hmac_sha256_of_token_per_s": mac_rate.round(),
@@ -739,11 +652,7 @@ fn bench_verify() -> anyhow::Result<Value> {
 
 // ---- main ------------------------------------------------------------------------------------
 
-fn attempt(
-    name: &str,
-    errors: &mut Vec<Value>,
-    f: impl FnOnce() -> anyhow::Result<Value>,
-) -> Value {
+fn attempt(name: &str, errors: &mut Vec<Value>, f: impl FnOnce() -> anyhow::Result<Value>) -> Value {
     match f() {
         Ok(v) => v,
         Err(e) => {
@@ -764,10 +673,7 @@ fn main() -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick")
         || std::env::var("CMDOP_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let mut cfg = Config::new(quick);
-    if let Some(keys) = std::env::var("CMDOP_BENCH_KEYS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-    {
+    if let Some(keys) = std::env::var("CMDOP_BENCH_KEYS").ok().and_then(|k| k.parse().ok()) {
         cfg.keys = keys; // longer echo runs, for profiling
     }
     // `CMDOP_BENCH_ONLY=echo,throughput,control,verify,memory,capacity` runs only those phases
@@ -778,69 +684,49 @@ fn main() -> anyhow::Result<()> {
     let rt = runtimes()?;
     let load_before = load_average();
     let mut errors = Vec::new();
-    log(format!(
-        "mode {}, RLIMIT_NOFILE {nofile}, binary {}",
-        if quick { "quick" } else { "full" },
-        fixture::cmdop()
-    ));
+    log(format!("mode {}, RLIMIT_NOFILE {nofile}, binary {}", if quick { "quick" } else { "full" }, fixture::cmdop()));
 
     let first = ["echo", "throughput", "control"].iter().any(|p| want(p));
-    let (echo, throughput, revoke, deadline) = match if first {
-        Fixture::with_agent()
-    } else {
-        Err(anyhow::anyhow!("skipped"))
-    } {
-        Ok(fx) => {
-            log(format!(
-                "server pid {}, agent pid {}",
-                fx.server_pid(),
-                fx.agent_pid()
-            ));
-            let mut ws = None;
-            let setup: anyhow::Result<()> = (|| {
-                let link = fx.share(&fx.machine_id, "2h")?;
-                let mut s = link::Timed::open(&link.socket_url())?;
-                s.settle(Duration::from_millis(300), Duration::from_secs(30))
-                    .context("no prompt")?;
-                ws = Some(s);
-                Ok(())
-            })();
-            if let Err(e) = setup {
-                errors.push(
-                    json!({"phase": "setup", "error": format!("{e:#}"), "logs": fx.log_tail()}),
-                );
-            }
-            let (mut echo, mut throughput) = (Value::Null, Value::Null);
-            if let Some(ws) = ws.as_mut() {
-                if want("echo") {
-                    echo = attempt("echo", &mut errors, || bench_echo(&cfg, &fx, ws));
+    let (echo, throughput, revoke, deadline) =
+        match if first { Fixture::with_agent() } else { Err(anyhow::anyhow!("skipped")) } {
+            Ok(fx) => {
+                log(format!("server pid {}, agent pid {}", fx.server_pid(), fx.agent_pid()));
+                let mut ws = None;
+                let setup: anyhow::Result<()> = (|| {
+                    let link = fx.share(&fx.machine_id, "2h")?;
+                    let mut s = link::Timed::open(&link.socket_url())?;
+                    s.settle(Duration::from_millis(300), Duration::from_secs(30)).context("no prompt")?;
+                    ws = Some(s);
+                    Ok(())
+                })();
+                if let Err(e) = setup {
+                    errors.push(json!({"phase": "setup", "error": format!("{e:#}"), "logs": fx.log_tail()}));
                 }
-                if want("throughput") {
-                    throughput = attempt("throughput", &mut errors, || {
-                        bench_throughput(&cfg, &fx, ws)
-                    });
+                let (mut echo, mut throughput) = (Value::Null, Value::Null);
+                if let Some(ws) = ws.as_mut() {
+                    if want("echo") {
+                        echo = attempt("echo", &mut errors, || bench_echo(&cfg, &fx, ws));
+                    }
+                    if want("throughput") {
+                        throughput = attempt("throughput", &mut errors, || bench_throughput(&cfg, &fx, ws));
+                    }
                 }
+                drop(ws);
+                let (mut revoke, mut deadline) = (Value::Null, Value::Null);
+                if want("control") {
+                    revoke = attempt("revoke", &mut errors, || bench_revoke(&cfg, &rt, &fx));
+                    deadline = attempt("deadline", &mut errors, || bench_deadline(&cfg, &rt, &fx));
+                }
+                (echo, throughput, revoke, deadline)
             }
-            drop(ws);
-            let (mut revoke, mut deadline) = (Value::Null, Value::Null);
-            if want("control") {
-                revoke = attempt("revoke", &mut errors, || bench_revoke(&cfg, &rt, &fx));
-                deadline = attempt("deadline", &mut errors, || bench_deadline(&cfg, &rt, &fx));
+            Err(e) => {
+                if first {
+                    errors.push(json!({"phase": "start", "error": format!("{e:#}")}));
+                }
+                (Value::Null, Value::Null, Value::Null, Value::Null)
             }
-            (echo, throughput, revoke, deadline)
-        }
-        Err(e) => {
-            if first {
-                errors.push(json!({"phase": "start", "error": format!("{e:#}")}));
-            }
-            (Value::Null, Value::Null, Value::Null, Value::Null)
-        }
-    };
-    let verify = if want("verify") {
-        attempt("verify", &mut errors, bench_verify)
-    } else {
-        Value::Null
-    };
+        };
+    let verify = if want("verify") { attempt("verify", &mut errors, bench_verify) } else { Value::Null };
     let mut real_capacity = Value::Null;
     let memory = if want("memory") {
         attempt("memory", &mut errors, || {
@@ -851,16 +737,10 @@ fn main() -> anyhow::Result<()> {
     } else {
         Value::Null
     };
-    let mut capacity = if want("capacity") {
-        attempt("capacity", &mut errors, || bench_capacity(&cfg, &rt))
-    } else {
-        json!({})
-    };
+    let mut capacity =
+        if want("capacity") { attempt("capacity", &mut errors, || bench_capacity(&cfg, &rt)) } else { json!({}) };
     capacity["real_agent_level"] = real_capacity;
-    let target_met = capacity["max_sessions_with_p99_under_5ms"]
-        .as_u64()
-        .unwrap_or(0)
-        >= 10_000;
+    let target_met = capacity["max_sessions_with_p99_under_5ms"].as_u64().unwrap_or(0) >= 10_000;
     capacity["target_sessions"] = json!(10_000);
     capacity["met"] = json!(target_met);
     capacity["limits"] = json!({
@@ -892,8 +772,7 @@ fn main() -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(&out)?;
     println!("{text}");
     if let Ok(path) = std::env::var("CMDOP_BENCH_OUT") {
-        std::fs::write(&path, format!("{text}\n"))
-            .with_context(|| format!("cannot write {path}"))?;
+        std::fs::write(&path, format!("{text}\n")).with_context(|| format!("cannot write {path}"))?;
     }
     rt.idle.shutdown_background();
     Ok(())

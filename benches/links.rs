@@ -36,9 +36,7 @@ fn bench_verify(c: &mut Criterion) {
     let mut group = c.benchmark_group("links");
     group.throughput(Throughput::Elements(1));
     group.bench_function("verify", |b| b.iter(|| ring.verify(black_box(&token), now)));
-    group.bench_function("verify_link", |b| {
-        b.iter(|| verify_link(&ring, &revocations, black_box(&token), now))
-    });
+    group.bench_function("verify_link", |b| b.iter(|| verify_link(&ring, &revocations, black_box(&token), now)));
     group.finish();
 
     // A plain timed loop as well, so the figure reads directly as verifications/s.

@@ -85,8 +85,7 @@ fn attach_shows_the_banner_runs_commands_and_exits_with_the_shell_code() -> anyh
 }
 
 #[test]
-fn ctrl_c_reaches_the_remote_process_resize_reaches_stty_and_ctrl_d_detaches() -> anyhow::Result<()>
-{
+fn ctrl_c_reaches_the_remote_process_resize_reaches_stty_and_ctrl_d_detaches() -> anyhow::Result<()> {
     let s = Setup::start("keys-box")?;
     let mut t = s.connect(&[], 80, 24)?;
     t.expect("attached - Ctrl-D to detach", SOON)?;
@@ -94,8 +93,7 @@ fn ctrl_c_reaches_the_remote_process_resize_reaches_stty_and_ctrl_d_detaches() -
     std::thread::sleep(Duration::from_millis(500)); // let the shell start it
     t.send(b"\x03")?;
     t.line("echo rc=$?")?;
-    t.expect("rc=130", SOON)
-        .context("Ctrl-C should kill the remote sleep with SIGINT")?;
+    t.expect("rc=130", SOON).context("Ctrl-C should kill the remote sleep with SIGINT")?;
 
     t.resize(123, 41)?;
     let mut resized = false;
@@ -106,11 +104,7 @@ fn ctrl_c_reaches_the_remote_process_resize_reaches_stty_and_ctrl_d_detaches() -
             break;
         }
     }
-    ensure!(
-        resized,
-        "the new window size never reached the remote PTY:\n{}",
-        t.text()
-    );
+    ensure!(resized, "the new window size never reached the remote PTY:\n{}", t.text());
 
     t.send(b"\x04")?;
     assert_eq!(t.wait(SOON)?, 0, "Ctrl-D detaches locally (CONTRACT.md)");
@@ -121,8 +115,7 @@ fn ctrl_c_reaches_the_remote_process_resize_reaches_stty_and_ctrl_d_detaches() -
 /// arrival (src/agent/pty.rs). No piece of output may wait for a later one: each of these
 /// pieces is followed by silence, a small one after a burst included.
 #[test]
-fn output_in_small_pieces_and_after_a_burst_arrives_without_waiting_for_more() -> anyhow::Result<()>
-{
+fn output_in_small_pieces_and_after_a_burst_arrives_without_waiting_for_more() -> anyhow::Result<()> {
     let s = Setup::start("pieces-box")?;
     let mut t = s.connect(&[], 100, 30)?;
     t.expect("attached - Ctrl-D to detach", SOON)?;
@@ -152,24 +145,15 @@ fn a_persistent_session_replays_its_last_mib_after_a_detach_with_no_gap() -> any
     t.expect("detached from session \"stream\"", SOON)?;
     assert_eq!(t.wait(SOON)?, 0);
 
-    wait_until(STREAM, "the detached session to finish the stream", || {
-        Ok(done.exists())
-    })?;
+    wait_until(STREAM, "the detached session to finish the stream", || Ok(done.exists()))?;
     let mut again = s.connect(&["--session", "stream"], 100, 30)?;
     again.expect("attached to session \"stream\"", SOON)?;
     let start = again.expect("(the session lives on)\r\n", SOON)?;
     again.expect("END-2", STREAM)?;
     let replay = again.output()[start..].to_vec();
     let seen = numbered::check(&replay, &[], None, LAST, "END-2")?;
-    ensure!(
-        seen.bytes >= MIB - 8 * 1024,
-        "only {} bytes of the last MiB were replayed ({seen:?})",
-        seen.bytes
-    );
-    ensure!(
-        seen.bytes <= MIB,
-        "more than the ring was replayed ({seen:?})"
-    );
+    ensure!(seen.bytes >= MIB - 8 * 1024, "only {} bytes of the last MiB were replayed ({seen:?})", seen.bytes);
+    ensure!(seen.bytes <= MIB, "more than the ring was replayed ({seen:?})");
     again.send(b"~.")?;
     assert_eq!(again.wait(SOON)?, 0);
     Ok(())
@@ -190,23 +174,12 @@ fn a_persistent_session_survives_a_server_restart_mid_stream() -> anyhow::Result
     let seen = numbered::check(&text, &gaps, Some("1"), LAST, "END-2")?;
     ensure!(seen.first == 1, "the stream did not start at 1: {seen:?}");
     // Either nothing was lost, or the loss was reported and the last MiB still arrived whole.
-    ensure!(
-        gaps.len() <= 1,
-        "more than one gap across one restart: {seen:?}"
-    );
-    ensure!(
-        seen.tail_bytes >= MIB,
-        "less than the last MiB arrived after the gap: {seen:?}"
-    );
+    ensure!(gaps.len() <= 1, "more than one gap across one restart: {seen:?}");
+    ensure!(seen.tail_bytes >= MIB, "less than the last MiB arrived after the gap: {seen:?}");
     t.send(b"~.")?;
     assert_eq!(t.wait(SOON)?, 0);
     let sessions = sessions(&s, None)?;
-    ensure!(
-        sessions
-            .iter()
-            .any(|x| x.name.as_deref() == Some("survivor")),
-        "the session is gone: {sessions:?}"
-    );
+    ensure!(sessions.iter().any(|x| x.name.as_deref() == Some("survivor")), "the session is gone: {sessions:?}");
     Ok(())
 }
 
@@ -215,23 +188,14 @@ fn stalled_client(s: &Setup, extra: &[&str]) -> anyhow::Result<Child> {
     let mut args = vec!["connect", s.machine()];
     args.extend_from_slice(extra);
     let mut cmd = s.server.cli().command(&args);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     Ok(cmd.spawn()?)
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("no number")?
-        .parse()?)
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("no number")?.parse()?)
 }
 
 #[test]
@@ -252,10 +216,7 @@ fn a_client_that_stops_reading_keeps_relay_memory_bounded() -> anyhow::Result<()
     let _ = client.kill();
     let _ = client.wait();
     let growth_kib = peak.saturating_sub(before);
-    ensure!(
-        growth_kib < 4 * 1024,
-        "relay memory grew by {growth_kib} KiB while a client stalled (from {before} KiB)"
-    );
+    ensure!(growth_kib < 4 * 1024, "relay memory grew by {growth_kib} KiB while a client stalled (from {before} KiB)");
     Ok(())
 }
 
@@ -276,10 +237,7 @@ fn drain_into(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
 }
 
 fn contains(buf: &Arc<Mutex<Vec<u8>>>, needle: &str) -> bool {
-    buf.lock()
-        .unwrap()
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
+    buf.lock().unwrap().windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 #[test]
@@ -289,22 +247,14 @@ fn clients_share_a_session_and_a_stalled_one_holds_nobody_back() -> anyhow::Resu
     a.expect("attached to new session \"pair\"", SOON)?;
     let mut b = stalled_client(&s, &["--session", "pair"])?;
     let b_err = drain_into(b.stderr.take().context("no stderr")?);
-    wait_until(SOON, "the second client to attach", || {
-        Ok(contains(&b_err, "attached to session \"pair\""))
-    })?;
+    wait_until(SOON, "the second client to attach", || Ok(contains(&b_err, "attached to session \"pair\"")))?;
 
     a.line("seq 1 600000; echo PAIR-$((2+2))")?;
-    a.expect("PAIR-4", STREAM)
-        .context("the reading client must not wait for the stalled one")?;
+    a.expect("PAIR-4", STREAM).context("the reading client must not wait for the stalled one")?;
 
     let b_out = drain_into(b.stdout.take().context("no stdout")?);
-    wait_until(STREAM, "the stalled client to catch up", || {
-        Ok(contains(&b_out, "PAIR-4"))
-    })?;
-    ensure!(
-        contains(&b_err, "bytes of output were dropped"),
-        "the stalled client was not told about its gap"
-    );
+    wait_until(STREAM, "the stalled client to catch up", || Ok(contains(&b_out, "PAIR-4")))?;
+    ensure!(contains(&b_err, "bytes of output were dropped"), "the stalled client was not told about its gap");
     let _ = b.kill();
     let _ = b.wait();
     a.send(b"~.")?;
@@ -344,35 +294,17 @@ fn sessions_are_listed_and_kill_ends_one() -> anyhow::Result<()> {
     let mut t = s.connect(&["--session", "alpha"], 80, 24)?;
     t.expect("attached to new session \"alpha\"", SOON)?;
     let listed = sessions(&s, Some(s.machine()))?;
-    let alpha = listed
-        .iter()
-        .find(|x| x.name.as_deref() == Some("alpha"))
-        .context("alpha not listed")?;
-    ensure!(
-        alpha.persistent && alpha.attached == 1 && alpha.machine_id == s.machine(),
-        "{alpha:?}"
-    );
+    let alpha = listed.iter().find(|x| x.name.as_deref() == Some("alpha")).context("alpha not listed")?;
+    ensure!(alpha.persistent && alpha.attached == 1 && alpha.machine_id == s.machine(), "{alpha:?}");
     t.send(b"~.")?;
     assert_eq!(t.wait(SOON)?, 0);
     wait_until(SOON, "alpha to show no attached client", || {
-        Ok(sessions(&s, None)?
-            .iter()
-            .any(|x| x.name.as_deref() == Some("alpha") && x.attached == 0))
+        Ok(sessions(&s, None)?.iter().any(|x| x.name.as_deref() == Some("alpha") && x.attached == 0))
     })?;
 
-    s.server
-        .cli()
-        .run(&["connect", "kill", s.machine(), "alpha"])?
-        .expect_code(0)?;
-    wait_until(SOON, "alpha to end", || {
-        Ok(sessions(&s, None)?
-            .iter()
-            .all(|x| x.name.as_deref() != Some("alpha")))
-    })?;
-    let again = s
-        .server
-        .cli()
-        .run(&["connect", "kill", s.machine(), "alpha"])?;
+    s.server.cli().run(&["connect", "kill", s.machine(), "alpha"])?.expect_code(0)?;
+    wait_until(SOON, "alpha to end", || Ok(sessions(&s, None)?.iter().all(|x| x.name.as_deref() != Some("alpha"))))?;
+    let again = s.server.cli().run(&["connect", "kill", s.machine(), "alpha"])?;
     assert_eq!(again.code, 2, "no such session: {again}");
     Ok(())
 }
@@ -382,16 +314,11 @@ fn a_one_shot_shell_ends_when_its_client_disconnects() -> anyhow::Result<()> {
     let s = Setup::start("oneshot-box")?;
     let mut t = s.connect(&[], 80, 24)?;
     t.expect("attached - Ctrl-D to detach", SOON)?;
-    ensure!(
-        sessions(&s, None)?.len() == 1,
-        "the one-shot shell is listed while attached"
-    );
+    ensure!(sessions(&s, None)?.len() == 1, "the one-shot shell is listed while attached");
     t.send(b"~.")?;
     t.expect("disconnected; the shell was ended", SOON)?;
     assert_eq!(t.wait(SOON)?, 0);
-    wait_until(SOON, "the one-shot shell to end", || {
-        Ok(sessions(&s, None)?.is_empty())
-    })?;
+    wait_until(SOON, "the one-shot shell to end", || Ok(sessions(&s, None)?.is_empty()))?;
     Ok(())
 }
 
@@ -405,8 +332,7 @@ fn a_one_shot_shell_survives_a_server_restart_and_the_cli_reattaches() -> anyhow
     s.server.restart()?;
     t.expect("[cmdop: reconnected]", Duration::from_secs(40))?;
     t.line("echo $MARK")?;
-    t.expect("kept-42", SOON)
-        .context("the same shell, with its variable, is reattached")?;
+    t.expect("kept-42", SOON).context("the same shell, with its variable, is reattached")?;
     t.line("exit 5")?;
     assert_eq!(t.wait(SOON)?, 5);
     Ok(())
@@ -449,45 +375,21 @@ impl Drop for KillOnDrop {
 fn an_idle_persistent_session_ends_after_the_agents_session_idle() -> anyhow::Result<()> {
     let server = TestServer::start()?;
     let token = server.cli().enrollment_token()?;
-    let dir = tempfile::Builder::new()
-        .prefix("cmdop-idle-agent-")
-        .tempdir()?;
+    let dir = tempfile::Builder::new().prefix("cmdop-idle-agent-").tempdir()?;
     let mut cmd = server.agent_command(&dir.path().join("state"), &dir.path().join("agent.log"))?;
-    cmd.args([
-        "--token",
-        &token,
-        "--display-name",
-        "idle-box",
-        "--session-idle",
-        "5s",
-    ]);
+    cmd.args(["--token", &token, "--display-name", "idle-box", "--session-idle", "5s"]);
     let _agent = KillOnDrop(cmd.spawn()?);
     let mut machine = None;
     wait_until(SOON, "the agent to be online", || {
-        machine = server
-            .cli()
-            .machines()?
-            .into_iter()
-            .find(|m| m.online)
-            .map(|m| m.id);
+        machine = server.cli().machines()?.into_iter().find(|m| m.online).map(|m| m.id);
         Ok(machine.is_some())
     })?;
     let machine = machine.context("no machine")?;
-    let mut t = Term::spawn(
-        server.cli().home(),
-        &["connect", &machine, "--session", "sleepy"],
-        80,
-        24,
-    )?;
+    let mut t = Term::spawn(server.cli().home(), &["connect", &machine, "--session", "sleepy"], 80, 24)?;
     t.expect("attached to new session \"sleepy\"", SOON)?;
     t.send(b"~.")?;
     assert_eq!(t.wait(SOON)?, 0);
-    ensure!(
-        sessions_of(server.cli(), None)?.len() == 1,
-        "the detached session lives on at first"
-    );
-    wait_until(SOON, "the idle session to end", || {
-        Ok(sessions_of(server.cli(), None)?.is_empty())
-    })?;
+    ensure!(sessions_of(server.cli(), None)?.len() == 1, "the detached session lives on at first");
+    wait_until(SOON, "the idle session to end", || Ok(sessions_of(server.cli(), None)?.is_empty()))?;
     Ok(())
 }

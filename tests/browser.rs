@@ -30,13 +30,11 @@ const HEIGHT: u32 = 640;
 
 /// The browser to drive, or `None` (after saying so) when it is absent outside CI.
 fn chromium() -> anyhow::Result<Option<PathBuf>> {
-    let path =
-        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    let path = PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
     if path.is_file() {
         return Ok(Some(path));
     }
-    let ci = std::env::var("CI")
-        .is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"));
+    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"));
     if ci {
         bail!(
             "no browser at {} (set CHROMIUM, or `apt-get install chromium`); CI is set, so this fails",
@@ -59,9 +57,7 @@ struct Chrome {
 
 impl Chrome {
     fn launch(path: &Path) -> anyhow::Result<Self> {
-        let profile = tempfile::Builder::new()
-            .prefix("cmdop-chromium-")
-            .tempdir()?;
+        let profile = tempfile::Builder::new().prefix("cmdop-chromium-").tempdir()?;
         let config = BrowserConfig::builder()
             .chrome_executable(path)
             .no_sandbox()
@@ -75,24 +71,15 @@ impl Chrome {
                 "disable-dev-shm-usage",
             ])
             .window_size(WIDTH, HEIGHT)
-            .viewport(Viewport {
-                width: WIDTH,
-                height: HEIGHT,
-                ..Viewport::default()
-            })
+            .viewport(Viewport { width: WIDTH, height: HEIGHT, ..Viewport::default() })
             .launch_timeout(Duration::from_secs(30))
             .request_timeout(Duration::from_secs(20))
             .build()
             .map_err(anyhow::Error::msg)?;
-        let (browser, mut handler) = rt()
-            .block_on(Browser::launch(config))
-            .with_context(|| format!("cannot launch {}", path.display()))?;
+        let (browser, mut handler) =
+            rt().block_on(Browser::launch(config)).with_context(|| format!("cannot launch {}", path.display()))?;
         let handler = rt().spawn(async move { while handler.next().await.is_some() {} });
-        Ok(Self {
-            browser: Some(browser),
-            handler,
-            _profile: profile,
-        })
+        Ok(Self { browser: Some(browser), handler, _profile: profile })
     }
 
     /// Runs `body` on a new page in a task of its own, bounded by `SCENARIO`. A panic in the
@@ -124,10 +111,7 @@ impl Drop for Chrome {
                 if !matches!(closed, Ok(Ok(_))) {
                     let _ = browser.kill().await;
                 }
-                if tokio::time::timeout(Duration::from_secs(10), browser.wait())
-                    .await
-                    .is_err()
-                {
+                if tokio::time::timeout(Duration::from_secs(10), browser.wait()).await.is_err() {
                     let _ = browser.kill().await;
                     let _ = browser.wait().await;
                 }
@@ -177,32 +161,22 @@ const OVERLAY: &str = "(() => { const o = document.getElementById('overlay'); \
      return { visible: !o.hidden && o.checkVisibility(), text: o.innerText.trim() }; })()";
 
 fn has_line(text: &serde_json::Value, line: &str) -> bool {
-    text.as_str()
-        .is_some_and(|t| terminal_lines(t).iter().any(|l| l == line))
+    text.as_str().is_some_and(|t| terminal_lines(t).iter().any(|l| l == line))
 }
 
 /// Types `command` and Enter into the terminal once the shell has printed its prompt
 /// (typed-ahead keys are echoed twice), then waits for a screen line equal to `line`.
 async fn run_in_terminal(page: &Page, command: &str, line: &str) -> anyhow::Result<()> {
-    poll(page, BUFFER_TEXT, Duration::from_secs(10), |v| {
-        v.as_str().is_some_and(|t| !t.trim().is_empty())
-    })
-    .await?;
+    poll(page, BUFFER_TEXT, Duration::from_secs(10), |v| v.as_str().is_some_and(|t| !t.trim().is_empty())).await?;
     let input = page.find_element("textarea.xterm-helper-textarea").await?;
     input.focus().await?;
     input.type_str(command).await?;
     input.press_key("Enter").await?;
-    poll(page, ROWS_TEXT, Duration::from_secs(10), |v| {
-        has_line(v, line)
-    })
-    .await
-    .map(drop)
+    poll(page, ROWS_TEXT, Duration::from_secs(10), |v| has_line(v, line)).await.map(drop)
 }
 
 async fn wait_open(page: &Page) -> anyhow::Result<()> {
-    poll(page, STATE, Duration::from_secs(15), |v| v == "open")
-        .await
-        .map(drop)
+    poll(page, STATE, Duration::from_secs(15), |v| v == "open").await.map(drop)
 }
 
 #[test]
@@ -225,22 +199,14 @@ fn link_page_runs_a_shell_in_the_browser() -> anyhow::Result<()> {
 
         run_in_terminal(&page, "echo share-ok", "share-ok").await?;
         let buffer = eval(&page, BUFFER_TEXT).await;
-        ensure!(
-            has_line(&buffer, "share-ok"),
-            "terminal buffer lacks the output line: {buffer}"
-        );
-        ensure!(
-            eval(&page, "window.cmdopSocket.readyState").await == 1,
-            "the socket is not open"
-        );
+        ensure!(has_line(&buffer, "share-ok"), "terminal buffer lacks the output line: {buffer}");
+        ensure!(eval(&page, "window.cmdopSocket.readyState").await == 1, "the socket is not open");
 
         if update {
             if let Some(dir) = shot.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let params = ScreenshotParams::builder()
-                .format(CaptureScreenshotFormat::Png)
-                .build();
+            let params = ScreenshotParams::builder().format(CaptureScreenshotFormat::Png).build();
             let png = page.save_screenshot(params, &shot).await?;
             ensure!(
                 png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
@@ -281,9 +247,7 @@ fn page_shows_the_expired_overlay_when_the_deadline_passes() -> anyhow::Result<(
 /// Opens a 5 s link and watches it expire: false when the page opened too late to tell.
 fn expires_while_open(chrome: &Chrome, fx: &Fixture) -> anyhow::Result<bool> {
     // Deadlines are whole seconds: made just after a second starts, the link lives ~5 s.
-    let into_second = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)?
-        .subsec_nanos();
+    let into_second = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.subsec_nanos();
     std::thread::sleep(Duration::from_nanos(u64::from(1_000_000_000 - into_second)));
     let link = fx.share("5s", &[])?;
     let deadline = link.deadline()?;
@@ -294,38 +258,21 @@ fn expires_while_open(chrome: &Chrome, fx: &Fixture) -> anyhow::Result<bool> {
         wait_open(&page).await?;
         let opened_in = started.elapsed();
         let before = eval(&page, OVERLAY).await;
-        let left = deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
+        let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
         if left < Duration::from_millis(500) {
             println!("the page took {opened_in:?} to open, {left:?} before the deadline");
             return Ok(false);
         }
-        ensure!(
-            before["visible"] == false,
-            "overlay shown while the link is valid: {before}"
-        );
+        ensure!(before["visible"] == false, "overlay shown while the link is valid: {before}");
 
-        let overlay = poll(&page, OVERLAY, left + Duration::from_secs(3), |v| {
-            v["visible"] == true
-        })
-        .await?;
+        let overlay = poll(&page, OVERLAY, left + Duration::from_secs(3), |v| v["visible"] == true).await?;
         let shown = SystemTime::now();
-        ensure!(
-            overlay["text"] == "This link has expired",
-            "overlay says {overlay}"
-        );
+        ensure!(overlay["text"] == "This link has expired", "overlay says {overlay}");
         match shown.duration_since(deadline) {
-            Ok(late) => ensure!(
-                late <= Duration::from_secs(2),
-                "overlay shown {late:?} after the deadline"
-            ),
+            Ok(late) => ensure!(late <= Duration::from_secs(2), "overlay shown {late:?} after the deadline"),
             Err(early) => bail!("overlay shown {:?} before the deadline", early.duration()),
         }
-        ensure!(
-            eval(&page, STATE).await == "closed",
-            "page state after expiry"
-        );
+        ensure!(eval(&page, STATE).await == "closed", "page state after expiry");
         println!(
             "page open in {opened_in:?}; expired overlay {:?} after the deadline",
             shown.duration_since(deadline).unwrap_or_default()
@@ -359,29 +306,17 @@ fn page_asks_for_the_attach_password_and_remembers_the_answer() -> anyhow::Resul
     chrome.run(move |page| async move {
         page.goto(url.as_str()).await?;
         poll(&page, STATE, Duration::from_secs(15), |v| v == "locked").await?;
-        let form = poll(&page, UNLOCK, Duration::from_secs(5), |v| {
-            v["visible"] == true
-        })
-        .await?;
+        let form = poll(&page, UNLOCK, Duration::from_secs(5), |v| v["visible"] == true).await?;
         ensure!(form["error"] == "", "an error before any answer: {form}");
 
         submit_password(&page, "a wrong guess").await?;
         let wrong = poll(&page, UNLOCK, Duration::from_secs(10), |v| v["error"] != "").await?;
-        ensure!(
-            wrong["error"] == "Wrong password" && wrong["visible"] == true,
-            "after a wrong answer: {wrong}"
-        );
-        ensure!(
-            eval(&page, STATE).await == "locked",
-            "the terminal opened on a wrong password"
-        );
+        ensure!(wrong["error"] == "Wrong password" && wrong["visible"] == true, "after a wrong answer: {wrong}");
+        ensure!(eval(&page, STATE).await == "locked", "the terminal opened on a wrong password");
 
         submit_password(&page, "browser pass phrase").await?;
         wait_open(&page).await?;
-        ensure!(
-            eval(&page, UNLOCK).await["visible"] == false,
-            "the form stayed up after unlocking"
-        );
+        ensure!(eval(&page, UNLOCK).await["visible"] == false, "the form stayed up after unlocking");
         // The token lives in an HttpOnly cookie: the page's script cannot read it.
         let cookies = eval(&page, "document.cookie").await;
         ensure!(
@@ -394,10 +329,7 @@ fn page_asks_for_the_attach_password_and_remembers_the_answer() -> anyhow::Resul
         // A reload (a new session) goes straight in: the browser sends the cookie.
         page.goto(url.as_str()).await?;
         wait_open(&page).await?;
-        ensure!(
-            eval(&page, UNLOCK).await["visible"] == false,
-            "asked again after a reload"
-        );
+        ensure!(eval(&page, UNLOCK).await["visible"] == false, "asked again after a reload");
         Ok(())
     })
 }

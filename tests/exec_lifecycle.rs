@@ -12,22 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use common::{
-    ExecReport, TestAgent, TestServer, children_of, exec_args, is_running, run_command, wait_child,
-    wait_until,
+    ExecReport, TestAgent, TestServer, children_of, exec_args, is_running, run_command, wait_child, wait_until,
 };
 
 /// Spawns `cmdop connect exec MACHINE -- sh -c SCRIPT` and returns once the remote shell has
 /// printed the line `started` (so the session is up end to end); later lines come on the
 /// receiver.
-fn spawn_started(
-    server: &TestServer,
-    machine: &str,
-    script: &str,
-) -> anyhow::Result<(Child, mpsc::Receiver<String>)> {
-    let mut cli = server
-        .cli()
-        .command(&exec_args(machine, &[], &["sh", "-c", script]))
-        .spawn()?;
+fn spawn_started(server: &TestServer, machine: &str, script: &str) -> anyhow::Result<(Child, mpsc::Receiver<String>)> {
+    let mut cli = server.cli().command(&exec_args(machine, &[], &["sh", "-c", script])).spawn()?;
     let stdout = cli.stdout.take().context("stdout")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -49,25 +41,14 @@ fn spawn_started(
 fn remote_command_is_killed_when_the_cli_goes_away() -> anyhow::Result<()> {
     let server = TestServer::start()?;
     let agent = TestAgent::start(&server, "abandoned")?;
-    let (mut cli, _out) =
-        spawn_started(&server, agent.machine_id(), "echo started; exec sleep 30")?;
+    let (mut cli, _out) = spawn_started(&server, agent.machine_id(), "echo started; exec sleep 30")?;
     let remote = children_of(agent.pid());
-    assert_eq!(
-        remote.len(),
-        1,
-        "the remote command should be the agent's one child: {remote:?}"
-    );
+    assert_eq!(remote.len(), 1, "the remote command should be the agent's one child: {remote:?}");
 
     cli.kill()?;
     cli.wait()?;
-    wait_until(
-        Duration::from_secs(5),
-        "the remote command to be killed",
-        || Ok(!is_running(remote[0])),
-    )?;
-    wait_until(Duration::from_secs(5), "the session to be closed", || {
-        Ok(server.metric("cmdop_sessions_open")? == 0)
-    })?;
+    wait_until(Duration::from_secs(5), "the remote command to be killed", || Ok(!is_running(remote[0])))?;
+    wait_until(Duration::from_secs(5), "the session to be closed", || Ok(server.metric("cmdop_sessions_open")? == 0))?;
     Ok(())
 }
 
@@ -82,10 +63,7 @@ fn ctrl_c_in_the_cli_is_sent_to_the_remote_command_as_sigint() -> anyhow::Result
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
     let status = wait_child(&mut cli, Duration::from_secs(10))?;
     assert_eq!(status.code(), Some(7));
-    assert_eq!(
-        out.recv_timeout(Duration::from_secs(5)).ok().as_deref(),
-        Some("got INT")
-    );
+    assert_eq!(out.recv_timeout(Duration::from_secs(5)).ok().as_deref(), Some("got INT"));
     Ok(())
 }
 
@@ -96,24 +74,11 @@ fn timeout_also_ends_background_children_that_hold_the_output_open() -> anyhow::
 
     // The shell exits at once; its background child keeps stdout open for 30 s.
     let argv = ["sh", "-c", "sleep 30 & echo $!"];
-    let run = server
-        .cli()
-        .exec(agent.machine_id(), &["--timeout", "2s"], &argv)?;
-    assert!(
-        run.took < Duration::from_secs(10),
-        "the 2s timeout was not enforced: {run}"
-    );
+    let run = server.cli().exec(agent.machine_id(), &["--timeout", "2s"], &argv)?;
+    assert!(run.took < Duration::from_secs(10), "the 2s timeout was not enforced: {run}");
     assert_eq!(run.code, 124, "{run}");
-    let background: u32 = run
-        .stdout_text()
-        .trim()
-        .parse()
-        .with_context(|| format!("no pid printed: {run}"))?;
-    wait_until(
-        Duration::from_secs(5),
-        "the background child to be killed",
-        || Ok(!is_running(background)),
-    )?;
+    let background: u32 = run.stdout_text().trim().parse().with_context(|| format!("no pid printed: {run}"))?;
+    wait_until(Duration::from_secs(5), "the background child to be killed", || Ok(!is_running(background)))?;
     Ok(())
 }
 
@@ -128,27 +93,15 @@ fn concurrent_execs_on_one_machine_keep_their_outputs_apart() -> anyhow::Result<
     let runs: Vec<_> = (0..EXECS)
         .map(|n| {
             let format = format!("{n}-%g");
-            let args = exec_args(
-                agent.machine_id(),
-                &[],
-                &["seq", "-f", &format, "1", &LINES.to_string()],
-            );
+            let args = exec_args(agent.machine_id(), &[], &["seq", "-f", &format, "1", &LINES.to_string()]);
             let mut cmd = server.cli().command(&args);
             std::thread::spawn(move || run_command(&mut cmd, Duration::from_secs(60)))
         })
         .collect();
     for (n, run) in runs.into_iter().enumerate() {
-        let run = run
-            .join()
-            .map_err(|_| anyhow::anyhow!("thread panicked"))??
-            .expect_code(0)?;
+        let run = run.join().map_err(|_| anyhow::anyhow!("thread panicked"))??.expect_code(0)?;
         let want: String = (1..=LINES).map(|i| format!("{n}-{i}\n")).collect();
-        assert!(
-            run.stdout_text() == want,
-            "exec {n}: output differs (len {} vs {})",
-            run.stdout.len(),
-            want.len()
-        );
+        assert!(run.stdout_text() == want, "exec {n}: output differs (len {} vs {})", run.stdout.len(), want.len());
     }
     eprintln!("{EXECS} concurrent execs in {:?}", started.elapsed());
     Ok(())
@@ -159,15 +112,8 @@ fn json_capture_is_capped_at_16_mib_and_says_truncated() -> anyhow::Result<()> {
     let server = TestServer::start()?;
     let agent = TestAgent::start(&server, "chatty")?;
 
-    let argv = [
-        "sh",
-        "-c",
-        "head -c 17000000 /dev/zero | tr '\\0' a; echo small >&2",
-    ];
-    let run = server
-        .cli()
-        .exec(agent.machine_id(), &["--json"], &argv)?
-        .expect_code(0)?;
+    let argv = ["sh", "-c", "head -c 17000000 /dev/zero | tr '\\0' a; echo small >&2"];
+    let run = server.cli().exec(agent.machine_id(), &["--json"], &argv)?.expect_code(0)?;
     let report: ExecReport = run.json()?;
     assert!(report.stdout_truncated, "stdout_truncated should be set");
     assert_eq!(report.stdout.len(), 16 << 20);

@@ -13,28 +13,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use common::{
-    Cli, ExecReport, TestAgent, TestServer, exec_args, run_command, sha256_file, socket_inodes,
-    tcp_sockets, wait_child, wait_until, write_pseudo_random,
+    Cli, ExecReport, TestAgent, TestServer, exec_args, run_command, sha256_file, socket_inodes, tcp_sockets,
+    wait_child, wait_until, write_pseudo_random,
 };
 
 /// "Promptly": how fast a dead agent must be noticed (heartbeat is 1 s, so 3 s of silence at
 /// worst; a killed process closes its socket at once).
 const PROMPTLY: Duration = Duration::from_secs(5);
 
-fn exec_json(
-    cli: &Cli,
-    machine: &str,
-    flags: &[&str],
-    argv: &[&str],
-) -> anyhow::Result<(i32, ExecReport)> {
+fn exec_json(cli: &Cli, machine: &str, flags: &[&str], argv: &[&str]) -> anyhow::Result<(i32, ExecReport)> {
     let mut all = vec!["--json"];
     all.extend_from_slice(flags);
     let run = cli.exec(machine, &all, argv)?;
     let text = run.stdout_text();
-    ensure!(
-        text.ends_with('\n') && text.trim_end().lines().count() == 1,
-        "--json must print one line: {run}"
-    );
+    ensure!(text.ends_with('\n') && text.trim_end().lines().count() == 1, "--json must print one line: {run}");
     Ok((run.code, run.json()?))
 }
 
@@ -45,48 +37,27 @@ fn enrolled_agent_is_listed_online_in_the_contract_json_shape() -> anyhow::Resul
     let server = TestServer::start()?;
     let agent = TestAgent::start(&server, "alpha")?;
 
-    let run = server
-        .cli()
-        .run(&["connect", "--list", "--json"])?
-        .expect_code(0)?;
+    let run = server.cli().run(&["connect", "--list", "--json"])?.expect_code(0)?;
     let rows: serde_json::Value = run.json()?;
     let rows = rows.as_array().context("--list --json is an array")?;
     assert_eq!(rows.len(), 1, "{run}");
     let row = rows[0].as_object().context("each machine is an object")?;
     let keys: HashSet<&str> = row.keys().map(String::as_str).collect();
-    assert_eq!(
-        keys,
-        HashSet::from(["id", "hostname", "display_name", "online", "last_seen"])
-    );
+    assert_eq!(keys, HashSet::from(["id", "hostname", "display_name", "online", "last_seen"]));
 
     assert_eq!(row["id"], agent.machine_id());
     uuid::Uuid::parse_str(agent.machine_id())?;
     assert_eq!(row["hostname"], cmdop::sys::host::hostname());
     assert_eq!(row["display_name"], "alpha");
     assert_eq!(row["online"], true);
-    let last_seen = row["last_seen"]
-        .as_str()
-        .context("last_seen is a string once online")?;
-    let parsed =
-        time::OffsetDateTime::parse(last_seen, &time::format_description::well_known::Rfc3339)?;
-    assert!(
-        last_seen.ends_with('Z') && parsed.offset().is_utc(),
-        "last_seen {last_seen} is not UTC"
-    );
+    let last_seen = row["last_seen"].as_str().context("last_seen is a string once online")?;
+    let parsed = time::OffsetDateTime::parse(last_seen, &time::format_description::well_known::Rfc3339)?;
+    assert!(last_seen.ends_with('Z') && parsed.offset().is_utc(), "last_seen {last_seen} is not UTC");
 
-    let online = server
-        .cli()
-        .run(&["connect", "--list", "--online", "--json"])?
-        .expect_code(0)?;
-    assert!(
-        online.stdout_text().contains(agent.machine_id()),
-        "{online}"
-    );
+    let online = server.cli().run(&["connect", "--list", "--online", "--json"])?.expect_code(0)?;
+    assert!(online.stdout_text().contains(agent.machine_id()), "{online}");
     let table = server.cli().run(&["connect", "--list"])?.expect_code(0)?;
-    assert!(
-        table.stdout_text().contains("alpha") && table.stdout_text().contains("online"),
-        "{table}"
-    );
+    assert!(table.stdout_text().contains("alpha") && table.stdout_text().contains("online"), "{table}");
     Ok(())
 }
 
@@ -103,10 +74,7 @@ fn reusing_an_enrollment_token_is_refused_as_already_used() -> anyhow::Result<()
 
     assert_ne!(run.code, 0, "{run}");
     assert!(run.stderr.contains("already used"), "{run}");
-    assert!(
-        !state.join("agent.json").exists(),
-        "a refused agent saved an enrollment"
-    );
+    assert!(!state.join("agent.json").exists(), "a refused agent saved an enrollment");
     assert_eq!(server.cli().machines()?.len(), 1);
     Ok(())
 }
@@ -119,21 +87,14 @@ fn agent_with_a_tampered_credential_exits_saying_it_was_rejected() -> anyhow::Re
 
     let path = agent.state_file();
     let mut saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-    let credential = saved["credential"]
-        .as_str()
-        .context("no credential")?
-        .to_string();
+    let credential = saved["credential"].as_str().context("no credential")?.to_string();
     let last = credential.chars().last().context("empty credential")?;
-    let forged = format!(
-        "{}{}",
-        &credential[..credential.len() - last.len_utf8()],
-        if last == 'A' { 'B' } else { 'A' }
-    );
+    let forged =
+        format!("{}{}", &credential[..credential.len() - last.len_utf8()], if last == 'A' { 'B' } else { 'A' });
     saved["credential"] = forged.into();
     std::fs::write(&path, serde_json::to_vec(&saved)?)?;
 
-    let mut cmd =
-        server.agent_command(&agent.state_dir(), &server.temp_dir().join("tampered.log"))?;
+    let mut cmd = server.agent_command(&agent.state_dir(), &server.temp_dir().join("tampered.log"))?;
     cmd.stderr(Stdio::piped());
     let run = run_command(&mut cmd, Duration::from_secs(30))?;
     assert_ne!(run.code, 0, "{run}");
@@ -153,21 +114,13 @@ fn machine_goes_offline_promptly_when_its_agent_is_killed() -> anyhow::Result<()
 
     agent.kill();
     let killed = Instant::now();
-    wait_until(PROMPTLY, "the machine to show offline", || {
-        Ok(!server.cli().is_online(&id)?)
-    })?;
+    wait_until(PROMPTLY, "the machine to show offline", || Ok(!server.cli().is_online(&id)?))?;
     eprintln!("offline {:?} after SIGKILL", killed.elapsed());
 
     assert_eq!(server.metric("cmdop_machines_online")?, 0);
-    let row = server
-        .cli()
-        .machine(&id)?
-        .context("an offline machine is still listed")?;
+    let row = server.cli().machine(&id)?.context("an offline machine is still listed")?;
     assert!(!row.online && row.last_seen.is_some(), "{row:?}");
-    let online = server
-        .cli()
-        .run(&["connect", "--list", "--online", "--json"])?
-        .expect_code(0)?;
+    let online = server.cli().run(&["connect", "--list", "--online", "--json"])?.expect_code(0)?;
     assert!(!online.stdout_text().contains(&id), "{online}");
 
     let run = server.cli().exec(&id, &[], &["true"])?;
@@ -183,14 +136,9 @@ fn agent_reconnects_by_itself_after_the_server_restarts() -> anyhow::Result<()> 
     let id = agent.machine_id().to_string();
 
     server.restart()?;
-    wait_until(Duration::from_secs(20), "the agent to reconnect", || {
-        server.cli().is_online(&id)
-    })?;
+    wait_until(Duration::from_secs(20), "the agent to reconnect", || server.cli().is_online(&id))?;
 
-    let run = server
-        .cli()
-        .exec(&id, &[], &["echo", "back"])?
-        .expect_code(0)?;
+    let run = server.cli().exec(&id, &[], &["echo", "back"])?.expect_code(0)?;
     assert_eq!(run.stdout_text(), "back\n");
     Ok(())
 }
@@ -203,34 +151,15 @@ fn agent_owns_no_listening_socket() -> anyhow::Result<()> {
     // /proc/PID/net/tcp is per network namespace, not per process: match the agent's socket
     // inodes against this namespace's tables instead.
     let tables = tcp_sockets()?;
-    let state_of = |inode: u64| {
-        tables
-            .iter()
-            .find(|(i, _)| *i == inode)
-            .map(|(_, s)| s.as_str())
-    };
+    let state_of = |inode: u64| tables.iter().find(|(i, _)| *i == inode).map(|(_, s)| s.as_str());
     let agent_sockets = socket_inodes(agent.pid())?;
-    let listening: Vec<u64> = agent_sockets
-        .iter()
-        .copied()
-        .filter(|i| state_of(*i) == Some("0A"))
-        .collect();
-    assert!(
-        listening.is_empty(),
-        "agent {} listens on socket inodes {listening:?}",
-        agent.pid()
-    );
+    let listening: Vec<u64> = agent_sockets.iter().copied().filter(|i| state_of(*i) == Some("0A")).collect();
+    assert!(listening.is_empty(), "agent {} listens on socket inodes {listening:?}", agent.pid());
 
     // The method sees what it should: the agent's outbound connection, the server's listener.
-    assert!(
-        agent_sockets.iter().any(|i| state_of(*i) == Some("01")),
-        "no established agent socket found"
-    );
+    assert!(agent_sockets.iter().any(|i| state_of(*i) == Some("01")), "no established agent socket found");
     let server_sockets = socket_inodes(server.pid())?;
-    assert!(
-        server_sockets.iter().any(|i| state_of(*i) == Some("0A")),
-        "the server's listener was not found"
-    );
+    assert!(server_sockets.iter().any(|i| state_of(*i) == Some("0A")), "the server's listener was not found");
     Ok(())
 }
 
@@ -242,10 +171,7 @@ fn exec_keeps_stdout_and_stderr_apart() -> anyhow::Result<()> {
     let agent = TestAgent::start(&server, "streams")?;
     let argv = ["sh", "-c", "echo out; echo err >&2; echo more"];
 
-    let run = server
-        .cli()
-        .exec(agent.machine_id(), &[], &argv)?
-        .expect_code(0)?;
+    let run = server.cli().exec(agent.machine_id(), &[], &argv)?.expect_code(0)?;
     assert_eq!(run.stdout_text(), "out\nmore\n", "{run}");
     assert_eq!(run.stderr, "err\n", "{run}");
 
@@ -256,10 +182,7 @@ fn exec_keeps_stdout_and_stderr_apart() -> anyhow::Result<()> {
     assert_eq!(report.machine_id, agent.machine_id());
     assert_eq!(report.hostname, cmdop::sys::host::hostname());
     assert_eq!(report.command, argv);
-    assert_eq!(
-        (report.exit_code, report.signal, report.timed_out),
-        (0, None, false)
-    );
+    assert_eq!((report.exit_code, report.signal, report.timed_out), (0, None, false));
     assert!(!report.stdout_truncated && !report.stderr_truncated);
     Ok(())
 }
@@ -271,10 +194,7 @@ fn exec_exits_with_the_remote_exit_code() -> anyhow::Result<()> {
     let m = agent.machine_id();
 
     server.cli().exec(m, &[], &["true"])?.expect_code(0)?;
-    server
-        .cli()
-        .exec(m, &[], &["sh", "-c", "exit 3"])?
-        .expect_code(3)?;
+    server.cli().exec(m, &[], &["sh", "-c", "exit 3"])?.expect_code(3)?;
     let (code, report) = exec_json(server.cli(), m, &[], &["sh", "-c", "exit 3"])?;
     assert_eq!((code, report.exit_code, report.signal), (3, 3, None));
     Ok(())
@@ -286,10 +206,7 @@ fn exec_killed_by_a_signal_exits_128_plus_the_signal() -> anyhow::Result<()> {
     let agent = TestAgent::start(&server, "signals")?;
     let argv = ["sh", "-c", "kill -TERM $$"];
 
-    server
-        .cli()
-        .exec(agent.machine_id(), &[], &argv)?
-        .expect_code(143)?;
+    server.cli().exec(agent.machine_id(), &[], &argv)?.expect_code(143)?;
     let (code, report) = exec_json(server.cli(), agent.machine_id(), &[], &argv)?;
     assert_eq!(code, 143);
     assert_eq!(report.signal, Some(15));
@@ -302,25 +219,14 @@ fn exec_past_its_timeout_is_killed_and_exits_124() -> anyhow::Result<()> {
     let server = TestServer::start()?;
     let agent = TestAgent::start(&server, "slow")?;
 
-    let run = server
-        .cli()
-        .exec(agent.machine_id(), &["--timeout", "1s"], &["sleep", "30"])?
-        .expect_code(124)?;
+    let run = server.cli().exec(agent.machine_id(), &["--timeout", "1s"], &["sleep", "30"])?.expect_code(124)?;
     assert!(run.took < Duration::from_secs(10), "{run}");
     assert!(run.stderr.contains("timed out"), "{run}");
 
-    let (code, report) = exec_json(
-        server.cli(),
-        agent.machine_id(),
-        &["--timeout", "1s"],
-        &["sleep", "30"],
-    )?;
+    let (code, report) = exec_json(server.cli(), agent.machine_id(), &["--timeout", "1s"], &["sleep", "30"])?;
     assert_eq!(code, 124);
     assert!(report.timed_out, "{report:?}");
-    assert!(
-        report.duration_ms >= 900 && report.duration_ms < 10_000,
-        "{report:?}"
-    );
+    assert!(report.duration_ms >= 900 && report.duration_ms < 10_000, "{report:?}");
     Ok(())
 }
 
@@ -329,22 +235,9 @@ fn exec_env_flags_reach_the_process() -> anyhow::Result<()> {
     let server = TestServer::start()?;
     let agent = TestAgent::start(&server, "env")?;
 
-    let flags = [
-        "--env",
-        "GREETING=hello world",
-        "--env",
-        "EMPTY=",
-        "--env",
-        "EQ=a=b",
-    ];
-    let run = server
-        .cli()
-        .exec(
-            agent.machine_id(),
-            &flags,
-            &["printenv", "GREETING", "EMPTY", "EQ"],
-        )?
-        .expect_code(0)?;
+    let flags = ["--env", "GREETING=hello world", "--env", "EMPTY=", "--env", "EQ=a=b"];
+    let run =
+        server.cli().exec(agent.machine_id(), &flags, &["printenv", "GREETING", "EMPTY", "EQ"])?.expect_code(0)?;
     assert_eq!(run.stdout_text(), "hello world\n\na=b\n");
     Ok(())
 }
@@ -355,20 +248,12 @@ fn exec_passes_argv_verbatim_without_a_shell() -> anyhow::Result<()> {
     let agent = TestAgent::start(&server, "verbatim")?;
     let m = agent.machine_id();
 
-    let run = server
-        .cli()
-        .exec(m, &[], &["printf", "%s", "$HOME; echo x"])?
-        .expect_code(0)?;
+    let run = server.cli().exec(m, &[], &["printf", "%s", "$HOME; echo x"])?.expect_code(0)?;
     assert_eq!(run.stdout_text(), "$HOME; echo x");
 
-    let tricky = [
-        "printf", "%s|", "a b", "", "*", "$(id)", "`id`", "'q'", "\"dq\"", "x\\y", "-n", "--",
-    ];
+    let tricky = ["printf", "%s|", "a b", "", "*", "$(id)", "`id`", "'q'", "\"dq\"", "x\\y", "-n", "--"];
     let run = server.cli().exec(m, &[], &tricky)?.expect_code(0)?;
-    assert_eq!(
-        run.stdout_text(),
-        "a b||*|$(id)|`id`|'q'|\"dq\"|x\\y|-n|--|"
-    );
+    assert_eq!(run.stdout_text(), "a b||*|$(id)|`id`|'q'|\"dq\"|x\\y|-n|--|");
     Ok(())
 }
 
@@ -377,10 +262,7 @@ fn exec_of_a_missing_command_exits_127() -> anyhow::Result<()> {
     let server = TestServer::start()?;
     let agent = TestAgent::start(&server, "missing")?;
 
-    let run = server
-        .cli()
-        .exec(agent.machine_id(), &[], &["cmdop-no-such-command", "x"])?
-        .expect_code(127)?;
+    let run = server.cli().exec(agent.machine_id(), &[], &["cmdop-no-such-command", "x"])?.expect_code(127)?;
     assert!(run.stderr.contains("command not found"), "{run}");
     Ok(())
 }
@@ -394,11 +276,7 @@ fn exec_relays_64_mib_byte_exact() -> anyhow::Result<()> {
     let copy = server.temp_dir().join("copy.bin");
     write_pseudo_random(&source, SIZE, 0x5eed_cafe_f00d)?;
 
-    let args = exec_args(
-        agent.machine_id(),
-        &["--timeout", "5m"],
-        &["cat", source.to_str().context("path")?],
-    );
+    let args = exec_args(agent.machine_id(), &["--timeout", "5m"], &["cat", source.to_str().context("path")?]);
     let mut cmd = server.cli().command(&args);
     cmd.stdout(std::fs::File::create(&copy)?);
     let run = run_command(&mut cmd, Duration::from_secs(180))?.expect_code(0)?;
@@ -407,9 +285,7 @@ fn exec_relays_64_mib_byte_exact() -> anyhow::Result<()> {
     // Two hashes at once: sha2 is slow in a debug build.
     let source_hash = std::thread::spawn(move || sha256_file(&source));
     let (got, got_len) = sha256_file(&copy)?;
-    let (want, want_len) = source_hash
-        .join()
-        .map_err(|_| anyhow::anyhow!("hash thread panicked"))??;
+    let (want, want_len) = source_hash.join().map_err(|_| anyhow::anyhow!("hash thread panicked"))??;
     assert_eq!(want_len, SIZE as u64);
     assert_eq!(got_len, want_len, "length differs");
     assert!(got == want, "sha256 differs");
@@ -420,11 +296,7 @@ fn exec_relays_64_mib_byte_exact() -> anyhow::Result<()> {
 fn exec_ends_promptly_with_exit_1_when_the_agent_dies_mid_command() -> anyhow::Result<()> {
     let server = TestServer::start()?;
     let mut agent = TestAgent::start(&server, "fragile")?;
-    let args = exec_args(
-        agent.machine_id(),
-        &[],
-        &["sh", "-c", "echo started; exec sleep 30"],
-    );
+    let args = exec_args(agent.machine_id(), &[], &["sh", "-c", "echo started; exec sleep 30"]);
     let mut cli = server.cli().command(&args).spawn()?;
     let stdout = cli.stdout.take().context("stdout")?;
     let stderr = cli.stderr.take().context("stderr")?;
@@ -449,17 +321,12 @@ fn exec_ends_promptly_with_exit_1_when_the_agent_dies_mid_command() -> anyhow::R
     assert_eq!(status.code(), Some(1), "stderr: {stderr}");
     assert!(took < PROMPTLY, "the CLI took {took:?} to notice");
     assert!(stderr.contains("went away"), "stderr: {stderr}");
-    assert_eq!(
-        server.metric("cmdop_sessions_open")?,
-        0,
-        "the lost session is still counted"
-    );
+    assert_eq!(server.metric("cmdop_sessions_open")?, 0, "the lost session is still counted");
     Ok(())
 }
 
 #[test]
-fn frozen_agent_goes_offline_after_three_missed_heartbeats_and_returns_when_thawed()
--> anyhow::Result<()> {
+fn frozen_agent_goes_offline_after_three_missed_heartbeats_and_returns_when_thawed() -> anyhow::Result<()> {
     use nix::sys::signal::{Signal, kill};
     let server = TestServer::start()?;
     let mut agent = TestAgent::start(&server, "frozen")?;
@@ -468,25 +335,17 @@ fn frozen_agent_goes_offline_after_three_missed_heartbeats_and_returns_when_thaw
 
     kill(pid, Signal::SIGSTOP)?;
     let stopped = Instant::now();
-    let offline = wait_until(
-        Duration::from_secs(15),
-        "the frozen machine to show offline",
-        || Ok(!server.cli().is_online(&id)?),
-    );
+    let offline = wait_until(Duration::from_secs(15), "the frozen machine to show offline", || {
+        Ok(!server.cli().is_online(&id)?)
+    });
     let took = stopped.elapsed();
     kill(pid, Signal::SIGCONT)?;
     offline?;
     // Heartbeats every 1 s, offline after 3 s of silence: the last beat was at most 1 s old.
-    assert!(
-        took >= Duration::from_secs(2),
-        "offline after {took:?}, before three heartbeats were missed"
-    );
+    assert!(took >= Duration::from_secs(2), "offline after {took:?}, before three heartbeats were missed");
 
     agent.wait_online(&server)?;
-    server
-        .cli()
-        .exec(&id, &[], &["echo", "thawed"])?
-        .expect_code(0)?;
+    server.cli().exec(&id, &[], &["echo", "thawed"])?.expect_code(0)?;
     Ok(())
 }
 
@@ -504,43 +363,19 @@ fn machine_names_resolve_by_hostname_display_name_id_prefix_and_uuid() -> anyhow
     let cli = server.cli();
     let alpha = TestAgent::start(&server, "alpha")?;
     let hostname = cmdop::sys::host::hostname();
-    assert_eq!(
-        resolved_id(cli, &hostname)?,
-        alpha.machine_id(),
-        "by hostname"
-    );
+    assert_eq!(resolved_id(cli, &hostname)?, alpha.machine_id(), "by hostname");
 
     let beta = TestAgent::start(&server, "beta")?;
-    assert_eq!(
-        resolved_id(cli, "alpha")?,
-        alpha.machine_id(),
-        "by display name"
-    );
-    assert_eq!(
-        resolved_id(cli, "BETA")?,
-        beta.machine_id(),
-        "by display name, any case"
-    );
-    assert_eq!(
-        resolved_id(cli, beta.machine_id())?,
-        beta.machine_id(),
-        "by full UUID"
-    );
+    assert_eq!(resolved_id(cli, "alpha")?, alpha.machine_id(), "by display name");
+    assert_eq!(resolved_id(cli, "BETA")?, beta.machine_id(), "by display name, any case");
+    assert_eq!(resolved_id(cli, beta.machine_id())?, beta.machine_id(), "by full UUID");
     let upper = beta.machine_id().to_uppercase();
-    assert_eq!(
-        resolved_id(cli, &upper)?,
-        beta.machine_id(),
-        "by full UUID, any case"
-    );
+    assert_eq!(resolved_id(cli, &upper)?, beta.machine_id(), "by full UUID, any case");
     let prefix_len = (2..=alpha.machine_id().len())
         .find(|n| alpha.machine_id()[..*n] != beta.machine_id()[..*n])
         .context("ids share every prefix")?;
     let prefix = alpha.machine_id()[..prefix_len].to_uppercase();
-    assert_eq!(
-        resolved_id(cli, &prefix)?,
-        alpha.machine_id(),
-        "by unique prefix {prefix}"
-    );
+    assert_eq!(resolved_id(cli, &prefix)?, alpha.machine_id(), "by unique prefix {prefix}");
     Ok(())
 }
 
@@ -551,31 +386,17 @@ fn unresolved_or_ambiguous_machine_names_exit_2_naming_the_problem() -> anyhow::
     let alpha = TestAgent::start(&server, "alpha")?;
     let beta = TestAgent::start(&server, "beta")?;
 
-    let run = cli
-        .exec("no-such-machine", &[], &["true"])?
-        .expect_code(2)?;
-    assert!(
-        run.stderr
-            .contains("no machine matches \"no-such-machine\""),
-        "{run}"
-    );
+    let run = cli.exec("no-such-machine", &[], &["true"])?.expect_code(2)?;
+    assert!(run.stderr.contains("no machine matches \"no-such-machine\""), "{run}");
 
     // Both agents run here, so they share this machine's hostname.
-    let run = cli
-        .exec(&cmdop::sys::host::hostname(), &[], &["true"])?
-        .expect_code(2)?;
+    let run = cli.exec(&cmdop::sys::host::hostname(), &[], &["true"])?.expect_code(2)?;
     assert!(run.stderr.contains("several machines"), "{run}");
-    assert!(
-        run.stderr.contains(alpha.machine_id()) && run.stderr.contains(beta.machine_id()),
-        "{run}"
-    );
+    assert!(run.stderr.contains(alpha.machine_id()) && run.stderr.contains(beta.machine_id()), "{run}");
 
     let twin = TestAgent::start(&server, "alpha")?;
     let run = cli.exec("alpha", &[], &["true"])?.expect_code(2)?;
-    assert!(
-        run.stderr.contains(alpha.machine_id()) && run.stderr.contains(twin.machine_id()),
-        "{run}"
-    );
+    assert!(run.stderr.contains(alpha.machine_id()) && run.stderr.contains(twin.machine_id()), "{run}");
     assert!(!run.stderr.contains(beta.machine_id()), "{run}");
     Ok(())
 }
@@ -607,14 +428,8 @@ fn healthz_metrics_and_unknown_paths_answer_over_plain_http() -> anyhow::Result<
     assert_eq!(status, 200);
     let (status, body) = server.http_get("/metrics")?;
     assert_eq!(status, 200);
-    assert!(
-        body.contains("# TYPE cmdop_machines_online gauge"),
-        "{body}"
-    );
-    assert!(
-        body.lines().any(|l| l == "cmdop_machines_online 1"),
-        "{body}"
-    );
+    assert!(body.contains("# TYPE cmdop_machines_online gauge"), "{body}");
+    assert!(body.lines().any(|l| l == "cmdop_machines_online 1"), "{body}");
     let (status, _) = server.http_get("/no/such/page")?;
     assert_eq!(status, 404);
     Ok(())
@@ -623,57 +438,31 @@ fn healthz_metrics_and_unknown_paths_answer_over_plain_http() -> anyhow::Result<
 // ---- protocol violations ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn malformed_agent_frame_ends_that_stream_and_the_server_stays_healthy() -> anyhow::Result<()>
-{
+async fn malformed_agent_frame_ends_that_stream_and_the_server_stays_healthy() -> anyhow::Result<()> {
     use cmdop::proto::{self, agent_frame, relay_client::RelayClient, relay_frame};
 
     let server = TestServer::start()?;
     let token = server.cli().enrollment_token()?;
     let mut client = RelayClient::connect(server.url().to_string()).await?;
     let enrolled = client
-        .enroll(proto::EnrollRequest {
-            token,
-            hostname: "raw-client".into(),
-            display_name: "raw".into(),
-        })
+        .enroll(proto::EnrollRequest { token, hostname: "raw-client".into(), display_name: "raw".into() })
         .await?
         .into_inner();
 
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let hello = proto::Hello {
-        hostname: "raw-client".into(),
-        agent_version: "test".into(),
-        ..Default::default()
-    };
-    tx.send(proto::AgentFrame {
-        kind: Some(agent_frame::Kind::Hello(hello)),
-    })
-    .await?;
+    let hello = proto::Hello { hostname: "raw-client".into(), agent_version: "test".into(), ..Default::default() };
+    tx.send(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(hello)) }).await?;
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", enrolled.credential).parse()?,
-    );
+    req.metadata_mut().insert("authorization", format!("Bearer {}", enrolled.credential).parse()?);
     let mut inbound = client.link(req).await?.into_inner();
 
     let bound = Duration::from_secs(10);
     let welcome = tokio::time::timeout(bound, inbound.message()).await??;
-    assert!(
-        matches!(
-            welcome,
-            Some(proto::RelayFrame {
-                kind: Some(relay_frame::Kind::Welcome(_))
-            })
-        ),
-        "{welcome:?}"
-    );
+    assert!(matches!(welcome, Some(proto::RelayFrame { kind: Some(relay_frame::Kind::Welcome(_)) })), "{welcome:?}");
     let id = enrolled.machine_id.clone();
     let cli = server.cli().clone();
     let online = tokio::task::spawn_blocking(move || cli.is_online(&id)).await??;
-    assert!(
-        online,
-        "the raw client's machine should be online after hello"
-    );
+    assert!(online, "the raw client's machine should be online after hello");
 
     tx.send(proto::AgentFrame { kind: None }).await?;
     let end = tokio::time::timeout(bound, inbound.message()).await?;
@@ -683,16 +472,11 @@ async fn malformed_agent_frame_ends_that_stream_and_the_server_stays_healthy() -
 
     let (cli, id) = (server.cli().clone(), enrolled.machine_id.clone());
     tokio::task::spawn_blocking(move || {
-        wait_until(PROMPTLY, "the raw machine to go offline", || {
-            Ok(!cli.is_online(&id)?)
-        })
+        wait_until(PROMPTLY, "the raw machine to go offline", || Ok(!cli.is_online(&id)?))
     })
     .await??;
     assert_eq!(server.http_get("/healthz")?.0, 200);
     let agent = TestAgent::start(&server, "after")?;
-    server
-        .cli()
-        .exec(agent.machine_id(), &[], &["true"])?
-        .expect_code(0)?;
+    server.cli().exec(agent.machine_id(), &[], &["true"])?.expect_code(0)?;
     Ok(())
 }

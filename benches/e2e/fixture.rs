@@ -44,18 +44,11 @@ pub fn wait_child(child: &mut Child, within: Duration) -> anyhow::Result<std::pr
     }
     let _ = child.kill();
     let _ = child.wait();
-    bail!(
-        "process {} still running after {within:?}; killed it",
-        child.id()
-    )
+    bail!("process {} still running after {within:?}; killed it", child.id())
 }
 
 /// Polls `cond` (bounded in count and time).
-pub fn wait_until(
-    within: Duration,
-    what: &str,
-    mut cond: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
+pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     let mut last = None;
     for _ in 0..(within.as_millis() / POLL.as_millis() + 2) {
@@ -86,11 +79,8 @@ pub struct Link {
 impl Link {
     /// `expires_at` as a wall-clock time.
     pub fn deadline(&self) -> anyhow::Result<SystemTime> {
-        let t = time::OffsetDateTime::parse(
-            &self.expires_at,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .with_context(|| format!("{:?} is not RFC 3339", self.expires_at))?;
+        let t = time::OffsetDateTime::parse(&self.expires_at, &time::format_description::well_known::Rfc3339)
+            .with_context(|| format!("{:?} is not RFC 3339", self.expires_at))?;
         Ok(SystemTime::from(t))
     }
 
@@ -133,13 +123,7 @@ impl Fixture {
                 return Err(e);
             }
         };
-        let fx = Self {
-            dir,
-            url,
-            server,
-            agent: None,
-            machine_id: String::new(),
-        };
+        let fx = Self { dir, url, server, agent: None, machine_id: String::new() };
         let data = fx.dir.path().join("data");
         let login = fx.cli(&[
             "server".as_ref(),
@@ -160,16 +144,7 @@ impl Fixture {
         let state = fx.dir.path().join("agent-state");
         let log = File::create(fx.dir.path().join("agent.log"))?;
         let agent = Command::new(cmdop())
-            .args([
-                "agent",
-                "--server",
-                &fx.url,
-                "--display-name",
-                "bench",
-                "--token",
-                &token,
-                "--state-dir",
-            ])
+            .args(["agent", "--server", &fx.url, "--display-name", "bench", "--token", &token, "--state-dir"])
             .arg(&state)
             .env("HOME", fx.dir.path())
             .env_remove("RUST_LOG")
@@ -184,17 +159,12 @@ impl Fixture {
         let file = state.join("agent.json");
         wait_until(AGENT_ONLINE, "the agent to enroll", || Ok(file.exists()))?;
         let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file)?)?;
-        fx.machine_id = saved["machine_id"]
-            .as_str()
-            .context("no machine_id in agent.json")?
-            .to_string();
+        fx.machine_id = saved["machine_id"].as_str().context("no machine_id in agent.json")?.to_string();
         let id = fx.machine_id.clone();
         wait_until(AGENT_ONLINE, "the machine to be online", || {
             let run = fx.cli(&["connect", "--list", "--json"])?;
             let rows: Vec<serde_json::Value> = serde_json::from_str(&run.stdout)?;
-            Ok(rows
-                .iter()
-                .any(|r| r["id"] == id.as_str() && r["online"] == true))
+            Ok(rows.iter().any(|r| r["id"] == id.as_str() && r["online"] == true))
         })?;
         Ok(fx)
     }
@@ -237,11 +207,7 @@ impl Fixture {
         let status = wait_child(&mut child, CLI_DEADLINE)?;
         let stdout = out.join().unwrap_or_default();
         let stderr = err.join().unwrap_or_default();
-        Ok(Run {
-            code: status.code().unwrap_or(-1),
-            stdout,
-            stderr,
-        })
+        Ok(Run { code: status.code().unwrap_or(-1), stdout, stderr })
     }
 
     /// `cmdop fleet token create`.
@@ -274,10 +240,7 @@ impl Fixture {
         for name in ["server.log", "agent.log"] {
             let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            out += &format!(
-                "--- {name} ---\n{}\n",
-                lines[lines.len().saturating_sub(20)..].join("\n")
-            );
+            out += &format!("--- {name} ---\n{}\n", lines[lines.len().saturating_sub(20)..].join("\n"));
         }
         out
     }
@@ -292,10 +255,8 @@ impl Drop for Fixture {
             let _ = agent.wait();
             for pid in &shells {
                 if let Ok(pid) = i32::try_from(*pid) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    let _ =
+                        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
                 }
             }
             // A thousand dying shells are a burst of work: let it pass before the next phase.
@@ -311,25 +272,14 @@ impl Drop for Fixture {
 /// `VmRSS` of a process, KiB.
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    line.split_whitespace()
-        .nth(1)
-        .context("odd VmRSS")?
-        .parse()
-        .context("odd VmRSS")
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    line.split_whitespace().nth(1).context("odd VmRSS")?.parse().context("odd VmRSS")
 }
 
 /// Threads of a process.
 pub fn threads(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 /// CPU time (user + system) a process has used so far, in clock ticks -> seconds.
@@ -338,11 +288,6 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
     // After "pid (comm)": state is field 0, utime 11, stime 12.
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     (ticks(11) + ticks(12)) as f64 / 100.0
 }

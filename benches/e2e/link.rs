@@ -47,24 +47,12 @@ const TIMED_READ_BUFFER: usize = 32 * 1024;
 /// Opens `url` on the current tokio runtime like a browser would (TCP_NODELAY, as every
 /// browser sets), with small buffers (thousands of these are held), and waits for `ready`.
 pub async fn open(url: &str) -> anyhow::Result<Ws> {
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let connect = tokio_tungstenite::connect_async_with_config(
-        url.into_client_request()?,
-        Some(config),
-        true,
-    );
-    let (mut ws, _) = tokio::time::timeout(OPEN, connect)
-        .await
-        .context("no WebSocket handshake in time")??;
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let connect = tokio_tungstenite::connect_async_with_config(url.into_client_request()?, Some(config), true);
+    let (mut ws, _) = tokio::time::timeout(OPEN, connect).await.context("no WebSocket handshake in time")??;
     let deadline = tokio::time::Instant::now() + OPEN;
     for _ in 0..64 {
-        if is_ready(
-            tokio::time::timeout_at(deadline, ws.next())
-                .await
-                .context("no ready message in time")?,
-        )? {
+        if is_ready(tokio::time::timeout_at(deadline, ws.next()).await.context("no ready message in time")?)? {
             return Ok(ws);
         }
     }
@@ -103,11 +91,7 @@ pub async fn settle(ws: &mut Ws, quiet: Duration, within: Duration) -> anyhow::R
     let deadline = tokio::time::Instant::now() + within;
     let mut seen = 0usize;
     for _ in 0..100_000 {
-        let wait = if seen == 0 {
-            deadline
-        } else {
-            (tokio::time::Instant::now() + quiet).min(deadline)
-        };
+        let wait = if seen == 0 { deadline } else { (tokio::time::Instant::now() + quiet).min(deadline) };
         match tokio::time::timeout_at(wait, ws.next()).await {
             Err(_) if seen > 0 => return Ok(seen),
             Err(_) => bail!("no output within {within:?}"),
@@ -135,11 +119,7 @@ impl Timed {
     /// Opens `url` like a browser would (TCP_NODELAY) and waits for the server's `ready`.
     pub fn open(url: &str) -> anyhow::Result<Self> {
         let request = url.into_client_request()?;
-        let host = request
-            .uri()
-            .host()
-            .context("no host in the link")?
-            .to_string();
+        let host = request.uri().host().context("no host in the link")?.to_string();
         let port = request.uri().port_u16().unwrap_or(80);
         let stream = StdTcpStream::connect((host.as_str(), port))?;
         stream.set_nodelay(true)?;
@@ -148,12 +128,7 @@ impl Timed {
         let config = WebSocketConfig::default().read_buffer_size(TIMED_READ_BUFFER);
         let (ws, _) = tungstenite::client::client_with_config(request, stream, Some(config))
             .map_err(|e| anyhow::anyhow!("WebSocket handshake failed: {e}"))?;
-        let mut timed = Self {
-            ws,
-            timeout: OPEN,
-            wait: OPEN,
-            last: tungstenite::Bytes::new(),
-        };
+        let mut timed = Self { ws, timeout: OPEN, wait: OPEN, last: tungstenite::Bytes::new() };
         for _ in 0..64 {
             if is_ready(timed.next(OPEN))? {
                 return Ok(timed);
@@ -182,10 +157,7 @@ impl Timed {
     fn output_within(&mut self, within: Duration) -> anyhow::Result<Option<tungstenite::Bytes>> {
         match self.next(within) {
             Some(Err(tungstenite::Error::Io(e)))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
             {
                 Ok(None)
             }
@@ -218,12 +190,7 @@ impl Timed {
 
     /// Reads output continuing `before` until `marker` went by, each message waiting at most
     /// `within`, all of them about as long: (bytes, frames).
-    fn read_until(
-        &mut self,
-        before: &[u8],
-        marker: &[u8],
-        within: Duration,
-    ) -> anyhow::Result<(u64, u64)> {
+    fn read_until(&mut self, before: &[u8], marker: &[u8], within: Duration) -> anyhow::Result<(u64, u64)> {
         self.wait = within;
         typing::read_until(self, before, marker, within)
     }
@@ -269,9 +236,7 @@ impl Timed {
     /// binary frames received).
     pub fn throughput(&mut self, bytes: u64, within: Duration) -> anyhow::Result<(u64, f64, u64)> {
         let started = Instant::now();
-        self.type_line(&format!(
-            "head -c {bytes} /dev/zero | base64 | cat; echo BENCH_$((6*7))_END"
-        ))?;
+        self.type_line(&format!("head -c {bytes} /dev/zero | base64 | cat; echo BENCH_$((6*7))_END"))?;
         let (got, frames) = self.read_until(&[], b"BENCH_42_END", within)?;
         Ok((got, started.elapsed().as_secs_f64(), frames))
     }
@@ -285,9 +250,7 @@ impl Terminal for Timed {
 
     fn output(&mut self) -> anyhow::Result<&[u8]> {
         let wait = self.wait;
-        self.last = self
-            .output_within(wait)?
-            .with_context(|| format!("nothing within {wait:?}"))?;
+        self.last = self.output_within(wait)?.with_context(|| format!("nothing within {wait:?}"))?;
         Ok(&self.last)
     }
 }
@@ -302,11 +265,7 @@ pub async fn wait_close(ws: &mut Ws, within: Duration) -> anyhow::Result<Closed>
         match msg {
             Some(Ok(Message::Close(frame))) => {
                 let code = frame.map_or(1005, |f| u16::from(f.code));
-                return Ok(Closed {
-                    code,
-                    at: Instant::now(),
-                    wall: SystemTime::now(),
-                });
+                return Ok(Closed { code, at: Instant::now(), wall: SystemTime::now() });
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => bail!("socket error before close: {e}"),

@@ -35,12 +35,7 @@ struct Local {
 impl Local {
     /// `sh -c script` in a new 80x24 PTY, killed after `within`.
     fn spawn(script: &str, within: Duration) -> anyhow::Result<Self> {
-        let pair = native_pty_system().openpty(PtySize {
-            rows: 24,
-            cols: 80,
-            pixel_width: 0,
-            pixel_height: 0,
-        })?;
+        let pair = native_pty_system().openpty(PtySize { rows: 24, cols: 80, pixel_width: 0, pixel_height: 0 })?;
         let mut cmd = CommandBuilder::new("sh");
         cmd.args(["-c", script]);
         let child = pair.slave.spawn_command(cmd)?;
@@ -52,32 +47,19 @@ impl Local {
         let watchdog = std::thread::spawn(move || match stop.recv_timeout(within) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if let Ok(pid) = i32::try_from(pid) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    let _ =
+                        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
                 }
                 true
             }
             _ => false,
         });
-        Ok(Self {
-            reader,
-            writer,
-            _master: pair.master,
-            child,
-            done,
-            watchdog: Some(watchdog),
-        })
+        Ok(Self { reader, writer, _master: pair.master, child, done, watchdog: Some(watchdog) })
     }
 
     /// The PTY as a terminal to type into and read, with `buf` to read into.
     fn wire<'a>(&'a mut self, buf: &'a mut [u8]) -> Wire<'a> {
-        Wire {
-            reader: &mut self.reader,
-            writer: &mut self.writer,
-            buf,
-        }
+        Wire { reader: &mut self.reader, writer: &mut self.writer, buf }
     }
 
     /// Reads to the end (EOF, or EIO once the program is gone); returns the bytes read.
@@ -96,11 +78,7 @@ impl Local {
     /// Stops the watchdog and reaps the program; false if the watchdog had to kill it.
     fn finish(mut self) -> bool {
         let _ = self.done.send(());
-        let killed = self
-            .watchdog
-            .take()
-            .map(|w| w.join().unwrap_or(true))
-            .unwrap_or(false);
+        let killed = self.watchdog.take().map(|w| w.join().unwrap_or(true)).unwrap_or(false);
         let _ = self.child.kill();
         let _ = self.child.wait();
         !killed
@@ -125,19 +103,8 @@ impl Echo {
     pub fn local(total: usize) -> anyhow::Result<Self> {
         let mut pty = Local::spawn(&echo_script(total), Duration::from_secs(120))?;
         let mut buf = vec![0u8; READ_BYTES];
-        read_until(
-            &mut pty.wire(&mut buf),
-            &[],
-            b"BENCH_GO",
-            Duration::from_secs(20),
-        )?;
-        Ok(Self {
-            pty,
-            relay: None,
-            sent: 0,
-            last: Vec::new(),
-            buf,
-        })
+        read_until(&mut pty.wire(&mut buf), &[], b"BENCH_GO", Duration::from_secs(20))?;
+        Ok(Self { pty, relay: None, sent: 0, last: Vec::new(), buf })
     }
 
     /// The kernel floor: the echo program in a local PTY, reached through a "relay" and an
@@ -187,10 +154,7 @@ impl Echo {
 /// second connection, and read by this thread: (bytes, seconds).
 pub fn throughput_via_plain_tcp(bytes: u64, within: Duration) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
-    let mut pty = Local::spawn(
-        &format!("head -c {bytes} /dev/zero | base64 | cat; echo BENCH_$((6*7))_END"),
-        within,
-    )?;
+    let mut pty = Local::spawn(&format!("head -c {bytes} /dev/zero | base64 | cat; echo BENCH_$((6*7))_END"), within)?;
     let (mut client, relay) = PlainRelay::start(&mut pty, 64 * 1024)?;
     let mut buf = vec![0u8; READ_BYTES];
     let run = read_until(&mut client.wire(&mut buf), &[], b"BENCH_42_END", within);
@@ -224,31 +188,17 @@ impl PlainRelay {
         };
         let (agent, relay_to_agent) = hop(&TcpListener::bind("127.0.0.1:0")?)?;
         let (client, relay_to_client) = hop(&TcpListener::bind("127.0.0.1:0")?)?;
-        let sockets = vec![
-            agent.try_clone()?,
-            relay_to_agent.try_clone()?,
-            client.try_clone()?,
-            relay_to_client.try_clone()?,
-        ];
+        let sockets =
+            vec![agent.try_clone()?, relay_to_agent.try_clone()?, client.try_clone()?, relay_to_client.try_clone()?];
         let pty_reader = std::mem::replace(&mut pty.reader, Box::new(io::empty()));
         let pty_writer = std::mem::replace(&mut pty.writer, Box::new(io::sink()));
         let copiers = vec![
             copier(Box::new(agent.try_clone()?), pty_writer, buf),
             copier(pty_reader, Box::new(agent), buf),
-            copier(
-                Box::new(relay_to_client.try_clone()?),
-                Box::new(relay_to_agent.try_clone()?),
-                buf,
-            ),
+            copier(Box::new(relay_to_client.try_clone()?), Box::new(relay_to_agent.try_clone()?), buf),
             copier(Box::new(relay_to_agent), Box::new(relay_to_client), buf),
         ];
-        Ok((
-            Client {
-                reader: client.try_clone()?,
-                writer: client,
-            },
-            Self { sockets, copiers },
-        ))
+        Ok((Client { reader: client.try_clone()?, writer: client }, Self { sockets, copiers }))
     }
 
     /// Unblocks and joins every copier (the sockets' reads return 0, the PTY's returns EIO
@@ -266,11 +216,7 @@ impl PlainRelay {
 }
 
 /// A thread copying `from` to `to`, `buf` bytes a read at most, until either ends.
-fn copier(
-    mut from: Box<dyn Read + Send>,
-    mut to: Box<dyn Write + Send>,
-    buf: usize,
-) -> std::thread::JoinHandle<()> {
+fn copier(mut from: Box<dyn Read + Send>, mut to: Box<dyn Write + Send>, buf: usize) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; buf];
         for _ in 0..100_000_000u64 {
@@ -304,10 +250,6 @@ struct Client {
 impl Client {
     /// The socket as a terminal to type into and read, with `buf` to read into.
     fn wire<'a>(&'a mut self, buf: &'a mut [u8]) -> Wire<'a> {
-        Wire {
-            reader: &mut self.reader,
-            writer: &mut self.writer,
-            buf,
-        }
+        Wire { reader: &mut self.reader, writer: &mut self.writer, buf }
     }
 }

@@ -53,20 +53,10 @@ pub async fn start(url: &str, token: &str) -> anyhow::Result<Stub> {
         agent_version: "bench".into(),
         display_name: "bench-stub".into(),
     };
-    out.send(proto::AgentFrame {
-        kind: Some(agent_frame::Kind::Hello(hello)),
-    })
-    .await?;
+    out.send(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(hello)) }).await?;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", enrolled.credential).parse()?,
-    );
-    let mut inbound = client
-        .link(request)
-        .await
-        .context("stub link refused")?
-        .into_inner();
+    request.metadata_mut().insert("authorization", format!("Bearer {}", enrolled.credential).parse()?);
+    let mut inbound = client.link(request).await.context("stub link refused")?.into_inner();
     let task = tokio::spawn(async move {
         // channel -> (next output offset, output credit left)
         let mut channels: HashMap<u64, (u64, u64)> = HashMap::new();
@@ -120,10 +110,7 @@ pub async fn start(url: &str, token: &str) -> anyhow::Result<Stub> {
                         *offset += u64::from(n);
                         *credit -= u64::from(n);
                     }
-                    replies.push(agent_frame::Kind::Credit(proto::Credit {
-                        channel: input.channel,
-                        bytes: n,
-                    }));
+                    replies.push(agent_frame::Kind::Credit(proto::Credit { channel: input.channel, bytes: n }));
                 }
                 relay_frame::Kind::Credit(c) => {
                     if let Some((_, credit)) = channels.get_mut(&c.channel) {
@@ -141,18 +128,11 @@ pub async fn start(url: &str, token: &str) -> anyhow::Result<Stub> {
                 _ => {}
             }
             for kind in replies {
-                if out
-                    .send(proto::AgentFrame { kind: Some(kind) })
-                    .await
-                    .is_err()
-                {
+                if out.send(proto::AgentFrame { kind: Some(kind) }).await.is_err() {
                     return;
                 }
             }
         }
     });
-    Ok(Stub {
-        machine_id: enrolled.machine_id,
-        task,
-    })
+    Ok(Stub { machine_id: enrolled.machine_id, task })
 }

@@ -76,10 +76,7 @@ struct Marker<'m> {
 
 impl<'m> Marker<'m> {
     fn new(marker: &'m [u8]) -> Self {
-        Self {
-            marker,
-            tail: Vec::with_capacity(2 * marker.len()),
-        }
+        Self { marker, tail: Vec::with_capacity(2 * marker.len()) }
     }
 
     /// Whether the marker has gone by, with `piece` the output just received. Copies only
@@ -116,12 +113,9 @@ pub fn read_until(
     let started = Instant::now();
     let (mut total, mut pieces) = (0u64, 0u64);
     for _ in 0..100_000_000u64 {
-        let piece = term.output().with_context(|| {
-            format!(
-                "{} not seen ({total} bytes read)",
-                String::from_utf8_lossy(marker)
-            )
-        })?;
+        let piece = term
+            .output()
+            .with_context(|| format!("{} not seen ({total} bytes read)", String::from_utf8_lossy(marker)))?;
         if piece.is_empty() {
             continue;
         }
@@ -131,10 +125,7 @@ pub fn read_until(
             return Ok((total, pieces));
         }
         if started.elapsed() > within {
-            bail!(
-                "{} not seen within {within:?} ({total} bytes read)",
-                String::from_utf8_lossy(marker)
-            );
+            bail!("{} not seen within {within:?} ({total} bytes read)", String::from_utf8_lossy(marker));
         }
     }
     bail!("the output never ended")
@@ -143,11 +134,7 @@ pub fn read_until(
 /// Types keys `first..first + n` one at a time into whatever echoes them (the echo program,
 /// once it printed `BENCH_GO`) and waits for each one's echo: their round trips in
 /// microseconds, and the piece of output that echoed the last one.
-pub fn time_keys(
-    term: &mut impl Terminal,
-    first: usize,
-    n: usize,
-) -> anyhow::Result<(Vec<f64>, Vec<u8>)> {
+pub fn time_keys(term: &mut impl Terminal, first: usize, n: usize) -> anyhow::Result<(Vec<f64>, Vec<u8>)> {
     let mut samples = Vec::with_capacity(n);
     let mut last = Vec::new();
     for i in first..first + n {
@@ -156,9 +143,7 @@ pub fn time_keys(
         term.send(&[k])?;
         let mut echoed = false;
         for _ in 0..1_000 {
-            let piece = term
-                .output()
-                .with_context(|| format!("key {i} not echoed"))?;
+            let piece = term.output().with_context(|| format!("key {i} not echoed"))?;
             if piece.contains(&k) {
                 if i + 1 == first + n {
                     last = piece.to_vec();

@@ -108,19 +108,14 @@ pub async fn serve(
         Leave::Ended(end) => end,
         Leave::Closed | Leave::Detached => closed::End::Detached(true),
     };
-    let _ = out
-        .send(closed_frame(channel, end, false, shell.age()))
-        .await;
+    let _ = out.send(closed_frame(channel, end, false, shell.age())).await;
 }
 
 /// Moves the credit the relay granted (permits on the channel's semaphore, where the
 /// dispatcher puts them) into the reader's account; `already` permits were taken by the caller.
 fn take_credit(shell: &Shell, reader: ReaderId, credit: &Semaphore, already: usize) {
     let more = credit.available_permits();
-    let more = match u32::try_from(more)
-        .ok()
-        .and_then(|n| credit.try_acquire_many(n).ok())
-    {
+    let more = match u32::try_from(more).ok().and_then(|n| credit.try_acquire_many(n).ok()) {
         Some(permits) => {
             permits.forget();
             more
@@ -180,8 +175,7 @@ impl Owed {
     fn add(&mut self, bytes: u32) {
         if bytes > 0 {
             self.bytes = self.bytes.saturating_add(bytes);
-            self.due
-                .get_or_insert_with(|| tokio::time::Instant::now() + CREDIT_DELAY);
+            self.due.get_or_insert_with(|| tokio::time::Instant::now() + CREDIT_DELAY);
         }
     }
 
@@ -211,10 +205,7 @@ struct GrantTimer {
 
 impl GrantTimer {
     fn new() -> Self {
-        Self {
-            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            at: None,
-        }
+        Self { sleep: Box::pin(tokio::time::sleep(Duration::ZERO)), at: None }
     }
 
     /// Makes sure it fires by `due` (if a grant is owed).

@@ -60,14 +60,7 @@ impl Channels {
         }
         let credit = Arc::new(Semaphore::new(window as usize));
         let (cmds, rx) = mpsc::unbounded_channel();
-        map.insert(
-            channel,
-            Entry {
-                credit: credit.clone(),
-                cmds,
-                attachment,
-            },
-        );
+        map.insert(channel, Entry { credit: credit.clone(), cmds, attachment });
         Some((credit, rx))
     }
 
@@ -94,55 +87,30 @@ impl Channels {
     /// session lives on for a reattach after the agent reconnects).
     pub fn close_all(&self) {
         for (_, e) in self.lock().drain() {
-            let _ = e.cmds.send(if e.attachment {
-                Cmd::Detach
-            } else {
-                Cmd::Close
-            });
+            let _ = e.cmds.send(if e.attachment { Cmd::Detach } else { Cmd::Close });
             e.credit.close();
         }
     }
 }
 
 /// An `Output` frame.
-pub fn output_frame(
-    channel: u64,
-    stream: proto::OutputStream,
-    offset: u64,
-    data: Bytes,
-) -> proto::AgentFrame {
-    let output = proto::Output {
-        channel,
-        stream: stream as i32,
-        offset,
-        data,
-    };
-    proto::AgentFrame {
-        kind: Some(agent_frame::Kind::Output(output)),
-    }
+pub fn output_frame(channel: u64, stream: proto::OutputStream, offset: u64, data: Bytes) -> proto::AgentFrame {
+    let output = proto::Output { channel, stream: stream as i32, offset, data };
+    proto::AgentFrame { kind: Some(agent_frame::Kind::Output(output)) }
 }
 
 /// The `Closed` frame that ends a channel.
-pub fn closed_frame(
-    channel: u64,
-    end: closed::End,
-    timed_out: bool,
-    ran: Duration,
-) -> proto::AgentFrame {
+pub fn closed_frame(channel: u64, end: closed::End, timed_out: bool, ran: Duration) -> proto::AgentFrame {
     let closed = proto::Closed {
         channel,
         end: Some(end),
         timed_out,
         duration_ms: u64::try_from(ran.as_millis()).unwrap_or(u64::MAX),
     };
-    proto::AgentFrame {
-        kind: Some(agent_frame::Kind::Closed(closed)),
-    }
+    proto::AgentFrame { kind: Some(agent_frame::Kind::Closed(closed)) }
 }
 
 /// An input-credit grant to the relay.
 pub fn credit_frame(channel: u64, bytes: u32) -> proto::AgentFrame {
-    proto::AgentFrame {
-        kind: Some(agent_frame::Kind::Credit(proto::Credit { channel, bytes })),
-    }
+    proto::AgentFrame { kind: Some(agent_frame::Kind::Credit(proto::Credit { channel, bytes })) }
 }

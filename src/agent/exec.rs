@@ -19,12 +19,7 @@ use crate::proto::{self, closed};
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 
 /// Runs `open` to completion, streaming its output under `credit`.
-pub async fn run(
-    open: proto::Open,
-    out: Out,
-    credit: Arc<Semaphore>,
-    mut cmds: mpsc::UnboundedReceiver<Cmd>,
-) {
+pub async fn run(open: proto::Open, out: Out, credit: Arc<Semaphore>, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
     let channel = open.channel;
     let started = Instant::now();
     let mut command = Command::new(&open.argv[0]);
@@ -41,57 +36,29 @@ pub async fn run(
         Err(e) => return spawn_failed(channel, &open.argv[0], e, &out).await,
     };
     let pid = child.id().unwrap_or(0);
-    let opened = proto::Opened {
-        channel,
-        input_window: 0,
-        pid,
-        ..Default::default()
-    };
-    let _ = out
-        .send(frame(proto::agent_frame::Kind::Opened(opened)))
-        .await;
+    let opened = proto::Opened { channel, input_window: 0, pid, ..Default::default() };
+    let _ = out.send(frame(proto::agent_frame::Kind::Opened(opened))).await;
     let chunk = CHUNK_BYTES.min(open.output_window as usize).max(1);
-    let readers: Vec<_> = [
-        child.stdout.take().map(|r| {
-            tokio::spawn(pump(
-                r,
-                channel,
-                proto::OutputStream::Stdout,
-                chunk,
-                out.clone(),
-                credit.clone(),
-            ))
-        }),
-        child.stderr.take().map(|r| {
-            tokio::spawn(pump(
-                r,
-                channel,
-                proto::OutputStream::Stderr,
-                chunk,
-                out.clone(),
-                credit.clone(),
-            ))
-        }),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let readers: Vec<_> =
+        [
+            child.stdout.take().map(|r| {
+                tokio::spawn(pump(r, channel, proto::OutputStream::Stdout, chunk, out.clone(), credit.clone()))
+            }),
+            child.stderr.take().map(|r| {
+                tokio::spawn(pump(r, channel, proto::OutputStream::Stderr, chunk, out.clone(), credit.clone()))
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
     let group = Pid::from_raw(i32::try_from(pid).unwrap_or(0));
-    let deadline = (open.timeout_ms > 0)
-        .then(|| tokio::time::Instant::now() + Duration::from_millis(open.timeout_ms));
+    let deadline = (open.timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(open.timeout_ms));
     let status = supervise(&mut child, readers, group, deadline, &credit, &mut cmds).await;
     let end = match status.exit {
         Ok(s) => ending_of(s),
         Err(e) => closed::End::Error(format!("waiting for the command failed: {e}")),
     };
-    let _ = out
-        .send(closed_frame(
-            channel,
-            end,
-            status.timed_out,
-            started.elapsed(),
-        ))
-        .await;
+    let _ = out.send(closed_frame(channel, end, status.timed_out, started.elapsed())).await;
 }
 
 /// How a supervised command ended.
@@ -183,32 +150,11 @@ async fn spawn_failed(channel: u64, program: &str, e: std::io::Error, out: &Out)
         std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
         _ => (126, "cannot run"),
     };
-    let opened = proto::Opened {
-        channel,
-        input_window: 0,
-        pid: 0,
-        ..Default::default()
-    };
-    let _ = out
-        .send(frame(proto::agent_frame::Kind::Opened(opened)))
-        .await;
+    let opened = proto::Opened { channel, input_window: 0, pid: 0, ..Default::default() };
+    let _ = out.send(frame(proto::agent_frame::Kind::Opened(opened))).await;
     let msg = format!("cmdop: {program}: {why} ({e})\n");
-    let _ = out
-        .send(output_frame(
-            channel,
-            proto::OutputStream::Stderr,
-            0,
-            msg.into_bytes().into(),
-        ))
-        .await;
-    let _ = out
-        .send(closed_frame(
-            channel,
-            closed::End::ExitCode(code),
-            false,
-            Duration::ZERO,
-        ))
-        .await;
+    let _ = out.send(output_frame(channel, proto::OutputStream::Stderr, 0, msg.into_bytes().into())).await;
+    let _ = out.send(closed_frame(channel, closed::End::ExitCode(code), false, Duration::ZERO)).await;
 }
 
 fn frame(kind: proto::agent_frame::Kind) -> proto::AgentFrame {
@@ -237,11 +183,7 @@ async fn pump(
         };
         permit.forget();
         let data = bytes::Bytes::copy_from_slice(&buf[..n]);
-        if out
-            .send(output_frame(channel, stream, offset, data))
-            .await
-            .is_err()
-        {
+        if out.send(output_frame(channel, stream, offset, data)).await.is_err() {
             return;
         }
         offset += n as u64;

@@ -59,9 +59,7 @@ pub struct AgentConfig {
 }
 
 async fn dial(server: &str) -> anyhow::Result<Channel> {
-    crate::sys::dial::connect(server)
-        .await
-        .map_err(anyhow::Error::msg)
+    crate::sys::dial::connect(server).await.map_err(anyhow::Error::msg)
 }
 
 /// The saved enrollment, or a new one made with the token.
@@ -83,16 +81,9 @@ pub async fn enrollment(config: &AgentConfig) -> anyhow::Result<Enrollment> {
         hostname: hostname(),
         display_name: config.display_name.clone().unwrap_or_default(),
     };
-    let resp = client
-        .enroll(req)
-        .await
-        .map_err(|s| anyhow::anyhow!("enrollment refused: {}", s.message()))?;
+    let resp = client.enroll(req).await.map_err(|s| anyhow::anyhow!("enrollment refused: {}", s.message()))?;
     let resp = resp.into_inner();
-    let saved = Enrollment {
-        server: config.server.clone(),
-        machine_id: resp.machine_id,
-        credential: resp.credential,
-    };
+    let saved = Enrollment { server: config.server.clone(), machine_id: resp.machine_id, credential: resp.credential };
     state::save(&config.state_dir, &saved)?;
     tracing::info!(machine = %saved.machine_id, "enrolled");
     Ok(saved)
@@ -155,12 +146,7 @@ fn status_error(s: tonic::Status) -> LinkError {
 }
 
 /// One stream's life: hello, then frames until it ends.
-async fn link(
-    enrollment: &Enrollment,
-    config: &AgentConfig,
-    shells: &Shells,
-    gate: &Gate,
-) -> Result<(), LinkError> {
+async fn link(enrollment: &Enrollment, config: &AgentConfig, shells: &Shells, gate: &Gate) -> Result<(), LinkError> {
     let mut client = RelayClient::new(dial(&config.server).await?);
     let (out, rx) = mpsc::channel(OUT_QUEUE_FRAMES);
     let hello = proto::Hello {
@@ -170,11 +156,7 @@ async fn link(
         agent_version: env!("CARGO_PKG_VERSION").into(),
         display_name: config.display_name.clone().unwrap_or_default(),
     };
-    let _ = out
-        .send(proto::AgentFrame {
-            kind: Some(agent_frame::Kind::Hello(hello)),
-        })
-        .await;
+    let _ = out.send(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(hello)) }).await;
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
     let auth = format!("Bearer {}", enrollment.credential)
         .parse()
@@ -218,13 +200,7 @@ async fn pump(
     }
 }
 
-fn dispatch(
-    kind: relay_frame::Kind,
-    out: &channel::Out,
-    channels: &Channels,
-    shells: &Shells,
-    gate: &Gate,
-) {
+fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, shells: &Shells, gate: &Gate) {
     match kind {
         relay_frame::Kind::Open(open) => match gate.admit(&open.principal, &open.attach_token) {
             Ok(()) => start(open, out, channels, shells),
@@ -237,9 +213,7 @@ fn dispatch(
             channels.command(r.channel, Cmd::Resize(clamp(r.cols), clamp(r.rows)));
         }
         relay_frame::Kind::Signal(s) => channels.command(s.channel, Cmd::Signal(s.signo)),
-        relay_frame::Kind::Close(c) => {
-            channels.command(c.channel, if c.detach { Cmd::Detach } else { Cmd::Close })
-        }
+        relay_frame::Kind::Close(c) => channels.command(c.channel, if c.detach { Cmd::Detach } else { Cmd::Close }),
         relay_frame::Kind::Welcome(_) => {}
         relay_frame::Kind::SessionQuery(q) => {
             let (shells, gate, out) = (shells.clone(), gate.clone(), out.clone());
@@ -248,11 +222,7 @@ fn dispatch(
                     Some(proto::session_query::Op::Unlock(u)) => unlock(q.request, u, &gate).await,
                     _ => shells.answer(q),
                 };
-                let _ = out
-                    .send(proto::AgentFrame {
-                        kind: Some(agent_frame::Kind::SessionReply(reply)),
-                    })
-                    .await;
+                let _ = out.send(proto::AgentFrame { kind: Some(agent_frame::Kind::SessionReply(reply)) }).await;
             });
         }
     }
@@ -264,27 +234,17 @@ fn refuse(channel: u64, denial: crate::core::session::Denial, out: &channel::Out
     let end = proto::closed::End::Denied(crate::core::convert::denial_to_wire(denial));
     let out = out.clone();
     tokio::spawn(async move {
-        let _ = out
-            .send(channel::closed_frame(channel, end, false, Duration::ZERO))
-            .await;
+        let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
     });
 }
 
 /// Answers `SessionQuery.unlock`: checks the password (argon2id, on a blocking thread).
 async fn unlock(request: u64, u: proto::Unlock, gate: &Gate) -> proto::SessionReply {
-    let mut reply = proto::SessionReply {
-        request,
-        ..Default::default()
-    };
-    match gate
-        .unlock(&u.principal, crate::core::secret::Secret::new(u.password))
-        .await
-    {
+    let mut reply = proto::SessionReply { request, ..Default::default() };
+    match gate.unlock(&u.principal, crate::core::secret::Secret::new(u.password)).await {
         Ok(grant) => {
-            reply.unlocked = Some(proto::Unlocked {
-                token: grant.token.expose().clone(),
-                expires_unix: grant.expires_unix,
-            });
+            reply.unlocked =
+                Some(proto::Unlocked { token: grant.token.expose().clone(), expires_unix: grant.expires_unix });
         }
         Err(denial) => reply.denied = Some(crate::core::convert::denial_to_wire(denial)),
     }
@@ -301,14 +261,10 @@ fn start(open: proto::Open, out: &channel::Out, channels: &Channels, shells: &Sh
     let (out, channels, shells) = (out.clone(), channels.clone(), shells.clone());
     tokio::spawn(async move {
         match open.kind() {
-            proto::SessionKind::Exec if !open.argv.is_empty() => {
-                exec::run(open, out, credit, cmds).await
-            }
+            proto::SessionKind::Exec if !open.argv.is_empty() => exec::run(open, out, credit, cmds).await,
             proto::SessionKind::Exec => {
                 let end = proto::closed::End::Error("no command given".into());
-                let _ = out
-                    .send(channel::closed_frame(channel, end, false, Duration::ZERO))
-                    .await;
+                let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
             }
             proto::SessionKind::Shell => shells.attach(open, out, credit, cmds).await,
         }

@@ -57,19 +57,11 @@ fn password_path(state_dir: &Path) -> PathBuf {
 
 /// Sets (or replaces) the password; every token issued before stops working.
 pub fn set(state_dir: &Path, password: &str) -> anyhow::Result<()> {
-    let hash = crate::core::passwords::hash(password)
-        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+    let hash = crate::core::passwords::hash(password).map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
     let epoch = secret::new_token("").expose().clone();
-    let file = PasswordFile {
-        hash,
-        epoch,
-        set_at: now(),
-    };
+    let file = PasswordFile { hash, epoch, set_at: now() };
     crate::sys::private_file::remove(&state_dir.join(TOKENS_FILE))?;
-    crate::sys::private_file::write(
-        &password_path(state_dir),
-        &serde_json::to_vec_pretty(&file)?,
-    )
+    crate::sys::private_file::write(&password_path(state_dir), &serde_json::to_vec_pretty(&file)?)
 }
 
 /// Removes the password (and every token); true when there was one.
@@ -84,10 +76,7 @@ pub fn status(state_dir: &Path) -> anyhow::Result<Option<i64>> {
 }
 
 fn read_password(state_dir: &Path) -> anyhow::Result<Option<PasswordFile>> {
-    crate::sys::private_file::read_json(
-        &password_path(state_dir),
-        "run `cmdop connect password set` or `clear` again",
-    )
+    crate::sys::private_file::read_json(&password_path(state_dir), "run `cmdop connect password set` or `clear` again")
 }
 
 /// Checks sessions and unlocks against the machine's attach password. Cheap to clone.
@@ -124,7 +113,8 @@ impl Gate {
     /// The current password, failing closed: a file that cannot be read protects the machine
     /// with a password nobody knows rather than opening it.
     fn password(&self) -> Result<Option<PasswordFile>, ()> {
-        read_password(&self.inner.state_dir).map_err(|e| tracing::error!(error = %format!("{e:#}"), "attach password unreadable; refusing sessions"))
+        read_password(&self.inner.state_dir)
+            .map_err(|e| tracing::error!(error = %format!("{e:#}"), "attach password unreadable; refusing sessions"))
     }
 
     /// Whether a session may open: yes when the machine has no password, or the token is one
@@ -137,9 +127,9 @@ impl Gate {
         };
         let tokens = crate::core::sync::lock(&self.inner.tokens);
         let valid = !token.is_empty()
-            && tokens.get(&secret::hash_token(token)).is_some_and(|e| {
-                e.epoch == epoch && e.principal == principal && e.expires_unix > now()
-            });
+            && tokens
+                .get(&secret::hash_token(token))
+                .is_some_and(|e| e.epoch == epoch && e.principal == principal && e.expires_unix > now());
         if valid { Ok(()) } else { Err(Denial::Required) }
     }
 
@@ -149,28 +139,19 @@ impl Gate {
             Ok(Some(file)) => file,
             // No password: nothing to unlock, any token would do; issue none and let it in.
             Ok(None) => {
-                return Ok(Grant {
-                    token: Secret::new(String::new()),
-                    expires_unix: now() + TOKEN_TTL_SECS,
-                });
+                return Ok(Grant { token: Secret::new(String::new()), expires_unix: now() + TOKEN_TTL_SECS });
             }
             Err(()) => return Err(Denial::Wrong),
         };
         let key = format!("principal:{principal}");
         let inner = &self.inner;
-        if let Err(wait) = inner
-            .per_principal
-            .check(&key)
-            .and_then(|()| inner.per_machine.check("machine"))
-        {
+        if let Err(wait) = inner.per_principal.check(&key).and_then(|()| inner.per_machine.check("machine")) {
             return Err(Denial::Throttled(wait));
         }
         let hash = file.hash.clone();
-        let right = tokio::task::spawn_blocking(move || {
-            crate::core::passwords::verify(password.expose(), &hash)
-        })
-        .await
-        .unwrap_or(false);
+        let right = tokio::task::spawn_blocking(move || crate::core::passwords::verify(password.expose(), &hash))
+            .await
+            .unwrap_or(false);
         if !right {
             inner.per_principal.failed(&key);
             inner.per_machine.failed("machine");
@@ -190,20 +171,10 @@ impl Gate {
         let mut tokens = crate::core::sync::lock(&self.inner.tokens);
         let t = now();
         tokens.retain(|_, e| e.expires_unix > t && e.epoch == epoch);
-        let entry = TokenEntry {
-            principal: principal.to_string(),
-            epoch: epoch.to_string(),
-            expires_unix,
-        };
+        let entry = TokenEntry { principal: principal.to_string(), epoch: epoch.to_string(), expires_unix };
         tokens.insert(secret::hash_token(token.expose()), entry);
-        crate::sys::private_file::write(
-            &self.inner.state_dir.join(TOKENS_FILE),
-            &serde_json::to_vec(&*tokens)?,
-        )?;
-        Ok(Grant {
-            token,
-            expires_unix,
-        })
+        crate::sys::private_file::write(&self.inner.state_dir.join(TOKENS_FILE), &serde_json::to_vec(&*tokens)?)?;
+        Ok(Grant { token, expires_unix })
     }
 
     /// Makes every token look older by `secs` (tests of expiry).
@@ -241,25 +212,15 @@ mod tests {
         let grant = gate.unlock("user:a", pw("correct horse")).await.unwrap();
         assert!(grant.token.expose().starts_with("cmdopa_"));
         assert_eq!(gate.admit("user:a", grant.token.expose()), Ok(()));
-        assert_eq!(
-            gate.admit("user:b", grant.token.expose()),
-            Err(Denial::Required),
-            "another principal"
-        );
+        assert_eq!(gate.admit("user:b", grant.token.expose()), Err(Denial::Required), "another principal");
         assert_eq!(gate.admit("user:a", "cmdopa_forged"), Err(Denial::Required));
         // A restarted agent still knows the token; the file holds only its hash.
         let stored = std::fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
         assert!(!stored.contains(grant.token.expose().as_str()));
-        assert_eq!(
-            Gate::new(dir.path()).admit("user:a", grant.token.expose()),
-            Ok(())
-        );
+        assert_eq!(Gate::new(dir.path()).admit("user:a", grant.token.expose()), Ok(()));
         // Expired by the clock.
         gate.age_tokens(TOKEN_TTL_SECS + 1);
-        assert_eq!(
-            gate.admit("user:a", grant.token.expose()),
-            Err(Denial::Required)
-        );
+        assert_eq!(gate.admit("user:a", grant.token.expose()), Err(Denial::Required));
     }
 
     #[tokio::test]
@@ -269,10 +230,7 @@ mod tests {
         let gate = Gate::new(dir.path());
         let grant = gate.unlock("link:l", pw("first password")).await.unwrap();
         set(dir.path(), "second password").unwrap();
-        assert_eq!(
-            gate.admit("link:l", grant.token.expose()),
-            Err(Denial::Required)
-        );
+        assert_eq!(gate.admit("link:l", grant.token.expose()), Err(Denial::Required));
         assert!(clear(dir.path()).unwrap());
         assert_eq!(gate.admit("link:l", ""), Ok(()), "no password: open again");
         assert!(!clear(dir.path()).unwrap());
@@ -284,20 +242,11 @@ mod tests {
         set(dir.path(), "s3cret-pass").unwrap();
         let gate = Gate::new(dir.path());
         for _ in 0..FREE_PER_PRINCIPAL + 1 {
-            assert_eq!(
-                gate.unlock("user:mallory", pw("guess")).await,
-                Err(Denial::Wrong)
-            );
+            assert_eq!(gate.unlock("user:mallory", pw("guess")).await, Err(Denial::Wrong));
         }
         let held = gate.unlock("user:mallory", pw("s3cret-pass")).await;
-        assert!(
-            matches!(held, Err(Denial::Throttled(w)) if w > Duration::ZERO),
-            "{held:?}"
-        );
-        assert!(
-            gate.unlock("user:alice", pw("s3cret-pass")).await.is_ok(),
-            "another principal is not held up"
-        );
+        assert!(matches!(held, Err(Denial::Throttled(w)) if w > Duration::ZERO), "{held:?}");
+        assert!(gate.unlock("user:alice", pw("s3cret-pass")).await.is_ok(), "another principal is not held up");
         // Many principals guessing: the machine as a whole backs off.
         for i in 0..FREE_PER_MACHINE {
             let _ = gate.unlock(&format!("link:{i}"), pw("guess")).await;

@@ -28,10 +28,7 @@ const MIN_CHARS: usize = 8;
 /// Runs one `password` command.
 pub fn run(command: PasswordCommand) -> Result<i32, CliError> {
     match command {
-        PasswordCommand::Set {
-            password_stdin,
-            state_dir,
-        } => set(&agent_dir(state_dir)?, password_stdin),
+        PasswordCommand::Set { password_stdin, state_dir } => set(&agent_dir(state_dir)?, password_stdin),
         PasswordCommand::Clear { state_dir } => clear(&agent_dir(state_dir)?),
         PasswordCommand::Status { state_dir, json } => status(&agent_dir(state_dir)?, json),
     }
@@ -64,23 +61,15 @@ fn agent_dir(state_dir: Option<PathBuf>) -> Result<PathBuf, CliError> {
 fn read_new_password(from_stdin: bool) -> Result<String, CliError> {
     if from_stdin {
         let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| failed(format!("cannot read standard input: {e}")))?;
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| failed(format!("cannot read standard input: {e}")))?;
         return Ok(line.trim_end_matches(['\r', '\n']).to_string());
     }
-    let no_tty = |e: std::io::Error| {
-        CliError::Usage(format!(
-            "cannot ask for the password ({e}): pass --password-stdin"
-        ))
-    };
+    let no_tty =
+        |e: std::io::Error| CliError::Usage(format!("cannot ask for the password ({e}): pass --password-stdin"));
     let first = rpassword::prompt_password("new attach password: ").map_err(no_tty)?;
     let again = rpassword::prompt_password("again: ").map_err(no_tty)?;
     if first != again {
-        return Err(CliError::Usage(
-            "the two passwords differ; nothing changed".into(),
-        ));
+        return Err(CliError::Usage("the two passwords differ; nothing changed".into()));
     }
     Ok(first)
 }
@@ -93,9 +82,7 @@ fn set(dir: &Path, from_stdin: bool) -> Result<i32, CliError> {
         )));
     }
     password::set(dir, &new).map_err(failed)?;
-    println!(
-        "attach password set: sessions on this machine now ask for it (earlier attach tokens no longer work)"
-    );
+    println!("attach password set: sessions on this machine now ask for it (earlier attach tokens no longer work)");
     Ok(0)
 }
 
@@ -109,14 +96,9 @@ fn clear(dir: &Path) -> Result<i32, CliError> {
 }
 
 fn status(dir: &Path, json: bool) -> Result<i32, CliError> {
-    let set_at = password::status(dir)
-        .map_err(failed)?
-        .map(crate::core::clock::rfc3339);
+    let set_at = password::status(dir).map_err(failed)?.map(crate::core::clock::rfc3339);
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "set": set_at.is_some(), "set_at": set_at })
-        );
+        println!("{}", serde_json::json!({ "set": set_at.is_some(), "set_at": set_at }));
     } else {
         match set_at {
             Some(at) => println!("attach password: set (since {at})"),

@@ -46,18 +46,9 @@ pub struct Exit(tokio::process::Child);
 /// A PTY size from wire values, with 80x24 for zeros.
 pub fn size(cols: u32, rows: u32) -> Winsize {
     let clamp = |v: u32, default: u16| {
-        if v == 0 {
-            default
-        } else {
-            u16::try_from(v).unwrap_or(u16::MAX)
-        }
+        if v == 0 { default } else { u16::try_from(v).unwrap_or(u16::MAX) }
     };
-    Winsize {
-        ws_row: clamp(rows, 24),
-        ws_col: clamp(cols, 80),
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    }
+    Winsize { ws_row: clamp(rows, 24), ws_col: clamp(cols, 80), ws_xpixel: 0, ws_ypixel: 0 }
 }
 
 /// Starts the user's login shell (`$SHELL`, else the password database's, else `/bin/sh`, run
@@ -69,20 +60,13 @@ pub fn spawn(cols: u32, rows: u32, env: &[(String, String)]) -> anyhow::Result<(
     let mut command = tokio::process::Command::new(&shell);
     let name = shell.rsplit('/').next().unwrap_or(&shell);
     command.arg0(format!("-{name}"));
-    command
-        .env("SHELL", &shell)
-        .env("TERM", "xterm-256color")
-        .env("COLORTERM", "truecolor");
+    command.env("SHELL", &shell).env("TERM", "xterm-256color").env("COLORTERM", "truecolor");
     command.envs(env.iter().map(|(k, v)| (k, v)));
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .or_else(|| passwd().map(|u| u.dir));
+    let home = std::env::var_os("HOME").map(PathBuf::from).or_else(|| passwd().map(|u| u.dir));
     if let Some(home) = home.filter(|h| h.is_dir()) {
         command.current_dir(home);
     }
-    command
-        .stdin(Stdio::from(slave.try_clone()?))
-        .stdout(Stdio::from(slave.try_clone()?));
+    command.stdin(Stdio::from(slave.try_clone()?)).stdout(Stdio::from(slave.try_clone()?));
     command.stderr(Stdio::from(slave.try_clone()?));
     become_session_leader(&mut command, slave);
     let child = command.spawn()?;
@@ -97,16 +81,11 @@ pub fn spawn(cols: u32, rows: u32, env: &[(String, String)]) -> anyhow::Result<(
 /// A new PTY pair, both ends close-on-exec and not this process's controlling terminal; the
 /// master non-blocking.
 fn open(size: Winsize) -> io::Result<(OwnedFd, OwnedFd)> {
-    let master =
-        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
     rustix::pty::grantpt(&master)?;
     rustix::pty::unlockpt(&master)?;
     let name = rustix::pty::ptsname(&master, Vec::new())?;
-    let slave = rustix::fs::open(
-        name.as_c_str(),
-        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let slave = rustix::fs::open(name.as_c_str(), OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?;
     rustix::termios::tcsetwinsize(&master, size)?;
     let flags = rustix::fs::fcntl_getfl(&master)?;
     rustix::fs::fcntl_setfl(&master, flags | OFlags::NONBLOCK)?;
@@ -120,10 +99,7 @@ fn login_shell() -> String {
     if let Some(shell) = std::env::var("SHELL").ok().filter(|s| runnable(s)) {
         return shell;
     }
-    match passwd()
-        .and_then(|u| u.shell.to_str().map(str::to_string))
-        .filter(|s| runnable(s))
-    {
+    match passwd().and_then(|u| u.shell.to_str().map(str::to_string)).filter(|s| runnable(s)) {
         Some(shell) => shell,
         None => "/bin/sh".to_string(),
     }
@@ -140,14 +116,8 @@ fn passwd() -> Option<User> {
 /// (the agent may have been started with some ignored, e.g. under `nohup`).
 #[allow(unsafe_code)]
 fn become_session_leader(command: &mut tokio::process::Command, tty: OwnedFd) {
-    const DEFAULT: [Signal; 6] = [
-        Signal::SIGCHLD,
-        Signal::SIGHUP,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGTERM,
-        Signal::SIGALRM,
-    ];
+    const DEFAULT: [Signal; 6] =
+        [Signal::SIGCHLD, Signal::SIGHUP, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTERM, Signal::SIGALRM];
     // SAFETY: `pre_exec` runs the closure in the forked child before exec, where only
     // async-signal-safe work is allowed. The closure allocates nothing and takes no lock: it
     // makes system calls only (sigaction through `signal`, setsid, ioctl(TIOCSCTTY)). `signal`
@@ -235,11 +205,7 @@ impl Pty {
     /// Waits until the PTY's input buffer has room. Registers a duplicate of the master for
     /// writability only for the wait: the program was not reading, so this is rare.
     pub async fn writable(&self) {
-        let registered = self
-            .master
-            .get_ref()
-            .try_clone()
-            .and_then(|fd| register(fd, Interest::WRITABLE));
+        let registered = self.master.get_ref().try_clone().and_then(|fd| register(fd, Interest::WRITABLE));
         match registered {
             Ok(fd) => drop(fd.writable().await),
             // Cannot register: retry the write a little later rather than spin.
@@ -249,8 +215,7 @@ impl Pty {
 
     /// Resizes the PTY (the shell gets SIGWINCH).
     pub fn resize(&self, cols: u16, rows: u16) {
-        let _ =
-            rustix::termios::tcsetwinsize(self.master.get_ref(), size(cols.into(), rows.into()));
+        let _ = rustix::termios::tcsetwinsize(self.master.get_ref(), size(cols.into(), rows.into()));
     }
 
     /// Sends `signo` to the PTY's foreground process group (what a keypress like Ctrl-C
@@ -259,9 +224,7 @@ impl Pty {
         let Ok(sig) = Signal::try_from(signo) else {
             return;
         };
-        let leader = rustix::termios::tcgetpgrp(self.master.get_ref())
-            .ok()
-            .map(|p| p.as_raw_nonzero().get());
+        let leader = rustix::termios::tcgetpgrp(self.master.get_ref()).ok().map(|p| p.as_raw_nonzero().get());
         match leader.filter(|pgrp| *pgrp > 0) {
             Some(pgrp) => {
                 let _ = killpg(Pid::from_raw(pgrp), sig);

@@ -46,31 +46,19 @@ enum Target {
 
 fn target_of(open: &proto::Open) -> Result<Target, String> {
     if !open.session_id.is_empty() {
-        let id = open
-            .session_id
-            .parse()
-            .map_err(|_| format!("{:?} is not a session id", open.session_id))?;
+        let id = open.session_id.parse().map_err(|_| format!("{:?} is not a session id", open.session_id))?;
         return Ok(Target::Id(id));
     }
     if !open.session_name.is_empty() {
-        return SessionName::parse(&open.session_name)
-            .map(Target::Named)
-            .map_err(|e| e.to_string());
+        return SessionName::parse(&open.session_name).map(Target::Named).map_err(|e| e.to_string());
     }
-    Ok(Target::New {
-        persistent: open.persistent,
-    })
+    Ok(Target::New { persistent: open.persistent })
 }
 
 impl Shells {
     /// An empty registry whose persistent sessions end after `idle` without an attachment.
     pub fn new(idle: Duration) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                map: Mutex::default(),
-                idle,
-            }),
-        }
+        Self { inner: Arc::new(Inner { map: Mutex::default(), idle }) }
     }
 
     // The std Mutex is never held across an `.await`.
@@ -91,14 +79,7 @@ impl Shells {
         let (shell, created) = match self.find_or_start(&open) {
             Ok(found) => found,
             Err(why) => {
-                let _ = out
-                    .send(closed_frame(
-                        channel,
-                        closed::End::Error(why),
-                        false,
-                        Duration::ZERO,
-                    ))
-                    .await;
+                let _ = out.send(closed_frame(channel, closed::End::Error(why), false, Duration::ZERO)).await;
                 return;
             }
         };
@@ -117,9 +98,7 @@ impl Shells {
             replay_from: attachment.replay_from,
             dropped: attachment.dropped,
         };
-        let frame = proto::AgentFrame {
-            kind: Some(proto::agent_frame::Kind::Opened(opened)),
-        };
+        let frame = proto::AgentFrame { kind: Some(proto::agent_frame::Kind::Opened(opened)) };
         if out.send(frame).await.is_err() {
             shell.leave(reader, false);
             return;
@@ -133,14 +112,10 @@ impl Shells {
         match target_of(open)? {
             Target::Id(id) => match map.get(&id) {
                 Some(shell) => Ok((shell.clone(), false)),
-                None => Err(format!(
-                    "no shell session {id} on this machine (it ended, or the agent restarted)"
-                )),
+                None => Err(format!("no shell session {id} on this machine (it ended, or the agent restarted)")),
             },
             Target::Named(name) => {
-                let running = map
-                    .values()
-                    .find(|s| s.name() == Some(name.as_str()) && !s.ended());
+                let running = map.values().find(|s| s.name() == Some(name.as_str()) && !s.ended());
                 if let Some(shell) = running {
                     return Ok((shell.clone(), false));
                 }
@@ -158,24 +133,11 @@ impl Shells {
 
     /// Spawns a shell and its supervisor. Called with the map locked (so two attaches of one
     /// new name make one session); spawning is a fork and exec, milliseconds.
-    fn start(
-        &self,
-        open: &proto::Open,
-        name: Option<String>,
-        persistent: bool,
-    ) -> Result<Arc<Shell>, String> {
+    fn start(&self, open: &proto::Open, name: Option<String>, persistent: bool) -> Result<Arc<Shell>, String> {
         let id = SessionId::random();
-        let mut env: Vec<(String, String)> = open
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        env.push((
-            "CMDOP_SESSION".into(),
-            name.clone().unwrap_or_else(|| id.to_string()),
-        ));
-        let (pty, exit) = pty::spawn(open.cols, open.rows, &env)
-            .map_err(|e| format!("cannot start a shell: {e:#}"))?;
+        let mut env: Vec<(String, String)> = open.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.push(("CMDOP_SESSION".into(), name.clone().unwrap_or_else(|| id.to_string())));
+        let (pty, exit) = pty::spawn(open.cols, open.rows, &env).map_err(|e| format!("cannot start a shell: {e:#}"))?;
         let shell = Arc::new(Shell::new(id, name, persistent, pty));
         tracing::info!(session = %id, name = ?shell.name(), persistent, pid = shell.pid(), "shell started");
         tokio::spawn(supervise(shell.clone(), exit, self.clone()));
@@ -184,12 +146,7 @@ impl Shells {
 
     /// Running sessions, oldest first.
     pub fn list(&self) -> Vec<SessionSummary> {
-        let mut all: Vec<SessionSummary> = self
-            .lock()
-            .values()
-            .filter(|s| !s.ended())
-            .map(|s| s.summary())
-            .collect();
+        let mut all: Vec<SessionSummary> = self.lock().values().filter(|s| !s.ended()).map(|s| s.summary()).collect();
         all.sort_by_key(|s| s.created_unix_ms);
         all
     }
@@ -214,9 +171,7 @@ impl Shells {
         let result = match query.op {
             Some(session_query::Op::List(_)) => Ok(self.list()),
             Some(session_query::Op::Kill(k)) => self.kill(&k.session).map(|s| vec![s]),
-            Some(session_query::Op::Unlock(_)) => {
-                Err("unlock is answered by the attach password gate".to_string())
-            }
+            Some(session_query::Op::Unlock(_)) => Err("unlock is answered by the attach password gate".to_string()),
             None => Err("empty session query".to_string()),
         };
         match result {
@@ -225,11 +180,7 @@ impl Shells {
                 sessions: sessions.iter().map(shell_session).collect(),
                 ..Default::default()
             },
-            Err(error) => proto::SessionReply {
-                request: query.request,
-                error,
-                ..Default::default()
-            },
+            Err(error) => proto::SessionReply { request: query.request, error, ..Default::default() },
         }
     }
 
@@ -278,10 +229,7 @@ async fn pump(shell: &Shell, exit: Exit, idle: Duration) -> closed::End {
             return end.clone();
         }
         let reads = (end.is_some() || shell.unattended()) && shell.wants_read();
-        let (expiry, hard) = (
-            at(shell.expiry(idle)),
-            at(shell.kill_deadline()).filter(|_| !hard_killed),
-        );
+        let (expiry, hard) = (at(shell.expiry(idle)), at(shell.kill_deadline()).filter(|_| !hard_killed));
         tokio::select! {
             _ = shell.readable(), if reads => {
                 shell.fill();

@@ -259,9 +259,7 @@ impl Shell {
         if !Self::reads(&st) {
             return 0;
         }
-        let streaming = st
-            .streamed_at
-            .is_some_and(|at| at.elapsed() < STREAMING_FOR);
+        let streaming = st.streamed_at.is_some_and(|at| at.elapsed() < STREAMING_FOR);
         let (n, closed) = READ_BUF.with_borrow_mut(|buf| {
             let (mut n, mut closed) = (0, false);
             while n < buf.len() {
@@ -307,11 +305,7 @@ impl Shell {
         if st.killed_at.is_some() || st.ended.is_some() {
             return None;
         }
-        let wait = if self.persistent {
-            idle
-        } else {
-            ONE_SHOT_GRACE
-        };
+        let wait = if self.persistent { idle } else { ONE_SHOT_GRACE };
         st.alone_since.map(|since| since + wait)
     }
 

@@ -28,12 +28,10 @@ pub async fn run(cli: args::Cli) -> anyhow::Result<i32> {
 
 async fn connect(args: ConnectArgs) -> Result<i32, CliError> {
     match args.command {
-        Some(ConnectCommand::Password(command)) => {
-            password_cmd::run(command).map_err(|e| match e {
-                password_cmd::CliError::Usage(m) => CliError::Usage(m),
-                password_cmd::CliError::Failed(m) => CliError::Failed(m),
-            })
-        }
+        Some(ConnectCommand::Password(command)) => password_cmd::run(command).map_err(|e| match e {
+            password_cmd::CliError::Usage(m) => CliError::Usage(m),
+            password_cmd::CliError::Failed(m) => CliError::Failed(m),
+        }),
         Some(ConnectCommand::Remote(command)) => cli::connect(args.flags, Some(command)).await,
         None => cli::connect(args.flags, None).await,
     }
@@ -41,33 +39,19 @@ async fn connect(args: ConnectArgs) -> Result<i32, CliError> {
 
 async fn server(args: ServerArgs) -> anyhow::Result<i32> {
     match args.command {
-        Some(ServerCommand::LocalLogin {
-            data_dir,
-            server,
-            email,
-        }) => local_login(data_dir, &server, &email).await,
+        Some(ServerCommand::LocalLogin { data_dir, server, email }) => local_login(data_dir, &server, &email).await,
         _ => crate::server::command::run(args).await,
     }
 }
 
 /// `cmdop server local-login`: the operator's root of trust is the data folder, so this signs
 /// the local CLI in as the first owner by opening it directly.
-async fn local_login(
-    data_dir: Option<std::path::PathBuf>,
-    server: &str,
-    email: &str,
-) -> anyhow::Result<i32> {
+async fn local_login(data_dir: Option<std::path::PathBuf>, server: &str, email: &str) -> anyhow::Result<i32> {
     let data_dir = data_dir.unwrap_or_else(dirs::server_data);
     private_file::ensure_dir(&data_dir)?;
-    let store = crate::store::open(&data_dir)
-        .await
-        .context("cannot open the server's database")?;
-    let pair =
-        crate::server::bootstrap::sign_in_owner(&store, email, "cmdop server local-login").await?;
+    let store = crate::store::open(&data_dir).await.context("cannot open the server's database")?;
+    let pair = crate::server::bootstrap::sign_in_owner(&store, email, "cmdop server local-login").await?;
     home::save_credentials(&home::Credentials::from_pair(server, &pair))?;
-    println!(
-        "signed in to {server} as the owner ({})",
-        home::dir().display()
-    );
+    println!("signed in to {server} as the owner ({})", home::dir().display());
     Ok(0)
 }

@@ -31,19 +31,13 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
         trusted_proxies: vec![],
     };
     let server = Server::bind(config).await.with_context(|| {
-        format!(
-            "quickstart could not start a server on {} (try --listen 127.0.0.1:0)",
-            args.listen
-        )
+        format!("quickstart could not start a server on {} (try --listen 127.0.0.1:0)", args.listen)
     })?;
     let url = server.public_url().to_string();
     let store = server.store().clone();
     let shares = server.shares().clone();
-    let email = format!(
-        "{}@{}",
-        std::env::var("USER").unwrap_or_else(|_| "owner".into()),
-        crate::sys::host::hostname()
-    );
+    let email =
+        format!("{}@{}", std::env::var("USER").unwrap_or_else(|_| "owner".into()), crate::sys::host::hostname());
     let owner = bootstrap::first_owner(&store, &email).await?;
 
     let agent_dir = data_dir.join("agent");
@@ -74,13 +68,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
                            "machine_id": machine.to_string(), "expires_at": expires_at});
         println!("{ready}");
     } else {
-        print_welcome(
-            &url,
-            &email,
-            &crate::sys::host::hostname(),
-            &share_url,
-            &expires_at,
-        );
+        print_welcome(&url, &email, &crate::sys::host::hostname(), &share_url, &expires_at);
     }
     crate::sys::signal::shutdown().await;
     let _ = stop_tx.send(true);
@@ -99,49 +87,20 @@ async fn sign_in(store: &Store, url: &str, owner: crate::core::ids::UserId) -> a
 }
 
 async fn enroll_token(store: &Store, email: &str) -> anyhow::Result<Secret<String>> {
-    let owner = store
-        .user_by_email(email)
-        .await?
-        .or(store.first_user().await?)
-        .context("no owner account")?;
-    let fleet = store
-        .memberships(owner.id)
-        .await?
-        .into_iter()
-        .next()
-        .context("the owner has no fleet")?
-        .fleet;
+    let owner = store.user_by_email(email).await?.or(store.first_user().await?).context("no owner account")?;
+    let fleet = store.memberships(owner.id).await?.into_iter().next().context("the owner has no fleet")?.fleet;
     let token = secret::new_token(prefix::ENROLL);
     let expires = crate::core::clock::now() + 600;
-    store
-        .create_enroll_token(
-            &secret::hash_token(token.expose()),
-            fleet.id,
-            owner.id,
-            expires,
-        )
-        .await?;
+    store.create_enroll_token(&secret::hash_token(token.expose()), fleet.id, owner.id, expires).await?;
     Ok(token)
 }
 
 /// Link lifetime quickstart gives its demo link: 1 hour.
 const QUICKSTART_LINK_TTL: Duration = Duration::from_secs(3600);
 
-async fn share_this_machine(
-    shares: &Shares,
-    store: &Store,
-    email: &str,
-    machine: MachineId,
-) -> anyhow::Result<Minted> {
-    let owner = store
-        .user_by_email(email)
-        .await?
-        .or(store.first_user().await?)
-        .context("no owner account")?;
-    let m = store
-        .machine(machine)
-        .await?
-        .context("the local machine vanished")?;
+async fn share_this_machine(shares: &Shares, store: &Store, email: &str, machine: MachineId) -> anyhow::Result<Minted> {
+    let owner = store.user_by_email(email).await?.or(store.first_user().await?).context("no owner account")?;
+    let m = store.machine(machine).await?.context("the local machine vanished")?;
     let spec = ShareSpec {
         user: owner.id,
         fleet: m.fleet_id,
@@ -165,10 +124,7 @@ async fn wait_online(store: &Store, agent_dir: &std::path::Path) -> anyhow::Resu
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!(
-        "the local agent did not come online within {}s; see the log above",
-        AGENT_READY_TIMEOUT.as_secs()
-    )
+    bail!("the local agent did not come online within {}s; see the log above", AGENT_READY_TIMEOUT.as_secs())
 }
 
 fn print_welcome(url: &str, email: &str, host: &str, share_url: &str, expires_at: &str) {
@@ -177,10 +133,7 @@ fn print_welcome(url: &str, email: &str, host: &str, share_url: &str, expires_at
     println!("  share link {share_url}");
     println!("             (a browser terminal on this machine, until {expires_at})");
     println!("  machine    {host} (this machine, agent connected)");
-    println!(
-        "  signed in  {email} (owner), credentials in {}\n",
-        home::dir().display()
-    );
+    println!("  signed in  {email} (owner), credentials in {}\n", home::dir().display());
     println!("Try, in another terminal:");
     println!("  cmdop connect --list");
     println!("  cmdop connect exec {host} -- uname -a");

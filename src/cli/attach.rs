@@ -75,15 +75,9 @@ struct Attach {
 }
 
 /// Resolves the machine, attaches, and runs until the shell ends or the user detaches.
-pub async fn run(
-    client: &mut Client,
-    machine: &str,
-    session: Option<String>,
-) -> Result<i32, CliError> {
+pub async fn run(client: &mut Client, machine: &str, session: Option<String>) -> Result<i32, CliError> {
     eprint!("resolving... ");
-    let machine = machines::resolve(client, machine)
-        .await
-        .inspect_err(|_| eprintln!("failed"))?;
+    let machine = machines::resolve(client, machine).await.inspect_err(|_| eprintln!("failed"))?;
     if !machine.online {
         eprintln!("failed");
         return Err(CliError::Failed(format!(
@@ -109,14 +103,7 @@ pub async fn run(
         match dial(client, start).await {
             Ok(dialed) => break dialed,
             Err(status) => {
-                eprintln!(
-                    "{}",
-                    if super::unlock::asks(&status) {
-                        "password required"
-                    } else {
-                        "failed"
-                    }
-                );
+                eprintln!("{}", if super::unlock::asks(&status) { "password required" } else { "failed" });
                 if !unlocker.answer(client, &status).await? {
                     return Err(status.into());
                 }
@@ -134,8 +121,7 @@ pub async fn run(
         next: attached.replay_from,
     };
     eprintln!("{}", banner(&attach, &attached));
-    let raw = RawMode::enable()
-        .map_err(|e| CliError::Failed(format!("cannot put the terminal in raw mode: {e}")))?;
+    let raw = RawMode::enable().map_err(|e| CliError::Failed(format!("cannot put the terminal in raw mode: {e}")))?;
     let outcome = attach.pump(link).await;
     drop(raw);
     Ok(attach.report(outcome?))
@@ -152,34 +138,20 @@ fn banner(attach: &Attach, attached: &proto::Attached) -> String {
         None => "attached - Ctrl-D to detach".to_string(),
     };
     if attached.dropped > 0 {
-        text.push_str(&format!(
-            "\n({} bytes of older output are no longer buffered)",
-            attached.dropped
-        ));
+        text.push_str(&format!("\n({} bytes of older output are no longer buffered)", attached.dropped));
     }
     text
 }
 
 /// Opens an attach stream and waits for the server's `attached`.
-async fn dial(
-    client: &mut Client,
-    start: proto::AttachStart,
-) -> Result<(Link, proto::Attached), Status> {
+async fn dial(client: &mut Client, start: proto::AttachStart) -> Result<(Link, proto::Attached), Status> {
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-    let first = proto::AttachInput {
-        kind: Some(attach_input::Kind::Start(start)),
-    };
-    tx.send(first)
-        .await
-        .map_err(|_| Status::internal("cannot start the attach"))?;
+    let first = proto::AttachInput { kind: Some(attach_input::Kind::Start(start)) };
+    tx.send(first).await.map_err(|_| Status::internal("cannot start the attach"))?;
     let mut outputs = client.attach(ReceiverStream::new(rx)).await?.into_inner();
     match outputs.message().await? {
-        Some(proto::AttachOutput {
-            kind: Some(attach_output::Kind::Attached(a)),
-        }) => Ok((Link { tx, outputs }, a)),
-        _ => Err(Status::unavailable(
-            "the server ended the attach before confirming it",
-        )),
+        Some(proto::AttachOutput { kind: Some(attach_output::Kind::Attached(a)) }) => Ok((Link { tx, outputs }, a)),
+        _ => Err(Status::unavailable("the server ended the attach before confirming it")),
     }
 }
 
@@ -281,18 +253,11 @@ impl Attach {
             Some(attach_output::Kind::Output(chunk)) => {
                 // Bytes before `next` were already shown (a replay overlapping what arrived):
                 // skip them so nothing is doubled.
-                let skip =
-                    usize::try_from(self.next.saturating_sub(chunk.offset)).unwrap_or(usize::MAX);
+                let skip = usize::try_from(self.next.saturating_sub(chunk.offset)).unwrap_or(usize::MAX);
                 let end = chunk.offset + chunk.data.len() as u64;
                 if let Some(fresh) = chunk.data.get(skip..).filter(|d| !d.is_empty()) {
-                    stdout
-                        .write_all(fresh)
-                        .await
-                        .map_err(|e| os_error("cannot write output", e))?;
-                    stdout
-                        .flush()
-                        .await
-                        .map_err(|e| os_error("cannot write output", e))?;
+                    stdout.write_all(fresh).await.map_err(|e| os_error("cannot write output", e))?;
+                    stdout.flush().await.map_err(|e| os_error("cannot write output", e))?;
                 }
                 self.next = self.next.max(end);
                 Ok(None)
@@ -312,10 +277,7 @@ impl Attach {
 
     /// Reattaches by id from the next expected offset, for up to `RECONNECT_FOR`. `None`
     /// when the user detached (`~.`) meanwhile.
-    async fn reconnect(
-        &mut self,
-        actions: &mut mpsc::Receiver<Action>,
-    ) -> Result<Option<Link>, CliError> {
+    async fn reconnect(&mut self, actions: &mut mpsc::Receiver<Action>) -> Result<Option<Link>, CliError> {
         eprint!("\r\n[cmdop: connection lost; reconnecting (Enter ~ . to give up)]\r\n");
         let deadline = Instant::now() + RECONNECT_FOR;
         let mut delay = RETRY_FIRST;
@@ -336,9 +298,7 @@ impl Attach {
     }
 
     async fn redial(&mut self) -> Result<Link, Redial> {
-        let (mut client, _) = client::connect()
-            .await
-            .map_err(|error| Redial { retry: true, error })?;
+        let (mut client, _) = client::connect().await.map_err(|error| Redial { retry: true, error })?;
         let (cols, rows) = terminal::size();
         let start = proto::AttachStart {
             machine_id: self.machine.id.clone(),
@@ -352,36 +312,23 @@ impl Attach {
         let (link, attached) = match dial(&mut client, start).await {
             Ok(ok) => ok,
             Err(status) if status.code() == Code::FailedPrecondition => {
-                let error = CliError::Failed(format!(
-                    "the session ended while the connection was down ({})",
-                    status.message()
-                ));
-                return Err(Redial {
-                    retry: false,
-                    error,
-                });
+                let error =
+                    CliError::Failed(format!("the session ended while the connection was down ({})", status.message()));
+                return Err(Redial { retry: false, error });
             }
             Err(status) => {
-                return Err(Redial {
-                    retry: retryable(&status),
-                    error: status.into(),
-                });
+                return Err(Redial { retry: retryable(&status), error: status.into() });
             }
         };
         if attached.dropped > 0 {
-            eprint!(
-                "[cmdop: {} bytes of output were dropped while disconnected]\r\n",
-                attached.dropped
-            );
+            eprint!("[cmdop: {} bytes of output were dropped while disconnected]\r\n", attached.dropped);
         }
         Ok(link)
     }
 
     /// The CLI was told to stop: leave the session as a detach would, exit 128+signal.
     async fn stop(&self, link: &Link, signo: i32) -> Outcome {
-        let detach = proto::AttachInput {
-            kind: Some(attach_input::Kind::Detach(proto::Detach {})),
-        };
+        let detach = proto::AttachInput { kind: Some(attach_input::Kind::Detach(proto::Detach {})) };
         let _ = tokio::time::timeout(Duration::from_millis(500), link.tx.send(detach)).await;
         Outcome::Stopped(128 + signo)
     }
@@ -446,10 +393,7 @@ async fn forward_input(
                 }
             }
             Local::Resize(cols, rows) => {
-                messages.push(attach_input::Kind::Resize(proto::TerminalSize {
-                    cols: cols.into(),
-                    rows: rows.into(),
-                }));
+                messages.push(attach_input::Kind::Resize(proto::TerminalSize { cols: cols.into(), rows: rows.into() }));
             }
         }
         for kind in messages {
@@ -459,10 +403,7 @@ async fn forward_input(
 }
 
 /// Sends on the current connection, waiting for a reconnect when it is down.
-async fn deliver(
-    current: &mut watch::Receiver<Option<mpsc::Sender<proto::AttachInput>>>,
-    msg: proto::AttachInput,
-) {
+async fn deliver(current: &mut watch::Receiver<Option<mpsc::Sender<proto::AttachInput>>>, msg: proto::AttachInput) {
     loop {
         let tx = current.borrow_and_update().clone();
         if let Some(tx) = tx

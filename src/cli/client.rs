@@ -16,17 +16,15 @@ use crate::proto::api_client::ApiClient;
 /// Refresh the access token when it has less than this left: 5 minutes.
 const REFRESH_MARGIN_SECS: i64 = 300;
 
-type Auth =
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync>;
+type Auth = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync>;
 
 /// An API client carrying the bearer token and the active fleet.
 pub type Client = ApiClient<InterceptedService<Channel, Auth>>;
 
 /// The credentials to use now: loaded, refreshed when close to expiry, or `NotSignedIn`.
 pub async fn credentials() -> Result<Credentials, CliError> {
-    let creds = home::load_credentials()
-        .map_err(|e| CliError::Failed(format!("{e:#}")))?
-        .ok_or(CliError::NotSignedIn)?;
+    let creds =
+        home::load_credentials().map_err(|e| CliError::Failed(format!("{e:#}")))?.ok_or(CliError::NotSignedIn)?;
     if creds.expires_at - crate::core::clock::now() > REFRESH_MARGIN_SECS {
         return Ok(creds);
     }
@@ -37,37 +35,24 @@ pub async fn credentials() -> Result<Credentials, CliError> {
 
 async fn refresh(creds: &Credentials) -> Result<Credentials, CliError> {
     let url = format!("{}/oauth/token", creds.server_url);
-    let form = [
-        ("grant_type", "refresh_token"),
-        ("refresh_token", creds.refresh_token.as_str()),
-    ];
+    let form = [("grant_type", "refresh_token"), ("refresh_token", creds.refresh_token.as_str())];
     let resp = crate::sys::dial::http()
         .post(&url)
         .form(&form)
         .timeout(Duration::from_secs(15))
         .send()
         .await
-        .map_err(|e| {
-            CliError::Failed(format!(
-                "cannot reach the server at {}: {e}",
-                creds.server_url
-            ))
-        })?;
+        .map_err(|e| CliError::Failed(format!("cannot reach the server at {}: {e}", creds.server_url)))?;
     if !resp.status().is_success() {
         return Err(CliError::NotSignedIn);
     }
-    let pair: TokenPair = resp
-        .json()
-        .await
-        .map_err(|e| CliError::Failed(format!("bad token response: {e}")))?;
+    let pair: TokenPair = resp.json().await.map_err(|e| CliError::Failed(format!("bad token response: {e}")))?;
     Ok(Credentials::from_pair(&creds.server_url, &pair))
 }
 
 /// Opens a channel to the server.
 pub async fn channel(server_url: &str) -> Result<Channel, CliError> {
-    crate::sys::dial::connect(server_url)
-        .await
-        .map_err(CliError::Failed)
+    crate::sys::dial::connect(server_url).await.map_err(CliError::Failed)
 }
 
 /// A signed-in client for the active fleet, and the credentials it uses.
@@ -75,9 +60,8 @@ pub async fn connect() -> Result<(Client, Credentials), CliError> {
     let creds = credentials().await?;
     let settings = home::load_settings().map_err(|e| CliError::Failed(format!("{e:#}")))?;
     let channel = channel(&creds.server_url).await?;
-    let bearer: MetadataValue<_> = format!("Bearer {}", creds.access_token)
-        .parse()
-        .map_err(|_| CliError::NotSignedIn)?;
+    let bearer: MetadataValue<_> =
+        format!("Bearer {}", creds.access_token).parse().map_err(|_| CliError::NotSignedIn)?;
     let fleet: Option<MetadataValue<_>> = settings.fleet.and_then(|f| f.parse().ok());
     let auth: Auth = Box::new(move |mut req: tonic::Request<()>| {
         req.metadata_mut().insert("authorization", bearer.clone());

@@ -48,9 +48,7 @@ impl From<tonic::Status> for CliError {
             Code::Unauthenticated => CliError::Unauthenticated(msg),
             Code::PermissionDenied => CliError::Denied(msg),
             Code::InvalidArgument | Code::NotFound => CliError::Usage(msg),
-            Code::Unavailable
-                if msg.is_empty() || msg.contains("tcp connect") || msg.contains("transport") =>
-            {
+            Code::Unavailable if msg.is_empty() || msg.contains("tcp connect") || msg.contains("transport") => {
                 CliError::Failed(format!("cannot reach the server: {msg}"))
             }
             _ => CliError::Failed(msg),

@@ -41,10 +41,7 @@ pub struct Escapes {
 
 impl Default for Escapes {
     fn default() -> Self {
-        Self {
-            at_line_start: true,
-            tilde: false,
-        }
+        Self { at_line_start: true, tilde: false }
     }
 }
 
@@ -90,46 +87,22 @@ mod tests {
     fn tilde_dot_after_enter_detaches_and_drops_the_rest() {
         let mut e = Escapes::default();
         let scan = e.feed(b"ls\r~.more");
-        assert_eq!(
-            scan,
-            Scan {
-                forward: b"ls\r".to_vec(),
-                action: Some(Action::Detach)
-            }
-        );
+        assert_eq!(scan, Scan { forward: b"ls\r".to_vec(), action: Some(Action::Detach) });
     }
 
     #[test]
     fn escapes_work_across_reads_and_at_the_very_start() {
         let mut e = Escapes::default();
         assert_eq!(e.feed(b"~"), Scan::default());
-        assert_eq!(
-            e.feed(b"."),
-            Scan {
-                forward: vec![],
-                action: Some(Action::Detach)
-            }
-        );
+        assert_eq!(e.feed(b"."), Scan { forward: vec![], action: Some(Action::Detach) });
     }
 
     #[test]
     fn ctrl_d_detaches_and_tilde_ctrl_d_sends_it() {
         let mut e = Escapes::default();
-        assert_eq!(
-            e.feed(b"ab\x04cd"),
-            Scan {
-                forward: b"ab".to_vec(),
-                action: Some(Action::Detach)
-            }
-        );
+        assert_eq!(e.feed(b"ab\x04cd"), Scan { forward: b"ab".to_vec(), action: Some(Action::Detach) });
         let mut e = Escapes::default();
-        assert_eq!(
-            e.feed(b"cat\r~\x04"),
-            Scan {
-                forward: b"cat\r\x04".to_vec(),
-                action: None
-            }
-        );
+        assert_eq!(e.feed(b"cat\r~\x04"), Scan { forward: b"cat\r\x04".to_vec(), action: None });
     }
 
     #[test]
@@ -145,12 +118,6 @@ mod tests {
         let mut e = Escapes::default();
         assert_eq!(e.feed(b"~a").forward, b"~a".to_vec());
         let mut e = Escapes::default();
-        assert_eq!(
-            e.feed(b"~?"),
-            Scan {
-                forward: vec![],
-                action: Some(Action::Help)
-            }
-        );
+        assert_eq!(e.feed(b"~?"), Scan { forward: vec![], action: Some(Action::Help) });
     }
 }

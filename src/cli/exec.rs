@@ -86,8 +86,7 @@ pub async fn run(client: &mut Client, args: ExecArgs) -> Result<i32, CliError> {
             Err(status) => return Err(status.into()),
         }
     };
-    let mut interrupts =
-        signal(SignalKind::interrupt()).map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut interrupts = signal(SignalKind::interrupt()).map_err(|e| CliError::Failed(e.to_string()))?;
     let (mut out, mut err) = (Capture::default(), Capture::default());
     let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
     let mut presses = 0;
@@ -124,15 +123,9 @@ pub async fn run(client: &mut Client, args: ExecArgs) -> Result<i32, CliError> {
             duration_ms: exit.duration_ms,
             timed_out: exit.timed_out,
         };
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| CliError::Failed(e.to_string()))?
-        );
+        println!("{}", serde_json::to_string(&report).map_err(|e| CliError::Failed(e.to_string()))?);
     } else if exit.timed_out {
-        eprintln!(
-            "cmdop: command timed out after {}",
-            crate::core::duration::format(args.timeout)
-        );
+        eprintln!("cmdop: command timed out after {}", crate::core::duration::format(args.timeout));
     }
     Ok(code)
 }
@@ -143,11 +136,7 @@ async fn start_exec(
     start: proto::ExecStart,
 ) -> Result<(mpsc::Sender<proto::ExecInput>, Streaming<proto::ExecOutput>), Status> {
     let (tx, rx) = mpsc::channel(8);
-    let _ = tx
-        .send(proto::ExecInput {
-            kind: Some(exec_input::Kind::Start(start)),
-        })
-        .await;
+    let _ = tx.send(proto::ExecInput { kind: Some(exec_input::Kind::Start(start)) }).await;
     let outputs = client.exec(ReceiverStream::new(rx)).await?.into_inner();
     Ok((tx, outputs))
 }
@@ -163,10 +152,6 @@ fn exit_code(e: &proto::ExecExit) -> i32 {
 
 async fn write(w: &mut (impl AsyncWriteExt + Unpin), data: &[u8]) -> Result<(), CliError> {
     // A closed local pipe (`| head`) ends the command like it would locally.
-    w.write_all(data)
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot write output: {e}")))?;
-    w.flush()
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot write output: {e}")))
+    w.write_all(data).await.map_err(|e| CliError::Failed(format!("cannot write output: {e}")))?;
+    w.flush().await.map_err(|e| CliError::Failed(format!("cannot write output: {e}")))
 }

@@ -21,10 +21,7 @@ pub async fn whoami(json: bool) -> Result<i32, CliError> {
             &json!({"user_id": me.user_id, "email": me.email, "fleet": me.fleet, "role": me.role, "server_url": creds.server_url}),
         );
     } else {
-        println!(
-            "{} ({} of fleet {}) on {}",
-            me.email, me.role, me.fleet, creds.server_url
-        );
+        println!("{} ({} of fleet {}) on {}", me.email, me.role, me.fleet, creds.server_url);
     }
     Ok(0)
 }
@@ -34,14 +31,8 @@ pub async fn run(cmd: FleetCommand) -> Result<i32, CliError> {
     let (mut client, _) = client::connect().await?;
     match cmd {
         FleetCommand::List { json } => {
-            let fleets = client
-                .list_fleets(proto::ListFleetsRequest {})
-                .await?
-                .into_inner()
-                .fleets;
-            let active = home::load_settings()
-                .map_err(|e| CliError::Failed(format!("{e:#}")))?
-                .fleet;
+            let fleets = client.list_fleets(proto::ListFleetsRequest {}).await?.into_inner().fleets;
+            let active = home::load_settings().map_err(|e| CliError::Failed(format!("{e:#}")))?.fleet;
             let active = active.or_else(|| fleets.first().map(|f| f.name.clone()));
             if json {
                 let rows: Vec<_> = fleets
@@ -51,22 +42,14 @@ pub async fn run(cmd: FleetCommand) -> Result<i32, CliError> {
                 json_out(&json!(rows));
             } else {
                 for f in &fleets {
-                    let mark = if Some(&f.name) == active.as_ref() {
-                        "*"
-                    } else {
-                        " "
-                    };
+                    let mark = if Some(&f.name) == active.as_ref() { "*" } else { " " };
                     println!("{mark} {:<24} {}", f.name, f.role);
                 }
             }
             Ok(0)
         }
         FleetCommand::Use { name } => {
-            let fleets = client
-                .list_fleets(proto::ListFleetsRequest {})
-                .await?
-                .into_inner()
-                .fleets;
+            let fleets = client.list_fleets(proto::ListFleetsRequest {}).await?.into_inner().fleets;
             if !fleets.iter().any(|f| f.name == name) {
                 let names: Vec<_> = fleets.iter().map(|f| f.name.as_str()).collect();
                 return Err(CliError::Usage(format!(
@@ -74,8 +57,7 @@ pub async fn run(cmd: FleetCommand) -> Result<i32, CliError> {
                     names.join(", ")
                 )));
             }
-            let mut settings =
-                home::load_settings().map_err(|e| CliError::Failed(format!("{e:#}")))?;
+            let mut settings = home::load_settings().map_err(|e| CliError::Failed(format!("{e:#}")))?;
             settings.fleet = Some(name.clone());
             home::save_settings(&settings).map_err(|e| CliError::Failed(format!("{e:#}")))?;
             println!("active fleet: {name}");
@@ -83,22 +65,13 @@ pub async fn run(cmd: FleetCommand) -> Result<i32, CliError> {
         }
         FleetCommand::Token(TokenCommand::Create { ttl, json }) => {
             let ttl_seconds = ttl.map_or(0, |t| t.as_secs());
-            let t = client
-                .create_enroll_token(proto::CreateEnrollTokenRequest { ttl_seconds })
-                .await?
-                .into_inner();
+            let t = client.create_enroll_token(proto::CreateEnrollTokenRequest { ttl_seconds }).await?.into_inner();
             if json {
                 json_out(&json!({"token": t.token, "fleet": t.fleet, "expires_at": t.expires_at}));
             } else {
                 println!("{}", t.token);
-                eprintln!(
-                    "one-time token for fleet {}, valid until {}",
-                    t.fleet, t.expires_at
-                );
-                eprintln!(
-                    "on the machine: cmdop agent --server <URL> --token {}",
-                    t.token
-                );
+                eprintln!("one-time token for fleet {}, valid until {}", t.fleet, t.expires_at);
+                eprintln!("on the machine: cmdop agent --server <URL> --token {}", t.token);
             }
             Ok(0)
         }

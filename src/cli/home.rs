@@ -31,9 +31,7 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("server_url", &self.server_url)
-            .finish_non_exhaustive()
+        f.debug_struct("Credentials").field("server_url", &self.server_url).finish_non_exhaustive()
     }
 }
 
@@ -68,10 +66,7 @@ pub fn load_credentials() -> anyhow::Result<Option<Credentials>> {
 
 /// Stores credentials (0600).
 pub fn save_credentials(creds: &Credentials) -> anyhow::Result<()> {
-    crate::sys::private_file::write(
-        &dir().join("credentials.json"),
-        &serde_json::to_vec_pretty(creds)?,
-    )
+    crate::sys::private_file::write(&dir().join("credentials.json"), &serde_json::to_vec_pretty(creds)?)
 }
 
 /// Forgets the credentials, and the attach tokens that were issued to the signed-in user.
@@ -87,10 +82,7 @@ pub fn load_settings() -> anyhow::Result<Settings> {
 
 /// Saves the settings.
 pub fn save_settings(settings: &Settings) -> anyhow::Result<()> {
-    crate::sys::private_file::write(
-        &dir().join("config.json"),
-        &serde_json::to_vec_pretty(settings)?,
-    )
+    crate::sys::private_file::write(&dir().join("config.json"), &serde_json::to_vec_pretty(settings)?)
 }
 
 /// Attach tokens this CLI holds, by machine id (`attach-tokens.json`, 0600): the answer to a
@@ -119,10 +111,7 @@ impl AttachTokens {
 
     /// The unexpired token for `machine`.
     pub fn get(&self, machine: &str) -> Option<crate::core::secret::Secret<String>> {
-        let t = self
-            .machines
-            .get(machine)
-            .filter(|t| t.expires_unix > crate::core::clock::now())?;
+        let t = self.machines.get(machine).filter(|t| t.expires_unix > crate::core::clock::now())?;
         Some(crate::core::secret::Secret::new(t.token.clone()))
     }
 
@@ -132,13 +121,7 @@ impl AttachTokens {
         self.machines.retain(|_, t| t.expires_unix > now);
         match grant {
             Some((token, expires_unix)) => {
-                self.machines.insert(
-                    machine.to_string(),
-                    AttachToken {
-                        token: token.to_string(),
-                        expires_unix,
-                    },
-                );
+                self.machines.insert(machine.to_string(), AttachToken { token: token.to_string(), expires_unix });
             }
             None => {
                 self.machines.remove(machine);

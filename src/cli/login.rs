@@ -39,11 +39,7 @@ fn unreachable(server: &str, e: impl std::fmt::Display) -> CliError {
 /// Starts a device grant on `server`.
 pub async fn request_device_code(server: &str) -> Result<DeviceCode, CliError> {
     let host = crate::sys::host::hostname();
-    let form = [
-        ("client_id", "cmdop-cli"),
-        ("client_name", "cmdop CLI"),
-        ("client_host", host.as_str()),
-    ];
+    let form = [("client_id", "cmdop-cli"), ("client_name", "cmdop CLI"), ("client_host", host.as_str())];
     let resp = crate::sys::dial::http()
         .post(format!("{server}/oauth/device"))
         .form(&form)
@@ -51,24 +47,17 @@ pub async fn request_device_code(server: &str) -> Result<DeviceCode, CliError> {
         .await
         .map_err(|e| unreachable(server, e))?;
     if !resp.status().is_success() {
-        return Err(CliError::Failed(format!(
-            "the server refused to start a sign-in ({})",
-            resp.status()
-        )));
+        return Err(CliError::Failed(format!("the server refused to start a sign-in ({})", resp.status())));
     }
-    resp.json()
-        .await
-        .map_err(|e| CliError::Failed(format!("{server} did not answer like a cmdop server: {e}")))
+    resp.json().await.map_err(|e| CliError::Failed(format!("{server} did not answer like a cmdop server: {e}")))
 }
 
 /// Polls until the grant is approved (tokens), denied or expired. Bounded by `expires_in`.
 pub async fn poll_tokens(server: &str, code: &DeviceCode) -> Result<TokenPair, CliError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(code.expires_in);
     let mut interval = Duration::from_secs(code.interval.max(1));
-    let form = [
-        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-        ("device_code", code.device_code.as_str()),
-    ];
+    let form =
+        [("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", code.device_code.as_str())];
     let mut first = true;
     while tokio::time::Instant::now() < deadline {
         if !first {
@@ -82,15 +71,9 @@ pub async fn poll_tokens(server: &str, code: &DeviceCode) -> Result<TokenPair, C
             .await
             .map_err(|e| unreachable(server, e))?;
         if resp.status().is_success() {
-            return resp
-                .json()
-                .await
-                .map_err(|e| CliError::Failed(format!("bad token answer: {e}")));
+            return resp.json().await.map_err(|e| CliError::Failed(format!("bad token answer: {e}")));
         }
-        let err: OAuthError = resp
-            .json()
-            .await
-            .map_err(|e| CliError::Failed(format!("bad token answer: {e}")))?;
+        let err: OAuthError = resp.json().await.map_err(|e| CliError::Failed(format!("bad token answer: {e}")))?;
         match err.error.as_str() {
             "authorization_pending" => {}
             "slow_down" => interval += Duration::from_secs(5),
@@ -103,21 +86,15 @@ pub async fn poll_tokens(server: &str, code: &DeviceCode) -> Result<TokenPair, C
                 ));
             }
             _ => {
-                return Err(CliError::Failed(format!(
-                    "sign-in failed: {} {}",
-                    err.error, err.error_description
-                )));
+                return Err(CliError::Failed(format!("sign-in failed: {} {}", err.error, err.error_description)));
             }
         }
     }
-    Err(CliError::Failed(
-        "the code expired before it was approved: run `cmdop login` again".into(),
-    ))
+    Err(CliError::Failed("the code expired before it was approved: run `cmdop login` again".into()))
 }
 
 fn open_browser(url: &str) {
-    let has_display =
-        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    let has_display = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
     if has_display {
         let _ = std::process::Command::new("xdg-open")
             .arg(url)
@@ -129,10 +106,7 @@ fn open_browser(url: &str) {
 
 /// The server to sign in to: the flag, `CMDOP_SERVER`, or the one signed in to before.
 fn pick_server(flag: Option<String>) -> Result<String, CliError> {
-    let previous = home::load_credentials()
-        .ok()
-        .flatten()
-        .map(|c| c.server_url);
+    let previous = home::load_credentials().ok().flatten().map(|c| c.server_url);
     flag.or_else(|| std::env::var("CMDOP_SERVER").ok().filter(|s| !s.is_empty()))
         .or(previous)
         .map(|s| s.trim_end_matches('/').to_string())
@@ -149,30 +123,23 @@ pub async fn login(server: Option<String>) -> Result<i32, CliError> {
     open_browser(&code.verification_uri_complete);
     eprintln!("waiting for approval...");
     let pair = poll_tokens(&server, &code).await?;
-    home::save_credentials(&Credentials::from_pair(&server, &pair))
-        .map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    home::save_credentials(&Credentials::from_pair(&server, &pair)).map_err(|e| CliError::Failed(format!("{e:#}")))?;
     eprintln!("signed in to {server}");
     Ok(0)
 }
 
 /// `cmdop logout`: revokes both tokens on the server (best effort) and forgets them.
 pub async fn logout() -> Result<i32, CliError> {
-    let Some(creds) = home::load_credentials().map_err(|e| CliError::Failed(format!("{e:#}")))?
-    else {
+    let Some(creds) = home::load_credentials().map_err(|e| CliError::Failed(format!("{e:#}")))? else {
         eprintln!("not signed in");
         return Ok(0);
     };
     for token in [&creds.refresh_token, &creds.access_token] {
         let form = [("token", token.as_str())];
-        if let Err(e) = crate::sys::dial::http()
-            .post(format!("{}/oauth/revoke", creds.server_url))
-            .form(&form)
-            .send()
-            .await
+        if let Err(e) =
+            crate::sys::dial::http().post(format!("{}/oauth/revoke", creds.server_url)).form(&form).send().await
         {
-            eprintln!(
-                "warning: could not revoke on the server ({e}); forgetting the tokens anyway"
-            );
+            eprintln!("warning: could not revoke on the server ({e}); forgetting the tokens anyway");
             break;
         }
     }

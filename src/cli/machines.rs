@@ -21,11 +21,7 @@ impl Candidate for proto::MachineInfo {
 
 /// The machines of the active fleet.
 pub async fn fetch(client: &mut Client) -> Result<Vec<proto::MachineInfo>, CliError> {
-    Ok(client
-        .list_machines(proto::ListMachinesRequest {})
-        .await?
-        .into_inner()
-        .machines)
+    Ok(client.list_machines(proto::ListMachinesRequest {}).await?.into_inner().machines)
 }
 
 /// The one machine `query` names (exit 2 with candidates otherwise).
@@ -46,11 +42,7 @@ struct Row<'a> {
 
 /// `cmdop connect --list [--online] [--json]`.
 pub async fn list(client: &mut Client, online_only: bool, json: bool) -> Result<i32, CliError> {
-    let machines: Vec<_> = fetch(client)
-        .await?
-        .into_iter()
-        .filter(|m| m.online || !online_only)
-        .collect();
+    let machines: Vec<_> = fetch(client).await?.into_iter().filter(|m| m.online || !online_only).collect();
     if json {
         let rows: Vec<Row> = machines
             .iter()
@@ -62,23 +54,14 @@ pub async fn list(client: &mut Client, online_only: bool, json: bool) -> Result<
                 last_seen: Some(m.last_seen.as_str()).filter(|s| !s.is_empty()),
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string(&rows).map_err(|e| CliError::Failed(e.to_string()))?
-        );
+        println!("{}", serde_json::to_string(&rows).map_err(|e| CliError::Failed(e.to_string()))?);
         return Ok(0);
     }
     if machines.is_empty() {
-        println!(
-            "no machines{}; enroll one with `cmdop fleet token create`",
-            if online_only { " online" } else { "" }
-        );
+        println!("no machines{}; enroll one with `cmdop fleet token create`", if online_only { " online" } else { "" });
         return Ok(0);
     }
-    println!(
-        "{:<24} {:<20} {:<10} {:<8} LAST SEEN",
-        "HOSTNAME", "DISPLAY NAME", "ID", "STATUS"
-    );
+    println!("{:<24} {:<20} {:<10} {:<8} LAST SEEN", "HOSTNAME", "DISPLAY NAME", "ID", "STATUS");
     for m in &machines {
         println!(
             "{:<24} {:<20} {:<10} {:<8} {}",

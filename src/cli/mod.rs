@@ -41,57 +41,17 @@ pub async fn connect(args: ConnectFlags, command: Option<ConnectCommand>) -> Res
     // Only `password` runs without the server: connect lazily.
     let client = || async { client::connect().await.map(|(c, _)| c) };
     match (command, args.list, args.machine) {
-        (
-            Some(ConnectCommand::Exec {
-                machine,
-                timeout,
-                env,
-                json,
-                argv,
-            }),
-            _,
-            _,
-        ) => {
-            let exec = exec::ExecArgs {
-                machine,
-                argv,
-                env,
-                timeout,
-                json,
-            };
+        (Some(ConnectCommand::Exec { machine, timeout, env, json, argv }), _, _) => {
+            let exec = exec::ExecArgs { machine, argv, env, timeout, json };
             exec::run(&mut client().await?, exec).await
         }
-        (
-            Some(ConnectCommand::Share {
-                machine,
-                ttl,
-                read_only,
-                max_opens,
-                session,
-                json,
-            }),
-            _,
-            _,
-        ) => {
-            let args = share::ShareArgs {
-                machine,
-                ttl,
-                read_only,
-                max_opens,
-                session,
-                json,
-            };
+        (Some(ConnectCommand::Share { machine, ttl, read_only, max_opens, session, json }), _, _) => {
+            let args = share::ShareArgs { machine, ttl, read_only, max_opens, session, json };
             share::share(&mut client().await?, args).await
         }
-        (
-            Some(ConnectCommand::Shares {
-                machine,
-                audit,
-                json,
-            }),
-            _,
-            _,
-        ) => share::shares(&mut client().await?, machine, audit, json).await,
+        (Some(ConnectCommand::Shares { machine, audit, json }), _, _) => {
+            share::shares(&mut client().await?, machine, audit, json).await
+        }
         (Some(ConnectCommand::Unshare { id, machine }), _, _) => {
             share::unshare(&mut client().await?, id, machine).await
         }
@@ -102,9 +62,7 @@ pub async fn connect(args: ConnectFlags, command: Option<ConnectCommand>) -> Res
         (Some(ConnectCommand::Kill { machine, session }), _, _) => {
             sessions::kill(&mut client().await?, &machine, &session).await
         }
-        (None, false, Some(machine)) => {
-            attach::run(&mut client().await?, &machine, args.session).await
-        }
+        (None, false, Some(machine)) => attach::run(&mut client().await?, &machine, args.session).await,
         (None, false, None) => {
             let mut client = client().await?;
             match picker::pick(&mut client).await? {

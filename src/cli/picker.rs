@@ -26,10 +26,7 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// Machine ids attached to recently, most recent first (empty when unknown).
 pub fn recent() -> Vec<String> {
-    std::fs::read(home::dir().join(RECENT_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    std::fs::read(home::dir().join(RECENT_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
 /// Puts `id` first in the recent list. Best effort: a read-only home only loses the ordering.
@@ -53,12 +50,7 @@ pub fn fuzzy_score(query: &str, text: &str) -> Option<i64> {
     for q in query.chars().flat_map(char::to_lowercase) {
         let found = (at..text.len()).find(|&i| text[i] == q)?;
         let word_start = found == 0 || matches!(text[found - 1], '-' | '_' | '.' | ' ' | '/');
-        score +=
-            1 + if previous == Some(found.wrapping_sub(1)) {
-                8
-            } else {
-                0
-            } + if word_start { 4 } else { 0 };
+        score += 1 + if previous == Some(found.wrapping_sub(1)) { 8 } else { 0 } + if word_start { 4 } else { 0 };
         score -= i64::try_from(found - at).unwrap_or(i64::MAX).min(10);
         previous = Some(found);
         at = found + 1;
@@ -90,13 +82,7 @@ pub enum Step {
 impl Picker {
     /// A picker over `machines`, with `recent` (ids, most recent first) ranked first.
     pub fn new(machines: Vec<MachineInfo>, recent: Vec<String>) -> Self {
-        let mut picker = Self {
-            machines,
-            recent,
-            query: String::new(),
-            shown: Vec::new(),
-            selected: 0,
-        };
+        let mut picker = Self { machines, recent, query: String::new(), shown: Vec::new(), selected: 0 };
         picker.refilter();
         picker
     }
@@ -111,24 +97,14 @@ impl Picker {
     }
 
     fn refilter(&mut self) {
-        let rank = |m: &MachineInfo| {
-            self.recent
-                .iter()
-                .position(|r| *r == m.id)
-                .unwrap_or(usize::MAX)
-        };
+        let rank = |m: &MachineInfo| self.recent.iter().position(|r| *r == m.id).unwrap_or(usize::MAX);
         let mut scored: Vec<(i64, usize, bool, &str, usize)> = self
             .machines
             .iter()
             .enumerate()
             .filter_map(|(i, m)| Some((self.score(m)?, rank(m), !m.online, m.hostname.as_str(), i)))
             .collect();
-        scored.sort_by(|a, b| {
-            b.0.cmp(&a.0)
-                .then(a.1.cmp(&b.1))
-                .then(a.2.cmp(&b.2))
-                .then(a.3.cmp(b.3))
-        });
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)).then(a.3.cmp(b.3)));
         self.shown = scored.into_iter().map(|s| s.4).collect();
         self.selected = self.selected.min(self.shown.len().saturating_sub(1));
     }
@@ -145,19 +121,12 @@ impl Picker {
             KeyCode::Esc => return Step::Cancelled,
             KeyCode::Char('c') | KeyCode::Char('d') if ctrl => return Step::Cancelled,
             KeyCode::Enter => {
-                let chosen = self
-                    .shown
-                    .get(self.selected)
-                    .and_then(|&i| self.machines.get(i));
+                let chosen = self.shown.get(self.selected).and_then(|&i| self.machines.get(i));
                 return chosen.cloned().map_or(Step::More, Step::Chosen);
             }
             KeyCode::Up => self.selected = self.selected.saturating_sub(1),
-            KeyCode::Char('p') | KeyCode::Char('k') if ctrl => {
-                self.selected = self.selected.saturating_sub(1)
-            }
-            KeyCode::Down => {
-                self.selected = (self.selected + 1).min(self.shown.len().saturating_sub(1))
-            }
+            KeyCode::Char('p') | KeyCode::Char('k') if ctrl => self.selected = self.selected.saturating_sub(1),
+            KeyCode::Down => self.selected = (self.selected + 1).min(self.shown.len().saturating_sub(1)),
             KeyCode::Char('n') | KeyCode::Char('j') if ctrl => {
                 self.selected = (self.selected + 1).min(self.shown.len().saturating_sub(1));
             }
@@ -180,42 +149,24 @@ impl Picker {
     }
 
     fn draw(&self, frame: &mut Frame) {
-        let [title, input, list] = Layout::vertical([
-            Constraint::Length(1),
-            Constraint::Length(1),
-            Constraint::Min(1),
-        ])
-        .areas(frame.area());
-        let hint =
-            "pick a machine: type to search, Up/Down to move, Enter to attach, Esc to cancel";
-        frame.render_widget(
-            Paragraph::new(hint).style(Style::new().add_modifier(Modifier::DIM)),
-            title,
-        );
+        let [title, input, list] =
+            Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(1)]).areas(frame.area());
+        let hint = "pick a machine: type to search, Up/Down to move, Enter to attach, Esc to cancel";
+        frame.render_widget(Paragraph::new(hint).style(Style::new().add_modifier(Modifier::DIM)), title);
         frame.render_widget(Paragraph::new(format!("> {}", self.query)), input);
         let items: Vec<ListItem> = self.shown().map(row).collect();
-        let mut state =
-            ListState::default().with_selected((!self.shown.is_empty()).then_some(self.selected));
-        let list_widget = List::new(items)
-            .highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-            .highlight_symbol("> ");
+        let mut state = ListState::default().with_selected((!self.shown.is_empty()).then_some(self.selected));
+        let list_widget =
+            List::new(items).highlight_style(Style::new().add_modifier(Modifier::REVERSED)).highlight_symbol("> ");
         frame.render_stateful_widget(list_widget, list, &mut state);
     }
 }
 
 fn row(m: &MachineInfo) -> ListItem<'static> {
     let (dot, color, status) = if m.online {
-        (
-            "●",
-            Color::Green,
-            format!("online, heartbeat {}", machines::ago(&m.last_seen)),
-        )
+        ("●", Color::Green, format!("online, heartbeat {}", machines::ago(&m.last_seen)))
     } else {
-        (
-            "○",
-            Color::DarkGray,
-            format!("offline, last seen {}", machines::ago(&m.last_seen)),
-        )
+        ("○", Color::DarkGray, format!("offline, last seen {}", machines::ago(&m.last_seen)))
     };
     ListItem::new(Line::from(vec![
         Span::styled(format!("{dot} "), Style::new().fg(color)),
@@ -297,11 +248,8 @@ mod tests {
 
     #[test]
     fn recent_then_online_machines_come_first() {
-        let all = vec![
-            machine("1", "alpha", "", false),
-            machine("2", "beta", "", true),
-            machine("3", "gamma", "", true),
-        ];
+        let all =
+            vec![machine("1", "alpha", "", false), machine("2", "beta", "", true), machine("3", "gamma", "", true)];
         let picker = Picker::new(all, vec!["3".into()]);
         let order: Vec<&str> = picker.shown().map(|m| m.hostname.as_str()).collect();
         assert_eq!(order, ["gamma", "beta", "alpha"]);
@@ -309,10 +257,7 @@ mod tests {
 
     #[test]
     fn typing_filters_by_hostname_or_display_name_and_enter_picks() {
-        let all = vec![
-            machine("1", "db-1", "database", true),
-            machine("2", "web-1", "frontend", true),
-        ];
+        let all = vec![machine("1", "db-1", "database", true), machine("2", "web-1", "frontend", true)];
         let mut picker = Picker::new(all, vec![]);
         for c in "front".chars() {
             assert_eq!(picker.key(press(KeyCode::Char(c))), Step::More);

@@ -34,28 +34,18 @@ fn row(s: &proto::SessionInfo) -> Row<'_> {
 }
 
 /// `cmdop connect sessions [MACHINE] [--json]`.
-pub async fn list(
-    client: &mut Client,
-    machine: Option<String>,
-    json: bool,
-) -> Result<i32, CliError> {
+pub async fn list(client: &mut Client, machine: Option<String>, json: bool) -> Result<i32, CliError> {
     let machine_id = match machine {
         Some(query) => machines::resolve(client, &query).await?.id,
         None => String::new(),
     };
-    let answer = client
-        .list_sessions(proto::ListSessionsRequest { machine_id })
-        .await?
-        .into_inner();
+    let answer = client.list_sessions(proto::ListSessionsRequest { machine_id }).await?.into_inner();
     for hostname in &answer.unreachable {
         eprintln!("cmdop: machine {hostname} did not answer; its sessions are not listed");
     }
     if json {
         let rows: Vec<Row> = answer.sessions.iter().map(row).collect();
-        println!(
-            "{}",
-            serde_json::to_string(&rows).map_err(|e| CliError::Failed(e.to_string()))?
-        );
+        println!("{}", serde_json::to_string(&rows).map_err(|e| CliError::Failed(e.to_string()))?);
         return Ok(0);
     }
     if answer.sessions.is_empty() {
@@ -69,16 +59,10 @@ pub async fn list(
     for s in &answer.sessions {
         println!(
             "{:<16} {:<10} {:<20} {:<10} {:<14} {:<14} {}",
-            Some(s.name.as_str())
-                .filter(|n| !n.is_empty())
-                .unwrap_or("-"),
+            Some(s.name.as_str()).filter(|n| !n.is_empty()).unwrap_or("-"),
             s.id.get(..8).unwrap_or(&s.id),
             s.hostname,
-            if s.persistent {
-                "persistent"
-            } else {
-                "one-shot"
-            },
+            if s.persistent { "persistent" } else { "one-shot" },
             machines::ago(&s.created_at),
             machines::ago(&s.last_attached_at),
             s.attached,
@@ -90,19 +74,9 @@ pub async fn list(
 /// `cmdop connect kill MACHINE SESSION`.
 pub async fn kill(client: &mut Client, machine: &str, session: &str) -> Result<i32, CliError> {
     let machine = machines::resolve(client, machine).await?;
-    let request = proto::KillSessionRequest {
-        machine_id: machine.id.clone(),
-        session: session.to_string(),
-    };
-    let killed = client
-        .kill_session(request)
-        .await?
-        .into_inner()
-        .session
-        .unwrap_or_default();
-    let name = Some(killed.name.as_str())
-        .filter(|n| !n.is_empty())
-        .unwrap_or(&killed.id);
+    let request = proto::KillSessionRequest { machine_id: machine.id.clone(), session: session.to_string() };
+    let killed = client.kill_session(request).await?.into_inner().session.unwrap_or_default();
+    let name = Some(killed.name.as_str()).filter(|n| !n.is_empty()).unwrap_or(&killed.id);
     println!("killed session {name} on {}", machine.hostname);
     Ok(0)
 }

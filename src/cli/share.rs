@@ -42,24 +42,11 @@ pub async fn share(client: &mut Client, args: ShareArgs) -> Result<i32, CliError
         return Ok(0);
     }
     println!("{}", link.url);
-    let mode = if link.read_only {
-        "read-only"
-    } else {
-        "interactive"
-    };
-    eprintln!(
-        "{mode} link to {} until {} (id {})",
-        machine.hostname, link.expires_at, link.id
-    );
-    eprintln!(
-        "anyone with this URL can use the terminal; revoke with `cmdop connect unshare {}`",
-        link.id
-    );
+    let mode = if link.read_only { "read-only" } else { "interactive" };
+    eprintln!("{mode} link to {} until {} (id {})", machine.hostname, link.expires_at, link.id);
+    eprintln!("anyone with this URL can use the terminal; revoke with `cmdop connect unshare {}`", link.id);
     if !machine.online {
-        eprintln!(
-            "note: {} is offline right now; the link works once its agent connects",
-            machine.hostname
-        );
+        eprintln!("note: {} is offline right now; the link works once its agent connects", machine.hostname);
     }
     Ok(0)
 }
@@ -78,11 +65,7 @@ pub async fn shares(
         Some(m) => machines::resolve(client, &m).await?.id,
         None => String::new(),
     };
-    let links = client
-        .list_shares(proto::ListSharesRequest { machine_id })
-        .await?
-        .into_inner()
-        .shares;
+    let links = client.list_shares(proto::ListSharesRequest { machine_id }).await?.into_inner().shares;
     if json {
         let rows: Vec<_> = links
             .iter()
@@ -133,11 +116,7 @@ fn expired(rfc3339: &str) -> bool {
 }
 
 async fn show_audit(client: &mut Client, link_id: String, json: bool) -> Result<i32, CliError> {
-    let events = client
-        .share_audit(proto::ShareAuditRequest { link_id })
-        .await?
-        .into_inner()
-        .events;
+    let events = client.share_audit(proto::ShareAuditRequest { link_id }).await?.into_inner().events;
     if json {
         let rows: Vec<_> = events
             .iter()
@@ -153,30 +132,18 @@ async fn show_audit(client: &mut Client, link_id: String, json: bool) -> Result<
 }
 
 /// Revokes one link or every link of a machine.
-pub async fn unshare(
-    client: &mut Client,
-    id: Option<String>,
-    machine: Option<String>,
-) -> Result<i32, CliError> {
+pub async fn unshare(client: &mut Client, id: Option<String>, machine: Option<String>) -> Result<i32, CliError> {
     let req = match (id, machine) {
-        (Some(link_id), None) => proto::RevokeSharesRequest {
-            link_id,
-            machine_id: String::new(),
-        },
-        (None, Some(m)) => proto::RevokeSharesRequest {
-            link_id: String::new(),
-            machine_id: machines::resolve(client, &m).await?.id,
-        },
+        (Some(link_id), None) => proto::RevokeSharesRequest { link_id, machine_id: String::new() },
+        (None, Some(m)) => {
+            proto::RevokeSharesRequest { link_id: String::new(), machine_id: machines::resolve(client, &m).await?.id }
+        }
         _ => return Err(CliError::Usage("name one link id, or --machine M".into())),
     };
     let revoked = client.revoke_shares(req).await?.into_inner().revoked;
     match revoked.len() {
         0 => println!("nothing to revoke: already revoked or none live"),
-        n => println!(
-            "revoked {n} link{}: {}",
-            if n == 1 { "" } else { "s" },
-            revoked.join(", ")
-        ),
+        n => println!("revoked {n} link{}: {}", if n == 1 { "" } else { "s" }, revoked.join(", ")),
     }
     Ok(0)
 }

@@ -18,10 +18,7 @@ pub fn interactive() -> bool {
 
 /// The terminal's size as (cols, rows); 80x24 when it is not a terminal.
 pub fn size() -> (u16, u16) {
-    crossterm::terminal::size()
-        .ok()
-        .filter(|(c, r)| *c > 0 && *r > 0)
-        .unwrap_or((80, 24))
+    crossterm::terminal::size().ok().filter(|(c, r)| *c > 0 && *r > 0).unwrap_or((80, 24))
 }
 
 /// Raw mode while alive: every key (Ctrl-C, Ctrl-D, Ctrl-Z included) reaches the remote shell

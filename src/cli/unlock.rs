@@ -23,10 +23,7 @@ pub struct Unlocker {
 /// Whether a failed start is the machine asking for its attach password.
 pub fn asks(status: &Status) -> bool {
     status.code() == Code::PermissionDenied
-        && status
-            .metadata()
-            .get(crate::core::wire::DENIAL_HEADER)
-            .is_some_and(|v| v.as_bytes() == b"required")
+        && status.metadata().get(crate::core::wire::DENIAL_HEADER).is_some_and(|v| v.as_bytes() == b"required")
 }
 
 impl Unlocker {
@@ -42,10 +39,7 @@ impl Unlocker {
 
     /// The attach token to send ("" = none).
     pub fn token(&self) -> String {
-        self.tokens
-            .get(&self.machine_id)
-            .map(|t| t.expose().clone())
-            .unwrap_or_default()
+        self.tokens.get(&self.machine_id).map(|t| t.expose().clone()).unwrap_or_default()
     }
 
     /// After a failed start: `Ok(true)` when the machine asked for its password and it was
@@ -77,27 +71,15 @@ impl Unlocker {
         }
         let prompt = format!("attach password for {}: ", self.hostname);
         let password = rpassword::prompt_password(prompt).map_err(|_| no_terminal())?;
-        let req = proto::UnlockRequest {
-            machine_id: self.machine_id.clone(),
-            password,
-        };
-        let resp = client
-            .unlock(req)
-            .await
-            .map_err(CliError::from)?
-            .into_inner();
-        let expires = time::OffsetDateTime::parse(
-            &resp.expires_at,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .map(|t| t.unix_timestamp())
-        .unwrap_or_else(|_| crate::core::clock::now() + 3600);
+        let req = proto::UnlockRequest { machine_id: self.machine_id.clone(), password };
+        let resp = client.unlock(req).await.map_err(CliError::from)?.into_inner();
+        let expires = time::OffsetDateTime::parse(&resp.expires_at, &time::format_description::well_known::Rfc3339)
+            .map(|t| t.unix_timestamp())
+            .unwrap_or_else(|_| crate::core::clock::now() + 3600);
         // No token: the password was cleared meanwhile and the machine lets anyone in.
         let grant = Some((resp.attach_token.as_str(), expires)).filter(|(t, _)| !t.is_empty());
         if let Err(e) = self.tokens.put(&self.machine_id, grant) {
-            eprintln!(
-                "cmdop: cannot remember the attach token ({e:#}); the password will be asked again next time"
-            );
+            eprintln!("cmdop: cannot remember the attach token ({e:#}); the password will be asked again next time");
         }
         Ok(true)
     }

@@ -10,17 +10,12 @@ pub fn now() -> i64 {
 
 /// Unix seconds as RFC 3339 UTC ("" for a time `time` cannot represent).
 pub fn rfc3339(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
+    OffsetDateTime::from_unix_timestamp(unix).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
 }
 
 /// RFC 3339 text as unix seconds.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
+    OffsetDateTime::parse(text, &Rfc3339).ok().map(|t| t.unix_timestamp())
 }
 
 /// Unix seconds as a time (the epoch for one out of range).

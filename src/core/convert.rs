@@ -17,10 +17,7 @@ pub fn denial_to_wire(denial: Denial) -> proto::Denial {
         Denial::Throttled(_) => proto::DenialKind::Throttled,
     };
     let retry_after_ms = u64::try_from(denial.retry_after().as_millis()).unwrap_or(u64::MAX);
-    proto::Denial {
-        kind: kind as i32,
-        retry_after_ms,
-    }
+    proto::Denial { kind: kind as i32, retry_after_ms }
 }
 
 /// A wire denial as a `Denial` (an unknown kind reads as `Required`: refuse, never admit).
@@ -81,12 +78,7 @@ pub fn open_of(spec: &AttachSpec) -> proto::Open {
         rows: spec.rows.into(),
         resume_from: spec.resume_from,
         principal: spec.access.principal.clone(),
-        attach_token: spec
-            .access
-            .token
-            .as_ref()
-            .map(|t| t.expose().clone())
-            .unwrap_or_default(),
+        attach_token: spec.access.token.as_ref().map(|t| t.expose().clone()).unwrap_or_default(),
         ..Default::default()
     };
     match &spec.target {
@@ -106,17 +98,10 @@ mod tests {
 
     #[test]
     fn denials_survive_the_wire() {
-        for d in [
-            Denial::Required,
-            Denial::Wrong,
-            Denial::Throttled(Duration::from_millis(2500)),
-        ] {
+        for d in [Denial::Required, Denial::Wrong, Denial::Throttled(Duration::from_millis(2500))] {
             assert_eq!(denial_from_wire(&denial_to_wire(d)), d);
         }
-        let unknown = crate::proto::Denial {
-            kind: 99,
-            retry_after_ms: 0,
-        };
+        let unknown = crate::proto::Denial { kind: 99, retry_after_ms: 0 };
         assert_eq!(denial_from_wire(&unknown), Denial::Required);
     }
 }

@@ -5,26 +5,19 @@ use std::time::Duration;
 /// Parses `<number><unit>` with unit `s`, `m`, `h` or `d` (a bare number means seconds).
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 90s, 15m, 2h or 7d"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 90s, 15m, 2h or 7d"))?;
     let secs = match unit {
         "" | "s" => Some(n),
         "m" => n.checked_mul(60),
         "h" => n.checked_mul(3600),
         "d" => n.checked_mul(86_400),
         _ => {
-            return Err(format!(
-                "invalid duration unit in {text:?}: use s, m, h or d"
-            ));
+            return Err(format!("invalid duration unit in {text:?}: use s, m, h or d"));
         }
     };
-    secs.map(Duration::from_secs)
-        .ok_or_else(|| format!("duration {text:?} is too large"))
+    secs.map(Duration::from_secs).ok_or_else(|| format!("duration {text:?} is too large"))
 }
 
 /// Formats a duration the way `parse` reads it, choosing the largest exact unit.

@@ -25,11 +25,7 @@ struct Entry {
 impl Limiter {
     /// `free` failures pass without delay; then 1 s, 2 s, 4 s ... up to `cap`.
     pub fn new(free: u32, cap: Duration) -> Self {
-        Self {
-            free,
-            cap,
-            keys: Mutex::default(),
-        }
+        Self { free, cap, keys: Mutex::default() }
     }
 
     /// `Err(wait)` while `key` must wait before trying again.
@@ -48,10 +44,7 @@ impl Limiter {
         if keys.len() >= MAX_KEYS {
             keys.retain(|_, e| e.blocked_until > now);
         }
-        let e = keys.entry(key.to_string()).or_insert(Entry {
-            failures: 0,
-            blocked_until: now,
-        });
+        let e = keys.entry(key.to_string()).or_insert(Entry { failures: 0, blocked_until: now });
         e.failures += 1;
         if e.failures > self.free {
             let doublings = (e.failures - self.free - 1).min(20);

@@ -130,8 +130,7 @@ pub enum KeyError {
 }
 
 fn rfc3339(t: &OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
 /// Secret bytes whose `Debug` never prints them.
@@ -157,18 +156,12 @@ struct Key {
 impl Key {
     fn new(secret: Secret, verify_until: Option<OffsetDateTime>) -> Result<Self, String> {
         let mac = Hmac::<Sha256>::new_from_slice(&secret.0).map_err(|e| e.to_string())?;
-        Ok(Self {
-            secret,
-            mac,
-            verify_until,
-        })
+        Ok(Self { secret, mac, verify_until })
     }
 
     fn random() -> Result<Self, KeyError> {
         let mut bytes = [0u8; KEY_BYTES];
-        OsRng
-            .try_fill_bytes(&mut bytes)
-            .map_err(|e| KeyError::Random(e.to_string()))?;
+        OsRng.try_fill_bytes(&mut bytes).map_err(|e| KeyError::Random(e.to_string()))?;
         Self::new(Secret(bytes), None).map_err(KeyError::Random)
     }
 }
@@ -211,11 +204,7 @@ struct KeyRepr {
 impl KeyRing {
     /// A fresh ring with one key (id 1), held only in memory: for tests and benchmarks.
     pub fn generate() -> Result<Self, KeyError> {
-        Ok(Self {
-            current_id: 1,
-            current: Key::random()?,
-            retired: BTreeMap::new(),
-        })
+        Ok(Self { current_id: 1, current: Key::random()?, retired: BTreeMap::new() })
     }
 
     /// Loads `dir/link-keys.json`, or creates it with one new key when it does not exist.
@@ -229,10 +218,8 @@ impl KeyRing {
         let path = dir.join(KEY_FILE);
         match fs::read(&path) {
             Ok(bytes) => {
-                let mut ring = Self::from_json(&bytes).map_err(|reason| KeyError::Format {
-                    path: path.clone(),
-                    reason,
-                })?;
+                let mut ring =
+                    Self::from_json(&bytes).map_err(|reason| KeyError::Format { path: path.clone(), reason })?;
                 if ring.prune(now) {
                     ring.save(dir)?;
                 }
@@ -252,23 +239,11 @@ impl KeyRing {
     /// verifying until `now + max_ttl` (`max_ttl` being the longest TTL a link may be given)
     /// and keys already past their `verify_until` are dropped. The file is written before
     /// `self` changes, so memory never holds a key the file lacks.
-    pub fn rotate(
-        &mut self,
-        dir: &Path,
-        now: OffsetDateTime,
-        max_ttl: Duration,
-    ) -> Result<u32, KeyError> {
-        let format_error = |reason: &str| KeyError::Format {
-            path: dir.join(KEY_FILE),
-            reason: reason.to_owned(),
-        };
+    pub fn rotate(&mut self, dir: &Path, now: OffsetDateTime, max_ttl: Duration) -> Result<u32, KeyError> {
+        let format_error = |reason: &str| KeyError::Format { path: dir.join(KEY_FILE), reason: reason.to_owned() };
         let last_id = self.retired.keys().copied().chain([self.current_id]).max();
-        let new_id = last_id
-            .and_then(|id| id.checked_add(1))
-            .ok_or_else(|| format_error("key ids exhausted"))?;
-        let verify_until = now
-            .checked_add(max_ttl)
-            .ok_or_else(|| format_error("max_ttl out of range"))?;
+        let new_id = last_id.and_then(|id| id.checked_add(1)).ok_or_else(|| format_error("key ids exhausted"))?;
+        let verify_until = now.checked_add(max_ttl).ok_or_else(|| format_error("max_ttl out of range"))?;
         let mut next = self.clone();
         let mut old = std::mem::replace(&mut next.current, Key::random()?);
         old.verify_until = Some(verify_until);
@@ -316,9 +291,7 @@ impl KeyRing {
         let [_version] = reader.take()?;
         let key_id = u32::from_be_bytes(reader.take()?);
         let key = self.key(key_id, now).ok_or(LinkError::UnknownKey)?;
-        keyed_mac(key, signed)
-            .verify_slice(tag)
-            .map_err(|_| LinkError::BadSignature)?;
+        keyed_mac(key, signed).verify_slice(tag).map_err(|_| LinkError::BadSignature)?;
         let claims = LinkClaims {
             link_id: LinkId(Uuid::from_bytes(reader.take()?)),
             machine_id: MachineId(Uuid::from_bytes(reader.take()?)),
@@ -331,9 +304,7 @@ impl KeyRing {
             },
         };
         if now >= claims.deadline {
-            return Err(LinkError::Expired {
-                deadline: claims.deadline,
-            });
+            return Err(LinkError::Expired { deadline: claims.deadline });
         }
         Ok(claims)
     }
@@ -343,16 +314,13 @@ impl KeyRing {
         if id == self.current_id {
             return Some(&self.current);
         }
-        self.retired
-            .get(&id)
-            .filter(|k| k.verify_until.is_some_and(|t| now <= t))
+        self.retired.get(&id).filter(|k| k.verify_until.is_some_and(|t| now <= t))
     }
 
     /// Drops retired keys past their `verify_until`; true when any was dropped.
     fn prune(&mut self, now: OffsetDateTime) -> bool {
         let before = self.retired.len();
-        self.retired
-            .retain(|_, k| k.verify_until.is_some_and(|t| now <= t));
+        self.retired.retain(|_, k| k.verify_until.is_some_and(|t| now <= t));
         self.retired.len() != before
     }
 
@@ -368,12 +336,7 @@ impl KeyRing {
             }
             let key = Key::new(Secret(secret), k.verify_until)?;
             let duplicate = if k.id == repr.current {
-                current
-                    .replace(Key {
-                        verify_until: None,
-                        ..key
-                    })
-                    .is_some()
+                current.replace(Key { verify_until: None, ..key }).is_some()
             } else if key.verify_until.is_none() {
                 return Err(format!("retired key {} has no verify_until", k.id));
             } else {
@@ -384,20 +347,13 @@ impl KeyRing {
             }
         }
         let current = current.ok_or_else(|| format!("current key {} is missing", repr.current))?;
-        Ok(Self {
-            current_id: repr.current,
-            current,
-            retired,
-        })
+        Ok(Self { current_id: repr.current, current, retired })
     }
 
     /// Writes the file atomically: a fresh 0600 temp file in `dir`, fsync, rename over.
     fn save(&self, dir: &Path) -> Result<(), KeyError> {
         let path = dir.join(KEY_FILE);
-        let keys = self
-            .retired
-            .iter()
-            .chain([(&self.current_id, &self.current)]);
+        let keys = self.retired.iter().chain([(&self.current_id, &self.current)]);
         let repr = KeyFileRepr {
             current: self.current_id,
             keys: keys
@@ -408,10 +364,8 @@ impl KeyRing {
                 })
                 .collect(),
         };
-        let json = serde_json::to_vec_pretty(&repr).map_err(|e| KeyError::Format {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let json = serde_json::to_vec_pretty(&repr)
+            .map_err(|e| KeyError::Format { path: path.clone(), reason: e.to_string() })?;
         let tmp = dir.join(format!(".{KEY_FILE}.{:016x}.tmp", rand::random::<u64>()));
         let written = OpenOptions::new()
             .write(true)
@@ -452,12 +406,8 @@ fn decode(token: &str) -> Result<[u8; TOKEN_BYTES], LinkError> {
         return Err(LinkError::Malformed);
     }
     let mut buf = [0u8; DECODE_BUF_BYTES];
-    let len = URL_SAFE_NO_PAD
-        .decode_slice(token, &mut buf)
-        .map_err(|_| LinkError::Malformed)?;
-    let bytes = buf
-        .first_chunk::<TOKEN_BYTES>()
-        .ok_or(LinkError::Malformed)?;
+    let len = URL_SAFE_NO_PAD.decode_slice(token, &mut buf).map_err(|_| LinkError::Malformed)?;
+    let bytes = buf.first_chunk::<TOKEN_BYTES>().ok_or(LinkError::Malformed)?;
     if len != TOKEN_BYTES || bytes[0] != VERSION {
         return Err(LinkError::Malformed);
     }
@@ -469,10 +419,7 @@ struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
     fn take<const N: usize>(&mut self) -> Result<[u8; N], LinkError> {
-        let (head, rest) = self
-            .0
-            .split_first_chunk::<N>()
-            .ok_or(LinkError::Malformed)?;
+        let (head, rest) = self.0.split_first_chunk::<N>().ok_or(LinkError::Malformed)?;
         self.0 = rest;
         Ok(*head)
     }
@@ -561,10 +508,7 @@ mod tests {
     }
 
     fn refused_without_revealing(result: Result<LinkClaims, LinkError>) -> bool {
-        matches!(
-            result,
-            Err(LinkError::Malformed | LinkError::UnknownKey | LinkError::BadSignature)
-        )
+        matches!(result, Err(LinkError::Malformed | LinkError::UnknownKey | LinkError::BadSignature))
     }
 
     #[test]
@@ -574,11 +518,7 @@ mod tests {
             let c = claims(mode);
             let token = ring.mint(&c);
             ensure!(token.len() == TOKEN_CHARS);
-            ensure!(
-                token
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            );
+            ensure!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
             ensure!(ring.verify(&token, T0)? == c);
         }
         Ok(())
@@ -601,10 +541,7 @@ mod tests {
                 let mut tampered = bytes.clone();
                 tampered[i] ^= 1 << bit;
                 let result = ring.verify(&URL_SAFE_NO_PAD.encode(&tampered), T0);
-                ensure!(
-                    refused_without_revealing(result),
-                    "byte {i} bit {bit}: {result:?}"
-                );
+                ensure!(refused_without_revealing(result), "byte {i} bit {bit}: {result:?}");
             }
         }
         Ok(())
@@ -620,10 +557,7 @@ mod tests {
                 let mut tampered = token.clone();
                 tampered.replace_range(i..=i, c.encode_utf8(&mut [0; 4]));
                 let result = ring.verify(&tampered, T0);
-                ensure!(
-                    refused_without_revealing(result),
-                    "char {i} -> {c}: {result:?}"
-                );
+                ensure!(refused_without_revealing(result), "char {i} -> {c}: {result:?}");
             }
         }
         Ok(())
@@ -644,17 +578,9 @@ mod tests {
         let ring = KeyRing::generate()?;
         let c = claims(LinkMode::ReadWrite);
         let token = ring.mint(&c);
-        ensure!(
-            ring.verify(&token, c.deadline - Duration::seconds(1))
-                .is_ok()
-        );
+        ensure!(ring.verify(&token, c.deadline - Duration::seconds(1)).is_ok());
         for now in [c.deadline, c.deadline + Duration::days(1)] {
-            ensure!(
-                ring.verify(&token, now)
-                    == Err(LinkError::Expired {
-                        deadline: c.deadline
-                    })
-            );
+            ensure!(ring.verify(&token, now) == Err(LinkError::Expired { deadline: c.deadline }));
         }
         Ok(())
     }
@@ -753,17 +679,10 @@ mod tests {
     #[test]
     fn corrupt_key_file_is_a_format_error() -> Result<()> {
         let dir = tempfile::tempdir()?;
-        for text in [
-            "not json",
-            r#"{"current":1,"keys":[]}"#,
-            r#"{"current":1,"keys":[{"id":1,"secret":"AAAA"}]}"#,
-        ] {
+        for text in ["not json", r#"{"current":1,"keys":[]}"#, r#"{"current":1,"keys":[{"id":1,"secret":"AAAA"}]}"#] {
             fs::write(dir.path().join(KEY_FILE), text)?;
             let result = KeyRing::load_or_create(dir.path());
-            ensure!(
-                matches!(result, Err(KeyError::Format { .. })),
-                "{text}: {result:?}"
-            );
+            ensure!(matches!(result, Err(KeyError::Format { .. })), "{text}: {result:?}");
         }
         Ok(())
     }
@@ -778,10 +697,7 @@ mod tests {
             let secret = key.secret.0;
             let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
             for shown in [format!("{secret:?}"), hex, URL_SAFE_NO_PAD.encode(secret)] {
-                ensure!(
-                    !debug.contains(&shown[..16]),
-                    "Debug leaks key bytes: {debug}"
-                );
+                ensure!(!debug.contains(&shown[..16]), "Debug leaks key bytes: {debug}");
             }
         }
         ensure!(debug.contains("<secret>"));
@@ -798,10 +714,7 @@ mod tests {
     #[test]
     fn errors_read_well() -> Result<()> {
         let expired = LinkError::Expired { deadline: T0 }.to_string();
-        ensure!(
-            expired == "this share link expired at 2030-01-01T00:00:00Z",
-            "{expired}"
-        );
+        ensure!(expired == "this share link expired at 2030-01-01T00:00:00Z", "{expired}");
         Ok(())
     }
 }

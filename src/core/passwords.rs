@@ -14,33 +14,19 @@ pub fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {
     let mut salt = [0u8; 16];
     rand::rng().fill(&mut salt);
     let salt = SaltString::encode_b64(&salt)?;
-    Ok(Argon2::default()
-        .hash_password(password.as_bytes(), &salt)?
-        .to_string())
+    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
 }
 
 /// Whether `password` matches `phc` (constant time inside argon2). A corrupt hash never matches.
 pub fn verify(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
-    })
+    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
 /// A one-time password: 20 characters from a 31-letter alphabet, about 99 bits.
 pub fn generate() -> Secret<String> {
     let mut rng = rand::rng();
-    let chars: String = (0..20)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
-    Secret::new(format!(
-        "{}-{}-{}-{}",
-        &chars[..5],
-        &chars[5..10],
-        &chars[10..15],
-        &chars[15..]
-    ))
+    let chars: String = (0..20).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    Secret::new(format!("{}-{}-{}-{}", &chars[..5], &chars[5..10], &chars[10..15], &chars[15..]))
 }
 
 #[cfg(test)]

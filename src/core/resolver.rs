@@ -23,30 +23,16 @@ pub enum ResolveError {
     #[error("no machine matches {query:?}{}", hint(similar, "did you mean"))]
     NotFound { query: String, similar: Vec<String> },
     /// More than one machine matched at the first step that matched at all.
-    #[error(
-        "{query:?} matches several machines{}: use a longer id prefix or the full id",
-        hint(candidates, "")
-    )]
-    Ambiguous {
-        query: String,
-        candidates: Vec<String>,
-    },
+    #[error("{query:?} matches several machines{}: use a longer id prefix or the full id", hint(candidates, ""))]
+    Ambiguous { query: String, candidates: Vec<String> },
 }
 
 fn hint(names: &[String], lead: &str) -> String {
     if names.is_empty() {
-        return if lead.is_empty() {
-            String::new()
-        } else {
-            "; list them with `cmdop connect --list`".into()
-        };
+        return if lead.is_empty() { String::new() } else { "; list them with `cmdop connect --list`".into() };
     }
     let sep = if lead.is_empty() { ": " } else { "; " };
-    let lead = if lead.is_empty() {
-        String::new()
-    } else {
-        format!("{lead} ")
-    };
+    let lead = if lead.is_empty() { String::new() } else { format!("{lead} ") };
     format!("{sep}{lead}{}", names.join(", "))
 }
 
@@ -84,15 +70,11 @@ pub fn resolve<'a, C: Candidate>(query: &str, machines: &'a [C]) -> Result<&'a C
         .filter(|m| {
             !q.is_empty()
                 && (m.hostname().to_lowercase().contains(&q)
-                    || m.display_name()
-                        .is_some_and(|d| d.to_lowercase().contains(&q)))
+                    || m.display_name().is_some_and(|d| d.to_lowercase().contains(&q)))
         })
         .map(describe)
         .collect();
-    Err(ResolveError::NotFound {
-        query: query.to_string(),
-        similar,
-    })
+    Err(ResolveError::NotFound { query: query.to_string(), similar })
 }
 
 #[cfg(test)]
@@ -115,11 +97,7 @@ mod tests {
 
     fn fleet() -> Vec<M> {
         vec![
-            M(
-                "3f2a0000-0000-4000-8000-000000000001",
-                "vps-audi",
-                Some("Audi VPS"),
-            ),
+            M("3f2a0000-0000-4000-8000-000000000001", "vps-audi", Some("Audi VPS")),
             M("3f2b0000-0000-4000-8000-000000000002", "web-1", None),
             M("a1000000-0000-4000-8000-000000000003", "db", Some("web-1")),
             M("b2000000-0000-4000-8000-000000000004", "twin", None),
@@ -130,12 +108,7 @@ mod tests {
     #[test]
     fn exact_uuid_wins() {
         let f = fleet();
-        assert_eq!(
-            resolve("3F2A0000-0000-4000-8000-000000000001", &f)
-                .unwrap()
-                .1,
-            "vps-audi"
-        );
+        assert_eq!(resolve("3F2A0000-0000-4000-8000-000000000001", &f).unwrap().1, "vps-audi");
     }
 
     #[test]
@@ -154,10 +127,7 @@ mod tests {
     fn unique_prefix_of_two_or_more() {
         let f = fleet();
         assert_eq!(resolve("a1", &f).unwrap().1, "db");
-        assert!(matches!(
-            resolve("a", &f),
-            Err(ResolveError::NotFound { .. })
-        ));
+        assert!(matches!(resolve("a", &f), Err(ResolveError::NotFound { .. })));
     }
 
     #[test]
@@ -165,10 +135,7 @@ mod tests {
         let f = fleet();
         let err = resolve("3f", &f).unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.contains("vps-audi") && text.contains("web-1"),
-            "{text}"
-        );
+        assert!(text.contains("vps-audi") && text.contains("web-1"), "{text}");
     }
 
     #[test]

@@ -100,25 +100,13 @@ pub enum KeysCommand {
 
 /// `cmdop server` (all but `local-login`, which the app composes with the CLI).
 pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
-    if let Some(ServerCommand::User(UserCommand::Add {
-        email,
-        role,
-        fleet,
-        data_dir,
-    })) = args.command
-    {
+    if let Some(ServerCommand::User(UserCommand::Add { email, role, fleet, data_dir })) = args.command {
         return add_user(data_dir, &email, &role, &fleet).await;
     }
-    if let Some(ServerCommand::Keys(KeysCommand::Rotate {
-        data_dir,
-        max_link_ttl,
-    })) = args.command
-    {
+    if let Some(ServerCommand::Keys(KeysCommand::Rotate { data_dir, max_link_ttl })) = args.command {
         let data_dir = data_dir.unwrap_or_else(dirs::server_data);
         let id = super::links::rotate_keys(&data_dir, max_link_ttl)?;
-        println!(
-            "share links are now signed with key {id}; older links keep working until they expire"
-        );
+        println!("share links are now signed with key {id}; older links keep working until they expire");
         return Ok(0);
     }
     let config = ServerConfig {
@@ -137,18 +125,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
 }
 
 /// `cmdop server user add`: account, membership and a fresh one-time password.
-async fn add_user(
-    data_dir: Option<std::path::PathBuf>,
-    email: &str,
-    role: &str,
-    fleet: &str,
-) -> anyhow::Result<i32> {
+async fn add_user(data_dir: Option<std::path::PathBuf>, email: &str, role: &str, fleet: &str) -> anyhow::Result<i32> {
     let role: crate::store::Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let data_dir = data_dir.unwrap_or_else(dirs::server_data);
     private_file::ensure_dir(&data_dir)?;
-    let store = crate::store::open(&data_dir)
-        .await
-        .context("cannot open the server's database")?;
+    let store = crate::store::open(&data_dir).await.context("cannot open the server's database")?;
     let user = match store.user_by_email(email).await? {
         Some(u) => u,
         None => store.create_user(email).await?,

@@ -6,10 +6,7 @@ use tonic::metadata::MetadataMap;
 
 /// The `Bearer` token of a request's `authorization` metadata.
 pub fn bearer(meta: &MetadataMap) -> Option<&str> {
-    meta.get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+    meta.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
 /// Logs a storage failure and answers without internals.

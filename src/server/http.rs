@@ -11,9 +11,7 @@ use crate::store::Store;
 
 /// Routes served over plain HTTP.
 pub fn router(_store: Store) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics))
 }
 
 async fn healthz() -> &'static str {
@@ -21,10 +19,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        METRICS.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], METRICS.render())
 }
 
 /// 404 for anything unknown.

@@ -95,9 +95,7 @@ struct Inner {
 }
 
 fn key_file_stamp(dir: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(dir.join(crate::core::link_token::KEY_FILE))
-        .and_then(|m| m.modified())
-        .ok()
+    std::fs::metadata(dir.join(crate::core::link_token::KEY_FILE)).and_then(|m| m.modified()).ok()
 }
 
 fn unix(t: i64) -> OffsetDateTime {
@@ -106,11 +104,7 @@ fn unix(t: i64) -> OffsetDateTime {
 
 impl Shares {
     /// Loads keys from `data_dir` and the live revocations from the store.
-    pub async fn load(
-        store: Store,
-        data_dir: &Path,
-        max_ttl: Duration,
-    ) -> Result<Self, ShareError> {
+    pub async fn load(store: Store, data_dir: &Path, max_ttl: Duration) -> Result<Self, ShareError> {
         let keys = KeyRing::load_or_create(data_dir)?;
         let revocations = Revocations::new();
         for (id, deadline) in store.live_revocations().await? {
@@ -125,9 +119,7 @@ impl Shares {
             revocations,
             live: Mutex::default(),
         };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// Longest TTL a link may get.
@@ -138,22 +130,15 @@ impl Shares {
     /// Mints a link and stores its row (with the token's hash) and an audit event.
     pub async fn create(&self, spec: ShareSpec) -> Result<Minted, ShareError> {
         if spec.ttl < MIN_TTL || spec.ttl > self.inner.max_ttl {
-            return Err(ShareError::BadTtl {
-                max: crate::core::duration::format(self.inner.max_ttl),
-            });
+            return Err(ShareError::BadTtl { max: crate::core::duration::format(self.inner.max_ttl) });
         }
         let id = LinkId::random();
-        let expires_at =
-            crate::core::clock::now() + i64::try_from(spec.ttl.as_secs()).unwrap_or(i64::MAX);
+        let expires_at = crate::core::clock::now() + i64::try_from(spec.ttl.as_secs()).unwrap_or(i64::MAX);
         let claims = LinkClaims {
             link_id: id,
             machine_id: spec.machine,
             deadline: unix(expires_at),
-            mode: if spec.read_only {
-                LinkMode::ReadOnly
-            } else {
-                LinkMode::ReadWrite
-            },
+            mode: if spec.read_only { LinkMode::ReadOnly } else { LinkMode::ReadWrite },
         };
         let token = crate::core::sync::read(&self.inner.keys).mint(&claims);
         let hash = token_hash(&token);
@@ -170,18 +155,8 @@ impl Shares {
         };
         self.inner.store.insert_link(&row).await?;
         let detail = format!("ttl={}s read_only={}", spec.ttl.as_secs(), spec.read_only);
-        self.audit(
-            &spec.user.to_string(),
-            "link.create",
-            &row_event(spec.fleet, spec.machine, id),
-            detail,
-        )
-        .await;
-        Ok(Minted {
-            id,
-            token: crate::core::secret::Secret::new(token),
-            expires_at,
-        })
+        self.audit(&spec.user.to_string(), "link.create", &row_event(spec.fleet, spec.machine, id), detail).await;
+        Ok(Minted { id, token: crate::core::secret::Secret::new(token), expires_at })
     }
 
     /// The hot-path check: parse -> key -> MAC -> deadline -> revocation set. No database.
@@ -193,11 +168,7 @@ impl Shares {
 
     /// Revokes links: store, in-memory set, then every open socket of them (close 4002).
     /// Returns the ids that were live.
-    pub async fn revoke(
-        &self,
-        actor: UserId,
-        links: &[LinkRow],
-    ) -> Result<Vec<LinkId>, ShareError> {
+    pub async fn revoke(&self, actor: UserId, links: &[LinkRow]) -> Result<Vec<LinkId>, ShareError> {
         let ids: Vec<LinkId> = links.iter().map(|l| l.id).collect();
         let revoked = self.inner.store.revoke_links(&ids).await?;
         for (id, deadline) in &revoked {
@@ -206,13 +177,9 @@ impl Shares {
                 let _ = live.send(true);
             }
         }
-        for link in links
-            .iter()
-            .filter(|l| revoked.iter().any(|(id, _)| *id == l.id))
-        {
+        for link in links.iter().filter(|l| revoked.iter().any(|(id, _)| *id == l.id)) {
             let event = row_event(link.fleet_id, link.machine_id, link.id);
-            self.audit(&actor.to_string(), "link.revoke", &event, String::new())
-                .await;
+            self.audit(&actor.to_string(), "link.revoke", &event, String::new()).await;
         }
         Ok(revoked.into_iter().map(|(id, _)| id).collect())
     }
@@ -221,16 +188,12 @@ impl Shares {
     pub fn subscribe(&self, link: LinkId) -> watch::Receiver<bool> {
         let mut live = lock(&self.inner.live);
         live.retain(|_, tx| tx.receiver_count() > 0);
-        live.entry(link)
-            .or_insert_with(|| watch::channel(false).0)
-            .subscribe()
+        live.entry(link).or_insert_with(|| watch::channel(false).0).subscribe()
     }
 
     /// Sockets currently open through the link.
     pub fn active_sessions(&self, link: LinkId) -> usize {
-        lock(&self.inner.live)
-            .get(&link)
-            .map_or(0, |tx| tx.receiver_count())
+        lock(&self.inner.live).get(&link).map_or(0, |tx| tx.receiver_count())
     }
 
     /// The store (for rows and opens).
@@ -256,15 +219,7 @@ impl Shares {
     /// Records an audit event about a link known by id only.
     pub async fn audit_link(&self, actor: &str, action: &str, link: LinkId, detail: String) {
         match self.inner.store.link(link).await {
-            Ok(Some(row)) => {
-                self.audit(
-                    actor,
-                    action,
-                    &row_event(row.fleet_id, row.machine_id, link),
-                    detail,
-                )
-                .await
-            }
+            Ok(Some(row)) => self.audit(actor, action, &row_event(row.fleet_id, row.machine_id, link), detail).await,
             Ok(None) => {}
             Err(e) => tracing::warn!(%link, error = %e, "could not write audit event"),
         }
@@ -316,11 +271,7 @@ pub struct LinkEvent {
 }
 
 fn row_event(fleet: FleetId, machine: MachineId, link: LinkId) -> LinkEvent {
-    LinkEvent {
-        fleet,
-        machine,
-        link,
-    }
+    LinkEvent { fleet, machine, link }
 }
 
 /// Rotates the key file in `data_dir` (run by `cmdop server keys rotate`); a running server

@@ -32,36 +32,16 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let rows: [(&str, &str, &str, &AtomicU64); 5] = [
-            (
-                "cmdop_machines_online",
-                "gauge",
-                "Agent streams connected to this node.",
-                &self.machines_online,
-            ),
-            (
-                "cmdop_sessions_open",
-                "gauge",
-                "Sessions open through this node.",
-                &self.sessions_open,
-            ),
+            ("cmdop_machines_online", "gauge", "Agent streams connected to this node.", &self.machines_online),
+            ("cmdop_sessions_open", "gauge", "Sessions open through this node.", &self.sessions_open),
             (
                 "cmdop_relayed_bytes_total{direction=\"from_agent\"}",
                 "counter",
                 "Bytes relayed.",
                 &self.bytes_from_agents,
             ),
-            (
-                "cmdop_relayed_bytes_total{direction=\"to_agent\"}",
-                "counter",
-                "",
-                &self.bytes_to_agents,
-            ),
-            (
-                "cmdop_execs_total",
-                "counter",
-                "Exec commands started.",
-                &self.execs_total,
-            ),
+            ("cmdop_relayed_bytes_total{direction=\"to_agent\"}", "counter", "", &self.bytes_to_agents),
+            ("cmdop_execs_total", "counter", "Exec commands started.", &self.execs_total),
         ];
         for (name, kind, help, value) in rows {
             let base = name.split('{').next().unwrap_or(name);

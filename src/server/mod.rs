@@ -67,13 +67,10 @@ impl Server {
         crate::sys::private_file::ensure_dir(&config.data_dir)?;
         let store = crate::store::open(&config.data_dir)
             .await
-            .with_context(|| {
-                format!("cannot open the database in {}", config.data_dir.display())
-            })?;
+            .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
         store.mark_all_offline().await?;
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener =
+            TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         let public_url = config
             .public_url
@@ -117,24 +114,13 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat);
-        let api = ApiService::new(
-            self.store.clone(),
-            self.router.clone(),
-            self.shares.clone(),
-            self.public_url.clone(),
-        );
-        let gateway_state =
-            GatewayState::new(self.shares.clone(), self.router.clone(), &self.public_url);
-        let web = web::router(WebState::new(
-            self.store.clone(),
-            &self.public_url,
-            gateway_state.asset_url("share.css"),
-        ));
+        let api =
+            ApiService::new(self.store.clone(), self.router.clone(), self.shares.clone(), self.public_url.clone());
+        let gateway_state = GatewayState::new(self.shares.clone(), self.router.clone(), &self.public_url);
+        let web =
+            web::router(WebState::new(self.store.clone(), &self.public_url, gateway_state.asset_url("share.css")));
         let gateway = gateway::router(gateway_state);
         let maintenance = self.shares.spawn_maintenance();
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
@@ -153,9 +139,7 @@ impl Server {
             let _ = tcp.set_nodelay(true);
         });
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         maintenance.abort();
         Ok(served?)
     }

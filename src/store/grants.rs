@@ -79,8 +79,7 @@ pub trait GrantStore: Send + Sync {
     async fn grant_by_user_code(&self, user_code: &str) -> Result<Option<DeviceGrant>, StoreError>;
 
     /// Records a poll and the (possibly raised) interval.
-    async fn grant_polled(&self, hash: &str, at: i64, interval_secs: i64)
-    -> Result<(), StoreError>;
+    async fn grant_polled(&self, hash: &str, at: i64, interval_secs: i64) -> Result<(), StoreError>;
 
     /// Moves a grant from `from` to `to` (by `user`); false when it was not in `from`, so two
     /// racing decisions or polls cannot both win.

@@ -39,9 +39,7 @@ impl FromStr for Role {
             "admin" => Ok(Role::Admin),
             "member" => Ok(Role::Member),
             "viewer" => Ok(Role::Viewer),
-            _ => Err(format!(
-                "unknown role {s:?}: use owner, admin, member or viewer"
-            )),
+            _ => Err(format!("unknown role {s:?}: use owner, admin, member or viewer")),
         }
     }
 }
@@ -110,12 +108,7 @@ pub trait IdentityStore: Send + Sync {
     async fn fleet_named(&self, name: &str) -> Result<Fleet, StoreError>;
 
     /// Gives `user` `role` in `fleet` (replacing any earlier role).
-    async fn set_membership(
-        &self,
-        user: UserId,
-        fleet: FleetId,
-        role: Role,
-    ) -> Result<(), StoreError>;
+    async fn set_membership(&self, user: UserId, fleet: FleetId, role: Role) -> Result<(), StoreError>;
 
     /// Every fleet the user belongs to, oldest first.
     async fn memberships(&self, user: UserId) -> Result<Vec<Membership>, StoreError>;

@@ -67,11 +67,7 @@ pub trait LinkStore: Send + Sync {
     async fn link(&self, id: LinkId) -> Result<Option<LinkRow>, StoreError>;
 
     /// Links of a fleet (optionally one machine), newest first.
-    async fn list_links(
-        &self,
-        fleet: FleetId,
-        machine: Option<MachineId>,
-    ) -> Result<Vec<LinkRow>, StoreError>;
+    async fn list_links(&self, fleet: FleetId, machine: Option<MachineId>) -> Result<Vec<LinkRow>, StoreError>;
 
     /// Marks links revoked; returns those that were live (id and deadline).
     async fn revoke_links(&self, ids: &[LinkId]) -> Result<Vec<(LinkId, i64)>, StoreError>;
@@ -91,8 +87,5 @@ pub trait LinkStore: Send + Sync {
     async fn release_open(&self, id: LinkId) -> Result<(), StoreError>;
 
     /// The audit trail of one link, oldest first: (unix seconds, actor, action, detail).
-    async fn link_audit(
-        &self,
-        id: LinkId,
-    ) -> Result<Vec<(i64, String, String, String)>, StoreError>;
+    async fn link_audit(&self, id: LinkId) -> Result<Vec<(i64, String, String, String)>, StoreError>;
 }

@@ -81,8 +81,5 @@ pub struct AuditEvent<'a> {
 }
 
 fn parse_col<T: FromStr>(table: &'static str, value: &str) -> Result<T, StoreError> {
-    value.parse().map_err(|_| StoreError::Corrupt {
-        table,
-        detail: format!("bad value {value:?}"),
-    })
+    value.parse().map_err(|_| StoreError::Corrupt { table, detail: format!("bad value {value:?}") })
 }

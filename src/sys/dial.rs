@@ -14,9 +14,7 @@ pub fn install_crypto() {
 /// An endpoint for `url` with the options every client wants.
 pub fn endpoint(url: &str) -> Result<Endpoint, String> {
     let mut endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|_| {
-            format!("invalid server URL {url:?}: expected http://HOST:PORT or https://HOST")
-        })?
+        .map_err(|_| format!("invalid server URL {url:?}: expected http://HOST:PORT or https://HOST"))?
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
@@ -31,17 +29,11 @@ pub fn endpoint(url: &str) -> Result<Endpoint, String> {
 
 /// Connects to `url`.
 pub async fn connect(url: &str) -> Result<Channel, String> {
-    endpoint(url)?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach the server at {url}: {e}"))
+    endpoint(url)?.connect().await.map_err(|e| format!("cannot reach the server at {url}: {e}"))
 }
 
 /// An HTTP client for the OAuth endpoints (form posts, JSON answers), with a deadline.
 pub fn http() -> reqwest::Client {
     install_crypto();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap_or_default()
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap_or_default()
 }

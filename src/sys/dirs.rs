@@ -4,9 +4,7 @@ use std::path::PathBuf;
 
 /// The user's home folder (`/` when `HOME` is unset).
 pub fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// Default server data folder: `~/.local/share/cmdop/server`.

@@ -44,9 +44,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub fn read_json<T: DeserializeOwned>(path: &Path, hint: &str) -> anyhow::Result<Option<T>> {
     match std::fs::read(path) {
         Ok(bytes) => {
-            Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-                format!("{} is corrupt: {hint}", path.display())
-            })?))
+            Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt: {hint}", path.display()))?))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -71,24 +69,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/x.json");
         super::write(&path, b"{\"a\":1}").unwrap();
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let v: serde_json::Value = super::read_json(&path, "remove it").unwrap().unwrap();
         assert_eq!(v["a"], 1);
         std::fs::write(&path, b"garbage").unwrap();
         let err = super::read_json::<serde_json::Value>(&path, "remove it").unwrap_err();
-        assert!(
-            format!("{err:#}").contains("is corrupt: remove it"),
-            "{err:#}"
-        );
+        assert!(format!("{err:#}").contains("is corrupt: remove it"), "{err:#}");
         assert!(super::remove(&path).unwrap());
         assert!(!super::remove(&path).unwrap());
-        assert!(
-            super::read_json::<serde_json::Value>(&path, "")
-                .unwrap()
-                .is_none()
-        );
+        assert!(super::read_json::<serde_json::Value>(&path, "").unwrap().is_none());
     }
 }

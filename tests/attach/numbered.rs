@@ -32,8 +32,8 @@ pub fn strip_notices(raw: &[u8]) -> (Vec<u8>, Vec<usize>) {
             && let Some(close) = rest.windows(3).position(|w| w == b"]\r\n")
         {
             let notice = &rest[..close];
-            let leads_with_break = notice.starts_with(b"[cmdop: connection lost")
-                || notice.windows(11).any(|w| w == b"fell behind");
+            let leads_with_break =
+                notice.starts_with(b"[cmdop: connection lost") || notice.windows(11).any(|w| w == b"fell behind");
             if leads_with_break && out.ends_with(b"\r\n") {
                 out.truncate(out.len() - 2);
             }
@@ -60,34 +60,17 @@ pub fn check(
     marker: &str,
 ) -> anyhow::Result<Numbered> {
     let mut pos = match first_line {
-        Some(line) => find_line(text, line)
-            .ok_or_else(|| anyhow::anyhow!("no line {line:?} in the output"))?,
-        None => text
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(text.len(), |p| p + 1),
+        Some(line) => find_line(text, line).ok_or_else(|| anyhow::anyhow!("no line {line:?} in the output"))?,
+        None => text.iter().position(|&b| b == b'\n').map_or(text.len(), |p| p + 1),
     };
-    let mut seen = Numbered {
-        first: 0,
-        last: 0,
-        bytes: 0,
-        gaps: 0,
-        tail_bytes: 0,
-    };
+    let mut seen = Numbered { first: 0, last: 0, bytes: 0, gaps: 0, tail_bytes: 0 };
     let (mut jump, mut lines) = (false, 0u64); // `jump`: a gap came since the last number
     while pos < text.len() {
-        let end = text[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(text.len(), |p| pos + p + 1);
+        let end = text[pos..].iter().position(|&b| b == b'\n').map_or(text.len(), |p| pos + p + 1);
         let line = visible(&text[pos..end]);
         let line = line.as_str();
         if line.contains(marker) {
-            ensure!(
-                seen.last == last,
-                "the stream ended at {} instead of {last}",
-                seen.last
-            );
+            ensure!(seen.last == last, "the stream ended at {} instead of {last}", seen.last);
             return Ok(seen);
         }
         if gaps.contains(&pos) {
@@ -106,10 +89,7 @@ pub fn check(
         match line.parse::<u64>() {
             Ok(n) if lines == 0 => (seen.first, seen.last) = (n, n),
             Ok(n) if n == seen.last + 1 || (jump && n > seen.last) => seen.last = n,
-            _ => bail!(
-                "after {} came {line:?}: a byte was lost or doubled",
-                seen.last
-            ),
+            _ => bail!("after {} came {line:?}: a byte was lost or doubled", seen.last),
         }
         jump = false;
         lines += 1;
@@ -131,10 +111,7 @@ fn visible(line: &[u8]) -> String {
 fn find_line(text: &[u8], line: &str) -> Option<usize> {
     let mut pos = 0;
     while pos < text.len() {
-        let end = text[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(text.len(), |p| pos + p + 1);
+        let end = text[pos..].iter().position(|&b| b == b'\n').map_or(text.len(), |p| pos + p + 1);
         if visible(&text[pos..end]) == line {
             return Some(pos);
         }
@@ -148,20 +125,14 @@ fn the_checker_accepts_clean_streams_and_catches_losses() {
     let clean = b"echo\r\n\x1b[?2004l\r1\r\n2\r\n3\r\nEND\r\n";
     let seen = check(clean, &[], Some("1"), 3, "END").unwrap();
     assert_eq!((seen.first, seen.last, seen.gaps), (1, 3, 0));
-    assert!(
-        check(b"1\r\n3\r\nEND\r\n", &[], Some("1"), 3, "END").is_err(),
-        "a missing number is caught"
-    );
-    assert!(
-        check(b"1\r\n2\r\n2\r\n3\r\nEND\r\n", &[], Some("1"), 3, "END").is_err(),
-        "a doubled number is caught"
-    );
-    let (text, gaps) = strip_notices(
-        b"1\r\n2\r\n3\r\n\r\n[cmdop: connection lost; x]\r\n[cmdop: reconnected]\r\n4\r\nEND\r\n",
-    );
+    assert!(check(b"1\r\n3\r\nEND\r\n", &[], Some("1"), 3, "END").is_err(), "a missing number is caught");
+    assert!(check(b"1\r\n2\r\n2\r\n3\r\nEND\r\n", &[], Some("1"), 3, "END").is_err(), "a doubled number is caught");
+    let (text, gaps) =
+        strip_notices(b"1\r\n2\r\n3\r\n\r\n[cmdop: connection lost; x]\r\n[cmdop: reconnected]\r\n4\r\nEND\r\n");
     assert!(gaps.is_empty());
     assert_eq!(check(&text, &gaps, Some("1"), 4, "END").unwrap().last, 4);
-    let (text, gaps) = strip_notices(b"1\r\n2\r\n3[cmdop: 7 bytes of output were dropped while disconnected]\r\n9\r\n10\r\nEND\r\n");
+    let (text, gaps) =
+        strip_notices(b"1\r\n2\r\n3[cmdop: 7 bytes of output were dropped while disconnected]\r\n9\r\n10\r\nEND\r\n");
     let seen = check(&text, &gaps, Some("1"), 10, "END").unwrap();
     assert_eq!(seen.gaps, 1);
 }

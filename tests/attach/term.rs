@@ -28,12 +28,7 @@ pub struct Term {
 impl Term {
     /// Starts `cmdop ARGS` with `CMDOP_HOME`/`HOME` = `home` in a `cols` x `rows` terminal.
     pub fn spawn(home: &Path, args: &[&str], cols: u16, rows: u16) -> anyhow::Result<Self> {
-        let pair = native_pty_system().openpty(PtySize {
-            rows,
-            cols,
-            pixel_width: 0,
-            pixel_height: 0,
-        })?;
+        let pair = native_pty_system().openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })?;
         let mut cmd = CommandBuilder::new(crate::common::CMDOP);
         cmd.args(args);
         cmd.env("CMDOP_HOME", home);
@@ -42,10 +37,7 @@ impl Term {
         cmd.env("TERM", "xterm-256color");
         cmd.env_remove("CMDOP_ENROLL_TOKEN");
         cmd.cwd(home);
-        let child = pair
-            .slave
-            .spawn_command(cmd)
-            .context("cannot start cmdop in a PTY")?;
+        let child = pair.slave.spawn_command(cmd).context("cannot start cmdop in a PTY")?;
         drop(pair.slave);
         let mut reader = pair.master.try_clone_reader()?;
         let writer = pair.master.take_writer()?;
@@ -60,13 +52,7 @@ impl Term {
                 }
             }
         });
-        Ok(Self {
-            master: pair.master,
-            writer,
-            child,
-            output,
-            seen: 0,
-        })
+        Ok(Self { master: pair.master, writer, child, output, seen: 0 })
     }
 
     /// Types bytes.
@@ -111,36 +97,20 @@ impl Term {
             std::thread::sleep(POLL);
         }
         let text = self.text();
-        let tail: String = text
-            .chars()
-            .rev()
-            .take(1500)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        bail!(
-            "timed out after {within:?} waiting for {needle:?}; the terminal's last output:\n{tail}"
-        )
+        let tail: String = text.chars().rev().take(1500).collect::<Vec<_>>().into_iter().rev().collect();
+        bail!("timed out after {within:?} waiting for {needle:?}; the terminal's last output:\n{tail}")
     }
 
     fn find_from(&self, from: usize, needle: &str) -> Option<usize> {
         let out = self.output.lock().unwrap();
         let hay = out.get(from..)?;
-        let at = hay
-            .windows(needle.len())
-            .position(|w| w == needle.as_bytes())?;
+        let at = hay.windows(needle.len()).position(|w| w == needle.as_bytes())?;
         Some(from + at + needle.len())
     }
 
     /// Resizes the terminal (the process gets SIGWINCH).
     pub fn resize(&self, cols: u16, rows: u16) -> anyhow::Result<()> {
-        self.master.resize(PtySize {
-            rows,
-            cols,
-            pixel_width: 0,
-            pixel_height: 0,
-        })
+        self.master.resize(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
     }
 
     /// The process id.
@@ -162,10 +132,7 @@ impl Term {
             std::thread::sleep(POLL);
         }
         let _ = self.child.kill();
-        bail!(
-            "cmdop still running after {within:?}; killed it. Output:\n{}",
-            self.text()
-        )
+        bail!("cmdop still running after {within:?}; killed it. Output:\n{}", self.text())
     }
 
     /// Kills the process at once (as a lost laptop would).

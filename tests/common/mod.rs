@@ -44,11 +44,7 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 
 /// Polls `cond` until it holds, at most `within` (and a bounded number of times). An error
 /// from `cond` counts as "not yet"; the last one is reported on timeout.
-pub fn wait_until(
-    within: Duration,
-    what: &str,
-    mut cond: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
+pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     let max_polls = within.as_millis() / POLL_EVERY.as_millis() + 2;
     let mut last_error = None;
@@ -84,10 +80,7 @@ pub fn wait_child(child: &mut Child, within: Duration) -> anyhow::Result<ExitSta
     }
     let _ = child.kill();
     let _ = child.wait();
-    bail!(
-        "process {} still running after {within:?}; killed it",
-        child.id()
-    )
+    bail!("process {} still running after {within:?}; killed it", child.id())
 }
 
 /// What one finished process said.
@@ -111,8 +104,7 @@ impl Run {
 
     /// Stdout parsed as JSON.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
-        serde_json::from_slice(&self.stdout)
-            .with_context(|| format!("stdout is not the expected JSON: {self}"))
+        serde_json::from_slice(&self.stdout).with_context(|| format!("stdout is not the expected JSON: {self}"))
     }
 
     /// Fails unless the exit code is `code`.
@@ -125,29 +117,19 @@ impl Run {
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let out = String::from_utf8_lossy(&self.stdout[..self.stdout.len().min(2000)]).into_owned();
-        write!(
-            f,
-            "exit {} after {:?}\n--- stdout ---\n{out}\n--- stderr ---\n{}",
-            self.code, self.took, self.stderr
-        )
+        write!(f, "exit {} after {:?}\n--- stdout ---\n{out}\n--- stderr ---\n{}", self.code, self.took, self.stderr)
     }
 }
 
 fn code_of(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(-1)
+    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1)
 }
 
 /// Runs `cmd` to completion within `within`, capturing stdout (unless the caller redirected
 /// it) and stderr.
 pub fn run_command(cmd: &mut Command, within: Duration) -> anyhow::Result<Run> {
-    let child = cmd
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let child = cmd.stdin(Stdio::null()).spawn().with_context(|| format!("cannot start {cmd:?}"))?;
     finish_run(child, within)
 }
 
@@ -157,12 +139,8 @@ fn finish_run(mut child: Child, within: Duration) -> anyhow::Result<Run> {
     let stdout = child.stdout.take().map(drain);
     let stderr = child.stderr.take().map(drain);
     let status = wait_child(&mut child, within)?;
-    let stdout = stdout
-        .map(|t| t.join().unwrap_or_default())
-        .unwrap_or_default();
-    let stderr = stderr
-        .map(|t| t.join().unwrap_or_default())
-        .unwrap_or_default();
+    let stdout = stdout.map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+    let stderr = stderr.map(|t| t.join().unwrap_or_default()).unwrap_or_default();
     Ok(Run {
         code: code_of(status),
         stdout,
@@ -217,11 +195,7 @@ impl Cli {
     }
 
     /// Runs `cmdop ARGS` with `input` on its standard input.
-    pub fn run_with_stdin<S: AsRef<std::ffi::OsStr>>(
-        &self,
-        args: &[S],
-        input: &str,
-    ) -> anyhow::Result<Run> {
+    pub fn run_with_stdin<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], input: &str) -> anyhow::Result<Run> {
         let mut cmd = self.command(args);
         cmd.stdin(Stdio::piped());
         let mut child = cmd.spawn().context("cannot start cmdop")?;
@@ -238,9 +212,7 @@ impl Cli {
 
     /// `cmdop connect --list --json`, parsed.
     pub fn machines(&self) -> anyhow::Result<Vec<MachineRow>> {
-        self.run(&["connect", "--list", "--json"])?
-            .expect_code(0)?
-            .json()
+        self.run(&["connect", "--list", "--json"])?.expect_code(0)?.json()
     }
 
     /// One machine of `connect --list --json`.
@@ -257,10 +229,7 @@ impl Cli {
     pub fn enrollment_token(&self) -> anyhow::Result<String> {
         let run = self.run(&["fleet", "token", "create"])?.expect_code(0)?;
         let token = run.stdout_text().trim().to_string();
-        ensure!(
-            !token.is_empty() && !token.contains(char::is_whitespace),
-            "odd token output: {run}"
-        );
+        ensure!(!token.is_empty() && !token.contains(char::is_whitespace), "odd token output: {run}");
         Ok(token)
     }
 }
@@ -327,20 +296,8 @@ impl TestServer {
         let owner = Cli::new(dir.path().join("owner"));
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (child, url) = spawn_server(dir.path(), "127.0.0.1:0", 1, &extra)?;
-        let port = url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .context("no port in the URL")?;
-        let server = Self {
-            dir,
-            port,
-            url,
-            child,
-            owner,
-            starts: 1,
-            extra,
-        };
+        let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).context("no port in the URL")?;
+        let server = Self { dir, port, url, child, owner, starts: 1, extra };
         let data_dir = server.data_dir();
         let login = server.owner.run(&[
             "server".as_ref(),
@@ -367,11 +324,7 @@ impl TestServer {
         for _ in 0..20 {
             match spawn_server(self.dir.path(), &listen, self.starts, &self.extra) {
                 Ok((child, url)) => {
-                    ensure!(
-                        url == self.url,
-                        "restarted server reports {url}, expected {}",
-                        self.url
-                    );
+                    ensure!(url == self.url, "restarted server reports {url}, expected {}", self.url);
                     self.child = child;
                     return Ok(());
                 }
@@ -443,31 +396,14 @@ impl TestServer {
         let mut stream = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(5))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr()
-        )?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr())?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw)?;
         let text = String::from_utf8_lossy(&raw).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("no status")?;
-        let chunked = head
-            .lines()
-            .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
-        Ok((
-            status,
-            if chunked {
-                dechunk(body)
-            } else {
-                body.to_string()
-            },
-        ))
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no status")?;
+        let chunked = head.lines().any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+        Ok((status, if chunked { dechunk(body) } else { body.to_string() }))
     }
 
     /// The value of an unlabelled metric on `/metrics`.
@@ -502,22 +438,10 @@ impl Drop for TestServer {
 }
 
 /// Spawns `cmdop server` and reads its URL line within `SERVER_START`.
-fn spawn_server(
-    dir: &Path,
-    listen: &str,
-    start: u32,
-    extra: &[String],
-) -> anyhow::Result<(Child, String)> {
+fn spawn_server(dir: &Path, listen: &str, start: u32, extra: &[String]) -> anyhow::Result<(Child, String)> {
     let log = TestServer::log_path(dir, start);
     let mut child = Command::new(CMDOP)
-        .args([
-            "server",
-            "--listen",
-            listen,
-            "--heartbeat-interval",
-            HEARTBEAT,
-            "--data-dir",
-        ])
+        .args(["server", "--listen", listen, "--heartbeat-interval", HEARTBEAT, "--data-dir"])
         .arg(dir.join("data"))
         .args(extra)
         .env("HOME", dir)
@@ -562,12 +486,7 @@ fn print_tail(path: &Path) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let tail = &lines[lines.len().saturating_sub(60)..];
-    eprintln!(
-        "===== {} (last {} lines) =====\n{}",
-        path.display(),
-        tail.len(),
-        tail.join("\n")
-    );
+    eprintln!("===== {} (last {} lines) =====\n{}", path.display(), tail.len(), tail.join("\n"));
 }
 
 /// An enrolled `cmdop agent` process that was seen online.
@@ -587,29 +506,14 @@ impl TestAgent {
     }
 
     /// Starts an agent enrolling with `token` and waits until it is online.
-    pub fn start_with_token(
-        server: &TestServer,
-        display_name: &str,
-        token: &str,
-    ) -> anyhow::Result<Self> {
+    pub fn start_with_token(server: &TestServer, display_name: &str, token: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cmdop-agent-").tempdir()?;
-        let mut agent = Self {
-            dir,
-            child: None,
-            machine_id: String::new(),
-            display_name: display_name.to_string(),
-            runs: 0,
-        };
+        let mut agent =
+            Self { dir, child: None, machine_id: String::new(), display_name: display_name.to_string(), runs: 0 };
         agent.spawn(server, Some(token))?;
         let state = agent.state_file();
         let enrolled = wait_until(AGENT_ONLINE, "the agent to enroll", || {
-            if let Some(status) = agent
-                .child
-                .as_mut()
-                .map(Child::try_wait)
-                .transpose()?
-                .flatten()
-            {
+            if let Some(status) = agent.child.as_mut().map(Child::try_wait).transpose()?.flatten() {
                 bail!("agent exited with {status}");
             }
             Ok(state.exists())
@@ -619,10 +523,7 @@ impl TestAgent {
             return Err(e);
         }
         let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state)?)?;
-        agent.machine_id = saved["machine_id"]
-            .as_str()
-            .context("no machine_id in agent.json")?
-            .to_string();
+        agent.machine_id = saved["machine_id"].as_str().context("no machine_id in agent.json")?.to_string();
         agent.wait_online(server)?;
         Ok(agent)
     }
@@ -649,13 +550,7 @@ impl TestAgent {
     pub fn wait_online(&mut self, server: &TestServer) -> anyhow::Result<()> {
         let id = self.machine_id.clone();
         let result = wait_until(AGENT_ONLINE, "the machine to be online", || {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .map(Child::try_wait)
-                .transpose()?
-                .flatten()
-            {
+            if let Some(status) = self.child.as_mut().map(Child::try_wait).transpose()?.flatten() {
                 bail!("agent exited with {status}");
             }
             server.cli().is_online(&id)
@@ -695,16 +590,8 @@ impl TestAgent {
     /// machine; fails unless the CLI accepts it.
     pub fn set_attach_password(&self, password: &str) -> anyhow::Result<()> {
         let state = self.state_dir();
-        let args = [
-            "connect",
-            "password",
-            "set",
-            "--password-stdin",
-            "--state-dir",
-            &state.to_string_lossy(),
-        ];
-        let run = Cli::new(self.dir.path().join("cli"))
-            .run_with_stdin(&args, &format!("{password}\n"))?;
+        let args = ["connect", "password", "set", "--password-stdin", "--state-dir", &state.to_string_lossy()];
+        let run = Cli::new(self.dir.path().join("cli")).run_with_stdin(&args, &format!("{password}\n"))?;
         run.expect_code(0).map(drop)
     }
 
@@ -719,10 +606,7 @@ impl TestAgent {
         let _ = child.wait();
         for pid in commands {
             if let Ok(pid) = i32::try_from(pid) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             }
         }
     }
@@ -755,10 +639,7 @@ pub fn socket_inodes(pid: u32) -> anyhow::Result<Vec<u64>> {
             continue;
         };
         let target = target.to_string_lossy().into_owned();
-        if let Some(inode) = target
-            .strip_prefix("socket:[")
-            .and_then(|t| t.strip_suffix(']'))
-        {
+        if let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
             inodes.push(inode.parse()?);
         }
     }

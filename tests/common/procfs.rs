@@ -13,11 +13,7 @@ pub fn children_of(pid: u32) -> Vec<u32> {
             let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
             // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
             let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            after
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u32>().ok())
-                == Some(pid)
+            after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
         })
         .collect()
 }
@@ -26,8 +22,6 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 /// nothing reaps it).
 pub fn is_running(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
     matches!(state, Some(s) if s != "Z" && s != "X")
 }

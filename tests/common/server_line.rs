@@ -30,9 +30,6 @@ pub fn server_url(child: &mut Child, within: Duration) -> anyhow::Result<String>
         .with_context(|| format!("unexpected first line {line:?}"))?
         .trim()
         .to_string();
-    ensure!(
-        url.starts_with("http://127.0.0.1:"),
-        "server URL {url} is not on 127.0.0.1"
-    );
+    ensure!(url.starts_with("http://127.0.0.1:"), "server URL {url} is not on 127.0.0.1");
     Ok(url)
 }

@@ -91,26 +91,15 @@ impl Fixture {
             "link {} is not under the server URL",
             link.url
         );
-        ensure!(
-            link.machine_id == self.machine(),
-            "link for {} instead of {}",
-            link.machine_id,
-            self.machine()
-        );
+        ensure!(link.machine_id == self.machine(), "link for {} instead of {}", link.machine_id, self.machine());
         Ok(link)
     }
 
     /// `cmdop connect shares --json`, the row of `id`.
     pub fn share_row(&self, id: &str) -> anyhow::Result<serde_json::Value> {
-        let run = self
-            .server
-            .cli()
-            .run(&["connect", "shares", "--json"])?
-            .expect_code(0)?;
+        let run = self.server.cli().run(&["connect", "shares", "--json"])?.expect_code(0)?;
         let rows: Vec<serde_json::Value> = run.json()?;
-        rows.into_iter()
-            .find(|r| r["id"] == id)
-            .with_context(|| format!("link {id} not listed: {run}"))
+        rows.into_iter().find(|r| r["id"] == id).with_context(|| format!("link {id} not listed: {run}"))
     }
 }
 
@@ -125,11 +114,7 @@ pub struct Page {
 impl Page {
     /// A header's value ("" when absent; the first one when repeated).
     pub fn header(&self, name: &str) -> String {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).unwrap_or_default()
     }
 }
 
@@ -139,11 +124,7 @@ pub fn get(url: &str) -> anyhow::Result<Page> {
 }
 
 /// POST `body` as JSON to `url` with extra `headers` (`Origin`, ...).
-pub fn post_json(
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &serde_json::Value,
-) -> anyhow::Result<Page> {
+pub fn post_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> anyhow::Result<Page> {
     let mut all = vec![("Content-Type", "application/json")];
     all.extend_from_slice(headers);
     request("POST", url, &all, &body.to_string())
@@ -152,15 +133,9 @@ pub fn post_json(
 /// One plain HTTP/1.1 request (the connection closes after it).
 fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> anyhow::Result<Page> {
     use std::io::{Read, Write};
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("not an http URL: {url}"))?;
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let addr: std::net::SocketAddr = authority
-        .parse()
-        .with_context(|| format!("not an IP:port authority: {url}"))?;
+    let rest = url.strip_prefix("http://").with_context(|| format!("not an http URL: {url}"))?;
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let addr: std::net::SocketAddr = authority.parse().with_context(|| format!("not an IP:port authority: {url}"))?;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -175,36 +150,19 @@ fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> any
     }
     write!(stream, "{head}\r\n{body}")?;
     let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .with_context(|| format!("{method} {url}"))?;
+    stream.read_to_end(&mut raw).with_context(|| format!("{method} {url}"))?;
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("GET {url}: no end of headers"))?;
+    let (head, body) = text.split_once("\r\n\r\n").with_context(|| format!("GET {url}: no end of headers"))?;
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .context("no status")?;
+    let status =
+        lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).context("no status")?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_string()
-    };
-    Ok(Page {
-        status,
-        headers,
-        body,
-    })
+    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked { dechunk(body)? } else { body.to_string() };
+    Ok(Page { status, headers, body })
 }
 
 fn dechunk(mut rest: &str) -> anyhow::Result<String> {
@@ -216,11 +174,7 @@ fn dechunk(mut rest: &str) -> anyhow::Result<String> {
             return Ok(out);
         }
         out.push_str(tail.get(..n).context("short chunk")?);
-        rest = tail
-            .get(n..)
-            .unwrap_or_default()
-            .strip_prefix("\r\n")
-            .context("chunk without CRLF")?;
+        rest = tail.get(n..).unwrap_or_default().strip_prefix("\r\n").context("chunk without CRLF")?;
     }
     anyhow::bail!("too many chunks")
 }
@@ -265,10 +219,5 @@ pub fn terminal_lines(output: &str) -> Vec<String> {
             c => clean.push(c),
         }
     }
-    clean
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
+    clean.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
 }

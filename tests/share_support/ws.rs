@@ -82,11 +82,7 @@ fn lock(m: &Mutex<Received>) -> MutexGuard<'_, Received> {
 /// `http://H/s/T` -> `ws://H/s/T/ws` (plus `query`, if any).
 pub fn socket_url(link_url: &str, query: &str) -> String {
     let ws = link_url.replacen("http://", "ws://", 1);
-    if query.is_empty() {
-        format!("{ws}/ws")
-    } else {
-        format!("{ws}/ws?{query}")
-    }
+    if query.is_empty() { format!("{ws}/ws") } else { format!("{ws}/ws?{query}") }
 }
 
 impl WsClient {
@@ -101,40 +97,26 @@ impl WsClient {
     }
 
     /// Opens a socket at `url` with an `Origin` and a `Cookie` header (each when given).
-    pub fn open_with(
-        url: &str,
-        origin: Option<&str>,
-        cookie: Option<&str>,
-    ) -> Result<Self, Refused> {
-        let mut request = url
-            .into_client_request()
-            .map_err(|e| Refused::Other(e.into()))?;
+    pub fn open_with(url: &str, origin: Option<&str>, cookie: Option<&str>) -> Result<Self, Refused> {
+        let mut request = url.into_client_request().map_err(|e| Refused::Other(e.into()))?;
         let headers = request.headers_mut();
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         for (name, value) in [(header::ORIGIN, origin), (header::COOKIE, cookie)] {
             if let Some(value) = value {
-                headers.insert(
-                    name,
-                    HeaderValue::from_str(value).map_err(|e| Refused::Other(e.into()))?,
-                );
+                headers.insert(name, HeaderValue::from_str(value).map_err(|e| Refused::Other(e.into()))?);
             }
         }
-        let handshake = rt().block_on(async {
-            tokio::time::timeout(HANDSHAKE, tokio_tungstenite::connect_async(request)).await
-        });
+        let handshake =
+            rt().block_on(async { tokio::time::timeout(HANDSHAKE, tokio_tungstenite::connect_async(request)).await });
         let stream = match handshake {
             Err(_) => {
-                return Err(Refused::Other(anyhow::anyhow!(
-                    "no WebSocket handshake within {HANDSHAKE:?} ({url})"
-                )));
+                return Err(Refused::Other(anyhow::anyhow!("no WebSocket handshake within {HANDSHAKE:?} ({url})")));
             }
             Ok(Err(WsError::Http(response))) => {
                 return Err(Refused::Status(response.status().as_u16()));
             }
             Ok(Err(e)) => {
-                return Err(Refused::Other(
-                    anyhow::Error::new(e).context(format!("cannot open {url}")),
-                ));
+                return Err(Refused::Other(anyhow::Error::new(e).context(format!("cannot open {url}"))));
             }
             Ok(Ok((stream, _response))) => stream,
         };
@@ -181,12 +163,7 @@ impl WsClient {
                 }
             }
         });
-        Ok(Self {
-            url: url.to_string(),
-            received,
-            outgoing,
-            task,
-        })
+        Ok(Self { url: url.to_string(), received, outgoing, task })
     }
 
     /// Opens `<link>/ws` and waits for the server's `ready`; returns the client and the
@@ -205,33 +182,23 @@ impl WsClient {
     /// Waits for `{"type":"ready","session","offset"}`.
     pub fn wait_ready(&self) -> anyhow::Result<(String, u64)> {
         let mut found = None;
-        wait_until(
-            Duration::from_secs(10),
-            "the server's ready message",
-            || {
-                let r = lock(&self.received);
-                found = r.texts.iter().find(|t| t["type"] == "ready").cloned();
-                Ok(found.is_some() || r.closed.is_some())
-            },
-        )?;
+        wait_until(Duration::from_secs(10), "the server's ready message", || {
+            let r = lock(&self.received);
+            found = r.texts.iter().find(|t| t["type"] == "ready").cloned();
+            Ok(found.is_some() || r.closed.is_some())
+        })?;
         if let (None, Some(c)) = (&found, self.closed()) {
             bail!("socket closed with {} {:?} before ready", c.code, c.reason);
         }
         let ready = found.context("no ready message")?;
-        let session = ready["session"]
-            .as_str()
-            .with_context(|| format!("ready without a session: {ready}"))?;
-        let offset = ready["offset"]
-            .as_u64()
-            .with_context(|| format!("ready without an offset: {ready}"))?;
+        let session = ready["session"].as_str().with_context(|| format!("ready without a session: {ready}"))?;
+        let offset = ready["offset"].as_u64().with_context(|| format!("ready without an offset: {ready}"))?;
         Ok((session.to_string(), offset))
     }
 
     /// Sends terminal bytes (a binary frame).
     pub fn send_bytes(&self, data: &[u8]) -> anyhow::Result<()> {
-        self.outgoing
-            .send(Message::Binary(data.to_vec().into()))
-            .context("the socket task has ended")
+        self.outgoing.send(Message::Binary(data.to_vec().into())).context("the socket task has ended")
     }
 
     /// Types `line` followed by Enter (`\r`, as a terminal sends it).
@@ -241,9 +208,7 @@ impl WsClient {
 
     /// Sends a JSON control message (a text frame).
     pub fn send_json(&self, value: &serde_json::Value) -> anyhow::Result<()> {
-        self.outgoing
-            .send(Message::Text(value.to_string().into()))
-            .context("the socket task has ended")
+        self.outgoing.send(Message::Text(value.to_string().into())).context("the socket task has ended")
     }
 
     /// Terminal bytes received so far.
@@ -283,9 +248,7 @@ impl WsClient {
     ) -> anyhow::Result<String> {
         let mut found = None;
         let waited = wait_until(within, what, || {
-            found = terminal_lines(&self.output_since(from))
-                .into_iter()
-                .find(|l| pred(l));
+            found = terminal_lines(&self.output_since(from)).into_iter().find(|l| pred(l));
             Ok(found.is_some() || self.closed().is_some())
         });
         let closed = if found.is_none() { self.closed() } else { None };
@@ -298,20 +261,14 @@ impl WsClient {
             );
         }
         if let Err(e) = waited {
-            bail!(
-                "{e:#}\n--- output since byte {from} ---\n{:?}",
-                self.output_since(from)
-            );
+            bail!("{e:#}\n--- output since byte {from} ---\n{:?}", self.output_since(from));
         }
         found.context("no line")
     }
 
     /// Waits until a line of output after byte `from` is exactly `line`.
     pub fn wait_exact_line(&self, from: usize, line: &str, within: Duration) -> anyhow::Result<()> {
-        self.wait_line_since(from, within, &format!("an output line {line:?}"), |l| {
-            l == line
-        })
-        .map(drop)
+        self.wait_line_since(from, within, &format!("an output line {line:?}"), |l| l == line).map(drop)
     }
 
     /// Types `echo pid=$$` and returns the shell's process id.
@@ -319,8 +276,7 @@ impl WsClient {
         let from = self.output_len();
         self.type_line("echo pid=$$")?;
         let line = self.wait_line_since(from, Duration::from_secs(10), "the shell's pid", |l| {
-            l.strip_prefix("pid=")
-                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            l.strip_prefix("pid=").is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
         })?;
         Ok(line.trim_start_matches("pid=").parse()?)
     }
@@ -336,10 +292,7 @@ impl WsClient {
         })?;
         match (closed, ended) {
             (Some(closed), _) => Ok(closed),
-            (None, why) => bail!(
-                "the socket ended without a close frame: {}",
-                why.unwrap_or_default()
-            ),
+            (None, why) => bail!("the socket ended without a close frame: {}", why.unwrap_or_default()),
         }
     }
 

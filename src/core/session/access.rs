@@ -23,18 +23,12 @@ pub struct Access {
 impl Access {
     /// A signed-in fleet member (CLI).
     pub fn user(user: UserId, token: Option<Secret<String>>) -> Self {
-        Self {
-            principal: format!("user:{user}"),
-            token,
-        }
+        Self { principal: format!("user:{user}"), token }
     }
 
     /// Whoever holds a share link (browser).
     pub fn link(link: LinkId, token: Option<Secret<String>>) -> Self {
-        Self {
-            principal: format!("link:{link}"),
-            token,
-        }
+        Self { principal: format!("link:{link}"), token }
     }
 }
 
@@ -55,11 +49,7 @@ impl fmt::Display for Denial {
             Denial::Required => f.write_str("this machine asks for its attach password"),
             Denial::Wrong => f.write_str("wrong attach password"),
             Denial::Throttled(wait) => {
-                write!(
-                    f,
-                    "too many wrong attach passwords: try again in {} s",
-                    wait.as_secs().max(1)
-                )
+                write!(f, "too many wrong attach passwords: try again in {} s", wait.as_secs().max(1))
             }
         }
     }
@@ -103,10 +93,7 @@ mod tests {
             Denial::Throttled(Duration::from_millis(300)).to_string(),
             "too many wrong attach passwords: try again in 1 s"
         );
-        assert_eq!(
-            Denial::Throttled(Duration::from_secs(8)).retry_after(),
-            Duration::from_secs(8)
-        );
+        assert_eq!(Denial::Throttled(Duration::from_secs(8)).retry_after(), Duration::from_secs(8));
         assert_eq!(Denial::Wrong.retry_after(), Duration::ZERO);
         assert_eq!(Denial::Required.code(), "required");
     }

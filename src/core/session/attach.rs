@@ -45,10 +45,7 @@ impl SessionName {
         if text.len() > MAX_NAME_BYTES {
             return Err(NameError::TooLong);
         }
-        if let Some(c) = text
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
+        if let Some(c) = text.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
             return Err(NameError::BadChar(c));
         }
         if text.parse::<SessionId>().is_ok() {

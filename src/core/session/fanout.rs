@@ -55,11 +55,7 @@ pub struct Fanout {
 impl Fanout {
     /// An empty stream that keeps the last `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
-        Self {
-            ring: Ring::new(capacity),
-            readers: HashMap::new(),
-            next: 1,
-        }
+        Self { ring: Ring::new(capacity), readers: HashMap::new(), next: 1 }
     }
 
     /// Offset one past the last byte produced.
@@ -80,11 +76,7 @@ impl Fanout {
         let reader = self.next;
         self.next += 1;
         self.readers.insert(reader, Reader { cursor, credit: 0 });
-        Joined {
-            reader,
-            replay_from: cursor,
-            dropped: start.saturating_sub(from),
-        }
+        Joined { reader, replay_from: cursor, dropped: start.saturating_sub(from) }
     }
 
     /// Removes a reader; true when none is left.
@@ -102,9 +94,7 @@ impl Fanout {
 
     /// Whether the reader has been sent everything produced so far.
     pub fn caught_up(&self, reader: ReaderId) -> bool {
-        self.readers
-            .get(&reader)
-            .is_none_or(|r| r.cursor >= self.ring.end())
+        self.readers.get(&reader).is_none_or(|r| r.cursor >= self.ring.end())
     }
 
     /// The next piece for a reader (at most its credit and `max` bytes), advancing it; `None`
@@ -119,20 +109,13 @@ impl Fanout {
         let len = replay.data.len() as u64;
         r.cursor = replay.offset + len;
         r.credit -= len;
-        Some(Piece {
-            offset: replay.offset,
-            data: replay.data,
-        })
+        Some(Piece { offset: replay.offset, data: replay.data })
     }
 
     /// Whether the producer should be read now (see the module doc for the rule).
     pub fn wants_output(&self) -> bool {
         let (start, end) = (self.ring.start(), self.ring.end());
-        self.readers.is_empty()
-            || self
-                .readers
-                .values()
-                .any(|r| r.credit > end.saturating_sub(r.cursor.max(start)))
+        self.readers.is_empty() || self.readers.values().any(|r| r.credit > end.saturating_sub(r.cursor.max(start)))
     }
 
     /// Appends produced output.
@@ -188,11 +171,7 @@ mod tests {
         assert_eq!(at_fast, 16);
         f.grant(slow, 100);
         let (bytes, gap) = drain(&mut f, slow, &mut at_slow);
-        assert_eq!(
-            (bytes, gap),
-            (b"89abcdef".to_vec(), 8),
-            "the oldest 8 bytes fell out of the ring"
-        );
+        assert_eq!((bytes, gap), (b"89abcdef".to_vec(), 8), "the oldest 8 bytes fell out of the ring");
     }
 
     #[test]
@@ -208,11 +187,7 @@ mod tests {
         let old = f.join(Some(0));
         assert_eq!((old.replay_from, old.dropped), (2, 2));
         let fresh = f.join(None);
-        assert_eq!(
-            (fresh.replay_from, fresh.dropped),
-            (2, 0),
-            "no offset asked: the whole ring, nothing dropped"
-        );
+        assert_eq!((fresh.replay_from, fresh.dropped), (2, 0), "no offset asked: the whole ring, nothing dropped");
     }
 
     #[test]

@@ -15,9 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use access::{Access, Denial, Grant};
-pub use attach::{
-    AttachSpec, Attachment, NameError, SESSION_RING_BYTES, SessionName, SessionSummary, ShellTarget,
-};
+pub use attach::{AttachSpec, Attachment, NameError, SESSION_RING_BYTES, SessionName, SessionSummary, ShellTarget};
 
 /// Initial output credit a consumer grants per session: bytes the agent may send before the
 /// consumer acknowledges any. Bounds relay memory per session; 256 KiB keeps a loopback or LAN
@@ -135,10 +133,7 @@ impl SessionEvent {
     /// turned away (nothing ran).
     pub fn denial(&self) -> Option<Denial> {
         match self {
-            SessionEvent::Exited(Exit {
-                ending: Ending::Denied(d),
-                ..
-            }) => Some(*d),
+            SessionEvent::Exited(Exit { ending: Ending::Denied(d), .. }) => Some(*d),
             _ => None,
         }
     }
@@ -149,11 +144,7 @@ mod tests {
     use super::*;
 
     fn exit(ending: Ending, timed_out: bool) -> Exit {
-        Exit {
-            ending,
-            timed_out,
-            duration: Duration::ZERO,
-        }
+        Exit { ending, timed_out, duration: Duration::ZERO }
     }
 
     #[test]
@@ -161,9 +152,6 @@ mod tests {
         assert_eq!(exit(Ending::Code(3), false).shell_code(), 3);
         assert_eq!(exit(Ending::Signal(9), false).shell_code(), 137);
         assert_eq!(exit(Ending::Signal(9), true).shell_code(), 124);
-        assert_eq!(
-            exit(Ending::Error("no such file".into()), false).shell_code(),
-            1
-        );
+        assert_eq!(exit(Ending::Error("no such file".into()), false).shell_code(), 1);
     }
 }

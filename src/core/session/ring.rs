@@ -27,11 +27,7 @@ pub struct Replay {
 impl Ring {
     /// An empty ring that keeps at most `capacity` bytes. Memory grows only as output does.
     pub fn new(capacity: usize) -> Self {
-        Self {
-            bytes: VecDeque::new(),
-            start: 0,
-            capacity,
-        }
+        Self { bytes: VecDeque::new(), start: 0, capacity }
     }
 
     /// Absolute offset one past the last byte written.
@@ -65,16 +61,10 @@ impl Ring {
     pub fn read(&self, from: u64, max: usize) -> Replay {
         let from = from.min(self.end());
         let dropped = self.start.saturating_sub(from);
-        let first = usize::try_from(from.saturating_sub(self.start))
-            .unwrap_or(usize::MAX)
-            .min(self.bytes.len());
+        let first = usize::try_from(from.saturating_sub(self.start)).unwrap_or(usize::MAX).min(self.bytes.len());
         let last = first.saturating_add(max).min(self.bytes.len());
         let data = self.bytes.range(first..last).copied().collect();
-        Replay {
-            offset: from.max(self.start),
-            dropped,
-            data,
-        }
+        Replay { offset: from.max(self.start), dropped, data }
     }
 
     /// Everything buffered from `from` on; `from` past the end yields nothing.
@@ -83,11 +73,7 @@ impl Ring {
         let dropped = self.start.saturating_sub(from);
         let skip = usize::try_from(from.saturating_sub(self.start)).unwrap_or(usize::MAX);
         let data = self.bytes.iter().skip(skip).copied().collect();
-        Replay {
-            offset: from.max(self.start),
-            dropped,
-            data,
-        }
+        Replay { offset: from.max(self.start), dropped, data }
     }
 }
 
@@ -99,14 +85,7 @@ mod tests {
     fn replays_from_any_buffered_offset() {
         let mut r = Ring::new(8);
         r.push(0, b"abcdef");
-        assert_eq!(
-            r.since(2),
-            Replay {
-                offset: 2,
-                dropped: 0,
-                data: b"cdef".to_vec()
-            }
-        );
+        assert_eq!(r.since(2), Replay { offset: 2, dropped: 0, data: b"cdef".to_vec() });
         assert_eq!(r.since(6).data, b"");
     }
 
@@ -116,14 +95,7 @@ mod tests {
         r.push(0, b"abcdef");
         r.push(6, b"gh");
         assert_eq!(r.end(), 8);
-        assert_eq!(
-            r.since(1),
-            Replay {
-                offset: 4,
-                dropped: 3,
-                data: b"efgh".to_vec()
-            }
-        );
+        assert_eq!(r.since(1), Replay { offset: 4, dropped: 3, data: b"efgh".to_vec() });
     }
 
     #[test]
@@ -131,38 +103,10 @@ mod tests {
         let mut r = Ring::new(4);
         r.push(0, b"abcdef");
         assert_eq!(r.start(), 2);
-        assert_eq!(
-            r.read(3, 2),
-            Replay {
-                offset: 3,
-                dropped: 0,
-                data: b"de".to_vec()
-            }
-        );
-        assert_eq!(
-            r.read(0, 3),
-            Replay {
-                offset: 2,
-                dropped: 2,
-                data: b"cde".to_vec()
-            }
-        );
-        assert_eq!(
-            r.read(6, 10),
-            Replay {
-                offset: 6,
-                dropped: 0,
-                data: Vec::new()
-            }
-        );
-        assert_eq!(
-            r.read(9, 10),
-            Replay {
-                offset: 6,
-                dropped: 0,
-                data: Vec::new()
-            }
-        );
+        assert_eq!(r.read(3, 2), Replay { offset: 3, dropped: 0, data: b"de".to_vec() });
+        assert_eq!(r.read(0, 3), Replay { offset: 2, dropped: 2, data: b"cde".to_vec() });
+        assert_eq!(r.read(6, 10), Replay { offset: 6, dropped: 0, data: Vec::new() });
+        assert_eq!(r.read(9, 10), Replay { offset: 6, dropped: 0, data: Vec::new() });
     }
 
     #[test]
@@ -170,13 +114,6 @@ mod tests {
         let mut r = Ring::new(4);
         r.push(0, b"ab");
         r.push(10, b"xy");
-        assert_eq!(
-            r.since(0),
-            Replay {
-                offset: 10,
-                dropped: 10,
-                data: b"xy".to_vec()
-            }
-        );
+        assert_eq!(r.since(0), Replay { offset: 10, dropped: 10, data: b"xy".to_vec() });
     }
 }

@@ -11,9 +11,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use super::exec::CLIENT_QUEUE_CHUNKS;
-use crate::core::session::{
-    Access, AttachSpec, Attachment, Ending, Exit, SessionEvent, SessionName, ShellTarget,
-};
+use crate::core::session::{Access, AttachSpec, Attachment, Ending, Exit, SessionEvent, SessionName, ShellTarget};
 use crate::proto::{self, attach_input, attach_output};
 use crate::server::relay::router::{SessionControl, SessionPort};
 
@@ -28,62 +26,32 @@ pub fn client_queue() -> (Tx, mpsc::Receiver<Result<proto::AttachOutput, Status>
 /// Builds the attach spec from the client's start message.
 pub fn spec_of(start: &proto::AttachStart, access: Access) -> Result<AttachSpec, Status> {
     let target = if !start.session_id.is_empty() {
-        let id = start
-            .session_id
-            .parse()
-            .map_err(|_| Status::invalid_argument("session_id is not a session id"))?;
+        let id = start.session_id.parse().map_err(|_| Status::invalid_argument("session_id is not a session id"))?;
         ShellTarget::Id(id)
     } else if !start.session_name.is_empty() {
         ShellTarget::Named(
-            SessionName::parse(&start.session_name)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            SessionName::parse(&start.session_name).map_err(|e| Status::invalid_argument(e.to_string()))?,
         )
     } else {
         ShellTarget::New { persistent: false }
     };
     let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
-    Ok(AttachSpec {
-        target,
-        cols: clamp(start.cols),
-        rows: clamp(start.rows),
-        resume_from: start.resume_from,
-        access,
-    })
+    Ok(AttachSpec { target, cols: clamp(start.cols), rows: clamp(start.rows), resume_from: start.resume_from, access })
 }
 
 /// Waits for the session's first event: the attachment and the shell's pid, or why there is
 /// none (`hostname` names the machine in a refusal).
-pub async fn first_event(
-    port: &mut SessionPort,
-    hostname: &str,
-) -> Result<(Attachment, u32), Status> {
+pub async fn first_event(port: &mut SessionPort, hostname: &str) -> Result<(Attachment, u32), Status> {
     match port.events.recv().await {
-        Some(SessionEvent::Opened {
-            attachment: Some(a),
-            pid,
-        }) => Ok((a, pid)),
-        Some(SessionEvent::Opened {
-            attachment: None, ..
-        }) => Err(Status::internal(
-            "the agent opened a plain session instead of a shell attachment",
-        )),
-        Some(SessionEvent::Exited(Exit {
-            ending: Ending::Error(e),
-            ..
-        })) => Err(Status::failed_precondition(e)),
-        Some(SessionEvent::Exited(Exit {
-            ending: Ending::Denied(d),
-            ..
-        })) => Err(super::denial_status(d, hostname)),
-        Some(SessionEvent::Exited(_)) => {
-            Err(Status::failed_precondition("the shell ended at once"))
+        Some(SessionEvent::Opened { attachment: Some(a), pid }) => Ok((a, pid)),
+        Some(SessionEvent::Opened { attachment: None, .. }) => {
+            Err(Status::internal("the agent opened a plain session instead of a shell attachment"))
         }
-        Some(SessionEvent::Output { .. }) => {
-            Err(Status::internal("the agent sent output before opening"))
-        }
-        Some(SessionEvent::Lost) | None => {
-            Err(Status::unavailable("the machine went away while attaching"))
-        }
+        Some(SessionEvent::Exited(Exit { ending: Ending::Error(e), .. })) => Err(Status::failed_precondition(e)),
+        Some(SessionEvent::Exited(Exit { ending: Ending::Denied(d), .. })) => Err(super::denial_status(d, hostname)),
+        Some(SessionEvent::Exited(_)) => Err(Status::failed_precondition("the shell ended at once")),
+        Some(SessionEvent::Output { .. }) => Err(Status::internal("the agent sent output before opening")),
+        Some(SessionEvent::Lost) | None => Err(Status::unavailable("the machine went away while attaching")),
     }
 }
 
@@ -98,9 +66,7 @@ pub fn attached_message(a: &Attachment, pid: u32) -> proto::AttachOutput {
         dropped: a.dropped,
         pid,
     };
-    proto::AttachOutput {
-        kind: Some(attach_output::Kind::Attached(attached)),
-    }
+    proto::AttachOutput { kind: Some(attach_output::Kind::Attached(attached)) }
 }
 
 /// How the client's side ended.
@@ -121,12 +87,7 @@ enum End {
 
 /// Pumps session events to the client and the client's input to the session, until the shell
 /// ends, the machine goes away or the client leaves.
-pub async fn pump(
-    mut port: SessionPort,
-    attachment: Attachment,
-    input: Streaming<proto::AttachInput>,
-    tx: Tx,
-) {
+pub async fn pump(mut port: SessionPort, attachment: Attachment, input: Streaming<proto::AttachInput>, tx: Tx) {
     let control = port.control.clone();
     let mut reader = tokio::spawn(read_client(input, control.clone()));
     let mut expected = attachment.replay_from;
@@ -160,10 +121,7 @@ async fn forward(
 ) -> bool {
     let out = |kind| Ok(proto::AttachOutput { kind: Some(kind) });
     if offset > *expected {
-        let gap = proto::Gap {
-            from: *expected,
-            dropped: offset - *expected,
-        };
+        let gap = proto::Gap { from: *expected, dropped: offset - *expected };
         if tx.send(out(attach_output::Kind::Gap(gap))).await.is_err() {
             return false;
         }
@@ -171,10 +129,7 @@ async fn forward(
     let n = data.len();
     *expected = offset + n as u64;
     let chunk = proto::OutputChunk { offset, data };
-    tx.send(out(attach_output::Kind::Output(chunk)))
-        .await
-        .is_ok()
-        && control.consumed(n).await.is_ok()
+    tx.send(out(attach_output::Kind::Output(chunk))).await.is_ok() && control.consumed(n).await.is_ok()
 }
 
 /// Tells the client how it ended and leaves the session accordingly: a deliberate detach
@@ -187,7 +142,8 @@ async fn finish(end: End, persistent: bool, control: &dyn SessionControl, tx: &T
             let _ = tx.send(exit_message(exit)).await;
         }
         End::Lost => {
-            let msg = "the machine went away: its agent's connection dropped (the session may be reattached when it is back)";
+            let msg =
+                "the machine went away: its agent's connection dropped (the session may be reattached when it is back)";
             let _ = tx.send(Err(Status::unavailable(msg))).await;
         }
         End::ClientGone | End::Left(ClientLeft::Broken) => control.detach(),
@@ -197,38 +153,25 @@ async fn finish(end: End, persistent: bool, control: &dyn SessionControl, tx: &T
             } else {
                 control.close();
             }
-            let _ = tx
-                .send(out(attach_output::Kind::Detached(proto::Detach {})))
-                .await;
+            let _ = tx.send(out(attach_output::Kind::Detached(proto::Detach {}))).await;
         }
     }
 }
 
 fn exit_message(exit: Exit) -> Result<proto::AttachOutput, Status> {
     let done = match exit.ending {
-        Ending::Code(code) => proto::AttachExit {
-            exit_code: code,
-            signal: 0,
-        },
-        Ending::Signal(s) => proto::AttachExit {
-            exit_code: 128 + s,
-            signal: s,
-        },
+        Ending::Code(code) => proto::AttachExit { exit_code: code, signal: 0 },
+        Ending::Signal(s) => proto::AttachExit { exit_code: 128 + s, signal: s },
         Ending::Error(e) => return Err(Status::failed_precondition(e)),
         Ending::Denied(d) => return Err(Status::permission_denied(d.to_string())),
     };
-    Ok(proto::AttachOutput {
-        kind: Some(attach_output::Kind::Exit(done)),
-    })
+    Ok(proto::AttachOutput { kind: Some(attach_output::Kind::Exit(done)) })
 }
 
 /// Client -> session. Runs beside the output pump so waiting for input credit never stalls
 /// output. Returns how the client left; when the session stops taking input it waits for the
 /// output side to report the end.
-async fn read_client(
-    mut input: Streaming<proto::AttachInput>,
-    control: Arc<dyn SessionControl>,
-) -> ClientLeft {
+async fn read_client(mut input: Streaming<proto::AttachInput>, control: Arc<dyn SessionControl>) -> ClientLeft {
     loop {
         let kind = match input.message().await {
             Ok(Some(proto::AttachInput { kind: Some(kind) })) => kind,

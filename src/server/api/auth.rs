@@ -34,25 +34,19 @@ impl Caller {
 
 /// Resolves the bearer access token and fleet header to a `Caller`.
 pub async fn authenticate(store: &Store, meta: &MetadataMap) -> Result<Caller, Status> {
-    let token =
-        bearer(meta).ok_or_else(|| Status::unauthenticated("not signed in: run `cmdop login`"))?;
+    let token = bearer(meta).ok_or_else(|| Status::unauthenticated("not signed in: run `cmdop login`"))?;
     let user_id = store
         .token_user(&secret::hash_token(token), TokenKind::Access)
         .await
         .map_err(internal)?
-        .ok_or_else(|| {
-            Status::unauthenticated("access token expired or revoked: run `cmdop login`")
-        })?;
+        .ok_or_else(|| Status::unauthenticated("access token expired or revoked: run `cmdop login`"))?;
     let user = store
         .user(user_id)
         .await
         .map_err(internal)?
         .ok_or_else(|| Status::unauthenticated("account no longer exists: run `cmdop login`"))?;
     let memberships = store.memberships(user.id).await.map_err(internal)?;
-    let wanted = meta
-        .get(FLEET_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty());
+    let wanted = meta.get(FLEET_HEADER).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
     let chosen = match wanted {
         Some(name) => memberships.into_iter().find(|m| m.fleet.name == name).ok_or_else(|| {
             Status::permission_denied(format!(
@@ -64,9 +58,5 @@ pub async fn authenticate(store: &Store, meta: &MetadataMap) -> Result<Caller, S
             .next()
             .ok_or_else(|| Status::permission_denied("permission denied: you belong to no fleet"))?,
     };
-    Ok(Caller {
-        user,
-        fleet: chosen.fleet,
-        role: chosen.role,
-    })
+    Ok(Caller { user, fleet: chosen.fleet, role: chosen.role })
 }

@@ -9,9 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use crate::core::session::{
-    Access, Ending, Exit, OpenSpec, OutputStream, SessionEvent, SessionKind,
-};
+use crate::core::session::{Access, Ending, Exit, OpenSpec, OutputStream, SessionEvent, SessionKind};
 use crate::proto::{self, exec_input, exec_output};
 use crate::server::relay::router::SessionPort;
 
@@ -21,18 +19,12 @@ pub const CLIENT_QUEUE_CHUNKS: usize = 4;
 /// Builds the session spec from the client's start message.
 pub fn spec_of(start: &proto::ExecStart, access: Access) -> Result<OpenSpec, Status> {
     if start.argv.is_empty() || start.argv[0].is_empty() {
-        return Err(Status::invalid_argument(
-            "no command given: put it after `--`",
-        ));
+        return Err(Status::invalid_argument("no command given: put it after `--`"));
     }
     Ok(OpenSpec {
         kind: SessionKind::Exec,
         argv: start.argv.clone(),
-        env: start
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        env: start.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         cols: 0,
         rows: 0,
         timeout: (start.timeout_ms > 0).then(|| Duration::from_millis(start.timeout_ms)),
@@ -44,12 +36,7 @@ type Tx = mpsc::Sender<Result<proto::ExecOutput, Status>>;
 
 /// Pumps session events (starting with `first`, already received) to the client and the
 /// client's signals to the session.
-pub async fn pump(
-    mut port: SessionPort,
-    first: Option<SessionEvent>,
-    mut input: Streaming<proto::ExecInput>,
-    tx: Tx,
-) {
+pub async fn pump(mut port: SessionPort, first: Option<SessionEvent>, mut input: Streaming<proto::ExecInput>, tx: Tx) {
     if !forward(&port, first, &tx).await {
         return;
     }
@@ -111,7 +98,5 @@ fn exit_message(exit: Exit) -> Result<proto::ExecOutput, Status> {
         timed_out: exit.timed_out,
         duration_ms: u64::try_from(exit.duration.as_millis()).unwrap_or(u64::MAX),
     };
-    Ok(proto::ExecOutput {
-        kind: Some(exec_output::Kind::Exit(done)),
-    })
+    Ok(proto::ExecOutput { kind: Some(exec_output::Kind::Exit(done)) })
 }

@@ -46,18 +46,8 @@ pub struct ApiService {
 
 impl ApiService {
     /// An API over `store` reaching machines through `router`.
-    pub fn new(
-        store: Store,
-        router: Arc<dyn SessionRouter>,
-        shares: Shares,
-        public_url: String,
-    ) -> Self {
-        Self {
-            store,
-            router,
-            shares,
-            public_url,
-        }
+    pub fn new(store: Store, router: Arc<dyn SessionRouter>, shares: Shares, public_url: String) -> Self {
+        Self { store, router, shares, public_url }
     }
 
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
@@ -66,19 +56,12 @@ impl ApiService {
 
     /// Records a session event in the audit log.
     async fn audit_session(&self, caller: &Caller, machine: &Machine, action: &str, session: &str) {
-        self.audit_machine(caller, machine, action, format!("session={session}"))
-            .await;
+        self.audit_machine(caller, machine, action, format!("session={session}")).await;
     }
 
     /// Records an event about a machine in the audit log; a failure is logged, never shown to
     /// the user.
-    async fn audit_machine(
-        &self,
-        caller: &Caller,
-        machine: &Machine,
-        action: &str,
-        detail: String,
-    ) {
+    async fn audit_machine(&self, caller: &Caller, machine: &Machine, action: &str, detail: String) {
         let event = crate::store::AuditEvent {
             actor: &caller.user.email,
             action,
@@ -94,19 +77,9 @@ impl ApiService {
 
     /// The machine with this id in the caller's fleet; other fleets' machines do not exist.
     async fn fleet_machine(&self, caller: &Caller, id: &str) -> Result<Machine, Status> {
-        let not_found = || {
-            Status::not_found(format!(
-                "no machine {id:?} in fleet {:?}",
-                caller.fleet.name
-            ))
-        };
+        let not_found = || Status::not_found(format!("no machine {id:?} in fleet {:?}", caller.fleet.name));
         let id: MachineId = id.parse().map_err(|_| not_found())?;
-        let machine = self
-            .store
-            .machine(id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(not_found)?;
+        let machine = self.store.machine(id).await.map_err(internal)?.ok_or_else(not_found)?;
         if machine.fleet_id != caller.fleet.id {
             return Err(not_found());
         }
@@ -121,17 +94,13 @@ pub fn route_status(e: RouteError, machine: &Machine) -> Status {
             "machine {} is offline: its agent is not connected (check `cmdop connect --list`)",
             machine.hostname
         )),
-        RouteError::Gone => Status::unavailable(format!(
-            "machine {} went away: its agent's connection dropped",
-            machine.hostname
-        )),
-        RouteError::NoSuchSession(msg) => {
-            Status::not_found(format!("{msg} on machine {}", machine.hostname))
+        RouteError::Gone => {
+            Status::unavailable(format!("machine {} went away: its agent's connection dropped", machine.hostname))
         }
-        RouteError::Unanswered => Status::deadline_exceeded(format!(
-            "machine {} did not answer in time",
-            machine.hostname
-        )),
+        RouteError::NoSuchSession(msg) => Status::not_found(format!("{msg} on machine {}", machine.hostname)),
+        RouteError::Unanswered => {
+            Status::deadline_exceeded(format!("machine {} did not answer in time", machine.hostname))
+        }
         RouteError::Denied(d) => denial_status(d, &machine.hostname),
     }
 }
@@ -141,10 +110,7 @@ pub fn route_status(e: RouteError, machine: &Machine) -> Status {
 pub fn denial_status(d: Denial, hostname: &str) -> Status {
     let mut status = Status::permission_denied(format!("machine {hostname}: {d}"));
     let meta = status.metadata_mut();
-    meta.insert(
-        DENIAL_HEADER,
-        tonic::metadata::MetadataValue::from_static(d.code()),
-    );
+    meta.insert(DENIAL_HEADER, tonic::metadata::MetadataValue::from_static(d.code()));
     if let Denial::Throttled(wait) = d {
         meta.insert("retry-after", wait.as_secs().max(1).into());
     }
@@ -155,10 +121,7 @@ type ExecStream = Pin<Box<dyn Stream<Item = Result<proto::ExecOutput, Status>> +
 
 #[tonic::async_trait]
 impl proto::api_server::Api for ApiService {
-    async fn whoami(
-        &self,
-        req: Request<proto::WhoamiRequest>,
-    ) -> Result<Response<proto::WhoamiResponse>, Status> {
+    async fn whoami(&self, req: Request<proto::WhoamiRequest>) -> Result<Response<proto::WhoamiResponse>, Status> {
         let c = self.caller(&req).await?;
         Ok(Response::new(proto::WhoamiResponse {
             user_id: c.user.id.to_string(),
@@ -175,13 +138,8 @@ impl proto::api_server::Api for ApiService {
     ) -> Result<Response<proto::ListFleetsResponse>, Status> {
         let c = self.caller(&req).await?;
         let fleets = self.store.memberships(c.user.id).await.map_err(internal)?;
-        let fleets = fleets
-            .into_iter()
-            .map(|m| proto::FleetInfo {
-                name: m.fleet.name,
-                role: m.role.to_string(),
-            })
-            .collect();
+        let fleets =
+            fleets.into_iter().map(|m| proto::FleetInfo { name: m.fleet.name, role: m.role.to_string() }).collect();
         Ok(Response::new(proto::ListFleetsResponse { fleets }))
     }
 
@@ -199,15 +157,9 @@ impl proto::api_server::Api for ApiService {
             return Err(Status::invalid_argument("--ttl may be at most 30d"));
         }
         let token = secret::new_token(prefix::ENROLL);
-        let expires_at =
-            crate::core::clock::now() + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        let expires_at = crate::core::clock::now() + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         self.store
-            .create_enroll_token(
-                &secret::hash_token(token.expose()),
-                c.fleet.id,
-                c.user.id,
-                expires_at,
-            )
+            .create_enroll_token(&secret::hash_token(token.expose()), c.fleet.id, c.user.id, expires_at)
             .await
             .map_err(internal)?;
         Ok(Response::new(proto::CreateEnrollTokenResponse {
@@ -222,11 +174,7 @@ impl proto::api_server::Api for ApiService {
         req: Request<proto::ListMachinesRequest>,
     ) -> Result<Response<proto::ListMachinesResponse>, Status> {
         let c = self.caller(&req).await?;
-        let machines = self
-            .store
-            .list_machines(c.fleet.id)
-            .await
-            .map_err(internal)?;
+        let machines = self.store.list_machines(c.fleet.id).await.map_err(internal)?;
         let machines = machines
             .into_iter()
             .map(|m| proto::MachineInfo {
@@ -244,39 +192,26 @@ impl proto::api_server::Api for ApiService {
 
     type ExecStream = ExecStream;
 
-    async fn exec(
-        &self,
-        req: Request<Streaming<proto::ExecInput>>,
-    ) -> Result<Response<ExecStream>, Status> {
+    async fn exec(&self, req: Request<Streaming<proto::ExecInput>>) -> Result<Response<ExecStream>, Status> {
         let c = self.caller(&req).await?;
         c.require(Role::Member, "running commands")?;
         let mut input = req.into_inner();
         let start = match input.message().await? {
-            Some(proto::ExecInput {
-                kind: Some(exec_input::Kind::Start(s)),
-            }) => s,
+            Some(proto::ExecInput { kind: Some(exec_input::Kind::Start(s)) }) => s,
             _ => {
-                return Err(Status::invalid_argument(
-                    "the first exec message must be start",
-                ));
+                return Err(Status::invalid_argument("the first exec message must be start"));
             }
         };
         let machine = self.fleet_machine(&c, &start.machine_id).await?;
         let spec = exec::spec_of(&start, access_of(&c, &start.attach_token))?;
         tracing::info!(machine = %machine.id, user = %c.user.email, program = %start.argv[0], "exec");
-        let mut port = self
-            .router
-            .open(machine.id, spec)
-            .await
-            .map_err(|e| route_status(e, &machine))?;
+        let mut port = self.router.open(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
         // Wait for the start, so a refusal is the call's status rather than a stream trailer.
         let first = port.events.recv().await;
         if let Some(d) = first.as_ref().and_then(SessionEvent::denial) {
             return Err(denial_status(d, &machine.hostname));
         }
-        METRICS
-            .execs_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        METRICS.execs_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(exec::CLIENT_QUEUE_CHUNKS);
         tokio::spawn(exec::pump(port, first, input, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -288,8 +223,7 @@ impl proto::api_server::Api for ApiService {
     ) -> Result<Response<proto::ShareInfo>, Status> {
         let c = self.caller(&req).await?;
         let machine = self.fleet_machine(&c, &req.get_ref().machine_id).await?;
-        let info =
-            shares::create(&self.shares, &c, &machine, req.get_ref(), &self.public_url).await?;
+        let info = shares::create(&self.shares, &c, &machine, req.get_ref(), &self.public_url).await?;
         Ok(Response::new(info))
     }
 
@@ -316,12 +250,7 @@ impl proto::api_server::Api for ApiService {
             (id, "") if !id.is_empty() => vec![shares::fleet_link(&self.shares, &c, id).await?],
             ("", m) if !m.is_empty() => {
                 let machine = self.fleet_machine(&c, m).await?;
-                let all = self
-                    .shares
-                    .store()
-                    .list_links(c.fleet.id, Some(machine.id))
-                    .await
-                    .map_err(internal)?;
+                let all = self.shares.store().list_links(c.fleet.id, Some(machine.id)).await.map_err(internal)?;
                 all.into_iter().filter(|l| l.revoked_at.is_none()).collect()
             }
             _ => return Err(Status::invalid_argument("name one link id or --machine")),
@@ -340,30 +269,19 @@ impl proto::api_server::Api for ApiService {
         c.require(Role::Member, "attaching to a shell")?;
         let mut input = req.into_inner();
         let start = match input.message().await? {
-            Some(proto::AttachInput {
-                kind: Some(proto::attach_input::Kind::Start(s)),
-            }) => s,
+            Some(proto::AttachInput { kind: Some(proto::attach_input::Kind::Start(s)) }) => s,
             _ => {
-                return Err(Status::invalid_argument(
-                    "the first attach message must be start",
-                ));
+                return Err(Status::invalid_argument("the first attach message must be start"));
             }
         };
         let machine = self.fleet_machine(&c, &start.machine_id).await?;
         let spec = attach::spec_of(&start, access_of(&c, &start.attach_token))?;
-        let mut port = self
-            .router
-            .attach(machine.id, spec)
-            .await
-            .map_err(|e| route_status(e, &machine))?;
+        let mut port = self.router.attach(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
         let (attachment, pid) = attach::first_event(&mut port, &machine.hostname).await?;
         tracing::info!(machine = %machine.id, user = %c.user.email, session = %attachment.id, created = attachment.created, "attach");
-        self.audit_session(&c, &machine, "session.attach", &attachment.id.to_string())
-            .await;
+        self.audit_session(&c, &machine, "session.attach", &attachment.id.to_string()).await;
         let (tx, rx) = attach::client_queue();
-        let _ = tx
-            .send(Ok(attach::attached_message(&attachment, pid)))
-            .await;
+        let _ = tx.send(Ok(attach::attached_message(&attachment, pid))).await;
         tokio::spawn(attach::pump(port, attachment, input, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -374,23 +292,16 @@ impl proto::api_server::Api for ApiService {
     ) -> Result<Response<proto::ListSessionsResponse>, Status> {
         let c = self.caller(&req).await?;
         let machines = match req.get_ref().machine_id.as_str() {
-            "" => self
-                .store
-                .list_machines(c.fleet.id)
-                .await
-                .map_err(internal)?
-                .into_iter()
-                .filter(|m| m.online)
-                .collect(),
+            "" => {
+                self.store.list_machines(c.fleet.id).await.map_err(internal)?.into_iter().filter(|m| m.online).collect()
+            }
             id => vec![self.fleet_machine(&c, id).await?],
         };
         let single = machines.len() == 1 && !req.get_ref().machine_id.is_empty();
         if single && !self.router.is_connected(machines[0].id) {
             return Err(route_status(RouteError::Offline, &machines[0]));
         }
-        Ok(Response::new(
-            sessions::gather(self.router.as_ref(), &machines).await,
-        ))
+        Ok(Response::new(sessions::gather(self.router.as_ref(), &machines).await))
     }
 
     async fn kill_session(
@@ -402,23 +313,13 @@ impl proto::api_server::Api for ApiService {
         let r = req.get_ref();
         sessions::check_target(&r.session)?;
         let machine = self.fleet_machine(&c, &r.machine_id).await?;
-        let killed = self
-            .router
-            .kill_session(machine.id, &r.session)
-            .await
-            .map_err(|e| route_status(e, &machine))?;
+        let killed = self.router.kill_session(machine.id, &r.session).await.map_err(|e| route_status(e, &machine))?;
         tracing::info!(machine = %machine.id, user = %c.user.email, session = %killed.id, "session killed");
-        self.audit_session(&c, &machine, "session.kill", &killed.id.to_string())
-            .await;
-        Ok(Response::new(proto::KillSessionResponse {
-            session: Some(sessions::info_of(&killed, &machine)),
-        }))
+        self.audit_session(&c, &machine, "session.kill", &killed.id.to_string()).await;
+        Ok(Response::new(proto::KillSessionResponse { session: Some(sessions::info_of(&killed, &machine)) }))
     }
 
-    async fn unlock(
-        &self,
-        req: Request<proto::UnlockRequest>,
-    ) -> Result<Response<proto::UnlockResponse>, Status> {
+    async fn unlock(&self, req: Request<proto::UnlockRequest>) -> Result<Response<proto::UnlockResponse>, Status> {
         let c = self.caller(&req).await?;
         c.require(Role::Member, "unlocking a machine")?;
         let r = req.into_inner();
@@ -427,17 +328,13 @@ impl proto::api_server::Api for ApiService {
             return Err(Status::invalid_argument("no attach password given"));
         }
         let principal = Access::user(c.user.id, None).principal;
-        let result = self
-            .router
-            .unlock(machine.id, &principal, Secret::new(r.password))
-            .await;
+        let result = self.router.unlock(machine.id, &principal, Secret::new(r.password)).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(RouteError::Denied(d)) => d.code(),
             Err(_) => "error",
         };
-        self.audit_machine(&c, &machine, "machine.unlock", format!("result={outcome}"))
-            .await;
+        self.audit_machine(&c, &machine, "machine.unlock", format!("result={outcome}")).await;
         let grant = result.map_err(|e| route_status(e, &machine))?;
         tracing::info!(machine = %machine.id, user = %c.user.email, "machine unlocked");
         Ok(Response::new(proto::UnlockResponse {
@@ -459,10 +356,5 @@ impl proto::api_server::Api for ApiService {
 
 /// A fleet member's access, with the attach token the client sent ("" = none).
 fn access_of(c: &Caller, token: &str) -> Access {
-    Access::user(
-        c.user.id,
-        Some(token)
-            .filter(|t| !t.is_empty())
-            .map(|t| Secret::new(t.to_string())),
-    )
+    Access::user(c.user.id, Some(token).filter(|t| !t.is_empty()).map(|t| Secret::new(t.to_string())))
 }

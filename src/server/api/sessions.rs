@@ -28,17 +28,12 @@ pub fn info_of(s: &SessionSummary, machine: &Machine) -> proto::SessionInfo {
 
 /// Asks every machine at once (an offline one answers at once with an error); sessions of
 /// the machines that answered, and the hostnames of those that did not.
-pub async fn gather(
-    router: &dyn SessionRouter,
-    machines: &[Machine],
-) -> proto::ListSessionsResponse {
+pub async fn gather(router: &dyn SessionRouter, machines: &[Machine]) -> proto::ListSessionsResponse {
     let answers = join_all(machines.iter().map(|m| router.list_sessions(m.id))).await;
     let mut response = proto::ListSessionsResponse::default();
     for (machine, answer) in machines.iter().zip(answers) {
         match answer {
-            Ok(sessions) => response
-                .sessions
-                .extend(sessions.iter().map(|s| info_of(s, machine))),
+            Ok(sessions) => response.sessions.extend(sessions.iter().map(|s| info_of(s, machine))),
             Err(e) => {
                 tracing::debug!(machine = %machine.id, error = %e, "machine did not list its sessions");
                 response.unreachable.push(machine.hostname.clone());
@@ -51,9 +46,7 @@ pub async fn gather(
 /// A kill target must name something.
 pub fn check_target(session: &str) -> Result<(), Status> {
     if session.is_empty() {
-        return Err(Status::invalid_argument(
-            "name the session to kill (its name or id)",
-        ));
+        return Err(Status::invalid_argument("name the session to kill (its name or id)"));
     }
     Ok(())
 }

@@ -81,16 +81,8 @@ pub fn info(shares: &Shares, l: &LinkRow) -> proto::ShareInfo {
 }
 
 /// The fleet's links, optionally of one machine.
-pub async fn list(
-    shares: &Shares,
-    c: &Caller,
-    machine: Option<MachineId>,
-) -> Result<Vec<proto::ShareInfo>, Status> {
-    let rows = shares
-        .store()
-        .list_links(c.fleet.id, machine)
-        .await
-        .map_err(internal)?;
+pub async fn list(shares: &Shares, c: &Caller, machine: Option<MachineId>) -> Result<Vec<proto::ShareInfo>, Status> {
+    let rows = shares.store().list_links(c.fleet.id, machine).await.map_err(internal)?;
     Ok(rows.iter().map(|l| info(shares, l)).collect())
 }
 
@@ -98,12 +90,7 @@ pub async fn list(
 pub async fn fleet_link(shares: &Shares, c: &Caller, id: &str) -> Result<LinkRow, Status> {
     let unknown = || share_status(ShareError::UnknownLink(id.to_string()));
     let id: LinkId = id.parse().map_err(|_| unknown())?;
-    let link = shares
-        .store()
-        .link(id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(unknown)?;
+    let link = shares.store().link(id).await.map_err(internal)?.ok_or_else(unknown)?;
     if link.fleet_id != c.fleet.id {
         return Err(unknown());
     }
@@ -111,39 +98,23 @@ pub async fn fleet_link(shares: &Shares, c: &Caller, id: &str) -> Result<LinkRow
 }
 
 /// Revokes links; others' links need admin.
-pub async fn revoke(
-    shares: &Shares,
-    c: &Caller,
-    links: Vec<LinkRow>,
-) -> Result<Vec<String>, Status> {
+pub async fn revoke(shares: &Shares, c: &Caller, links: Vec<LinkRow>) -> Result<Vec<String>, Status> {
     c.require(Role::Member, "revoking links")?;
     if links.iter().any(|l| l.created_by != c.user.id) {
         c.require(Role::Admin, "revoking other people's links")?;
     }
-    let revoked = shares
-        .revoke(c.user.id, &links)
-        .await
-        .map_err(share_status)?;
+    let revoked = shares.revoke(c.user.id, &links).await.map_err(share_status)?;
     Ok(revoked.iter().map(ToString::to_string).collect())
 }
 
 /// The audit trail of a link: its creator or an admin.
-pub async fn audit(
-    shares: &Shares,
-    c: &Caller,
-    link: &LinkRow,
-) -> Result<Vec<proto::AuditEntry>, Status> {
+pub async fn audit(shares: &Shares, c: &Caller, link: &LinkRow) -> Result<Vec<proto::AuditEntry>, Status> {
     if link.created_by != c.user.id {
         c.require(Role::Admin, "reading the audit log of other people's links")?;
     }
     let events = shares.store().link_audit(link.id).await.map_err(internal)?;
     Ok(events
         .into_iter()
-        .map(|(at, actor, action, detail)| proto::AuditEntry {
-            at: rfc3339(at),
-            actor,
-            action,
-            detail,
-        })
+        .map(|(at, actor, action, detail)| proto::AuditEntry { at: rfc3339(at), actor, action, detail })
         .collect())
 }

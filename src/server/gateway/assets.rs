@@ -43,10 +43,7 @@ impl AssetIndex {
 }
 
 /// `GET /assets/{hash}/{*path}`.
-pub async fn serve_asset(
-    State(_): State<GatewayState>,
-    Path((hash, path)): Path<(String, String)>,
-) -> Response {
+pub async fn serve_asset(State(_): State<GatewayState>, Path((hash, path)): Path<(String, String)>) -> Response {
     let Some(file) = Static::get(&path) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -54,12 +51,7 @@ pub async fn serve_asset(
         return StatusCode::NOT_FOUND.into_response();
     }
     let mime = file.metadata.mimetype().to_string();
-    let headers = [
-        (header::CONTENT_TYPE, mime),
-        (
-            header::CACHE_CONTROL,
-            "public, max-age=31536000, immutable".to_string(),
-        ),
-    ];
+    let headers =
+        [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_string())];
     (headers, file.data.into_owned()).into_response()
 }

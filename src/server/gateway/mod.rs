@@ -63,9 +63,7 @@ pub fn router(state: GatewayState) -> Router {
         .route("/s/{token}/ws", get(socket::bridge_socket))
         .route("/s/{token}/unlock", post(unlock::unlock))
         .route("/assets/{hash}/{*path}", get(assets::serve_asset))
-        .layer(axum::middleware::map_response(
-            crate::server::web::security_headers,
-        ))
+        .layer(axum::middleware::map_response(crate::server::web::security_headers))
         .with_state(state)
 }
 
@@ -73,13 +71,7 @@ pub fn router(state: GatewayState) -> Router {
 mod tests {
     #[test]
     fn origin_drops_the_path() {
-        assert_eq!(
-            super::origin_of("https://cmdop.example.com/base/"),
-            "https://cmdop.example.com"
-        );
-        assert_eq!(
-            super::origin_of("http://127.0.0.1:4000"),
-            "http://127.0.0.1:4000"
-        );
+        assert_eq!(super::origin_of("https://cmdop.example.com/base/"), "https://cmdop.example.com");
+        assert_eq!(super::origin_of("http://127.0.0.1:4000"), "http://127.0.0.1:4000");
     }
 }

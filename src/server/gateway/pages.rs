@@ -42,22 +42,12 @@ pub fn link_error(state: &GatewayState, error: &LinkError) -> Response {
             "This link has expired",
             "The person who shared this terminal set a time limit, and it has passed.",
         ),
-        LinkError::Revoked => (
-            StatusCode::GONE,
-            "This link was revoked",
-            "Access through this link was withdrawn.",
-        ),
-        LinkError::Malformed | LinkError::UnknownKey | LinkError::BadSignature => (
-            StatusCode::NOT_FOUND,
-            "This link is not valid",
-            "Check that you copied the whole link.",
-        ),
+        LinkError::Revoked => (StatusCode::GONE, "This link was revoked", "Access through this link was withdrawn."),
+        LinkError::Malformed | LinkError::UnknownKey | LinkError::BadSignature => {
+            (StatusCode::NOT_FOUND, "This link is not valid", "Check that you copied the whole link.")
+        }
     };
-    let page = LinkErrorPage {
-        title: title.into(),
-        message: message.into(),
-        css: state.assets.url("share.css"),
-    };
+    let page = LinkErrorPage { title: title.into(), message: message.into(), css: state.assets.url("share.css") };
     render(status, &page)
 }
 
@@ -67,10 +57,7 @@ fn not_valid(state: &GatewayState) -> Response {
 }
 
 /// `GET /s/{token}`: the terminal page.
-pub async fn open_share_page(
-    State(state): State<GatewayState>,
-    Path(token): Path<String>,
-) -> Response {
+pub async fn open_share_page(State(state): State<GatewayState>, Path(token): Path<String>) -> Response {
     let claims = match state.shares.verify(&token) {
         Ok(c) => c,
         Err(e) => return link_error(&state, &e),
@@ -84,10 +71,8 @@ pub async fn open_share_page(
 
 async fn page_for(state: &GatewayState, claims: &LinkClaims) -> anyhow::Result<Option<SharePage>> {
     let store = state.shares.store();
-    let (Some(link), Some(machine)) = (
-        store.link(claims.link_id).await?,
-        store.machine(claims.machine_id).await?,
-    ) else {
+    let (Some(link), Some(machine)) = (store.link(claims.link_id).await?, store.machine(claims.machine_id).await?)
+    else {
         return Ok(None);
     };
     let a = &state.assets;

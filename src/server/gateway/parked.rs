@@ -54,14 +54,7 @@ pub struct LinkSession {
 impl LinkSession {
     /// A fresh session opened through `link`.
     pub fn new(link: LinkId, port: SessionPort) -> Self {
-        Self {
-            key: Uuid::new_v4(),
-            link,
-            port,
-            ring: Ring::new(REPLAY_BYTES),
-            ended: None,
-            owed: 0,
-        }
+        Self { key: Uuid::new_v4(), link, port, ring: Ring::new(REPLAY_BYTES), ended: None, owed: 0 }
     }
 
     /// Takes a parked-time event; false once the session has ended.
@@ -91,12 +84,7 @@ pub struct Parked {
 impl Parked {
     /// Keeps `session` until it is taken, the grace or the link's deadline passes, or the
     /// link is revoked; then drops it, which ends the shell.
-    pub fn park(
-        &self,
-        mut session: LinkSession,
-        deadline: tokio::time::Instant,
-        mut revoked: watch::Receiver<bool>,
-    ) {
+    pub fn park(&self, mut session: LinkSession, deadline: tokio::time::Instant, mut revoked: watch::Receiver<bool>) {
         let mut asked = self.register(&session);
         let map = self.map.clone();
         let until = deadline.min(tokio::time::Instant::now() + RESUME_GRACE);

@@ -65,19 +65,9 @@ mod tests {
 
     #[test]
     fn resize_parses_and_garbage_does_not() {
-        let m: ClientMessage =
-            serde_json::from_str(r#"{"type":"resize","cols":120,"rows":40}"#).unwrap();
-        assert_eq!(
-            m,
-            ClientMessage::Resize {
-                cols: 120,
-                rows: 40
-            }
-        );
-        assert!(
-            serde_json::from_str::<ClientMessage>(r#"{"type":"resize","cols":-1,"rows":2}"#)
-                .is_err()
-        );
+        let m: ClientMessage = serde_json::from_str(r#"{"type":"resize","cols":120,"rows":40}"#).unwrap();
+        assert_eq!(m, ClientMessage::Resize { cols: 120, rows: 40 });
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"resize","cols":-1,"rows":2}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"nope"}"#).is_err());
     }
 

@@ -60,24 +60,14 @@ pub async fn bridge_socket(
         }
         Err(e) => return super::pages::link_error(&state, &e),
     };
-    let agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    let client = format!(
-        "ip={peer} ua={}",
-        agent.chars().take(200).collect::<String>()
-    );
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let client = format!("ip={peer} ua={}", agent.chars().take(200).collect::<String>());
     let access = Access::link(claims.link_id, super::unlock::token_from(&headers));
-    ws.read_buffer_size(SOCKET_READ_BUFFER)
-        .on_upgrade(move |socket| run(state, claims, socket, resume, client, access))
+    ws.read_buffer_size(SOCKET_READ_BUFFER).on_upgrade(move |socket| run(state, claims, socket, resume, client, access))
 }
 
 async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
+    let frame = CloseFrame { code, reason: reason.into() };
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
@@ -128,12 +118,7 @@ async fn attach(
             return Err((close::POLICY, "Internal error"));
         }
     }
-    let joins = store
-        .link(claims.link_id)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|l| l.session_id);
+    let joins = store.link(claims.link_id).await.ok().flatten().and_then(|l| l.session_id);
     let mut port = open_shell(state, claims, joins.as_deref(), access).await?;
     // The first event says where this attachment's output starts: 0 for a new shell, the
     // replay point of the ring when the link joins a running persistent session.
@@ -150,10 +135,7 @@ async fn attach(
         }
         Some(_) => return Err((close::POLICY, "The session this link joins is not running")),
     };
-    state
-        .shares
-        .audit_link("anonymous", "link.open", claims.link_id, client.to_string())
-        .await;
+    state.shares.audit_link("anonymous", "link.open", claims.link_id, client.to_string()).await;
     tracing::info!(link = %claims.link_id, machine = %claims.machine_id, "share link opened a session");
     let mut session = LinkSession::new(claims.link_id, port);
     session.ring.push(start, &[]);
@@ -169,40 +151,18 @@ async fn open_shell(
 ) -> Result<SessionPort, (u16, &'static str)> {
     let offline = |_| (close::OFFLINE, "The machine is offline");
     let Some(joins) = joins else {
-        let spec = OpenSpec {
-            kind: SessionKind::Shell,
-            argv: vec![],
-            env: vec![],
-            cols: 80,
-            rows: 24,
-            timeout: None,
-            access,
-        };
-        return state
-            .router
-            .open(claims.machine_id, spec)
-            .await
-            .map_err(offline);
+        let spec =
+            OpenSpec { kind: SessionKind::Shell, argv: vec![], env: vec![], cols: 80, rows: 24, timeout: None, access };
+        return state.router.open(claims.machine_id, spec).await.map_err(offline);
     };
     let target = match joins.parse::<SessionId>() {
         Ok(id) => ShellTarget::Id(id),
         Err(_) => ShellTarget::Named(
-            SessionName::parse(joins)
-                .map_err(|_| (close::POLICY, "This link names an invalid session"))?,
+            SessionName::parse(joins).map_err(|_| (close::POLICY, "This link names an invalid session"))?,
         ),
     };
-    let spec = AttachSpec {
-        target,
-        cols: 80,
-        rows: 24,
-        resume_from: None,
-        access,
-    };
-    state
-        .router
-        .attach(claims.machine_id, spec)
-        .await
-        .map_err(offline)
+    let spec = AttachSpec { target, cols: 80, rows: 24, resume_from: None, access };
+    state.router.attach(claims.machine_id, spec).await.map_err(offline)
 }
 
 /// Output bytes the browser must have taken before their credit is granted back.
@@ -229,10 +189,7 @@ async fn send_json(sink: &mut Sink, msg: &ServerMessage) -> bool {
 const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
-    let frame = Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }));
+    let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
     let _ = tokio::time::timeout(LAST_WORDS, sink.send(frame)).await;
 }
 
@@ -249,22 +206,12 @@ async fn bridge(
     let control = session.port.control.clone();
     let replay = session.ring.since(from);
     if replay.dropped > 0 {
-        let text = format!(
-            "{} bytes of output were lost while reconnecting",
-            replay.dropped
-        );
+        let text = format!("{} bytes of output were lost while reconnecting", replay.dropped);
         send_json(&mut sink, &ServerMessage::Notice { text }).await;
     }
-    let ready = ServerMessage::Ready {
-        session: session.key.to_string(),
-        offset: replay.offset,
-    };
+    let ready = ServerMessage::Ready { session: session.key.to_string(), offset: replay.offset };
     if !send_json(&mut sink, &ready).await
-        || (!replay.data.is_empty()
-            && sink
-                .send(Message::Binary(replay.data.into()))
-                .await
-                .is_err())
+        || (!replay.data.is_empty() && sink.send(Message::Binary(replay.data.into())).await.is_err())
     {
         return state.parked.park(session, deadline_of(&claims), revoked);
     }
@@ -275,17 +222,7 @@ async fn bridge(
     let mut asked = state.parked.register(&session);
     let outcome = match session.ended {
         Some(end) => Outcome::Ended(end),
-        None => {
-            pump(
-                &mut sink,
-                stream,
-                &mut session,
-                &claims,
-                &mut revoked,
-                &mut asked,
-            )
-            .await
-        }
+        None => pump(&mut sink, stream, &mut session, &claims, &mut revoked, &mut asked).await,
     };
     // A reconnect may have asked just as this socket ended for another reason.
     let outcome = match (outcome, asked.try_recv()) {
@@ -301,30 +238,16 @@ async fn bridge(
             if let Err(session) = reply.send(session) {
                 state.parked.park(session, deadline_of(&claims), revoked);
             }
-            close_with(
-                &mut sink,
-                close::GOING_AWAY,
-                "The session moved to a new connection",
-            )
-            .await;
+            close_with(&mut sink, close::GOING_AWAY, "The session moved to a new connection").await;
         }
         Outcome::Ended(End::Exit(code)) => {
-            let _ = tokio::time::timeout(
-                LAST_WORDS,
-                send_json(&mut sink, &ServerMessage::Exit { code }),
-            )
-            .await;
+            let _ = tokio::time::timeout(LAST_WORDS, send_json(&mut sink, &ServerMessage::Exit { code })).await;
             close_with(&mut sink, close::NORMAL, "The session ended").await;
         }
-        Outcome::Ended(End::Lost) => {
-            close_with(&mut sink, close::OFFLINE, "The machine went offline").await
-        }
+        Outcome::Ended(End::Lost) => close_with(&mut sink, close::OFFLINE, "The machine went offline").await,
         Outcome::Expired => {
             close_with(&mut sink, close::EXPIRED, "This link has expired").await;
-            state
-                .shares
-                .audit_link("system", "link.expire", claims.link_id, String::new())
-                .await;
+            state.shares.audit_link("system", "link.expire", claims.link_id, String::new()).await;
         }
         Outcome::Revoked => close_with(&mut sink, close::REVOKED, "This link was revoked").await,
     }
@@ -344,11 +267,7 @@ async fn pump(
     asked: &mut HandoffRequests,
 ) -> Outcome {
     let read_only = claims.mode == LinkMode::ReadOnly;
-    let mut reader = tokio::spawn(read_browser(
-        stream,
-        session.port.control.clone(),
-        read_only,
-    ));
+    let mut reader = tokio::spawn(read_browser(stream, session.port.control.clone(), read_only));
     let deadline = tokio::time::sleep_until(deadline_of(claims));
     tokio::pin!(deadline);
     // Resolves once: a reconnect wants the session (never, if the request side went away).

@@ -42,15 +42,7 @@ struct Failure {
 }
 
 fn fail(status: StatusCode, error: &'static str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(Failure {
-            error,
-            message: message.into(),
-            retry_after: None,
-        }),
-    )
-        .into_response()
+    (status, Json(Failure { error, message: message.into(), retry_after: None })).into_response()
 }
 
 /// The attach token the browser sent with this request, if any.
@@ -75,15 +67,9 @@ pub async fn unlock(
     Json(form): Json<UnlockForm>,
 ) -> Response {
     // A cross-site form or script must not be able to try passwords in a visitor's name.
-    let same_origin = headers
-        .get(header::ORIGIN)
-        .is_some_and(|o| o.as_bytes() == state.public_origin.as_bytes());
+    let same_origin = headers.get(header::ORIGIN).is_some_and(|o| o.as_bytes() == state.public_origin.as_bytes());
     if !same_origin {
-        return fail(
-            StatusCode::FORBIDDEN,
-            "bad_request",
-            "Cross-origin request refused",
-        );
+        return fail(StatusCode::FORBIDDEN, "bad_request", "Cross-origin request refused");
     }
     let claims = match state.shares.verify(&token) {
         Ok(c) => c,
@@ -96,43 +82,25 @@ pub async fn unlock(
         Err(_) => return fail(StatusCode::NOT_FOUND, "invalid", "This link is not valid"),
     };
     if form.password.is_empty() || form.password.len() > MAX_PASSWORD_BYTES {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "Enter the machine's attach password",
-        );
+        return fail(StatusCode::BAD_REQUEST, "bad_request", "Enter the machine's attach password");
     }
     let principal = Access::link(claims.link_id, None).principal;
-    let result = state
-        .router
-        .unlock(claims.machine_id, &principal, Secret::new(form.password))
-        .await;
+    let result = state.router.unlock(claims.machine_id, &principal, Secret::new(form.password)).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(RouteError::Denied(d)) => d.code(),
         Err(_) => "error",
     };
     let detail = format!("ip={peer} result={outcome}");
-    state
-        .shares
-        .audit_link("anonymous", "link.unlock", claims.link_id, detail)
-        .await;
+    state.shares.audit_link("anonymous", "link.unlock", claims.link_id, detail).await;
     let grant = match result {
         Ok(grant) => grant,
         Err(RouteError::Denied(d)) => return denied(d),
         Err(RouteError::Offline | RouteError::Gone) => {
-            return fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "offline",
-                "The machine is offline",
-            );
+            return fail(StatusCode::SERVICE_UNAVAILABLE, "offline", "The machine is offline");
         }
         Err(e) => {
-            return fail(
-                StatusCode::BAD_GATEWAY,
-                "offline",
-                format!("The machine did not answer: {e}"),
-            );
+            return fail(StatusCode::BAD_GATEWAY, "offline", format!("The machine did not answer: {e}"));
         }
     };
     if grant.token.expose().is_empty() {
@@ -143,26 +111,16 @@ pub async fn unlock(
     let until = grant.expires_unix.min(claims.deadline.unix_timestamp());
     let max_age = (until - OffsetDateTime::now_utc().unix_timestamp()).max(0);
     let path = uri.path().strip_suffix("/unlock").unwrap_or(uri.path());
-    let secure = if state.public_origin.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{COOKIE}={}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}",
-        grant.token.expose()
-    );
+    let secure = if state.public_origin.starts_with("https://") { "; Secure" } else { "" };
+    let cookie =
+        format!("{COOKIE}={}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}", grant.token.expose());
     let mut resp = StatusCode::NO_CONTENT.into_response();
     match HeaderValue::from_str(&cookie) {
         Ok(v) => {
             resp.headers_mut().insert(header::SET_COOKIE, v);
             resp
         }
-        Err(_) => fail(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "bad_request",
-            "Internal error",
-        ),
+        Err(_) => fail(StatusCode::INTERNAL_SERVER_ERROR, "bad_request", "Internal error"),
     }
 }
 
@@ -176,15 +134,7 @@ fn denied(d: Denial) -> Response {
         (_, Some(secs)) => format!("Too many wrong passwords: try again in {secs} s"),
         _ => "This machine asks for its attach password".to_string(),
     };
-    let mut resp = (
-        status,
-        Json(Failure {
-            error: d.code(),
-            message,
-            retry_after,
-        }),
-    )
-        .into_response();
+    let mut resp = (status, Json(Failure { error: d.code(), message, retry_after })).into_response();
     if let Some(secs) = retry_after {
         resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
     }
@@ -198,19 +148,10 @@ mod tests {
     #[test]
     fn the_cookie_is_found_among_others() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; cmdop_attach=cmdopa_xyz; b=2"),
-        );
-        assert_eq!(
-            token_from(&h).map(|t| t.expose().clone()),
-            Some("cmdopa_xyz".to_string())
-        );
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; cmdop_attach=cmdopa_xyz; b=2"));
+        assert_eq!(token_from(&h).map(|t| t.expose().clone()), Some("cmdopa_xyz".to_string()));
         let mut empty = HeaderMap::new();
-        empty.insert(
-            header::COOKIE,
-            HeaderValue::from_static("cmdop_attach=; x=y"),
-        );
+        empty.insert(header::COOKIE, HeaderValue::from_static("cmdop_attach=; x=y"));
         assert!(token_from(&empty).is_none());
         assert!(token_from(&HeaderMap::new()).is_none());
     }

@@ -86,11 +86,7 @@ fn new_user_code() -> String {
 /// Canonical form of a typed user code: upper case, `XXXX-XXXX`, tolerant of spaces and
 /// missing dashes.
 pub fn normalize_user_code(typed: &str) -> String {
-    let letters: String = typed
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
+    let letters: String = typed.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect();
     match letters.len() {
         8 => format!("{}-{}", &letters[..4], &letters[4..]),
         _ => letters,
@@ -98,11 +94,7 @@ pub fn normalize_user_code(typed: &str) -> String {
 }
 
 /// Starts a grant for a client describing itself as `client_name` on `client_host`.
-pub async fn start(
-    store: &Store,
-    client_name: &str,
-    client_host: &str,
-) -> Result<DeviceStart, StoreError> {
+pub async fn start(store: &Store, client_name: &str, client_host: &str) -> Result<DeviceStart, StoreError> {
     let device_code = secret::new_token("cmdopd_");
     let user_code = new_user_code();
     let grant = DeviceGrant {
@@ -117,21 +109,13 @@ pub async fn start(
         user_id: None,
     };
     store.insert_grant(&grant).await?;
-    Ok(DeviceStart {
-        device_code,
-        user_code,
-        expires_in: CODE_TTL_SECS,
-        interval: POLL_INTERVAL_SECS,
-    })
+    Ok(DeviceStart { device_code, user_code, expires_in: CODE_TTL_SECS, interval: POLL_INTERVAL_SECS })
 }
 
 /// Answers one poll of the client.
 pub async fn poll(store: &Store, device_code: &str) -> Result<TokenPair, PollError> {
     let hash = secret::hash_token(device_code);
-    let grant = store
-        .grant_by_device_code(&hash)
-        .await?
-        .ok_or(PollError::InvalidGrant)?;
+    let grant = store.grant_by_device_code(&hash).await?.ok_or(PollError::InvalidGrant)?;
     let t = now();
     if grant.status == GrantStatus::Consumed {
         return Err(PollError::InvalidGrant);
@@ -139,14 +123,8 @@ pub async fn poll(store: &Store, device_code: &str) -> Result<TokenPair, PollErr
     if t >= grant.expires_at {
         return Err(PollError::ExpiredToken);
     }
-    let too_soon = grant
-        .last_poll_at
-        .is_some_and(|last| t - last < grant.interval_secs);
-    let interval = if too_soon {
-        grant.interval_secs + 5
-    } else {
-        grant.interval_secs
-    };
+    let too_soon = grant.last_poll_at.is_some_and(|last| t - last < grant.interval_secs);
+    let interval = if too_soon { grant.interval_secs + 5 } else { grant.interval_secs };
     store.grant_polled(&hash, t, interval).await?;
     match grant.status {
         GrantStatus::Denied => Err(PollError::AccessDenied),
@@ -154,10 +132,7 @@ pub async fn poll(store: &Store, device_code: &str) -> Result<TokenPair, PollErr
         GrantStatus::Pending => Err(PollError::AuthorizationPending),
         GrantStatus::Approved => {
             let user = grant.user_id.ok_or(PollError::InvalidGrant)?;
-            if !store
-                .transition_grant(&hash, GrantStatus::Approved, GrantStatus::Consumed, None)
-                .await?
-            {
+            if !store.transition_grant(&hash, GrantStatus::Approved, GrantStatus::Consumed, None).await? {
                 return Err(PollError::InvalidGrant);
             }
             let client = format!("{} on {}", grant.client_name, grant.client_host);
@@ -169,10 +144,7 @@ pub async fn poll(store: &Store, device_code: &str) -> Result<TokenPair, PollErr
 
 /// The pending grant a person typed the code of.
 pub async fn pending(store: &Store, user_code: &str) -> Result<DeviceGrant, DecideError> {
-    let grant = store
-        .grant_by_user_code(&normalize_user_code(user_code))
-        .await?
-        .ok_or(DecideError::Unknown)?;
+    let grant = store.grant_by_user_code(&normalize_user_code(user_code)).await?.ok_or(DecideError::Unknown)?;
     if now() >= grant.expires_at {
         return Err(DecideError::Expired);
     }
@@ -183,27 +155,10 @@ pub async fn pending(store: &Store, user_code: &str) -> Result<DeviceGrant, Deci
 }
 
 /// Approves or denies the grant of `user_code` as `user`.
-pub async fn decide(
-    store: &Store,
-    user_code: &str,
-    user: UserId,
-    approve: bool,
-) -> Result<DeviceGrant, DecideError> {
+pub async fn decide(store: &Store, user_code: &str, user: UserId, approve: bool) -> Result<DeviceGrant, DecideError> {
     let grant = pending(store, user_code).await?;
-    let to = if approve {
-        GrantStatus::Approved
-    } else {
-        GrantStatus::Denied
-    };
-    if !store
-        .transition_grant(
-            &grant.device_code_hash,
-            GrantStatus::Pending,
-            to,
-            Some(user),
-        )
-        .await?
-    {
+    let to = if approve { GrantStatus::Approved } else { GrantStatus::Denied };
+    if !store.transition_grant(&grant.device_code_hash, GrantStatus::Pending, to, Some(user)).await? {
         return Err(DecideError::AlreadyDecided);
     }
     Ok(grant)
@@ -217,10 +172,7 @@ mod tests {
     fn user_codes_are_unambiguous_and_normalize() {
         let code = new_user_code();
         assert_eq!(code.len(), 9);
-        assert!(
-            code.chars()
-                .all(|c| c == '-' || USER_CODE_ALPHABET.contains(&(c as u8)))
-        );
+        assert!(code.chars().all(|c| c == '-' || USER_CODE_ALPHABET.contains(&(c as u8))));
         assert_eq!(normalize_user_code("kdfg xrtq"), "KDFG-XRTQ");
         assert_eq!(normalize_user_code("KDFG-XRTQ"), "KDFG-XRTQ");
     }

@@ -15,34 +15,14 @@ pub const ACCESS_TTL_SECS: i64 = 3600;
 pub const REFRESH_TTL_SECS: i64 = 30 * 86_400;
 
 /// Mints and stores (hashed) a new access and refresh token for `user`.
-pub async fn issue_pair(
-    store: &Store,
-    user: UserId,
-    client_name: &str,
-) -> Result<TokenPair, StoreError> {
+pub async fn issue_pair(store: &Store, user: UserId, client_name: &str) -> Result<TokenPair, StoreError> {
     let access = secret::new_token(prefix::ACCESS);
     let refresh = secret::new_token(prefix::REFRESH);
     let t = now();
     let access_hash = secret::hash_token(access.expose());
-    store
-        .insert_token(
-            &access_hash,
-            TokenKind::Access,
-            user,
-            client_name,
-            t + ACCESS_TTL_SECS,
-        )
-        .await?;
+    store.insert_token(&access_hash, TokenKind::Access, user, client_name, t + ACCESS_TTL_SECS).await?;
     let refresh_hash = secret::hash_token(refresh.expose());
-    store
-        .insert_token(
-            &refresh_hash,
-            TokenKind::Refresh,
-            user,
-            client_name,
-            t + REFRESH_TTL_SECS,
-        )
-        .await?;
+    store.insert_token(&refresh_hash, TokenKind::Refresh, user, client_name, t + REFRESH_TTL_SECS).await?;
     Ok(TokenPair {
         access_token: access.expose().clone(),
         refresh_token: refresh.expose().clone(),
@@ -76,44 +56,14 @@ mod tests {
         let user = store.create_user("eve@example.com").await.unwrap();
         let old = secret::new_token(prefix::ACCESS);
         let old_hash = secret::hash_token(old.expose());
-        store
-            .insert_token(&old_hash, TokenKind::Access, user.id, "test", now() - 1)
-            .await
-            .unwrap();
-        assert_eq!(
-            store
-                .token_user(&old_hash, TokenKind::Access)
-                .await
-                .unwrap(),
-            None,
-            "expired by the clock"
-        );
+        store.insert_token(&old_hash, TokenKind::Access, user.id, "test", now() - 1).await.unwrap();
+        assert_eq!(store.token_user(&old_hash, TokenKind::Access).await.unwrap(), None, "expired by the clock");
 
         let pair = issue_pair(&store, user.id, "test").await.unwrap();
         let access_hash = secret::hash_token(&pair.access_token);
-        assert_eq!(
-            store
-                .token_user(&access_hash, TokenKind::Access)
-                .await
-                .unwrap(),
-            Some(user.id)
-        );
-        assert!(
-            refresh(&store, &pair.refresh_token)
-                .await
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            refresh(&store, &pair.refresh_token)
-                .await
-                .unwrap()
-                .is_none(),
-            "rotated: single use"
-        );
-        assert!(
-            refresh(&store, &pair.access_token).await.unwrap().is_none(),
-            "an access token is no refresh token"
-        );
+        assert_eq!(store.token_user(&access_hash, TokenKind::Access).await.unwrap(), Some(user.id));
+        assert!(refresh(&store, &pair.refresh_token).await.unwrap().is_some());
+        assert!(refresh(&store, &pair.refresh_token).await.unwrap().is_none(), "rotated: single use");
+        assert!(refresh(&store, &pair.access_token).await.unwrap().is_none(), "an access token is no refresh token");
     }
 }

@@ -58,11 +58,7 @@ pub fn summaries_of(reply: proto::SessionReply) -> Result<Vec<SessionSummary>, R
     if !reply.error.is_empty() {
         return Err(RouteError::NoSuchSession(reply.error));
     }
-    Ok(reply
-        .sessions
-        .into_iter()
-        .filter_map(convert::summary_of)
-        .collect())
+    Ok(reply.sessions.into_iter().filter_map(convert::summary_of).collect())
 }
 
 /// The token an unlock reply carries, or the agent's refusal.
@@ -71,10 +67,7 @@ pub fn grant_of(reply: proto::SessionReply) -> Result<Grant, RouteError> {
         return Err(RouteError::Denied(convert::denial_from_wire(d)));
     }
     match reply.unlocked {
-        Some(u) => Ok(Grant {
-            token: Secret::new(u.token),
-            expires_unix: u.expires_unix,
-        }),
+        Some(u) => Ok(Grant { token: Secret::new(u.token), expires_unix: u.expires_unix }),
         None if !reply.error.is_empty() => Err(RouteError::NoSuchSession(reply.error)),
         None => Err(RouteError::Unanswered),
     }
@@ -90,29 +83,16 @@ mod tests {
         let (a, mut rx_a) = pending.register();
         let (b, mut rx_b) = pending.register();
         assert_ne!(a, b);
-        pending.answer(proto::SessionReply {
-            request: b,
-            ..Default::default()
-        });
+        pending.answer(proto::SessionReply { request: b, ..Default::default() });
         assert!(rx_a.try_recv().is_err());
         assert_eq!(rx_b.try_recv().map(|r| r.request).ok(), Some(b));
         pending.fail_all();
-        assert!(matches!(
-            rx_a.try_recv(),
-            Err(oneshot::error::TryRecvError::Closed)
-        ));
+        assert!(matches!(rx_a.try_recv(), Err(oneshot::error::TryRecvError::Closed)));
     }
 
     #[test]
     fn an_agent_refusal_is_no_such_session() {
-        let reply = proto::SessionReply {
-            request: 1,
-            error: "no session x".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            summaries_of(reply),
-            Err(RouteError::NoSuchSession("no session x".into()))
-        );
+        let reply = proto::SessionReply { request: 1, error: "no session x".into(), ..Default::default() };
+        assert_eq!(summaries_of(reply), Err(RouteError::NoSuchSession("no session x".into())));
     }
 }

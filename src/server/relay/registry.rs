@@ -17,8 +17,7 @@ use crate::core::convert;
 use crate::core::ids::MachineId;
 use crate::core::secret::Secret;
 use crate::core::session::{
-    self, AttachSpec, Ending, Exit, Grant, OpenSpec, OutputStream, SessionEvent, SessionKind,
-    SessionSummary,
+    self, AttachSpec, Ending, Exit, Grant, OpenSpec, OutputStream, SessionEvent, SessionKind, SessionSummary,
 };
 use crate::core::sync::lock;
 use crate::proto::{self, agent_frame, closed, relay_frame, session_query};
@@ -38,31 +37,22 @@ impl LocalRouter {
     /// Registers a stream, replacing (and returning) an older one of the same machine.
     pub fn register(&self, conn: Arc<AgentConn>) -> Option<Arc<AgentConn>> {
         let old = lock(&self.agents).insert(conn.machine, conn);
-        METRICS
-            .machines_online
-            .store(lock(&self.agents).len() as u64, Ordering::Relaxed);
+        METRICS.machines_online.store(lock(&self.agents).len() as u64, Ordering::Relaxed);
         old
     }
 
     fn conn(&self, machine: MachineId) -> Result<Arc<AgentConn>, RouteError> {
-        lock(&self.agents)
-            .get(&machine)
-            .cloned()
-            .ok_or(RouteError::Offline)
+        lock(&self.agents).get(&machine).cloned().ok_or(RouteError::Offline)
     }
 
     /// Removes the stream if it is still the registered one (a reconnect may have replaced it).
     pub fn unregister(&self, conn: &Arc<AgentConn>) -> bool {
         let mut agents = lock(&self.agents);
-        let current = agents
-            .get(&conn.machine)
-            .is_some_and(|c| Arc::ptr_eq(c, conn));
+        let current = agents.get(&conn.machine).is_some_and(|c| Arc::ptr_eq(c, conn));
         if current {
             agents.remove(&conn.machine);
         }
-        METRICS
-            .machines_online
-            .store(agents.len() as u64, Ordering::Relaxed);
+        METRICS.machines_online.store(agents.len() as u64, Ordering::Relaxed);
         current
     }
 }
@@ -73,54 +63,25 @@ impl SessionRouter for LocalRouter {
         self.conn(machine)?.open(spec).await
     }
 
-    async fn attach(
-        &self,
-        machine: MachineId,
-        spec: AttachSpec,
-    ) -> Result<SessionPort, RouteError> {
-        self.conn(machine)?
-            .open_channel(convert::open_of(&spec))
-            .await
+    async fn attach(&self, machine: MachineId, spec: AttachSpec) -> Result<SessionPort, RouteError> {
+        self.conn(machine)?.open_channel(convert::open_of(&spec)).await
     }
 
     async fn list_sessions(&self, machine: MachineId) -> Result<Vec<SessionSummary>, RouteError> {
-        let reply = self
-            .conn(machine)?
-            .query(session_query::Op::List(proto::ListShellSessions {}))
-            .await?;
+        let reply = self.conn(machine)?.query(session_query::Op::List(proto::ListShellSessions {})).await?;
         queries::summaries_of(reply)
     }
 
-    async fn kill_session(
-        &self,
-        machine: MachineId,
-        session: &str,
-    ) -> Result<SessionSummary, RouteError> {
-        let kill = proto::KillShellSession {
-            session: session.to_string(),
-        };
-        let reply = self
-            .conn(machine)?
-            .query(session_query::Op::Kill(kill))
-            .await?;
+    async fn kill_session(&self, machine: MachineId, session: &str) -> Result<SessionSummary, RouteError> {
+        let kill = proto::KillShellSession { session: session.to_string() };
+        let reply = self.conn(machine)?.query(session_query::Op::Kill(kill)).await?;
         let killed = queries::summaries_of(reply)?.into_iter().next();
         killed.ok_or_else(|| RouteError::NoSuchSession(format!("no shell session {session:?}")))
     }
 
-    async fn unlock(
-        &self,
-        machine: MachineId,
-        principal: &str,
-        password: Secret<String>,
-    ) -> Result<Grant, RouteError> {
-        let unlock = proto::Unlock {
-            principal: principal.to_string(),
-            password: password.expose().clone(),
-        };
-        let reply = self
-            .conn(machine)?
-            .query(session_query::Op::Unlock(unlock))
-            .await?;
+    async fn unlock(&self, machine: MachineId, principal: &str, password: Secret<String>) -> Result<Grant, RouteError> {
+        let unlock = proto::Unlock { principal: principal.to_string(), password: password.expose().clone() };
+        let reply = self.conn(machine)?.query(session_query::Op::Unlock(unlock)).await?;
         queries::grant_of(reply)
     }
 
@@ -172,45 +133,28 @@ impl AgentConn {
             env: spec.env.into_iter().collect(),
             cols: spec.cols.into(),
             rows: spec.rows.into(),
-            timeout_ms: spec
-                .timeout
-                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            timeout_ms: spec.timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             principal: spec.access.principal,
-            attach_token: spec
-                .access
-                .token
-                .map(|t| t.expose().clone())
-                .unwrap_or_default(),
+            attach_token: spec.access.token.map(|t| t.expose().clone()).unwrap_or_default(),
             ..Default::default()
         };
         self.open_channel(open).await
     }
 
     /// Numbers a channel, grants it the output window and sends its `Open`.
-    async fn open_channel(
-        self: &Arc<Self>,
-        mut open: proto::Open,
-    ) -> Result<SessionPort, RouteError> {
+    async fn open_channel(self: &Arc<Self>, mut open: proto::Open) -> Result<SessionPort, RouteError> {
         let channel = self.next_channel.fetch_add(1, Ordering::Relaxed);
         let (events_tx, events) = mpsc::unbounded_channel();
         let input_credit = Arc::new(Semaphore::new(0));
         let window = session::OUTPUT_WINDOW_BYTES;
         lock(&self.channels).insert(
             channel,
-            Channel {
-                events: events_tx,
-                input_credit: input_credit.clone(),
-                output_credit: window.into(),
-            },
+            Channel { events: events_tx, input_credit: input_credit.clone(), output_credit: window.into() },
         );
         METRICS.sessions_open.fetch_add(1, Ordering::Relaxed);
         open.channel = channel;
         open.output_window = window;
-        let control = Arc::new(LocalControl {
-            conn: self.clone(),
-            channel,
-            input_credit,
-        });
+        let control = Arc::new(LocalControl { conn: self.clone(), channel, input_credit });
         control.send(relay_frame::Kind::Open(open)).await?;
         Ok(SessionPort { events, control })
     }
@@ -219,10 +163,7 @@ impl AgentConn {
     async fn query(&self, op: session_query::Op) -> Result<proto::SessionReply, RouteError> {
         let (request, reply) = self.queries.register();
         let frame = proto::RelayFrame {
-            kind: Some(relay_frame::Kind::SessionQuery(proto::SessionQuery {
-                request,
-                op: Some(op),
-            })),
+            kind: Some(relay_frame::Kind::SessionQuery(proto::SessionQuery { request, op: Some(op) })),
         };
         if self.tx.send(Ok(frame)).await.is_err() {
             self.queries.forget(request);
@@ -246,10 +187,7 @@ impl AgentConn {
             agent_frame::Kind::Opened(o) => self.with_channel(o.channel, |c| {
                 c.input_credit.add_permits(o.input_window as usize);
                 let attachment = convert::attachment_of(&o);
-                let _ = c.events.send(SessionEvent::Opened {
-                    pid: o.pid,
-                    attachment,
-                });
+                let _ = c.events.send(SessionEvent::Opened { pid: o.pid, attachment });
                 Ok(())
             }),
             agent_frame::Kind::Output(o) => self.output(o),
@@ -276,32 +214,21 @@ impl AgentConn {
         let len = o.data.len() as u64;
         self.with_channel(o.channel, |c| {
             c.output_credit = c.output_credit.checked_sub(len).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "channel {}: output beyond granted credit",
-                    o.channel
-                ))
+                Status::invalid_argument(format!("channel {}: output beyond granted credit", o.channel))
             })?;
             METRICS.bytes_from_agents.fetch_add(len, Ordering::Relaxed);
             let stream = match o.stream() {
                 proto::OutputStream::Stdout => OutputStream::Stdout,
                 proto::OutputStream::Stderr => OutputStream::Stderr,
             };
-            let _ = c.events.send(SessionEvent::Output {
-                stream,
-                offset: o.offset,
-                data: o.data,
-            });
+            let _ = c.events.send(SessionEvent::Output { stream, offset: o.offset, data: o.data });
             Ok(())
         })
     }
 
     /// Frames for channels we no longer know (closed by the consumer meanwhile) are dropped:
     /// they are a normal race, not a violation.
-    fn with_channel(
-        &self,
-        channel: u64,
-        f: impl FnOnce(&mut Channel) -> Result<(), Status>,
-    ) -> Result<(), Status> {
+    fn with_channel(&self, channel: u64, f: impl FnOnce(&mut Channel) -> Result<(), Status>) -> Result<(), Status> {
         match lock(&self.channels).get_mut(&channel) {
             Some(c) => f(c),
             None => Ok(()),
@@ -333,11 +260,7 @@ fn exit_of(c: &proto::Closed) -> Exit {
         Some(closed::End::Denied(d)) => Ending::Denied(convert::denial_from_wire(d)),
         None => Ending::Error("the agent ended the session without a status".into()),
     };
-    Exit {
-        ending,
-        timed_out: c.timed_out,
-        duration: Duration::from_millis(c.duration_ms),
-    }
+    Exit { ending, timed_out: c.timed_out, duration: Duration::from_millis(c.duration_ms) }
 }
 
 struct LocalControl {
@@ -349,11 +272,7 @@ struct LocalControl {
 impl LocalControl {
     async fn send(&self, kind: relay_frame::Kind) -> Result<(), RouteError> {
         let frame = proto::RelayFrame { kind: Some(kind) };
-        self.conn
-            .tx
-            .send(Ok(frame))
-            .await
-            .map_err(|_| RouteError::Gone)
+        self.conn.tx.send(Ok(frame)).await.map_err(|_| RouteError::Gone)
     }
 }
 
@@ -362,18 +281,9 @@ impl SessionControl for LocalControl {
     async fn input(&self, data: Bytes) -> Result<(), RouteError> {
         for chunk in data.chunks(session::CHUNK_BYTES) {
             let n = u32::try_from(chunk.len()).map_err(|_| RouteError::Gone)?;
-            self.input_credit
-                .acquire_many(n)
-                .await
-                .map_err(|_| RouteError::Gone)?
-                .forget();
-            METRICS
-                .bytes_to_agents
-                .fetch_add(n.into(), Ordering::Relaxed);
-            let input = proto::Input {
-                channel: self.channel,
-                data: data.slice_ref(chunk),
-            };
+            self.input_credit.acquire_many(n).await.map_err(|_| RouteError::Gone)?.forget();
+            METRICS.bytes_to_agents.fetch_add(n.into(), Ordering::Relaxed);
+            let input = proto::Input { channel: self.channel, data: data.slice_ref(chunk) };
             self.send(relay_frame::Kind::Input(input)).await?;
         }
         Ok(())
@@ -384,28 +294,16 @@ impl SessionControl for LocalControl {
         if let Some(c) = lock(&self.conn.channels).get_mut(&self.channel) {
             c.output_credit += u64::from(bytes);
         }
-        self.send(relay_frame::Kind::Credit(proto::Credit {
-            channel: self.channel,
-            bytes,
-        }))
-        .await
+        self.send(relay_frame::Kind::Credit(proto::Credit { channel: self.channel, bytes })).await
     }
 
     async fn resize(&self, cols: u16, rows: u16) -> Result<(), RouteError> {
-        let r = proto::Resize {
-            channel: self.channel,
-            cols: cols.into(),
-            rows: rows.into(),
-        };
+        let r = proto::Resize { channel: self.channel, cols: cols.into(), rows: rows.into() };
         self.send(relay_frame::Kind::Resize(r)).await
     }
 
     async fn signal(&self, signo: i32) -> Result<(), RouteError> {
-        self.send(relay_frame::Kind::Signal(proto::Signal {
-            channel: self.channel,
-            signo,
-        }))
-        .await
+        self.send(relay_frame::Kind::Signal(proto::Signal { channel: self.channel, signo })).await
     }
 
     fn close(&self) {
@@ -428,13 +326,8 @@ impl SessionControl for LocalControl {
 impl LocalControl {
     /// Queues a `Close`; never waits (it runs from `Drop`), so a full queue defers it to a task.
     fn send_close(&self, detach: bool) {
-        let close = proto::Close {
-            channel: self.channel,
-            detach,
-        };
-        let frame = proto::RelayFrame {
-            kind: Some(relay_frame::Kind::Close(close)),
-        };
+        let close = proto::Close { channel: self.channel, detach };
+        let frame = proto::RelayFrame { kind: Some(relay_frame::Kind::Close(close)) };
         if self.conn.tx.try_send(Ok(frame.clone())).is_err() {
             let tx = self.conn.tx.clone();
             tokio::spawn(async move {

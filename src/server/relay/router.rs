@@ -74,24 +74,14 @@ pub trait SessionRouter: Send + Sync {
     async fn open(&self, machine: MachineId, spec: OpenSpec) -> Result<SessionPort, RouteError>;
     /// Attaches to a shell session (new, named or by id); events start with `Opened`
     /// carrying the `Attachment`, or end at once with `Exited` (e.g. no such session).
-    async fn attach(&self, machine: MachineId, spec: AttachSpec)
-    -> Result<SessionPort, RouteError>;
+    async fn attach(&self, machine: MachineId, spec: AttachSpec) -> Result<SessionPort, RouteError>;
     /// The machine's running shell sessions.
     async fn list_sessions(&self, machine: MachineId) -> Result<Vec<SessionSummary>, RouteError>;
     /// Ends the shell session with this id or name; returns what it was.
-    async fn kill_session(
-        &self,
-        machine: MachineId,
-        session: &str,
-    ) -> Result<SessionSummary, RouteError>;
+    async fn kill_session(&self, machine: MachineId, session: &str) -> Result<SessionSummary, RouteError>;
     /// Checks the machine's attach password for `principal` (`user:…`, `link:…`); the
     /// agent answers with a token for later opens or `RouteError::Denied`.
-    async fn unlock(
-        &self,
-        machine: MachineId,
-        principal: &str,
-        password: Secret<String>,
-    ) -> Result<Grant, RouteError>;
+    async fn unlock(&self, machine: MachineId, principal: &str, password: Secret<String>) -> Result<Grant, RouteError>;
     /// Whether the machine has a live stream reachable from here.
     fn is_connected(&self, machine: MachineId) -> bool;
 }

@@ -33,16 +33,11 @@ pub struct RelayService {
 impl RelayService {
     /// A relay over `store` registering streams in `router`; agents heartbeat every `heartbeat`.
     pub fn new(store: Store, router: Arc<LocalRouter>, heartbeat: Duration) -> Self {
-        Self {
-            store,
-            router,
-            heartbeat,
-        }
+        Self { store, router, heartbeat }
     }
 
     async fn authenticate(&self, meta: &tonic::metadata::MetadataMap) -> Result<MachineId, Status> {
-        let token =
-            bearer(meta).ok_or_else(|| Status::unauthenticated("missing machine credential"))?;
+        let token = bearer(meta).ok_or_else(|| Status::unauthenticated("missing machine credential"))?;
         let machine = self
             .store
             .machine_by_credential(&secret::hash_token(token))
@@ -61,24 +56,13 @@ type FrameStream = Pin<Box<dyn Stream<Item = Result<proto::RelayFrame, Status>> 
 
 #[tonic::async_trait]
 impl proto::relay_server::Relay for RelayService {
-    async fn enroll(
-        &self,
-        req: Request<proto::EnrollRequest>,
-    ) -> Result<Response<proto::EnrollResponse>, Status> {
+    async fn enroll(&self, req: Request<proto::EnrollRequest>) -> Result<Response<proto::EnrollResponse>, Status> {
         let req = req.into_inner();
         let credential = secret::new_token(prefix::MACHINE);
-        let info = MachineInfo {
-            hostname: req.hostname,
-            display_name: req.display_name,
-            ..Default::default()
-        };
+        let info = MachineInfo { hostname: req.hostname, display_name: req.display_name, ..Default::default() };
         let machine = self
             .store
-            .enroll_machine(
-                &secret::hash_token(&req.token),
-                &secret::hash_token(credential.expose()),
-                &info,
-            )
+            .enroll_machine(&secret::hash_token(&req.token), &secret::hash_token(credential.expose()), &info)
             .await
             .map_err(|e| match e {
                 EnrollError::Store(e) => internal(e),
@@ -95,57 +79,33 @@ impl proto::relay_server::Relay for RelayService {
         };
         self.store.audit(audit).await.map_err(internal)?;
         let fleet = String::new();
-        Ok(Response::new(proto::EnrollResponse {
-            machine_id,
-            credential: credential.expose().clone(),
-            fleet,
-        }))
+        Ok(Response::new(proto::EnrollResponse { machine_id, credential: credential.expose().clone(), fleet }))
     }
 
     type LinkStream = FrameStream;
 
-    async fn link(
-        &self,
-        req: Request<Streaming<proto::AgentFrame>>,
-    ) -> Result<Response<FrameStream>, Status> {
+    async fn link(&self, req: Request<Streaming<proto::AgentFrame>>) -> Result<Response<FrameStream>, Status> {
         let machine = self.authenticate(req.metadata()).await?;
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Ok(Ok(Some(proto::AgentFrame {
-                kind: Some(agent_frame::Kind::Hello(h)),
-            }))) => h,
+            Ok(Ok(Some(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(h)) }))) => h,
             Ok(Err(e)) => return Err(e),
             _ => {
-                return Err(Status::invalid_argument(
-                    "the first frame of a stream must be hello",
-                ));
+                return Err(Status::invalid_argument("the first frame of a stream must be hello"));
             }
         };
-        let info = MachineInfo {
-            hostname: hello.hostname,
-            display_name: hello.display_name,
-            os: hello.os,
-            arch: hello.arch,
-        };
-        self.store
-            .machine_connected(machine, &info)
-            .await
-            .map_err(internal)?;
+        let info =
+            MachineInfo { hostname: hello.hostname, display_name: hello.display_name, os: hello.os, arch: hello.arch };
+        self.store.machine_connected(machine, &info).await.map_err(internal)?;
         let (tx, rx) = mpsc::channel(AGENT_QUEUE_FRAMES);
         let welcome = proto::Welcome {
             machine_id: machine.to_string(),
             heartbeat_interval_ms: u32::try_from(self.heartbeat.as_millis()).unwrap_or(u32::MAX),
         };
-        let _ = tx
-            .send(Ok(proto::RelayFrame {
-                kind: Some(relay_frame::Kind::Welcome(welcome)),
-            }))
-            .await;
+        let _ = tx.send(Ok(proto::RelayFrame { kind: Some(relay_frame::Kind::Welcome(welcome)) })).await;
         let conn = AgentConn::new(machine, tx);
         if let Some(old) = self.router.register(conn.clone()) {
-            old.kick(Status::aborted(
-                "replaced by a newer connection of the same machine",
-            ));
+            old.kick(Status::aborted("replaced by a newer connection of the same machine"));
         }
         tracing::info!(%machine, hostname = %info.hostname, version = %hello.agent_version, "agent connected");
         tokio::spawn(self.clone().pump(conn, inbound));
@@ -208,11 +168,7 @@ struct Silence {
 impl Silence {
     fn new(limit: Duration) -> Self {
         let last = tokio::time::Instant::now();
-        Self {
-            limit,
-            last,
-            timer: Box::pin(tokio::time::sleep_until(last + limit)),
-        }
+        Self { limit, last, timer: Box::pin(tokio::time::sleep_until(last + limit)) }
     }
 
     /// A frame arrived.

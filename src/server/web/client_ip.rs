@@ -73,10 +73,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let peer =
+            parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
         let ip = match parts.extensions.get::<TrustedProxies>() {
             Some(trusted) => trusted.client(peer, &parts.headers),
             None => canonical(peer),
@@ -107,15 +105,8 @@ mod tests {
         let trusted = TrustedProxies::new(vec![ip("127.0.0.1")]);
         let h = xff(&["203.0.113.7"]);
         assert_eq!(trusted.client(ip("127.0.0.1"), &h), ip("203.0.113.7"));
-        assert_eq!(
-            trusted.client(ip("198.51.100.2"), &h),
-            ip("198.51.100.2"),
-            "an untrusted peer's header is ignored"
-        );
-        assert_eq!(
-            TrustedProxies::default().client(ip("127.0.0.1"), &h),
-            ip("127.0.0.1")
-        );
+        assert_eq!(trusted.client(ip("198.51.100.2"), &h), ip("198.51.100.2"), "an untrusted peer's header is ignored");
+        assert_eq!(TrustedProxies::default().client(ip("127.0.0.1"), &h), ip("127.0.0.1"));
     }
 
     #[test]
@@ -124,17 +115,8 @@ mod tests {
         // The client sent "1.2.3.4"; the edge proxy 10.0.0.5 appended the real address, then
         // the local proxy appended 10.0.0.5.
         let h = xff(&["1.2.3.4, 203.0.113.9", "10.0.0.5"]);
-        assert_eq!(
-            trusted.client(ip("::ffff:127.0.0.1"), &h),
-            ip("203.0.113.9")
-        );
-        assert_eq!(
-            trusted.client(ip("127.0.0.1"), &xff(&["not-an-ip"])),
-            ip("127.0.0.1")
-        );
-        assert_eq!(
-            trusted.client(ip("127.0.0.1"), &HeaderMap::new()),
-            ip("127.0.0.1")
-        );
+        assert_eq!(trusted.client(ip("::ffff:127.0.0.1"), &h), ip("203.0.113.9"));
+        assert_eq!(trusted.client(ip("127.0.0.1"), &xff(&["not-an-ip"])), ip("127.0.0.1"));
+        assert_eq!(trusted.client(ip("127.0.0.1"), &HeaderMap::new()), ip("127.0.0.1"));
     }
 }

@@ -56,14 +56,7 @@ struct DonePage {
 }
 
 fn done(state: &WebState, status: StatusCode, title: &str, message: &str) -> Response {
-    render(
-        status,
-        &DonePage {
-            css: state.css(),
-            title: title.into(),
-            message: message.into(),
-        },
-    )
+    render(status, &DonePage { css: state.css(), title: title.into(), message: message.into() })
 }
 
 /// The session's CSRF token, made on first use (256 random bits).
@@ -84,12 +77,7 @@ async fn csrf_ok(session: &Session, sent: &str) -> bool {
 }
 
 async fn signed_in(session: &Session) -> Option<UserId> {
-    session
-        .get::<String>(USER_KEY)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|id| id.parse().ok())
+    session.get::<String>(USER_KEY).await.ok().flatten().and_then(|id| id.parse().ok())
 }
 
 /// `?user_code=` on the verification URI.
@@ -100,26 +88,14 @@ pub struct CodeQuery {
 }
 
 /// `GET /device`.
-pub async fn show_device(
-    State(state): State<WebState>,
-    session: Session,
-    Query(q): Query<CodeQuery>,
-) -> Response {
+pub async fn show_device(State(state): State<WebState>, session: Session, Query(q): Query<CodeQuery>) -> Response {
     let csrf = match csrf_token(&session).await {
         Ok(t) => t,
         Err(e) => return server_error(e),
     };
     let user_code = device::normalize_user_code(&q.user_code);
     let Some(user_id) = signed_in(&session).await else {
-        return render(
-            StatusCode::OK,
-            &LoginPage {
-                css: state.css(),
-                csrf,
-                user_code,
-                error: String::new(),
-            },
-        );
+        return render(StatusCode::OK, &LoginPage { css: state.css(), csrf, user_code, error: String::new() });
     };
     let email = match state.store.user(user_id).await {
         Ok(Some(u)) => u.email,
@@ -130,13 +106,7 @@ pub async fn show_device(
         Err(e) => return server_error(e),
     };
     if user_code.is_empty() {
-        return render(
-            StatusCode::OK,
-            &CodePage {
-                css: state.css(),
-                email,
-            },
-        );
+        return render(StatusCode::OK, &CodePage { css: state.css(), email });
     }
     match device::pending(&state.store, &user_code).await {
         Ok(grant) => render(
@@ -151,12 +121,7 @@ pub async fn show_device(
             },
         ),
         Err(DecideError::Store(e)) => server_error(e),
-        Err(e) => done(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Cannot continue",
-            &e.to_string(),
-        ),
+        Err(e) => done(&state, StatusCode::BAD_REQUEST, "Cannot continue", &e.to_string()),
     }
 }
 
@@ -178,27 +143,12 @@ pub async fn sign_in(
     Form(form): Form<LoginForm>,
 ) -> Response {
     if !csrf_ok(&session, &form.csrf).await {
-        return done(
-            &state,
-            StatusCode::FORBIDDEN,
-            "Form expired",
-            "Reload the page and try again.",
-        );
+        return done(&state, StatusCode::FORBIDDEN, "Form expired", "Reload the page and try again.");
     }
-    let (account, ip) = (
-        format!("acct:{}", form.email.to_lowercase()),
-        format!("ip:{peer}"),
-    );
-    let retry = |wait: std::time::Duration| {
-        format!(
-            "Too many failed attempts. Try again in {} s.",
-            wait.as_secs().max(1)
-        )
-    };
-    let limited = state
-        .login_limits
-        .check(&account)
-        .and(state.ip_limits.check(&ip));
+    let (account, ip) = (format!("acct:{}", form.email.to_lowercase()), format!("ip:{peer}"));
+    let retry =
+        |wait: std::time::Duration| format!("Too many failed attempts. Try again in {} s.", wait.as_secs().max(1));
+    let limited = state.login_limits.check(&account).and(state.ip_limits.check(&ip));
     let error = match limited {
         Err(wait) => retry(wait),
         Ok(()) => match verify_login(&state, &form.email, &form.password).await {
@@ -216,12 +166,7 @@ pub async fn sign_in(
     };
     tracing::info!(ip = %peer, "device sign-in refused");
     let csrf = csrf_token(&session).await.unwrap_or_default();
-    let page = LoginPage {
-        css: state.css(),
-        csrf,
-        user_code: form.user_code,
-        error,
-    };
+    let page = LoginPage { css: state.css(), csrf, user_code: form.user_code, error };
     render(StatusCode::UNAUTHORIZED, &page)
 }
 
@@ -238,11 +183,7 @@ async fn finish_sign_in(session: &Session, user: UserId, user_code: &str) -> Res
 }
 
 /// The user whose password this is, if it is right. argon2 runs off the async threads.
-async fn verify_login(
-    state: &WebState,
-    email: &str,
-    password: &str,
-) -> anyhow::Result<Option<UserId>> {
+async fn verify_login(state: &WebState, email: &str, password: &str) -> anyhow::Result<Option<UserId>> {
     let Some(user) = state.store.user_by_email(email).await? else {
         return Ok(None);
     };
@@ -250,8 +191,7 @@ async fn verify_login(
         return Ok(None);
     };
     let password = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || crate::core::passwords::verify(&password, &hash))
-        .await?;
+    let ok = tokio::task::spawn_blocking(move || crate::core::passwords::verify(&password, &hash)).await?;
     Ok(ok.then_some(user.id))
 }
 
@@ -264,18 +204,9 @@ pub struct DecideForm {
 }
 
 /// `POST /device/decide`: approve or deny.
-pub async fn decide(
-    State(state): State<WebState>,
-    session: Session,
-    Form(form): Form<DecideForm>,
-) -> Response {
+pub async fn decide(State(state): State<WebState>, session: Session, Form(form): Form<DecideForm>) -> Response {
     if !csrf_ok(&session, &form.csrf).await {
-        return done(
-            &state,
-            StatusCode::FORBIDDEN,
-            "Form expired",
-            "Reload the page and try again.",
-        );
+        return done(&state, StatusCode::FORBIDDEN, "Form expired", "Reload the page and try again.");
     }
     let Some(user) = signed_in(&session).await else {
         return Redirect::to(&format!("/device?user_code={}", form.user_code)).into_response();
@@ -284,25 +215,10 @@ pub async fn decide(
     match device::decide(&state.store, &form.user_code, user, approve).await {
         Ok(grant) if approve => {
             tracing::info!(%user, client = %grant.client_name, host = %grant.client_host, "device sign-in approved");
-            done(
-                &state,
-                StatusCode::OK,
-                "Device signed in",
-                "You can close this window and go back to your terminal.",
-            )
+            done(&state, StatusCode::OK, "Device signed in", "You can close this window and go back to your terminal.")
         }
-        Ok(_) => done(
-            &state,
-            StatusCode::OK,
-            "Sign-in denied",
-            "The device was not signed in.",
-        ),
+        Ok(_) => done(&state, StatusCode::OK, "Sign-in denied", "The device was not signed in."),
         Err(DecideError::Store(e)) => server_error(e),
-        Err(e) => done(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Cannot continue",
-            &e.to_string(),
-        ),
+        Err(e) => done(&state, StatusCode::BAD_REQUEST, "Cannot continue", &e.to_string()),
     }
 }

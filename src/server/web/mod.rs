@@ -35,29 +35,16 @@ pub fn render(status: axum::http::StatusCode, page: &impl askama::Template) -> R
 pub fn server_error(e: impl std::fmt::Display) -> Response {
     use axum::response::IntoResponse;
     tracing::error!(error = %e, "page failed");
-    (
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error; see the server log\n",
-    )
-        .into_response()
+    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log\n").into_response()
 }
 
 /// Adds the strict headers every browser-facing response carries.
 pub async fn security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -111,8 +98,5 @@ pub fn router(state: WebState) -> Router {
         .route("/oauth/device", post(oauth::start_device))
         .route("/oauth/token", post(oauth::issue_token))
         .route("/oauth/revoke", post(oauth::revoke_token));
-    pages
-        .merge(endpoints)
-        .layer(axum::middleware::map_response(security_headers))
-        .with_state(state)
+    pages.merge(endpoints).layer(axum::middleware::map_response(security_headers)).with_state(state)
 }

@@ -43,46 +43,24 @@ pub struct RevokeRequest {
 }
 
 fn oauth_error(code: &str, description: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"error": code, "error_description": description})),
-    )
-        .into_response()
+    (StatusCode::BAD_REQUEST, Json(json!({"error": code, "error_description": description}))).into_response()
 }
 
 fn server_error(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "oauth endpoint failed");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(json!({"error": "server_error"})),
-    )
-        .into_response()
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "server_error"}))).into_response()
 }
 
 fn tokens(pair: TokenPair) -> Response {
     let mut resp = Json(pair).into_response();
-    resp.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
+    resp.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
     resp
 }
 
 /// Starts a device grant.
-pub async fn start_device(
-    State(state): State<WebState>,
-    Form(req): Form<DeviceRequest>,
-) -> Response {
-    let name = if req.client_name.is_empty() {
-        req.client_id.as_str()
-    } else {
-        req.client_name.as_str()
-    };
-    let name = if name.is_empty() {
-        "unnamed client"
-    } else {
-        name
-    };
+pub async fn start_device(State(state): State<WebState>, Form(req): Form<DeviceRequest>) -> Response {
+    let name = if req.client_name.is_empty() { req.client_id.as_str() } else { req.client_name.as_str() };
+    let name = if name.is_empty() { "unnamed client" } else { name };
     match device::start(&state.store, name, &req.client_host).await {
         Ok(start) => {
             let uri = format!("{}/device", state.public_url);
@@ -103,25 +81,19 @@ pub async fn start_device(
 /// Device-code polls and refresh-token rotation.
 pub async fn issue_token(State(state): State<WebState>, Form(req): Form<TokenRequest>) -> Response {
     match req.grant_type.as_str() {
-        "urn:ietf:params:oauth:grant-type:device_code" => {
-            match device::poll(&state.store, &req.device_code).await {
-                Ok(pair) => tokens(pair),
-                Err(PollError::Store(e)) => server_error(e),
-                Err(e) => oauth_error(&e.to_string(), poll_description(&e)),
-            }
-        }
+        "urn:ietf:params:oauth:grant-type:device_code" => match device::poll(&state.store, &req.device_code).await {
+            Ok(pair) => tokens(pair),
+            Err(PollError::Store(e)) => server_error(e),
+            Err(e) => oauth_error(&e.to_string(), poll_description(&e)),
+        },
         "refresh_token" => match oauth::refresh(&state.store, &req.refresh_token).await {
             Ok(Some(pair)) => tokens(pair),
-            Ok(None) => oauth_error(
-                "invalid_grant",
-                "refresh token expired, revoked or already used: run `cmdop login`",
-            ),
+            Ok(None) => {
+                oauth_error("invalid_grant", "refresh token expired, revoked or already used: run `cmdop login`")
+            }
             Err(e) => server_error(e),
         },
-        _ => oauth_error(
-            "unsupported_grant_type",
-            "use the device_code or refresh_token grant",
-        ),
+        _ => oauth_error("unsupported_grant_type", "use the device_code or refresh_token grant"),
     }
 }
 
@@ -137,15 +109,8 @@ fn poll_description(e: &PollError) -> &'static str {
 
 /// Revokes an access or refresh token. Always 200 (RFC 7009): the answer says nothing about
 /// whether the token existed.
-pub async fn revoke_token(
-    State(state): State<WebState>,
-    Form(req): Form<RevokeRequest>,
-) -> Response {
-    if let Err(e) = state
-        .store
-        .revoke_token(&secret::hash_token(&req.token))
-        .await
-    {
+pub async fn revoke_token(State(state): State<WebState>, Form(req): Form<RevokeRequest>) -> Response {
+    if let Err(e) = state.store.revoke_token(&secret::hash_token(&req.token)).await {
         return server_error(e);
     }
     Json(json!({})).into_response()

@@ -9,7 +9,8 @@ use crate::core::ids::UserId;
 use crate::store::grants::*;
 use crate::store::{StoreError, parse_col};
 
-const GRANT_COLUMNS: &str = "device_code_hash, user_code, client_name, client_host, expires_at, interval_secs, last_poll_at, status, user_id";
+const GRANT_COLUMNS: &str =
+    "device_code_hash, user_code, client_name, client_host, expires_at, interval_secs, last_poll_at, status, user_id";
 
 #[async_trait]
 impl GrantStore for SqliteStore {
@@ -32,28 +33,17 @@ impl GrantStore for SqliteStore {
 
     async fn grant_by_device_code(&self, hash: &str) -> Result<Option<DeviceGrant>, StoreError> {
         let sql = format!("SELECT {GRANT_COLUMNS} FROM device_grants WHERE device_code_hash = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.pool).await?;
         row.map(|r| grant_from_row(&r)).transpose()
     }
 
     async fn grant_by_user_code(&self, user_code: &str) -> Result<Option<DeviceGrant>, StoreError> {
         let sql = format!("SELECT {GRANT_COLUMNS} FROM device_grants WHERE user_code = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(user_code)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_code).fetch_optional(&self.pool).await?;
         row.map(|r| grant_from_row(&r)).transpose()
     }
 
-    async fn grant_polled(
-        &self,
-        hash: &str,
-        at: i64,
-        interval_secs: i64,
-    ) -> Result<(), StoreError> {
+    async fn grant_polled(&self, hash: &str, at: i64, interval_secs: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE device_grants SET last_poll_at = ?, interval_secs = ? WHERE device_code_hash = ?")
             .bind(at)
             .bind(interval_secs)
@@ -96,11 +86,7 @@ impl GrantStore for SqliteStore {
             .bind(user.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.and_then(|r| {
-            r.try_get::<Option<String>, _>("password_hash")
-                .ok()
-                .flatten()
-        }))
+        Ok(row.and_then(|r| r.try_get::<Option<String>, _>("password_hash").ok().flatten()))
     }
 }
 

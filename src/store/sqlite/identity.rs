@@ -12,10 +12,7 @@ use crate::store::{StoreError, parse_col};
 #[async_trait]
 impl IdentityStore for SqliteStore {
     async fn create_user(&self, email: &str) -> Result<User, StoreError> {
-        let user = User {
-            id: UserId::random(),
-            email: email.to_string(),
-        };
+        let user = User { id: UserId::random(), email: email.to_string() };
         sqlx::query("INSERT INTO users (id, email, created_at) VALUES (?, ?, ?)")
             .bind(user.id.to_string())
             .bind(email)
@@ -26,10 +23,8 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT id, email FROM users WHERE email = ?")
-            .bind(email)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, email FROM users WHERE email = ?").bind(email).fetch_optional(&self.pool).await?;
         row.map(|r| user_from_row(&r)).transpose()
     }
 
@@ -55,27 +50,17 @@ impl IdentityStore for SqliteStore {
             .bind(now())
             .execute(&self.pool)
             .await?;
-        let row = sqlx::query("SELECT id, name FROM fleets WHERE name = ?")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT id, name FROM fleets WHERE name = ?").bind(name).fetch_one(&self.pool).await?;
         fleet_from_row(&row, "id", "name")
     }
 
-    async fn set_membership(
-        &self,
-        user: UserId,
-        fleet: FleetId,
-        role: Role,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO memberships (user_id, fleet_id, role) VALUES (?, ?, ?)",
-        )
-        .bind(user.to_string())
-        .bind(fleet.to_string())
-        .bind(role.to_string())
-        .execute(&self.pool)
-        .await?;
+    async fn set_membership(&self, user: UserId, fleet: FleetId, role: Role) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR REPLACE INTO memberships (user_id, fleet_id, role) VALUES (?, ?, ?)")
+            .bind(user.to_string())
+            .bind(fleet.to_string())
+            .bind(role.to_string())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -130,32 +115,23 @@ impl IdentityStore for SqliteStore {
         .bind(now())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| parse_col("oauth_tokens", &r.try_get::<String, _>("user_id")?))
-            .transpose()
+        row.map(|r| parse_col("oauth_tokens", &r.try_get::<String, _>("user_id")?)).transpose()
     }
 
     async fn revoke_token(&self, hash: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE oauth_tokens SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL",
-        )
-        .bind(now())
-        .bind(hash)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query("UPDATE oauth_tokens SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL")
+            .bind(now())
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 }
 
 fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
-    Ok(User {
-        id: parse_col("users", &r.try_get::<String, _>("id")?)?,
-        email: r.try_get("email")?,
-    })
+    Ok(User { id: parse_col("users", &r.try_get::<String, _>("id")?)?, email: r.try_get("email")? })
 }
 
 fn fleet_from_row(r: &sqlx::sqlite::SqliteRow, id: &str, name: &str) -> Result<Fleet, StoreError> {
-    Ok(Fleet {
-        id: parse_col("fleets", &r.try_get::<String, _>(id)?)?,
-        name: r.try_get(name)?,
-    })
+    Ok(Fleet { id: parse_col("fleets", &r.try_get::<String, _>(id)?)?, name: r.try_get(name)? })
 }

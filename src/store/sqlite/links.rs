@@ -9,8 +9,7 @@ use crate::core::ids::{FleetId, LinkId, MachineId};
 use crate::store::links::*;
 use crate::store::{StoreError, parse_col};
 
-const LINK_COLUMNS: &str =
-    "l.id, l.fleet_id, l.machine_id, l.created_by, u.email, l.created_at, l.expires_at,
+const LINK_COLUMNS: &str = "l.id, l.fleet_id, l.machine_id, l.created_by, u.email, l.created_at, l.expires_at,
      l.read_only, l.max_opens, l.session_id, l.revoked_at, l.opens
      FROM share_links l JOIN users u ON u.id = l.created_by";
 
@@ -38,18 +37,11 @@ impl LinkStore for SqliteStore {
 
     async fn link(&self, id: LinkId) -> Result<Option<LinkRow>, StoreError> {
         let sql = format!("SELECT {LINK_COLUMNS} WHERE l.id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(&self.pool).await?;
         row.map(|r| link_from_row(&r)).transpose()
     }
 
-    async fn list_links(
-        &self,
-        fleet: FleetId,
-        machine: Option<MachineId>,
-    ) -> Result<Vec<LinkRow>, StoreError> {
+    async fn list_links(&self, fleet: FleetId, machine: Option<MachineId>) -> Result<Vec<LinkRow>, StoreError> {
         let sql = format!(
             "SELECT {LINK_COLUMNS} WHERE l.fleet_id = ? AND (? IS NULL OR l.machine_id = ?) ORDER BY l.created_at DESC, l.rowid DESC"
         );
@@ -66,11 +58,13 @@ impl LinkStore for SqliteStore {
     async fn revoke_links(&self, ids: &[LinkId]) -> Result<Vec<(LinkId, i64)>, StoreError> {
         let mut revoked = Vec::new();
         for id in ids {
-            let row = sqlx::query("UPDATE share_links SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL RETURNING expires_at")
-                .bind(now())
-                .bind(id.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
+            let row = sqlx::query(
+                "UPDATE share_links SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL RETURNING expires_at",
+            )
+            .bind(now())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
             if let Some(r) = row {
                 revoked.push((*id, r.try_get("expires_at")?));
             }
@@ -79,17 +73,13 @@ impl LinkStore for SqliteStore {
     }
 
     async fn live_revocations(&self) -> Result<Vec<(LinkId, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT id, expires_at FROM share_links WHERE revoked_at IS NOT NULL AND expires_at > ?")
-            .bind(now())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, expires_at FROM share_links WHERE revoked_at IS NOT NULL AND expires_at > ?")
+                .bind(now())
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    parse_col("share_links", &r.try_get::<String, _>("id")?)?,
-                    r.try_get("expires_at")?,
-                ))
-            })
+            .map(|r| Ok((parse_col("share_links", &r.try_get::<String, _>("id")?)?, r.try_get("expires_at")?)))
             .collect()
     }
 
@@ -112,25 +102,13 @@ impl LinkStore for SqliteStore {
         Ok(())
     }
 
-    async fn link_audit(
-        &self,
-        id: LinkId,
-    ) -> Result<Vec<(i64, String, String, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT at, actor, action, detail FROM audit_events WHERE link_id = ? ORDER BY id",
-        )
-        .bind(id.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+    async fn link_audit(&self, id: LinkId) -> Result<Vec<(i64, String, String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT at, actor, action, detail FROM audit_events WHERE link_id = ? ORDER BY id")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("at")?,
-                    r.try_get("actor")?,
-                    r.try_get("action")?,
-                    r.try_get("detail")?,
-                ))
-            })
+            .map(|r| Ok((r.try_get("at")?, r.try_get("actor")?, r.try_get("action")?, r.try_get("detail")?)))
             .collect()
     }
 }

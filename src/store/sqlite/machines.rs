@@ -40,13 +40,11 @@ impl MachineStore for SqliteStore {
         info: &MachineInfo,
     ) -> Result<Machine, EnrollError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "SELECT fleet_id, expires_at, used_at FROM enroll_tokens WHERE token_hash = ?",
-        )
-        .bind(token_hash)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(EnrollError::Unknown)?;
+        let row = sqlx::query("SELECT fleet_id, expires_at, used_at FROM enroll_tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(EnrollError::Unknown)?;
         if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
             return Err(EnrollError::Used);
         }
@@ -90,23 +88,14 @@ impl MachineStore for SqliteStore {
     }
 
     async fn machine_by_credential(&self, hash: &str) -> Result<Option<Machine>, StoreError> {
-        let sql = format!(
-            "SELECT {MACHINE_COLUMNS} FROM machines WHERE credential_hash = ? AND revoked_at IS NULL"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE credential_hash = ? AND revoked_at IS NULL");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.pool).await?;
         row.map(|r| machine_from_row(&r)).transpose()
     }
 
     async fn machine(&self, id: MachineId) -> Result<Option<Machine>, StoreError> {
-        let sql =
-            format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = ? AND revoked_at IS NULL");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = ? AND revoked_at IS NULL");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(&self.pool).await?;
         row.map(|r| machine_from_row(&r)).transpose()
     }
 
@@ -114,10 +103,7 @@ impl MachineStore for SqliteStore {
         let sql = format!(
             "SELECT {MACHINE_COLUMNS} FROM machines WHERE fleet_id = ? AND revoked_at IS NULL ORDER BY hostname, id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(fleet.to_string())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(fleet.to_string()).fetch_all(&self.pool).await?;
         rows.iter().map(machine_from_row).collect()
     }
 
@@ -147,25 +133,21 @@ impl MachineStore for SqliteStore {
     }
 
     async fn machine_disconnected(&self, id: MachineId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE machines SET online = 0 WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("UPDATE machines SET online = 0 WHERE id = ?").bind(id.to_string()).execute(&self.pool).await?;
         Ok(())
     }
 
     async fn mark_stale_offline(&self, cutoff: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE machines SET online = 0 WHERE online = 1 AND (last_seen IS NULL OR last_seen < ?)")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE machines SET online = 0 WHERE online = 1 AND (last_seen IS NULL OR last_seen < ?)")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected())
     }
 
     async fn mark_all_offline(&self) -> Result<(), StoreError> {
-        sqlx::query("UPDATE machines SET online = 0")
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("UPDATE machines SET online = 0").execute(&self.pool).await?;
         Ok(())
     }
 }
