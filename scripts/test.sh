@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, set-up included: installs what the tests need (Debian's chromium for
-# the browser end-to-end tests) when it is missing, then runs every test and builds the
+# the browser end-to-end tests) when it is missing, checks formatting and lints, then runs
+# every test and builds the
 # benchmarks so they cannot rot. Usage: ./scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,10 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy (warnings are errors)"
+cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked "$@"
 echo "== cargo bench --no-run (benchmarks still build)"
