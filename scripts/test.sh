@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, set-up included: installs what the tests need (Debian's chromium for
 # the browser end-to-end tests) when it is missing, checks formatting and lints, then runs
-# every test and builds the
-# benchmarks so they cannot rot. Usage: ./scripts/test.sh [extra cargo test args]
+# every test and builds the benchmarks so they cannot rot. Usage: ./scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
