@@ -12,10 +12,13 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+mod faults;
 mod procfs;
 mod server_line;
 
 #[allow(unused_imports)] // each test crate uses a part of the helpers
+pub use faults::FaultProxy;
+#[allow(unused_imports)]
 pub use procfs::{children_of, is_running};
 
 use std::fs::File;
@@ -378,8 +381,13 @@ impl TestServer {
 
     /// A `cmdop agent` command toward this server (no token; add `--token` to enroll).
     pub fn agent_command(&self, state_dir: &Path, log: &Path) -> anyhow::Result<Command> {
+        self.agent_command_to(&self.url, state_dir, log)
+    }
+
+    /// `agent_command` dialing `url` instead (a proxy in front of this server).
+    pub fn agent_command_to(&self, url: &str, state_dir: &Path, log: &Path) -> anyhow::Result<Command> {
         let mut cmd = Command::new(CMDOP);
-        cmd.args(["agent", "--server", &self.url, "--state-dir"])
+        cmd.args(["agent", "--server", url, "--state-dir"])
             .arg(state_dir)
             .env("HOME", self.dir.path())
             .env_remove("CMDOP_ENROLL_TOKEN")
@@ -496,6 +504,8 @@ pub struct TestAgent {
     machine_id: String,
     display_name: String,
     runs: u32,
+    /// Where the agent dials, when not the server's own URL (a proxy).
+    via: Option<String>,
 }
 
 impl TestAgent {
@@ -507,9 +517,19 @@ impl TestAgent {
 
     /// Starts an agent enrolling with `token` and waits until it is online.
     pub fn start_with_token(server: &TestServer, display_name: &str, token: &str) -> anyhow::Result<Self> {
+        Self::enroll(server, display_name, token, None)
+    }
+
+    /// `start`, with the agent dialing `url` (a proxy in front of the server).
+    pub fn start_via(server: &TestServer, display_name: &str, url: &str) -> anyhow::Result<Self> {
+        let token = server.cli().enrollment_token()?;
+        Self::enroll(server, display_name, &token, Some(url.to_string()))
+    }
+
+    fn enroll(server: &TestServer, display_name: &str, token: &str, via: Option<String>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cmdop-agent-").tempdir()?;
-        let mut agent =
-            Self { dir, child: None, machine_id: String::new(), display_name: display_name.to_string(), runs: 0 };
+        let name = display_name.to_string();
+        let mut agent = Self { dir, child: None, machine_id: String::new(), display_name: name, runs: 0, via };
         agent.spawn(server, Some(token))?;
         let state = agent.state_file();
         let enrolled = wait_until(AGENT_ONLINE, "the agent to enroll", || {
@@ -537,7 +557,8 @@ impl TestAgent {
 
     fn spawn(&mut self, server: &TestServer, token: Option<&str>) -> anyhow::Result<()> {
         self.runs += 1;
-        let mut cmd = server.agent_command(&self.state_dir(), &self.log_path(self.runs))?;
+        let url = self.via.clone().unwrap_or_else(|| server.url().to_string());
+        let mut cmd = server.agent_command_to(&url, &self.state_dir(), &self.log_path(self.runs))?;
         cmd.args(["--display-name", &self.display_name]);
         if let Some(token) = token {
             cmd.args(["--token", token]);

@@ -119,7 +119,9 @@ async fn attach(
         }
     }
     let joins = store.link(claims.link_id).await.ok().flatten().and_then(|l| l.session_id);
-    let mut port = open_shell(state, claims, joins.as_deref(), access).await?;
+    // A page that lost its parked session (the agent's stream dropped meanwhile) still knows
+    // how far it read: a persistent session replays from there, not from its ring's start.
+    let mut port = open_shell(state, claims, joins.as_deref(), resume.offset, access).await?;
     // The first event says where this attachment's output starts: 0 for a new shell, the
     // replay point of the ring when the link joins a running persistent session.
     let start = match port.events.recv().await {
@@ -147,6 +149,7 @@ async fn open_shell(
     state: &GatewayState,
     claims: &LinkClaims,
     joins: Option<&str>,
+    resume_from: Option<u64>,
     access: Access,
 ) -> Result<SessionPort, (u16, &'static str)> {
     let offline = |_| (close::OFFLINE, "The machine is offline");
@@ -161,7 +164,7 @@ async fn open_shell(
             SessionName::parse(joins).map_err(|_| (close::POLICY, "This link names an invalid session"))?,
         ),
     };
-    let spec = AttachSpec { target, cols: 80, rows: 24, resume_from: None, access };
+    let spec = AttachSpec { target, cols: 80, rows: 24, resume_from, access };
     state.router.attach(claims.machine_id, spec).await.map_err(offline)
 }
 
