@@ -12,6 +12,7 @@
 //! - `cli`: the `cmdop` command line a user runs against a server.
 //! - `app`: the `cmdop` binary's commands: parsing, dispatch, and `quickstart`, which composes
 //!   server, agent and CLI.
+//! - `fuzzing` (feature `fuzzing` only): entry points of the fuzz targets in `fuzz/`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -19,6 +20,8 @@ pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod core;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod proto;
 pub mod server;
 pub mod store;

@@ -10,7 +10,7 @@ mod pages;
 mod parked;
 pub mod protocol;
 mod socket;
-mod unlock;
+pub(crate) mod unlock;
 
 use std::sync::Arc;
 

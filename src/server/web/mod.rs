@@ -2,8 +2,8 @@
 //! verification page (`device`, the only routes with a session cookie). Security headers for every browser-facing response live here.
 
 pub mod client_ip;
-mod device;
-mod oauth;
+pub(crate) mod device;
+pub(crate) mod oauth;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Fuzz every parser that takes outside input (fuzz/fuzz_targets/*, entry points in
+# src/fuzzing.rs) with libFuzzer through cargo-fuzz, each for a bounded time.
+# Usage: ./scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default 10 s, every target)
+# cargo-fuzz wants a nightly compiler; RUSTC_BOOTSTRAP=1 lets the stable one accept its flags.
+# Corpora grow in fuzz/corpus/<target>/ (the committed seeds are the start); crashes land in
+# fuzz/artifacts/<target>/ and make this script fail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-10}"
+shift || true
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "== installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+export RUSTC_BOOTSTRAP=1
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <(cd fuzz/fuzz_targets && ls ./*.rs | sed 's|^\./||; s|\.rs$||')
+fi
+for t in "${targets[@]}"; do
+  echo "== fuzz $t for ${seconds}s"
+  # A scratch copy of the corpus, so a bounded CI run does not grow the committed one.
+  work="$(mktemp -d)"
+  cp -r "fuzz/corpus/$t/." "$work/"
+  cargo fuzz run --fuzz-dir fuzz "$t" "$work" -- -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 2>&1 \
+    | grep -E "stat::number_of_executed_units|Done|ERROR|panicked|SUMMARY" || true
+  rm -rf "$work"
+  if compgen -G "fuzz/artifacts/$t/crash-*" >/dev/null; then
+    echo "fuzz target $t crashed: see fuzz/artifacts/$t/" >&2
+    exit 1
+  fi
+done
