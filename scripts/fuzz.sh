@@ -23,11 +23,13 @@ for t in "${targets[@]}"; do
   # A scratch copy of the corpus, so a bounded CI run does not grow the committed one.
   work="$(mktemp -d)"
   cp -r "fuzz/corpus/$t/." "$work/"
-  cargo fuzz run --fuzz-dir fuzz "$t" "$work" -- -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 2>&1 \
-    | grep -E "stat::number_of_executed_units|Done|ERROR|panicked|SUMMARY" || true
-  rm -rf "$work"
-  if compgen -G "fuzz/artifacts/$t/crash-*" >/dev/null; then
-    echo "fuzz target $t crashed: see fuzz/artifacts/$t/" >&2
+  log="$work.log"
+  if ! cargo fuzz run --fuzz-dir fuzz "$t" "$work" -- -max_total_time="$seconds" -max_len=4096 \
+    -print_final_stats=1 >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "fuzz target $t failed or crashed: see fuzz/artifacts/$t/" >&2
     exit 1
   fi
+  grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$log" || tail -n 5 "$log"
+  rm -rf "$work" "$log"
 done
