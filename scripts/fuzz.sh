@@ -14,6 +14,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 export RUSTC_BOOTSTRAP=1
+# Beside the main build (CI keeps CARGO_TARGET_DIR between runs): the sanitized build is slow.
+target_dir="${CARGO_TARGET_DIR:-target}/fuzz"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cd fuzz/fuzz_targets && ls ./*.rs | sed 's|^\./||; s|\.rs$||')
@@ -24,7 +26,7 @@ for t in "${targets[@]}"; do
   work="$(mktemp -d)"
   cp -r "fuzz/corpus/$t/." "$work/"
   log="$work.log"
-  if ! cargo fuzz run --fuzz-dir fuzz "$t" "$work" -- -max_total_time="$seconds" -max_len=4096 \
+  if ! cargo fuzz run --fuzz-dir fuzz --target-dir "$target_dir" "$t" "$work" -- -max_total_time="$seconds" -max_len=4096 \
     -print_final_stats=1 >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "fuzz target $t failed or crashed: see fuzz/artifacts/$t/" >&2
