@@ -26,8 +26,12 @@ fn keys() -> &'static (KeyRing, String) {
         #[allow(clippy::expect_used)] // fuzzing set-up: no OS randomness, no fuzzing
         let ring = KeyRing::generate().expect("OS randomness");
         let deadline = OffsetDateTime::now_utc() + time::Duration::hours(1);
-        let claims =
-            LinkClaims { link_id: LinkId::random(), machine_id: MachineId::random(), deadline, mode: LinkMode::ReadOnly };
+        let claims = LinkClaims {
+            link_id: LinkId::random(),
+            machine_id: MachineId::random(),
+            deadline,
+            mode: LinkMode::ReadOnly,
+        };
         let token = ring.mint(&claims);
         (ring, token)
     })
@@ -58,16 +62,23 @@ pub fn link_token(data: &[u8]) {
 pub fn agent_frames(data: &[u8]) {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     #[allow(clippy::expect_used)] // fuzzing set-up
-    let rt = RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
-    });
+    let rt = RUNTIME
+        .get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime"));
     rt.block_on(async {
         let machine = MachineId::random();
         let (tx, mut outbound) = tokio::sync::mpsc::channel(1024);
         let conn = AgentConn::new(machine, tx);
         let router = LocalRouter::default();
         router.register(conn.clone());
-        let spec = |kind| OpenSpec { kind, argv: vec![], env: vec![], cols: 80, rows: 24, timeout: None, access: Default::default() };
+        let spec = |kind| OpenSpec {
+            kind,
+            argv: vec![],
+            env: vec![],
+            cols: 80,
+            rows: 24,
+            timeout: None,
+            access: Default::default(),
+        };
         let mut ports = Vec::new();
         for kind in [SessionKind::Exec, SessionKind::Shell] {
             if let Ok(port) = router.open(machine, spec(kind)).await {

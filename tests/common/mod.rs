@@ -13,11 +13,14 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 mod faults;
+mod proc_stats;
 mod procfs;
 mod server_line;
 
 #[allow(unused_imports)] // each test crate uses a part of the helpers
 pub use faults::FaultProxy;
+#[allow(unused_imports)]
+pub use proc_stats::{cpu_ticks, descendants_of, rss_kib};
 #[allow(unused_imports)]
 pub use procfs::{children_of, is_running};
 
