@@ -113,18 +113,18 @@ fn next_frame(data: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// A browser's text frames on a link socket (JSON control messages).
 pub fn control_message(data: &[u8]) {
-    let _ = serde_json::from_slice::<crate::server::gateway::protocol::ClientMessage>(data);
+    let _ = serde_json::from_slice::<crate::server::http::protocol::ClientMessage>(data);
 }
 
 /// The form and JSON bodies strangers can post: OAuth device and token requests, the device
 /// page's sign-in and decision, and a link's unlock.
 pub fn form_bodies(data: &[u8]) {
-    use crate::server::web::{device, oauth};
+    use crate::server::http::{device, oauth};
     let _ = serde_urlencoded::from_bytes::<oauth::DeviceRequest>(data);
     let _ = serde_urlencoded::from_bytes::<oauth::TokenRequest>(data);
     let _ = serde_urlencoded::from_bytes::<device::LoginForm>(data);
     let _ = serde_urlencoded::from_bytes::<device::DecideForm>(data);
-    let _ = serde_json::from_slice::<crate::server::gateway::unlock::UnlockForm>(data);
+    let _ = serde_json::from_slice::<crate::server::http::unlock::UnlockForm>(data);
     let _ = crate::server::oauth::device::normalize_user_code(&String::from_utf8_lossy(data));
 }
 

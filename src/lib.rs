@@ -5,9 +5,11 @@
 //! - `proto`: generated wire types of `proto/relay.proto`.
 //! - `core`: ids, secrets, clock, durations, link tokens, sessions, resolver, limiter and the
 //!   proto conversions; no I/O.
-//! - `sys`: operating-system helpers every side shares: private files, dialing, host facts.
+//! - `sys`: operating-system helpers every side shares: private files, dialing, host facts,
+//!   tasks that end with their owner.
 //! - `store`: the server's storage interface and its SQLite implementation.
-//! - `server`: relay (agents' streams), API (CLI), gateway and web (browsers), links, OAuth.
+//! - `server`: relay (agents' streams), API (CLI), HTTP (browsers, OAuth clients, health),
+//!   share links, OAuth.
 //! - `agent`: the machine daemon: dials out, runs exec and PTY sessions.
 //! - `cli`: the `cmdop` command line a user runs against a server.
 //! - `app`: the `cmdop` binary's commands: parsing, dispatch, and `quickstart`, which composes

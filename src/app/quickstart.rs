@@ -12,7 +12,7 @@ use crate::cli::home::{self, Credentials};
 use crate::cli::login;
 use crate::core::ids::MachineId;
 use crate::core::secret::{self, Secret, prefix};
-use crate::server::links::{Minted, ShareSpec, Shares};
+use crate::server::links::{LinkSpec, Links, Minted};
 use crate::server::{DEFAULT_HEARTBEAT, Server, ServerConfig, bootstrap};
 use crate::store::Store;
 
@@ -35,7 +35,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
     })?;
     let url = server.public_url().to_string();
     let store = server.store().clone();
-    let shares = server.shares().clone();
+    let links = server.links().clone();
     let email =
         format!("{}@{}", std::env::var("USER").unwrap_or_else(|_| "owner".into()), crate::sys::host::hostname());
     let owner = bootstrap::first_owner(&store, &email).await?;
@@ -60,7 +60,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
     };
     let agent_task = tokio::spawn(agent::run(agent_config, stopped(stop_rx)));
     let machine = wait_online(&store, &agent_dir).await?;
-    let link = share_this_machine(&shares, &store, &email, machine).await?;
+    let link = share_this_machine(&links, &store, &email, machine).await?;
     let share_url = format!("{url}/s/{}", link.token.expose());
     let expires_at = crate::core::clock::rfc3339(link.expires_at);
     if args.json {
@@ -98,10 +98,10 @@ async fn enroll_token(store: &Store, email: &str) -> anyhow::Result<Secret<Strin
 /// Link lifetime quickstart gives its demo link: 1 hour.
 const QUICKSTART_LINK_TTL: Duration = Duration::from_secs(3600);
 
-async fn share_this_machine(shares: &Shares, store: &Store, email: &str, machine: MachineId) -> anyhow::Result<Minted> {
+async fn share_this_machine(links: &Links, store: &Store, email: &str, machine: MachineId) -> anyhow::Result<Minted> {
     let owner = store.user_by_email(email).await?.or(store.first_user().await?).context("no owner account")?;
     let m = store.machine(machine).await?.context("the local machine vanished")?;
-    let spec = ShareSpec {
+    let spec = LinkSpec {
         user: owner.id,
         fleet: m.fleet_id,
         machine,
@@ -110,7 +110,7 @@ async fn share_this_machine(shares: &Shares, store: &Store, email: &str, machine
         max_opens: None,
         session: None,
     };
-    Ok(shares.create(spec).await?)
+    Ok(links.create(spec).await?)
 }
 
 async fn wait_online(store: &Store, agent_dir: &std::path::Path) -> anyhow::Result<MachineId> {

@@ -105,7 +105,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     }
     if let Some(ServerCommand::Keys(KeysCommand::Rotate { data_dir, max_link_ttl })) = args.command {
         let data_dir = data_dir.unwrap_or_else(dirs::server_data);
-        let id = super::links::rotate_keys(&data_dir, max_link_ttl)?;
+        let id = super::links::keys::rotate(&data_dir, max_link_ttl)?;
         println!("share links are now signed with key {id}; older links keep working until they expire");
         return Ok(0);
     }

@@ -1,16 +1,24 @@
-//! The server: relay (gRPC) and gateway (HTTP) on ONE listener, over one store.
+//! The server: relay and CLI API (gRPC) and the HTTP side (browsers, OAuth, health) on ONE
+//! listener, over one store.
+//!
+//! - `relay`: agents' streams and the router consumers reach sessions through.
+//! - `api`: the CLI's gRPC API.
+//! - `http`: every HTTP route: OAuth, device page, share-link pages and sockets, assets,
+//!   health and metrics.
+//! - `links`: share links, the one owner of their lifecycle and signing keys.
+//! - `oauth`: OAuth tokens and the device grant.
+//! - `grpc`, `metrics`, `bootstrap`, `command`: shared gRPC helpers, counters, first-run
+//!   set-up and the `cmdop server` command.
 
 pub mod api;
 pub mod bootstrap;
 pub mod command;
-pub mod gateway;
 pub mod grpc;
-mod http;
+pub mod http;
 pub mod links;
 pub mod metrics;
 pub mod oauth;
 pub mod relay;
-pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,12 +30,12 @@ use tokio::net::TcpListener;
 
 use crate::proto;
 use crate::server::api::ApiService;
-use crate::server::links::Shares;
+use crate::server::http::HttpState;
+use crate::server::http::client_ip::TrustedProxies;
+use crate::server::links::Links;
 use crate::server::relay::LocalRouter;
 use crate::server::relay::service::RelayService;
 use crate::store::Store;
-use gateway::GatewayState;
-use web::WebState;
 
 /// Default heartbeat interval told to agents: 5 s (offline after 15 s of silence).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -45,7 +53,7 @@ pub struct ServerConfig {
     pub heartbeat: Duration,
     /// Longest lifetime a share link may get.
     pub max_link_ttl: Duration,
-    /// Reverse proxies whose `X-Forwarded-For` names the client (web/client_ip.rs).
+    /// Reverse proxies whose `X-Forwarded-For` names the client (http/client_ip.rs).
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
@@ -56,9 +64,9 @@ pub struct Server {
     public_url: String,
     store: Store,
     router: Arc<LocalRouter>,
-    shares: Shares,
+    links: Links,
     heartbeat: Duration,
-    trusted_proxies: web::client_ip::TrustedProxies,
+    trusted_proxies: TrustedProxies,
 }
 
 impl Server {
@@ -77,17 +85,17 @@ impl Server {
             .map(|u| u.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("http://{local_addr}"));
         let router = Arc::new(LocalRouter::default());
-        let shares = Shares::load(store.clone(), &config.data_dir, config.max_link_ttl)
+        let links = Links::load(store.clone(), &config.data_dir, config.max_link_ttl)
             .await
             .context("cannot load share-link keys")?;
-        let trusted_proxies = web::client_ip::TrustedProxies::new(config.trusted_proxies);
+        let trusted_proxies = TrustedProxies::new(config.trusted_proxies);
         Ok(Self {
             listener,
             local_addr,
             public_url,
             store,
             router,
-            shares,
+            links,
             heartbeat: config.heartbeat,
             trusted_proxies,
         })
@@ -109,26 +117,21 @@ impl Server {
     }
 
     /// The share-link registry, for bootstrap steps before serving.
-    pub fn shares(&self) -> &Shares {
-        &self.shares
+    pub fn links(&self) -> &Links {
+        &self.links
     }
 
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat);
-        let api =
-            ApiService::new(self.store.clone(), self.router.clone(), self.shares.clone(), self.public_url.clone());
-        let gateway_state = GatewayState::new(self.shares.clone(), self.router.clone(), &self.public_url);
-        let web =
-            web::router(WebState::new(self.store.clone(), &self.public_url, gateway_state.asset_url("share.css")));
-        let gateway = gateway::router(gateway_state);
-        let maintenance = self.shares.spawn_maintenance();
+        let api = ApiService::new(self.store.clone(), self.router.clone(), self.links.clone(), self.public_url.clone());
+        let http_state = HttpState::new(self.store.clone(), self.links.clone(), self.router.clone(), &self.public_url);
+        // Key reloads and revocation pruning, for as long as this server serves.
+        let _maintenance = self.links.spawn_maintenance();
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();
-        let app = http::router(self.store.clone())
-            .merge(gateway)
-            .merge(web)
+        let app = http::router(http_state)
             .merge(grpc)
             .fallback(http::not_found)
             .layer(axum::Extension(self.trusted_proxies.clone()));
@@ -139,8 +142,6 @@ impl Server {
             let _ = tcp.set_nodelay(true);
         });
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
-        maintenance.abort();
-        Ok(served?)
+        Ok(axum::serve(listener, app).with_graceful_shutdown(shutdown).await?)
     }
 }

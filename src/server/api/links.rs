@@ -10,25 +10,24 @@ use crate::core::clock::rfc3339;
 use crate::core::ids::{LinkId, MachineId};
 use crate::proto;
 use crate::server::grpc::internal;
-use crate::server::links::{ShareError, ShareSpec, Shares};
+use crate::server::links::{LinkRequestError, LinkSpec, Links};
 use crate::store::{LinkRow, Machine, Role};
 
 /// Default link lifetime: 24 hours.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(86_400);
 
-/// The one mapping from share errors to gRPC status.
-pub fn share_status(e: ShareError) -> Status {
+/// The one mapping from link errors to gRPC status.
+pub fn link_status(e: LinkRequestError) -> Status {
     match e {
-        e @ ShareError::BadTtl { .. } => Status::invalid_argument(e.to_string()),
-        e @ ShareError::UnknownLink(_) => Status::not_found(e.to_string()),
-        ShareError::Keys(e) => internal(e),
-        ShareError::Store(e) => internal(e),
+        e @ LinkRequestError::BadTtl { .. } => Status::invalid_argument(e.to_string()),
+        e @ LinkRequestError::UnknownLink(_) => Status::not_found(e.to_string()),
+        LinkRequestError::Store(e) => internal(e),
     }
 }
 
 /// Mints a link for `machine`.
 pub async fn create(
-    shares: &Shares,
+    links: &Links,
     c: &Caller,
     machine: &Machine,
     req: &proto::CreateShareRequest,
@@ -39,7 +38,7 @@ pub async fn create(
         0 => DEFAULT_TTL,
         s => Duration::from_secs(s),
     };
-    let spec = ShareSpec {
+    let spec = LinkSpec {
         user: c.user.id,
         fleet: c.fleet.id,
         machine: machine.id,
@@ -48,7 +47,7 @@ pub async fn create(
         max_opens: (req.max_opens > 0).then_some(i64::from(req.max_opens)),
         session: Some(req.session.clone()).filter(|s| !s.is_empty()),
     };
-    let minted = shares.create(spec).await.map_err(share_status)?;
+    let minted = links.create(spec).await.map_err(link_status)?;
     tracing::info!(link = %minted.id, machine = %machine.id, user = %c.user.email, "share link created");
     Ok(proto::ShareInfo {
         id: minted.id.to_string(),
@@ -64,7 +63,7 @@ pub async fn create(
 }
 
 /// A stored link as the API shows it (no URL: the token is not stored).
-pub fn info(shares: &Shares, l: &LinkRow) -> proto::ShareInfo {
+pub fn info(links: &Links, l: &LinkRow) -> proto::ShareInfo {
     proto::ShareInfo {
         id: l.id.to_string(),
         url: String::new(),
@@ -75,44 +74,50 @@ pub fn info(shares: &Shares, l: &LinkRow) -> proto::ShareInfo {
         created_at: rfc3339(l.created_at),
         revoked_at: l.revoked_at.map(rfc3339).unwrap_or_default(),
         opens: u64::try_from(l.opens).unwrap_or(0),
-        active_sessions: shares.active_sessions(l.id) as u64,
+        active_sessions: links.active_sessions(l.id) as u64,
         max_opens: l.max_opens.and_then(|m| u32::try_from(m).ok()).unwrap_or(0),
     }
 }
 
 /// The fleet's links, optionally of one machine.
-pub async fn list(shares: &Shares, c: &Caller, machine: Option<MachineId>) -> Result<Vec<proto::ShareInfo>, Status> {
-    let rows = shares.store().list_links(c.fleet.id, machine).await.map_err(internal)?;
-    Ok(rows.iter().map(|l| info(shares, l)).collect())
+pub async fn list(links: &Links, c: &Caller, machine: Option<MachineId>) -> Result<Vec<proto::ShareInfo>, Status> {
+    let rows = links.list(c.fleet.id, machine).await.map_err(internal)?;
+    Ok(rows.iter().map(|l| info(links, l)).collect())
 }
 
 /// One link of the caller's fleet.
-pub async fn fleet_link(shares: &Shares, c: &Caller, id: &str) -> Result<LinkRow, Status> {
-    let unknown = || share_status(ShareError::UnknownLink(id.to_string()));
+pub async fn fleet_link(links: &Links, c: &Caller, id: &str) -> Result<LinkRow, Status> {
+    let unknown = || link_status(LinkRequestError::UnknownLink(id.to_string()));
     let id: LinkId = id.parse().map_err(|_| unknown())?;
-    let link = shares.store().link(id).await.map_err(internal)?.ok_or_else(unknown)?;
+    let link = links.get(id).await.map_err(internal)?.ok_or_else(unknown)?;
     if link.fleet_id != c.fleet.id {
         return Err(unknown());
     }
     Ok(link)
 }
 
+/// The links of one machine of the caller's fleet that are not revoked yet.
+pub async fn unrevoked_of(links: &Links, c: &Caller, machine: MachineId) -> Result<Vec<LinkRow>, Status> {
+    let all = links.list(c.fleet.id, Some(machine)).await.map_err(internal)?;
+    Ok(all.into_iter().filter(|l| l.revoked_at.is_none()).collect())
+}
+
 /// Revokes links; others' links need admin.
-pub async fn revoke(shares: &Shares, c: &Caller, links: Vec<LinkRow>) -> Result<Vec<String>, Status> {
+pub async fn revoke(links: &Links, c: &Caller, rows: Vec<LinkRow>) -> Result<Vec<String>, Status> {
     c.require(Role::Member, "revoking links")?;
-    if links.iter().any(|l| l.created_by != c.user.id) {
+    if rows.iter().any(|l| l.created_by != c.user.id) {
         c.require(Role::Admin, "revoking other people's links")?;
     }
-    let revoked = shares.revoke(c.user.id, &links).await.map_err(share_status)?;
+    let revoked = links.revoke(c.user.id, &rows).await.map_err(link_status)?;
     Ok(revoked.iter().map(ToString::to_string).collect())
 }
 
 /// The audit trail of a link: its creator or an admin.
-pub async fn audit(shares: &Shares, c: &Caller, link: &LinkRow) -> Result<Vec<proto::AuditEntry>, Status> {
+pub async fn audit(links: &Links, c: &Caller, link: &LinkRow) -> Result<Vec<proto::AuditEntry>, Status> {
     if link.created_by != c.user.id {
         c.require(Role::Admin, "reading the audit log of other people's links")?;
     }
-    let events = shares.store().link_audit(link.id).await.map_err(internal)?;
+    let events = links.audit_trail(link.id).await.map_err(internal)?;
     Ok(events
         .into_iter()
         .map(|(at, actor, action, detail)| proto::AuditEntry { at: rfc3339(at), actor, action, detail })

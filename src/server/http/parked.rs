@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::core::ids::LinkId;
 use crate::core::session::SessionEvent;
 use crate::core::session::ring::Ring;
 use crate::core::sync::lock;
+use crate::server::links::Revocation;
 use crate::server::relay::router::SessionPort;
 
 /// How long a dropped browser may take to come back: 30 s.
@@ -84,7 +85,7 @@ pub struct Parked {
 impl Parked {
     /// Keeps `session` until it is taken, the grace or the link's deadline passes, or the
     /// link is revoked; then drops it, which ends the shell.
-    pub fn park(&self, mut session: LinkSession, deadline: tokio::time::Instant, mut revoked: watch::Receiver<bool>) {
+    pub fn park(&self, mut session: LinkSession, deadline: tokio::time::Instant, mut revocation: Revocation) {
         let mut asked = self.register(&session);
         let map = self.map.clone();
         let until = deadline.min(tokio::time::Instant::now() + RESUME_GRACE);
@@ -99,7 +100,7 @@ impl Parked {
                     }
                     event = session.port.events.recv(), if session.ended.is_none() => session.absorb(event),
                     _ = tokio::time::sleep_until(until) => break,
-                    _ = super::socket::revocation(&mut revoked) => break,
+                    () = revocation.revoked() => break,
                 }
             }
             lock(&map).remove(&session.key);

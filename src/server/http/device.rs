@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 
 use super::client_ip::ClientIp;
-use super::{WebState, render, server_error};
+use super::{HttpState, render, server_error};
 use crate::core::ids::UserId;
 use crate::core::secret;
 use crate::server::oauth::device::{self, DecideError};
@@ -55,7 +55,7 @@ struct DonePage {
     message: String,
 }
 
-fn done(state: &WebState, status: StatusCode, title: &str, message: &str) -> Response {
+fn done(state: &HttpState, status: StatusCode, title: &str, message: &str) -> Response {
     render(status, &DonePage { css: state.css(), title: title.into(), message: message.into() })
 }
 
@@ -88,7 +88,7 @@ pub struct CodeQuery {
 }
 
 /// `GET /device`.
-pub async fn show_device(State(state): State<WebState>, session: Session, Query(q): Query<CodeQuery>) -> Response {
+pub async fn show_device(State(state): State<HttpState>, session: Session, Query(q): Query<CodeQuery>) -> Response {
     let csrf = match csrf_token(&session).await {
         Ok(t) => t,
         Err(e) => return server_error(e),
@@ -137,7 +137,7 @@ pub struct LoginForm {
 
 /// `POST /device/login`.
 pub async fn sign_in(
-    State(state): State<WebState>,
+    State(state): State<HttpState>,
     session: Session,
     ClientIp(peer): ClientIp,
     Form(form): Form<LoginForm>,
@@ -183,7 +183,7 @@ async fn finish_sign_in(session: &Session, user: UserId, user_code: &str) -> Res
 }
 
 /// The user whose password this is, if it is right. argon2 runs off the async threads.
-async fn verify_login(state: &WebState, email: &str, password: &str) -> anyhow::Result<Option<UserId>> {
+async fn verify_login(state: &HttpState, email: &str, password: &str) -> anyhow::Result<Option<UserId>> {
     let Some(user) = state.store.user_by_email(email).await? else {
         return Ok(None);
     };
@@ -204,7 +204,7 @@ pub struct DecideForm {
 }
 
 /// `POST /device/decide`: approve or deny.
-pub async fn decide(State(state): State<WebState>, session: Session, Form(form): Form<DecideForm>) -> Response {
+pub async fn decide(State(state): State<HttpState>, session: Session, Form(form): Form<DecideForm>) -> Response {
     if !csrf_ok(&session, &form.csrf).await {
         return done(&state, StatusCode::FORBIDDEN, "Form expired", "Reload the page and try again.");
     }

@@ -11,12 +11,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::GatewayState;
+use super::HttpState;
+use super::client_ip::ClientIp;
 use crate::core::link_token::LinkError;
 use crate::core::secret::Secret;
 use crate::core::session::{Access, Denial};
 use crate::server::relay::router::RouteError;
-use crate::server::web::client_ip::ClientIp;
 
 /// Name of the cookie that carries a link's attach token.
 pub const COOKIE: &str = "cmdop_attach";
@@ -59,7 +59,7 @@ pub fn token_from(headers: &HeaderMap) -> Option<Secret<String>> {
 
 /// `POST /s/{token}/unlock` with `{"password": "…"}`.
 pub async fn unlock(
-    State(state): State<GatewayState>,
+    State(state): State<HttpState>,
     Path(token): Path<String>,
     ClientIp(peer): ClientIp,
     uri: Uri,
@@ -71,7 +71,7 @@ pub async fn unlock(
     if !same_origin {
         return fail(StatusCode::FORBIDDEN, "bad_request", "Cross-origin request refused");
     }
-    let claims = match state.shares.verify(&token) {
+    let claims = match state.links.verify(&token) {
         Ok(c) => c,
         Err(LinkError::Expired { .. }) => {
             return fail(StatusCode::GONE, "expired", "This link has expired");
@@ -92,7 +92,7 @@ pub async fn unlock(
         Err(_) => "error",
     };
     let detail = format!("ip={peer} result={outcome}");
-    state.shares.audit_link("anonymous", "link.unlock", claims.link_id, detail).await;
+    state.links.unlock_tried(claims.link_id, detail).await;
     let grant = match result {
         Ok(grant) => grant,
         Err(RouteError::Denied(d)) => return denied(d),

@@ -1,6 +1,7 @@
 //! The share-link WebSocket: checks Origin and the link, then bridges browser frames to a
 //! shell session through the router. Each socket holds the link's deadline timer (4001) and
-//! its revocation subscription (4002).
+//! its revocation subscription (4002). A connection's failure is logged once, at its end,
+//! inside a span naming the link and the machine.
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -10,18 +11,21 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use time::OffsetDateTime;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
+use tracing::Instrument;
 use uuid::Uuid;
 
-use super::GatewayState;
+use super::HttpState;
+use super::client_ip::ClientIp;
 use super::parked::{End, HandoffRequests, LinkSession};
 use super::protocol::{ClientMessage, ServerMessage, close};
 use crate::core::ids::SessionId;
 use crate::core::link_token::{LinkClaims, LinkError, LinkMode};
 use crate::core::session::{Access, OpenSpec, SessionEvent, SessionKind};
 use crate::core::session::{AttachSpec, SessionName, ShellTarget};
+use crate::server::links::Revocation;
 use crate::server::relay::router::{SessionControl, SessionPort};
-use crate::server::web::client_ip::ClientIp;
+use crate::sys::task::AbortOnDrop;
 
 /// `?session=<key>&offset=<n>`: resume a parked session from byte `n`.
 #[derive(Debug, Default, Deserialize)]
@@ -38,7 +42,7 @@ const SOCKET_READ_BUFFER: usize = 4 * 1024;
 
 /// `GET /s/{token}/ws`.
 pub async fn bridge_socket(
-    State(state): State<GatewayState>,
+    State(state): State<HttpState>,
     Path(token): Path<String>,
     Query(resume): Query<Resume>,
     ClientIp(peer): ClientIp,
@@ -50,7 +54,7 @@ pub async fn bridge_socket(
     {
         return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused\n").into_response();
     }
-    let claims = match state.shares.verify(&token) {
+    let claims = match state.links.verify(&token) {
         Ok(c) => c,
         Err(LinkError::Expired { .. }) => {
             return ws.on_upgrade(|s| refuse(s, close::EXPIRED, "This link has expired"));
@@ -58,7 +62,7 @@ pub async fn bridge_socket(
         Err(LinkError::Revoked) => {
             return ws.on_upgrade(|s| refuse(s, close::REVOKED, "This link was revoked"));
         }
-        Err(e) => return super::pages::link_error(&state, &e),
+        Err(e) => return super::link_page::link_error(&state, &e),
     };
     let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let client = format!("ip={peer} ua={}", agent.chars().take(200).collect::<String>());
@@ -71,74 +75,87 @@ async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
-/// Resolves when the link is revoked (never, if it is not).
-pub async fn revocation(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|revoked| *revoked).await.is_err() {
-        std::future::pending::<()>().await;
+/// Why a socket closes before it reaches a shell: the close frame the browser gets and, when
+/// the server is at fault, the cause for the log.
+struct Refusal {
+    code: u16,
+    reason: &'static str,
+    fault: Option<String>,
+}
+
+impl Refusal {
+    fn new(code: u16, reason: &'static str) -> Self {
+        Self { code, reason, fault: None }
+    }
+
+    fn with_fault(self, fault: impl std::fmt::Display) -> Self {
+        Self { fault: Some(fault.to_string()), ..self }
     }
 }
 
-async fn run(
-    state: GatewayState,
-    claims: LinkClaims,
-    socket: WebSocket,
-    resume: Resume,
-    client: String,
-    access: Access,
-) {
-    let revoked = state.shares.subscribe(claims.link_id);
-    match attach(&state, &claims, resume, &client, access).await {
-        Ok((session, from)) => bridge(state, claims, socket, session, from, revoked).await,
-        Err((code, reason)) => refuse(socket, code, reason).await,
+/// The connection, from upgrade to close: its one exit, where its failure is logged.
+async fn run(state: HttpState, claims: LinkClaims, socket: WebSocket, resume: Resume, client: String, access: Access) {
+    let span = tracing::info_span!("link_socket", link = %claims.link_id, machine = %claims.machine_id);
+    async move {
+        let revocation = state.links.subscribe(claims.link_id);
+        match attach(&state, &claims, resume, &client, access).await {
+            Ok((session, from)) => bridge(state, claims, socket, session, from, revocation).await,
+            Err(refusal) => {
+                match &refusal.fault {
+                    Some(fault) => tracing::error!(error = %fault, reason = refusal.reason, "link socket failed"),
+                    None => tracing::debug!(reason = refusal.reason, "link socket refused"),
+                }
+                refuse(socket, refusal.code, refusal.reason).await;
+            }
+        }
     }
+    .instrument(span)
+    .await
 }
 
 /// Resumes the parked session the page names, or opens a new shell (counted as an open).
 async fn attach(
-    state: &GatewayState,
+    state: &HttpState,
     claims: &LinkClaims,
     resume: Resume,
     client: &str,
     access: Access,
-) -> Result<(LinkSession, u64), (u16, &'static str)> {
+) -> Result<(LinkSession, u64), Refusal> {
     if let (Some(key), Some(offset)) = (resume.session, resume.offset)
         && let Some(session) = state.parked.take(key, claims.link_id).await
     {
         return Ok((session, offset));
     }
     if !state.router.is_connected(claims.machine_id) {
-        return Err((close::OFFLINE, "The machine is offline"));
+        return Err(Refusal::new(close::OFFLINE, "The machine is offline"));
     }
-    let store = state.shares.store();
-    match store.record_open(claims.link_id).await {
-        Ok(true) => {}
-        Ok(false) => return Err((close::POLICY, "This link cannot open more sessions")),
+    let opened = match state.links.open(claims.link_id).await {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return Err(Refusal::new(close::POLICY, "This link cannot open more sessions")),
         Err(e) => {
-            tracing::error!(link = %claims.link_id, error = %e, "cannot record open");
-            return Err((close::POLICY, "Internal error"));
+            let refusal = Refusal::new(close::POLICY, "Internal error");
+            return Err(refusal.with_fault(format!("cannot record open: {e}")));
         }
-    }
-    let joins = store.link(claims.link_id).await.ok().flatten().and_then(|l| l.session_id);
+    };
     // A page that lost its parked session (the agent's stream dropped meanwhile) still knows
     // how far it read: a persistent session replays from there, not from its ring's start.
-    let mut port = open_shell(state, claims, joins.as_deref(), resume.offset, access).await?;
+    let mut port = open_shell(state, claims, opened.joins.as_deref(), resume.offset, access).await?;
     // The first event says where this attachment's output starts: 0 for a new shell, the
     // replay point of the ring when the link joins a running persistent session.
     let start = match port.events.recv().await {
         Some(SessionEvent::Opened { attachment, .. }) => attachment.map_or(0, |a| a.replay_from),
         Some(e) if e.denial().is_some() => {
-            if let Err(e) = store.release_open(claims.link_id).await {
-                tracing::warn!(link = %claims.link_id, error = %e, "cannot release a refused open");
-            }
-            return Err((close::PASSWORD, "This machine asks for its attach password"));
+            let refusal = Refusal::new(close::PASSWORD, "This machine asks for its attach password");
+            return Err(match state.links.release(claims.link_id).await {
+                Ok(()) => refusal,
+                Err(e) => refusal.with_fault(format!("cannot release a refused open: {e}")),
+            });
         }
-        Some(SessionEvent::Lost) | None => {
-            return Err((close::OFFLINE, "The machine went offline"));
-        }
-        Some(_) => return Err((close::POLICY, "The session this link joins is not running")),
+        Some(SessionEvent::Lost) | None => return Err(Refusal::new(close::OFFLINE, "The machine went offline")),
+        Some(_) => return Err(Refusal::new(close::POLICY, "The session this link joins is not running")),
     };
-    state.shares.audit_link("anonymous", "link.open", claims.link_id, client.to_string()).await;
-    tracing::info!(link = %claims.link_id, machine = %claims.machine_id, "share link opened a session");
+    state.links.opened(claims.link_id, client.to_string()).await;
+    tracing::info!("share link opened a session");
     let mut session = LinkSession::new(claims.link_id, port);
     session.ring.push(start, &[]);
     Ok((session, start))
@@ -146,13 +163,13 @@ async fn attach(
 
 /// A new shell, or (`--session`) the persistent session the link joins, by id or name.
 async fn open_shell(
-    state: &GatewayState,
+    state: &HttpState,
     claims: &LinkClaims,
     joins: Option<&str>,
     resume_from: Option<u64>,
     access: Access,
-) -> Result<SessionPort, (u16, &'static str)> {
-    let offline = |_| (close::OFFLINE, "The machine is offline");
+) -> Result<SessionPort, Refusal> {
+    let offline = |_| Refusal::new(close::OFFLINE, "The machine is offline");
     let Some(joins) = joins else {
         let spec =
             OpenSpec { kind: SessionKind::Shell, argv: vec![], env: vec![], cols: 80, rows: 24, timeout: None, access };
@@ -161,7 +178,7 @@ async fn open_shell(
     let target = match joins.parse::<SessionId>() {
         Ok(id) => ShellTarget::Id(id),
         Err(_) => ShellTarget::Named(
-            SessionName::parse(joins).map_err(|_| (close::POLICY, "This link names an invalid session"))?,
+            SessionName::parse(joins).map_err(|_| Refusal::new(close::POLICY, "This link names an invalid session"))?,
         ),
     };
     let spec = AttachSpec { target, cols: 80, rows: 24, resume_from, access };
@@ -198,12 +215,12 @@ async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
 
 /// Replays from `from`, then pumps until the shell ends, the link dies or the browser goes.
 async fn bridge(
-    state: GatewayState,
+    state: HttpState,
     claims: LinkClaims,
     socket: WebSocket,
     mut session: LinkSession,
     from: u64,
-    mut revoked: watch::Receiver<bool>,
+    mut revocation: Revocation,
 ) {
     let (mut sink, stream) = socket.split();
     let control = session.port.control.clone();
@@ -216,7 +233,7 @@ async fn bridge(
     if !send_json(&mut sink, &ready).await
         || (!replay.data.is_empty() && sink.send(Message::Binary(replay.data.into())).await.is_err())
     {
-        return state.parked.park(session, deadline_of(&claims), revoked);
+        return state.parked.park(session, deadline_of(&claims), revocation);
     }
     let owed = std::mem::take(&mut session.owed);
     if owed > 0 {
@@ -225,7 +242,7 @@ async fn bridge(
     let mut asked = state.parked.register(&session);
     let outcome = match session.ended {
         Some(end) => Outcome::Ended(end),
-        None => pump(&mut sink, stream, &mut session, &claims, &mut revoked, &mut asked).await,
+        None => pump(&mut sink, stream, &mut session, &claims, &mut revocation, &mut asked).await,
     };
     // A reconnect may have asked just as this socket ended for another reason.
     let outcome = match (outcome, asked.try_recv()) {
@@ -236,10 +253,10 @@ async fn bridge(
         state.parked.unregister(session.key);
     }
     match outcome {
-        Outcome::ClientGone => state.parked.park(session, deadline_of(&claims), revoked),
+        Outcome::ClientGone => state.parked.park(session, deadline_of(&claims), revocation),
         Outcome::TakenOver(reply) => {
             if let Err(session) = reply.send(session) {
-                state.parked.park(session, deadline_of(&claims), revoked);
+                state.parked.park(session, deadline_of(&claims), revocation);
             }
             close_with(&mut sink, close::GOING_AWAY, "The session moved to a new connection").await;
         }
@@ -250,7 +267,7 @@ async fn bridge(
         Outcome::Ended(End::Lost) => close_with(&mut sink, close::OFFLINE, "The machine went offline").await,
         Outcome::Expired => {
             close_with(&mut sink, close::EXPIRED, "This link has expired").await;
-            state.shares.audit_link("system", "link.expire", claims.link_id, String::new()).await;
+            state.links.expired(claims.link_id).await;
         }
         Outcome::Revoked => close_with(&mut sink, close::REVOKED, "This link was revoked").await,
     }
@@ -266,11 +283,11 @@ async fn pump(
     stream: SplitStream<WebSocket>,
     session: &mut LinkSession,
     claims: &LinkClaims,
-    revoked: &mut watch::Receiver<bool>,
+    revocation: &mut Revocation,
     asked: &mut HandoffRequests,
 ) -> Outcome {
     let read_only = claims.mode == LinkMode::ReadOnly;
-    let mut reader = tokio::spawn(read_browser(stream, session.port.control.clone(), read_only));
+    let mut reader = AbortOnDrop::spawn(read_browser(stream, session.port.control.clone(), read_only));
     let deadline = tokio::time::sleep_until(deadline_of(claims));
     tokio::pin!(deadline);
     // Resolves once: a reconnect wants the session (never, if the request side went away).
@@ -281,9 +298,9 @@ async fn pump(
         }
     };
     tokio::pin!(taken);
-    // Pinned once: a fresh `revocation` per frame would join and leave the watch's waiter
+    // Pinned once: a fresh `revoked()` per frame would join and leave the watch's waiter
     // list twice for every keystroke's echo.
-    let revoked = revocation(revoked);
+    let revoked = revocation.revoked();
     tokio::pin!(revoked);
     // Output credit goes back in batches of a quarter window: one Credit frame per PTY read
     // (4 KiB) doubled the frames and wakeups of a busy session, and the agent, granted the
@@ -326,7 +343,6 @@ async fn pump(
     };
     // Sent but not yet granted back: owed to the agent if the session is parked or moves.
     session.owed += unacked;
-    reader.abort();
     outcome
 }
 

@@ -6,13 +6,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::GatewayState;
+use super::{HttpState, render, server_error};
 use crate::core::link_token::{LinkClaims, LinkError, LinkMode};
-use crate::server::web::{render, server_error};
 
 #[derive(Template)]
 #[template(path = "share.html")]
-struct SharePage {
+struct LinkPage {
     machine_name: String,
     shared_by: String,
     read_only: bool,
@@ -35,7 +34,7 @@ struct LinkErrorPage {
 }
 
 /// The error page for a link that cannot be used.
-pub fn link_error(state: &GatewayState, error: &LinkError) -> Response {
+pub fn link_error(state: &HttpState, error: &LinkError) -> Response {
     let (status, title, message) = match error {
         LinkError::Expired { .. } => (
             StatusCode::GONE,
@@ -47,18 +46,18 @@ pub fn link_error(state: &GatewayState, error: &LinkError) -> Response {
             (StatusCode::NOT_FOUND, "This link is not valid", "Check that you copied the whole link.")
         }
     };
-    let page = LinkErrorPage { title: title.into(), message: message.into(), css: state.assets.url("share.css") };
+    let page = LinkErrorPage { title: title.into(), message: message.into(), css: state.css() };
     render(status, &page)
 }
 
 /// A link that verified but whose row or machine is gone is treated as not valid.
-fn not_valid(state: &GatewayState) -> Response {
+fn not_valid(state: &HttpState) -> Response {
     link_error(state, &LinkError::Malformed)
 }
 
 /// `GET /s/{token}`: the terminal page.
-pub async fn open_share_page(State(state): State<GatewayState>, Path(token): Path<String>) -> Response {
-    let claims = match state.shares.verify(&token) {
+pub async fn open_link_page(State(state): State<HttpState>, Path(token): Path<String>) -> Response {
+    let claims = match state.links.verify(&token) {
         Ok(c) => c,
         Err(e) => return link_error(&state, &e),
     };
@@ -69,14 +68,13 @@ pub async fn open_share_page(State(state): State<GatewayState>, Path(token): Pat
     }
 }
 
-async fn page_for(state: &GatewayState, claims: &LinkClaims) -> anyhow::Result<Option<SharePage>> {
-    let store = state.shares.store();
-    let (Some(link), Some(machine)) = (store.link(claims.link_id).await?, store.machine(claims.machine_id).await?)
-    else {
+async fn page_for(state: &HttpState, claims: &LinkClaims) -> anyhow::Result<Option<LinkPage>> {
+    let link = state.links.get(claims.link_id).await?;
+    let (Some(link), Some(machine)) = (link, state.store.machine(claims.machine_id).await?) else {
         return Ok(None);
     };
     let a = &state.assets;
-    Ok(Some(SharePage {
+    Ok(Some(LinkPage {
         machine_name: machine.display_name.unwrap_or(machine.hostname),
         shared_by: link.created_by_email,
         read_only: claims.mode == LinkMode::ReadOnly,

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::WebState;
+use super::HttpState;
 use crate::core::secret;
 use crate::core::wire::TokenPair;
 use crate::server::oauth;
@@ -58,7 +58,7 @@ fn tokens(pair: TokenPair) -> Response {
 }
 
 /// Starts a device grant.
-pub async fn start_device(State(state): State<WebState>, Form(req): Form<DeviceRequest>) -> Response {
+pub async fn start_device(State(state): State<HttpState>, Form(req): Form<DeviceRequest>) -> Response {
     let name = if req.client_name.is_empty() { req.client_id.as_str() } else { req.client_name.as_str() };
     let name = if name.is_empty() { "unnamed client" } else { name };
     match device::start(&state.store, name, &req.client_host).await {
@@ -79,7 +79,7 @@ pub async fn start_device(State(state): State<WebState>, Form(req): Form<DeviceR
 }
 
 /// Device-code polls and refresh-token rotation.
-pub async fn issue_token(State(state): State<WebState>, Form(req): Form<TokenRequest>) -> Response {
+pub async fn issue_token(State(state): State<HttpState>, Form(req): Form<TokenRequest>) -> Response {
     match req.grant_type.as_str() {
         "urn:ietf:params:oauth:grant-type:device_code" => match device::poll(&state.store, &req.device_code).await {
             Ok(pair) => tokens(pair),
@@ -109,7 +109,7 @@ fn poll_description(e: &PollError) -> &'static str {
 
 /// Revokes an access or refresh token. Always 200 (RFC 7009): the answer says nothing about
 /// whether the token existed.
-pub async fn revoke_token(State(state): State<WebState>, Form(req): Form<RevokeRequest>) -> Response {
+pub async fn revoke_token(State(state): State<HttpState>, Form(req): Form<RevokeRequest>) -> Response {
     if let Err(e) = state.store.revoke_token(&secret::hash_token(&req.token)).await {
         return server_error(e);
     }

@@ -4,12 +4,11 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rust_embed::RustEmbed;
 
-use super::GatewayState;
 use crate::core::secret::hex;
 
 #[derive(RustEmbed)]
@@ -43,7 +42,7 @@ impl AssetIndex {
 }
 
 /// `GET /assets/{hash}/{*path}`.
-pub async fn serve_asset(State(_): State<GatewayState>, Path((hash, path)): Path<(String, String)>) -> Response {
+pub async fn serve_asset(Path((hash, path)): Path<(String, String)>) -> Response {
     let Some(file) = Static::get(&path) else {
         return StatusCode::NOT_FOUND.into_response();
     };
