@@ -6,7 +6,7 @@
 //! - `core`: ids, secrets, clock, durations, link tokens, sessions, resolver, limiter and the
 //!   proto conversions; no I/O.
 //! - `sys`: operating-system helpers every side shares: private files, dialing, host facts.
-//! - `store`: the server's storage interface and its SQLite implementation.
+//! - `store`: the server's storage interface and its SQLite and PostgreSQL implementations.
 //! - `server`: relay (agents' streams), API (CLI), gateway and web (browsers), links, OAuth.
 //! - `agent`: the machine daemon: dials out, runs exec and PTY sessions.
 //! - `cli`: the `cmdop` command line a user runs against a server.
