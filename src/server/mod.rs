@@ -20,12 +20,13 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::core::ids::NodeId;
 use crate::proto;
 use crate::server::api::ApiService;
 use crate::server::links::Shares;
 use crate::server::relay::LocalRouter;
 use crate::server::relay::service::RelayService;
-use crate::store::Store;
+use crate::store::{Database, Store};
 use gateway::GatewayState;
 use web::WebState;
 
@@ -39,8 +40,10 @@ pub struct ServerConfig {
     pub listen: String,
     /// The URL users and agents reach; defaults to `http://<bound address>`.
     pub public_url: Option<String>,
-    /// SQLite database and keys.
+    /// Keys, and the SQLite database unless `database` is given.
     pub data_dir: PathBuf,
+    /// A `postgres://` URL shared by several nodes; `None` keeps SQLite in `data_dir`.
+    pub database: Option<String>,
     /// Heartbeat interval told to agents.
     pub heartbeat: Duration,
     /// Longest lifetime a share link may get.
@@ -55,6 +58,7 @@ pub struct Server {
     local_addr: SocketAddr,
     public_url: String,
     store: Store,
+    health: http::Health,
     router: Arc<LocalRouter>,
     shares: Shares,
     heartbeat: Duration,
@@ -65,9 +69,9 @@ impl Server {
     /// Opens the store and binds the listener.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
         crate::sys::private_file::ensure_dir(&config.data_dir)?;
-        let store = crate::store::open(&config.data_dir)
-            .await
-            .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+        let database = Database::choose(config.database.as_deref(), &config.data_dir)?;
+        let store = database.connect().await.with_context(|| format!("cannot open the database {database}"))?;
+        let health = http::Health { node: NodeId::random(), database: database.kind() };
         store.mark_all_offline().await?;
         let listener =
             TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -86,6 +90,7 @@ impl Server {
             local_addr,
             public_url,
             store,
+            health,
             router,
             shares,
             heartbeat: config.heartbeat,
@@ -126,7 +131,7 @@ impl Server {
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();
-        let app = http::router(self.store.clone())
+        let app = http::router(self.health)
             .merge(gateway)
             .merge(web)
             .merge(grpc)
