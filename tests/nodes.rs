@@ -63,3 +63,21 @@ fn a_server_restarted_on_postgres_keeps_its_machines_and_owner() -> anyhow::Resu
     server.cli().exec(agent.machine_id(), &[], &["true"])?.expect_code(0)?;
     Ok(())
 }
+
+#[test]
+fn a_machine_on_one_node_is_listed_through_another_and_goes_offline_when_its_node_dies() -> anyhow::Result<()> {
+    let url = common::postgres::fresh_database()?;
+    let mut holder = TestServer::start_on_database(&url)?;
+    let other = TestServer::start_on_database(&url)?;
+    assert_ne!(health(&holder)?.node, health(&other)?.node);
+    let agent = TestAgent::start(&holder, "held")?;
+    assert!(other.cli().is_online(agent.machine_id())?, "listed online through the node that does not hold it");
+
+    let started = std::time::Instant::now();
+    holder.kill();
+    common::wait_until(std::time::Duration::from_secs(20), "the machine to go offline via the live node", || {
+        Ok(!other.cli().is_online(agent.machine_id())?)
+    })?;
+    eprintln!("offline through the live node {:?} after the holder died", started.elapsed());
+    Ok(())
+}

@@ -59,6 +59,8 @@ pub struct Server {
     public_url: String,
     store: Store,
     health: http::Health,
+    /// Other nodes may hold agents' streams: sweep silent machines instead of trusting memory.
+    shared_database: bool,
     router: Arc<LocalRouter>,
     shares: Shares,
     heartbeat: Duration,
@@ -72,7 +74,10 @@ impl Server {
         let database = Database::choose(config.database.as_deref(), &config.data_dir)?;
         let store = database.connect().await.with_context(|| format!("cannot open the database {database}"))?;
         let health = http::Health { node: NodeId::random(), database: database.kind() };
-        store.mark_all_offline().await?;
+        if !database.is_shared() {
+            // A lone node: no stream is up yet, so every machine is offline.
+            store.mark_all_offline().await?;
+        }
         let listener =
             TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
@@ -91,6 +96,7 @@ impl Server {
             public_url,
             store,
             health,
+            shared_database: database.is_shared(),
             router,
             shares,
             heartbeat: config.heartbeat,
@@ -128,6 +134,8 @@ impl Server {
             web::router(WebState::new(self.store.clone(), &self.public_url, gateway_state.asset_url("share.css")));
         let gateway = gateway::router(gateway_state);
         let maintenance = self.shares.spawn_maintenance();
+        let sweep =
+            self.shared_database.then(|| relay::presence::spawn_offline_sweep(self.store.clone(), self.heartbeat));
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();
@@ -146,6 +154,9 @@ impl Server {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         maintenance.abort();
+        if let Some(sweep) = sweep {
+            sweep.abort();
+        }
         Ok(served?)
     }
 }

@@ -93,6 +93,12 @@ impl Database {
         }
     }
 
+    /// Whether several server nodes may share it (PostgreSQL): then no node may assume that
+    /// the agents' streams it does not hold are down.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Database::Postgres(_))
+    }
+
     /// Opens the store, applying migrations.
     pub async fn connect(&self) -> Result<Store, StoreError> {
         match self {
