@@ -288,3 +288,15 @@ async fn device_grants_move_once_and_passwords_are_kept(store: Store) {
     store.set_password_hash(user, "$argon2id$x").await.unwrap();
     assert_eq!(store.password_hash(user).await.unwrap().as_deref(), Some("$argon2id$x"));
 }
+
+#[test]
+fn the_database_url_picks_the_backend_and_never_shows_a_password() {
+    let dir = std::path::Path::new("/srv/cmdop");
+    assert_eq!(Database::choose(None, dir).unwrap().kind(), "sqlite");
+    let pg = Database::choose(Some("postgres://cmdop:s3cret@db:5432/cmdop"), dir).unwrap();
+    assert_eq!((pg.kind(), pg.is_shared()), ("postgres", true));
+    assert_eq!(pg.to_string(), "postgres://cmdop:***@db:5432/cmdop");
+    assert_eq!(Database::choose(Some("postgresql://db/cmdop"), dir).unwrap().kind(), "postgres");
+    let refused = Database::choose(Some("mysql://root:pw@db/cmdop"), dir).unwrap_err().to_string();
+    assert!(refused.contains("postgres://") && !refused.contains("pw@"), "{refused}");
+}
