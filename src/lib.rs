@@ -7,7 +7,7 @@
 //!   proto conversions; no I/O.
 //! - `sys`: operating-system helpers every side shares: private files, dialing, host facts,
 //!   tasks that end with their owner.
-//! - `store`: the server's storage interface and its SQLite implementation.
+//! - `store`: the server's storage interface and its SQLite and PostgreSQL implementations.
 //! - `server`: relay (agents' streams), API (CLI), HTTP (browsers, OAuth clients, health),
 //!   share links, OAuth.
 //! - `agent`: the machine daemon: dials out, runs exec and PTY sessions.

@@ -26,6 +26,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
         listen: args.listen.clone(),
         public_url: None,
         data_dir: data_dir.clone(),
+        database: None,
         heartbeat: DEFAULT_HEARTBEAT,
         max_link_ttl: crate::server::links::DEFAULT_MAX_TTL,
         trusted_proxies: vec![],

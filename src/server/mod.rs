@@ -28,6 +28,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::core::ids::NodeId;
 use crate::proto;
 use crate::server::api::ApiService;
 use crate::server::http::HttpState;
@@ -35,7 +36,8 @@ use crate::server::http::client_ip::TrustedProxies;
 use crate::server::links::Links;
 use crate::server::relay::LocalRouter;
 use crate::server::relay::service::RelayService;
-use crate::store::Store;
+use crate::store::{Database, Store};
+use crate::sys::task::AbortOnDrop;
 
 /// Default heartbeat interval told to agents: 5 s (offline after 15 s of silence).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -47,8 +49,10 @@ pub struct ServerConfig {
     pub listen: String,
     /// The URL users and agents reach; defaults to `http://<bound address>`.
     pub public_url: Option<String>,
-    /// SQLite database and keys.
+    /// Keys, and the SQLite database unless `database` is given.
     pub data_dir: PathBuf,
+    /// A `postgres://` URL shared by several nodes; `None` keeps SQLite in `data_dir`.
+    pub database: Option<String>,
     /// Heartbeat interval told to agents.
     pub heartbeat: Duration,
     /// Longest lifetime a share link may get.
@@ -63,6 +67,9 @@ pub struct Server {
     local_addr: SocketAddr,
     public_url: String,
     store: Store,
+    health: http::Health,
+    /// Other nodes may hold agents' streams: sweep silent machines instead of trusting memory.
+    shared_database: bool,
     router: Arc<LocalRouter>,
     links: Links,
     heartbeat: Duration,
@@ -73,10 +80,13 @@ impl Server {
     /// Opens the store and binds the listener.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
         crate::sys::private_file::ensure_dir(&config.data_dir)?;
-        let store = crate::store::open(&config.data_dir)
-            .await
-            .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
-        store.mark_all_offline().await?;
+        let database = Database::choose(config.database.as_deref(), &config.data_dir)?;
+        let store = database.connect().await.with_context(|| format!("cannot open the database {database}"))?;
+        let health = http::Health { node: NodeId::random(), database: database.kind() };
+        if !database.is_shared() {
+            // A lone node: no stream is up yet, so every machine is offline.
+            store.mark_all_offline().await?;
+        }
         let listener =
             TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
@@ -94,6 +104,8 @@ impl Server {
             local_addr,
             public_url,
             store,
+            health,
+            shared_database: database.is_shared(),
             router,
             links,
             heartbeat: config.heartbeat,
@@ -125,9 +137,14 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat);
         let api = ApiService::new(self.store.clone(), self.router.clone(), self.links.clone(), self.public_url.clone());
-        let http_state = HttpState::new(self.store.clone(), self.links.clone(), self.router.clone(), &self.public_url);
+        let http_state =
+            HttpState::new(self.store.clone(), self.links.clone(), self.router.clone(), &self.public_url, self.health);
         // Key reloads and revocation pruning, for as long as this server serves.
         let _maintenance = self.links.spawn_maintenance();
+        // Other nodes may hold agents' streams: machines whose node went silent are swept offline.
+        let _sweep = self.shared_database.then(|| {
+            AbortOnDrop::spawn(relay::presence::offline_sweep(self.store.clone(), self.heartbeat))
+        });
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();

@@ -3,15 +3,20 @@
 //! An interface of one trait per concern (`IdentityStore`, `MachineStore`, `LinkStore`,
 //! `GrantStore`, `AuditStore`), together `Storage`, held as `Store` (`Arc<dyn Storage>`).
 //! Callers see domain types and `StoreError`, never SQL: all SQL lives under this folder, one
-//! implementation per backend (`sqlite` today).
+//! implementation per backend: `sqlite` (the default, a file in the data folder) and `postgres`
+//! (several server nodes on one database). `rows` holds what both read alike.
 
 mod grants;
 mod identity;
 mod links;
 mod machines;
+mod postgres;
+mod rows;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -32,6 +37,9 @@ pub enum StoreError {
     /// Schema migration failed at start-up.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// `--database` named something other than PostgreSQL.
+    #[error("unsupported database URL {0:?}: give postgres://USER@HOST:PORT/DB, or leave --database out for SQLite")]
+    UnknownDatabase(String),
     /// A stored value did not parse (a corrupt row).
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
@@ -54,6 +62,74 @@ pub type Store = Arc<dyn Storage>;
 /// Opens (creating if needed) the SQLite store in `data_dir` and applies migrations.
 pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
     Ok(Arc::new(sqlite::SqliteStore::open(data_dir).await?))
+}
+
+/// Where the store lives: `cmdop server --database URL`, else SQLite in the data folder.
+#[derive(Clone, Debug)]
+pub enum Database {
+    /// `cmdop.db` in this folder.
+    Sqlite(PathBuf),
+    /// A `postgres://` URL (it may carry a password: never logged).
+    Postgres(String),
+}
+
+impl Database {
+    /// `url` when it is a PostgreSQL URL, else SQLite in `data_dir`.
+    pub fn choose(url: Option<&str>, data_dir: &Path) -> Result<Self, StoreError> {
+        match url {
+            None => Ok(Database::Sqlite(data_dir.to_path_buf())),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Ok(Database::Postgres(u.to_string()))
+            }
+            Some(u) => Err(StoreError::UnknownDatabase(redact(u))),
+        }
+    }
+
+    /// The backend's name, as `GET /healthz` reports it: `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "sqlite",
+            Database::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether several server nodes may share it (PostgreSQL): then no node may assume that
+    /// the agents' streams it does not hold are down.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Database::Postgres(_))
+    }
+
+    /// Opens the store, applying migrations.
+    pub async fn connect(&self) -> Result<Store, StoreError> {
+        match self {
+            Database::Sqlite(dir) => open(dir).await,
+            Database::Postgres(url) => Ok(Arc::new(postgres::PgStore::connect(url).await?)),
+        }
+    }
+}
+
+/// Where the database is, without any password, for messages.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(dir) => write!(f, "{}", dir.join("cmdop.db").display()),
+            Database::Postgres(url) => f.write_str(&redact(url)),
+        }
+    }
+}
+
+/// A database URL with its password (if any) replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
 }
 
 /// The audit log.

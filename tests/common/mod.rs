@@ -6,6 +6,8 @@
 //!   Killed (with the commands it started) in `Drop`.
 //! - `Cli`: runs `cmdop` with its own `CMDOP_HOME` and `HOME`, with a deadline.
 //! - `wait_until`: a bounded poll (count and time), never a bare sleep.
+//! - `postgres::fresh_database`: a new database on this test binary's throwaway PostgreSQL
+//!   cluster, for `TestServer::start_on_database`.
 //!
 //! Process logs go to files in the test's temporary folder; when a test fails, `Drop` prints
 //! their tails so the failure explains itself.
@@ -14,6 +16,7 @@
 
 mod faults;
 mod proc_stats;
+pub mod postgres;
 mod procfs;
 mod server_line;
 
@@ -298,6 +301,17 @@ impl TestServer {
 
     /// `start` with extra `cmdop server` flags.
     pub fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_full(extra, &[])
+    }
+
+    /// `start` on a PostgreSQL database (`--database URL`, given to local-login too).
+    pub fn start_on_database(url: &str) -> anyhow::Result<Self> {
+        Self::start_full(&["--database", url], &["--database", url])
+    }
+
+    /// Starts with `extra` server flags and signs the owner in with `login_extra` added to
+    /// `cmdop server local-login`.
+    fn start_full(extra: &[&str], login_extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cmdop-test-").tempdir()?;
         let owner = Cli::new(dir.path().join("owner"));
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -305,14 +319,16 @@ impl TestServer {
         let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).context("no port in the URL")?;
         let server = Self { dir, port, url, child, owner, starts: 1, extra };
         let data_dir = server.data_dir();
-        let login = server.owner.run(&[
+        let mut args: Vec<&std::ffi::OsStr> = vec![
             "server".as_ref(),
             "local-login".as_ref(),
             "--data-dir".as_ref(),
             data_dir.as_os_str(),
             "--server".as_ref(),
             server.url.as_ref(),
-        ])?;
+        ];
+        args.extend(login_extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        let login = server.owner.run(&args)?;
         if login.code != 0 {
             server.dump_logs();
             bail!("local-login failed: {login}");

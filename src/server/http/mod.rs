@@ -19,6 +19,7 @@ mod assets;
 pub mod client_ip;
 pub(crate) mod device;
 mod health;
+pub use health::Health;
 mod link_page;
 mod link_socket;
 pub(crate) mod oauth;
@@ -48,6 +49,8 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct HttpState {
+    /// Which node and database answer `/healthz`.
+    health: Health,
     /// Users, machines and OAuth grants (never link rows: `links` owns those).
     store: Store,
     links: Links,
@@ -65,8 +68,9 @@ pub struct HttpState {
 
 impl HttpState {
     /// State over `store` and `links`, reaching machines through `router`.
-    pub fn new(store: Store, links: Links, router: Arc<dyn SessionRouter>, public_url: &str) -> Self {
+    pub fn new(store: Store, links: Links, router: Arc<dyn SessionRouter>, public_url: &str, health: Health) -> Self {
         Self {
+            health,
             store,
             links,
             router,
