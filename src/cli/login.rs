@@ -113,17 +113,34 @@ fn pick_server(flag: Option<String>) -> Result<String, CliError> {
         .ok_or_else(|| CliError::Usage("which server? run `cmdop login --server URL`".into()))
 }
 
-/// `cmdop login [--server URL]`.
-pub async fn login(server: Option<String>) -> Result<i32, CliError> {
-    let server = pick_server(server)?;
-    let code = request_device_code(&server).await?;
+/// The whole device flow against `server`, ending with saved credentials: start a grant, let
+/// `approve` present it to whoever approves it (a person in a browser, or quickstart's local
+/// shortcut), and poll until tokens come.
+pub(crate) async fn sign_in<F, Fut>(server: &str, approve: F) -> Result<(), CliError>
+where
+    F: FnOnce(&DeviceCode) -> Fut,
+    Fut: Future<Output = Result<(), CliError>>,
+{
+    let code = request_device_code(server).await?;
+    approve(&code).await?;
+    let pair = poll_tokens(server, &code).await?;
+    home::save_credentials(&Credentials::from_pair(server, &pair)).map_err(|e| CliError::Failed(format!("{e:#}")))
+}
+
+/// Shows the code to the person and opens their browser where there is a display.
+fn ask_person(code: &DeviceCode) -> std::future::Ready<Result<(), CliError>> {
     eprintln!("To sign in, open {}", code.verification_uri);
     eprintln!("and enter the code {}", code.user_code);
     eprintln!("(or open {})", code.verification_uri_complete);
     open_browser(&code.verification_uri_complete);
     eprintln!("waiting for approval...");
-    let pair = poll_tokens(&server, &code).await?;
-    home::save_credentials(&Credentials::from_pair(&server, &pair)).map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    std::future::ready(Ok(()))
+}
+
+/// `cmdop login [--server URL]`.
+pub async fn login(server: Option<String>) -> Result<i32, CliError> {
+    let server = pick_server(server)?;
+    sign_in(&server, ask_person).await?;
     eprintln!("signed in to {server}");
     Ok(0)
 }

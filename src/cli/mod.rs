@@ -7,13 +7,13 @@ pub mod client;
 pub mod error;
 mod escape;
 mod exec;
-mod fleet;
+pub(crate) mod fleet;
 pub mod home;
 pub mod login;
-mod machines;
+pub(crate) mod machines;
 mod picker;
 mod sessions;
-mod share;
+pub(crate) mod share;
 mod terminal;
 mod unlock;
 
@@ -46,7 +46,8 @@ pub async fn connect(args: ConnectFlags, command: Option<ConnectCommand>) -> Res
             exec::run(&mut client().await?, exec).await
         }
         (Some(ConnectCommand::Share { machine, ttl, read_only, max_opens, session, json }), _, _) => {
-            let args = share::ShareArgs { machine, ttl, read_only, max_opens, session, json };
+            let link = share::LinkOptions { ttl, read_only, max_opens, session };
+            let args = share::ShareArgs { machine, link, json };
             share::share(&mut client().await?, args).await
         }
         (Some(ConnectCommand::Shares { machine, audit, json }), _, _) => {

@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod grpc;
 mod http;
 pub mod links;
+pub mod local_approval;
 pub mod metrics;
 pub mod oauth;
 pub mod relay;
@@ -59,6 +60,7 @@ pub struct Server {
     shares: Shares,
     heartbeat: Duration,
     trusted_proxies: web::client_ip::TrustedProxies,
+    bootstrap_secret: crate::core::secret::Secret<String>,
 }
 
 impl Server {
@@ -81,6 +83,7 @@ impl Server {
             .await
             .context("cannot load share-link keys")?;
         let trusted_proxies = web::client_ip::TrustedProxies::new(config.trusted_proxies);
+        let bootstrap_secret = local_approval::create_secret(&config.data_dir)?;
         Ok(Self {
             listener,
             local_addr,
@@ -90,6 +93,7 @@ impl Server {
             shares,
             heartbeat: config.heartbeat,
             trusted_proxies,
+            bootstrap_secret,
         })
     }
 
@@ -129,6 +133,7 @@ impl Server {
         let app = http::router(self.store.clone())
             .merge(gateway)
             .merge(web)
+            .merge(local_approval::router(self.store.clone(), self.bootstrap_secret))
             .merge(grpc)
             .fallback(http::not_found)
             .layer(axum::Extension(self.trusted_proxies.clone()));
