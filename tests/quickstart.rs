@@ -10,15 +10,17 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Child;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use common::{Cli, TestServer};
+use common::{Cli, TestServer, wait_child};
 use serde::Deserialize;
 use tempfile::TempDir;
 
 /// How long quickstart may take to print its ready line (server, sign-in, enrollment, link).
 const READY_WITHIN: Duration = Duration::from_secs(60);
+/// How soon after SIGTERM quickstart must have exited.
+const EXIT_WITHIN: Duration = Duration::from_secs(10);
 
 /// The `--json` ready line (CONTRACT.md); unknown fields are refused.
 #[derive(Debug, Deserialize)]
@@ -127,6 +129,34 @@ fn quickstart_signs_in_enrolls_and_shares_this_machine_through_the_server() -> a
     let path = ready.share_url.strip_prefix(&ready.server_url).context("link off the server")?;
     let (status, _) = http(addr_of(&ready.server_url)?, &format!("GET {path} HTTP/1.1"), "")?;
     ensure!(status == 200, "the share link answered {status}");
+    Ok(())
+}
+
+/// Even with a command streaming through it: graceful shutdown must not wait on open streams.
+#[test]
+fn quickstart_exits_within_seconds_of_sigterm() -> anyhow::Result<()> {
+    use nix::sys::signal::{Signal, kill};
+    let mut quickstart = Quickstart::start()?;
+    let exec = common::exec_args(&quickstart.ready.machine_id, &[], &["sh", "-c", "echo started; exec sleep 60"]);
+    let mut streaming = quickstart.cli().command(&exec).spawn()?;
+    let stdout = streaming.stdout.take().context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(READY_WITHIN);
+    ensure!(first.as_deref() == Ok("started"), "the remote command did not start: {first:?}");
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(quickstart.child.id())?);
+    kill(pid, Signal::SIGTERM)?;
+    let asked = Instant::now();
+    let status = wait_child(&mut quickstart.child, EXIT_WITHIN);
+    let _ = streaming.kill();
+    let _ = streaming.wait();
+    let status = status?;
+    ensure!(status.success(), "quickstart exited with {status} after {:?}", asked.elapsed());
     Ok(())
 }
 

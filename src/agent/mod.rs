@@ -92,8 +92,11 @@ pub async fn enrollment(config: &AgentConfig) -> anyhow::Result<Enrollment> {
 /// Runs until `shutdown` fires or the credential is refused; reconnects with capped
 /// exponential back-off and jitter after any other failure.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let enrollment = enrollment(&config).await?;
     tokio::pin!(shutdown);
+    let enrollment = tokio::select! {
+        e = enrollment(&config) => e?,
+        _ = &mut shutdown => return Ok(()),
+    };
     // Shell sessions outlive every stream: a reconnect finds them again.
     let shells = Shells::new(config.session_idle);
     let gate = Gate::new(&config.state_dir);

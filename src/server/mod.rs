@@ -33,6 +33,11 @@ use web::WebState;
 /// Default heartbeat interval told to agents: 5 s (offline after 15 s of silence).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
+/// How long open connections (attached terminals, streaming commands, agent streams) get to end
+/// once shutdown is asked for: 3 s. Past it they are cut, so a stop never waits on a stream that
+/// could stay open for hours.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// How to run a server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -144,8 +149,29 @@ impl Server {
             let _ = tcp.set_nodelay(true);
         });
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let (asked, asked_rx) = tokio::sync::oneshot::channel();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = asked.send(());
+        };
+        let graceful =
+            std::future::IntoFuture::into_future(axum::serve(listener, app).with_graceful_shutdown(shutdown));
+        let served = tokio::select! {
+            served = graceful => served,
+            () = grace_after(asked_rx) => {
+                tracing::info!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64, "connections still open after the grace; closing");
+                Ok(())
+            }
+        };
         maintenance.abort();
         Ok(served?)
+    }
+}
+
+/// Resolves `SHUTDOWN_GRACE` after shutdown was asked for; never if it was not.
+async fn grace_after(asked: tokio::sync::oneshot::Receiver<()>) {
+    match asked.await {
+        Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+        Err(_) => std::future::pending().await,
     }
 }
