@@ -7,6 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::core::convert;
+use crate::core::session::{Attachment, Ending, Exit, OutputStream};
 use crate::proto::{self, agent_frame, closed};
 
 /// Frames toward the relay (bounded: a full queue pauses readers, which stop reading PTYs).
@@ -94,19 +96,32 @@ impl Channels {
 }
 
 /// An `Output` frame.
-pub fn output_frame(channel: u64, stream: proto::OutputStream, offset: u64, data: Bytes) -> proto::AgentFrame {
-    let output = proto::Output { channel, stream: stream as i32, offset, data };
+pub fn output_frame(channel: u64, stream: OutputStream, offset: u64, data: Bytes) -> proto::AgentFrame {
+    let stream = convert::output_stream_to_wire(stream) as i32;
+    let output = proto::Output { channel, stream, offset, data };
     proto::AgentFrame { kind: Some(agent_frame::Kind::Output(output)) }
 }
 
-/// The `Closed` frame that ends a channel.
-pub fn closed_frame(channel: u64, end: closed::End, timed_out: bool, ran: Duration) -> proto::AgentFrame {
-    let closed = proto::Closed {
-        channel,
-        end: Some(end),
-        timed_out,
-        duration_ms: u64::try_from(ran.as_millis()).unwrap_or(u64::MAX),
-    };
+/// The `Opened` frame: the process started (or, with `attachment`, the shell session joined).
+pub fn opened_frame(channel: u64, pid: u32, input_window: u32, attachment: Option<&Attachment>) -> proto::AgentFrame {
+    let opened = convert::opened_of(channel, pid, input_window, attachment);
+    proto::AgentFrame { kind: Some(agent_frame::Kind::Opened(opened)) }
+}
+
+/// The `Closed` frame that ends a channel whose process ended.
+pub fn closed_frame(channel: u64, exit: &Exit) -> proto::AgentFrame {
+    proto::AgentFrame { kind: Some(agent_frame::Kind::Closed(convert::closed_of(channel, exit))) }
+}
+
+/// The `Closed` frame of a channel that ended before anything ran (refused, failed to start).
+pub fn closed_at_once_frame(channel: u64, ending: Ending) -> proto::AgentFrame {
+    closed_frame(channel, &Exit { ending, timed_out: false, duration: Duration::ZERO })
+}
+
+/// The `Closed` frame that ends one attachment of a shell session that lives on.
+pub fn detached_frame(channel: u64, ran: Duration) -> proto::AgentFrame {
+    let duration_ms = u64::try_from(ran.as_millis()).unwrap_or(u64::MAX);
+    let closed = proto::Closed { channel, end: Some(closed::End::Detached(true)), timed_out: false, duration_ms };
     proto::AgentFrame { kind: Some(agent_frame::Kind::Closed(closed)) }
 }
 

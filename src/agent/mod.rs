@@ -27,6 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::core::session::Ending;
 use crate::proto::{self, agent_frame, relay_client::RelayClient, relay_frame};
 use crate::sys::host::hostname;
 use channel::{Channels, Cmd};
@@ -234,10 +235,9 @@ fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, sh
 /// Ends a channel the attach password refused: nothing was started.
 fn refuse(channel: u64, denial: crate::core::session::Denial, out: &channel::Out) {
     tracing::info!(channel, "session refused: no valid attach token");
-    let end = proto::closed::End::Denied(crate::core::convert::denial_to_wire(denial));
     let out = out.clone();
     tokio::spawn(async move {
-        let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
+        let _ = out.send(channel::closed_at_once_frame(channel, Ending::Denied(denial))).await;
     });
 }
 
@@ -266,8 +266,8 @@ fn start(open: proto::Open, out: &channel::Out, channels: &Channels, shells: &Sh
         match open.kind() {
             proto::SessionKind::Exec if !open.argv.is_empty() => exec::run(open, out, credit, cmds).await,
             proto::SessionKind::Exec => {
-                let end = proto::closed::End::Error("no command given".into());
-                let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
+                let ending = Ending::Error("no command given".into());
+                let _ = out.send(channel::closed_at_once_frame(channel, ending)).await;
             }
             proto::SessionKind::Shell => shells.attach(open, out, credit, cmds).await,
         }

@@ -29,7 +29,7 @@ use rustix::termios::Winsize;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::proto::closed;
+use crate::core::session::Ending;
 
 /// A running shell's PTY master.
 pub struct Pty {
@@ -247,10 +247,10 @@ impl Pty {
 
 impl Exit {
     /// Waits for the shell to end: its exit code, or the signal that killed it.
-    pub async fn wait(mut self) -> closed::End {
+    pub async fn wait(mut self) -> Ending {
         match self.0.wait().await {
             Ok(status) => super::exec::ending_of(status),
-            Err(e) => closed::End::Error(format!("the shell's status was lost: {e}")),
+            Err(e) => Ending::Error(format!("the shell's status was lost: {e}")),
         }
     }
 }

@@ -24,8 +24,7 @@ use tokio::sync::watch;
 use super::pty::{LDISC_BUF_BYTES, Pty};
 use crate::core::ids::SessionId;
 use crate::core::session::fanout::{Fanout, ReaderId};
-use crate::core::session::{Attachment, CHUNK_BYTES, SESSION_RING_BYTES, SessionSummary};
-use crate::proto::closed;
+use crate::core::session::{Attachment, CHUNK_BYTES, Ending, SESSION_RING_BYTES, SessionSummary};
 
 /// How long a one-shot shell waits for a reattach once its last attachment detached: 30 s.
 pub const ONE_SHOT_GRACE: Duration = Duration::from_secs(30);
@@ -43,7 +42,7 @@ pub enum Take {
     /// Output starting at this offset (beyond the reader's cursor: a gap).
     Data(u64, Bytes),
     /// The shell ended and the reader has had all of its output.
-    Ended(closed::End),
+    Ended(Ending),
     /// Nothing for now.
     Nothing,
 }
@@ -52,7 +51,7 @@ pub enum Take {
 struct State {
     output: Fanout,
     /// Set once the shell exited and its output is all in the ring.
-    ended: Option<closed::End>,
+    ended: Option<Ending>,
     last_attached_ms: u64,
     /// When the last reader left (starts the idle or grace timer); `None` while attached.
     alone_since: Option<Instant>,
@@ -293,7 +292,7 @@ impl Shell {
     }
 
     /// Records the shell's end (all of its output is in the ring by now).
-    pub fn finish(&self, end: closed::End) {
+    pub fn finish(&self, end: Ending) {
         self.lock().ended = Some(end);
         self.bump();
     }
