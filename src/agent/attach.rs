@@ -38,7 +38,7 @@ enum Leave {
 }
 
 /// Pumps until the shell ends or the consumer leaves; sends the channel's one `Closed`.
-pub async fn serve(
+pub(crate) async fn serve(
     shell: Arc<Shell>,
     reader: ReaderId,
     channel: u64,

@@ -19,7 +19,7 @@ use crate::proto;
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 
 /// Runs `open` to completion, streaming its output under `credit`.
-pub async fn run(open: proto::Open, out: Out, credit: Arc<Semaphore>, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+pub(crate) async fn run(open: proto::Open, out: Out, credit: Arc<Semaphore>, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
     let channel = open.channel;
     let started = Instant::now();
     let mut command = Command::new(&open.argv[0]);

@@ -10,12 +10,12 @@ mod attach;
 mod channel;
 pub mod command;
 mod exec;
-pub mod password;
+pub(crate) mod password;
 pub mod password_cmd;
 mod pty;
-pub mod registry;
+pub(crate) mod registry;
 mod shell;
-pub mod state;
+pub(crate) mod state;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 
 /// How to run the agent.
 #[derive(Clone, Debug)]
-pub struct AgentConfig {
+pub(crate) struct AgentConfig {
     /// The server's URL.
     pub server: String,
     /// One-time enrollment token (first run only).
@@ -64,7 +64,7 @@ async fn dial(server: &str) -> anyhow::Result<Channel> {
 }
 
 /// The saved enrollment, or a new one made with the token.
-pub async fn enrollment(config: &AgentConfig) -> anyhow::Result<Enrollment> {
+pub(crate) async fn enrollment(config: &AgentConfig) -> anyhow::Result<Enrollment> {
     if let Some(saved) = state::load(&config.state_dir)? {
         if config.token.is_some() {
             tracing::info!(machine = %saved.machine_id, "already enrolled; ignoring --token");
@@ -92,7 +92,7 @@ pub async fn enrollment(config: &AgentConfig) -> anyhow::Result<Enrollment> {
 
 /// Runs until `shutdown` fires or the credential is refused; reconnects with capped
 /// exponential back-off and jitter after any other failure.
-pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let enrollment = tokio::select! {
         e = enrollment(&config) => e?,

@@ -19,16 +19,16 @@ use crate::proto::{self, session_query};
 
 /// How long an ended session stays reachable by id, so a consumer whose connection dropped
 /// around the end still gets its last output and exit status: 30 s.
-pub const ENDED_LINGER: Duration = Duration::from_secs(30);
+const ENDED_LINGER: Duration = Duration::from_secs(30);
 /// Once the shell exited, output is still read until the PTY has been quiet this long (a
 /// background job may hold it open for ever): 2 s.
 const DRAIN_QUIET: Duration = Duration::from_secs(2);
 /// Default idle expiry of persistent sessions: 7 days without an attachment.
-pub const DEFAULT_IDLE: Duration = Duration::from_secs(7 * 86_400);
+pub(crate) const DEFAULT_IDLE: Duration = Duration::from_secs(7 * 86_400);
 
 /// The registry. Cheap to clone.
 #[derive(Clone)]
-pub struct Shells {
+pub(crate) struct Shells {
     inner: Arc<Inner>,
 }
 
@@ -39,7 +39,7 @@ struct Inner {
 
 impl Shells {
     /// An empty registry whose persistent sessions end after `idle` without an attachment.
-    pub fn new(idle: Duration) -> Self {
+    pub(crate) fn new(idle: Duration) -> Self {
         Self { inner: Arc::new(Inner { map: Mutex::default(), idle }) }
     }
 
@@ -50,7 +50,7 @@ impl Shells {
 
     /// Serves one SHELL channel: finds or starts its session, answers `Opened` (or `Closed`
     /// with the reason), then pumps until the attachment ends.
-    pub async fn attach(
+    pub(crate) async fn attach(
         &self,
         open: proto::Open,
         out: Out,
@@ -116,14 +116,14 @@ impl Shells {
     }
 
     /// Running sessions, oldest first.
-    pub fn list(&self) -> Vec<SessionSummary> {
+    pub(crate) fn list(&self) -> Vec<SessionSummary> {
         let mut all: Vec<SessionSummary> = self.lock().values().filter(|s| !s.ended()).map(|s| s.summary()).collect();
         all.sort_by_key(|s| s.created_unix_ms);
         all
     }
 
     /// Ends the running session with this id or name.
-    pub fn kill(&self, target: &str) -> Result<SessionSummary, String> {
+    pub(crate) fn kill(&self, target: &str) -> Result<SessionSummary, String> {
         let id = target.parse::<SessionId>().ok();
         let shell = self
             .lock()
@@ -138,7 +138,7 @@ impl Shells {
     }
 
     /// Answers a session query.
-    pub fn answer(&self, query: proto::SessionQuery) -> proto::SessionReply {
+    pub(crate) fn answer(&self, query: proto::SessionQuery) -> proto::SessionReply {
         let result = match query.op {
             Some(session_query::Op::List(_)) => Ok(self.list()),
             Some(session_query::Op::Kill(k)) => self.kill(&k.session).map(|s| vec![s]),

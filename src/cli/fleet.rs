@@ -13,7 +13,7 @@ fn json_out(value: &serde_json::Value) {
 }
 
 /// `cmdop whoami [--json]`.
-pub async fn whoami(json: bool) -> Result<i32, CliError> {
+pub(crate) async fn whoami(json: bool) -> Result<i32, CliError> {
     let (mut client, creds) = client::connect().await?;
     let me = client.whoami(proto::WhoamiRequest {}).await?.into_inner();
     if json {
@@ -36,7 +36,7 @@ pub(crate) async fn create_token(
 }
 
 /// `cmdop fleet ...`.
-pub async fn run(cmd: FleetCommand) -> Result<i32, CliError> {
+pub(crate) async fn run(cmd: FleetCommand) -> Result<i32, CliError> {
     let (mut client, _) = client::connect().await?;
     match cmd {
         FleetCommand::List { json } => {

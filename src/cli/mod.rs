@@ -3,13 +3,13 @@
 
 pub mod args;
 mod attach;
-pub mod client;
-pub mod error;
+pub(crate) mod client;
+pub(crate) mod error;
 mod escape;
 mod exec;
 pub(crate) mod fleet;
-pub mod home;
-pub mod login;
+pub(crate) mod home;
+pub(crate) mod login;
 pub(crate) mod machines;
 mod picker;
 mod sessions;
@@ -21,17 +21,17 @@ use args::{ConnectCommand, ConnectFlags, FleetCommand};
 pub use error::CliError;
 
 /// `cmdop whoami`.
-pub async fn whoami(json: bool) -> Result<i32, CliError> {
+pub(crate) async fn whoami(json: bool) -> Result<i32, CliError> {
     fleet::whoami(json).await
 }
 
 /// `cmdop fleet ...`.
-pub async fn fleet(command: FleetCommand) -> Result<i32, CliError> {
+pub(crate) async fn fleet(command: FleetCommand) -> Result<i32, CliError> {
     fleet::run(command).await
 }
 
 /// `cmdop connect ...`: the picker, attach, listings, exec and links.
-pub async fn connect(args: ConnectFlags, command: Option<ConnectCommand>) -> Result<i32, CliError> {
+pub(crate) async fn connect(args: ConnectFlags, command: Option<ConnectCommand>) -> Result<i32, CliError> {
     let wants_picker = command.is_none() && !args.list && args.machine.is_none();
     if wants_picker && !terminal::interactive() {
         return Err(CliError::Usage(

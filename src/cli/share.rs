@@ -48,7 +48,7 @@ pub(crate) async fn create(
 }
 
 /// Creates a link and prints its URL (stdout) and details (stderr).
-pub async fn share(client: &mut Client, args: ShareArgs) -> Result<i32, CliError> {
+pub(crate) async fn share(client: &mut Client, args: ShareArgs) -> Result<i32, CliError> {
     let machine = machines::resolve(client, &args.machine).await?;
     let link = create(client, &machine, args.link).await?;
     if args.json {
@@ -67,7 +67,7 @@ pub async fn share(client: &mut Client, args: ShareArgs) -> Result<i32, CliError
 }
 
 /// Lists links, or one link's audit log.
-pub async fn shares(
+pub(crate) async fn shares(
     client: &mut Client,
     machine: Option<String>,
     audit: Option<String>,
@@ -147,7 +147,7 @@ async fn show_audit(client: &mut Client, link_id: String, json: bool) -> Result<
 }
 
 /// Revokes one link or every link of a machine.
-pub async fn unshare(client: &mut Client, id: Option<String>, machine: Option<String>) -> Result<i32, CliError> {
+pub(crate) async fn unshare(client: &mut Client, id: Option<String>, machine: Option<String>) -> Result<i32, CliError> {
     let req = match (id, machine) {
         (Some(link_id), None) => proto::RevokeSharesRequest { link_id, machine_id: String::new() },
         (None, Some(m)) => {
