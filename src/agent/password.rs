@@ -21,7 +21,7 @@ use crate::core::secret::{self, Secret};
 use crate::core::session::{Denial, Grant};
 
 /// How long an attach token works: 24 hours.
-pub const TOKEN_TTL_SECS: i64 = 86_400;
+const TOKEN_TTL_SECS: i64 = 86_400;
 /// Prefix of attach tokens, so one is recognisable in a terminal or a secret scanner.
 const TOKEN_PREFIX: &str = "cmdopa_";
 const PASSWORD_FILE: &str = "attach-password.json";
@@ -56,7 +56,7 @@ fn password_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Sets (or replaces) the password; every token issued before stops working.
-pub fn set(state_dir: &Path, password: &str) -> anyhow::Result<()> {
+pub(crate) fn set(state_dir: &Path, password: &str) -> anyhow::Result<()> {
     let hash = crate::core::passwords::hash(password).map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
     let epoch = secret::new_token("").expose().clone();
     let file = PasswordFile { hash, epoch, set_at: now() };
@@ -65,13 +65,13 @@ pub fn set(state_dir: &Path, password: &str) -> anyhow::Result<()> {
 }
 
 /// Removes the password (and every token); true when there was one.
-pub fn clear(state_dir: &Path) -> anyhow::Result<bool> {
+pub(crate) fn clear(state_dir: &Path) -> anyhow::Result<bool> {
     crate::sys::private_file::remove(&state_dir.join(TOKENS_FILE))?;
     crate::sys::private_file::remove(&password_path(state_dir))
 }
 
 /// When the password was set (unix seconds), if there is one.
-pub fn status(state_dir: &Path) -> anyhow::Result<Option<i64>> {
+pub(crate) fn status(state_dir: &Path) -> anyhow::Result<Option<i64>> {
     Ok(read_password(state_dir)?.map(|p| p.set_at))
 }
 
@@ -81,7 +81,7 @@ fn read_password(state_dir: &Path) -> anyhow::Result<Option<PasswordFile>> {
 
 /// Checks sessions and unlocks against the machine's attach password. Cheap to clone.
 #[derive(Clone)]
-pub struct Gate {
+pub(crate) struct Gate {
     inner: Arc<Inner>,
 }
 
@@ -95,7 +95,7 @@ struct Inner {
 
 impl Gate {
     /// A gate over the password in `state_dir`.
-    pub fn new(state_dir: &Path) -> Self {
+    pub(crate) fn new(state_dir: &Path) -> Self {
         let tokens = crate::sys::private_file::read_json(&state_dir.join(TOKENS_FILE), "remove it")
             .ok()
             .flatten()
@@ -119,7 +119,7 @@ impl Gate {
 
     /// Whether a session may open: yes when the machine has no password, or the token is one
     /// this gate issued to `principal` under the current password and it has not expired.
-    pub fn admit(&self, principal: &str, token: &str) -> Result<(), Denial> {
+    pub(crate) fn admit(&self, principal: &str, token: &str) -> Result<(), Denial> {
         let epoch = match self.password() {
             Ok(None) => return Ok(()),
             Ok(Some(file)) => file.epoch,
@@ -134,7 +134,7 @@ impl Gate {
     }
 
     /// Checks a typed password; a token for `principal` when it is right.
-    pub async fn unlock(&self, principal: &str, password: Secret<String>) -> Result<Grant, Denial> {
+    pub(crate) async fn unlock(&self, principal: &str, password: Secret<String>) -> Result<Grant, Denial> {
         let file = match self.password() {
             Ok(Some(file)) => file,
             // No password: nothing to unlock, any token would do; issue none and let it in.

@@ -19,10 +19,10 @@ const REFRESH_MARGIN_SECS: i64 = 300;
 type Auth = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync>;
 
 /// An API client carrying the bearer token and the active fleet.
-pub type Client = ApiClient<InterceptedService<Channel, Auth>>;
+pub(crate) type Client = ApiClient<InterceptedService<Channel, Auth>>;
 
 /// The credentials to use now: loaded, refreshed when close to expiry, or `NotSignedIn`.
-pub async fn credentials() -> Result<Credentials, CliError> {
+pub(crate) async fn credentials() -> Result<Credentials, CliError> {
     let creds =
         home::load_credentials().map_err(|e| CliError::Failed(format!("{e:#}")))?.ok_or(CliError::NotSignedIn)?;
     if creds.expires_at - crate::core::clock::now() > REFRESH_MARGIN_SECS {
@@ -51,12 +51,12 @@ async fn refresh(creds: &Credentials) -> Result<Credentials, CliError> {
 }
 
 /// Opens a channel to the server.
-pub async fn channel(server_url: &str) -> Result<Channel, CliError> {
+pub(crate) async fn channel(server_url: &str) -> Result<Channel, CliError> {
     crate::sys::dial::connect(server_url).await.map_err(CliError::Failed)
 }
 
 /// A signed-in client for the active fleet, and the credentials it uses.
-pub async fn connect() -> Result<(Client, Credentials), CliError> {
+pub(crate) async fn connect() -> Result<(Client, Credentials), CliError> {
     let creds = credentials().await?;
     let settings = home::load_settings().map_err(|e| CliError::Failed(format!("{e:#}")))?;
     let channel = channel(&creds.server_url).await?;

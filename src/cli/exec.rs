@@ -19,7 +19,7 @@ use crate::proto::{self, exec_input, exec_output};
 const JSON_CAPTURE_BYTES: usize = 16 << 20;
 
 /// What to run.
-pub struct ExecArgs {
+pub(crate) struct ExecArgs {
     /// Machine as typed.
     pub machine: String,
     /// The remote argv.
@@ -62,7 +62,7 @@ impl Capture {
 }
 
 /// Runs the command; returns the remote exit code (128+N for signal N, 124 on timeout).
-pub async fn run(client: &mut Client, args: ExecArgs) -> Result<i32, CliError> {
+pub(crate) async fn run(client: &mut Client, args: ExecArgs) -> Result<i32, CliError> {
     let machine = machines::resolve(client, &args.machine).await?;
     if !machine.online {
         return Err(CliError::Failed(format!(

@@ -16,6 +16,7 @@ pub mod command;
 pub mod grpc;
 pub mod http;
 pub mod links;
+pub mod local_approval;
 pub mod metrics;
 pub mod oauth;
 pub mod relay;
@@ -41,6 +42,11 @@ use crate::sys::task::AbortOnDrop;
 
 /// Default heartbeat interval told to agents: 5 s (offline after 15 s of silence).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// How long open connections (attached terminals, streaming commands, agent streams) get to end
+/// once shutdown is asked for: 3 s. Past it they are cut, so a stop never waits on a stream that
+/// could stay open for hours.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// How to run a server.
 #[derive(Clone, Debug)]
@@ -74,6 +80,7 @@ pub struct Server {
     links: Links,
     heartbeat: Duration,
     trusted_proxies: TrustedProxies,
+    bootstrap_secret: crate::core::secret::Secret<String>,
 }
 
 impl Server {
@@ -99,6 +106,7 @@ impl Server {
             .await
             .context("cannot load share-link keys")?;
         let trusted_proxies = TrustedProxies::new(config.trusted_proxies);
+        let bootstrap_secret = local_approval::create_secret(&config.data_dir)?;
         Ok(Self {
             listener,
             local_addr,
@@ -110,6 +118,7 @@ impl Server {
             links,
             heartbeat: config.heartbeat,
             trusted_proxies,
+            bootstrap_secret,
         })
     }
 
@@ -149,6 +158,7 @@ impl Server {
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();
         let app = http::router(http_state)
+            .merge(local_approval::router(self.store.clone(), self.bootstrap_secret))
             .merge(grpc)
             .fallback(http::not_found)
             .layer(axum::Extension(self.trusted_proxies.clone()));
@@ -159,6 +169,28 @@ impl Server {
             let _ = tcp.set_nodelay(true);
         });
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        Ok(axum::serve(listener, app).with_graceful_shutdown(shutdown).await?)
+        let (asked, asked_rx) = tokio::sync::oneshot::channel();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = asked.send(());
+        };
+        let graceful =
+            std::future::IntoFuture::into_future(axum::serve(listener, app).with_graceful_shutdown(shutdown));
+        let served = tokio::select! {
+            served = graceful => served,
+            () = grace_after(asked_rx) => {
+                tracing::info!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64, "connections still open after the grace; closing");
+                Ok(())
+            }
+        };
+        Ok(served?)
+    }
+}
+
+/// Resolves `SHUTDOWN_GRACE` after shutdown was asked for; never if it was not.
+async fn grace_after(asked: tokio::sync::oneshot::Receiver<()>) {
+    match asked.await {
+        Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+        Err(_) => std::future::pending().await,
     }
 }
