@@ -1,6 +1,7 @@
 //! Operating-system helpers every side (server, agent, CLI) uses: private files, client
-//! connections, facts about this host and the shutdown signal.
+//! connections, facts about this host, the shutdown signal and bounded password checks.
 
+pub mod argon;
 pub mod dial;
 pub mod dirs;
 pub mod host;

@@ -68,7 +68,7 @@ impl WebState {
             store,
             public_url: public_url.to_string(),
             css_url,
-            // Per account: 5 free failures, then 1 s doubling to 15 min.
+            // Per account and IP: 5 free failures, then 1 s doubling to 15 min.
             login_limits: Arc::new(Limiter::new(5, Duration::from_secs(900))),
             // Per IP: 20 free failures (several people behind one NAT), same back-off.
             ip_limits: Arc::new(Limiter::new(20, Duration::from_secs(900))),
