@@ -141,3 +141,19 @@ fn sign_in_timing_does_not_reveal_which_accounts_exist() -> anyhow::Result<()> {
     ensure!(unknown[1] * 3 > known[1], "an unknown email answers much faster: {unknown:?} vs {known:?}");
     Ok(())
 }
+
+#[test]
+fn a_browser_message_over_one_mebibyte_closes_the_socket() -> anyhow::Result<()> {
+    let fx = Fixture::start("paste-box")?;
+    let link = fx.share("1h", &[])?;
+    let (ws, _, _) = share_support::ws::WsClient::open_ready(&link.url)?;
+    ws.type_line("echo small-paste-$((6*7))")?;
+    ws.wait_exact_line(0, "small-paste-42", Duration::from_secs(20))?;
+    ws.send_bytes(&vec![b'x'; 2 << 20])?;
+    // The server stops reading at the limit and ends the connection (1009, or a reset when
+    // the rest of the message is still in flight).
+    if let Some(closed) = ws.wait_gone(Duration::from_secs(20))? {
+        ensure!(closed.code == 1009, "a 2 MiB message: closed with {} {:?}", closed.code, closed.reason);
+    }
+    Ok(())
+}
