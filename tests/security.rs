@@ -157,3 +157,29 @@ fn a_browser_message_over_one_mebibyte_closes_the_socket() -> anyhow::Result<()>
     }
     Ok(())
 }
+
+#[test]
+fn one_enrollment_token_enrolls_one_machine_even_when_raced() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let token = server.cli().enrollment_token()?;
+    let mut agents = Vec::new();
+    for i in 0..6 {
+        let state = server.temp_dir().join(format!("racer-{i}"));
+        let mut cmd = server.agent_command(&state, &server.temp_dir().join(format!("racer-{i}.log")))?;
+        agents.push(cmd.args(["--token", &token, "--display-name", &format!("racer-{i}")]).spawn()?);
+    }
+    // An agent whose enrollment is refused exits; the winner keeps running.
+    let mut exited = 0;
+    common::wait_until(Duration::from_secs(30), "five racers to be refused", || {
+        exited = agents.iter_mut().map(|a| a.try_wait()).filter(|w| matches!(w, Ok(Some(_)))).count();
+        Ok(exited >= 5)
+    })?;
+    let machines = server.cli().machines()?;
+    for agent in &mut agents {
+        let _ = agent.kill();
+        let _ = agent.wait();
+    }
+    ensure!(exited == 5, "{exited} of 6 racers were refused, expected 5");
+    ensure!(machines.len() == 1, "one token enrolled several machines");
+    Ok(())
+}

@@ -53,6 +53,18 @@ impl MachineStore for SqliteStore {
         }
         let fleet_id: FleetId = parse_col("enroll_tokens", &row.try_get::<String, _>("fleet_id")?)?;
         let id = MachineId::random();
+        // Consumed by a conditional update, so two enrollments racing on one token (on any
+        // database and isolation level) cannot both pass: the loser changes no row.
+        let consumed =
+            sqlx::query("UPDATE enroll_tokens SET used_at = ?, machine_id = ? WHERE token_hash = ? AND used_at IS NULL")
+                .bind(now())
+                .bind(id.to_string())
+                .bind(token_hash)
+                .execute(&mut *tx)
+                .await?;
+        if consumed.rows_affected() != 1 {
+            return Err(EnrollError::Used);
+        }
         let display = Some(info.display_name.clone()).filter(|d| !d.is_empty());
         sqlx::query(
             "INSERT INTO machines (id, fleet_id, hostname, display_name, os, arch, credential_hash, created_at)
@@ -68,12 +80,6 @@ impl MachineStore for SqliteStore {
         .bind(now())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE enroll_tokens SET used_at = ?, machine_id = ? WHERE token_hash = ?")
-            .bind(now())
-            .bind(id.to_string())
-            .bind(token_hash)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(Machine {
             id,
