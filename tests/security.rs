@@ -183,3 +183,18 @@ fn one_enrollment_token_enrolls_one_machine_even_when_raced() -> anyhow::Result<
     ensure!(machines.len() == 1, "one token enrolled several machines");
     Ok(())
 }
+
+#[test]
+fn the_one_time_password_signs_in_once() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let password = add_user(&server, "erin@example.com")?;
+    let first = sign_in(&server, &device_session(&server)?, "192.0.2.1", "erin@example.com", &password)?;
+    ensure!(first.status == 303, "first sign-in: {} {}", first.status, first.body);
+    let again = sign_in(&server, &device_session(&server)?, "192.0.2.1", "erin@example.com", &password)?;
+    ensure!(again.status == 401 && again.body.contains("Wrong email"), "used twice: {}", again.status);
+    // `user add` again gives a fresh one.
+    let fresh = add_user(&server, "erin@example.com")?;
+    let third = sign_in(&server, &device_session(&server)?, "192.0.2.1", "erin@example.com", &fresh)?;
+    ensure!(third.status == 303, "a fresh one-time password: {}", third.status);
+    Ok(())
+}

@@ -180,7 +180,7 @@ async fn finish_sign_in(session: &Session, user: UserId, user_code: &str) -> Res
     Redirect::to(&format!("/device?user_code={code}")).into_response()
 }
 
-/// The user whose password this is, if it is right. An unknown email costs one argon2 check
+/// The user whose password this is, if it is right; the password is then used up. An unknown email costs one argon2 check
 /// like a known one (against a dummy hash), so timing does not tell which accounts exist.
 async fn verify_login(state: &WebState, email: &str, password: &str) -> anyhow::Result<Option<UserId>> {
     let user = state.store.user_by_email(email).await?;
@@ -188,8 +188,12 @@ async fn verify_login(state: &WebState, email: &str, password: &str) -> anyhow::
         Some(u) => state.store.password_hash(u.id).await?,
         None => None,
     };
-    let ok = crate::sys::argon::verify(Secret::new(password.to_string()), hash).await;
-    Ok(user.filter(|_| ok).map(|u| u.id))
+    let ok = crate::sys::argon::verify(Secret::new(password.to_string()), hash.clone()).await;
+    let (Some(user), Some(hash), true) = (user, hash, ok) else {
+        return Ok(None);
+    };
+    // The password from `cmdop server user add` is one-time: it signs in once (docs/reference.md).
+    Ok(state.store.clear_password_hash(user.id, &hash).await?.then_some(user.id))
 }
 
 /// `POST /device/decide` form.

@@ -88,6 +88,15 @@ impl GrantStore for SqliteStore {
             .await?;
         Ok(row.and_then(|r| r.try_get::<Option<String>, _>("password_hash").ok().flatten()))
     }
+
+    async fn clear_password_hash(&self, user: UserId, hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = NULL WHERE id = ? AND password_hash = ?")
+            .bind(user.to_string())
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 fn grant_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeviceGrant, StoreError> {

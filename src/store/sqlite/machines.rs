@@ -55,13 +55,14 @@ impl MachineStore for SqliteStore {
         let id = MachineId::random();
         // Consumed by a conditional update, so two enrollments racing on one token (on any
         // database and isolation level) cannot both pass: the loser changes no row.
-        let consumed =
-            sqlx::query("UPDATE enroll_tokens SET used_at = ?, machine_id = ? WHERE token_hash = ? AND used_at IS NULL")
-                .bind(now())
-                .bind(id.to_string())
-                .bind(token_hash)
-                .execute(&mut *tx)
-                .await?;
+        let consumed = sqlx::query(
+            "UPDATE enroll_tokens SET used_at = ?, machine_id = ? WHERE token_hash = ? AND used_at IS NULL",
+        )
+        .bind(now())
+        .bind(id.to_string())
+        .bind(token_hash)
+        .execute(&mut *tx)
+        .await?;
         if consumed.rows_affected() != 1 {
             return Err(EnrollError::Used);
         }
