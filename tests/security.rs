@@ -198,3 +198,94 @@ fn the_one_time_password_signs_in_once() -> anyhow::Result<()> {
     ensure!(third.status == 303, "a fresh one-time password: {}", third.status);
     Ok(())
 }
+
+/// Whether the server has closed `conn` (a read sees the end, or an error).
+fn closed_by_server(mut conn: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf = [0u8; 256];
+    match conn.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
+
+#[test]
+fn clients_that_never_finish_their_headers_are_cut_off() -> anyhow::Result<()> {
+    use std::io::Write;
+    let server = TestServer::start_with(&["--header-timeout", "1s"])?;
+    let mut conns = Vec::new();
+    for i in 0..60 {
+        let mut c = std::net::TcpStream::connect(server.addr())?;
+        if i % 2 == 0 {
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")?; // and never the rest
+        }
+        conns.push(c);
+    }
+    let mut open = conns.len();
+    common::wait_until(Duration::from_secs(15), "the server to close every half-sent request", || {
+        open = conns.iter().filter(|c| !closed_by_server(c)).count();
+        Ok(open == 0)
+    })
+    .with_context(|| format!("{open} of 60 still open"))?;
+    ensure!(server.http_get("/healthz")?.0 == 200, "the server still serves");
+    Ok(())
+}
+
+#[test]
+fn connections_beyond_the_cap_wait_for_a_free_slot() -> anyhow::Result<()> {
+    let server = TestServer::start_with(&["--max-connections", "4", "--header-timeout", "60s"])?;
+    let idle: Vec<_> = (0..4).map(|_| std::net::TcpStream::connect(server.addr())).collect::<Result<_, _>>()?;
+    // Give the server time to take all four: a fifth request then waits, unanswered.
+    common::wait_until(Duration::from_secs(5), "four connections accepted", || {
+        Ok(common::socket_inodes(server.pid())?.len() >= 5)
+    })?;
+    let addr = server.addr();
+    let fifth = std::thread::spawn(move || {
+        let started = Instant::now();
+        let page = get_with(&format!("http://{addr}/healthz"), &[]);
+        (started.elapsed(), page.map(|p| p.status).unwrap_or(0))
+    });
+    std::thread::sleep(Duration::from_millis(700)); // the fifth must still be waiting after this
+    drop(idle);
+    let (waited, status) = fifth.join().map_err(|_| anyhow::anyhow!("thread panicked"))?;
+    ensure!(status == 200, "the fifth request was not served once a slot freed: {status}");
+    ensure!(waited >= Duration::from_millis(600), "the fifth request was served at once ({waited:?}): no cap");
+    Ok(())
+}
+
+#[test]
+fn quickstart_stops_promptly_on_sigterm_with_a_browser_attached() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir()?;
+    let mut child = std::process::Command::new(common::CMDOP)
+        .args(["quickstart", "--listen", "127.0.0.1:0", "--json", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("HOME", dir.path())
+        .env("CMDOP_HOME", dir.path().join("cli"))
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("quickstart.log"))?)
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).context("quickstart never said it was ready")?;
+    let ready: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+    let share_url = ready["share_url"].as_str().context("share_url")?;
+    // A browser on the share link: a connection that never ends on its own.
+    let (ws, _, _) = share_support::ws::WsClient::open_ready(share_url)?;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let started = Instant::now();
+    let status = common::wait_child(&mut child, Duration::from_secs(10))?;
+    eprintln!("quickstart exited {status} {:?} after SIGTERM", started.elapsed());
+    drop(ws);
+    Ok(())
+}

@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod grpc;
 mod http;
 pub mod links;
+pub mod listen;
 pub mod metrics;
 pub mod oauth;
 pub mod relay;
@@ -47,6 +48,8 @@ pub struct ServerConfig {
     pub max_link_ttl: Duration,
     /// Reverse proxies whose `X-Forwarded-For` names the client (web/client_ip.rs).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Header timeout and connection cap (listen.rs).
+    pub limits: listen::ConnLimits,
 }
 
 /// A bound, not yet serving, server.
@@ -59,6 +62,7 @@ pub struct Server {
     shares: Shares,
     heartbeat: Duration,
     trusted_proxies: web::client_ip::TrustedProxies,
+    limits: listen::ConnLimits,
 }
 
 impl Server {
@@ -90,6 +94,7 @@ impl Server {
             shares,
             heartbeat: config.heartbeat,
             trusted_proxies,
+            limits: config.limits,
         })
     }
 
@@ -133,14 +138,8 @@ impl Server {
             .fallback(http::not_found)
             .layer(axum::Extension(self.trusted_proxies.clone()));
         tracing::info!(url = %self.public_url, addr = %self.local_addr, "serving");
-        use axum::serve::ListenerExt;
-        let listener = self.listener.tap_io(|tcp| {
-            // Keystrokes are tiny writes: never wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        listen::serve(self.listener, app, self.limits, shutdown).await;
         maintenance.abort();
-        Ok(served?)
+        Ok(())
     }
 }
