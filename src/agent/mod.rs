@@ -244,7 +244,7 @@ fn refuse(channel: u64, denial: crate::core::session::Denial, out: &channel::Out
 /// Answers `SessionQuery.unlock`: checks the password (argon2id, on a blocking thread).
 async fn unlock(request: u64, u: proto::Unlock, gate: &Gate) -> proto::SessionReply {
     let mut reply = proto::SessionReply { request, ..Default::default() };
-    match gate.unlock(&u.principal, crate::core::secret::Secret::new(u.password)).await {
+    match gate.unlock(&u.principal, &u.source, crate::core::secret::Secret::new(u.password)).await {
         Ok(grant) => {
             reply.unlocked =
                 Some(proto::Unlocked { token: grant.token.expose().clone(), expires_unix: grant.expires_unix });

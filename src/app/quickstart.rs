@@ -39,6 +39,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
         database: None,
         heartbeat: DEFAULT_HEARTBEAT,
         max_link_ttl: crate::server::links::DEFAULT_MAX_TTL,
+        limits: Default::default(),
         trusted_proxies: vec![],
     };
     let server = Server::bind(config).await.with_context(|| {

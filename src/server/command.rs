@@ -39,6 +39,12 @@ pub struct ServerArgs {
     /// limits. Without it the header is ignored.
     #[arg(long, value_name = "IP")]
     pub trusted_proxy: Vec<std::net::IpAddr>,
+    /// Longest a client may take to send a request's headers; slower ones are disconnected.
+    #[arg(long, value_parser = crate::core::duration::parse, default_value = "10s")]
+    pub header_timeout: Duration,
+    /// Most connections served at once; more wait in the kernel's queue.
+    #[arg(long, default_value_t = super::listen::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Administration of a server's data folder.
     #[command(subcommand)]
     pub command: Option<ServerCommand>,
@@ -129,6 +135,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         heartbeat: args.heartbeat_interval,
         max_link_ttl: args.max_link_ttl,
         trusted_proxies: args.trusted_proxy,
+        limits: super::listen::ConnLimits {
+            header_timeout: args.header_timeout,
+            max_connections: args.max_connections,
+        },
     };
     let server = Server::bind(config).await?;
     // One stable line for people and scripts (tests read the URL from it).

@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod http;
 pub mod links;
 pub mod local_approval;
+pub mod listen;
 pub mod metrics;
 pub mod oauth;
 pub mod relay;
@@ -43,11 +44,6 @@ use crate::sys::task::AbortOnDrop;
 /// Default heartbeat interval told to agents: 5 s (offline after 15 s of silence).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// How long open connections (attached terminals, streaming commands, agent streams) get to end
-/// once shutdown is asked for: 3 s. Past it they are cut, so a stop never waits on a stream that
-/// could stay open for hours.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-
 /// How to run a server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -65,6 +61,8 @@ pub struct ServerConfig {
     pub max_link_ttl: Duration,
     /// Reverse proxies whose `X-Forwarded-For` names the client (http/client_ip.rs).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Header timeout and connection cap (listen.rs).
+    pub limits: listen::ConnLimits,
 }
 
 /// A bound, not yet serving, server.
@@ -81,6 +79,7 @@ pub struct Server {
     heartbeat: Duration,
     trusted_proxies: TrustedProxies,
     bootstrap_secret: crate::core::secret::Secret<String>,
+    limits: listen::ConnLimits,
 }
 
 impl Server {
@@ -119,6 +118,7 @@ impl Server {
             heartbeat: config.heartbeat,
             trusted_proxies,
             bootstrap_secret,
+            limits: config.limits,
         })
     }
 
@@ -163,34 +163,7 @@ impl Server {
             .fallback(http::not_found)
             .layer(axum::Extension(self.trusted_proxies.clone()));
         tracing::info!(url = %self.public_url, addr = %self.local_addr, "serving");
-        use axum::serve::ListenerExt;
-        let listener = self.listener.tap_io(|tcp| {
-            // Keystrokes are tiny writes: never wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let (asked, asked_rx) = tokio::sync::oneshot::channel();
-        let shutdown = async move {
-            shutdown.await;
-            let _ = asked.send(());
-        };
-        let graceful =
-            std::future::IntoFuture::into_future(axum::serve(listener, app).with_graceful_shutdown(shutdown));
-        let served = tokio::select! {
-            served = graceful => served,
-            () = grace_after(asked_rx) => {
-                tracing::info!(grace_ms = SHUTDOWN_GRACE.as_millis() as u64, "connections still open after the grace; closing");
-                Ok(())
-            }
-        };
-        Ok(served?)
-    }
-}
-
-/// Resolves `SHUTDOWN_GRACE` after shutdown was asked for; never if it was not.
-async fn grace_after(asked: tokio::sync::oneshot::Receiver<()>) {
-    match asked.await {
-        Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
-        Err(_) => std::future::pending().await,
+        listen::serve(self.listener, app, self.limits, shutdown).await;
+        Ok(())
     }
 }

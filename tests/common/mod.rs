@@ -742,3 +742,10 @@ pub fn write_pseudo_random(path: &Path, len: usize, seed: u64) -> anyhow::Result
     }
     Ok(())
 }
+
+/// A `/proc/PID/status` figure in KiB (`VmRSS`; `VmHWM`, the peak), if the process exists.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

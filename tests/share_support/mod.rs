@@ -124,6 +124,27 @@ pub fn get(url: &str) -> anyhow::Result<Page> {
     request("GET", url, &[], "")
 }
 
+/// GET `url` with extra `headers` (`Cookie`, `X-Forwarded-For`, ...).
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Page> {
+    request("GET", url, headers, "")
+}
+
+/// POST `form` (form-encoded) to `url` with extra `headers`.
+pub fn post_form(url: &str, headers: &[(&str, &str)], form: &[(&str, &str)]) -> anyhow::Result<Page> {
+    let encode = |v: &str| {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let body: Vec<String> = form.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+    let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    all.extend_from_slice(headers);
+    request("POST", url, &all, &body.join("&"))
+}
+
 /// POST `body` as JSON to `url` with extra `headers` (`Origin`, ...).
 pub fn post_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> anyhow::Result<Page> {
     let mut all = vec![("Content-Type", "application/json")];

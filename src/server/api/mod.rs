@@ -327,7 +327,7 @@ impl proto::api_server::Api for ApiService {
             return Err(Status::invalid_argument("no attach password given"));
         }
         let principal = Access::user(c.user.id, None).principal;
-        let result = self.router.unlock(machine.id, &principal, Secret::new(r.password)).await;
+        let result = self.router.unlock(machine.id, &principal, &principal, Secret::new(r.password)).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(RouteError::Denied(d)) => d.code(),

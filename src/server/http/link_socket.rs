@@ -39,6 +39,9 @@ pub struct Resume {
 /// was twice the per-session budget (docs/performance.md). Browser input is keystrokes and
 /// pastes, which 4 KiB reads carry at no measurable cost.
 const SOCKET_READ_BUFFER: usize = 4 * 1024;
+/// Largest browser message (a paste) and frame: 1 MiB, not the library's 64 MiB / 16 MiB;
+/// a bigger one closes the socket with 1009 (docs/reference.md, "Limits").
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// `GET /s/{token}/ws`.
 pub async fn bridge_socket(
@@ -67,7 +70,10 @@ pub async fn bridge_socket(
     let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let client = format!("ip={peer} ua={}", agent.chars().take(200).collect::<String>());
     let access = Access::link(claims.link_id, super::unlock::token_from(&headers));
-    ws.read_buffer_size(SOCKET_READ_BUFFER).on_upgrade(move |socket| run(state, claims, socket, resume, client, access))
+    ws.read_buffer_size(SOCKET_READ_BUFFER)
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| run(state, claims, socket, resume, client, access))
 }
 
 async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {

@@ -85,7 +85,8 @@ pub async fn unlock(
         return fail(StatusCode::BAD_REQUEST, "bad_request", "Enter the machine's attach password");
     }
     let principal = Access::link(claims.link_id, None).principal;
-    let result = state.router.unlock(claims.machine_id, &principal, Secret::new(form.password)).await;
+    let source = format!("ip:{peer}");
+    let result = state.router.unlock(claims.machine_id, &principal, &source, Secret::new(form.password)).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(RouteError::Denied(d)) => d.code(),

@@ -79,6 +79,15 @@ impl GrantStore for PgStore {
         Ok(())
     }
 
+    async fn clear_password_hash(&self, user: UserId, hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = NULL WHERE id = $1 AND password_hash = $2")
+            .bind(user.to_string())
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn password_hash(&self, user: UserId) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
             .bind(user.to_string())

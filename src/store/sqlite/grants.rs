@@ -84,4 +84,13 @@ impl GrantStore for SqliteStore {
             .await?;
         Ok(row.map(|r| r.opt_text("password_hash")).transpose()?.flatten())
     }
+
+    async fn clear_password_hash(&self, user: UserId, hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = NULL WHERE id = ? AND password_hash = ?")
+            .bind(user.to_string())
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }
