@@ -135,7 +135,12 @@ impl Gate {
     }
 
     /// Checks a typed password from `source`; a token for `principal` when it is right.
-    pub(crate) async fn unlock(&self, principal: &str, source: &str, password: Secret<String>) -> Result<Grant, Denial> {
+    pub(crate) async fn unlock(
+        &self,
+        principal: &str,
+        source: &str,
+        password: Secret<String>,
+    ) -> Result<Grant, Denial> {
         let file = match self.password() {
             Ok(Some(file)) => file,
             // No password: nothing to unlock, any token would do; issue none and let it in.

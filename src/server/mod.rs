@@ -16,8 +16,8 @@ pub mod command;
 pub mod grpc;
 pub mod http;
 pub mod links;
-pub mod local_approval;
 pub mod listen;
+pub mod local_approval;
 pub mod metrics;
 pub mod oauth;
 pub mod relay;
@@ -151,9 +151,9 @@ impl Server {
         // Key reloads and revocation pruning, for as long as this server serves.
         let _maintenance = self.links.spawn_maintenance();
         // Other nodes may hold agents' streams: machines whose node went silent are swept offline.
-        let _sweep = self.shared_database.then(|| {
-            AbortOnDrop::spawn(relay::presence::offline_sweep(self.store.clone(), self.heartbeat))
-        });
+        let _sweep = self
+            .shared_database
+            .then(|| AbortOnDrop::spawn(relay::presence::offline_sweep(self.store.clone(), self.heartbeat)));
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();

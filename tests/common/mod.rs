@@ -15,8 +15,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 mod faults;
-mod proc_stats;
 pub mod postgres;
+mod proc_stats;
 mod procfs;
 mod server_line;
 
