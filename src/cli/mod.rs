@@ -4,6 +4,7 @@
 pub mod args;
 mod attach;
 pub mod client;
+pub mod console;
 pub mod error;
 mod escape;
 mod exec;

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod command;
+mod console;
 pub mod gateway;
 pub mod grpc;
 mod http;
@@ -122,6 +123,14 @@ impl Server {
         let web =
             web::router(WebState::new(self.store.clone(), &self.public_url, gateway_state.asset_url("share.css")));
         let gateway = gateway::router(gateway_state);
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+        let console = console::router(console::ConsoleState::new(
+            self.store.clone(),
+            self.shares.clone(),
+            self.router.clone(),
+            &self.public_url,
+            stopping,
+        ));
         let maintenance = self.shares.spawn_maintenance();
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
@@ -129,6 +138,7 @@ impl Server {
         let app = http::router(self.store.clone())
             .merge(gateway)
             .merge(web)
+            .merge(console)
             .merge(grpc)
             .fallback(http::not_found)
             .layer(axum::Extension(self.trusted_proxies.clone()));
@@ -139,6 +149,11 @@ impl Server {
             let _ = tcp.set_nodelay(true);
         });
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        // Event streams never end by themselves: tell them when the server stops.
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(true);
+        };
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         maintenance.abort();
         Ok(served?)

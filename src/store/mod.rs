@@ -5,6 +5,7 @@
 //! Callers see domain types and `StoreError`, never SQL: all SQL lives under this folder, one
 //! implementation per backend (`sqlite` today).
 
+mod console;
 mod grants;
 mod identity;
 mod links;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
+pub use console::{AuditRow, ConsoleStore, TicketOwner};
 pub use grants::{DeviceGrant, GrantStatus, GrantStore};
 pub use identity::{Fleet, IdentityStore, Membership, Role, TokenKind, User};
 pub use links::{LinkRow, LinkStore, NewLink};
@@ -44,9 +46,9 @@ impl From<sqlx::Error> for EnrollError {
 }
 
 /// Every concern of the store, as one object.
-pub trait Storage: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore {}
+pub trait Storage: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore {}
 
-impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore> Storage for T {}
+impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore> Storage for T {}
 
 /// Handle to the store; cheap to clone.
 pub type Store = Arc<dyn Storage>;
