@@ -374,6 +374,34 @@ fn the_key_bar_sends_keys_a_phone_keyboard_lacks() -> anyhow::Result<()> {
     })
 }
 
+#[test]
+fn the_machines_page_follows_a_machine_going_offline_without_a_reload() -> anyhow::Result<()> {
+    let Some(path) = chromium()? else {
+        return Ok(());
+    };
+    let mut fx = Fixture::start("going-box")?;
+    let url = console_url(&fx)?;
+    let machine = fx.machine().to_string();
+    let chrome = Chrome::launch(&path)?;
+    let page = chrome.page()?;
+    let row = format!("document.querySelector('tr[data-id=\"{machine}\"] .state').textContent");
+    let (p, r) = (page.clone(), row.clone());
+    step(async move {
+        p.goto(url.as_str()).await?;
+        poll(&p, &r, Duration::from_secs(10), |v| v == "online").await?;
+        // The event stream's first message marks the page as live.
+        poll(&p, "document.body.dataset.updates || '0'", Duration::from_secs(10), |v| v != "0").await?;
+        eval(&p, "window.notReloaded = true").await;
+        Ok(())
+    })?;
+    fx.agent.kill();
+    step(async move {
+        poll(&page, &row, Duration::from_secs(15), |v| v == "offline").await?;
+        ensure!(eval(&page, "window.notReloaded === true").await == true, "the page reloaded instead of updating");
+        Ok(())
+    })
+}
+
 // ---- plain HTTP: redirects, CSRF, roles -------------------------------------------------
 
 /// An HTTP client that follows no redirects and carries one console cookie by hand.
@@ -508,6 +536,10 @@ fn viewers_get_no_terminal_or_share_and_a_role_change_applies_at_once() -> anyho
     web.sign_in("viewer@example.com", &password)?;
     let (status, _, body) = web.get("/console")?;
     ensure!(status == 200 && body.contains("role-box"), "viewer's machines page: {status}");
+    let (_, _, body) = web.get("/console?q=ROLE")?;
+    ensure!(body.contains("role-box"), "the filter lost the machine");
+    let (_, _, body) = web.get("/console?q=nothing-like-it")?;
+    ensure!(!body.contains("role-box") && body.contains("No machine matches"), "the filter kept the machine");
     let (status, _, body) = web.get(&format!("/console/m/{machine}"))?;
     ensure!(status == 200, "viewer's machine page: {status}");
     ensure!(!body.contains("open-terminal") && !body.contains("share-form"), "viewer sees terminal or share buttons");

@@ -73,7 +73,9 @@ impl Member {
         Ok(Self { user, fleet: chosen.fleet, role: chosen.role, fleets, csrf, session })
     }
 
-    /// Refuses with 403 unless the role is at least `min`.
+    /// Refuses with 403 unless the role is at least `min`. (The refusal is the page itself,
+    /// built at most once per request, so its size does not matter.)
+    #[allow(clippy::result_large_err)]
     pub(crate) fn require(&self, state: &ConsoleState, min: Role, action: &str) -> Result<(), Response> {
         if self.role >= min {
             return Ok(());
@@ -83,6 +85,7 @@ impl Member {
     }
 
     /// Refuses with 403 unless `sent` is this session's CSRF token.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn check_csrf(&self, state: &ConsoleState, sent: &str) -> Result<(), Response> {
         if bool::from(self.csrf.as_bytes().ct_eq(sent.as_bytes())) && !sent.is_empty() {
             return Ok(());

@@ -191,3 +191,37 @@ pub(crate) async fn machine_events(State(state): State<ConsoleState>, session: S
     };
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(id: &str, hostname: &str, display: Option<&str>) -> Machine {
+        Machine {
+            id: id.parse().unwrap(),
+            fleet_id: FleetId::random(),
+            hostname: hostname.into(),
+            display_name: display.map(str::to_string),
+            os: String::new(),
+            arch: String::new(),
+            online: true,
+            last_seen: None,
+        }
+    }
+
+    #[test]
+    fn the_filter_follows_the_resolver_then_falls_back_to_substrings() {
+        let fleet = [
+            machine("3f2a0000-0000-4000-8000-000000000001", "web-1", Some("Audi VPS")),
+            machine("3f2b0000-0000-4000-8000-000000000002", "web-2", None),
+            machine("9c000000-0000-4000-8000-000000000003", "db", None),
+        ];
+        let names = |q: &str| matching(q, &fleet).iter().map(|m| m.hostname.clone()).collect::<Vec<_>>();
+        assert_eq!(names(""), ["web-1", "web-2", "db"]);
+        assert_eq!(names("audi vps"), ["web-1"], "exact display name resolves");
+        assert_eq!(names("9c"), ["db"], "unique id prefix resolves");
+        assert_eq!(names("3f2"), ["web-1", "web-2"], "an ambiguous prefix lists its candidates");
+        assert_eq!(names("WEB"), ["web-1", "web-2"], "substrings, case-insensitive");
+        assert!(names("nothing").is_empty());
+    }
+}

@@ -196,9 +196,9 @@ async fn read_browser(mut stream: SplitStream<WebSocket>, control: Arc<dyn Sessi
     while let Some(Ok(msg)) = stream.next().await {
         match msg {
             Message::Binary(data) => {
-                if control.input(data).await.is_err() {
+                let Ok(()) = control.input(data).await else {
                     return;
-                }
+                };
             }
             Message::Text(text) => {
                 if let Ok(ClientMessage::Resize { cols, rows }) = serde_json::from_str(&text)

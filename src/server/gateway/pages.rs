@@ -24,6 +24,8 @@ struct SharePage {
     weblinks_js: String,
     share_js: String,
     share_css: String,
+    keybar_js: String,
+    keybar_css: String,
 }
 
 #[derive(Template)]
@@ -88,5 +90,7 @@ async fn page_for(state: &GatewayState, claims: &LinkClaims) -> anyhow::Result<O
         weblinks_js: a.url("vendor/addon-web-links.js"),
         share_js: a.url("share.js"),
         share_css: a.url("share.css"),
+        keybar_js: a.url("keybar.js"),
+        keybar_css: a.url("keybar.css"),
     }))
 }
