@@ -321,7 +321,9 @@ fn take_screenshots(page: &Page, machine: &str) -> anyhow::Result<()> {
             p.goto(format!("{base}/console")).await?;
             poll(&p, PATH, Duration::from_secs(10), |v| v == "/console").await?;
             screenshot(&p, &format!("console-machines{suffix}.png")).await?;
-            p.goto(format!("{base}/console/m/{m}/terminal?keys=1")).await?;
+            // The phone shows the key bar a touch screen would get.
+            let keys = if is_phone { "?keys=1" } else { "" };
+            p.goto(format!("{base}/console/m/{m}/terminal{keys}")).await?;
             poll(&p, STATE, Duration::from_secs(15), |v| v == "open").await?;
             run_in_terminal(&p, "echo hello from the console", "hello from the console").await?;
             screenshot(&p, &format!("console-terminal{suffix}.png")).await?;
