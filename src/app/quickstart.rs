@@ -72,12 +72,15 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
     let agent_task = tokio::spawn(agent::run(agent_config, stopped(stop_rx)));
     let machine = wait_online(&mut client, &agent_dir, &agent_task).await?;
     let link = share_this_machine(&mut client, &machine).await?;
+    let console_url = console_sign_in_url().await;
     if args.json {
-        let ready = json!({"server_url": url, "share_url": link.url, "share_id": link.id,
-                           "machine_id": machine.id, "expires_at": link.expires_at});
+        let mut ready = json!({"server_url": url, "share_url": link.url, "share_id": link.id,
+                               "machine_id": machine.id, "expires_at": link.expires_at});
+        ready["console_url"] = json!(console_url);
         println!("{ready}");
     } else {
         print_welcome(&url, &email, &crate::sys::host::hostname(), &link.url, &link.expires_at);
+        print_console(&console_url);
     }
     crate::sys::signal::shutdown().await;
     let _ = stop_tx.send(true);
@@ -153,4 +156,23 @@ fn print_welcome(url: &str, email: &str, host: &str, share_url: &str, expires_at
     println!("  cmdop connect shares");
     println!("  cmdop fleet token create     # enroll another machine\n");
     println!("Press Ctrl-C to stop.");
+}
+
+/// The web console's one-time sign-in URL (60 s, single use), minted through the CLI API as
+/// `cmdop console` does; empty (and logged) when that fails.
+async fn console_sign_in_url() -> String {
+    match crate::cli::console::ticket().await {
+        Ok(ticket) => ticket.url,
+        Err(e) => {
+            tracing::warn!(error = %e, "no web console sign-in URL");
+            String::new()
+        }
+    }
+}
+
+fn print_console(url: &str) {
+    if !url.is_empty() {
+        println!("\nWeb console (this sign-in URL works once, within a minute; `cmdop console` makes another):");
+        println!("  {url}");
+    }
 }

@@ -5,6 +5,7 @@ pub mod args;
 mod attach;
 pub(crate) mod client;
 pub(crate) mod error;
+pub(crate) mod console;
 mod escape;
 mod exec;
 pub(crate) mod fleet;

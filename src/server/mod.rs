@@ -13,6 +13,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod command;
+mod console;
 pub mod grpc;
 pub mod http;
 pub mod links;
@@ -154,15 +155,29 @@ impl Server {
         let _sweep = self
             .shared_database
             .then(|| AbortOnDrop::spawn(relay::presence::offline_sweep(self.store.clone(), self.heartbeat)));
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+        let console = console::router(console::ConsoleState::new(
+            self.store.clone(),
+            self.links.clone(),
+            self.router.clone(),
+            &self.public_url,
+            stopping,
+        ));
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();
         let app = http::router(http_state)
             .merge(local_approval::router(self.store.clone(), self.bootstrap_secret))
+            .merge(console)
             .merge(grpc)
             .fallback(http::not_found)
             .layer(axum::Extension(self.trusted_proxies.clone()));
         tracing::info!(url = %self.public_url, addr = %self.local_addr, "serving");
+        // Event streams never end by themselves: tell them when the server stops.
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(true);
+        };
         listen::serve(self.listener, app, self.limits, shutdown).await;
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! implementation per backend: `sqlite` (the default, a file in the data folder) and `postgres`
 //! (several server nodes on one database). `rows` holds what both read alike.
 
+mod console;
 mod grants;
 mod identity;
 mod links;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
+pub use console::{AuditRow, ConsoleStore, TicketOwner};
 pub use grants::{DeviceGrant, GrantStatus, GrantStore};
 pub use identity::{Fleet, IdentityStore, Membership, Role, TokenKind, User};
 pub use links::{LinkRow, LinkStore, NewLink};
@@ -52,9 +54,9 @@ impl From<sqlx::Error> for EnrollError {
 }
 
 /// Every concern of the store, as one object.
-pub trait Storage: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore {}
+pub trait Storage: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore {}
 
-impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore> Storage for T {}
+impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore> Storage for T {}
 
 /// Handle to the store; cheap to clone.
 pub type Store = Arc<dyn Storage>;

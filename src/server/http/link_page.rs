@@ -23,6 +23,8 @@ struct LinkPage {
     weblinks_js: String,
     share_js: String,
     share_css: String,
+    keybar_js: String,
+    keybar_css: String,
 }
 
 #[derive(Template)]
@@ -86,5 +88,7 @@ async fn page_for(state: &HttpState, claims: &LinkClaims) -> anyhow::Result<Opti
         weblinks_js: a.url("vendor/addon-web-links.js"),
         share_js: a.url("share.js"),
         share_css: a.url("share.css"),
+        keybar_js: a.url("keybar.js"),
+        keybar_css: a.url("keybar.css"),
     }))
 }

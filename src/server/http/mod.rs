@@ -15,7 +15,7 @@
 //!
 //! This file: the shared state, the router, the security headers and the 404.
 
-mod assets;
+pub(crate) mod assets;
 pub mod client_ip;
 pub(crate) mod device;
 mod health;
@@ -131,7 +131,7 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// Adds the strict headers every browser-facing response carries.
-async fn security_headers(mut resp: Response) -> Response {
+pub(crate) async fn security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -144,7 +144,7 @@ async fn security_headers(mut resp: Response) -> Response {
 }
 
 /// An HTML page (askama) with `status`; a template failure is a logged 500.
-fn render(status: StatusCode, page: &impl askama::Template) -> Response {
+pub(crate) fn render(status: StatusCode, page: &impl askama::Template) -> Response {
     match page.render() {
         Ok(html) => (status, axum::response::Html(html)).into_response(),
         Err(e) => server_error(e),
@@ -152,7 +152,7 @@ fn render(status: StatusCode, page: &impl askama::Template) -> Response {
 }
 
 /// A 500 for a browser: the cause goes to the log, not to the page.
-fn server_error(e: impl std::fmt::Display) -> Response {
+pub(crate) fn server_error(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "page failed");
     (StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log\n").into_response()
 }

@@ -9,6 +9,7 @@
 //! READ COMMITTED makes safe across nodes: a racing update waits for the row lock, then
 //! re-checks its WHERE against the committed row.
 
+mod console;
 mod grants;
 mod identity;
 mod links;

@@ -2,6 +2,7 @@
 //! from `migrations/sqlite/` applied at open. The embedded default: a newcomer needs nothing
 //! but cargo.
 
+mod console;
 mod grants;
 mod identity;
 mod links;
