@@ -4,8 +4,8 @@
 pub mod args;
 mod attach;
 pub(crate) mod client;
-pub(crate) mod error;
 pub(crate) mod console;
+pub(crate) mod error;
 mod escape;
 mod exec;
 pub(crate) mod fleet;

@@ -19,8 +19,8 @@ use super::pages::{LinkView, MachineView, Nav, link_status, may_revoke, message,
 use super::terminal::audit;
 use crate::core::clock::rfc3339;
 use crate::core::ids::{LinkId, MachineId};
-use crate::server::links::LinkSpec;
 use crate::server::http::server_error;
+use crate::server::links::LinkSpec;
 use crate::store::{LinkRow, Machine, Role};
 
 /// Audit events the Links page shows.

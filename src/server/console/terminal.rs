@@ -23,8 +23,8 @@ use crate::core::ids::MachineId;
 use crate::core::secret::Secret;
 use crate::core::session::{Access, Denial, OpenSpec, SessionEvent, SessionKind};
 use crate::server::http::protocol::{ClientMessage, ServerMessage, close};
-use crate::server::relay::router::{RouteError, SessionControl, SessionPort};
 use crate::server::http::server_error;
+use crate::server::relay::router::{RouteError, SessionControl, SessionPort};
 use crate::store::{Machine, Role};
 
 /// Output bytes the browser must have taken before their credit is granted back (a quarter
