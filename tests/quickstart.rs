@@ -31,6 +31,8 @@ struct Ready {
     share_id: String,
     machine_id: String,
     expires_at: String,
+    /// The web console's one-time sign-in URL (docs/reference.md).
+    console_url: String,
 }
 
 /// A running `cmdop quickstart --json` with its own data and CLI folders; killed in `Drop`.
@@ -119,6 +121,8 @@ fn quickstart_signs_in_enrolls_and_shares_this_machine_through_the_server() -> a
     let ready = &quickstart.ready;
     ensure!(ready.server_url.starts_with("http://127.0.0.1:"), "server_url {}", ready.server_url);
     ensure!(ready.share_url.starts_with(&format!("{}/s/", ready.server_url)), "share_url {}", ready.share_url);
+    let console = format!("{}/console/signin/", ready.server_url);
+    ensure!(ready.console_url.starts_with(&console), "console_url {}", ready.console_url);
     ensure!(!ready.share_id.is_empty() && ready.expires_at.ends_with('Z'), "{ready:?}");
 
     let machine = quickstart.cli().machine(&ready.machine_id)?.context("the CLI does not list quickstart's machine")?;
