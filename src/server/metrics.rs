@@ -16,6 +16,12 @@ pub(crate) struct Metrics {
     pub(crate) bytes_to_agents: AtomicU64,
     /// Exec commands started.
     pub(crate) execs_total: AtomicU64,
+    /// Sessions this node drove on another node's agent stream.
+    pub(crate) forwarded_sessions: AtomicU64,
+    /// Node-to-node streams open on this node, either way.
+    pub(crate) peer_streams: AtomicU64,
+    /// Milliseconds from the last applied broadcast event's write to its application here.
+    pub(crate) notification_lag_ms: AtomicU64,
 }
 
 /// The one instance.
@@ -25,14 +31,23 @@ pub(crate) static METRICS: Metrics = Metrics {
     bytes_from_agents: AtomicU64::new(0),
     bytes_to_agents: AtomicU64::new(0),
     execs_total: AtomicU64::new(0),
+    forwarded_sessions: AtomicU64::new(0),
+    peer_streams: AtomicU64::new(0),
+    notification_lag_ms: AtomicU64::new(0),
 };
 
 impl Metrics {
     /// Renders every metric with HELP and TYPE lines.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 5] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 9] = [
             ("cmdop_machines_online", "gauge", "Agent streams connected to this node.", &self.machines_online),
+            (
+                "cmdop_routes_held",
+                "gauge",
+                "Machine routes this node holds (its agent streams).",
+                &self.machines_online,
+            ),
             ("cmdop_sessions_open", "gauge", "Sessions open through this node.", &self.sessions_open),
             (
                 "cmdop_relayed_bytes_total{direction=\"from_agent\"}",
@@ -42,6 +57,19 @@ impl Metrics {
             ),
             ("cmdop_relayed_bytes_total{direction=\"to_agent\"}", "counter", "", &self.bytes_to_agents),
             ("cmdop_execs_total", "counter", "Exec commands started.", &self.execs_total),
+            (
+                "cmdop_forwarded_sessions_total",
+                "counter",
+                "Sessions forwarded to the node holding the agent.",
+                &self.forwarded_sessions,
+            ),
+            ("cmdop_peer_streams", "gauge", "Node-to-node streams open, either way.", &self.peer_streams),
+            (
+                "cmdop_notification_lag_ms",
+                "gauge",
+                "Write-to-apply delay of the last broadcast event.",
+                &self.notification_lag_ms,
+            ),
         ];
         for (name, kind, help, value) in rows {
             let base = name.split('{').next().unwrap_or(name);

@@ -97,6 +97,10 @@ pub(crate) fn route_status(e: RouteError, machine: &Machine) -> Status {
         RouteError::Gone => {
             Status::unavailable(format!("machine {} went away: its agent's connection dropped", machine.hostname))
         }
+        RouteError::Stale => Status::unavailable(format!(
+            "machine {} is moving to another server node; try again in a few seconds",
+            machine.hostname
+        )),
         RouteError::NoSuchSession(msg) => Status::not_found(format!("{msg} on machine {}", machine.hostname)),
         RouteError::Unanswered => {
             Status::deadline_exceeded(format!("machine {} did not answer in time", machine.hostname))
@@ -297,7 +301,7 @@ impl proto::api_server::Api for ApiService {
             id => vec![self.fleet_machine(&c, id).await?],
         };
         let single = machines.len() == 1 && !req.get_ref().machine_id.is_empty();
-        if single && !self.router.is_connected(machines[0].id) {
+        if single && !self.router.is_connected(machines[0].id).await {
             return Err(route_status(RouteError::Offline, &machines[0]));
         }
         Ok(Response::new(sessions::gather(self.router.as_ref(), &machines).await))

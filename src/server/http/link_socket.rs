@@ -132,7 +132,7 @@ async fn attach(
     {
         return Ok((session, offset));
     }
-    if !state.router.is_connected(claims.machine_id) {
+    if !state.router.is_connected(claims.machine_id).await {
         return Err(Refusal::new(close::OFFLINE, "The machine is offline"));
     }
     let opened = match state.links.open(claims.link_id).await {
