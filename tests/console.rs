@@ -14,12 +14,13 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use chrome::{BUFFER_TEXT, Chrome, OVERLAY, ROWS_TEXT, STATE, chromium, click, eval, has_line, poll};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
 use chromiumoxide::page::{Page, ScreenshotParams};
 use serde_json::Value;
+use share_support::ws::{Refused, WsClient};
 use share_support::{Fixture, rt};
 
 /// Longest one browser step may take.
@@ -446,6 +447,15 @@ fn viewers_get_no_terminal_or_share_and_a_role_change_applies_at_once() -> anyho
     ensure!(status == 403, "viewer's forged share answered {status}");
     let links = fx.server.cli().run(&["connect", "shares", "--json"])?.expect_code(0)?;
     ensure!(links.stdout_text().trim() == "[]", "a link was made: {links}");
+    let kill = format!("/console/m/{machine}/sessions/{UNKNOWN_SESSION}/kill");
+    let (status, _, _) = web.post(&kill, &[("csrf", &csrf)])?;
+    ensure!(status == 403, "viewer's forged kill answered {status}");
+    let run_url = format!("{}/console/m/{machine}/run/ws", fx.server.url().replacen("http://", "ws://", 1));
+    match WsClient::open_with(&run_url, None, Some(&web.cookie)) {
+        Err(Refused::Status(403)) => {}
+        Err(e) => bail!("viewer's command socket: {e}"),
+        Ok(_) => bail!("viewer's command socket was upgraded"),
+    }
 
     // Promoted to member: the next request shows the terminal button; demoted: gone again.
     add_user(&fx, "viewer@example.com", "member")?;
@@ -506,20 +516,28 @@ fn the_machine_page_lists_attaches_and_kills_persistent_sessions() -> anyhow::Re
     let (p, m) = (page.clone(), machine.clone());
     let session = step(async move {
         sign_in_to_machine(&p, &url, &m).await?;
-        ensure!(eval(&p, "!!document.getElementById('sessions-empty')").await == true, "sessions listed on a new agent");
+        ensure!(
+            eval(&p, "!!document.getElementById('sessions-empty')").await == true,
+            "sessions listed on a new agent"
+        );
         // A new persistent session by name, from the page.
         let name = p.find_element("#new-session-name").await?;
         name.click().await?;
         name.type_str("work").await?;
         click(&p, "#new-session").await?;
         poll(&p, STATE, Duration::from_secs(15), |v| v == "open").await?;
-        ensure!(eval(&p, "location.search").await == "?attach=work", "terminal URL: {}", eval(&p, "location.href").await);
+        ensure!(
+            eval(&p, "location.search").await == "?attach=work",
+            "terminal URL: {}",
+            eval(&p, "location.href").await
+        );
         run_in_terminal(&p, "echo in-work-$((40+2))", "in-work-42").await?;
         let session = eval(&p, "window.cmdopShare.session").await.as_str().unwrap_or_default().to_string();
 
         // Listed on the machine page with its name and id.
         p.goto(format!("{}/console/m/{m}", base_of(&p).await?)).await?;
-        let rows = poll(&p, SESSION_ROWS, Duration::from_secs(5), |v| v.as_array().is_some_and(|a| a.len() == 1)).await?;
+        let rows =
+            poll(&p, SESSION_ROWS, Duration::from_secs(5), |v| v.as_array().is_some_and(|a| a.len() == 1)).await?;
         ensure!(rows[0]["name"] == "work" && rows[0]["id"] == session.as_str(), "session rows: {rows}");
         Ok(session)
     })?;
@@ -563,8 +581,10 @@ async fn run_from_page(page: &Page, command: &str, timeout: u32) -> anyhow::Resu
     eval(page, &set).await;
     eval(page, "delete document.body.dataset.run").await;
     click(page, "#run-submit").await?;
-    poll(page, "document.body.dataset.run || ''", Duration::from_secs(30), |v| v == "done" || v == "failed" || v == "locked")
-        .await?;
+    poll(page, "document.body.dataset.run || ''", Duration::from_secs(30), |v| {
+        v == "done" || v == "failed" || v == "locked"
+    })
+    .await?;
     Ok(eval(
         page,
         "({ state: document.body.dataset.run, code: document.getElementById('run-status').dataset.code, \
@@ -599,7 +619,11 @@ fn a_one_shot_command_streams_its_output_exit_code_cap_and_timeout() -> anyhow::
         // More than the cap: the page shows the first 256 KiB and says the rest was cut.
         let r = run_from_page(&page, "head -c 400000 /dev/zero | tr '\\0' x", 60).await?;
         ensure!(r["state"] == "done" && r["code"] == "0", "big run: {}", r["status"]);
-        ensure!(r["truncated"] == true && r["note"].as_str().is_some_and(|n| n.contains("truncated")), "note: {}", r["note"]);
+        ensure!(
+            r["truncated"] == true && r["note"].as_str().is_some_and(|n| n.contains("truncated")),
+            "note: {}",
+            r["note"]
+        );
         let shown = r["output"].as_str().unwrap_or_default().len();
         ensure!(shown == 256 * 1024, "shown {shown} bytes of output");
         ensure!(r["status"].as_str().is_some_and(|s| s.contains("400000 bytes")), "status: {}", r["status"]);
@@ -611,7 +635,8 @@ fn a_one_shot_command_streams_its_output_exit_code_cap_and_timeout() -> anyhow::
 
         // Audited, with the command.
         page.goto(format!("{}/console/links", base_of(&page).await?)).await?;
-        let audit = eval(&page, "[...document.querySelectorAll('#audit tr')].map(e => e.textContent).join('\\n')").await;
+        let audit =
+            eval(&page, "[...document.querySelectorAll('#audit tr')].map(e => e.textContent).join('\\n')").await;
         let text = audit.as_str().unwrap_or_default();
         ensure!(text.contains("console.run") && text.contains("echo out-1"), "audit: {text}");
         ensure!(text.contains("console.run.exit") && text.contains("code=124"), "audit: {text}");
@@ -638,13 +663,24 @@ fn the_console_terminal_resumes_a_dropped_socket_by_offset_without_loss_or_doubl
         poll(&page, ROWS_TEXT, Duration::from_secs(15), |v| v.as_str().is_some_and(|t| !t.trim().is_empty())).await?;
         let input = page.find_element("textarea.xterm-helper-textarea").await?;
         input.focus().await?;
-        input.type_str(&format!("for i in $(seq 1 {LINES}); do echo line-$i; sleep 0.01; done; echo all-$((1+1))-done")).await?;
+        input
+            .type_str(&format!("for i in $(seq 1 {LINES}); do echo line-$i; sleep 0.01; done; echo all-$((1+1))-done"))
+            .await?;
         input.press_key("Enter").await?;
         // Mid-stream, the page's socket drops.
         poll(&page, BUFFER_TEXT, Duration::from_secs(15), |v| has_line(v, "line-40")).await?;
         eval(&page, "window.firstSocket = window.cmdopSocket; window.firstSession = window.cmdopShare.session; window.cmdopSocket.close()").await;
-        poll(&page, "window.cmdopSocket !== window.firstSocket && document.body.dataset.state", Duration::from_secs(15), |v| v == "open").await?;
-        ensure!(eval(&page, "window.cmdopShare.session === window.firstSession").await == true, "a new session after the reconnect");
+        poll(
+            &page,
+            "window.cmdopSocket !== window.firstSocket && document.body.dataset.state",
+            Duration::from_secs(15),
+            |v| v == "open",
+        )
+        .await?;
+        ensure!(
+            eval(&page, "window.cmdopShare.session === window.firstSession").await == true,
+            "a new session after the reconnect"
+        );
         let buffer = poll(&page, BUFFER_TEXT, Duration::from_secs(30), |v| has_line(v, "all-2-done")).await?;
         let seen: Vec<&str> = buffer
             .as_str()
@@ -673,13 +709,31 @@ fn an_attach_password_guards_sessions_and_kill_needs_the_csrf_token() -> anyhow:
     let page = format!("/console/m/{machine}");
     let (status, _, body) = web.get(&page)?;
     ensure!(status == 200 && body.contains("id=\"sessions-locked\""), "locked machine page: {status}");
-    ensure!(!body.contains("id=\"sessions\"") && !body.contains("id=\"machine-unlock\" hidden"), "locked page lists or hides the form");
+    ensure!(
+        !body.contains("id=\"sessions\"") && !body.contains("id=\"machine-unlock\" hidden"),
+        "locked page lists or hides the form"
+    );
     let csrf = web.csrf(&page)?;
-    let kill = format!("/console/m/{machine}/sessions/{}/kill", uuid_like());
+    let kill = format!("/console/m/{machine}/sessions/{UNKNOWN_SESSION}/kill");
     let (status, _, body) = web.post(&kill, &[("csrf", &csrf)])?;
     ensure!(status == 403 && body.contains("attach password"), "kill on a locked machine answered {status}");
     let (status, _, _) = web.post(&kill, &[])?;
     ensure!(status == 403, "kill without a CSRF token answered {status}");
+    // A command: a forged token is refused (4008), the right one meets the password (4010).
+    let run_url = format!("{}/console/m/{machine}/run/ws", fx.server.url().replacen("http://", "ws://", 1));
+    let cookie = web.cookie.clone();
+    let run = |token: &str, command: &str| -> anyhow::Result<WsClient> {
+        let ws = WsClient::open_with(&run_url, None, Some(&cookie)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        ws.send_json(&serde_json::json!({ "command": command, "timeout_secs": 20, "csrf": token }))?;
+        Ok(ws)
+    };
+    let closed_with = |ws: &WsClient, code: u16| {
+        common::wait_until(Duration::from_secs(20), "the run socket to close", || {
+            Ok(ws.closed().is_some_and(|c| c.code == code))
+        })
+    };
+    closed_with(&run("forged", "echo no")?, 4008).context("a forged CSRF token")?;
+    closed_with(&run(&csrf, "echo no")?, 4010).context("a locked machine")?;
 
     // Unlock through the terminal's endpoint (the page's form posts there): now listed.
     let unlock = format!("{}/console/m/{machine}/terminal/unlock", fx.server.url());
@@ -699,9 +753,71 @@ fn an_attach_password_guards_sessions_and_kill_needs_the_csrf_token() -> anyhow:
     // A kill of a session that is not there says so.
     let (status, _, _) = web.post(&kill, &[("csrf", &csrf)])?;
     ensure!(status == 404, "kill of an unknown session answered {status}");
+    // Unlocked, the command runs: tagged output, then its exit.
+    let ws = run(&csrf, "echo run-ok; exit 5")?;
+    closed_with(&ws, 1000).context("an unlocked run")?;
+    ensure!(ws.output_text() == "\u{1}run-ok\n", "output frames: {:?}", ws.output_text());
+    let exit = ws.texts().into_iter().find(|t| t["type"] == "exit").context("no exit message")?;
+    ensure!(exit["code"] == 5 && exit["truncated"] == false && exit["bytes"] == 7, "exit: {exit}");
     Ok(())
 }
 
-fn uuid_like() -> String {
-    "0b7e7a52-1d3c-4e5f-8a9b-0c1d2e3f4a5b".to_string()
+/// A session id no machine has.
+const UNKNOWN_SESSION: &str = "0b7e7a52-1d3c-4e5f-8a9b-0c1d2e3f4a5b";
+
+#[test]
+fn the_machine_page_takes_the_attach_password_then_lists_and_runs() -> anyhow::Result<()> {
+    let Some(path) = chromium()? else {
+        return Ok(());
+    };
+    let fx = Fixture::start("guarded-page-box")?;
+    fx.agent.set_attach_password("machine page phrase")?;
+    let machine = fx.machine().to_string();
+    let url = console_url(&fx)?;
+    let chrome = Chrome::launch(&path, WIDTH, HEIGHT)?;
+    let page = chrome.page()?;
+    const FORM: &str = "(() => { const b = document.getElementById('machine-unlock'); \
+         const e = document.getElementById('machine-unlock-error'); \
+         return { visible: !!b && !b.hidden, error: e && !e.hidden ? e.textContent : '' }; })()";
+    step(async move {
+        sign_in_to_machine(&page, &url, &machine).await?;
+        ensure!(
+            eval(&page, "!!document.getElementById('sessions-locked')").await == true,
+            "sessions listed while locked"
+        );
+        ensure!(eval(&page, FORM).await["visible"] == true, "no password form on a locked machine");
+        let r = run_from_page(&page, "echo never", 10).await?;
+        ensure!(r["state"] == "locked", "a command ran on a locked machine: {r}");
+
+        let typed = |text: &'static str| {
+            let page = page.clone();
+            async move {
+                let input = page.find_element("#machine-unlock-password").await?;
+                input.click().await?;
+                input.type_str(text).await?;
+                click(&page, "#machine-unlock-submit").await
+            }
+        };
+        typed("a wrong guess").await?;
+        let form = poll(&page, FORM, Duration::from_secs(10), |v| v["error"] != "").await?;
+        ensure!(form["error"] == "Wrong password", "after a wrong answer: {form}");
+        eval(&page, "window.beforeUnlock = true").await;
+        typed("machine page phrase").await?;
+        // The page reloads: listed now, and the command runs.
+        poll(
+            &page,
+            "window.beforeUnlock === undefined && !!document.getElementById('sessions-section')",
+            Duration::from_secs(10),
+            |v| v == true,
+        )
+        .await?;
+        ensure!(
+            eval(&page, "!document.getElementById('sessions-locked')").await == true,
+            "still locked after unlocking"
+        );
+        ensure!(eval(&page, FORM).await["visible"] == false, "the password form stayed up");
+        let r = run_from_page(&page, "echo unlocked-$((1+1))", 10).await?;
+        ensure!(r["state"] == "done" && r["code"] == "0" && r["output"] == "unlocked-2\n", "run after unlocking: {r}");
+        Ok(())
+    })
 }

@@ -62,17 +62,8 @@ struct RunRequest {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum RunMessage {
     Started,
-    Truncated {
-        limit: usize,
-    },
-    Exit {
-        code: i32,
-        timed_out: bool,
-        error: String,
-        duration_ms: u64,
-        bytes: u64,
-        truncated: bool,
-    },
+    Truncated { limit: usize },
+    Exit { code: i32, timed_out: bool, error: String, duration_ms: u64, bytes: u64, truncated: bool },
 }
 
 /// `GET /console/m/{machine}/run/ws`.
@@ -173,7 +164,13 @@ async fn serve(state: ConsoleState, member: Member, machine: Machine, socket: We
         return;
     }
     // The page closing its socket ends the command (dropping the port closes the session).
-    let mut gone = tokio::spawn(async move { while let Some(Ok(m)) = stream.next().await { if let Message::Close(_) = m { break } } });
+    let mut gone = tokio::spawn(async move {
+        while let Some(Ok(m)) = stream.next().await {
+            if let Message::Close(_) = m {
+                break;
+            }
+        }
+    });
     let deadline = tokio::time::sleep(timeout + EXIT_GRACE);
     tokio::pin!(deadline);
     let mut summary = Summary { bytes: 0, truncated: false };

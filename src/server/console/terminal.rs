@@ -261,11 +261,7 @@ fn short_reason(text: &str) -> String {
 /// Shell -> browser until the shell ends or the browser goes; returns the close frame to
 /// send (none when the browser went: the socket is closing or dead). A browser that goes
 /// leaves the session running (detached) for its reconnect.
-async fn pump(
-    sink: &mut Sink,
-    stream: SplitStream<WebSocket>,
-    port: &mut SessionPort,
-) -> Option<(u16, &'static str)> {
+async fn pump(sink: &mut Sink, stream: SplitStream<WebSocket>, port: &mut SessionPort) -> Option<(u16, &'static str)> {
     let mut reader = tokio::spawn(read_browser(stream, port.control.clone()));
     let mut unacked = 0usize;
     let outcome = loop {
