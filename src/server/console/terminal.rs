@@ -69,7 +69,7 @@ pub(crate) struct PageQuery {
 }
 
 /// The shell session `text` names: an id, else a session name.
-pub(crate) fn target_of(text: &str) -> Result<ShellTarget, crate::core::session::NameError> {
+pub(crate) fn target_of(text: &str) -> Result<ShellTarget, crate::core::session::attach::NameError> {
     match text.parse::<SessionId>() {
         Ok(id) => Ok(ShellTarget::Id(id)),
         Err(_) => SessionName::parse(text).map(ShellTarget::Named),
