@@ -489,6 +489,28 @@ fn share_link_pages_set_no_console_cookie() -> anyhow::Result<()> {
 
 // ---- shell sessions, one-shot commands, resuming ---------------------------------------
 
+/// A browser test's parts: a server with one agent, a fresh one-time sign-in URL, and a
+/// browser page (none when there is no browser outside CI).
+struct Scene {
+    page: Page,
+    _chrome: Chrome,
+    url: String,
+    machine: String,
+    fx: Fixture,
+}
+
+fn scene(name: &str) -> anyhow::Result<Option<Scene>> {
+    let Some(path) = chromium()? else {
+        return Ok(None);
+    };
+    let fx = Fixture::start(name)?;
+    let machine = fx.machine().to_string();
+    let url = console_url(&fx)?;
+    let chrome = Chrome::launch(&path, WIDTH, HEIGHT)?;
+    let page = chrome.page()?;
+    Ok(Some(Scene { page, _chrome: chrome, url, machine, fx }))
+}
+
 /// Signs `page` in with a fresh one-time URL and opens the machine's page.
 async fn sign_in_to_machine(page: &Page, url: &str, machine: &str) -> anyhow::Result<String> {
     page.goto(url).await?;
@@ -505,14 +527,9 @@ const SESSION_ROWS: &str = "[...document.querySelectorAll('#sessions tr[data-ses
 
 #[test]
 fn the_machine_page_lists_attaches_and_kills_persistent_sessions() -> anyhow::Result<()> {
-    let Some(path) = chromium()? else {
+    let Some(Scene { page, _chrome, url, machine, fx }) = scene("sessions-box")? else {
         return Ok(());
     };
-    let fx = Fixture::start("sessions-box")?;
-    let machine = fx.machine().to_string();
-    let url = console_url(&fx)?;
-    let chrome = Chrome::launch(&path, WIDTH, HEIGHT)?;
-    let page = chrome.page()?;
     let (p, m) = (page.clone(), machine.clone());
     let session = step(async move {
         sign_in_to_machine(&p, &url, &m).await?;
@@ -559,7 +576,16 @@ fn the_machine_page_lists_attaches_and_kills_persistent_sessions() -> anyhow::Re
         poll(&p, SESSION_ROWS, Duration::from_secs(5), |v| v.as_array().is_some_and(|a| a.len() == 1)).await?;
         eval(&p, "window.confirm = () => true").await;
         click(&p, &format!("tr[data-session=\"{s}\"] button.kill")).await?;
-        poll(&p, "!!document.getElementById('sessions-empty')", Duration::from_secs(10), |v| v == true).await?;
+        // The shell takes a moment to exit; the page waits for it a little, a loaded machine
+        // may need a reload or two.
+        let empty = "!!document.getElementById('sessions-empty')";
+        for _ in 0..20 {
+            if poll(&p, empty, Duration::from_secs(2), |v| v == true).await.is_ok() {
+                break;
+            }
+            p.reload().await?;
+        }
+        ensure!(eval(&p, empty).await == true, "the killed session is still listed");
         p.goto(format!("{}/console/links", base_of(&p).await?)).await?;
         let audit = eval(&p, "[...document.querySelectorAll('#audit tr')].map(e => e.textContent).join('\\n')").await;
         let text = audit.as_str().unwrap_or_default();
@@ -599,14 +625,9 @@ async fn run_from_page(page: &Page, command: &str, timeout: u32) -> anyhow::Resu
 
 #[test]
 fn a_one_shot_command_streams_its_output_exit_code_cap_and_timeout() -> anyhow::Result<()> {
-    let Some(path) = chromium()? else {
+    let Some(Scene { page, _chrome, url, machine, fx: _fx }) = scene("run-box")? else {
         return Ok(());
     };
-    let fx = Fixture::start("run-box")?;
-    let machine = fx.machine().to_string();
-    let url = console_url(&fx)?;
-    let chrome = Chrome::launch(&path, WIDTH, HEIGHT)?;
-    let page = chrome.page()?;
     step(async move {
         sign_in_to_machine(&page, &url, &machine).await?;
         let r = run_from_page(&page, "echo out-1; echo err-1 >&2; echo out-2; exit 3", 60).await?;
@@ -646,14 +667,9 @@ fn a_one_shot_command_streams_its_output_exit_code_cap_and_timeout() -> anyhow::
 
 #[test]
 fn the_console_terminal_resumes_a_dropped_socket_by_offset_without_loss_or_doubling() -> anyhow::Result<()> {
-    let Some(path) = chromium()? else {
+    let Some(Scene { page, _chrome, url, machine, fx: _fx }) = scene("resume-box")? else {
         return Ok(());
     };
-    let fx = Fixture::start("resume-box")?;
-    let machine = fx.machine().to_string();
-    let url = console_url(&fx)?;
-    let chrome = Chrome::launch(&path, WIDTH, HEIGHT)?;
-    let page = chrome.page()?;
     const LINES: usize = 300;
     step(async move {
         page.goto(url.as_str()).await?;
@@ -767,15 +783,10 @@ const UNKNOWN_SESSION: &str = "0b7e7a52-1d3c-4e5f-8a9b-0c1d2e3f4a5b";
 
 #[test]
 fn the_machine_page_takes_the_attach_password_then_lists_and_runs() -> anyhow::Result<()> {
-    let Some(path) = chromium()? else {
+    let Some(Scene { page, _chrome, url, machine, fx }) = scene("guarded-page-box")? else {
         return Ok(());
     };
-    let fx = Fixture::start("guarded-page-box")?;
     fx.agent.set_attach_password("machine page phrase")?;
-    let machine = fx.machine().to_string();
-    let url = console_url(&fx)?;
-    let chrome = Chrome::launch(&path, WIDTH, HEIGHT)?;
-    let page = chrome.page()?;
     const FORM: &str = "(() => { const b = document.getElementById('machine-unlock'); \
          const e = document.getElementById('machine-unlock-error'); \
          return { visible: !!b && !b.hidden, error: e && !e.hidden ? e.textContent : '' }; })()";

@@ -11,22 +11,22 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 use super::ConsoleState;
 use super::auth::Member;
-use super::terminal::{audit, member_access, same_origin};
+use super::terminal::{Sink, audit, authorise, close_with, member_access, same_origin, send_json};
 use crate::core::session::{Ending, Exit, OpenSpec, OutputStream, SessionEvent, SessionKind};
 use crate::server::http::protocol::close;
-use crate::store::{Machine, Role};
+use crate::store::Machine;
 
 /// Output shown in the page, at most: 256 KiB. The rest is read (so the command is not
 /// stalled on a full pipe) and dropped, and the page says so.
@@ -77,30 +77,11 @@ pub(crate) async fn run_socket(
     if !same_origin(&state, &headers) {
         return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused\n").into_response();
     }
-    let member = match Member::load(&state, session).await {
-        Ok(m) => m,
-        Err(resp) => return resp,
-    };
-    if let Err(resp) = member.require(&state, Role::Member, "running a command") {
-        return resp;
-    }
-    let machine = match super::links::fleet_machine(&state, &member, &machine).await {
-        Ok(m) => m,
+    let (member, machine) = match authorise(&state, session, &machine, "running a command").await {
+        Ok(found) => found,
         Err(resp) => return resp,
     };
     ws.max_message_size(MAX_COMMAND_BYTES * 2).on_upgrade(move |socket| serve(state, member, machine, socket))
-}
-
-type Sink = SplitSink<WebSocket, Message>;
-
-async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
-    let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(frame)).await;
-}
-
-async fn send_json(sink: &mut Sink, msg: &RunMessage) -> bool {
-    let text = serde_json::to_string(msg).unwrap_or_default();
-    sink.send(Message::Text(text.into())).await.is_ok()
 }
 
 /// The page's request, checked: the command and its timeout.

@@ -29,6 +29,11 @@ use crate::store::{Machine, Role};
 /// How long the machine page waits for the machine to answer about its sessions: 2 s.
 const ASK_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a kill waits for the session to leave the machine's list: 3 s.
+const KILL_WAIT: Duration = Duration::from_secs(3);
+/// How often it looks meanwhile.
+const KILL_POLL: Duration = Duration::from_millis(100);
+
 /// A shell session as a row of the machine page.
 pub(crate) struct SessionView {
     pub(crate) id: String,
@@ -131,6 +136,7 @@ pub(crate) async fn kill(
     match state.router.kill_session(machine.id, &target).await {
         Ok(killed) => {
             audit(&state, &member, &machine, "console.session.kill", format!("session={}", killed.id)).await;
+            gone(&state, &machine, killed.id).await;
             Redirect::to(&format!("/console/m/{}", machine.id)).into_response()
         }
         Err(RouteError::NoSuchSession(text)) => message(&state, StatusCode::NOT_FOUND, "No such session", &text),
@@ -138,6 +144,19 @@ pub(crate) async fn kill(
             message(&state, StatusCode::SERVICE_UNAVAILABLE, "Machine unavailable", &e.to_string())
         }
         Err(e) => server_error(e),
+    }
+}
+
+/// Waits (at most `KILL_WAIT`) until the machine no longer lists `id`: a killed shell takes a
+/// moment to exit (SIGHUP, then SIGKILL after 2 s), and the page shown next should not list it.
+async fn gone(state: &ConsoleState, machine: &Machine, id: SessionId) {
+    let deadline = tokio::time::Instant::now() + KILL_WAIT;
+    for _ in 0..KILL_WAIT.as_millis() / KILL_POLL.as_millis() {
+        match tokio::time::timeout_at(deadline, state.router.list_sessions(machine.id)).await {
+            Ok(Ok(list)) if list.iter().any(|s| s.id == id) => {}
+            _ => return,
+        }
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + KILL_POLL)).await;
     }
 }
 

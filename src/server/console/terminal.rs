@@ -76,10 +76,16 @@ pub(crate) fn target_of(text: &str) -> Result<ShellTarget, crate::core::session:
     }
 }
 
-/// The member and the machine of a terminal request, if the member may use it.
-async fn authorise(state: &ConsoleState, session: Session, machine: &str) -> Result<(Member, Machine), Response> {
+/// The member and the machine of a request that uses the machine (a terminal, a command),
+/// if the member may: role member or higher, the machine in the member's fleet.
+pub(crate) async fn authorise(
+    state: &ConsoleState,
+    session: Session,
+    machine: &str,
+    action: &str,
+) -> Result<(Member, Machine), Response> {
     let member = Member::load(state, session).await?;
-    member.require(state, Role::Member, "a terminal")?;
+    member.require(state, Role::Member, action)?;
     let machine = super::links::fleet_machine(state, &member, machine).await?;
     Ok((member, machine))
 }
@@ -91,7 +97,7 @@ pub(crate) async fn show_terminal(
     Path(machine): Path<String>,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let (member, machine) = match authorise(&state, session, &machine).await {
+    let (member, machine) = match authorise(&state, session, &machine, "a terminal").await {
         Ok(found) => found,
         Err(resp) => return resp,
     };
@@ -150,7 +156,7 @@ pub(crate) async fn bridge_socket(
     if !same_origin(&state, &headers) {
         return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused\n").into_response();
     }
-    let (member, machine) = match authorise(&state, session, &machine).await {
+    let (member, machine) = match authorise(&state, session, &machine, "a terminal").await {
         Ok(found) => found,
         Err(resp) => return resp,
     };
@@ -164,14 +170,17 @@ pub(crate) async fn member_access(member: &Member, machine: MachineId) -> Access
     Access::user(member.user.id, token)
 }
 
-type Sink = SplitSink<WebSocket, Message>;
+/// The sending half of a console socket.
+pub(crate) type Sink = SplitSink<WebSocket, Message>;
 
-async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
+/// Sends a close frame, waiting at most 2 s for a browser that stopped reading.
+pub(crate) async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
     let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sink.send(frame)).await;
 }
 
-async fn send_json(sink: &mut Sink, msg: &ServerMessage) -> bool {
+/// Sends a JSON text frame; false when the browser is gone.
+pub(crate) async fn send_json(sink: &mut Sink, msg: &impl Serialize) -> bool {
     let text = serde_json::to_string(msg).unwrap_or_default();
     sink.send(Message::Text(text.into())).await.is_ok()
 }
@@ -360,7 +369,7 @@ pub(crate) async fn unlock(
     headers: HeaderMap,
     Json(form): Json<UnlockForm>,
 ) -> Response {
-    let (member, machine) = match authorise(&state, session, &machine).await {
+    let (member, machine) = match authorise(&state, session, &machine, "a terminal").await {
         Ok(found) => found,
         Err(resp) => return resp,
     };
