@@ -685,7 +685,7 @@ fn the_console_terminal_resumes_a_dropped_socket_by_offset_without_loss_or_doubl
         input.press_key("Enter").await?;
         // Mid-stream, the page's socket drops.
         poll(&page, BUFFER_TEXT, Duration::from_secs(15), |v| has_line(v, "line-40")).await?;
-        eval(&page, "window.firstSocket = window.cmdopSocket; window.firstSession = window.cmdopShare.session; window.cmdopSocket.close()").await;
+        eval(&page, "window.firstSocket = window.cmdopSocket; window.firstSession = window.cmdopShare.session; window.droppedAt = performance.now(); window.cmdopSocket.close()").await;
         poll(
             &page,
             "window.cmdopSocket !== window.firstSocket && document.body.dataset.state",
@@ -693,6 +693,8 @@ fn the_console_terminal_resumes_a_dropped_socket_by_offset_without_loss_or_doubl
             |v| v == "open",
         )
         .await?;
+        let took = eval(&page, "Math.round(performance.now() - window.droppedAt)").await;
+        println!("the page was back on its session {took} ms after its socket dropped");
         ensure!(
             eval(&page, "window.cmdopShare.session === window.firstSession").await == true,
             "a new session after the reconnect"
