@@ -255,6 +255,16 @@ fn the_key_bar_sends_keys_a_phone_keyboard_lacks() -> anyhow::Result<()> {
         input.type_str(" tr a-z A-Z").await?;
         input.press_key("Enter").await?;
         poll(&page, ROWS_TEXT, Duration::from_secs(15), |v| has_line(v, "KEYBAR")).await?;
+        // Type on only once the next prompt is up: keys typed between two commands race
+        // bash's switch back to its line editor (some were dropped or reordered).
+        poll(&page, ROWS_TEXT, Duration::from_secs(15), |v| {
+            let lines = v.as_str().map(share_support::terminal_lines).unwrap_or_default();
+            lines
+                .iter()
+                .position(|l| l == "KEYBAR")
+                .is_some_and(|at| lines[at + 1..].iter().any(|l| !l.trim().is_empty()))
+        })
+        .await?;
         // A sticky Ctrl turns the next typed `c` into Ctrl-C.
         input.type_str("sleep 30").await?;
         input.press_key("Enter").await?;
