@@ -577,7 +577,9 @@ fn the_machine_page_lists_attaches_and_kills_persistent_sessions() -> anyhow::Re
     step(async move {
         click(&p, &format!("tr[data-session=\"{s}\"] a.attach")).await?;
         poll(&p, STATE, Duration::from_secs(15), |v| v == "open").await?;
-        ensure!(eval(&p, "window.cmdopShare.session").await == s.as_str(), "attached to another session");
+        // `ready` (which names the session) follows the socket's opening.
+        let attached = poll(&p, "window.cmdopShare.session", Duration::from_secs(10), |v| !v.is_null()).await?;
+        ensure!(attached == s.as_str(), "attached to another session: {attached}");
         poll(&p, BUFFER_TEXT, Duration::from_secs(10), |v| has_line(v, "in-work-42")).await?;
         run_in_terminal(&p, "echo again-$((2*21))", "again-42").await?;
 
