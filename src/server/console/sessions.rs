@@ -83,7 +83,7 @@ pub(crate) async fn locked(member: &Member, machine: &Machine, state: &ConsoleSt
 
 /// The machine page's session list for `member`.
 pub(crate) async fn sessions_view(state: &ConsoleState, member: &Member, machine: &Machine) -> SessionsView {
-    if !machine.online || !state.router.is_connected(machine.id) {
+    if !machine.online || !state.router.is_connected(machine.id).await {
         return SessionsView::Unavailable("The machine is offline.".into());
     }
     match locked(member, machine, state).await {
