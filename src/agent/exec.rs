@@ -1,5 +1,6 @@
 //! One-shot commands: argv run directly (no shell), stdin /dev/null, stdout and stderr pipes,
-//! in their own process group so signals and the timeout reach every child.
+//! in their own process group so signals and the timeout reach every child. An ask runs the
+//! same way: the agent's ask handler under `sh -c`, the request text on its stdin.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,23 +19,51 @@ use crate::proto::{self, closed};
 /// the pipes are abandoned: 2 s. A process that left the group can hold them open for ever.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 
-/// Runs `open` to completion, streaming its output under `credit`.
-pub async fn run(open: proto::Open, out: Out, credit: Arc<Semaphore>, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+/// Runs `open` to completion, streaming its output under `credit`. With `ask_handler`, `open`
+/// is an ask: the handler runs under `sh -c` with `open.ask` on its stdin.
+pub async fn run(
+    open: proto::Open,
+    ask_handler: Option<&str>,
+    out: Out,
+    credit: Arc<Semaphore>,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+) {
     let channel = open.channel;
     let started = Instant::now();
-    let mut command = Command::new(&open.argv[0]);
+    let (mut command, program) = match ask_handler {
+        Some(handler) => {
+            let mut command = Command::new("sh");
+            command.arg("-c").arg(handler).stdin(std::process::Stdio::piped());
+            (command, "sh")
+        }
+        None => {
+            let mut command = Command::new(&open.argv[0]);
+            command.args(&open.argv[1..]).stdin(std::process::Stdio::null());
+            (command, open.argv[0].as_str())
+        }
+    };
     command
-        .args(&open.argv[1..])
         .envs(&open.env)
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => return spawn_failed(channel, &open.argv[0], e, &out).await,
+        Err(e) => return spawn_failed(channel, program, e, &out).await,
     };
+    if let Some(mut stdin) = child.stdin.take() {
+        // Its own task: a handler that never reads its stdin must not hold up its output. The
+        // write ends (broken pipe) once the handler exits. A line-reading handler gets a whole
+        // line: the text ends with a newline.
+        let mut text = open.ask.clone().into_bytes();
+        if text.last() != Some(&b'\n') {
+            text.push(b'\n');
+        }
+        tokio::spawn(async move {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stdin, &text).await;
+        });
+    }
     let pid = child.id().unwrap_or(0);
     let opened = proto::Opened { channel, input_window: 0, pid, ..Default::default() };
     let _ = out.send(frame(proto::agent_frame::Kind::Opened(opened))).await;

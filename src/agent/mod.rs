@@ -18,6 +18,7 @@ mod shell;
 pub mod state;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -33,6 +34,9 @@ use channel::{Channels, Cmd};
 use password::Gate;
 use registry::Shells;
 use state::Enrollment;
+
+/// The agent's ask handler command line, shared by every ask (`None`: asks are refused).
+type AskHandler = Option<Arc<str>>;
 
 /// Frames queued toward the relay before senders wait.
 const OUT_QUEUE_FRAMES: usize = 256;
@@ -56,6 +60,8 @@ pub struct AgentConfig {
     /// Persistent shell sessions end after this long without an attachment
     /// (`registry::DEFAULT_IDLE`, 7 days, unless `--session-idle` says otherwise).
     pub session_idle: Duration,
+    /// Command line run with `sh -c` for each ask (`--ask-handler`); none: asks are refused.
+    pub ask_handler: Option<String>,
 }
 
 async fn dial(server: &str) -> anyhow::Result<Channel> {
@@ -97,11 +103,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     // Shell sessions outlive every stream: a reconnect finds them again.
     let shells = Shells::new(config.session_idle);
     let gate = Gate::new(&config.state_dir);
+    let asks: AskHandler = config.ask_handler.as_deref().map(Arc::from);
     let mut delay = BACKOFF_FIRST;
     loop {
         let started = Instant::now();
         let result = tokio::select! {
-            r = link(&enrollment, &config, &shells, &gate) => r,
+            r = link(&enrollment, &config, &shells, &gate, &asks) => r,
             _ = &mut shutdown => return Ok(()),
         };
         match result {
@@ -146,7 +153,13 @@ fn status_error(s: tonic::Status) -> LinkError {
 }
 
 /// One stream's life: hello, then frames until it ends.
-async fn link(enrollment: &Enrollment, config: &AgentConfig, shells: &Shells, gate: &Gate) -> Result<(), LinkError> {
+async fn link(
+    enrollment: &Enrollment,
+    config: &AgentConfig,
+    shells: &Shells,
+    gate: &Gate,
+    asks: &AskHandler,
+) -> Result<(), LinkError> {
     let mut client = RelayClient::new(dial(&config.server).await?);
     let (out, rx) = mpsc::channel(OUT_QUEUE_FRAMES);
     let hello = proto::Hello {
@@ -164,7 +177,7 @@ async fn link(enrollment: &Enrollment, config: &AgentConfig, shells: &Shells, ga
     req.metadata_mut().insert("authorization", auth);
     let mut inbound = client.link(req).await.map_err(status_error)?.into_inner();
     let channels = Channels::default();
-    let result = pump(&mut inbound, &out, &channels, shells, gate).await;
+    let result = pump(&mut inbound, &out, &channels, shells, gate, asks).await;
     channels.close_all();
     result
 }
@@ -175,6 +188,7 @@ async fn pump(
     channels: &Channels,
     shells: &Shells,
     gate: &Gate,
+    asks: &AskHandler,
 ) -> Result<(), LinkError> {
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -186,7 +200,7 @@ async fn pump(
                     let every = Duration::from_millis(w.heartbeat_interval_ms.max(100).into());
                     heartbeat = tokio::time::interval(every);
                 }
-                Some(proto::RelayFrame { kind: Some(kind) }) => dispatch(kind, out, channels, shells, gate),
+                Some(proto::RelayFrame { kind: Some(kind) }) => dispatch(kind, out, channels, shells, gate, asks),
                 Some(_) => tracing::warn!("ignored an empty frame from the relay"),
             },
             _ = heartbeat.tick() => {
@@ -200,10 +214,17 @@ async fn pump(
     }
 }
 
-fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, shells: &Shells, gate: &Gate) {
+fn dispatch(
+    kind: relay_frame::Kind,
+    out: &channel::Out,
+    channels: &Channels,
+    shells: &Shells,
+    gate: &Gate,
+    asks: &AskHandler,
+) {
     match kind {
         relay_frame::Kind::Open(open) => match gate.admit(&open.principal, &open.attach_token) {
-            Ok(()) => start(open, out, channels, shells),
+            Ok(()) => start(open, out, channels, shells, asks.clone()),
             Err(denial) => refuse(open.channel, denial, out),
         },
         relay_frame::Kind::Input(i) => channels.command(i.channel, Cmd::Input(i.data)),
@@ -251,7 +272,7 @@ async fn unlock(request: u64, u: proto::Unlock, gate: &Gate) -> proto::SessionRe
     reply
 }
 
-fn start(open: proto::Open, out: &channel::Out, channels: &Channels, shells: &Shells) {
+fn start(open: proto::Open, out: &channel::Out, channels: &Channels, shells: &Shells, asks: AskHandler) {
     let channel = open.channel;
     let shell = open.kind() == proto::SessionKind::Shell;
     let Some((credit, cmds)) = channels.insert(channel, open.output_window, shell) else {
@@ -261,11 +282,18 @@ fn start(open: proto::Open, out: &channel::Out, channels: &Channels, shells: &Sh
     let (out, channels, shells) = (out.clone(), channels.clone(), shells.clone());
     tokio::spawn(async move {
         match open.kind() {
-            proto::SessionKind::Exec if !open.argv.is_empty() => exec::run(open, out, credit, cmds).await,
+            proto::SessionKind::Exec if !open.argv.is_empty() => exec::run(open, None, out, credit, cmds).await,
             proto::SessionKind::Exec => {
                 let end = proto::closed::End::Error("no command given".into());
                 let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
             }
+            proto::SessionKind::Ask => match asks.as_deref() {
+                Some(handler) => exec::run(open, Some(handler), out, credit, cmds).await,
+                None => {
+                    let end = proto::closed::End::NoAskHandler(true);
+                    let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
+                }
+            },
             proto::SessionKind::Shell => shells.attach(open, out, credit, cmds).await,
         }
         channels.remove(channel);

@@ -57,6 +57,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
         display_name: None,
         state_dir: agent_dir.clone(),
         session_idle: crate::agent::registry::DEFAULT_IDLE,
+        ask_handler: None,
     };
     let agent_task = tokio::spawn(agent::run(agent_config, stopped(stop_rx)));
     let machine = wait_online(&store, &agent_dir).await?;

@@ -86,6 +86,20 @@ pub enum ConnectCommand {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+    /// Ask the machine's ask handler (`cmdop agent --ask-handler`); prints its answer.
+    Ask {
+        /// Machine: hostname, display name, unique id prefix or UUID.
+        machine: String,
+        /// Give up (kill the handler) after this long.
+        #[arg(long, value_parser = crate::core::duration::parse, default_value = "2m")]
+        timeout: Duration,
+        /// Print one JSON object (the exec shape, the answer in `stdout`).
+        #[arg(long)]
+        json: bool,
+        /// The request text, after `--` (the words are joined with spaces).
+        #[arg(last = true, required = true)]
+        text: Vec<String>,
+    },
     /// Make a share link: anyone with it gets a browser terminal until it expires or is revoked.
     Share {
         /// Machine: hostname, display name, unique id prefix or UUID.

@@ -42,8 +42,12 @@ pub async fn connect(args: ConnectFlags, command: Option<ConnectCommand>) -> Res
     let client = || async { client::connect().await.map(|(c, _)| c) };
     match (command, args.list, args.machine) {
         (Some(ConnectCommand::Exec { machine, timeout, env, json, argv }), _, _) => {
-            let exec = exec::ExecArgs { machine, argv, env, timeout, json };
-            exec::run(&mut client().await?, exec).await
+            let job = exec::Job { words: argv, ask: false, env, timeout };
+            exec::run(&mut client().await?, exec::ExecArgs { machine, job, json }).await
+        }
+        (Some(ConnectCommand::Ask { machine, timeout, json, text }), _, _) => {
+            let job = exec::Job { words: text, ask: true, env: Vec::new(), timeout };
+            exec::run(&mut client().await?, exec::ExecArgs { machine, job, json }).await
         }
         (Some(ConnectCommand::Share { machine, ttl, read_only, max_opens, session, json }), _, _) => {
             let args = share::ShareArgs { machine, ttl, read_only, max_opens, session, json };

@@ -496,6 +496,8 @@ pub struct TestAgent {
     machine_id: String,
     display_name: String,
     runs: u32,
+    /// Extra `cmdop agent` flags, kept for restarts.
+    extra: Vec<String>,
 }
 
 impl TestAgent {
@@ -505,11 +507,28 @@ impl TestAgent {
         Self::start_with_token(server, display_name, &token)
     }
 
+    /// `start` with extra `cmdop agent` flags (e.g. `--ask-handler CMD`).
+    pub fn start_with_args(server: &TestServer, display_name: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let token = server.cli().enrollment_token()?;
+        Self::enroll(server, display_name, &token, extra)
+    }
+
     /// Starts an agent enrolling with `token` and waits until it is online.
     pub fn start_with_token(server: &TestServer, display_name: &str, token: &str) -> anyhow::Result<Self> {
+        Self::enroll(server, display_name, token, &[])
+    }
+
+    fn enroll(server: &TestServer, display_name: &str, token: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cmdop-agent-").tempdir()?;
-        let mut agent =
-            Self { dir, child: None, machine_id: String::new(), display_name: display_name.to_string(), runs: 0 };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut agent = Self {
+            dir,
+            child: None,
+            machine_id: String::new(),
+            display_name: display_name.to_string(),
+            runs: 0,
+            extra,
+        };
         agent.spawn(server, Some(token))?;
         let state = agent.state_file();
         let enrolled = wait_until(AGENT_ONLINE, "the agent to enroll", || {
@@ -538,7 +557,7 @@ impl TestAgent {
     fn spawn(&mut self, server: &TestServer, token: Option<&str>) -> anyhow::Result<()> {
         self.runs += 1;
         let mut cmd = server.agent_command(&self.state_dir(), &self.log_path(self.runs))?;
-        cmd.args(["--display-name", &self.display_name]);
+        cmd.args(["--display-name", &self.display_name]).args(&self.extra);
         if let Some(token) = token {
             cmd.args(["--token", token]);
         }

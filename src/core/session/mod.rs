@@ -34,6 +34,8 @@ pub enum SessionKind {
     Exec,
     /// The user's login shell in a PTY.
     Shell,
+    /// The machine's ask handler, with the request text on its stdin; otherwise as `Exec`.
+    Ask,
 }
 
 /// Everything the agent needs to start a session.
@@ -41,7 +43,8 @@ pub enum SessionKind {
 pub struct OpenSpec {
     /// Exec or shell.
     pub kind: SessionKind,
-    /// Exec: program and arguments.
+    /// Exec: program and arguments. Ask: the request text alone (the handler's stdin, never
+    /// run as a command).
     pub argv: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
@@ -75,6 +78,8 @@ pub enum Ending {
     Error(String),
     /// The machine's attach password refused it; nothing ran.
     Denied(Denial),
+    /// An ask reached a machine whose agent has no ask handler; nothing ran.
+    NoAskHandler,
 }
 
 /// The final word on a session.
@@ -97,6 +102,7 @@ impl Exit {
             (Ending::Signal(s), false) => 128 + s,
             (Ending::Error(_), false) => 1,
             (Ending::Denied(_), false) => 6,
+            (Ending::NoAskHandler, false) => 1,
         }
     }
 }

@@ -20,8 +20,8 @@ use crate::core::clock::rfc3339;
 use crate::core::ids::MachineId;
 use crate::core::secret::Secret;
 use crate::core::secret::{self, prefix};
-use crate::core::session::{Access, Denial, SessionEvent};
-use crate::core::wire::DENIAL_HEADER;
+use crate::core::session::{Access, Denial, Ending, Exit, SessionEvent};
+use crate::core::wire::{DENIAL_HEADER, ERROR_HEADER, NO_ASK_HANDLER};
 use crate::proto::{self, exec_input};
 use crate::server::grpc::internal;
 use crate::server::links::Shares;
@@ -103,6 +103,17 @@ pub fn route_status(e: RouteError, machine: &Machine) -> Status {
         }
         RouteError::Denied(d) => denial_status(d, &machine.hostname),
     }
+}
+
+/// FAILED_PRECONDITION for an ask to a machine without a handler, marked for clients with
+/// `cmdop-error: no-ask-handler`.
+pub fn no_ask_handler_status(machine: &Machine) -> Status {
+    let mut status = Status::failed_precondition(format!(
+        "machine {} has no ask handler (its agent runs without --ask-handler); run a command there with `cmdop connect exec`",
+        machine.hostname
+    ));
+    status.metadata_mut().insert(ERROR_HEADER, tonic::metadata::MetadataValue::from_static(NO_ASK_HANDLER));
+    status
 }
 
 /// PERMISSION_DENIED for an attach-password refusal, with metadata clients act on:
@@ -194,7 +205,6 @@ impl proto::api_server::Api for ApiService {
 
     async fn exec(&self, req: Request<Streaming<proto::ExecInput>>) -> Result<Response<ExecStream>, Status> {
         let c = self.caller(&req).await?;
-        c.require(Role::Member, "running commands")?;
         let mut input = req.into_inner();
         let start = match input.message().await? {
             Some(proto::ExecInput { kind: Some(exec_input::Kind::Start(s)) }) => s,
@@ -202,14 +212,20 @@ impl proto::api_server::Api for ApiService {
                 return Err(Status::invalid_argument("the first exec message must be start"));
             }
         };
+        c.require(Role::Member, if start.ask.is_some() { "asking machines" } else { "running commands" })?;
         let machine = self.fleet_machine(&c, &start.machine_id).await?;
-        let spec = exec::spec_of(&start, access_of(&c, &start.attach_token))?;
-        tracing::info!(machine = %machine.id, user = %c.user.email, program = %start.argv[0], "exec");
+        let ask_id = uuid::Uuid::new_v4().to_string();
+        let asker = exec::Asker { from: &c.user.email, id: &ask_id };
+        let spec = exec::spec_of(&start, access_of(&c, &start.attach_token), asker)?;
+        tracing::info!(machine = %machine.id, user = %c.user.email, kind = ?spec.kind, "exec");
         let mut port = self.router.open(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
         // Wait for the start, so a refusal is the call's status rather than a stream trailer.
         let first = port.events.recv().await;
         if let Some(d) = first.as_ref().and_then(SessionEvent::denial) {
             return Err(denial_status(d, &machine.hostname));
+        }
+        if let Some(SessionEvent::Exited(Exit { ending: Ending::NoAskHandler, .. })) = first {
+            return Err(no_ask_handler_status(&machine));
         }
         METRICS.execs_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(exec::CLIENT_QUEUE_CHUNKS);

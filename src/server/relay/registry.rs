@@ -124,12 +124,16 @@ impl AgentConn {
     }
 
     async fn open(self: &Arc<Self>, spec: OpenSpec) -> Result<SessionPort, RouteError> {
+        let (kind, argv, ask) = match spec.kind {
+            SessionKind::Exec => (proto::SessionKind::Exec, spec.argv, String::new()),
+            SessionKind::Shell => (proto::SessionKind::Shell, spec.argv, String::new()),
+            // The text travels in its own field: an agent that predates asks must never run it.
+            SessionKind::Ask => (proto::SessionKind::Ask, Vec::new(), spec.argv.concat()),
+        };
         let open = proto::Open {
-            kind: match spec.kind {
-                SessionKind::Exec => proto::SessionKind::Exec,
-                SessionKind::Shell => proto::SessionKind::Shell,
-            } as i32,
-            argv: spec.argv,
+            kind: kind as i32,
+            argv,
+            ask,
             env: spec.env.into_iter().collect(),
             cols: spec.cols.into(),
             rows: spec.rows.into(),
@@ -258,6 +262,7 @@ fn exit_of(c: &proto::Closed) -> Exit {
         Some(closed::End::Error(e)) => Ending::Error(e.clone()),
         Some(closed::End::Detached(_)) => Ending::Error("detached from the session".into()),
         Some(closed::End::Denied(d)) => Ending::Denied(convert::denial_from_wire(d)),
+        Some(closed::End::NoAskHandler(_)) => Ending::NoAskHandler,
         None => Ending::Error("the agent ended the session without a status".into()),
     };
     Exit { ending, timed_out: c.timed_out, duration: Duration::from_millis(c.duration_ms) }
