@@ -10,6 +10,7 @@
 //! - `server`: relay (agents' streams), API (CLI), gateway and web (browsers), links, OAuth.
 //! - `agent`: the machine daemon: dials out, runs exec and PTY sessions.
 //! - `cli`: the `cmdop` command line a user runs against a server.
+//! - `mcp`: `cmdop mcp`, the fleet as MCP tools for AI agents, over the CLI's signed-in client.
 //! - `app`: the `cmdop` binary's commands: parsing, dispatch, and `quickstart`, which composes
 //!   server, agent and CLI.
 
@@ -19,6 +20,7 @@ pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod core;
+pub mod mcp;
 pub mod proto;
 pub mod server;
 pub mod store;

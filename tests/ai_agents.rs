@@ -48,3 +48,82 @@ fn ask_to_a_machine_without_a_handler_fails_and_points_to_exec() -> anyhow::Resu
     assert!(run.stderr.contains("cmdop connect exec"), "{run}");
     Ok(())
 }
+
+/// The rows of `cmdop fleet audit --json` with this action.
+fn audit_rows(cli: &common::Cli, action: &str) -> anyhow::Result<Vec<Value>> {
+    let rows: Vec<Value> = cli.run(&["fleet", "audit", "--json"])?.expect_code(0)?.json()?;
+    Ok(rows.into_iter().filter(|r| r["action"] == action).collect())
+}
+
+#[test]
+fn every_exec_ask_and_share_is_in_the_audit_log() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let agent = TestAgent::start_with_args(&server, "logged", &["--ask-handler", "cat"])?;
+    let cli = server.cli();
+    cli.exec("logged", &[], &["sh", "-c", "exit 3"])?.expect_code(3)?;
+    cli.run(&["connect", "ask", "logged", "--", "who", "are", "you"])?.expect_code(0)?;
+    cli.run(&["connect", "share", "logged"])?.expect_code(0)?;
+    let email = owner_email(&server)?;
+
+    let execs = audit_rows(cli, "exec")?;
+    assert_eq!(execs.len(), 1, "{execs:?}");
+    let exec = &execs[0];
+    assert_eq!(exec["actor"], email.as_str());
+    assert_eq!(exec["surface"], "cli");
+    assert_eq!(exec["machine_id"], agent.machine_id());
+    let detail = exec["detail"].as_str().unwrap();
+    assert!(detail.starts_with("exit=3 duration_ms="), "{detail}");
+    assert!(detail.ends_with("argv=sh -c exit 3"), "{detail}");
+    assert!(exec["at"].as_str().unwrap().ends_with('Z'), "{exec}");
+
+    let asks = audit_rows(cli, "ask")?;
+    assert_eq!(asks.len(), 1, "{asks:?}");
+    assert!(asks[0]["detail"].as_str().unwrap().ends_with("text=who are you"), "{asks:?}");
+    let shares = audit_rows(cli, "link.create")?;
+    assert_eq!(shares.len(), 1, "{shares:?}");
+    assert_eq!(shares[0]["surface"], "cli");
+
+    let other: Vec<Value> =
+        cli.run(&["fleet", "audit", "--json", "--machine", "logged", "--since", "1h"])?.expect_code(0)?.json()?;
+    assert!(other.iter().all(|r| r["machine_id"] == agent.machine_id()), "{other:?}");
+    assert!(other.len() >= 3, "{other:?}");
+    Ok(())
+}
+
+#[test]
+fn fan_out_groups_identical_outputs_and_maps_results_by_machine() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let answers = TestAgent::start_with_args(&server, "answers", &["--ask-handler", HANDLER])?;
+    let plain = TestAgent::start(&server, "plain")?;
+    let cli = server.cli();
+
+    let grouped = cli.run(&["connect", "exec", "--on", "answers,plain", "--", "echo", "same"])?.expect_code(0)?;
+    let text = grouped.stdout_text();
+    assert_eq!(text.matches("same\n").count(), 1, "identical output printed once: {grouped}");
+    let header = text.lines().find(|l| l.starts_with("== ")).unwrap();
+    assert!(header.contains("answers") && header.contains("plain") && header.contains("exit 0"), "{grouped}");
+
+    let all: Value =
+        cli.run(&["connect", "exec", "--on", "all", "--json", "--", "echo", "same"])?.expect_code(0)?.json()?;
+    let map = all.as_object().unwrap();
+    assert_eq!(map.len(), 2, "{all}");
+    for id in [answers.machine_id(), plain.machine_id()] {
+        assert_eq!(map[id]["error"], Value::Null, "{all}");
+        assert_eq!(map[id]["stdout"], "same\n", "{all}");
+        assert_eq!(map[id]["machine_id"], id, "{all}");
+    }
+
+    let asked = cli.run(&["connect", "ask", "--on", "all", "--json", "--", "hi"])?;
+    assert_eq!(asked.code, 1, "one machine has no handler: {asked}");
+    let asked: Value = asked.json()?;
+    assert_eq!(asked[answers.machine_id()]["error"], Value::Null, "{asked}");
+    assert!(asked[answers.machine_id()]["stdout"].as_str().unwrap().ends_with("HI\n"), "{asked}");
+    assert_eq!(asked[plain.machine_id()]["error"], "no ask handler", "{asked}");
+
+    let globbed: Value =
+        cli.run(&["connect", "exec", "--on", "pla*", "--json", "--", "true"])?.expect_code(0)?.json()?;
+    assert_eq!(globbed.as_object().unwrap().keys().collect::<Vec<_>>(), [plain.machine_id()], "{globbed}");
+    let failing = cli.run(&["connect", "exec", "--on", "all", "--", "sh", "-c", "exit 5"])?;
+    assert_eq!(failing.code, 5, "the highest failing code: {failing}");
+    Ok(())
+}

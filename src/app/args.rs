@@ -57,6 +57,12 @@ pub enum Command {
     Fleet(FleetCommand),
     /// Machines: list them, run commands on them.
     Connect(ConnectArgs),
+    /// Serve the fleet as MCP tools on stdio for an AI agent, as the signed-in user.
+    Mcp {
+        /// Limit every tool to this machine.
+        #[arg(long)]
+        machine: Option<String>,
+    },
 }
 
 /// `cmdop quickstart`.

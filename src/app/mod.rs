@@ -23,6 +23,7 @@ pub async fn run(cli: args::Cli) -> anyhow::Result<i32> {
         Command::Whoami { json } => Ok(cli::whoami(json).await?),
         Command::Fleet(f) => Ok(cli::fleet(f).await?),
         Command::Connect(c) => Ok(connect(c).await?),
+        Command::Mcp { machine } => Ok(crate::mcp::run(machine).await?),
     }
 }
 

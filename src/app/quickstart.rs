@@ -110,6 +110,7 @@ async fn share_this_machine(shares: &Shares, store: &Store, email: &str, machine
         read_only: false,
         max_opens: None,
         session: None,
+        surface: "cli",
     };
     Ok(shares.create(spec).await?)
 }

@@ -29,6 +29,18 @@ pub enum FleetCommand {
     /// Machine enrollment tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The audit log: runs, asks, links and sessions (admins: everyone's; others: their own).
+    Audit {
+        /// Events of the last D (default 7d).
+        #[arg(long, value_parser = crate::core::duration::parse)]
+        since: Option<Duration>,
+        /// Only events about this machine.
+        #[arg(long)]
+        machine: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `cmdop fleet token ...`.
@@ -72,7 +84,15 @@ pub enum ConnectCommand {
     /// Run one command (no PTY, no shell); exits with its exit code.
     Exec {
         /// Machine: hostname, display name, unique id prefix or UUID.
-        machine: String,
+        #[arg(required_unless_present = "on", conflicts_with = "on")]
+        machine: Option<String>,
+        /// Run on many machines at once: `all`, a comma list of machines, or a glob on
+        /// hostname or display name (`web-*`).
+        #[arg(long, value_name = "SELECTOR")]
+        on: Option<String>,
+        /// With --on: machines run at once.
+        #[arg(long, default_value_t = crate::cli::fanout::DEFAULT_PARALLEL, requires = "on")]
+        parallel: usize,
         /// Kill the command after this long.
         #[arg(long, value_parser = crate::core::duration::parse, default_value = "30s")]
         timeout: Duration,
@@ -89,7 +109,15 @@ pub enum ConnectCommand {
     /// Ask the machine's ask handler (`cmdop agent --ask-handler`); prints its answer.
     Ask {
         /// Machine: hostname, display name, unique id prefix or UUID.
-        machine: String,
+        #[arg(required_unless_present = "on", conflicts_with = "on")]
+        machine: Option<String>,
+        /// Ask many machines at once: `all`, a comma list of machines, or a glob on hostname
+        /// or display name.
+        #[arg(long, value_name = "SELECTOR")]
+        on: Option<String>,
+        /// With --on: machines asked at once.
+        #[arg(long, default_value_t = crate::cli::fanout::DEFAULT_PARALLEL, requires = "on")]
+        parallel: usize,
         /// Give up (kill the handler) after this long.
         #[arg(long, value_parser = crate::core::duration::parse, default_value = "2m")]
         timeout: Duration,

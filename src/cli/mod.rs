@@ -6,11 +6,12 @@ mod attach;
 pub mod client;
 pub mod error;
 mod escape;
-mod exec;
+pub(crate) mod exec;
+pub(crate) mod fanout;
 mod fleet;
 pub mod home;
 pub mod login;
-mod machines;
+pub(crate) mod machines;
 mod picker;
 mod sessions;
 mod share;
@@ -30,6 +31,22 @@ pub async fn fleet(command: FleetCommand) -> Result<i32, CliError> {
     fleet::run(command).await
 }
 
+/// `exec`/`ask` on one machine, or fanned out with `--on`.
+async fn run_job(
+    client: &mut client::Client,
+    machine: Option<String>,
+    on: Option<String>,
+    parallel: usize,
+    job: exec::Job,
+    json: bool,
+) -> Result<i32, CliError> {
+    match (on, machine) {
+        (Some(selector), _) => fanout::run(client, &selector, job, parallel, json).await,
+        (None, Some(machine)) => exec::run(client, exec::ExecArgs { machine, job, json }).await,
+        (None, None) => Err(CliError::Usage("name a machine, or several with --on".into())),
+    }
+}
+
 /// `cmdop connect ...`: the picker, attach, listings, exec and links.
 pub async fn connect(args: ConnectFlags, command: Option<ConnectCommand>) -> Result<i32, CliError> {
     let wants_picker = command.is_none() && !args.list && args.machine.is_none();
@@ -41,13 +58,13 @@ pub async fn connect(args: ConnectFlags, command: Option<ConnectCommand>) -> Res
     // Only `password` runs without the server: connect lazily.
     let client = || async { client::connect().await.map(|(c, _)| c) };
     match (command, args.list, args.machine) {
-        (Some(ConnectCommand::Exec { machine, timeout, env, json, argv }), _, _) => {
+        (Some(ConnectCommand::Exec { machine, on, parallel, timeout, env, json, argv }), _, _) => {
             let job = exec::Job { words: argv, ask: false, env, timeout };
-            exec::run(&mut client().await?, exec::ExecArgs { machine, job, json }).await
+            run_job(&mut client().await?, machine, on, parallel, job, json).await
         }
-        (Some(ConnectCommand::Ask { machine, timeout, json, text }), _, _) => {
+        (Some(ConnectCommand::Ask { machine, on, parallel, timeout, json, text }), _, _) => {
             let job = exec::Job { words: text, ask: true, env: Vec::new(), timeout };
-            exec::run(&mut client().await?, exec::ExecArgs { machine, job, json }).await
+            run_job(&mut client().await?, machine, on, parallel, job, json).await
         }
         (Some(ConnectCommand::Share { machine, ttl, read_only, max_opens, session, json }), _, _) => {
             let args = share::ShareArgs { machine, ttl, read_only, max_opens, session, json };

@@ -23,6 +23,7 @@ pub mod link_token;
 pub mod passwords;
 pub mod resolver;
 pub mod secret;
+pub mod selector;
 pub mod session;
 pub mod sync;
 pub mod wire;

@@ -65,6 +65,8 @@ pub struct ShareSpec {
     pub max_opens: Option<i64>,
     /// Persistent session to join.
     pub session: Option<String>,
+    /// The client surface asking (`cli`, `mcp`, `web`), for the audit log.
+    pub surface: &'static str,
 }
 
 /// A newly minted link: the token goes to the user once and is never stored.
@@ -155,7 +157,8 @@ impl Shares {
         };
         self.inner.store.insert_link(&row).await?;
         let detail = format!("ttl={}s read_only={}", spec.ttl.as_secs(), spec.read_only);
-        self.audit(&spec.user.to_string(), "link.create", &row_event(spec.fleet, spec.machine, id), detail).await;
+        let event = row_event(spec.fleet, spec.machine, id);
+        self.audit(&spec.user.to_string(), spec.surface, "link.create", &event, detail).await;
         Ok(Minted { id, token: crate::core::secret::Secret::new(token), expires_at })
     }
 
@@ -168,7 +171,7 @@ impl Shares {
 
     /// Revokes links: store, in-memory set, then every open socket of them (close 4002).
     /// Returns the ids that were live.
-    pub async fn revoke(&self, actor: UserId, links: &[LinkRow]) -> Result<Vec<LinkId>, ShareError> {
+    pub async fn revoke(&self, actor: UserId, surface: &str, links: &[LinkRow]) -> Result<Vec<LinkId>, ShareError> {
         let ids: Vec<LinkId> = links.iter().map(|l| l.id).collect();
         let revoked = self.inner.store.revoke_links(&ids).await?;
         for (id, deadline) in &revoked {
@@ -179,7 +182,7 @@ impl Shares {
         }
         for link in links.iter().filter(|l| revoked.iter().any(|(id, _)| *id == l.id)) {
             let event = row_event(link.fleet_id, link.machine_id, link.id);
-            self.audit(&actor.to_string(), "link.revoke", &event, String::new()).await;
+            self.audit(&actor.to_string(), surface, "link.revoke", &event, String::new()).await;
         }
         Ok(revoked.into_iter().map(|(id, _)| id).collect())
     }
@@ -202,10 +205,11 @@ impl Shares {
     }
 
     /// Records an audit event about a link; failures are logged, not fatal.
-    pub async fn audit(&self, actor: &str, action: &str, link: &LinkEvent, detail: String) {
+    pub async fn audit(&self, actor: &str, surface: &str, action: &str, link: &LinkEvent, detail: String) {
         let event = AuditEvent {
             actor,
             action,
+            surface,
             fleet_id: Some(link.fleet.to_string()),
             machine_id: Some(link.machine.to_string()),
             link_id: Some(link.link.to_string()),
@@ -216,10 +220,14 @@ impl Shares {
         }
     }
 
-    /// Records an audit event about a link known by id only.
+    /// Records an audit event about a link known by id only, seen through the link itself
+    /// (surface `link`).
     pub async fn audit_link(&self, actor: &str, action: &str, link: LinkId, detail: String) {
         match self.inner.store.link(link).await {
-            Ok(Some(row)) => self.audit(actor, action, &row_event(row.fleet_id, row.machine_id, link), detail).await,
+            Ok(Some(row)) => {
+                let event = row_event(row.fleet_id, row.machine_id, link);
+                self.audit(actor, "link", action, &event, detail).await
+            }
             Ok(None) => {}
             Err(e) => tracing::warn!(%link, error = %e, "could not write audit event"),
         }

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
+use crate::core::ids::{FleetId, MachineId};
+
 pub use grants::{DeviceGrant, GrantStatus, GrantStore};
 pub use identity::{Fleet, IdentityStore, Membership, Role, TokenKind, User};
 pub use links::{LinkRow, LinkStore, NewLink};
@@ -61,6 +63,41 @@ pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
 pub trait AuditStore: Send + Sync {
     /// Records an audit event. `actor` is a user id, a machine id or `system`.
     async fn audit(&self, event: AuditEvent<'_>) -> Result<(), StoreError>;
+
+    /// A fleet's events matching `query`, oldest first (the newest `query.limit` of them).
+    async fn list_audit(&self, query: &AuditQuery<'_>) -> Result<Vec<AuditRow>, StoreError>;
+}
+
+/// Which audit events to list.
+#[derive(Debug)]
+pub struct AuditQuery<'a> {
+    /// The fleet whose log it is.
+    pub fleet: FleetId,
+    /// Events at or after this time, unix seconds.
+    pub since: i64,
+    /// Only events about this machine.
+    pub machine: Option<MachineId>,
+    /// Only events by one of these actors (empty: everyone's).
+    pub actors: &'a [String],
+    /// At most this many (the newest).
+    pub limit: u32,
+}
+
+/// One stored audit event.
+#[derive(Clone, Debug)]
+pub struct AuditRow {
+    /// Unix seconds.
+    pub at: i64,
+    /// Who did it.
+    pub actor: String,
+    /// The client surface (`cli`, `mcp`, `web`, `link`; empty when none applies).
+    pub surface: String,
+    /// What happened, e.g. `exec`.
+    pub action: String,
+    /// The machine concerned.
+    pub machine_id: Option<String>,
+    /// Free text.
+    pub detail: String,
 }
 
 /// One line of the audit log.
@@ -70,6 +107,8 @@ pub struct AuditEvent<'a> {
     pub actor: &'a str,
     /// What happened, e.g. `machine.enroll`.
     pub action: &'a str,
+    /// The client surface it came through (`cli`, `mcp`, `web`, `link`; "" when none applies).
+    pub surface: &'a str,
     /// The fleet it happened in.
     pub fleet_id: Option<String>,
     /// The machine concerned.

@@ -65,6 +65,27 @@ pub fn spec_of(start: &proto::ExecStart, access: Access, asker: Asker<'_>) -> Re
 
 type Tx = mpsc::Sender<Result<proto::ExecOutput, Status>>;
 
+/// Longest command or ask text kept in an audit event: 200 characters.
+const AUDIT_TEXT_CHARS: usize = 200;
+
+/// The audit detail of a run: its exit code (`-` when unknown: the client or the machine
+/// went away), duration and what ran, truncated.
+pub fn audit_detail(start: &proto::ExecStart, exit: Option<&Exit>) -> String {
+    let (code, ms) = match exit {
+        Some(e) => (e.shell_code().to_string(), e.duration.as_millis()),
+        None => ("-".to_string(), 0),
+    };
+    let (label, full) = match &start.ask {
+        Some(text) => ("text", text.clone()),
+        None => ("argv", start.argv.join(" ")),
+    };
+    let mut text: String = full.chars().take(AUDIT_TEXT_CHARS).collect();
+    if text.len() < full.len() {
+        text.push('…');
+    }
+    format!("exit={code} duration_ms={ms} {label}={text}")
+}
+
 /// Pumps session events (starting with `first`, already received) to the client and the
 /// client's signals to the session. Returns how the process ended, when that is known.
 pub async fn pump(

@@ -27,11 +27,15 @@ use crate::server::grpc::internal;
 use crate::server::links::Shares;
 use crate::server::metrics::METRICS;
 use crate::server::relay::router::{RouteError, SessionRouter};
-use crate::store::{Machine, Role, Store};
+use crate::store::{AuditQuery, Machine, Role, Store};
 use auth::{Caller, authenticate};
 
 /// Longest enrollment-token lifetime: 30 days.
 const MAX_ENROLL_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// How far back `ListAudit` looks when not told: 7 days, in seconds.
+const DEFAULT_AUDIT_SPAN: i64 = 7 * 86_400;
+/// Most events one `ListAudit` answer carries (the newest): 1000.
+const MAX_AUDIT_EVENTS: u32 = 1000;
 /// Enrollment-token lifetime when none is asked for: 1 hour.
 const DEFAULT_ENROLL_TTL: Duration = Duration::from_secs(3600);
 
@@ -65,6 +69,7 @@ impl ApiService {
         let event = crate::store::AuditEvent {
             actor: &caller.user.email,
             action,
+            surface: caller.surface,
             fleet_id: Some(caller.fleet.id.to_string()),
             machine_id: Some(machine.id.to_string()),
             link_id: None,
@@ -221,15 +226,30 @@ impl proto::api_server::Api for ApiService {
         let mut port = self.router.open(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
         // Wait for the start, so a refusal is the call's status rather than a stream trailer.
         let first = port.events.recv().await;
-        if let Some(d) = first.as_ref().and_then(SessionEvent::denial) {
-            return Err(denial_status(d, &machine.hostname));
-        }
-        if let Some(SessionEvent::Exited(Exit { ending: Ending::NoAskHandler, .. })) = first {
-            return Err(no_ask_handler_status(&machine));
+        let refusal = match &first {
+            Some(SessionEvent::Exited(Exit { ending: Ending::Denied(d), .. })) => {
+                Some(denial_status(*d, &machine.hostname))
+            }
+            Some(SessionEvent::Exited(Exit { ending: Ending::NoAskHandler, .. })) => {
+                Some(no_ask_handler_status(&machine))
+            }
+            _ => None,
+        };
+        if let Some(status) = refusal {
+            let exit = match &first {
+                Some(SessionEvent::Exited(exit)) => Some(exit),
+                _ => None,
+            };
+            self.audit_machine(&c, &machine, action_of(&start), exec::audit_detail(&start, exit)).await;
+            return Err(status);
         }
         METRICS.execs_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(exec::CLIENT_QUEUE_CHUNKS);
-        tokio::spawn(exec::pump(port, first, input, tx));
+        let api = self.clone();
+        tokio::spawn(async move {
+            let exit = exec::pump(port, first, input, tx).await;
+            api.audit_machine(&c, &machine, action_of(&start), exec::audit_detail(&start, exit.as_ref())).await;
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -359,6 +379,44 @@ impl proto::api_server::Api for ApiService {
         }))
     }
 
+    async fn list_audit(
+        &self,
+        req: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.get_ref();
+        let machine = match r.machine_id.as_str() {
+            "" => None,
+            id => Some(self.fleet_machine(&c, id).await?.id),
+        };
+        let since = match r.since_seconds {
+            0 => DEFAULT_AUDIT_SPAN,
+            s => i64::try_from(s).unwrap_or(i64::MAX),
+        };
+        // Links record their creator by id, runs by email: a member's own events are both.
+        let own = [c.user.email.clone(), c.user.id.to_string()];
+        let query = AuditQuery {
+            fleet: c.fleet.id,
+            since: crate::core::clock::now().saturating_sub(since),
+            machine,
+            actors: if c.role >= Role::Admin { &[] } else { &own },
+            limit: MAX_AUDIT_EVENTS,
+        };
+        let rows = self.store.list_audit(&query).await.map_err(internal)?;
+        let events = rows
+            .into_iter()
+            .map(|e| proto::AuditEntry {
+                at: rfc3339(e.at),
+                actor: e.actor,
+                action: e.action,
+                detail: e.detail,
+                surface: e.surface,
+                machine_id: e.machine_id.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(proto::ListAuditResponse { events }))
+    }
+
     async fn share_audit(
         &self,
         req: Request<proto::ShareAuditRequest>,
@@ -368,6 +426,11 @@ impl proto::api_server::Api for ApiService {
         let events = shares::audit(&self.shares, &c, &link).await?;
         Ok(Response::new(proto::ShareAuditResponse { events }))
     }
+}
+
+/// The audit action of a run: `ask` or `exec`.
+fn action_of(start: &proto::ExecStart) -> &'static str {
+    if start.ask.is_some() { "ask" } else { "exec" }
 }
 
 /// A fleet member's access, with the attach token the client sent ("" = none).

@@ -47,6 +47,7 @@ pub async fn create(
         read_only: req.read_only,
         max_opens: (req.max_opens > 0).then_some(i64::from(req.max_opens)),
         session: Some(req.session.clone()).filter(|s| !s.is_empty()),
+        surface: c.surface,
     };
     let minted = shares.create(spec).await.map_err(share_status)?;
     tracing::info!(link = %minted.id, machine = %machine.id, user = %c.user.email, "share link created");
@@ -103,7 +104,7 @@ pub async fn revoke(shares: &Shares, c: &Caller, links: Vec<LinkRow>) -> Result<
     if links.iter().any(|l| l.created_by != c.user.id) {
         c.require(Role::Admin, "revoking other people's links")?;
     }
-    let revoked = shares.revoke(c.user.id, &links).await.map_err(share_status)?;
+    let revoked = shares.revoke(c.user.id, c.surface, &links).await.map_err(share_status)?;
     Ok(revoked.iter().map(ToString::to_string).collect())
 }
 
@@ -115,6 +116,12 @@ pub async fn audit(shares: &Shares, c: &Caller, link: &LinkRow) -> Result<Vec<pr
     let events = shares.store().link_audit(link.id).await.map_err(internal)?;
     Ok(events
         .into_iter()
-        .map(|(at, actor, action, detail)| proto::AuditEntry { at: rfc3339(at), actor, action, detail })
+        .map(|(at, actor, action, detail)| proto::AuditEntry {
+            at: rfc3339(at),
+            actor,
+            action,
+            detail,
+            ..Default::default()
+        })
         .collect())
 }

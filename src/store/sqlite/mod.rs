@@ -13,7 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{AuditEvent, AuditStore, StoreError};
+use sqlx::Row;
+
+use super::{AuditEvent, AuditQuery, AuditRow, AuditStore, StoreError};
 use crate::core::clock::now;
 
 /// The store over one SQLite database; cheap to clone (a connection pool).
@@ -42,12 +44,13 @@ impl SqliteStore {
 impl AuditStore for SqliteStore {
     async fn audit(&self, event: AuditEvent<'_>) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO audit_events (at, actor, action, fleet_id, machine_id, link_id, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_events (at, actor, action, surface, fleet_id, machine_id, link_id, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(now())
         .bind(event.actor)
         .bind(event.action)
+        .bind(event.surface)
         .bind(event.fleet_id)
         .bind(event.machine_id)
         .bind(event.link_id)
@@ -55,5 +58,40 @@ impl AuditStore for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn list_audit(&self, query: &AuditQuery<'_>) -> Result<Vec<AuditRow>, StoreError> {
+        let mut sql = sqlx::QueryBuilder::new(
+            "SELECT at, actor, surface, action, machine_id, detail FROM audit_events WHERE fleet_id = ",
+        );
+        sql.push_bind(query.fleet.to_string()).push(" AND at >= ").push_bind(query.since);
+        if let Some(machine) = query.machine {
+            sql.push(" AND machine_id = ").push_bind(machine.to_string());
+        }
+        if !query.actors.is_empty() {
+            sql.push(" AND actor IN (");
+            let mut list = sql.separated(", ");
+            for actor in query.actors {
+                list.push_bind(actor.clone());
+            }
+            sql.push(")");
+        }
+        sql.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(query.limit));
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        let mut events = rows
+            .iter()
+            .map(|r| -> Result<AuditRow, sqlx::Error> {
+                Ok(AuditRow {
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    surface: r.try_get("surface")?,
+                    action: r.try_get("action")?,
+                    machine_id: r.try_get("machine_id")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        events.reverse();
+        Ok(events)
     }
 }
