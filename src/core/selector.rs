@@ -34,8 +34,7 @@ fn is_glob(text: &str) -> bool {
 fn glob_matches<'a, C: Candidate>(pattern: &str, machines: &'a [C]) -> Result<Vec<&'a C>, ResolveError> {
     let pattern = pattern.to_lowercase();
     let hit = |name: &str| glob(pattern.as_bytes(), name.to_lowercase().as_bytes());
-    let found: Vec<&C> =
-        machines.iter().filter(|m| hit(m.hostname()) || m.display_name().is_some_and(|d| hit(d))).collect();
+    let found: Vec<&C> = machines.iter().filter(|m| hit(m.hostname()) || m.display_name().is_some_and(&hit)).collect();
     if found.is_empty() {
         return Err(ResolveError::NotFound { query: pattern, similar: Vec::new() });
     }

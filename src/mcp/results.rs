@@ -19,8 +19,11 @@ pub(crate) struct Kept {
 /// The newest runs' output by id; cheap to clone.
 #[derive(Clone, Default)]
 pub(crate) struct Results {
-    runs: Arc<Mutex<VecDeque<(String, Arc<Kept>)>>>,
+    runs: Arc<Mutex<VecDeque<KeptRun>>>,
 }
+
+/// A kept run and its id.
+type KeptRun = (String, Arc<Kept>);
 
 impl Results {
     /// Keeps `kept` under a new id, dropping the oldest beyond `KEPT_RUNS`.
