@@ -5,14 +5,17 @@
 //! - `proto`: generated wire types of `proto/relay.proto`.
 //! - `core`: ids, secrets, clock, durations, link tokens, sessions, resolver, limiter and the
 //!   proto conversions; no I/O.
-//! - `sys`: operating-system helpers every side shares: private files, dialing, host facts.
-//! - `store`: the server's storage interface and its SQLite implementation.
-//! - `server`: relay (agents' streams), API (CLI), gateway and web (browsers), links, OAuth.
+//! - `sys`: operating-system helpers every side shares: private files, dialing, host facts,
+//!   tasks that end with their owner.
+//! - `store`: the server's storage interface and its SQLite and PostgreSQL implementations.
+//! - `server`: relay (agents' streams), API (CLI), HTTP (browsers, OAuth clients, health),
+//!   share links, OAuth.
 //! - `agent`: the machine daemon: dials out, runs exec and PTY sessions.
 //! - `cli`: the `cmdop` command line a user runs against a server.
 //! - `mcp`: `cmdop mcp`, the fleet as MCP tools for AI agents, over the CLI's signed-in client.
 //! - `app`: the `cmdop` binary's commands: parsing, dispatch, and `quickstart`, which composes
 //!   server, agent and CLI.
+//! - `fuzzing` (feature `fuzzing` only): entry points of the fuzz targets in `fuzz/`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -20,6 +23,8 @@ pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod core;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod mcp;
 pub mod proto;
 pub mod server;

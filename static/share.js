@@ -21,6 +21,10 @@
 // <path>/unlock; 204 sets an HttpOnly cookie (this script never sees the token)
 // and the page connects again; 403/429 answer {"error","message","retry_after"}.
 //
+// The console's terminal page (/console/m/<id>/terminal) runs this same script: its socket and
+// unlock URLs follow the page path the same way, and its unlock request carries the CSRF token
+// of <meta name="csrf-token">.
+//
 // Test hooks: window.term, window.cmdopSocket, window.cmdopShare,
 // document.body.dataset.state ("connecting" | "open" | "closed" | "locked"), #overlay,
 // #unlock.
@@ -367,7 +371,18 @@
     if (socket && socket.readyState === WebSocket.OPEN && bytes.length > 0) socket.send(bytes);
   }
 
-  term.onData((data) => sendBytes(encoder.encode(data)));
+  // The on-screen key bar (keybar.js) may rewrite typed text once (a sticky Ctrl).
+  let inputFilter = null;
+  function sendText(data) {
+    const filter = inputFilter;
+    sendBytes(encoder.encode(filter ? filter(data) : data));
+  }
+  window.cmdopShare.send = sendText;
+  window.cmdopShare.setInputFilter = (fn) => {
+    inputFilter = typeof fn === 'function' ? fn : null;
+  };
+
+  term.onData((data) => sendText(data));
   // onBinary carries raw bytes as a "binary string" (one char per byte, 0-255),
   // e.g. legacy mouse reports: send them as they are, not UTF-8 encoded.
   term.onBinary((data) => {
@@ -546,6 +561,14 @@
   const unlockError = $('unlock-error');
   const unlockSubmit = $('unlock-submit');
 
+  // The console's terminal page carries its session's CSRF token in a meta tag.
+  function unlockHeaders() {
+    const headers = { 'Content-Type': 'application/json' };
+    const csrf = document.querySelector('meta[name="csrf-token"]');
+    if (csrf) headers['X-CSRF-Token'] = csrf.content;
+    return headers;
+  }
+
   function unlockUrl() {
     return location.pathname.replace(/\/+$/, '') + '/unlock';
   }
@@ -576,7 +599,7 @@
       resp = await fetch(unlockUrl(), {
         method: 'POST',
         credentials: 'same-origin',
-        headers: { 'Content-Type': 'application/json' },
+        headers: unlockHeaders(),
         body: JSON.stringify({ password }),
       });
     } catch (_) {

@@ -1,6 +1,6 @@
 //! The layering rule, checked: every `crate::` (and `super::`) path in `src/` must be allowed by
 //! the map in `docs/architecture.txt`. Core at the bottom; server, agent and CLI side by side;
-//! agent and CLI never import server code; gateway and relay meet only through the router.
+//! agent and CLI never import server code; the HTTP side and the relay meet only through the router.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -186,9 +186,9 @@ fn a_forbidden_import_is_reported() -> anyhow::Result<()> {
     let bad = violations(&rules, "server/api/x.rs", "server::api::x", api)?;
     assert!(bad.iter().any(|b| b.contains("server::relay::registry::LocalRouter")), "nested groups are read: {bad:?}");
 
-    let gateway = "use super::super::relay::registry::LocalRouter;\nuse super::super::relay::router::SessionPort;\n";
-    let bad = violations(&rules, "server/gateway/socket.rs", "server::gateway::socket", gateway)?;
-    assert_eq!(bad.len(), 1, "the gateway reaches the relay only through its router: {bad:?}");
+    let http = "use super::super::relay::registry::LocalRouter;\nuse super::super::relay::router::SessionPort;\n";
+    let bad = violations(&rules, "server/http/link_socket.rs", "server::http::link_socket", http)?;
+    assert_eq!(bad.len(), 1, "the HTTP side reaches the relay only through its router: {bad:?}");
 
     let core = "// crate::server::links in a comment is no import\nuse crate::proto;\n#[cfg(test)]\nmod tests {\n    use crate::store::Store;\n}\n";
     assert!(violations(&rules, "core/x.rs", "core::x", core)?.is_empty());
@@ -199,6 +199,6 @@ fn a_forbidden_import_is_reported() -> anyhow::Result<()> {
 fn super_paths_resolve_against_the_files_module() {
     let in_file = named_paths("use super::router::RouteError;", "server::relay::registry");
     assert_eq!(in_file.into_iter().collect::<Vec<_>>(), vec!["server::relay::router::RouteError".to_string()]);
-    let in_mod = named_paths("use super::links::Shares;", "server::gateway");
-    assert_eq!(in_mod.into_iter().collect::<Vec<_>>(), vec!["server::links::Shares".to_string()]);
+    let in_mod = named_paths("use super::links::Links;", "server::http");
+    assert_eq!(in_mod.into_iter().collect::<Vec<_>>(), vec!["server::links::Links".to_string()]);
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail, ensure};
 use common::{children_of, wait_until};
 use share_support::ws::{Refused, USER_AGENT, WsClient, socket_url};
-use share_support::{Fixture, get, terminal_lines};
+use share_support::{Fixture, get, receive_queue, stalled_socket, terminal_lines};
 
 /// How long a command typed into a shell may take to show its output.
 const SHELL: Duration = Duration::from_secs(10);
@@ -414,51 +414,6 @@ fn resume_while_the_old_socket_still_looks_alive_takes_the_session_over() -> any
     new.type_line("echo after-takeover")?;
     new.wait_exact_line(from, "after-takeover", SHELL)?;
     Ok(())
-}
-
-/// A WebSocket that completes the handshake, types `input`, then never reads again: a
-/// viewer whose laptop lid closed while output kept coming.
-fn stalled_socket(link_url: &str, input: &[u8]) -> anyhow::Result<std::net::TcpStream> {
-    let rest = link_url.strip_prefix("http://").context("http link")?;
-    let (authority, path) = rest.split_once('/').context("link path")?;
-    let mut stream = std::net::TcpStream::connect(authority)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET /{path}/ws HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
-        stream.read_exact(&mut byte)?;
-        head.push(byte[0]);
-    }
-    ensure!(head.starts_with(b"HTTP/1.1 101"), "no upgrade: {}", String::from_utf8_lossy(&head));
-    ensure!(input.len() < 126, "short input only");
-    // One masked binary frame (a zero mask leaves the payload as it is).
-    let mut frame = vec![0x82, 0x80 | input.len() as u8, 0, 0, 0, 0];
-    frame.extend_from_slice(input);
-    stream.write_all(&frame)?;
-    Ok(stream)
-}
-
-/// Bytes waiting in the receive queue of our end of a loopback connection (/proc/net/tcp).
-fn receive_queue(stream: &std::net::TcpStream) -> anyhow::Result<u64> {
-    let local = format!(":{:04X}", stream.local_addr()?.port());
-    let peer = format!(":{:04X}", stream.peer_addr()?.port());
-    let table = std::fs::read_to_string("/proc/net/tcp")?;
-    for line in table.lines().skip(1) {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if let (Some(l), Some(r), Some(queues)) = (cols.get(1), cols.get(2), cols.get(4))
-            && l.ends_with(&local)
-            && r.ends_with(&peer)
-        {
-            let rx = queues.split(':').nth(1).context("rx_queue")?;
-            return Ok(u64::from_str_radix(rx, 16)?);
-        }
-    }
-    bail!("our connection is not in /proc/net/tcp")
 }
 
 fn alive(pid: u32) -> bool {

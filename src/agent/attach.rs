@@ -19,11 +19,10 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::channel::{Cmd, Out, closed_frame, credit_frame, output_frame};
+use super::channel::{Cmd, Out, closed_frame, credit_frame, detached_frame, output_frame};
 use super::shell::{Shell, Take};
-use crate::core::session::INPUT_WINDOW_BYTES;
 use crate::core::session::fanout::ReaderId;
-use crate::proto::{self, closed};
+use crate::core::session::{Ending, Exit, INPUT_WINDOW_BYTES, OutputStream};
 
 /// Longest an input-credit grant waits for output to travel with: 2 ms.
 const CREDIT_DELAY: Duration = Duration::from_millis(2);
@@ -31,7 +30,7 @@ const CREDIT_DELAY: Duration = Duration::from_millis(2);
 /// How an attachment ended.
 enum Leave {
     /// The shell ended and this reader had all of its output.
-    Ended(closed::End),
+    Ended(Ending),
     /// The consumer left for good (`Close{detach: false}`): a one-shot shell ends with it.
     Closed,
     /// The consumer detached, or the stream dropped: the session lives on.
@@ -39,7 +38,7 @@ enum Leave {
 }
 
 /// Pumps until the shell ends or the consumer leaves; sends the channel's one `Closed`.
-pub async fn serve(
+pub(crate) async fn serve(
     shell: Arc<Shell>,
     reader: ReaderId,
     channel: u64,
@@ -57,7 +56,7 @@ pub async fn serve(
         owed.add(input.write_to(&shell));
         let piece = shell.take(reader);
         if let Take::Data(offset, data) = piece {
-            let frame = output_frame(channel, proto::OutputStream::Stdout, offset, data);
+            let frame = output_frame(channel, OutputStream::Stdout, offset, data);
             if out.send(frame).await.is_err() || !owed.grant(&out, channel, true).await {
                 break Leave::Detached;
             }
@@ -104,11 +103,11 @@ pub async fn serve(
             }
         });
     }
-    let end = match leave {
-        Leave::Ended(end) => end,
-        Leave::Closed | Leave::Detached => closed::End::Detached(true),
+    let frame = match leave {
+        Leave::Ended(ending) => closed_frame(channel, &Exit { ending, timed_out: false, duration: shell.age() }),
+        Leave::Closed | Leave::Detached => detached_frame(channel, shell.age()),
     };
-    let _ = out.send(closed_frame(channel, end, false, shell.age())).await;
+    let _ = out.send(frame).await;
 }
 
 /// Moves the credit the relay granted (permits on the channel's semaphore, where the

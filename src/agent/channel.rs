@@ -7,14 +7,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::core::convert;
+use crate::core::session::{Attachment, Ending, Exit, OutputStream};
 use crate::proto::{self, agent_frame, closed};
 
 /// Frames toward the relay (bounded: a full queue pauses readers, which stop reading PTYs).
-pub type Out = mpsc::Sender<proto::AgentFrame>;
+pub(crate) type Out = mpsc::Sender<proto::AgentFrame>;
 
 /// What the relay asks of a running session.
 #[derive(Debug)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// Bytes for stdin/the PTY (covered by input credit).
     Input(Bytes),
     /// New PTY size.
@@ -39,7 +41,7 @@ struct Entry {
 /// Channel number -> session. Shared by the dispatcher and the sessions (which remove
 /// themselves when they end). The std Mutex is never held across an `.await`.
 #[derive(Clone, Default)]
-pub struct Channels(Arc<Mutex<HashMap<u64, Entry>>>);
+pub(crate) struct Channels(Arc<Mutex<HashMap<u64, Entry>>>);
 
 impl Channels {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
@@ -48,7 +50,7 @@ impl Channels {
 
     /// Adds a channel with its initial output credit; returns the credit and command queue.
     /// `attachment`: a shell attachment, which a dropped stream detaches rather than ends.
-    pub fn insert(
+    pub(crate) fn insert(
         &self,
         channel: u64,
         window: u32,
@@ -65,19 +67,19 @@ impl Channels {
     }
 
     /// Forgets a channel (its session ended).
-    pub fn remove(&self, channel: u64) {
+    pub(crate) fn remove(&self, channel: u64) {
         self.lock().remove(&channel);
     }
 
     /// Grants output credit.
-    pub fn credit(&self, channel: u64, bytes: u32) {
+    pub(crate) fn credit(&self, channel: u64, bytes: u32) {
         if let Some(e) = self.lock().get(&channel) {
             e.credit.add_permits(bytes as usize);
         }
     }
 
     /// Delivers a command; unknown channels (already ended) are ignored.
-    pub fn command(&self, channel: u64, cmd: Cmd) {
+    pub(crate) fn command(&self, channel: u64, cmd: Cmd) {
         if let Some(e) = self.lock().get(&channel) {
             let _ = e.cmds.send(cmd);
         }
@@ -85,7 +87,7 @@ impl Channels {
 
     /// The stream dropped: every exec is told to end, every shell attachment to detach (its
     /// session lives on for a reattach after the agent reconnects).
-    pub fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         for (_, e) in self.lock().drain() {
             let _ = e.cmds.send(if e.attachment { Cmd::Detach } else { Cmd::Close });
             e.credit.close();
@@ -94,23 +96,41 @@ impl Channels {
 }
 
 /// An `Output` frame.
-pub fn output_frame(channel: u64, stream: proto::OutputStream, offset: u64, data: Bytes) -> proto::AgentFrame {
-    let output = proto::Output { channel, stream: stream as i32, offset, data };
+pub(crate) fn output_frame(channel: u64, stream: OutputStream, offset: u64, data: Bytes) -> proto::AgentFrame {
+    let stream = convert::output_stream_to_wire(stream) as i32;
+    let output = proto::Output { channel, stream, offset, data };
     proto::AgentFrame { kind: Some(agent_frame::Kind::Output(output)) }
 }
 
-/// The `Closed` frame that ends a channel.
-pub fn closed_frame(channel: u64, end: closed::End, timed_out: bool, ran: Duration) -> proto::AgentFrame {
-    let closed = proto::Closed {
-        channel,
-        end: Some(end),
-        timed_out,
-        duration_ms: u64::try_from(ran.as_millis()).unwrap_or(u64::MAX),
-    };
+/// The `Opened` frame: the process started (or, with `attachment`, the shell session joined).
+pub(crate) fn opened_frame(
+    channel: u64,
+    pid: u32,
+    input_window: u32,
+    attachment: Option<&Attachment>,
+) -> proto::AgentFrame {
+    let opened = convert::opened_of(channel, pid, input_window, attachment);
+    proto::AgentFrame { kind: Some(agent_frame::Kind::Opened(opened)) }
+}
+
+/// The `Closed` frame that ends a channel whose process ended.
+pub(crate) fn closed_frame(channel: u64, exit: &Exit) -> proto::AgentFrame {
+    proto::AgentFrame { kind: Some(agent_frame::Kind::Closed(convert::closed_of(channel, exit))) }
+}
+
+/// The `Closed` frame of a channel that ended before anything ran (refused, failed to start).
+pub(crate) fn closed_at_once_frame(channel: u64, ending: Ending) -> proto::AgentFrame {
+    closed_frame(channel, &Exit { ending, timed_out: false, duration: Duration::ZERO })
+}
+
+/// The `Closed` frame that ends one attachment of a shell session that lives on.
+pub(crate) fn detached_frame(channel: u64, ran: Duration) -> proto::AgentFrame {
+    let duration_ms = u64::try_from(ran.as_millis()).unwrap_or(u64::MAX);
+    let closed = proto::Closed { channel, end: Some(closed::End::Detached(true)), timed_out: false, duration_ms };
     proto::AgentFrame { kind: Some(agent_frame::Kind::Closed(closed)) }
 }
 
 /// An input-credit grant to the relay.
-pub fn credit_frame(channel: u64, bytes: u32) -> proto::AgentFrame {
+pub(crate) fn credit_frame(channel: u64, bytes: u32) -> proto::AgentFrame {
     proto::AgentFrame { kind: Some(agent_frame::Kind::Credit(proto::Credit { channel, bytes })) }
 }

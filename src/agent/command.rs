@@ -35,7 +35,7 @@ pub struct AgentArgs {
 }
 
 /// `cmdop agent`.
-pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<i32> {
     let config = AgentConfig {
         server: args.server.trim_end_matches('/').to_string(),
         token: args.token.map(Secret::new),

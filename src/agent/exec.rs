@@ -11,9 +11,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::{Semaphore, mpsc};
 
-use super::channel::{Cmd, Out, closed_frame, output_frame};
-use crate::core::session::CHUNK_BYTES;
-use crate::proto::{self, closed};
+use super::channel::{Cmd, Out, closed_at_once_frame, closed_frame, opened_frame, output_frame};
+use crate::core::session::{CHUNK_BYTES, Ending, Exit, OutputStream};
+use crate::proto;
 
 /// After the group is killed (timeout, consumer gone), how long output may still drain before
 /// the pipes are abandoned: 2 s. A process that left the group can hold them open for ever.
@@ -21,7 +21,7 @@ const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 
 /// Runs `open` to completion, streaming its output under `credit`. With `ask_handler`, `open`
 /// is an ask: the handler runs under `sh -c` with `open.ask` on its stdin.
-pub async fn run(
+pub(crate) async fn run(
     open: proto::Open,
     ask_handler: Option<&str>,
     out: Out,
@@ -65,29 +65,30 @@ pub async fn run(
         });
     }
     let pid = child.id().unwrap_or(0);
-    let opened = proto::Opened { channel, input_window: 0, pid, ..Default::default() };
-    let _ = out.send(frame(proto::agent_frame::Kind::Opened(opened))).await;
+    let _ = out.send(opened_frame(channel, pid, 0, None)).await;
     let chunk = CHUNK_BYTES.min(open.output_window as usize).max(1);
-    let readers: Vec<_> =
-        [
-            child.stdout.take().map(|r| {
-                tokio::spawn(pump(r, channel, proto::OutputStream::Stdout, chunk, out.clone(), credit.clone()))
-            }),
-            child.stderr.take().map(|r| {
-                tokio::spawn(pump(r, channel, proto::OutputStream::Stderr, chunk, out.clone(), credit.clone()))
-            }),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|r| tokio::spawn(pump(r, channel, OutputStream::Stdout, chunk, out.clone(), credit.clone()))),
+        child
+            .stderr
+            .take()
+            .map(|r| tokio::spawn(pump(r, channel, OutputStream::Stderr, chunk, out.clone(), credit.clone()))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let group = Pid::from_raw(i32::try_from(pid).unwrap_or(0));
     let deadline = (open.timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(open.timeout_ms));
     let status = supervise(&mut child, readers, group, deadline, &credit, &mut cmds).await;
-    let end = match status.exit {
+    let ending = match status.exit {
         Ok(s) => ending_of(s),
-        Err(e) => closed::End::Error(format!("waiting for the command failed: {e}")),
+        Err(e) => Ending::Error(format!("waiting for the command failed: {e}")),
     };
-    let _ = out.send(closed_frame(channel, end, status.timed_out, started.elapsed())).await;
+    let exit = Exit { ending, timed_out: status.timed_out, duration: started.elapsed() };
+    let _ = out.send(closed_frame(channel, &exit)).await;
 }
 
 /// How a supervised command ended.
@@ -163,12 +164,12 @@ fn signal_group(group: Pid, signo: i32) {
     }
 }
 
-pub(super) fn ending_of(status: std::process::ExitStatus) -> closed::End {
+pub(super) fn ending_of(status: std::process::ExitStatus) -> Ending {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
-        (Some(code), _) => closed::End::ExitCode(code),
-        (None, Some(sig)) => closed::End::Signal(sig),
-        (None, None) => closed::End::Error("the command ended without a status".into()),
+        (Some(code), _) => Ending::Code(code),
+        (None, Some(sig)) => Ending::Signal(sig),
+        (None, None) => Ending::Error("the command ended without a status".into()),
     }
 }
 
@@ -179,15 +180,10 @@ async fn spawn_failed(channel: u64, program: &str, e: std::io::Error, out: &Out)
         std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
         _ => (126, "cannot run"),
     };
-    let opened = proto::Opened { channel, input_window: 0, pid: 0, ..Default::default() };
-    let _ = out.send(frame(proto::agent_frame::Kind::Opened(opened))).await;
+    let _ = out.send(opened_frame(channel, 0, 0, None)).await;
     let msg = format!("cmdop: {program}: {why} ({e})\n");
-    let _ = out.send(output_frame(channel, proto::OutputStream::Stderr, 0, msg.into_bytes().into())).await;
-    let _ = out.send(closed_frame(channel, closed::End::ExitCode(code), false, Duration::ZERO)).await;
-}
-
-fn frame(kind: proto::agent_frame::Kind) -> proto::AgentFrame {
-    proto::AgentFrame { kind: Some(kind) }
+    let _ = out.send(output_frame(channel, OutputStream::Stderr, 0, msg.into_bytes().into())).await;
+    let _ = out.send(closed_at_once_frame(channel, Ending::Code(code))).await;
 }
 
 /// Reads a pipe to its end, sending each chunk only once it holds credit for it; while it
@@ -195,7 +191,7 @@ fn frame(kind: proto::agent_frame::Kind) -> proto::AgentFrame {
 async fn pump(
     mut pipe: impl AsyncRead + Unpin,
     channel: u64,
-    stream: proto::OutputStream,
+    stream: OutputStream,
     chunk: usize,
     out: Out,
     credit: Arc<Semaphore>,

@@ -10,12 +10,12 @@ mod attach;
 mod channel;
 pub mod command;
 mod exec;
-pub mod password;
+pub(crate) mod password;
 pub mod password_cmd;
 mod pty;
-pub mod registry;
+pub(crate) mod registry;
 mod shell;
-pub mod state;
+pub(crate) mod state;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::core::session::Ending;
 use crate::proto::{self, agent_frame, relay_client::RelayClient, relay_frame};
 use crate::sys::host::hostname;
 use channel::{Channels, Cmd};
@@ -48,7 +49,7 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 
 /// How to run the agent.
 #[derive(Clone, Debug)]
-pub struct AgentConfig {
+pub(crate) struct AgentConfig {
     /// The server's URL.
     pub server: String,
     /// One-time enrollment token (first run only).
@@ -69,7 +70,7 @@ async fn dial(server: &str) -> anyhow::Result<Channel> {
 }
 
 /// The saved enrollment, or a new one made with the token.
-pub async fn enrollment(config: &AgentConfig) -> anyhow::Result<Enrollment> {
+pub(crate) async fn enrollment(config: &AgentConfig) -> anyhow::Result<Enrollment> {
     if let Some(saved) = state::load(&config.state_dir)? {
         if config.token.is_some() {
             tracing::info!(machine = %saved.machine_id, "already enrolled; ignoring --token");
@@ -97,9 +98,12 @@ pub async fn enrollment(config: &AgentConfig) -> anyhow::Result<Enrollment> {
 
 /// Runs until `shutdown` fires or the credential is refused; reconnects with capped
 /// exponential back-off and jitter after any other failure.
-pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let enrollment = enrollment(&config).await?;
+pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
+    let enrollment = tokio::select! {
+        e = enrollment(&config) => e?,
+        _ = &mut shutdown => return Ok(()),
+    };
     // Shell sessions outlive every stream: a reconnect finds them again.
     let shells = Shells::new(config.session_idle);
     let gate = Gate::new(&config.state_dir);
@@ -252,17 +256,16 @@ fn dispatch(
 /// Ends a channel the attach password refused: nothing was started.
 fn refuse(channel: u64, denial: crate::core::session::Denial, out: &channel::Out) {
     tracing::info!(channel, "session refused: no valid attach token");
-    let end = proto::closed::End::Denied(crate::core::convert::denial_to_wire(denial));
     let out = out.clone();
     tokio::spawn(async move {
-        let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
+        let _ = out.send(channel::closed_at_once_frame(channel, Ending::Denied(denial))).await;
     });
 }
 
 /// Answers `SessionQuery.unlock`: checks the password (argon2id, on a blocking thread).
 async fn unlock(request: u64, u: proto::Unlock, gate: &Gate) -> proto::SessionReply {
     let mut reply = proto::SessionReply { request, ..Default::default() };
-    match gate.unlock(&u.principal, crate::core::secret::Secret::new(u.password)).await {
+    match gate.unlock(&u.principal, &u.source, crate::core::secret::Secret::new(u.password)).await {
         Ok(grant) => {
             reply.unlocked =
                 Some(proto::Unlocked { token: grant.token.expose().clone(), expires_unix: grant.expires_unix });
@@ -284,14 +287,13 @@ fn start(open: proto::Open, out: &channel::Out, channels: &Channels, shells: &Sh
         match open.kind() {
             proto::SessionKind::Exec if !open.argv.is_empty() => exec::run(open, None, out, credit, cmds).await,
             proto::SessionKind::Exec => {
-                let end = proto::closed::End::Error("no command given".into());
-                let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
+                let ending = Ending::Error("no command given".into());
+                let _ = out.send(channel::closed_at_once_frame(channel, ending)).await;
             }
             proto::SessionKind::Ask => match asks.as_deref() {
                 Some(handler) => exec::run(open, Some(handler), out, credit, cmds).await,
                 None => {
-                    let end = proto::closed::End::NoAskHandler(true);
-                    let _ = out.send(channel::closed_frame(channel, end, false, Duration::ZERO)).await;
+                    let _ = out.send(channel::closed_at_once_frame(channel, Ending::NoAskHandler)).await;
                 }
             },
             proto::SessionKind::Shell => shells.attach(open, out, credit, cmds).await,

@@ -5,7 +5,7 @@
 //! token valid 24 h, bound to the principal that asked (`user:<id>`, `link:<id>`) and to the
 //! epoch, so changing or clearing the password ends every token at once. Only SHA-256 hashes of
 //! tokens are kept (`attach-tokens.json`), like every other token of the product. Wrong answers
-//! back off exponentially per principal and per machine. The files are read at every check, so
+//! back off exponentially per principal and per source, counted when the check starts. The files are read at every check, so
 //! `password set` and `clear` take effect on a running agent without a restart.
 
 use std::collections::HashMap;
@@ -21,14 +21,15 @@ use crate::core::secret::{self, Secret};
 use crate::core::session::{Denial, Grant};
 
 /// How long an attach token works: 24 hours.
-pub const TOKEN_TTL_SECS: i64 = 86_400;
+const TOKEN_TTL_SECS: i64 = 86_400;
 /// Prefix of attach tokens, so one is recognisable in a terminal or a secret scanner.
 const TOKEN_PREFIX: &str = "cmdopa_";
 const PASSWORD_FILE: &str = "attach-password.json";
 const TOKENS_FILE: &str = "attach-tokens.json";
-/// Wrong answers that pass without delay, per principal and per machine; then 1 s, 2 s, 4 s …
+/// Wrong answers that pass without delay, per principal and per source (an IP; a CLI user);
+/// then 1 s, 2 s, 4 s … No machine-wide count: a stranger must not lock the owner out.
 const FREE_PER_PRINCIPAL: u32 = 3;
-const FREE_PER_MACHINE: u32 = 10;
+const FREE_PER_SOURCE: u32 = 10;
 /// Longest back-off: 15 minutes.
 const BACKOFF_CAP: Duration = Duration::from_secs(900);
 
@@ -56,7 +57,7 @@ fn password_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Sets (or replaces) the password; every token issued before stops working.
-pub fn set(state_dir: &Path, password: &str) -> anyhow::Result<()> {
+pub(crate) fn set(state_dir: &Path, password: &str) -> anyhow::Result<()> {
     let hash = crate::core::passwords::hash(password).map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
     let epoch = secret::new_token("").expose().clone();
     let file = PasswordFile { hash, epoch, set_at: now() };
@@ -65,13 +66,13 @@ pub fn set(state_dir: &Path, password: &str) -> anyhow::Result<()> {
 }
 
 /// Removes the password (and every token); true when there was one.
-pub fn clear(state_dir: &Path) -> anyhow::Result<bool> {
+pub(crate) fn clear(state_dir: &Path) -> anyhow::Result<bool> {
     crate::sys::private_file::remove(&state_dir.join(TOKENS_FILE))?;
     crate::sys::private_file::remove(&password_path(state_dir))
 }
 
 /// When the password was set (unix seconds), if there is one.
-pub fn status(state_dir: &Path) -> anyhow::Result<Option<i64>> {
+pub(crate) fn status(state_dir: &Path) -> anyhow::Result<Option<i64>> {
     Ok(read_password(state_dir)?.map(|p| p.set_at))
 }
 
@@ -81,7 +82,7 @@ fn read_password(state_dir: &Path) -> anyhow::Result<Option<PasswordFile>> {
 
 /// Checks sessions and unlocks against the machine's attach password. Cheap to clone.
 #[derive(Clone)]
-pub struct Gate {
+pub(crate) struct Gate {
     inner: Arc<Inner>,
 }
 
@@ -90,12 +91,12 @@ struct Inner {
     /// Issued tokens by hash; mirrored to `attach-tokens.json` so a restart keeps them.
     tokens: Mutex<HashMap<String, TokenEntry>>,
     per_principal: Limiter,
-    per_machine: Limiter,
+    per_source: Limiter,
 }
 
 impl Gate {
     /// A gate over the password in `state_dir`.
-    pub fn new(state_dir: &Path) -> Self {
+    pub(crate) fn new(state_dir: &Path) -> Self {
         let tokens = crate::sys::private_file::read_json(&state_dir.join(TOKENS_FILE), "remove it")
             .ok()
             .flatten()
@@ -105,7 +106,7 @@ impl Gate {
                 state_dir: state_dir.to_path_buf(),
                 tokens: Mutex::new(tokens),
                 per_principal: Limiter::new(FREE_PER_PRINCIPAL, BACKOFF_CAP),
-                per_machine: Limiter::new(FREE_PER_MACHINE, BACKOFF_CAP),
+                per_source: Limiter::new(FREE_PER_SOURCE, BACKOFF_CAP),
             }),
         }
     }
@@ -119,7 +120,7 @@ impl Gate {
 
     /// Whether a session may open: yes when the machine has no password, or the token is one
     /// this gate issued to `principal` under the current password and it has not expired.
-    pub fn admit(&self, principal: &str, token: &str) -> Result<(), Denial> {
+    pub(crate) fn admit(&self, principal: &str, token: &str) -> Result<(), Denial> {
         let epoch = match self.password() {
             Ok(None) => return Ok(()),
             Ok(Some(file)) => file.epoch,
@@ -133,8 +134,13 @@ impl Gate {
         if valid { Ok(()) } else { Err(Denial::Required) }
     }
 
-    /// Checks a typed password; a token for `principal` when it is right.
-    pub async fn unlock(&self, principal: &str, password: Secret<String>) -> Result<Grant, Denial> {
+    /// Checks a typed password from `source`; a token for `principal` when it is right.
+    pub(crate) async fn unlock(
+        &self,
+        principal: &str,
+        source: &str,
+        password: Secret<String>,
+    ) -> Result<Grant, Denial> {
         let file = match self.password() {
             Ok(Some(file)) => file,
             // No password: nothing to unlock, any token would do; issue none and let it in.
@@ -143,22 +149,19 @@ impl Gate {
             }
             Err(()) => return Err(Denial::Wrong),
         };
-        let key = format!("principal:{principal}");
+        let (key, from) = (format!("principal:{principal}"), format!("source:{source}"));
         let inner = &self.inner;
-        if let Err(wait) = inner.per_principal.check(&key).and_then(|()| inner.per_machine.check("machine")) {
+        // Counted before the check: guesses sent at once cannot all be checked.
+        if let Err(wait) = inner.per_principal.begin(&key).and_then(|()| inner.per_source.begin(&from)) {
             return Err(Denial::Throttled(wait));
         }
-        let hash = file.hash.clone();
-        let right = tokio::task::spawn_blocking(move || crate::core::passwords::verify(password.expose(), &hash))
-            .await
-            .unwrap_or(false);
+        let right = crate::sys::argon::verify(password, Some(file.hash.clone())).await;
         if !right {
-            inner.per_principal.failed(&key);
-            inner.per_machine.failed("machine");
-            tracing::warn!(principal, "wrong attach password");
+            tracing::warn!(principal, source, "wrong attach password");
             return Err(Denial::Wrong);
         }
         inner.per_principal.succeeded(&key);
+        inner.per_source.release(&from);
         self.issue(principal, &file.epoch).map_err(|e| {
             tracing::error!(error = %format!("{e:#}"), "cannot save the attach token");
             Denial::Wrong
@@ -208,8 +211,8 @@ mod tests {
         set(dir.path(), "correct horse").unwrap();
         let gate = Gate::new(dir.path());
         assert_eq!(gate.admit("user:a", ""), Err(Denial::Required));
-        assert_eq!(gate.unlock("user:a", pw("nope")).await, Err(Denial::Wrong));
-        let grant = gate.unlock("user:a", pw("correct horse")).await.unwrap();
+        assert_eq!(gate.unlock("user:a", "ip:a", pw("nope")).await, Err(Denial::Wrong));
+        let grant = gate.unlock("user:a", "ip:a", pw("correct horse")).await.unwrap();
         assert!(grant.token.expose().starts_with("cmdopa_"));
         assert_eq!(gate.admit("user:a", grant.token.expose()), Ok(()));
         assert_eq!(gate.admit("user:b", grant.token.expose()), Err(Denial::Required), "another principal");
@@ -228,7 +231,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         set(dir.path(), "first password").unwrap();
         let gate = Gate::new(dir.path());
-        let grant = gate.unlock("link:l", pw("first password")).await.unwrap();
+        let grant = gate.unlock("link:l", "ip:a", pw("first password")).await.unwrap();
         set(dir.path(), "second password").unwrap();
         assert_eq!(gate.admit("link:l", grant.token.expose()), Err(Denial::Required));
         assert!(clear(dir.path()).unwrap());
@@ -237,22 +240,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn wrong_answers_back_off_per_principal_then_per_machine() {
+    async fn wrong_answers_back_off_per_principal_and_per_source_never_per_machine() {
         let dir = tempfile::tempdir().unwrap();
         set(dir.path(), "s3cret-pass").unwrap();
         let gate = Gate::new(dir.path());
-        for _ in 0..FREE_PER_PRINCIPAL + 1 {
-            assert_eq!(gate.unlock("user:mallory", pw("guess")).await, Err(Denial::Wrong));
+        // Three past the allowance: a 4 s wait, longer than an argon2 check takes.
+        for _ in 0..FREE_PER_PRINCIPAL + 3 {
+            let _ = gate.unlock("user:mallory", "ip:x", pw("guess")).await;
         }
-        let held = gate.unlock("user:mallory", pw("s3cret-pass")).await;
+        let held = gate.unlock("user:mallory", "ip:y", pw("s3cret-pass")).await;
         assert!(matches!(held, Err(Denial::Throttled(w)) if w > Duration::ZERO), "{held:?}");
-        assert!(gate.unlock("user:alice", pw("s3cret-pass")).await.is_ok(), "another principal is not held up");
-        // Many principals guessing: the machine as a whole backs off.
-        for i in 0..FREE_PER_MACHINE {
-            let _ = gate.unlock(&format!("link:{i}"), pw("guess")).await;
+        assert!(gate.unlock("user:alice", "ip:a", pw("s3cret-pass")).await.is_ok(), "another principal is not held up");
+        // Many links guessed from one source: that source backs off, nobody else does.
+        for i in 0..FREE_PER_SOURCE {
+            let _ = gate.unlock(&format!("link:{i}"), "ip:x", pw("guess")).await;
         }
-        let all = gate.unlock("user:alice", pw("s3cret-pass")).await;
-        assert!(matches!(all, Err(Denial::Throttled(_))), "{all:?}");
+        let same_source = gate.unlock("link:fresh", "ip:x", pw("s3cret-pass")).await;
+        assert!(matches!(same_source, Err(Denial::Throttled(_))), "{same_source:?}");
+        assert!(gate.unlock("link:other", "ip:owner", pw("s3cret-pass")).await.is_ok(), "the owner is not locked out");
+        assert!(gate.unlock("user:alice", "user:alice", pw("s3cret-pass")).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn guesses_sent_at_once_are_counted_before_they_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        set(dir.path(), "s3cret-pass").unwrap();
+        let gate = Gate::new(dir.path());
+        let all = (0..12).map(|_| gate.unlock("link:a", "ip:x", pw("guess")));
+        let answers = futures_util::future::join_all(all).await;
+        let throttled = answers.iter().filter(|a| matches!(a, Err(Denial::Throttled(_)))).count();
+        assert_eq!(throttled, 12 - (FREE_PER_PRINCIPAL as usize + 1), "{answers:?}");
     }
 
     #[tokio::test]
@@ -261,6 +278,6 @@ mod tests {
         std::fs::write(dir.path().join(PASSWORD_FILE), b"not json").unwrap();
         let gate = Gate::new(dir.path());
         assert_eq!(gate.admit("user:a", ""), Err(Denial::Required));
-        assert_eq!(gate.unlock("user:a", pw("x")).await, Err(Denial::Wrong));
+        assert_eq!(gate.unlock("user:a", "ip:a", pw("x")).await, Err(Denial::Wrong));
     }
 }

@@ -13,7 +13,7 @@ use crate::sys::dirs;
 
 /// Why a password command failed; `Usage` is the caller's mistake (exit 2).
 #[derive(Debug, Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// Bad arguments or input; nothing changed.
     #[error("{0}")]
     Usage(String),
@@ -26,7 +26,7 @@ pub enum CliError {
 const MIN_CHARS: usize = 8;
 
 /// Runs one `password` command.
-pub fn run(command: PasswordCommand) -> Result<i32, CliError> {
+pub(crate) fn run(command: PasswordCommand) -> Result<i32, CliError> {
     match command {
         PasswordCommand::Set { password_stdin, state_dir } => set(&agent_dir(state_dir)?, password_stdin),
         PasswordCommand::Clear { state_dir } => clear(&agent_dir(state_dir)?),

@@ -29,10 +29,10 @@ use rustix::termios::Winsize;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::proto::closed;
+use crate::core::session::Ending;
 
 /// A running shell's PTY master.
-pub struct Pty {
+pub(crate) struct Pty {
     /// Non-blocking; registered for readability only. Write readiness is waited for on a
     /// separate registration when a write would block (rare: the program is not reading its
     /// input), so the reactor is not woken each time the shell consumes a keystroke.
@@ -41,10 +41,10 @@ pub struct Pty {
 }
 
 /// The shell process, to learn how it ended.
-pub struct Exit(tokio::process::Child);
+pub(crate) struct Exit(tokio::process::Child);
 
 /// A PTY size from wire values, with 80x24 for zeros.
-pub fn size(cols: u32, rows: u32) -> Winsize {
+pub(crate) fn size(cols: u32, rows: u32) -> Winsize {
     let clamp = |v: u32, default: u16| {
         if v == 0 { default } else { u16::try_from(v).unwrap_or(u16::MAX) }
     };
@@ -54,7 +54,7 @@ pub fn size(cols: u32, rows: u32) -> Winsize {
 /// Starts the user's login shell (`$SHELL`, else the password database's, else `/bin/sh`, run
 /// with a `-` before its name as login does) in a new PTY of `cols` x `rows`, in the home
 /// folder, with the agent's environment plus `SHELL`, `TERM`, `COLORTERM` and `env`.
-pub fn spawn(cols: u32, rows: u32, env: &[(String, String)]) -> anyhow::Result<(Pty, Exit)> {
+pub(crate) fn spawn(cols: u32, rows: u32, env: &[(String, String)]) -> anyhow::Result<(Pty, Exit)> {
     let (master, slave) = open(size(cols, rows))?;
     let shell = login_shell();
     let mut command = tokio::process::Command::new(&shell);
@@ -142,7 +142,7 @@ const DRAINED_BELOW: usize = 1024;
 
 /// What Linux's n_tty line discipline buffers for a reader (`N_TTY_BUF_SIZE`). A read that
 /// brought at least this much found the program writing faster than we read: output streams.
-pub const LDISC_BUF_BYTES: usize = 4096;
+pub(crate) const LDISC_BUF_BYTES: usize = 4096;
 
 /// Registers `fd` with the runtime's reactor for `interest`.
 #[allow(unsafe_code)]
@@ -155,12 +155,12 @@ fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
 
 impl Pty {
     /// The shell's process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Waits until the master may have output, or has been closed on the shell's side.
-    pub async fn readable(&self) {
+    pub(crate) async fn readable(&self) {
         let _ = self.master.readable().await;
     }
 
@@ -178,7 +178,7 @@ impl Pty {
     /// streams, readiness stays: the kernel hands a burst over in pieces, a wake-up often
     /// finds only the start of one, and the next read's wait for the flush work is what brings
     /// the rest into the same frame.
-    pub fn read(&self, buf: &mut [u8], streaming: bool) -> io::Result<usize> {
+    pub(crate) fn read(&self, buf: &mut [u8], streaming: bool) -> io::Result<usize> {
         let Some(Ok(mut ready)) = self.master.readable().now_or_never() else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
@@ -198,13 +198,13 @@ impl Pty {
 
     /// Writes as much of `data` as the PTY's input buffer takes now, without blocking
     /// (`WouldBlock`: none; wait with `writable`).
-    pub fn write(&self, data: &[u8]) -> io::Result<usize> {
+    pub(crate) fn write(&self, data: &[u8]) -> io::Result<usize> {
         Ok(rustix::io::write(self.master.get_ref(), data)?)
     }
 
     /// Waits until the PTY's input buffer has room. Registers a duplicate of the master for
     /// writability only for the wait: the program was not reading, so this is rare.
-    pub async fn writable(&self) {
+    pub(crate) async fn writable(&self) {
         let registered = self.master.get_ref().try_clone().and_then(|fd| register(fd, Interest::WRITABLE));
         match registered {
             Ok(fd) => drop(fd.writable().await),
@@ -214,13 +214,13 @@ impl Pty {
     }
 
     /// Resizes the PTY (the shell gets SIGWINCH).
-    pub fn resize(&self, cols: u16, rows: u16) {
+    pub(crate) fn resize(&self, cols: u16, rows: u16) {
         let _ = rustix::termios::tcsetwinsize(self.master.get_ref(), size(cols.into(), rows.into()));
     }
 
     /// Sends `signo` to the PTY's foreground process group (what a keypress like Ctrl-C
     /// reaches), or to the shell when that is unknown.
-    pub fn signal(&self, signo: i32) {
+    pub(crate) fn signal(&self, signo: i32) {
         let Ok(sig) = Signal::try_from(signo) else {
             return;
         };
@@ -234,7 +234,7 @@ impl Pty {
     }
 
     /// Sends `sig` to the shell itself (SIGHUP to end it politely, SIGKILL when it will not).
-    pub fn signal_shell(&self, sig: Signal) {
+    pub(crate) fn signal_shell(&self, sig: Signal) {
         let Some(pid) = i32::try_from(self.pid).ok().filter(|p| *p > 0) else {
             return;
         };
@@ -247,10 +247,10 @@ impl Pty {
 
 impl Exit {
     /// Waits for the shell to end: its exit code, or the signal that killed it.
-    pub async fn wait(mut self) -> closed::End {
+    pub(crate) async fn wait(mut self) -> Ending {
         match self.0.wait().await {
             Ok(status) => super::exec::ending_of(status),
-            Err(e) => closed::End::Error(format!("the shell's status was lost: {e}")),
+            Err(e) => Ending::Error(format!("the shell's status was lost: {e}")),
         }
     }
 }

@@ -9,26 +9,26 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 
-use super::channel::{Cmd, Out, closed_frame};
+use super::channel::{Cmd, Out, closed_at_once_frame, opened_frame};
 use super::pty::{self, Exit};
 use super::shell::Shell;
-use crate::core::convert::shell_session;
+use crate::core::convert::{self, shell_session};
 use crate::core::ids::SessionId;
-use crate::core::session::{INPUT_WINDOW_BYTES, SessionName, SessionSummary};
-use crate::proto::{self, closed, session_query};
+use crate::core::session::{Ending, INPUT_WINDOW_BYTES, SessionSummary, ShellTarget};
+use crate::proto::{self, session_query};
 
 /// How long an ended session stays reachable by id, so a consumer whose connection dropped
 /// around the end still gets its last output and exit status: 30 s.
-pub const ENDED_LINGER: Duration = Duration::from_secs(30);
+const ENDED_LINGER: Duration = Duration::from_secs(30);
 /// Once the shell exited, output is still read until the PTY has been quiet this long (a
 /// background job may hold it open for ever): 2 s.
 const DRAIN_QUIET: Duration = Duration::from_secs(2);
 /// Default idle expiry of persistent sessions: 7 days without an attachment.
-pub const DEFAULT_IDLE: Duration = Duration::from_secs(7 * 86_400);
+pub(crate) const DEFAULT_IDLE: Duration = Duration::from_secs(7 * 86_400);
 
 /// The registry. Cheap to clone.
 #[derive(Clone)]
-pub struct Shells {
+pub(crate) struct Shells {
     inner: Arc<Inner>,
 }
 
@@ -37,27 +37,9 @@ struct Inner {
     idle: Duration,
 }
 
-/// Which session an `Open` asks for.
-enum Target {
-    Id(SessionId),
-    Named(SessionName),
-    New { persistent: bool },
-}
-
-fn target_of(open: &proto::Open) -> Result<Target, String> {
-    if !open.session_id.is_empty() {
-        let id = open.session_id.parse().map_err(|_| format!("{:?} is not a session id", open.session_id))?;
-        return Ok(Target::Id(id));
-    }
-    if !open.session_name.is_empty() {
-        return SessionName::parse(&open.session_name).map(Target::Named).map_err(|e| e.to_string());
-    }
-    Ok(Target::New { persistent: open.persistent })
-}
-
 impl Shells {
     /// An empty registry whose persistent sessions end after `idle` without an attachment.
-    pub fn new(idle: Duration) -> Self {
+    pub(crate) fn new(idle: Duration) -> Self {
         Self { inner: Arc::new(Inner { map: Mutex::default(), idle }) }
     }
 
@@ -68,7 +50,7 @@ impl Shells {
 
     /// Serves one SHELL channel: finds or starts its session, answers `Opened` (or `Closed`
     /// with the reason), then pumps until the attachment ends.
-    pub async fn attach(
+    pub(crate) async fn attach(
         &self,
         open: proto::Open,
         out: Out,
@@ -79,7 +61,7 @@ impl Shells {
         let (shell, created) = match self.find_or_start(&open) {
             Ok(found) => found,
             Err(why) => {
-                let _ = out.send(closed_frame(channel, closed::End::Error(why), false, Duration::ZERO)).await;
+                let _ = out.send(closed_at_once_frame(channel, Ending::Error(why))).await;
                 return;
             }
         };
@@ -87,18 +69,7 @@ impl Shells {
         if !created {
             shell.resize(clamp(open.cols), clamp(open.rows));
         }
-        let opened = proto::Opened {
-            channel,
-            input_window: INPUT_WINDOW_BYTES,
-            pid: shell.pid(),
-            session_id: attachment.id.to_string(),
-            session_name: attachment.name.clone().unwrap_or_default(),
-            persistent: attachment.persistent,
-            created,
-            replay_from: attachment.replay_from,
-            dropped: attachment.dropped,
-        };
-        let frame = proto::AgentFrame { kind: Some(proto::agent_frame::Kind::Opened(opened)) };
+        let frame = opened_frame(channel, shell.pid(), INPUT_WINDOW_BYTES, Some(&attachment));
         if out.send(frame).await.is_err() {
             shell.leave(reader, false);
             return;
@@ -109,12 +80,12 @@ impl Shells {
 
     fn find_or_start(&self, open: &proto::Open) -> Result<(Arc<Shell>, bool), String> {
         let mut map = self.lock();
-        match target_of(open)? {
-            Target::Id(id) => match map.get(&id) {
+        match convert::shell_target_of(open)? {
+            ShellTarget::Id(id) => match map.get(&id) {
                 Some(shell) => Ok((shell.clone(), false)),
                 None => Err(format!("no shell session {id} on this machine (it ended, or the agent restarted)")),
             },
-            Target::Named(name) => {
+            ShellTarget::Named(name) => {
                 let running = map.values().find(|s| s.name() == Some(name.as_str()) && !s.ended());
                 if let Some(shell) = running {
                     return Ok((shell.clone(), false));
@@ -123,7 +94,7 @@ impl Shells {
                 map.insert(shell.id(), shell.clone());
                 Ok((shell, true))
             }
-            Target::New { persistent } => {
+            ShellTarget::New { persistent } => {
                 let shell = self.start(open, None, persistent)?;
                 map.insert(shell.id(), shell.clone());
                 Ok((shell, true))
@@ -145,14 +116,14 @@ impl Shells {
     }
 
     /// Running sessions, oldest first.
-    pub fn list(&self) -> Vec<SessionSummary> {
+    pub(crate) fn list(&self) -> Vec<SessionSummary> {
         let mut all: Vec<SessionSummary> = self.lock().values().filter(|s| !s.ended()).map(|s| s.summary()).collect();
         all.sort_by_key(|s| s.created_unix_ms);
         all
     }
 
     /// Ends the running session with this id or name.
-    pub fn kill(&self, target: &str) -> Result<SessionSummary, String> {
+    pub(crate) fn kill(&self, target: &str) -> Result<SessionSummary, String> {
         let id = target.parse::<SessionId>().ok();
         let shell = self
             .lock()
@@ -167,7 +138,7 @@ impl Shells {
     }
 
     /// Answers a session query.
-    pub fn answer(&self, query: proto::SessionQuery) -> proto::SessionReply {
+    pub(crate) fn answer(&self, query: proto::SessionQuery) -> proto::SessionReply {
         let result = match query.op {
             Some(session_query::Op::List(_)) => Ok(self.list()),
             Some(session_query::Op::Kill(k)) => self.kill(&k.session).map(|s| vec![s]),
@@ -216,11 +187,11 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// Reads PTY output into the ring while no attachment does (see `Shell`), ends the session
 /// when it has been alone too long, and returns once the shell has exited and its output is
 /// read: the PTY closed, or it stayed quiet for `DRAIN_QUIET` while output was wanted.
-async fn pump(shell: &Shell, exit: Exit, idle: Duration) -> closed::End {
+async fn pump(shell: &Shell, exit: Exit, idle: Duration) -> Ending {
     let exit = exit.wait();
     tokio::pin!(exit);
     let mut control = shell.subscribe_control();
-    let (mut end, mut hard_killed): (Option<closed::End>, bool) = (None, false);
+    let (mut end, mut hard_killed): (Option<Ending>, bool) = (None, false);
     // While draining: when to look again, and the output's end offset when last looked.
     let mut quiet: Option<(tokio::time::Instant, u64)> = None;
     loop {

@@ -24,26 +24,25 @@ use tokio::sync::watch;
 use super::pty::{LDISC_BUF_BYTES, Pty};
 use crate::core::ids::SessionId;
 use crate::core::session::fanout::{Fanout, ReaderId};
-use crate::core::session::{Attachment, CHUNK_BYTES, SESSION_RING_BYTES, SessionSummary};
-use crate::proto::closed;
+use crate::core::session::{Attachment, CHUNK_BYTES, Ending, SESSION_RING_BYTES, SessionSummary};
 
 /// How long a one-shot shell waits for a reattach once its last attachment detached: 30 s.
-pub const ONE_SHOT_GRACE: Duration = Duration::from_secs(30);
+const ONE_SHOT_GRACE: Duration = Duration::from_secs(30);
 /// How long after a fill that read a line discipline's bufferful (4 KiB) or more the output
 /// counts as streaming, so that a burst's pieces go out in full frames (`Pty::read`): 20 ms.
 /// A burst's fills come much closer together, and only an echo within this long after a burst
 /// takes the slower path (one more read, which waits for the tty's flush work).
 const STREAMING_FOR: Duration = Duration::from_millis(20);
 /// How long a killed shell may take to honour SIGHUP before it gets SIGKILL: 2 s.
-pub const KILL_GRACE: Duration = Duration::from_secs(2);
+const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// What a reader may be sent next.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Take {
+pub(crate) enum Take {
     /// Output starting at this offset (beyond the reader's cursor: a gap).
     Data(u64, Bytes),
     /// The shell ended and the reader has had all of its output.
-    Ended(closed::End),
+    Ended(Ending),
     /// Nothing for now.
     Nothing,
 }
@@ -52,7 +51,7 @@ pub enum Take {
 struct State {
     output: Fanout,
     /// Set once the shell exited and its output is all in the ring.
-    ended: Option<closed::End>,
+    ended: Option<Ending>,
     last_attached_ms: u64,
     /// When the last reader left (starts the idle or grace timer); `None` while attached.
     alone_since: Option<Instant>,
@@ -70,7 +69,7 @@ thread_local! {
 }
 
 /// A shell session. Shared (`Arc`) by the registry, its supervisor and its attachments.
-pub struct Shell {
+pub(crate) struct Shell {
     id: SessionId,
     name: Option<String>,
     persistent: bool,
@@ -86,13 +85,13 @@ pub struct Shell {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
 impl Shell {
     /// Wraps a freshly spawned PTY.
-    pub fn new(id: SessionId, name: Option<String>, persistent: bool, pty: Pty) -> Self {
+    pub(crate) fn new(id: SessionId, name: Option<String>, persistent: bool, pty: Pty) -> Self {
         let state = State {
             output: Fanout::new(SESSION_RING_BYTES),
             ended: None,
@@ -131,42 +130,42 @@ impl Shell {
     }
 
     /// The session's id.
-    pub fn id(&self) -> SessionId {
+    pub(crate) fn id(&self) -> SessionId {
         self.id
     }
 
     /// Its name, if it has one.
-    pub fn name(&self) -> Option<&str> {
+    pub(crate) fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
 
     /// The shell's process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pty.pid()
     }
 
     /// How long it has run.
-    pub fn age(&self) -> Duration {
+    pub(crate) fn age(&self) -> Duration {
         self.started.elapsed()
     }
 
     /// Whether the shell has ended.
-    pub fn ended(&self) -> bool {
+    pub(crate) fn ended(&self) -> bool {
         self.lock().ended.is_some()
     }
 
     /// A receiver that wakes when an attachment may have something to do.
-    pub fn subscribe(&self) -> watch::Receiver<()> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<()> {
         self.changed.subscribe()
     }
 
     /// A receiver that wakes on the changes the supervisor cares about.
-    pub fn subscribe_control(&self) -> watch::Receiver<()> {
+    pub(crate) fn subscribe_control(&self) -> watch::Receiver<()> {
         self.control.subscribe()
     }
 
     /// Adds a reader starting at `resume_from` (`None`: the whole ring).
-    pub fn join(&self, resume_from: Option<u64>, created: bool) -> (ReaderId, Attachment) {
+    pub(crate) fn join(&self, resume_from: Option<u64>, created: bool) -> (ReaderId, Attachment) {
         let mut st = self.lock();
         let joined = st.output.join(resume_from);
         st.last_attached_ms = unix_ms();
@@ -186,13 +185,13 @@ impl Shell {
 
     /// Adds output credit to a reader. Wakes nobody: the reader's own task reads the PTY
     /// when that credit makes more output wanted.
-    pub fn grant(&self, reader: ReaderId, bytes: u64) {
+    pub(crate) fn grant(&self, reader: ReaderId, bytes: u64) {
         self.lock().output.grant(reader, bytes);
     }
 
     /// The next piece a reader may be sent (at most its credit and one chunk), advancing it.
     /// Wakes nobody, like `grant`.
-    pub fn take(&self, reader: ReaderId) -> Take {
+    pub(crate) fn take(&self, reader: ReaderId) -> Take {
         let mut st = self.lock();
         if let Some(piece) = st.output.take(reader, CHUNK_BYTES) {
             return Take::Data(piece.offset, Bytes::from(piece.data));
@@ -205,7 +204,7 @@ impl Shell {
 
     /// Removes a reader. `end_one_shot`: the consumer left for good, so a one-shot shell left
     /// without readers ends now rather than after the grace.
-    pub fn leave(&self, reader: ReaderId, end_one_shot: bool) {
+    pub(crate) fn leave(&self, reader: ReaderId, end_one_shot: bool) {
         let mut st = self.lock();
         let alone = st.output.leave(reader);
         if alone {
@@ -224,29 +223,29 @@ impl Shell {
 
     /// Whether the PTY should be read now: it is open and output is wanted (a killed shell's
     /// output is read regardless of credit, so that it can end).
-    pub fn wants_read(&self) -> bool {
+    pub(crate) fn wants_read(&self) -> bool {
         Self::reads(&self.lock())
     }
 
     /// Whether the supervisor has to read the PTY because no attachment would: nobody is
     /// attached, or the shell was killed.
-    pub fn unattended(&self) -> bool {
+    pub(crate) fn unattended(&self) -> bool {
         let st = self.lock();
         st.output.readers() == 0 || st.killed_at.is_some()
     }
 
     /// Whether the PTY was closed on the shell's side.
-    pub fn eof(&self) -> bool {
+    pub(crate) fn eof(&self) -> bool {
         self.lock().eof
     }
 
     /// Offset one past the last byte of output read so far.
-    pub fn output_end(&self) -> u64 {
+    pub(crate) fn output_end(&self) -> u64 {
         self.lock().output.end()
     }
 
     /// Waits until the PTY may have output (then call `fill`).
-    pub async fn readable(&self) {
+    pub(crate) async fn readable(&self) {
         self.pty.readable().await;
     }
 
@@ -254,7 +253,7 @@ impl Shell {
     /// no more (or a small read found the end of what the program wrote: `Pty::read`) or one
     /// chunk is full, so a burst becomes one frame rather than one per kernel buffer (4 KiB).
     /// Returns the bytes read.
-    pub fn fill(&self) -> usize {
+    pub(crate) fn fill(&self) -> usize {
         let mut st = self.lock();
         if !Self::reads(&st) {
             return 0;
@@ -293,14 +292,14 @@ impl Shell {
     }
 
     /// Records the shell's end (all of its output is in the ring by now).
-    pub fn finish(&self, end: closed::End) {
+    pub(crate) fn finish(&self, end: Ending) {
         self.lock().ended = Some(end);
         self.bump();
     }
 
     /// When the session should be ended for lack of attachments, if it is alone: `idle`
     /// after the last detach for a persistent session, `ONE_SHOT_GRACE` for a one-shot one.
-    pub fn expiry(&self, idle: Duration) -> Option<Instant> {
+    pub(crate) fn expiry(&self, idle: Duration) -> Option<Instant> {
         let st = self.lock();
         if st.killed_at.is_some() || st.ended.is_some() {
             return None;
@@ -310,7 +309,7 @@ impl Shell {
     }
 
     /// When a killed shell that ignored SIGHUP gets SIGKILL.
-    pub fn kill_deadline(&self) -> Option<Instant> {
+    pub(crate) fn kill_deadline(&self) -> Option<Instant> {
         let st = self.lock();
         if st.ended.is_some() {
             return None;
@@ -319,7 +318,7 @@ impl Shell {
     }
 
     /// Ends the shell: SIGHUP now, SIGKILL after `KILL_GRACE` (the supervisor's job).
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         let mut st = self.lock();
         if st.killed_at.is_some() || st.ended.is_some() {
             return;
@@ -331,34 +330,34 @@ impl Shell {
     }
 
     /// Kills for good a shell that ignored SIGHUP.
-    pub fn kill_hard(&self) {
+    pub(crate) fn kill_hard(&self) {
         self.pty.signal_shell(Signal::SIGKILL);
     }
 
     /// Writes as much input as the PTY takes now, without blocking (`WouldBlock`: none).
-    pub fn write(&self, data: &[u8]) -> io::Result<usize> {
+    pub(crate) fn write(&self, data: &[u8]) -> io::Result<usize> {
         self.pty.write(data)
     }
 
     /// Waits until the PTY takes input again.
-    pub async fn writable(&self) {
+    pub(crate) async fn writable(&self) {
         self.pty.writable().await;
     }
 
     /// Resizes the PTY.
-    pub fn resize(&self, cols: u16, rows: u16) {
+    pub(crate) fn resize(&self, cols: u16, rows: u16) {
         if cols > 0 && rows > 0 {
             self.pty.resize(cols, rows);
         }
     }
 
     /// Signals the foreground process group.
-    pub fn signal(&self, signo: i32) {
+    pub(crate) fn signal(&self, signo: i32) {
         self.pty.signal(signo);
     }
 
     /// The session as listings show it.
-    pub fn summary(&self) -> SessionSummary {
+    pub(crate) fn summary(&self) -> SessionSummary {
         let st = self.lock();
         SessionSummary {
             id: self.id,

@@ -8,7 +8,7 @@ use crate::core::secret::Secret;
 
 /// What enrollment gave this machine.
 #[derive(Serialize, Deserialize)]
-pub struct Enrollment {
+pub(crate) struct Enrollment {
     /// Server the agent dials.
     pub server: String,
     /// This machine's id.
@@ -32,11 +32,11 @@ fn path(state_dir: &Path) -> PathBuf {
 }
 
 /// The saved enrollment, if this machine has one.
-pub fn load(state_dir: &Path) -> anyhow::Result<Option<Enrollment>> {
+pub(crate) fn load(state_dir: &Path) -> anyhow::Result<Option<Enrollment>> {
     crate::sys::private_file::read_json(&path(state_dir), "remove it and enroll again")
 }
 
 /// Saves the enrollment with mode 0600, atomically.
-pub fn save(state_dir: &Path, enrollment: &Enrollment) -> anyhow::Result<()> {
+pub(crate) fn save(state_dir: &Path, enrollment: &Enrollment) -> anyhow::Result<()> {
     crate::sys::private_file::write(&path(state_dir), &serde_json::to_vec_pretty(enrollment)?)
 }

@@ -57,6 +57,15 @@ pub enum Command {
     Fleet(FleetCommand),
     /// Machines: list them, run commands on them.
     Connect(ConnectArgs),
+    /// Sign a browser in to the web console: prints (and opens) a one-time URL, valid 60 s.
+    Console {
+        /// Print `{"url","expires_at"}`.
+        #[arg(long)]
+        json: bool,
+        /// Only print the URL; do not start a browser.
+        #[arg(long)]
+        no_open: bool,
+    },
     /// Serve the fleet as MCP tools on stdio for an AI agent, as the signed-in user.
     Mcp {
         /// Limit every tool to this machine.

@@ -4,12 +4,9 @@
 pub mod args;
 mod quickstart;
 
-use anyhow::Context;
-
 use crate::agent::password_cmd;
 use crate::cli::{self, CliError, home};
 use crate::server::command::{ServerArgs, ServerCommand};
-use crate::sys::{dirs, private_file};
 use args::{Command, ConnectArgs, ConnectCommand};
 
 /// Runs one command; the result is the process exit code.
@@ -24,6 +21,7 @@ pub async fn run(cli: args::Cli) -> anyhow::Result<i32> {
         Command::Fleet(f) => Ok(cli::fleet(f).await?),
         Command::Connect(c) => Ok(connect(c).await?),
         Command::Mcp { machine } => Ok(crate::mcp::run(machine).await?),
+        Command::Console { json, no_open } => Ok(cli::console::run(json, no_open).await?),
     }
 }
 
@@ -40,18 +38,18 @@ async fn connect(args: ConnectArgs) -> Result<i32, CliError> {
 
 async fn server(args: ServerArgs) -> anyhow::Result<i32> {
     match args.command {
-        Some(ServerCommand::LocalLogin { data_dir, server, email }) => local_login(data_dir, &server, &email).await,
+        Some(ServerCommand::LocalLogin { data_dir, database, server, email }) => {
+            let store = crate::server::command::open_store(data_dir, database.as_deref()).await?;
+            local_login(&store, &server, &email).await
+        }
         _ => crate::server::command::run(args).await,
     }
 }
 
-/// `cmdop server local-login`: the operator's root of trust is the data folder, so this signs
-/// the local CLI in as the first owner by opening it directly.
-async fn local_login(data_dir: Option<std::path::PathBuf>, server: &str, email: &str) -> anyhow::Result<i32> {
-    let data_dir = data_dir.unwrap_or_else(dirs::server_data);
-    private_file::ensure_dir(&data_dir)?;
-    let store = crate::store::open(&data_dir).await.context("cannot open the server's database")?;
-    let pair = crate::server::bootstrap::sign_in_owner(&store, email, "cmdop server local-login").await?;
+/// `cmdop server local-login`: the operator's root of trust is the data folder (or the
+/// database), so this signs the local CLI in as the first owner by opening it directly.
+async fn local_login(store: &crate::store::Store, server: &str, email: &str) -> anyhow::Result<i32> {
+    let pair = crate::server::bootstrap::sign_in_owner(store, email, "cmdop server local-login").await?;
     home::save_credentials(&home::Credentials::from_pair(server, &pair))?;
     println!("signed in to {server} as the owner ({})", home::dir().display());
     Ok(0)

@@ -75,7 +75,7 @@ struct Attach {
 }
 
 /// Resolves the machine, attaches, and runs until the shell ends or the user detaches.
-pub async fn run(client: &mut Client, machine: &str, session: Option<String>) -> Result<i32, CliError> {
+pub(crate) async fn run(client: &mut Client, machine: &str, session: Option<String>) -> Result<i32, CliError> {
     eprint!("resolving... ");
     let machine = machines::resolve(client, machine).await.inspect_err(|_| eprintln!("failed"))?;
     if !machine.online {

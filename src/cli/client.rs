@@ -20,7 +20,7 @@ const REFRESH_MARGIN_SECS: i64 = 300;
 /// What every call carries: the bearer token, the active fleet and the client surface.
 /// Cheap to clone, so one signed-in client serves concurrent calls (fan-out, MCP).
 #[derive(Clone)]
-pub struct Auth {
+pub(crate) struct Auth {
     bearer: MetadataValue<Ascii>,
     fleet: Option<MetadataValue<Ascii>>,
     surface: MetadataValue<Ascii>,
@@ -39,11 +39,11 @@ impl Interceptor for Auth {
 }
 
 /// An API client carrying the bearer token and the active fleet.
-pub type Client = ApiClient<InterceptedService<Channel, Auth>>;
+pub(crate) type Client = ApiClient<InterceptedService<Channel, Auth>>;
 
 /// The client surface a signed-in client speaks for, as the audit log names it.
 #[derive(Clone, Copy, Debug)]
-pub enum Surface {
+pub(crate) enum Surface {
     /// The `cmdop` command line.
     Cli,
     /// `cmdop mcp`: an AI agent's tool calls.
@@ -51,7 +51,7 @@ pub enum Surface {
 }
 
 /// The credentials to use now: loaded, refreshed when close to expiry, or `NotSignedIn`.
-pub async fn credentials() -> Result<Credentials, CliError> {
+pub(crate) async fn credentials() -> Result<Credentials, CliError> {
     let creds =
         home::load_credentials().map_err(|e| CliError::Failed(format!("{e:#}")))?.ok_or(CliError::NotSignedIn)?;
     if creds.expires_at - crate::core::clock::now() > REFRESH_MARGIN_SECS {
@@ -80,17 +80,17 @@ async fn refresh(creds: &Credentials) -> Result<Credentials, CliError> {
 }
 
 /// Opens a channel to the server.
-pub async fn channel(server_url: &str) -> Result<Channel, CliError> {
+pub(crate) async fn channel(server_url: &str) -> Result<Channel, CliError> {
     crate::sys::dial::connect(server_url).await.map_err(CliError::Failed)
 }
 
 /// A signed-in client for the active fleet, and the credentials it uses.
-pub async fn connect() -> Result<(Client, Credentials), CliError> {
+pub(crate) async fn connect() -> Result<(Client, Credentials), CliError> {
     connect_as(Surface::Cli).await
 }
 
 /// `connect`, speaking for `surface`.
-pub async fn connect_as(surface: Surface) -> Result<(Client, Credentials), CliError> {
+pub(crate) async fn connect_as(surface: Surface) -> Result<(Client, Credentials), CliError> {
     let creds = credentials().await?;
     let settings = home::load_settings().map_err(|e| CliError::Failed(format!("{e:#}")))?;
     let channel = channel(&creds.server_url).await?;

@@ -9,11 +9,11 @@
 //! Any other key after `~` sends both.
 
 /// The help text `~?` shows (raw-mode line endings).
-pub const HELP: &str = "\r\nCtrl-D detaches. Escape sequences (after Enter):\r\n  ~.       detach\r\n  ~Ctrl-D  send Ctrl-D (end of input) to the remote program\r\n  ~?       this help\r\n  ~~       send a literal ~\r\n";
+pub(crate) const HELP: &str = "\r\nCtrl-D detaches. Escape sequences (after Enter):\r\n  ~.       detach\r\n  ~Ctrl-D  send Ctrl-D (end of input) to the remote program\r\n  ~?       this help\r\n  ~~       send a literal ~\r\n";
 
 /// What the user asked for besides plain keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Leave the session (`~.`).
     Detach,
     /// Show the escape help (`~?`).
@@ -22,7 +22,7 @@ pub enum Action {
 
 /// The result of scanning some keys.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Scan {
+pub(crate) struct Scan {
     /// Bytes to send to the remote shell, in order.
     pub forward: Vec<u8>,
     /// An escape the user typed; keys after a detach are dropped.
@@ -34,7 +34,7 @@ const CTRL_D: u8 = 0x04;
 
 /// The scanner's state across reads.
 #[derive(Debug)]
-pub struct Escapes {
+pub(crate) struct Escapes {
     at_line_start: bool,
     tilde: bool,
 }
@@ -47,7 +47,7 @@ impl Default for Escapes {
 
 impl Escapes {
     /// Scans a batch of keys.
-    pub fn feed(&mut self, keys: &[u8]) -> Scan {
+    pub(crate) fn feed(&mut self, keys: &[u8]) -> Scan {
         let mut scan = Scan::default();
         for &b in keys {
             if std::mem::take(&mut self.tilde) {

@@ -52,7 +52,7 @@ impl Job {
 }
 
 /// What to run, and how to print it.
-pub struct ExecArgs {
+pub(crate) struct ExecArgs {
     /// Machine as typed.
     pub machine: String,
     /// The command or ask.
@@ -97,7 +97,7 @@ impl Capture {
 }
 
 /// Runs the command or ask; returns the remote exit code (128+N for signal N, 124 on timeout).
-pub async fn run(client: &mut Client, args: ExecArgs) -> Result<i32, CliError> {
+pub(crate) async fn run(client: &mut Client, args: ExecArgs) -> Result<i32, CliError> {
     let machine = machines::resolve(client, &args.machine).await?;
     require_online(&machine)?;
     if args.json {

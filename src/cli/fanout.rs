@@ -103,7 +103,13 @@ fn label_of(machine: &proto::MachineInfo) -> String {
 
 /// `exec --on` / `ask --on`: prints each distinct result once with the machines that gave it
 /// (or the JSON map); exit 0 when every machine succeeded, else the highest failing code.
-pub async fn run(client: &mut Client, selector: &str, job: Job, parallel: usize, json: bool) -> Result<i32, CliError> {
+pub(crate) async fn run(
+    client: &mut Client,
+    selector: &str,
+    job: Job,
+    parallel: usize,
+    json: bool,
+) -> Result<i32, CliError> {
     let machines = select(client, selector).await?;
     let results = gather(client, machines, &job, parallel, exec::JSON_CAPTURE_BYTES).await;
     if json {

@@ -13,7 +13,7 @@ fn json_out(value: &serde_json::Value) {
 }
 
 /// `cmdop whoami [--json]`.
-pub async fn whoami(json: bool) -> Result<i32, CliError> {
+pub(crate) async fn whoami(json: bool) -> Result<i32, CliError> {
     let (mut client, creds) = client::connect().await?;
     let me = client.whoami(proto::WhoamiRequest {}).await?.into_inner();
     if json {
@@ -57,8 +57,17 @@ async fn audit(
     Ok(0)
 }
 
+/// A one-time enrollment token for the active fleet; `None` takes the server's default lifetime.
+pub(crate) async fn create_token(
+    client: &mut client::Client,
+    ttl: Option<std::time::Duration>,
+) -> Result<proto::CreateEnrollTokenResponse, CliError> {
+    let ttl_seconds = ttl.map_or(0, |t| t.as_secs());
+    Ok(client.create_enroll_token(proto::CreateEnrollTokenRequest { ttl_seconds }).await?.into_inner())
+}
+
 /// `cmdop fleet ...`.
-pub async fn run(cmd: FleetCommand) -> Result<i32, CliError> {
+pub(crate) async fn run(cmd: FleetCommand) -> Result<i32, CliError> {
     let (mut client, _) = client::connect().await?;
     match cmd {
         FleetCommand::List { json } => {
@@ -96,8 +105,7 @@ pub async fn run(cmd: FleetCommand) -> Result<i32, CliError> {
         }
         FleetCommand::Audit { since, machine, json } => audit(&mut client, since, machine, json).await,
         FleetCommand::Token(TokenCommand::Create { ttl, json }) => {
-            let ttl_seconds = ttl.map_or(0, |t| t.as_secs());
-            let t = client.create_enroll_token(proto::CreateEnrollTokenRequest { ttl_seconds }).await?.into_inner();
+            let t = create_token(&mut client, ttl).await?;
             if json {
                 json_out(&json!({"token": t.token, "fleet": t.fleet, "expires_at": t.expires_at}));
             } else {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::wire::TokenPair;
 
 /// The CLI's folder.
-pub fn dir() -> PathBuf {
+pub(crate) fn dir() -> PathBuf {
     if let Some(home) = std::env::var_os("CMDOP_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(home);
     }
@@ -18,7 +18,7 @@ pub fn dir() -> PathBuf {
 
 /// What `cmdop login` stores.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     /// The server signed in to.
     pub server_url: String,
     /// Bearer for API calls.
@@ -37,7 +37,7 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     /// Credentials from a token response received now.
-    pub fn from_pair(server_url: &str, pair: &TokenPair) -> Self {
+    pub(crate) fn from_pair(server_url: &str, pair: &TokenPair) -> Self {
         Self {
             server_url: server_url.trim_end_matches('/').to_string(),
             access_token: pair.access_token.clone(),
@@ -49,7 +49,7 @@ impl Credentials {
 
 /// CLI settings that are not secret.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The active fleet (`cmdop fleet use`); none means the first one.
     #[serde(default)]
     pub fleet: Option<String>,
@@ -60,35 +60,35 @@ fn read<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
 }
 
 /// The stored credentials, if signed in.
-pub fn load_credentials() -> anyhow::Result<Option<Credentials>> {
+pub(crate) fn load_credentials() -> anyhow::Result<Option<Credentials>> {
     read(&dir().join("credentials.json"))
 }
 
 /// Stores credentials (0600).
-pub fn save_credentials(creds: &Credentials) -> anyhow::Result<()> {
+pub(crate) fn save_credentials(creds: &Credentials) -> anyhow::Result<()> {
     crate::sys::private_file::write(&dir().join("credentials.json"), &serde_json::to_vec_pretty(creds)?)
 }
 
 /// Forgets the credentials, and the attach tokens that were issued to the signed-in user.
-pub fn delete_credentials() -> anyhow::Result<()> {
+pub(crate) fn delete_credentials() -> anyhow::Result<()> {
     crate::sys::private_file::remove(&AttachTokens::path())?;
     crate::sys::private_file::remove(&dir().join("credentials.json")).map(drop)
 }
 
 /// The settings (defaults when none were saved).
-pub fn load_settings() -> anyhow::Result<Settings> {
+pub(crate) fn load_settings() -> anyhow::Result<Settings> {
     Ok(read(&dir().join("config.json"))?.unwrap_or_default())
 }
 
 /// Saves the settings.
-pub fn save_settings(settings: &Settings) -> anyhow::Result<()> {
+pub(crate) fn save_settings(settings: &Settings) -> anyhow::Result<()> {
     crate::sys::private_file::write(&dir().join("config.json"), &serde_json::to_vec_pretty(settings)?)
 }
 
 /// Attach tokens this CLI holds, by machine id (`attach-tokens.json`, 0600): the answer to a
 /// machine's attach password, valid 24 h, so the password is asked once a day, not per command.
 #[derive(Default, Serialize, Deserialize)]
-pub struct AttachTokens {
+pub(crate) struct AttachTokens {
     #[serde(default)]
     machines: std::collections::BTreeMap<String, AttachToken>,
 }
@@ -105,18 +105,18 @@ impl AttachTokens {
     }
 
     /// The saved tokens (none when the file is missing or unreadable: the password is asked).
-    pub fn load() -> Self {
+    pub(crate) fn load() -> Self {
         read(&Self::path()).ok().flatten().unwrap_or_default()
     }
 
     /// The unexpired token for `machine`.
-    pub fn get(&self, machine: &str) -> Option<crate::core::secret::Secret<String>> {
+    pub(crate) fn get(&self, machine: &str) -> Option<crate::core::secret::Secret<String>> {
         let t = self.machines.get(machine).filter(|t| t.expires_unix > crate::core::clock::now())?;
         Some(crate::core::secret::Secret::new(t.token.clone()))
     }
 
     /// Remembers (`Some`) or forgets (`None`) the token for `machine`; drops expired ones.
-    pub fn put(&mut self, machine: &str, grant: Option<(&str, i64)>) -> anyhow::Result<()> {
+    pub(crate) fn put(&mut self, machine: &str, grant: Option<(&str, i64)>) -> anyhow::Result<()> {
         let now = crate::core::clock::now();
         self.machines.retain(|_, t| t.expires_unix > now);
         match grant {

@@ -10,7 +10,7 @@ use crate::core::wire::TokenPair;
 
 /// What `POST /oauth/device` answers.
 #[derive(Debug, Deserialize)]
-pub struct DeviceCode {
+pub(crate) struct DeviceCode {
     /// Secret polled with.
     pub device_code: String,
     /// What the person types.
@@ -37,7 +37,7 @@ fn unreachable(server: &str, e: impl std::fmt::Display) -> CliError {
 }
 
 /// Starts a device grant on `server`.
-pub async fn request_device_code(server: &str) -> Result<DeviceCode, CliError> {
+async fn request_device_code(server: &str) -> Result<DeviceCode, CliError> {
     let host = crate::sys::host::hostname();
     let form = [("client_id", "cmdop-cli"), ("client_name", "cmdop CLI"), ("client_host", host.as_str())];
     let resp = crate::sys::dial::http()
@@ -53,7 +53,7 @@ pub async fn request_device_code(server: &str) -> Result<DeviceCode, CliError> {
 }
 
 /// Polls until the grant is approved (tokens), denied or expired. Bounded by `expires_in`.
-pub async fn poll_tokens(server: &str, code: &DeviceCode) -> Result<TokenPair, CliError> {
+async fn poll_tokens(server: &str, code: &DeviceCode) -> Result<TokenPair, CliError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(code.expires_in);
     let mut interval = Duration::from_secs(code.interval.max(1));
     let form =
@@ -113,23 +113,40 @@ fn pick_server(flag: Option<String>) -> Result<String, CliError> {
         .ok_or_else(|| CliError::Usage("which server? run `cmdop login --server URL`".into()))
 }
 
-/// `cmdop login [--server URL]`.
-pub async fn login(server: Option<String>) -> Result<i32, CliError> {
-    let server = pick_server(server)?;
-    let code = request_device_code(&server).await?;
+/// The whole device flow against `server`, ending with saved credentials: start a grant, let
+/// `approve` present it to whoever approves it (a person in a browser, or quickstart's local
+/// shortcut), and poll until tokens come.
+pub(crate) async fn sign_in<F, Fut>(server: &str, approve: F) -> Result<(), CliError>
+where
+    F: FnOnce(&DeviceCode) -> Fut,
+    Fut: Future<Output = Result<(), CliError>>,
+{
+    let code = request_device_code(server).await?;
+    approve(&code).await?;
+    let pair = poll_tokens(server, &code).await?;
+    home::save_credentials(&Credentials::from_pair(server, &pair)).map_err(|e| CliError::Failed(format!("{e:#}")))
+}
+
+/// Shows the code to the person and opens their browser where there is a display.
+fn ask_person(code: &DeviceCode) -> std::future::Ready<Result<(), CliError>> {
     eprintln!("To sign in, open {}", code.verification_uri);
     eprintln!("and enter the code {}", code.user_code);
     eprintln!("(or open {})", code.verification_uri_complete);
     open_browser(&code.verification_uri_complete);
     eprintln!("waiting for approval...");
-    let pair = poll_tokens(&server, &code).await?;
-    home::save_credentials(&Credentials::from_pair(&server, &pair)).map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    std::future::ready(Ok(()))
+}
+
+/// `cmdop login [--server URL]`.
+pub(crate) async fn login(server: Option<String>) -> Result<i32, CliError> {
+    let server = pick_server(server)?;
+    sign_in(&server, ask_person).await?;
     eprintln!("signed in to {server}");
     Ok(0)
 }
 
 /// `cmdop logout`: revokes both tokens on the server (best effort) and forgets them.
-pub async fn logout() -> Result<i32, CliError> {
+pub(crate) async fn logout() -> Result<i32, CliError> {
     let Some(creds) = home::load_credentials().map_err(|e| CliError::Failed(format!("{e:#}")))? else {
         eprintln!("not signed in");
         return Ok(0);

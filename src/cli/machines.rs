@@ -20,12 +20,12 @@ impl Candidate for proto::MachineInfo {
 }
 
 /// The machines of the active fleet.
-pub async fn fetch(client: &mut Client) -> Result<Vec<proto::MachineInfo>, CliError> {
+pub(crate) async fn fetch(client: &mut Client) -> Result<Vec<proto::MachineInfo>, CliError> {
     Ok(client.list_machines(proto::ListMachinesRequest {}).await?.into_inner().machines)
 }
 
 /// The one machine `query` names (exit 2 with candidates otherwise).
-pub async fn resolve(client: &mut Client, query: &str) -> Result<proto::MachineInfo, CliError> {
+pub(crate) async fn resolve(client: &mut Client, query: &str) -> Result<proto::MachineInfo, CliError> {
     let machines = fetch(client).await?;
     Ok(resolver::resolve(query, &machines)?.clone())
 }
@@ -41,7 +41,7 @@ struct Row<'a> {
 }
 
 /// `cmdop connect --list [--online] [--json]`.
-pub async fn list(client: &mut Client, online_only: bool, json: bool) -> Result<i32, CliError> {
+pub(crate) async fn list(client: &mut Client, online_only: bool, json: bool) -> Result<i32, CliError> {
     let machines: Vec<_> = fetch(client).await?.into_iter().filter(|m| m.online || !online_only).collect();
     if json {
         let rows: Vec<Row> = machines
@@ -76,7 +76,7 @@ pub async fn list(client: &mut Client, online_only: bool, json: bool) -> Result<
 }
 
 /// "12s ago" from an RFC 3339 time.
-pub fn ago(rfc3339: &str) -> String {
+pub(crate) fn ago(rfc3339: &str) -> String {
     use time::format_description::well_known::Rfc3339;
     let Ok(t) = time::OffsetDateTime::parse(rfc3339, &Rfc3339) else {
         return "never".into();

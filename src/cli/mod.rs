@@ -3,18 +3,19 @@
 
 pub mod args;
 mod attach;
-pub mod client;
-pub mod error;
+pub(crate) mod client;
+pub(crate) mod console;
+pub(crate) mod error;
 mod escape;
 pub(crate) mod exec;
 pub(crate) mod fanout;
-mod fleet;
-pub mod home;
-pub mod login;
+pub(crate) mod fleet;
+pub(crate) mod home;
+pub(crate) mod login;
 pub(crate) mod machines;
 mod picker;
 mod sessions;
-mod share;
+pub(crate) mod share;
 mod terminal;
 mod unlock;
 
@@ -22,12 +23,12 @@ use args::{ConnectCommand, ConnectFlags, FleetCommand};
 pub use error::CliError;
 
 /// `cmdop whoami`.
-pub async fn whoami(json: bool) -> Result<i32, CliError> {
+pub(crate) async fn whoami(json: bool) -> Result<i32, CliError> {
     fleet::whoami(json).await
 }
 
 /// `cmdop fleet ...`.
-pub async fn fleet(command: FleetCommand) -> Result<i32, CliError> {
+pub(crate) async fn fleet(command: FleetCommand) -> Result<i32, CliError> {
     fleet::run(command).await
 }
 
@@ -48,7 +49,7 @@ async fn run_job(
 }
 
 /// `cmdop connect ...`: the picker, attach, listings, exec and links.
-pub async fn connect(args: ConnectFlags, command: Option<ConnectCommand>) -> Result<i32, CliError> {
+pub(crate) async fn connect(args: ConnectFlags, command: Option<ConnectCommand>) -> Result<i32, CliError> {
     let wants_picker = command.is_none() && !args.list && args.machine.is_none();
     if wants_picker && !terminal::interactive() {
         return Err(CliError::Usage(
@@ -67,7 +68,8 @@ pub async fn connect(args: ConnectFlags, command: Option<ConnectCommand>) -> Res
             run_job(&mut client().await?, machine, on, parallel, job, json).await
         }
         (Some(ConnectCommand::Share { machine, ttl, read_only, max_opens, session, json }), _, _) => {
-            let args = share::ShareArgs { machine, ttl, read_only, max_opens, session, json };
+            let link = share::LinkOptions { ttl, read_only, max_opens, session };
+            let args = share::ShareArgs { machine, link, json };
             share::share(&mut client().await?, args).await
         }
         (Some(ConnectCommand::Shares { machine, audit, json }), _, _) => {

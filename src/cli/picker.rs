@@ -25,12 +25,12 @@ const RECENT_FILE: &str = "recent.json";
 const TICK: Duration = Duration::from_secs(1);
 
 /// Machine ids attached to recently, most recent first (empty when unknown).
-pub fn recent() -> Vec<String> {
+pub(crate) fn recent() -> Vec<String> {
     std::fs::read(home::dir().join(RECENT_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
 /// Puts `id` first in the recent list. Best effort: a read-only home only loses the ordering.
-pub fn remember(id: &str) {
+pub(crate) fn remember(id: &str) {
     let mut ids = recent();
     ids.retain(|r| r != id);
     ids.insert(0, id.to_string());
@@ -44,7 +44,7 @@ pub fn remember(id: &str) {
 /// How well `query` matches `text` as a case-insensitive subsequence; `None` when it does not.
 /// Consecutive matches and matches at word starts score higher, so `web1` ranks `web-1`
 /// above `w-e-b-...-1`.
-pub fn fuzzy_score(query: &str, text: &str) -> Option<i64> {
+fn fuzzy_score(query: &str, text: &str) -> Option<i64> {
     let text: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
     let (mut score, mut at, mut previous) = (0i64, 0usize, None::<usize>);
     for q in query.chars().flat_map(char::to_lowercase) {
@@ -59,7 +59,7 @@ pub fn fuzzy_score(query: &str, text: &str) -> Option<i64> {
 }
 
 /// The picker's state.
-pub struct Picker {
+struct Picker {
     machines: Vec<MachineInfo>,
     recent: Vec<String>,
     query: String,
@@ -70,7 +70,7 @@ pub struct Picker {
 
 /// What a key did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Step {
+enum Step {
     /// Keep going.
     More,
     /// Attach to this machine.
@@ -81,7 +81,7 @@ pub enum Step {
 
 impl Picker {
     /// A picker over `machines`, with `recent` (ids, most recent first) ranked first.
-    pub fn new(machines: Vec<MachineInfo>, recent: Vec<String>) -> Self {
+    pub(crate) fn new(machines: Vec<MachineInfo>, recent: Vec<String>) -> Self {
         let mut picker = Self { machines, recent, query: String::new(), shown: Vec::new(), selected: 0 };
         picker.refilter();
         picker
@@ -110,12 +110,12 @@ impl Picker {
     }
 
     /// The machines shown, best first.
-    pub fn shown(&self) -> impl Iterator<Item = &MachineInfo> {
+    pub(crate) fn shown(&self) -> impl Iterator<Item = &MachineInfo> {
         self.shown.iter().filter_map(|&i| self.machines.get(i))
     }
 
     /// Handles one key.
-    pub fn key(&mut self, key: KeyEvent) -> Step {
+    pub(crate) fn key(&mut self, key: KeyEvent) -> Step {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         match key.code {
             KeyCode::Esc => return Step::Cancelled,
@@ -206,7 +206,7 @@ fn run(mut picker: Picker) -> std::io::Result<Option<MachineInfo>> {
 }
 
 /// Lets the user pick a machine of the active fleet; `None` when they cancel.
-pub async fn pick(client: &mut Client) -> Result<Option<MachineInfo>, CliError> {
+pub(crate) async fn pick(client: &mut Client) -> Result<Option<MachineInfo>, CliError> {
     let machines = machines::fetch(client).await?;
     if machines.is_empty() {
         return Err(CliError::Failed(

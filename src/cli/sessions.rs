@@ -34,7 +34,7 @@ fn row(s: &proto::SessionInfo) -> Row<'_> {
 }
 
 /// `cmdop connect sessions [MACHINE] [--json]`.
-pub async fn list(client: &mut Client, machine: Option<String>, json: bool) -> Result<i32, CliError> {
+pub(crate) async fn list(client: &mut Client, machine: Option<String>, json: bool) -> Result<i32, CliError> {
     let machine_id = match machine {
         Some(query) => machines::resolve(client, &query).await?.id,
         None => String::new(),
@@ -72,7 +72,7 @@ pub async fn list(client: &mut Client, machine: Option<String>, json: bool) -> R
 }
 
 /// `cmdop connect kill MACHINE SESSION`.
-pub async fn kill(client: &mut Client, machine: &str, session: &str) -> Result<i32, CliError> {
+pub(crate) async fn kill(client: &mut Client, machine: &str, session: &str) -> Result<i32, CliError> {
     let machine = machines::resolve(client, machine).await?;
     let request = proto::KillSessionRequest { machine_id: machine.id.clone(), session: session.to_string() };
     let killed = client.kill_session(request).await?.into_inner().session.unwrap_or_default();

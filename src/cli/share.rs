@@ -10,9 +10,17 @@ use super::machines;
 use crate::proto;
 
 /// What to share.
-pub struct ShareArgs {
+pub(crate) struct ShareArgs {
     /// Machine as typed.
     pub machine: String,
+    /// What the link allows.
+    pub link: LinkOptions,
+    /// Print JSON.
+    pub json: bool,
+}
+
+/// What a new link allows.
+pub(crate) struct LinkOptions {
     /// Lifetime.
     pub ttl: Duration,
     /// Viewer link.
@@ -21,21 +29,28 @@ pub struct ShareArgs {
     pub max_opens: Option<u32>,
     /// Persistent session to join.
     pub session: Option<String>,
-    /// Print JSON.
-    pub json: bool,
+}
+
+/// Mints a link to `machine` (its id, as the API lists it).
+pub(crate) async fn create(
+    client: &mut Client,
+    machine: &proto::MachineInfo,
+    link: LinkOptions,
+) -> Result<proto::ShareInfo, CliError> {
+    let req = proto::CreateShareRequest {
+        machine_id: machine.id.clone(),
+        ttl_seconds: link.ttl.as_secs(),
+        read_only: link.read_only,
+        max_opens: link.max_opens.unwrap_or(0),
+        session: link.session.unwrap_or_default(),
+    };
+    Ok(client.create_share(req).await?.into_inner())
 }
 
 /// Creates a link and prints its URL (stdout) and details (stderr).
-pub async fn share(client: &mut Client, args: ShareArgs) -> Result<i32, CliError> {
+pub(crate) async fn share(client: &mut Client, args: ShareArgs) -> Result<i32, CliError> {
     let machine = machines::resolve(client, &args.machine).await?;
-    let req = proto::CreateShareRequest {
-        machine_id: machine.id.clone(),
-        ttl_seconds: args.ttl.as_secs(),
-        read_only: args.read_only,
-        max_opens: args.max_opens.unwrap_or(0),
-        session: args.session.unwrap_or_default(),
-    };
-    let link = client.create_share(req).await?.into_inner();
+    let link = create(client, &machine, args.link).await?;
     if args.json {
         let out = json!({"id": link.id, "url": link.url, "machine_id": link.machine_id, "expires_at": link.expires_at, "read_only": link.read_only});
         println!("{out}");
@@ -52,7 +67,7 @@ pub async fn share(client: &mut Client, args: ShareArgs) -> Result<i32, CliError
 }
 
 /// Lists links, or one link's audit log.
-pub async fn shares(
+pub(crate) async fn shares(
     client: &mut Client,
     machine: Option<String>,
     audit: Option<String>,
@@ -132,7 +147,7 @@ async fn show_audit(client: &mut Client, link_id: String, json: bool) -> Result<
 }
 
 /// Revokes one link or every link of a machine.
-pub async fn unshare(client: &mut Client, id: Option<String>, machine: Option<String>) -> Result<i32, CliError> {
+pub(crate) async fn unshare(client: &mut Client, id: Option<String>, machine: Option<String>) -> Result<i32, CliError> {
     let req = match (id, machine) {
         (Some(link_id), None) => proto::RevokeSharesRequest { link_id, machine_id: String::new() },
         (None, Some(m)) => {

@@ -12,25 +12,25 @@ const KEY_CHUNK_BYTES: usize = 4096;
 const KEY_QUEUE_CHUNKS: usize = 16;
 
 /// Whether stdin and stdout are both terminals (interactive use).
-pub fn interactive() -> bool {
+pub(crate) fn interactive() -> bool {
     std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }
 
 /// The terminal's size as (cols, rows); 80x24 when it is not a terminal.
-pub fn size() -> (u16, u16) {
+pub(crate) fn size() -> (u16, u16) {
     crossterm::terminal::size().ok().filter(|(c, r)| *c > 0 && *r > 0).unwrap_or((80, 24))
 }
 
 /// Raw mode while alive: every key (Ctrl-C, Ctrl-D, Ctrl-Z included) reaches the remote shell
 /// as a byte, and the remote PTY does the echo. Dropping it restores the terminal; a panic
 /// hook does the same, since a panic may not unwind through this value's owner.
-pub struct RawMode {
+pub(crate) struct RawMode {
     enabled: bool,
 }
 
 impl RawMode {
     /// Raw mode if stdin is a terminal; a no-op guard otherwise (piped input).
-    pub fn enable() -> std::io::Result<Self> {
+    pub(crate) fn enable() -> std::io::Result<Self> {
         if !std::io::stdin().is_terminal() {
             return Ok(Self { enabled: false });
         }
@@ -61,7 +61,7 @@ fn install_panic_hook() {
 
 /// Keys from stdin, read on a dedicated thread (a blocking read that may never return must
 /// not hold up the runtime). The channel ends at end of input.
-pub fn keys() -> mpsc::Receiver<Vec<u8>> {
+pub(crate) fn keys() -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel(KEY_QUEUE_CHUNKS);
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin();

@@ -12,7 +12,7 @@ use super::home::AttachTokens;
 use crate::proto;
 
 /// The attach password state of one command against one machine.
-pub struct Unlocker {
+pub(crate) struct Unlocker {
     machine_id: String,
     hostname: String,
     tokens: AttachTokens,
@@ -21,14 +21,14 @@ pub struct Unlocker {
 }
 
 /// Whether a failed start is the machine asking for its attach password.
-pub fn asks(status: &Status) -> bool {
+pub(crate) fn asks(status: &Status) -> bool {
     status.code() == Code::PermissionDenied
         && status.metadata().get(crate::core::wire::DENIAL_HEADER).is_some_and(|v| v.as_bytes() == b"required")
 }
 
 impl Unlocker {
     /// For `machine`, with the token cached for it (if any).
-    pub fn new(machine: &proto::MachineInfo) -> Self {
+    pub(crate) fn new(machine: &proto::MachineInfo) -> Self {
         Self {
             machine_id: machine.id.clone(),
             hostname: machine.hostname.clone(),
@@ -38,14 +38,14 @@ impl Unlocker {
     }
 
     /// The attach token to send ("" = none).
-    pub fn token(&self) -> String {
+    pub(crate) fn token(&self) -> String {
         self.tokens.get(&self.machine_id).map(|t| t.expose().clone()).unwrap_or_default()
     }
 
     /// After a failed start: `Ok(true)` when the machine asked for its password and it was
     /// answered (start again with `token()`), `Ok(false)` when the failure is about something
     /// else (report it as it is).
-    pub async fn answer(&mut self, client: &mut Client, status: &Status) -> Result<bool, CliError> {
+    pub(crate) async fn answer(&mut self, client: &mut Client, status: &Status) -> Result<bool, CliError> {
         if !asks(status) {
             return Ok(false);
         }

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use crate::core::ids::SessionId;
-use crate::core::session::{AttachSpec, Attachment, Denial, SessionSummary, ShellTarget};
+use crate::core::session::{
+    AttachSpec, Attachment, Denial, Ending, Exit, OutputStream, SessionName, SessionSummary, ShellTarget,
+};
 use crate::proto;
 
 /// A denial on the wire.
@@ -26,6 +28,31 @@ pub fn denial_from_wire(d: &proto::Denial) -> Denial {
         proto::DenialKind::Required => Denial::Required,
         proto::DenialKind::Wrong => Denial::Wrong,
         proto::DenialKind::Throttled => Denial::Throttled(Duration::from_millis(d.retry_after_ms)),
+    }
+}
+
+/// A session's end on the wire: how it ended, whether its timeout passed, how long it ran.
+pub fn closed_of(channel: u64, exit: &Exit) -> proto::Closed {
+    let end = match &exit.ending {
+        Ending::Code(code) => proto::closed::End::ExitCode(*code),
+        Ending::Signal(signo) => proto::closed::End::Signal(*signo),
+        Ending::Error(why) => proto::closed::End::Error(why.clone()),
+        Ending::Denied(denial) => proto::closed::End::Denied(denial_to_wire(*denial)),
+        Ending::NoAskHandler => proto::closed::End::NoAskHandler(true),
+    };
+    proto::Closed {
+        channel,
+        end: Some(end),
+        timed_out: exit.timed_out,
+        duration_ms: u64::try_from(exit.duration.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// An output stream on the wire.
+pub fn output_stream_to_wire(stream: OutputStream) -> proto::OutputStream {
+    match stream {
+        OutputStream::Stdout => proto::OutputStream::Stdout,
+        OutputStream::Stderr => proto::OutputStream::Stderr,
     }
 }
 
@@ -70,6 +97,33 @@ pub fn attachment_of(o: &proto::Opened) -> Option<Attachment> {
     })
 }
 
+/// The `Opened` that answers an open: the process id and, for a shell, the attachment.
+pub fn opened_of(channel: u64, pid: u32, input_window: u32, attachment: Option<&Attachment>) -> proto::Opened {
+    let mut opened = proto::Opened { channel, input_window, pid, ..Default::default() };
+    if let Some(a) = attachment {
+        opened.session_id = a.id.to_string();
+        opened.session_name = a.name.clone().unwrap_or_default();
+        opened.persistent = a.persistent;
+        opened.created = a.created;
+        opened.replay_from = a.replay_from;
+        opened.dropped = a.dropped;
+    }
+    opened
+}
+
+/// The shell session a SHELL `Open` asks for: by id, else by name, else a new one; a message
+/// for the user when the id or name is malformed.
+pub fn shell_target_of(open: &proto::Open) -> Result<ShellTarget, String> {
+    if !open.session_id.is_empty() {
+        let id = open.session_id.parse().map_err(|_| format!("{:?} is not a session id", open.session_id))?;
+        return Ok(ShellTarget::Id(id));
+    }
+    if !open.session_name.is_empty() {
+        return SessionName::parse(&open.session_name).map(ShellTarget::Named).map_err(|e| e.to_string());
+    }
+    Ok(ShellTarget::New { persistent: open.persistent })
+}
+
 /// The `Open` of an attach (channel and window are filled in by the caller).
 pub fn open_of(spec: &AttachSpec) -> proto::Open {
     let mut open = proto::Open {
@@ -103,5 +157,20 @@ mod tests {
         }
         let unknown = crate::proto::Denial { kind: 99, retry_after_ms: 0 };
         assert_eq!(denial_from_wire(&unknown), Denial::Required);
+    }
+
+    #[test]
+    fn shell_targets_and_attachments_survive_the_wire() {
+        let name = SessionName::parse("build").unwrap();
+        let id = SessionId::random();
+        for target in [ShellTarget::New { persistent: true }, ShellTarget::Named(name), ShellTarget::Id(id)] {
+            let access = crate::core::session::Access { principal: "user:x".into(), token: None };
+            let spec = AttachSpec { target: target.clone(), cols: 80, rows: 24, resume_from: None, access };
+            assert_eq!(shell_target_of(&open_of(&spec)), Ok(target));
+        }
+        let attachment =
+            Attachment { id, name: Some("build".into()), persistent: true, created: true, replay_from: 7, dropped: 3 };
+        assert_eq!(attachment_of(&opened_of(1, 42, 0, Some(&attachment))), Some(attachment));
+        assert_eq!(attachment_of(&opened_of(1, 42, 0, None)), None);
     }
 }

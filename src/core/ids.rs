@@ -55,3 +55,7 @@ uuid_id!(
     /// A fleet of machines.
     FleetId
 );
+uuid_id!(
+    /// A server node (one `cmdop server` process): fresh at each start.
+    NodeId
+);

@@ -1,5 +1,9 @@
 //! Slows password guessing: after a few free failures per key (an account, an IP), each
 //! further failure doubles the wait before the next attempt, up to a cap.
+//!
+//! An attempt is counted when it *starts* (`begin`), before the slow password check, and
+//! forgotten only on success: guesses sent all at once are counted one by one instead of all
+//! passing the check while the first is still hashing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,10 +41,27 @@ impl Limiter {
         }
     }
 
+    /// Starts an attempt of `key`: `Err(wait)` while it must wait, else the attempt is
+    /// counted as a failure at once (check and count under one lock); `succeeded` forgets it.
+    pub fn begin(&self, key: &str) -> Result<(), Duration> {
+        let mut keys = super::sync::lock(&self.keys);
+        let now = Instant::now();
+        if let Some(e) = keys.get(key)
+            && e.blocked_until > now
+        {
+            return Err(e.blocked_until - now);
+        }
+        self.count(&mut keys, key, now);
+        Ok(())
+    }
+
     /// Counts a failure of `key`.
     pub fn failed(&self, key: &str) {
         let mut keys = super::sync::lock(&self.keys);
-        let now = Instant::now();
+        self.count(&mut keys, key, Instant::now());
+    }
+
+    fn count(&self, keys: &mut HashMap<String, Entry>, key: &str, now: Instant) {
         if keys.len() >= MAX_KEYS {
             keys.retain(|_, e| e.blocked_until > now);
         }
@@ -50,6 +71,15 @@ impl Limiter {
             let doublings = (e.failures - self.free - 1).min(20);
             let wait = Duration::from_secs(1u64 << doublings).min(self.cap);
             e.blocked_until = now + wait;
+        }
+    }
+
+    /// A success un-counts the attempt `begin` counted, keeping earlier failures (a source's
+    /// count must not be reset by signing in to the attacker's own account).
+    pub fn release(&self, key: &str) {
+        let mut keys = super::sync::lock(&self.keys);
+        if let Some(e) = keys.get_mut(key) {
+            e.failures = e.failures.saturating_sub(1);
         }
     }
 
@@ -77,5 +107,23 @@ mod tests {
         assert!(l.check("b").is_ok());
         l.succeeded("a");
         assert!(l.check("a").is_ok());
+    }
+
+    #[test]
+    fn attempts_count_when_they_start() {
+        let l = Limiter::new(3, Duration::from_secs(60));
+        // Twelve guesses in flight at once: the fourth starts the back-off, the rest wait.
+        let started = (0..12).filter(|_| l.begin("link").is_ok()).count();
+        assert_eq!(started, 4);
+        assert!(l.check("link").is_err());
+        l.succeeded("link");
+        assert!(l.begin("link").is_ok(), "a success forgets the attempts");
+        l.begin("ip").unwrap();
+        l.begin("ip").unwrap();
+        l.release("ip");
+        l.begin("ip").unwrap();
+        l.begin("ip").unwrap();
+        assert!(l.begin("ip").is_ok(), "a released attempt is not counted: 3 free, this is the 4th");
+        assert!(l.begin("ip").is_err());
     }
 }

@@ -1,4 +1,5 @@
-//! Share links: mint and verify signed, self-contained tokens; pure (no network, no database).
+//! Share-link tokens: mint and verify signed, self-contained tokens; pure (no network, no
+//! database, no files: the server's `links::keys` keeps the key ring in the data folder).
 //!
 //! A token is one base64url string (no padding, so it is safe in a URL path segment) of
 //! [`TOKEN_BYTES`] bytes:
@@ -11,27 +12,26 @@
 //! Verification runs in this order, cheapest and least secret first: parse (length, base64,
 //! version) -> key id known -> MAC (constant time) -> deadline -> revocation set
 //! ([`verify_link`]). Only opening a session goes on to the store row (max opens, target).
-//! The store keeps [`token_hash`] of a token, never the token itself.
+//! The store keeps [`crate::core::secret::hash_token`] of a token, never the token itself.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::RwLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use rand::{RngCore, TryRngCore, rngs::OsRng};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use crate::core::clock::rfc3339;
 use crate::core::ids::{LinkId, MachineId};
+use crate::core::secret::Secret;
+use crate::core::sync;
 
 /// Format version; bump it (and [`LABEL`]) when the layout changes.
 const VERSION: u8 = 1;
@@ -53,8 +53,6 @@ pub const TOKEN_CHARS: usize = (TOKEN_BYTES * 4).div_ceil(3);
 const DECODE_BUF_BYTES: usize = TOKEN_CHARS.div_ceil(4) * 3;
 /// Secret key size: 256 bits from the OS RNG.
 const KEY_BYTES: usize = 32;
-/// The key file's name inside the data folder.
-pub const KEY_FILE: &str = "link-keys.json";
 
 const MODE_READ_ONLY: u8 = 1;
 
@@ -95,7 +93,7 @@ pub enum LinkError {
     #[error("this is not a valid share link")]
     BadSignature,
     /// The deadline has passed.
-    #[error("this share link expired at {}", rfc3339(deadline))]
+    #[error("this share link expired at {}", rfc3339(deadline.unix_timestamp()))]
     Expired {
         /// When it expired.
         deadline: OffsetDateTime,
@@ -105,64 +103,37 @@ pub enum LinkError {
     Revoked,
 }
 
-/// Why the key file could not be read or written.
-#[derive(Debug, thiserror::Error)]
+/// Why a key ring could not be made, changed or read back from its serialised form.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum KeyError {
-    /// Reading, writing or renaming the file failed.
-    #[error("key file {}: {source}", path.display())]
-    Io {
-        /// The file concerned.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
-    /// The file exists but is not a key ring this code understands.
-    #[error("key file {} is not valid: {reason}", path.display())]
-    Format {
-        /// The file concerned.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// The bytes are not a key ring this code understands, or a rotation is impossible.
+    #[error("{0}")]
+    Invalid(String),
     /// The operating system's random source failed.
     #[error("no randomness from the operating system: {0}")]
     Random(String),
-}
-
-fn rfc3339(t: &OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
-}
-
-/// Secret bytes whose `Debug` never prints them.
-#[derive(Clone)]
-struct Secret([u8; KEY_BYTES]);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<secret>")
-    }
 }
 
 /// One signing key with its HMAC state already keyed: cloning that state per verification
 /// skips hashing the key pads again (two of the five SHA-256 blocks a fresh HMAC would cost).
 #[derive(Clone)]
 struct Key {
-    secret: Secret,
+    secret: Secret<[u8; KEY_BYTES]>,
     mac: Hmac<Sha256>,
     /// `None` while current; once retired, the key verifies until this instant.
     verify_until: Option<OffsetDateTime>,
 }
 
 impl Key {
-    fn new(secret: Secret, verify_until: Option<OffsetDateTime>) -> Result<Self, String> {
-        let mac = Hmac::<Sha256>::new_from_slice(&secret.0).map_err(|e| e.to_string())?;
-        Ok(Self { secret, mac, verify_until })
+    fn new(secret: [u8; KEY_BYTES], verify_until: Option<OffsetDateTime>) -> Result<Self, KeyError> {
+        let mac = Hmac::<Sha256>::new_from_slice(&secret).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        Ok(Self { secret: Secret::new(secret), mac, verify_until })
     }
 
     fn random() -> Result<Self, KeyError> {
         let mut bytes = [0u8; KEY_BYTES];
         OsRng.try_fill_bytes(&mut bytes).map_err(|e| KeyError::Random(e.to_string()))?;
-        Self::new(Secret(bytes), None).map_err(KeyError::Random)
+        Self::new(bytes, None)
     }
 }
 
@@ -176,8 +147,8 @@ impl fmt::Debug for Key {
 }
 
 /// The link-signing keys: one current key that mints, and retired keys that still verify the
-/// links they signed until `verify_until`. Kept in `link-keys.json` (mode 0600) in the data
-/// folder, which one server process owns: concurrent writers would overwrite each other.
+/// links they signed until `verify_until`. Held in memory; [`KeyRing::to_json`] and
+/// [`KeyRing::from_json`] are its stored form.
 #[derive(Clone, Debug)]
 pub struct KeyRing {
     current_id: u32,
@@ -185,9 +156,9 @@ pub struct KeyRing {
     retired: BTreeMap<u32, Key>,
 }
 
-/// On-disk form of [`KeyRing`].
+/// Serialised form of [`KeyRing`].
 #[derive(Serialize, Deserialize)]
-struct KeyFileRepr {
+struct KeyRingRepr {
     current: u32,
     keys: Vec<KeyRepr>,
 }
@@ -202,56 +173,24 @@ struct KeyRepr {
 }
 
 impl KeyRing {
-    /// A fresh ring with one key (id 1), held only in memory: for tests and benchmarks.
+    /// A fresh ring with one new key (id 1).
     pub fn generate() -> Result<Self, KeyError> {
         Ok(Self { current_id: 1, current: Key::random()?, retired: BTreeMap::new() })
     }
 
-    /// Loads `dir/link-keys.json`, or creates it with one new key when it does not exist.
-    pub fn load_or_create(dir: &Path) -> Result<Self, KeyError> {
-        Self::load_or_create_at(dir, OffsetDateTime::now_utc())
-    }
-
-    /// [`Self::load_or_create`] at a given instant: retired keys past `verify_until` at `now`
-    /// are dropped (and the file rewritten without them).
-    pub fn load_or_create_at(dir: &Path, now: OffsetDateTime) -> Result<Self, KeyError> {
-        let path = dir.join(KEY_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let mut ring =
-                    Self::from_json(&bytes).map_err(|reason| KeyError::Format { path: path.clone(), reason })?;
-                if ring.prune(now) {
-                    ring.save(dir)?;
-                }
-                Ok(ring)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir).map_err(|source| KeyError::Io { path, source })?;
-                let ring = Self::generate()?;
-                ring.save(dir)?;
-                Ok(ring)
-            }
-            Err(source) => Err(KeyError::Io { path, source }),
-        }
-    }
-
     /// Adds a new key and makes it current; returns its id. The old current key keeps
     /// verifying until `now + max_ttl` (`max_ttl` being the longest TTL a link may be given)
-    /// and keys already past their `verify_until` are dropped. The file is written before
-    /// `self` changes, so memory never holds a key the file lacks.
-    pub fn rotate(&mut self, dir: &Path, now: OffsetDateTime, max_ttl: Duration) -> Result<u32, KeyError> {
-        let format_error = |reason: &str| KeyError::Format { path: dir.join(KEY_FILE), reason: reason.to_owned() };
+    /// and keys already past their `verify_until` are dropped. On error `self` is unchanged.
+    pub fn rotate(&mut self, now: OffsetDateTime, max_ttl: Duration) -> Result<u32, KeyError> {
+        let invalid = |reason: &str| KeyError::Invalid(reason.to_owned());
         let last_id = self.retired.keys().copied().chain([self.current_id]).max();
-        let new_id = last_id.and_then(|id| id.checked_add(1)).ok_or_else(|| format_error("key ids exhausted"))?;
-        let verify_until = now.checked_add(max_ttl).ok_or_else(|| format_error("max_ttl out of range"))?;
-        let mut next = self.clone();
-        let mut old = std::mem::replace(&mut next.current, Key::random()?);
+        let new_id = last_id.and_then(|id| id.checked_add(1)).ok_or_else(|| invalid("key ids exhausted"))?;
+        let verify_until = now.checked_add(max_ttl).ok_or_else(|| invalid("max_ttl out of range"))?;
+        let mut old = std::mem::replace(&mut self.current, Key::random()?);
         old.verify_until = Some(verify_until);
-        next.retired.insert(next.current_id, old);
-        next.current_id = new_id;
-        next.prune(now);
-        next.save(dir)?;
-        *self = next;
+        self.retired.insert(self.current_id, old);
+        self.current_id = new_id;
+        self.prune(now);
         Ok(new_id)
     }
 
@@ -318,69 +257,54 @@ impl KeyRing {
     }
 
     /// Drops retired keys past their `verify_until`; true when any was dropped.
-    fn prune(&mut self, now: OffsetDateTime) -> bool {
+    pub fn prune(&mut self, now: OffsetDateTime) -> bool {
         let before = self.retired.len();
         self.retired.retain(|_, k| k.verify_until.is_some_and(|t| now <= t));
         self.retired.len() != before
     }
 
-    fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        let repr: KeyFileRepr = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    /// The ring read back from [`KeyRing::to_json`]'s bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, KeyError> {
+        let invalid = KeyError::Invalid;
+        let repr: KeyRingRepr = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
         let mut current = None;
         let mut retired = BTreeMap::new();
         for k in repr.keys {
             let mut secret = [0u8; KEY_BYTES];
             let len = URL_SAFE_NO_PAD.decode_slice(&k.secret, &mut secret);
             if len != Ok(KEY_BYTES) {
-                return Err(format!("key {} is not {KEY_BYTES} base64url bytes", k.id));
+                return Err(invalid(format!("key {} is not {KEY_BYTES} base64url bytes", k.id)));
             }
-            let key = Key::new(Secret(secret), k.verify_until)?;
+            let key = Key::new(secret, k.verify_until)?;
             let duplicate = if k.id == repr.current {
                 current.replace(Key { verify_until: None, ..key }).is_some()
             } else if key.verify_until.is_none() {
-                return Err(format!("retired key {} has no verify_until", k.id));
+                return Err(invalid(format!("retired key {} has no verify_until", k.id)));
             } else {
                 retired.insert(k.id, key).is_some()
             };
             if duplicate {
-                return Err(format!("key id {} appears twice", k.id));
+                return Err(invalid(format!("key id {} appears twice", k.id)));
             }
         }
-        let current = current.ok_or_else(|| format!("current key {} is missing", repr.current))?;
+        let current = current.ok_or_else(|| invalid(format!("current key {} is missing", repr.current)))?;
         Ok(Self { current_id: repr.current, current, retired })
     }
 
-    /// Writes the file atomically: a fresh 0600 temp file in `dir`, fsync, rename over.
-    fn save(&self, dir: &Path) -> Result<(), KeyError> {
-        let path = dir.join(KEY_FILE);
+    /// The ring as JSON (secrets in base64url): what `links::keys` writes to its 0600 file.
+    pub fn to_json(&self) -> Result<Vec<u8>, KeyError> {
         let keys = self.retired.iter().chain([(&self.current_id, &self.current)]);
-        let repr = KeyFileRepr {
+        let repr = KeyRingRepr {
             current: self.current_id,
             keys: keys
                 .map(|(&id, k)| KeyRepr {
                     id,
-                    secret: URL_SAFE_NO_PAD.encode(k.secret.0),
+                    secret: URL_SAFE_NO_PAD.encode(k.secret.expose()),
                     verify_until: k.verify_until,
                 })
                 .collect(),
         };
-        let json = serde_json::to_vec_pretty(&repr)
-            .map_err(|e| KeyError::Format { path: path.clone(), reason: e.to_string() })?;
-        let tmp = dir.join(format!(".{KEY_FILE}.{:016x}.tmp", rand::random::<u64>()));
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut file| {
-                file.write_all(&json)?;
-                file.sync_all()
-            })
-            .and_then(|()| fs::rename(&tmp, &path));
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written.map_err(|source| KeyError::Io { path, source })
+        serde_json::to_vec_pretty(&repr).map_err(|e| KeyError::Invalid(e.to_string()))
     }
 }
 
@@ -425,24 +349,11 @@ impl Reader<'_> {
     }
 }
 
-/// Lowercase hex SHA-256 of a token: what the store keeps instead of the token.
-pub fn token_hash(token: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(token.as_bytes());
-    let mut out = String::with_capacity(2 * digest.len());
-    for b in digest {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
 /// Revoked links still before their deadline, in memory so verification needs no query.
 ///
-/// The store keeps it current: at start it loads every revoked link whose deadline has not
-/// passed, and it calls [`Revocations::revoke`] on each revocation, local or broadcast from
-/// another node. A std `RwLock` suffices: every method holds it briefly and never across
-/// `.await`.
+/// The server's link registry keeps it current: at start it loads every revoked link whose
+/// deadline has not passed, and it calls [`Revocations::revoke`] on each revocation. A std
+/// `RwLock` suffices: every method holds it briefly and never across `.await`.
 #[derive(Debug, Default)]
 pub struct Revocations {
     revoked: RwLock<HashMap<LinkId, OffsetDateTime>>,
@@ -456,20 +367,17 @@ impl Revocations {
 
     /// Marks a link revoked; `deadline` is the link's own, after which the entry is useless.
     pub fn revoke(&self, link_id: LinkId, deadline: OffsetDateTime) {
-        let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
-        revoked.insert(link_id, deadline);
+        sync::write(&self.revoked).insert(link_id, deadline);
     }
 
     /// Whether the link was revoked.
     pub fn is_revoked(&self, link_id: &LinkId) -> bool {
-        let revoked = self.revoked.read().unwrap_or_else(PoisonError::into_inner);
-        revoked.contains_key(link_id)
+        sync::read(&self.revoked).contains_key(link_id)
     }
 
     /// Forgets links whose deadline has passed: the deadline check refuses them first.
     pub fn prune(&self, now: OffsetDateTime) {
-        let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
-        revoked.retain(|_, deadline| now < *deadline);
+        sync::write(&self.revoked).retain(|_, deadline| now < *deadline);
     }
 }
 
@@ -493,7 +401,6 @@ pub fn verify_link(
 mod tests {
     use super::*;
     use anyhow::{Result, ensure};
-    use std::os::unix::fs::PermissionsExt;
     use time::macros::datetime;
 
     const T0: OffsetDateTime = datetime!(2030-01-01 0:00 UTC);
@@ -509,6 +416,11 @@ mod tests {
 
     fn refused_without_revealing(result: Result<LinkClaims, LinkError>) -> bool {
         matches!(result, Err(LinkError::Malformed | LinkError::UnknownKey | LinkError::BadSignature))
+    }
+
+    /// The ring as a restart would read it back.
+    fn reloaded(ring: &KeyRing) -> Result<KeyRing> {
+        Ok(KeyRing::from_json(&ring.to_json()?)?)
     }
 
     #[test]
@@ -614,9 +526,8 @@ mod tests {
 
     #[test]
     fn key_id_this_ring_lacks_is_unknown() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let mut rotated = KeyRing::load_or_create(dir.path())?;
-        rotated.rotate(dir.path(), T0, Duration::days(1))?;
+        let mut rotated = KeyRing::generate()?;
+        rotated.rotate(T0, Duration::days(1))?;
         let fresh = KeyRing::generate()?;
         let token = rotated.mint(&claims(LinkMode::ReadWrite));
         ensure!(fresh.verify(&token, T0) == Err(LinkError::UnknownKey));
@@ -628,15 +539,14 @@ mod tests {
 
     #[test]
     fn rotation_keeps_old_links_and_signs_new_ones_with_the_new_key() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let mut ring = KeyRing::load_or_create_at(dir.path(), T0)?;
+        let mut ring = KeyRing::generate()?;
         let (old_claims, new_claims) = (claims(LinkMode::ReadWrite), claims(LinkMode::ReadOnly));
         let old = ring.mint(&old_claims);
-        ensure!(ring.rotate(dir.path(), T0, Duration::days(1))? == 2);
+        ensure!(ring.rotate(T0, Duration::days(1))? == 2);
         ensure!(ring.current_key_id() == 2);
         let new = ring.mint(&new_claims);
         ensure!(URL_SAFE_NO_PAD.decode(&new)?[1..5] == 2u32.to_be_bytes());
-        let reloaded = KeyRing::load_or_create_at(dir.path(), T0)?;
+        let reloaded = reloaded(&ring)?;
         for r in [&ring, &reloaded] {
             ensure!(r.verify(&old, T0)? == old_claims);
             ensure!(r.verify(&new, T0)? == new_claims);
@@ -646,55 +556,39 @@ mod tests {
 
     #[test]
     fn keys_past_verify_until_stop_verifying_and_are_pruned() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let mut ring = KeyRing::load_or_create_at(dir.path(), T0)?;
+        let mut ring = KeyRing::generate()?;
         let mut c = claims(LinkMode::ReadWrite);
         c.deadline = T0 + Duration::days(30); // longer than max_ttl allowed: cut at verify_until
         let old = ring.mint(&c);
-        ring.rotate(dir.path(), T0, Duration::hours(1))?;
+        ring.rotate(T0, Duration::hours(1))?;
         let late = T0 + Duration::hours(2);
         ensure!(ring.verify(&old, late) == Err(LinkError::UnknownKey));
-        let reloaded = KeyRing::load_or_create_at(dir.path(), late)?;
+        let mut reloaded = reloaded(&ring)?;
+        ensure!(reloaded.prune(late));
         ensure!(reloaded.retired.is_empty());
         ensure!(reloaded.verify(&old, T0) == Err(LinkError::UnknownKey));
-        ring.rotate(dir.path(), late, Duration::hours(1))?;
+        ring.rotate(late, Duration::hours(1))?;
         ensure!(ring.retired.keys().copied().collect::<Vec<_>>() == [2]);
         ensure!(ring.verify(&old, T0) == Err(LinkError::UnknownKey));
         Ok(())
     }
 
     #[test]
-    fn key_file_is_private_and_written_whole() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let mut ring = KeyRing::load_or_create(&dir.path().join("data"))?;
-        let path = dir.path().join("data").join(KEY_FILE);
-        ensure!(fs::metadata(&path)?.permissions().mode() & 0o777 == 0o600);
-        ring.rotate(&dir.path().join("data"), T0, Duration::days(1))?;
-        ensure!(fs::metadata(&path)?.permissions().mode() & 0o777 == 0o600);
-        let names: Vec<_> = fs::read_dir(dir.path().join("data"))?.collect::<Result<_, _>>()?;
-        ensure!(names.len() == 1, "temp files left: {names:?}");
-        Ok(())
-    }
-
-    #[test]
-    fn corrupt_key_file_is_a_format_error() -> Result<()> {
-        let dir = tempfile::tempdir()?;
+    fn bytes_that_are_no_key_ring_are_invalid() -> Result<()> {
         for text in ["not json", r#"{"current":1,"keys":[]}"#, r#"{"current":1,"keys":[{"id":1,"secret":"AAAA"}]}"#] {
-            fs::write(dir.path().join(KEY_FILE), text)?;
-            let result = KeyRing::load_or_create(dir.path());
-            ensure!(matches!(result, Err(KeyError::Format { .. })), "{text}: {result:?}");
+            let result = KeyRing::from_json(text.as_bytes());
+            ensure!(matches!(result, Err(KeyError::Invalid(_))), "{text}: {result:?}");
         }
         Ok(())
     }
 
     #[test]
     fn debug_output_hides_key_bytes() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        let mut ring = KeyRing::load_or_create(dir.path())?;
-        ring.rotate(dir.path(), T0, Duration::days(1))?;
+        let mut ring = KeyRing::generate()?;
+        ring.rotate(T0, Duration::days(1))?;
         let debug = format!("{ring:?} {ring:#?}");
         for key in [&ring.current].into_iter().chain(ring.retired.values()) {
-            let secret = key.secret.0;
+            let secret = *key.secret.expose();
             let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
             for shown in [format!("{secret:?}"), hex, URL_SAFE_NO_PAD.encode(secret)] {
                 ensure!(!debug.contains(&shown[..16]), "Debug leaks key bytes: {debug}");
@@ -706,8 +600,9 @@ mod tests {
 
     #[test]
     fn token_hash_is_lowercase_hex_sha256() -> Result<()> {
+        // The store keeps this hash of every link token: it must never change.
         let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        ensure!(token_hash("abc") == expected);
+        ensure!(crate::core::secret::hash_token("abc") == expected);
         Ok(())
     }
 

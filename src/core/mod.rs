@@ -5,7 +5,8 @@
 //! - `secret`: the redacting `Secret<T>`, random tokens and their at-rest hashes.
 //! - `clock`: unix seconds and RFC 3339.
 //! - `duration`: `90s`/`15m`/`2h`/`7d` parsing and formatting.
-//! - `link_token`: share-link tokens: the codec, signing keys, verification, revocation set.
+//! - `link_token`: share-link tokens: the codec, the signing-key ring (in memory and as bytes),
+//!   verification, revocation set.
 //! - `session`: sessions as consumers see them: events, exits, access, ring buffer, fan-out.
 //! - `resolver`: typed machine name -> one machine.
 //! - `limiter`: exponential back-off after repeated failures.

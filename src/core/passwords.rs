@@ -1,8 +1,9 @@
 //! Passwords: argon2id hashes (PHC strings) and generated one-time passwords.
 
-use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::Rng;
+use subtle::ConstantTimeEq;
 
 use crate::core::secret::Secret;
 
@@ -20,6 +21,60 @@ pub fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {
 /// Whether `password` matches `phc` (constant time inside argon2). A corrupt hash never matches.
 pub fn verify(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// Most argon2 memory a stored hash may ask for: 64 MiB (ours use 19 MiB).
+const MAX_MEMORY_KIB: u32 = 64 * 1024;
+
+/// Checks `password` against `phc`, or, when there is no hash (an unknown account), against a
+/// fixed dummy hash of the same cost: both answers take as long, so timing does not reveal
+/// which accounts exist. Without a hash the answer is always false.
+///
+/// `memory` is argon2's working memory, kept by the caller between checks: allocating 19 MiB
+/// per check left each freed block resident (the allocator keeps it), so memory grew with
+/// every check.
+pub fn verify_or_dummy(password: &str, phc: Option<&str>, memory: &mut Vec<Block>) -> bool {
+    match phc {
+        Some(phc) => verify_in(password, phc, memory),
+        None => {
+            let _ = verify_in(password, dummy_hash(), memory);
+            false
+        }
+    }
+}
+
+/// `verify` in caller-kept memory. A corrupt or oversized hash never matches.
+fn verify_in(password: &str, phc: &str, memory: &mut Vec<Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(parsed.algorithm), Params::try_from(&parsed)) else {
+        return false;
+    };
+    let version = parsed.version.and_then(|v| Version::try_from(v).ok()).unwrap_or_default();
+    if params.m_cost() > MAX_MEMORY_KIB {
+        return false;
+    }
+    if memory.len() < params.block_count() {
+        memory.resize(params.block_count(), Block::default());
+    }
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let argon = Argon2::new(algorithm, version, params);
+    let hashed = argon.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..]);
+    hashed.is_ok() && bool::from(out.as_slice().ct_eq(expected.as_bytes()))
+}
+
+/// A hash of a random password nobody knows, made once with the same parameters as `hash`.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash(generate().expose()).unwrap_or_default())
 }
 
 /// A one-time password: 20 characters from a 31-letter alphabet, about 99 bits.
@@ -41,5 +96,16 @@ mod tests {
         assert!(verify(pw.expose(), &h));
         assert!(!verify("wrong", &h));
         assert!(!verify(pw.expose(), "not a hash"));
+    }
+
+    #[test]
+    fn an_unknown_account_is_checked_against_a_dummy_and_refused() {
+        assert!(dummy_hash().starts_with("$argon2id$"));
+        let mut memory = Vec::new();
+        assert!(!verify_or_dummy("anything", None, &mut memory));
+        let h = hash("right one").unwrap();
+        assert!(verify_or_dummy("right one", Some(&h), &mut memory));
+        assert!(!verify_or_dummy("wrong one", Some(&h), &mut memory));
+        assert!(!verify_or_dummy("right one", Some("not a hash"), &mut memory));
     }
 }

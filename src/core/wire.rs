@@ -42,3 +42,16 @@ impl std::fmt::Debug for TokenPair {
         f.debug_struct("TokenPair").field("expires_in", &self.expires_in).finish_non_exhaustive()
     }
 }
+
+/// Path of the console's one-time sign-in ticket endpoint (`cmdop console`): a bearer-token
+/// POST answered with `ConsoleTicket`.
+pub const CONSOLE_TICKET_PATH: &str = "/console/ticket";
+
+/// A one-time URL that signs a browser in to the web console (CONTRACT.md, "Web console").
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ConsoleTicket {
+    /// Open it in a browser within the minute; it works once.
+    pub url: String,
+    /// RFC 3339 UTC.
+    pub expires_at: String,
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::{Server, ServerConfig};
+use crate::store::{Database, Store};
 use crate::sys::{dirs, private_file, signal};
 
 /// `cmdop server`.
@@ -20,9 +21,13 @@ pub struct ServerArgs {
     /// URL users and agents reach (default `http://<bound address>`).
     #[arg(long)]
     pub public_url: Option<String>,
-    /// Data folder: database and keys.
+    /// Data folder: keys, and the SQLite database unless --database is given.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL database shared by several nodes, `postgres://USER[:PASSWORD]@HOST:PORT/DB`
+    /// (default: SQLite in the data folder).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
     /// How often agents heartbeat; offline after three missed.
     #[arg(long, value_parser = crate::core::duration::parse, default_value = "5s")]
     pub heartbeat_interval: Duration,
@@ -34,6 +39,12 @@ pub struct ServerArgs {
     /// limits. Without it the header is ignored.
     #[arg(long, value_name = "IP")]
     pub trusted_proxy: Vec<std::net::IpAddr>,
+    /// Longest a client may take to send a request's headers; slower ones are disconnected.
+    #[arg(long, value_parser = crate::core::duration::parse, default_value = "10s")]
+    pub header_timeout: Duration,
+    /// Most connections served at once; more wait in the kernel's queue.
+    #[arg(long, default_value_t = super::listen::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Administration of a server's data folder.
     #[command(subcommand)]
     pub command: Option<ServerCommand>,
@@ -48,6 +59,9 @@ pub enum ServerCommand {
         /// Data folder of the server.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The server's PostgreSQL database, when it runs with --database.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
         /// The server's URL as the CLI should reach it.
         #[arg(long)]
         server: String,
@@ -80,6 +94,9 @@ pub enum UserCommand {
         /// Data folder of the server.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The server's PostgreSQL database, when it runs with --database.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
     },
 }
 
@@ -100,12 +117,13 @@ pub enum KeysCommand {
 
 /// `cmdop server` (all but `local-login`, which the app composes with the CLI).
 pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
-    if let Some(ServerCommand::User(UserCommand::Add { email, role, fleet, data_dir })) = args.command {
-        return add_user(data_dir, &email, &role, &fleet).await;
+    if let Some(ServerCommand::User(UserCommand::Add { email, role, fleet, data_dir, database })) = args.command {
+        let store = open_store(data_dir, database.as_deref()).await?;
+        return add_user(&store, &email, &role, &fleet).await;
     }
     if let Some(ServerCommand::Keys(KeysCommand::Rotate { data_dir, max_link_ttl })) = args.command {
         let data_dir = data_dir.unwrap_or_else(dirs::server_data);
-        let id = super::links::rotate_keys(&data_dir, max_link_ttl)?;
+        let id = super::links::keys::rotate(&data_dir, max_link_ttl)?;
         println!("share links are now signed with key {id}; older links keep working until they expire");
         return Ok(0);
     }
@@ -113,9 +131,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         listen: args.listen,
         public_url: args.public_url,
         data_dir: args.data_dir.unwrap_or_else(dirs::server_data),
+        database: args.database,
         heartbeat: args.heartbeat_interval,
         max_link_ttl: args.max_link_ttl,
         trusted_proxies: args.trusted_proxy,
+        limits: super::listen::ConnLimits {
+            header_timeout: args.header_timeout,
+            max_connections: args.max_connections,
+        },
     };
     let server = Server::bind(config).await?;
     // One stable line for people and scripts (tests read the URL from it).
@@ -124,12 +147,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `cmdop server user add`: account, membership and a fresh one-time password.
-async fn add_user(data_dir: Option<std::path::PathBuf>, email: &str, role: &str, fleet: &str) -> anyhow::Result<i32> {
-    let role: crate::store::Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+/// The server's store, for administration commands run beside it: `database` when given (the
+/// server's --database), else SQLite in the data folder.
+pub async fn open_store(data_dir: Option<PathBuf>, database: Option<&str>) -> anyhow::Result<Store> {
     let data_dir = data_dir.unwrap_or_else(dirs::server_data);
-    private_file::ensure_dir(&data_dir)?;
-    let store = crate::store::open(&data_dir).await.context("cannot open the server's database")?;
+    let database = Database::choose(database, &data_dir)?;
+    if let Database::Sqlite(dir) = &database {
+        private_file::ensure_dir(dir)?;
+    }
+    database.connect().await.with_context(|| format!("cannot open the server's database {database}"))
+}
+
+/// `cmdop server user add`: account, membership and a fresh one-time password.
+async fn add_user(store: &Store, email: &str, role: &str, fleet: &str) -> anyhow::Result<i32> {
+    let role: crate::store::Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let user = match store.user_by_email(email).await? {
         Some(u) => u,
         None => store.create_user(email).await?,

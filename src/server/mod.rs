@@ -1,16 +1,27 @@
-//! The server: relay (gRPC) and gateway (HTTP) on ONE listener, over one store.
+//! The server: relay and CLI API (gRPC) and the HTTP side (browsers, OAuth, health) on ONE
+//! listener, over one store.
+//!
+//! - `relay`: agents' streams and the router consumers reach sessions through.
+//! - `api`: the CLI's gRPC API.
+//! - `http`: every HTTP route: OAuth, device page, share-link pages and sockets, assets,
+//!   health and metrics.
+//! - `links`: share links, the one owner of their lifecycle and signing keys.
+//! - `oauth`: OAuth tokens and the device grant.
+//! - `grpc`, `metrics`, `bootstrap`, `command`: shared gRPC helpers, counters, first-run
+//!   set-up and the `cmdop server` command.
 
 pub mod api;
 pub mod bootstrap;
 pub mod command;
-pub mod gateway;
+mod console;
 pub mod grpc;
-mod http;
+pub mod http;
 pub mod links;
+pub mod listen;
+pub mod local_approval;
 pub mod metrics;
 pub mod oauth;
 pub mod relay;
-pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,14 +31,16 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::core::ids::NodeId;
 use crate::proto;
 use crate::server::api::ApiService;
-use crate::server::links::Shares;
+use crate::server::http::HttpState;
+use crate::server::http::client_ip::TrustedProxies;
+use crate::server::links::Links;
 use crate::server::relay::LocalRouter;
 use crate::server::relay::service::RelayService;
-use crate::store::Store;
-use gateway::GatewayState;
-use web::WebState;
+use crate::store::{Database, Store};
+use crate::sys::task::AbortOnDrop;
 
 /// Default heartbeat interval told to agents: 5 s (offline after 15 s of silence).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -39,14 +52,18 @@ pub struct ServerConfig {
     pub listen: String,
     /// The URL users and agents reach; defaults to `http://<bound address>`.
     pub public_url: Option<String>,
-    /// SQLite database and keys.
+    /// Keys, and the SQLite database unless `database` is given.
     pub data_dir: PathBuf,
+    /// A `postgres://` URL shared by several nodes; `None` keeps SQLite in `data_dir`.
+    pub database: Option<String>,
     /// Heartbeat interval told to agents.
     pub heartbeat: Duration,
     /// Longest lifetime a share link may get.
     pub max_link_ttl: Duration,
-    /// Reverse proxies whose `X-Forwarded-For` names the client (web/client_ip.rs).
+    /// Reverse proxies whose `X-Forwarded-For` names the client (http/client_ip.rs).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Header timeout and connection cap (listen.rs).
+    pub limits: listen::ConnLimits,
 }
 
 /// A bound, not yet serving, server.
@@ -55,20 +72,28 @@ pub struct Server {
     local_addr: SocketAddr,
     public_url: String,
     store: Store,
+    health: http::Health,
+    /// Other nodes may hold agents' streams: sweep silent machines instead of trusting memory.
+    shared_database: bool,
     router: Arc<LocalRouter>,
-    shares: Shares,
+    links: Links,
     heartbeat: Duration,
-    trusted_proxies: web::client_ip::TrustedProxies,
+    trusted_proxies: TrustedProxies,
+    bootstrap_secret: crate::core::secret::Secret<String>,
+    limits: listen::ConnLimits,
 }
 
 impl Server {
     /// Opens the store and binds the listener.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
         crate::sys::private_file::ensure_dir(&config.data_dir)?;
-        let store = crate::store::open(&config.data_dir)
-            .await
-            .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
-        store.mark_all_offline().await?;
+        let database = Database::choose(config.database.as_deref(), &config.data_dir)?;
+        let store = database.connect().await.with_context(|| format!("cannot open the database {database}"))?;
+        let health = http::Health { node: NodeId::random(), database: database.kind() };
+        if !database.is_shared() {
+            // A lone node: no stream is up yet, so every machine is offline.
+            store.mark_all_offline().await?;
+        }
         let listener =
             TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
@@ -77,19 +102,24 @@ impl Server {
             .map(|u| u.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("http://{local_addr}"));
         let router = Arc::new(LocalRouter::default());
-        let shares = Shares::load(store.clone(), &config.data_dir, config.max_link_ttl)
+        let links = Links::load(store.clone(), &config.data_dir, config.max_link_ttl)
             .await
             .context("cannot load share-link keys")?;
-        let trusted_proxies = web::client_ip::TrustedProxies::new(config.trusted_proxies);
+        let trusted_proxies = TrustedProxies::new(config.trusted_proxies);
+        let bootstrap_secret = local_approval::create_secret(&config.data_dir)?;
         Ok(Self {
             listener,
             local_addr,
             public_url,
             store,
+            health,
+            shared_database: database.is_shared(),
             router,
-            shares,
+            links,
             heartbeat: config.heartbeat,
             trusted_proxies,
+            bootstrap_secret,
+            limits: config.limits,
         })
     }
 
@@ -109,38 +139,46 @@ impl Server {
     }
 
     /// The share-link registry, for bootstrap steps before serving.
-    pub fn shares(&self) -> &Shares {
-        &self.shares
+    pub fn links(&self) -> &Links {
+        &self.links
     }
 
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat);
-        let api =
-            ApiService::new(self.store.clone(), self.router.clone(), self.shares.clone(), self.public_url.clone());
-        let gateway_state = GatewayState::new(self.shares.clone(), self.router.clone(), &self.public_url);
-        let web =
-            web::router(WebState::new(self.store.clone(), &self.public_url, gateway_state.asset_url("share.css")));
-        let gateway = gateway::router(gateway_state);
-        let maintenance = self.shares.spawn_maintenance();
+        let api = ApiService::new(self.store.clone(), self.router.clone(), self.links.clone(), self.public_url.clone());
+        let http_state =
+            HttpState::new(self.store.clone(), self.links.clone(), self.router.clone(), &self.public_url, self.health);
+        // Key reloads and revocation pruning, for as long as this server serves.
+        let _maintenance = self.links.spawn_maintenance();
+        // Other nodes may hold agents' streams: machines whose node went silent are swept offline.
+        let _sweep = self
+            .shared_database
+            .then(|| AbortOnDrop::spawn(relay::presence::offline_sweep(self.store.clone(), self.heartbeat)));
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+        let console = console::router(console::ConsoleState::new(
+            self.store.clone(),
+            self.links.clone(),
+            self.router.clone(),
+            &self.public_url,
+            stopping,
+        ));
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();
-        let app = http::router(self.store.clone())
-            .merge(gateway)
-            .merge(web)
+        let app = http::router(http_state)
+            .merge(local_approval::router(self.store.clone(), self.bootstrap_secret))
+            .merge(console)
             .merge(grpc)
             .fallback(http::not_found)
             .layer(axum::Extension(self.trusted_proxies.clone()));
         tracing::info!(url = %self.public_url, addr = %self.local_addr, "serving");
-        use axum::serve::ListenerExt;
-        let listener = self.listener.tap_io(|tcp| {
-            // Keystrokes are tiny writes: never wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
-        maintenance.abort();
-        Ok(served?)
+        // Event streams never end by themselves: tell them when the server stops.
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(true);
+        };
+        listen::serve(self.listener, app, self.limits, shutdown).await;
+        Ok(())
     }
 }

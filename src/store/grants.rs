@@ -96,4 +96,8 @@ pub trait GrantStore: Send + Sync {
 
     /// A user's password hash, if they have a password.
     async fn password_hash(&self, user: UserId) -> Result<Option<String>, StoreError>;
+
+    /// Clears a user's password if it is still `hash` (a one-time password was used); false
+    /// when another sign-in used it first (or it was replaced), so it works only once.
+    async fn clear_password_hash(&self, user: UserId, hash: &str) -> Result<bool, StoreError>;
 }

@@ -39,6 +39,22 @@ impl crate::core::resolver::Candidate for Machine {
     }
 }
 
+impl Machine {
+    /// The machine an enrollment just created: offline until its stream opens.
+    pub(crate) fn enrolled(id: MachineId, fleet_id: FleetId, info: &MachineInfo) -> Self {
+        Self {
+            id,
+            fleet_id,
+            hostname: info.hostname.clone(),
+            display_name: info.given_display_name(),
+            os: info.os.clone(),
+            arch: info.arch.clone(),
+            online: false,
+            last_seen: None,
+        }
+    }
+}
+
 /// What an agent reports about itself.
 #[derive(Clone, Debug, Default)]
 pub struct MachineInfo {
@@ -50,6 +66,13 @@ pub struct MachineInfo {
     pub os: String,
     /// CPU architecture.
     pub arch: String,
+}
+
+impl MachineInfo {
+    /// The display name to store: none when the agent gave an empty one.
+    pub(crate) fn given_display_name(&self) -> Option<String> {
+        Some(self.display_name.clone()).filter(|d| !d.is_empty())
+    }
 }
 
 /// Why an enrollment token was refused.
@@ -69,6 +92,18 @@ pub enum EnrollError {
     Store(#[from] StoreError),
 }
 
+impl EnrollError {
+    /// Why a token could not be claimed, from its row (`used_at`, `expires_at`) if it exists.
+    /// Backends claim a token with one conditional update and ask this only when it failed.
+    pub(crate) fn refusal(row: Option<(Option<i64>, i64)>) -> Self {
+        match row {
+            None => EnrollError::Unknown,
+            Some((Some(_), _)) => EnrollError::Used,
+            Some((None, _)) => EnrollError::Expired,
+        }
+    }
+}
+
 /// Machines, their connection state and enrollment tokens.
 #[async_trait]
 pub trait MachineStore: Send + Sync {
@@ -81,8 +116,11 @@ pub trait MachineStore: Send + Sync {
         expires_at: i64,
     ) -> Result<(), StoreError>;
 
-    /// Redeems an enrollment token once, creating the machine with its credential hash.
-    /// One transaction: two agents racing with one token cannot both win.
+    /// Redeems an enrollment token once, creating the machine with its credential hash. The
+    /// token is claimed by one conditional update (`WHERE used_at IS NULL`) in the transaction
+    /// that creates the machine: two agents racing with one token cannot both win, on SQLite
+    /// (one writer at a time) or PostgreSQL (the second update waits for the first's row lock
+    /// and then finds the token used).
     async fn enroll_machine(
         &self,
         token_hash: &str,

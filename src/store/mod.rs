@@ -3,15 +3,21 @@
 //! An interface of one trait per concern (`IdentityStore`, `MachineStore`, `LinkStore`,
 //! `GrantStore`, `AuditStore`), together `Storage`, held as `Store` (`Arc<dyn Storage>`).
 //! Callers see domain types and `StoreError`, never SQL: all SQL lives under this folder, one
-//! implementation per backend (`sqlite` today).
+//! implementation per backend: `sqlite` (the default, a file in the data folder) and `postgres`
+//! (several server nodes on one database). `rows` holds what both read alike.
 
+mod console;
 mod grants;
 mod identity;
 mod links;
 mod machines;
+mod postgres;
+mod rows;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -20,6 +26,7 @@ use thiserror::Error;
 
 use crate::core::ids::{FleetId, MachineId};
 
+pub use console::{AuditRow, ConsoleStore, TicketOwner};
 pub use grants::{DeviceGrant, GrantStatus, GrantStore};
 pub use identity::{Fleet, IdentityStore, Membership, Role, TokenKind, User};
 pub use links::{LinkRow, LinkStore, NewLink};
@@ -34,6 +41,9 @@ pub enum StoreError {
     /// Schema migration failed at start-up.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// `--database` named something other than PostgreSQL.
+    #[error("unsupported database URL {0:?}: give postgres://USER@HOST:PORT/DB, or leave --database out for SQLite")]
+    UnknownDatabase(String),
     /// A stored value did not parse (a corrupt row).
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
@@ -46,9 +56,9 @@ impl From<sqlx::Error> for EnrollError {
 }
 
 /// Every concern of the store, as one object.
-pub trait Storage: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore {}
+pub trait Storage: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore {}
 
-impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore> Storage for T {}
+impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore> Storage for T {}
 
 /// Handle to the store; cheap to clone.
 pub type Store = Arc<dyn Storage>;
@@ -58,18 +68,87 @@ pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
     Ok(Arc::new(sqlite::SqliteStore::open(data_dir).await?))
 }
 
+/// Where the store lives: `cmdop server --database URL`, else SQLite in the data folder.
+#[derive(Clone, Debug)]
+pub enum Database {
+    /// `cmdop.db` in this folder.
+    Sqlite(PathBuf),
+    /// A `postgres://` URL (it may carry a password: never logged).
+    Postgres(String),
+}
+
+impl Database {
+    /// `url` when it is a PostgreSQL URL, else SQLite in `data_dir`.
+    pub fn choose(url: Option<&str>, data_dir: &Path) -> Result<Self, StoreError> {
+        match url {
+            None => Ok(Database::Sqlite(data_dir.to_path_buf())),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Ok(Database::Postgres(u.to_string()))
+            }
+            Some(u) => Err(StoreError::UnknownDatabase(redact(u))),
+        }
+    }
+
+    /// The backend's name, as `GET /healthz` reports it: `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "sqlite",
+            Database::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether several server nodes may share it (PostgreSQL): then no node may assume that
+    /// the agents' streams it does not hold are down.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Database::Postgres(_))
+    }
+
+    /// Opens the store, applying migrations.
+    pub async fn connect(&self) -> Result<Store, StoreError> {
+        match self {
+            Database::Sqlite(dir) => open(dir).await,
+            Database::Postgres(url) => Ok(Arc::new(postgres::PgStore::connect(url).await?)),
+        }
+    }
+}
+
+/// Where the database is, without any password, for messages.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(dir) => write!(f, "{}", dir.join("cmdop.db").display()),
+            Database::Postgres(url) => f.write_str(&redact(url)),
+        }
+    }
+}
+
+/// A database URL with its password (if any) replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
 /// The audit log.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Records an audit event. `actor` is a user id, a machine id or `system`.
     async fn audit(&self, event: AuditEvent<'_>) -> Result<(), StoreError>;
 
-    /// A fleet's events matching `query`, oldest first (the newest `query.limit` of them).
+    /// A fleet's events matching `query`, oldest first (the newest `query.limit` of them);
+    /// `fleet_audit` is the console's unfiltered, newest-first view of the same rows.
     async fn list_audit(&self, query: &AuditQuery<'_>) -> Result<Vec<AuditRow>, StoreError>;
 }
 
 /// Which audit events to list.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct AuditQuery<'a> {
     /// The fleet whose log it is.
     pub fleet: FleetId,
@@ -81,23 +160,6 @@ pub struct AuditQuery<'a> {
     pub actors: &'a [String],
     /// At most this many (the newest).
     pub limit: u32,
-}
-
-/// One stored audit event.
-#[derive(Clone, Debug)]
-pub struct AuditRow {
-    /// Unix seconds.
-    pub at: i64,
-    /// Who did it.
-    pub actor: String,
-    /// The client surface (`cli`, `mcp`, `web`, `link`; empty when none applies).
-    pub surface: String,
-    /// What happened, e.g. `exec`.
-    pub action: String,
-    /// The machine concerned.
-    pub machine_id: Option<String>,
-    /// Free text.
-    pub detail: String,
 }
 
 /// One line of the audit log.

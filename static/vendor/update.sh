@@ -9,6 +9,7 @@
 #   @xterm/xterm          lib/xterm.js (UMD, globals: Terminal), css/xterm.css
 #   @xterm/addon-fit      lib/addon-fit.js (UMD, global: FitAddon.FitAddon)
 #   @xterm/addon-web-links lib/addon-web-links.js (UMD, global: WebLinksAddon.WebLinksAddon)
+#   qrcode-generator      qrcode.js (global: qrcode), for the console's share-link QR codes
 # plus each package's LICENSE, and writes VERSIONS: one line per copied file,
 #   <package name> <version> <sha256 of the file> <file name>
 set -euo pipefail
@@ -16,6 +17,7 @@ set -euo pipefail
 XTERM_VERSION="6.0.0"
 FIT_VERSION="0.11.0"
 WEBLINKS_VERSION="0.12.0"
+QRCODE_VERSION="1.4.4"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 work="$(mktemp -d)"
@@ -39,6 +41,7 @@ fetch() { # fetch NAME VERSION -> extracts into $work/<NAME without scope>/packa
 fetch @xterm/xterm "$XTERM_VERSION"
 fetch @xterm/addon-fit "$FIT_VERSION"
 fetch @xterm/addon-web-links "$WEBLINKS_VERSION"
+fetch qrcode-generator "$QRCODE_VERSION"
 
 versions="$work/VERSIONS"
 : >"$versions"
@@ -61,6 +64,9 @@ copy @xterm/addon-fit "$FIT_VERSION" lib/addon-fit.js addon-fit.js
 copy @xterm/addon-fit "$FIT_VERSION" LICENSE LICENSE.addon-fit
 copy @xterm/addon-web-links "$WEBLINKS_VERSION" lib/addon-web-links.js addon-web-links.js
 copy @xterm/addon-web-links "$WEBLINKS_VERSION" LICENSE LICENSE.addon-web-links
+# qrcode-generator ships no LICENSE file (MIT, stated in qrcode.js's header): LICENSE.qrcode
+# is kept by hand.
+copy qrcode-generator "$QRCODE_VERSION" qrcode.js qrcode.js
 
 # Sanity checks: the UMD builds must define the globals share.js relies on.
 grep -q 'e.Terminal=' "$here/xterm.js" || { echo "update.sh: xterm.js: no Terminal export" >&2; exit 1; }

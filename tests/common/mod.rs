@@ -6,16 +6,25 @@
 //!   Killed (with the commands it started) in `Drop`.
 //! - `Cli`: runs `cmdop` with its own `CMDOP_HOME` and `HOME`, with a deadline.
 //! - `wait_until`: a bounded poll (count and time), never a bare sleep.
+//! - `postgres::fresh_database`: a new database on this test binary's throwaway PostgreSQL
+//!   cluster, for `TestServer::start_on_database`.
 //!
 //! Process logs go to files in the test's temporary folder; when a test fails, `Drop` prints
 //! their tails so the failure explains itself.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+mod faults;
+pub mod postgres;
+mod proc_stats;
 mod procfs;
 mod server_line;
 
 #[allow(unused_imports)] // each test crate uses a part of the helpers
+pub use faults::FaultProxy;
+#[allow(unused_imports)]
+pub use proc_stats::{cpu_ticks, descendants_of, rss_kib};
+#[allow(unused_imports)]
 pub use procfs::{children_of, is_running};
 
 use std::fs::File;
@@ -292,6 +301,17 @@ impl TestServer {
 
     /// `start` with extra `cmdop server` flags.
     pub fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_full(extra, &[])
+    }
+
+    /// `start` on a PostgreSQL database (`--database URL`, given to local-login too).
+    pub fn start_on_database(url: &str) -> anyhow::Result<Self> {
+        Self::start_full(&["--database", url], &["--database", url])
+    }
+
+    /// Starts with `extra` server flags and signs the owner in with `login_extra` added to
+    /// `cmdop server local-login`.
+    fn start_full(extra: &[&str], login_extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cmdop-test-").tempdir()?;
         let owner = Cli::new(dir.path().join("owner"));
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -299,14 +319,16 @@ impl TestServer {
         let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).context("no port in the URL")?;
         let server = Self { dir, port, url, child, owner, starts: 1, extra };
         let data_dir = server.data_dir();
-        let login = server.owner.run(&[
+        let mut args: Vec<&std::ffi::OsStr> = vec![
             "server".as_ref(),
             "local-login".as_ref(),
             "--data-dir".as_ref(),
             data_dir.as_os_str(),
             "--server".as_ref(),
             server.url.as_ref(),
-        ])?;
+        ];
+        args.extend(login_extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        let login = server.owner.run(&args)?;
         if login.code != 0 {
             server.dump_logs();
             bail!("local-login failed: {login}");
@@ -378,8 +400,13 @@ impl TestServer {
 
     /// A `cmdop agent` command toward this server (no token; add `--token` to enroll).
     pub fn agent_command(&self, state_dir: &Path, log: &Path) -> anyhow::Result<Command> {
+        self.agent_command_to(&self.url, state_dir, log)
+    }
+
+    /// `agent_command` dialing `url` instead (a proxy in front of this server).
+    pub fn agent_command_to(&self, url: &str, state_dir: &Path, log: &Path) -> anyhow::Result<Command> {
         let mut cmd = Command::new(CMDOP);
-        cmd.args(["agent", "--server", &self.url, "--state-dir"])
+        cmd.args(["agent", "--server", url, "--state-dir"])
             .arg(state_dir)
             .env("HOME", self.dir.path())
             .env_remove("CMDOP_ENROLL_TOKEN")
@@ -496,6 +523,8 @@ pub struct TestAgent {
     machine_id: String,
     display_name: String,
     runs: u32,
+    /// Where the agent dials, when not the server's own URL (a proxy).
+    via: Option<String>,
     /// Extra `cmdop agent` flags, kept for restarts.
     extra: Vec<String>,
 }
@@ -510,25 +539,31 @@ impl TestAgent {
     /// `start` with extra `cmdop agent` flags (e.g. `--ask-handler CMD`).
     pub fn start_with_args(server: &TestServer, display_name: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let token = server.cli().enrollment_token()?;
-        Self::enroll(server, display_name, &token, extra)
+        Self::enroll(server, display_name, &token, None, extra)
     }
 
     /// Starts an agent enrolling with `token` and waits until it is online.
     pub fn start_with_token(server: &TestServer, display_name: &str, token: &str) -> anyhow::Result<Self> {
-        Self::enroll(server, display_name, token, &[])
+        Self::enroll(server, display_name, token, None, &[])
     }
 
-    fn enroll(server: &TestServer, display_name: &str, token: &str, extra: &[&str]) -> anyhow::Result<Self> {
+    /// `start`, with the agent dialing `url` (a proxy in front of the server).
+    pub fn start_via(server: &TestServer, display_name: &str, url: &str) -> anyhow::Result<Self> {
+        let token = server.cli().enrollment_token()?;
+        Self::enroll(server, display_name, &token, Some(url.to_string()), &[])
+    }
+
+    fn enroll(
+        server: &TestServer,
+        display_name: &str,
+        token: &str,
+        via: Option<String>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cmdop-agent-").tempdir()?;
+        let name = display_name.to_string();
         let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut agent = Self {
-            dir,
-            child: None,
-            machine_id: String::new(),
-            display_name: display_name.to_string(),
-            runs: 0,
-            extra,
-        };
+        let mut agent = Self { dir, child: None, machine_id: String::new(), display_name: name, runs: 0, via, extra };
         agent.spawn(server, Some(token))?;
         let state = agent.state_file();
         let enrolled = wait_until(AGENT_ONLINE, "the agent to enroll", || {
@@ -556,7 +591,8 @@ impl TestAgent {
 
     fn spawn(&mut self, server: &TestServer, token: Option<&str>) -> anyhow::Result<()> {
         self.runs += 1;
-        let mut cmd = server.agent_command(&self.state_dir(), &self.log_path(self.runs))?;
+        let url = self.via.clone().unwrap_or_else(|| server.url().to_string());
+        let mut cmd = server.agent_command_to(&url, &self.state_dir(), &self.log_path(self.runs))?;
         cmd.args(["--display-name", &self.display_name]).args(&self.extra);
         if let Some(token) = token {
             cmd.args(["--token", token]);
@@ -720,4 +756,11 @@ pub fn write_pseudo_random(path: &Path, len: usize, seed: u64) -> anyhow::Result
         left -= piece.len();
     }
     Ok(())
+}
+
+/// A `/proc/PID/status` figure in KiB (`VmRSS`; `VmHWM`, the peak), if the process exists.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

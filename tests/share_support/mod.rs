@@ -5,10 +5,11 @@
 
 pub mod ws;
 
+use std::io::{Read as _, Write as _};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use serde::Deserialize;
 
 use crate::common::{TestAgent, TestServer};
@@ -123,6 +124,27 @@ pub fn get(url: &str) -> anyhow::Result<Page> {
     request("GET", url, &[], "")
 }
 
+/// GET `url` with extra `headers` (`Cookie`, `X-Forwarded-For`, ...).
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Page> {
+    request("GET", url, headers, "")
+}
+
+/// POST `form` (form-encoded) to `url` with extra `headers`.
+pub fn post_form(url: &str, headers: &[(&str, &str)], form: &[(&str, &str)]) -> anyhow::Result<Page> {
+    let encode = |v: &str| {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let body: Vec<String> = form.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+    let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    all.extend_from_slice(headers);
+    request("POST", url, &all, &body.join("&"))
+}
+
 /// POST `body` as JSON to `url` with extra `headers` (`Origin`, ...).
 pub fn post_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> anyhow::Result<Page> {
     let mut all = vec![("Content-Type", "application/json")];
@@ -220,4 +242,49 @@ pub fn terminal_lines(output: &str) -> Vec<String> {
         }
     }
     clean.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+/// A WebSocket that completes the handshake, types `input`, then never reads again: a
+/// viewer whose laptop lid closed while output kept coming.
+pub fn stalled_socket(link_url: &str, input: &[u8]) -> anyhow::Result<std::net::TcpStream> {
+    let rest = link_url.strip_prefix("http://").context("http link")?;
+    let (authority, path) = rest.split_once('/').context("link path")?;
+    let mut stream = std::net::TcpStream::connect(authority)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET /{path}/ws HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+        stream.read_exact(&mut byte)?;
+        head.push(byte[0]);
+    }
+    ensure!(head.starts_with(b"HTTP/1.1 101"), "no upgrade: {}", String::from_utf8_lossy(&head));
+    ensure!(input.len() < 126, "short input only");
+    // One masked binary frame (a zero mask leaves the payload as it is).
+    let mut frame = vec![0x82, 0x80 | input.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(input);
+    stream.write_all(&frame)?;
+    Ok(stream)
+}
+
+/// Bytes waiting in the receive queue of our end of a loopback connection (/proc/net/tcp).
+pub fn receive_queue(stream: &std::net::TcpStream) -> anyhow::Result<u64> {
+    let local = format!(":{:04X}", stream.local_addr()?.port());
+    let peer = format!(":{:04X}", stream.peer_addr()?.port());
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    for line in table.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if let (Some(l), Some(r), Some(queues)) = (cols.get(1), cols.get(2), cols.get(4))
+            && l.ends_with(&local)
+            && r.ends_with(&peer)
+        {
+            let rx = queues.split(':').nth(1).context("rx_queue")?;
+            return Ok(u64::from_str_radix(rx, 16)?);
+        }
+    }
+    bail!("our connection is not in /proc/net/tcp")
 }

@@ -296,6 +296,16 @@ impl WsClient {
         }
     }
 
+    /// Waits for the socket to end, with a close frame (returned) or without one.
+    pub fn wait_gone(&self, within: Duration) -> anyhow::Result<Option<Closed>> {
+        wait_until(
+            within,
+            "the socket to end",
+            || Ok(self.closed().is_some() || lock(&self.received).ended.is_some()),
+        )?;
+        Ok(self.closed())
+    }
+
     /// Tears the TCP connection down with no close handshake; returns every terminal byte
     /// received before it.
     pub fn drop_abruptly(mut self) -> Vec<u8> {

@@ -2,7 +2,7 @@
 //! proves they answered the machine's password, and why a machine refused.
 //!
 //! The password itself is kept and checked by the agent alone (agent/password.rs); the relay
-//! and the gateway only carry a principal and a token to it and its verdict back.
+//! and the HTTP side only carry a principal and a token to it and its verdict back.
 
 use std::fmt;
 use std::time::Duration;

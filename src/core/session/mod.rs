@@ -1,7 +1,7 @@
 //! Sessions as the rest of the server sees them, free of any transport.
 //!
 //! A session is one process on a machine (an exec'd command or a shell in a PTY). Consumers
-//! (the CLI API, the browser gateway) receive `SessionEvent`s and drive it with the methods of
+//! (the CLI API, the browser's link socket) receive `SessionEvent`s and drive it with the methods of
 //! `relay::SessionControl`; whether the machine's stream is in this process or on another
 //! node is the router's business, not theirs.
 

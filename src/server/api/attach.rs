@@ -14,6 +14,7 @@ use super::exec::CLIENT_QUEUE_CHUNKS;
 use crate::core::session::{Access, AttachSpec, Attachment, Ending, Exit, SessionEvent, SessionName, ShellTarget};
 use crate::proto::{self, attach_input, attach_output};
 use crate::server::relay::router::{SessionControl, SessionPort};
+use crate::sys::task::AbortOnDrop;
 
 /// Frames toward the client.
 pub type Tx = mpsc::Sender<Result<proto::AttachOutput, Status>>;
@@ -89,7 +90,7 @@ enum End {
 /// ends, the machine goes away or the client leaves.
 pub async fn pump(mut port: SessionPort, attachment: Attachment, input: Streaming<proto::AttachInput>, tx: Tx) {
     let control = port.control.clone();
-    let mut reader = tokio::spawn(read_client(input, control.clone()));
+    let mut reader = AbortOnDrop::spawn(read_client(input, control.clone()));
     let mut expected = attachment.replay_from;
     let end = loop {
         tokio::select! {
@@ -106,7 +107,7 @@ pub async fn pump(mut port: SessionPort, attachment: Attachment, input: Streamin
             left = &mut reader => break End::Left(left.unwrap_or(ClientLeft::Broken)),
         }
     };
-    reader.abort();
+    drop(reader); // no more input once the exchange has ended
     finish(end, attachment.persistent, control.as_ref(), &tx).await;
 }
 

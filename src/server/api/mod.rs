@@ -4,8 +4,8 @@
 pub mod attach;
 pub mod auth;
 pub mod exec;
+pub mod links;
 pub mod sessions;
-pub mod shares;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use crate::core::session::{Access, Denial, Ending, Exit, SessionEvent};
 use crate::core::wire::{DENIAL_HEADER, ERROR_HEADER, NO_ASK_HANDLER};
 use crate::proto::{self, exec_input};
 use crate::server::grpc::internal;
-use crate::server::links::Shares;
+use crate::server::links::Links;
 use crate::server::metrics::METRICS;
 use crate::server::relay::router::{RouteError, SessionRouter};
 use crate::store::{AuditQuery, Machine, Role, Store};
@@ -44,14 +44,14 @@ const DEFAULT_ENROLL_TTL: Duration = Duration::from_secs(3600);
 pub struct ApiService {
     store: Store,
     router: Arc<dyn SessionRouter>,
-    shares: Shares,
+    links: Links,
     public_url: String,
 }
 
 impl ApiService {
     /// An API over `store` reaching machines through `router`.
-    pub fn new(store: Store, router: Arc<dyn SessionRouter>, shares: Shares, public_url: String) -> Self {
-        Self { store, router, shares, public_url }
+    pub fn new(store: Store, router: Arc<dyn SessionRouter>, links: Links, public_url: String) -> Self {
+        Self { store, router, links, public_url }
     }
 
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
@@ -259,7 +259,7 @@ impl proto::api_server::Api for ApiService {
     ) -> Result<Response<proto::ShareInfo>, Status> {
         let c = self.caller(&req).await?;
         let machine = self.fleet_machine(&c, &req.get_ref().machine_id).await?;
-        let info = shares::create(&self.shares, &c, &machine, req.get_ref(), &self.public_url).await?;
+        let info = links::create(&self.links, &c, &machine, req.get_ref(), &self.public_url).await?;
         Ok(Response::new(info))
     }
 
@@ -272,7 +272,7 @@ impl proto::api_server::Api for ApiService {
             "" => None,
             id => Some(self.fleet_machine(&c, id).await?.id),
         };
-        let shares = shares::list(&self.shares, &c, machine).await?;
+        let shares = links::list(&self.links, &c, machine).await?;
         Ok(Response::new(proto::ListSharesResponse { shares }))
     }
 
@@ -282,16 +282,15 @@ impl proto::api_server::Api for ApiService {
     ) -> Result<Response<proto::RevokeSharesResponse>, Status> {
         let c = self.caller(&req).await?;
         let r = req.get_ref();
-        let links = match (r.link_id.as_str(), r.machine_id.as_str()) {
-            (id, "") if !id.is_empty() => vec![shares::fleet_link(&self.shares, &c, id).await?],
+        let rows = match (r.link_id.as_str(), r.machine_id.as_str()) {
+            (id, "") if !id.is_empty() => vec![links::fleet_link(&self.links, &c, id).await?],
             ("", m) if !m.is_empty() => {
                 let machine = self.fleet_machine(&c, m).await?;
-                let all = self.shares.store().list_links(c.fleet.id, Some(machine.id)).await.map_err(internal)?;
-                all.into_iter().filter(|l| l.revoked_at.is_none()).collect()
+                links::unrevoked_of(&self.links, &c, machine.id).await?
             }
             _ => return Err(Status::invalid_argument("name one link id or --machine")),
         };
-        let revoked = shares::revoke(&self.shares, &c, links).await?;
+        let revoked = links::revoke(&self.links, &c, rows).await?;
         Ok(Response::new(proto::RevokeSharesResponse { revoked }))
     }
 
@@ -364,7 +363,7 @@ impl proto::api_server::Api for ApiService {
             return Err(Status::invalid_argument("no attach password given"));
         }
         let principal = Access::user(c.user.id, None).principal;
-        let result = self.router.unlock(machine.id, &principal, Secret::new(r.password)).await;
+        let result = self.router.unlock(machine.id, &principal, &principal, Secret::new(r.password)).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(RouteError::Denied(d)) => d.code(),
@@ -422,8 +421,8 @@ impl proto::api_server::Api for ApiService {
         req: Request<proto::ShareAuditRequest>,
     ) -> Result<Response<proto::ShareAuditResponse>, Status> {
         let c = self.caller(&req).await?;
-        let link = shares::fleet_link(&self.shares, &c, &req.get_ref().link_id).await?;
-        let events = shares::audit(&self.shares, &c, &link).await?;
+        let link = links::fleet_link(&self.links, &c, &req.get_ref().link_id).await?;
+        let events = links::audit(&self.links, &c, &link).await?;
         Ok(Response::new(proto::ShareAuditResponse { events }))
     }
 }

@@ -79,8 +79,15 @@ impl SessionRouter for LocalRouter {
         killed.ok_or_else(|| RouteError::NoSuchSession(format!("no shell session {session:?}")))
     }
 
-    async fn unlock(&self, machine: MachineId, principal: &str, password: Secret<String>) -> Result<Grant, RouteError> {
-        let unlock = proto::Unlock { principal: principal.to_string(), password: password.expose().clone() };
+    async fn unlock(
+        &self,
+        machine: MachineId,
+        principal: &str,
+        source: &str,
+        password: Secret<String>,
+    ) -> Result<Grant, RouteError> {
+        let (principal, source) = (principal.to_string(), source.to_string());
+        let unlock = proto::Unlock { principal, password: password.expose().clone(), source };
         let reply = self.conn(machine)?.query(session_query::Op::Unlock(unlock)).await?;
         queries::grant_of(reply)
     }

@@ -79,9 +79,16 @@ pub trait SessionRouter: Send + Sync {
     async fn list_sessions(&self, machine: MachineId) -> Result<Vec<SessionSummary>, RouteError>;
     /// Ends the shell session with this id or name; returns what it was.
     async fn kill_session(&self, machine: MachineId, session: &str) -> Result<SessionSummary, RouteError>;
-    /// Checks the machine's attach password for `principal` (`user:…`, `link:…`); the
-    /// agent answers with a token for later opens or `RouteError::Denied`.
-    async fn unlock(&self, machine: MachineId, principal: &str, password: Secret<String>) -> Result<Grant, RouteError>;
+    /// Checks the machine's attach password for `principal` (`user:…`, `link:…`) typed at
+    /// `source` (`ip:…`, or the principal); the agent answers with a token for later opens or
+    /// `RouteError::Denied`, and backs off per principal and per source.
+    async fn unlock(
+        &self,
+        machine: MachineId,
+        principal: &str,
+        source: &str,
+        password: Secret<String>,
+    ) -> Result<Grant, RouteError>;
     /// Whether the machine has a live stream reachable from here.
     fn is_connected(&self, machine: MachineId) -> bool;
 }

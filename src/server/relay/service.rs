@@ -8,6 +8,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::registry::{AgentConn, LocalRouter};
 use crate::core::ids::MachineId;
@@ -109,51 +110,64 @@ impl proto::relay_server::Relay for RelayService {
             old.kick(Status::aborted("replaced by a newer connection of the same machine"));
         }
         tracing::info!(%machine, hostname = %info.hostname, version = %hello.agent_version, "agent connected");
-        tokio::spawn(self.clone().pump(conn, inbound));
+        let span = tracing::info_span!("agent_stream", %machine);
+        tokio::spawn(self.clone().pump(conn, inbound).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
 impl RelayService {
     /// Reads the agent's frames until the stream ends, misses three heartbeats or breaks the
-    /// protocol; then marks the machine offline and tells every session it is lost.
+    /// protocol; then marks the machine offline and tells every session it is lost. Runs in a
+    /// span naming the machine; how the stream ended is logged once, at the end.
     async fn pump(self, conn: Arc<AgentConn>, mut inbound: Streaming<proto::AgentFrame>) {
         let machine = conn.machine();
         let mut silence = Silence::new(self.heartbeat * 3);
-        let reason = loop {
+        let end = loop {
             let message = tokio::select! {
                 message = inbound.message() => message,
-                () = silence.expired() => break "missed three heartbeats".to_string(),
+                () = silence.expired() => break StreamEnd::Gone("missed three heartbeats".to_string()),
             };
             let frame = match message {
-                Err(e) => break format!("stream error: {}", e.message()),
-                Ok(None) => break "stream closed".to_string(),
+                Err(e) => break StreamEnd::Gone(format!("stream error: {}", e.message())),
+                Ok(None) => break StreamEnd::Gone("stream closed".to_string()),
                 Ok(Some(frame)) => frame,
             };
             silence.heard();
             let Some(kind) = frame.kind else {
                 conn.kick(Status::invalid_argument("malformed frame: no payload"));
-                break "malformed frame".to_string();
+                break StreamEnd::Violation("malformed frame: no payload".to_string());
             };
             if matches!(kind, agent_frame::Kind::Heartbeat(_))
                 && let Err(e) = self.store.machine_heartbeat(machine).await
             {
-                tracing::warn!(%machine, error = %e, "could not record heartbeat");
+                tracing::warn!(error = %e, "could not record heartbeat");
             }
             if let Err(status) = conn.dispatch(kind) {
-                tracing::warn!(%machine, error = %status.message(), "protocol violation; closing stream");
+                let error = status.message().to_string();
                 conn.kick(status);
-                break "protocol violation".to_string();
+                break StreamEnd::Violation(error);
             }
         };
         conn.lost();
         if self.router.unregister(&conn)
             && let Err(e) = self.store.machine_disconnected(machine).await
         {
-            tracing::warn!(%machine, error = %e, "could not mark machine offline");
+            tracing::warn!(error = %e, "could not mark machine offline");
         }
-        tracing::info!(%machine, %reason, "agent disconnected");
+        match end {
+            StreamEnd::Gone(reason) => tracing::info!(%reason, "agent disconnected"),
+            StreamEnd::Violation(error) => tracing::warn!(%error, "agent broke the protocol; stream closed"),
+        }
     }
+}
+
+/// How an agent's stream ended.
+enum StreamEnd {
+    /// Closed, broken or silent: the machine went away.
+    Gone(String),
+    /// The agent broke the protocol and was disconnected.
+    Violation(String),
 }
 
 /// The stream's silence deadline: `limit` after the last frame. A `timeout` around every

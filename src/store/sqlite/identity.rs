@@ -1,13 +1,12 @@
 //! SQLite: users, fleets, memberships and OAuth tokens.
 
-use async_trait::async_trait;
-use sqlx::Row;
-
 use super::SqliteStore;
 use crate::core::clock::now;
 use crate::core::ids::{FleetId, UserId};
+use crate::store::StoreError;
 use crate::store::identity::*;
-use crate::store::{StoreError, parse_col};
+use crate::store::rows::{self, Cols};
+use async_trait::async_trait;
 
 #[async_trait]
 impl IdentityStore for SqliteStore {
@@ -25,7 +24,7 @@ impl IdentityStore for SqliteStore {
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         let row =
             sqlx::query("SELECT id, email FROM users WHERE email = ?").bind(email).fetch_optional(&self.pool).await?;
-        row.map(|r| user_from_row(&r)).transpose()
+        row.map(|r| rows::user(&r)).transpose()
     }
 
     async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
@@ -33,14 +32,14 @@ impl IdentityStore for SqliteStore {
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| user_from_row(&r)).transpose()
+        row.map(|r| rows::user(&r)).transpose()
     }
 
     async fn first_user(&self) -> Result<Option<User>, StoreError> {
         let row = sqlx::query("SELECT id, email FROM users ORDER BY created_at, rowid LIMIT 1")
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| user_from_row(&r)).transpose()
+        row.map(|r| rows::user(&r)).transpose()
     }
 
     async fn fleet_named(&self, name: &str) -> Result<Fleet, StoreError> {
@@ -51,7 +50,7 @@ impl IdentityStore for SqliteStore {
             .execute(&self.pool)
             .await?;
         let row = sqlx::query("SELECT id, name FROM fleets WHERE name = ?").bind(name).fetch_one(&self.pool).await?;
-        fleet_from_row(&row, "id", "name")
+        rows::fleet(&row)
     }
 
     async fn set_membership(&self, user: UserId, fleet: FleetId, role: Role) -> Result<(), StoreError> {
@@ -65,21 +64,14 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn memberships(&self, user: UserId) -> Result<Vec<Membership>, StoreError> {
-        let rows = sqlx::query(
+        let found = sqlx::query(
             "SELECT f.id, f.name, m.role FROM memberships m JOIN fleets f ON f.id = m.fleet_id
              WHERE m.user_id = ? ORDER BY f.created_at, f.name",
         )
         .bind(user.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Membership {
-                    fleet: fleet_from_row(r, "id", "name")?,
-                    role: parse_col("memberships", &r.try_get::<String, _>("role")?)?,
-                })
-            })
-            .collect()
+        found.iter().map(rows::membership).collect()
     }
 
     async fn insert_token(
@@ -115,7 +107,7 @@ impl IdentityStore for SqliteStore {
         .bind(now())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| parse_col("oauth_tokens", &r.try_get::<String, _>("user_id")?)).transpose()
+        row.map(|r| r.parsed("oauth_tokens", "user_id")).transpose()
     }
 
     async fn revoke_token(&self, hash: &str) -> Result<bool, StoreError> {
@@ -126,12 +118,4 @@ impl IdentityStore for SqliteStore {
             .await?;
         Ok(done.rows_affected() == 1)
     }
-}
-
-fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
-    Ok(User { id: parse_col("users", &r.try_get::<String, _>("id")?)?, email: r.try_get("email")? })
-}
-
-fn fleet_from_row(r: &sqlx::sqlite::SqliteRow, id: &str, name: &str) -> Result<Fleet, StoreError> {
-    Ok(Fleet { id: parse_col("fleets", &r.try_get::<String, _>(id)?)?, name: r.try_get(name)? })
 }

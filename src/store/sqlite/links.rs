@@ -1,17 +1,12 @@
 //! SQLite: share-link rows, their opens and revocations, and a link's audit trail.
 
-use async_trait::async_trait;
-use sqlx::Row;
-
 use super::SqliteStore;
 use crate::core::clock::now;
 use crate::core::ids::{FleetId, LinkId, MachineId};
+use crate::store::StoreError;
 use crate::store::links::*;
-use crate::store::{StoreError, parse_col};
-
-const LINK_COLUMNS: &str = "l.id, l.fleet_id, l.machine_id, l.created_by, u.email, l.created_at, l.expires_at,
-     l.read_only, l.max_opens, l.session_id, l.revoked_at, l.opens
-     FROM share_links l JOIN users u ON u.id = l.created_by";
+use crate::store::rows::{self, Cols, LINK_COLUMNS};
+use async_trait::async_trait;
 
 #[async_trait]
 impl LinkStore for SqliteStore {
@@ -38,7 +33,7 @@ impl LinkStore for SqliteStore {
     async fn link(&self, id: LinkId) -> Result<Option<LinkRow>, StoreError> {
         let sql = format!("SELECT {LINK_COLUMNS} WHERE l.id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(&self.pool).await?;
-        row.map(|r| link_from_row(&r)).transpose()
+        row.map(|r| rows::link(&r)).transpose()
     }
 
     async fn list_links(&self, fleet: FleetId, machine: Option<MachineId>) -> Result<Vec<LinkRow>, StoreError> {
@@ -46,13 +41,13 @@ impl LinkStore for SqliteStore {
             "SELECT {LINK_COLUMNS} WHERE l.fleet_id = ? AND (? IS NULL OR l.machine_id = ?) ORDER BY l.created_at DESC, l.rowid DESC"
         );
         let machine = machine.map(|m| m.to_string());
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(fleet.to_string())
             .bind(&machine)
             .bind(&machine)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(link_from_row).collect()
+        found.iter().map(rows::link).collect()
     }
 
     async fn revoke_links(&self, ids: &[LinkId]) -> Result<Vec<(LinkId, i64)>, StoreError> {
@@ -66,21 +61,19 @@ impl LinkStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
             if let Some(r) = row {
-                revoked.push((*id, r.try_get("expires_at")?));
+                revoked.push((*id, r.int("expires_at")?));
             }
         }
         Ok(revoked)
     }
 
     async fn live_revocations(&self) -> Result<Vec<(LinkId, i64)>, StoreError> {
-        let rows =
+        let found =
             sqlx::query("SELECT id, expires_at FROM share_links WHERE revoked_at IS NOT NULL AND expires_at > ?")
                 .bind(now())
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|r| Ok((parse_col("share_links", &r.try_get::<String, _>("id")?)?, r.try_get("expires_at")?)))
-            .collect()
+        found.iter().map(rows::revocation).collect()
     }
 
     async fn record_open(&self, id: LinkId) -> Result<bool, StoreError> {
@@ -103,30 +96,10 @@ impl LinkStore for SqliteStore {
     }
 
     async fn link_audit(&self, id: LinkId) -> Result<Vec<(i64, String, String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT at, actor, action, detail FROM audit_events WHERE link_id = ? ORDER BY id")
+        let found = sqlx::query("SELECT at, actor, action, detail FROM audit_events WHERE link_id = ? ORDER BY id")
             .bind(id.to_string())
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("at")?, r.try_get("actor")?, r.try_get("action")?, r.try_get("detail")?)))
-            .collect()
+        found.iter().map(rows::audit_line).collect()
     }
-}
-
-fn link_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<LinkRow, StoreError> {
-    let id = |col: &str| -> Result<String, StoreError> { Ok(r.try_get::<String, _>(col)?) };
-    Ok(LinkRow {
-        id: parse_col("share_links", &id("id")?)?,
-        fleet_id: parse_col("share_links", &id("fleet_id")?)?,
-        machine_id: parse_col("share_links", &id("machine_id")?)?,
-        created_by: parse_col("share_links", &id("created_by")?)?,
-        created_by_email: r.try_get("email")?,
-        created_at: r.try_get("created_at")?,
-        expires_at: r.try_get("expires_at")?,
-        read_only: r.try_get::<i64, _>("read_only")? != 0,
-        max_opens: r.try_get("max_opens")?,
-        session_id: r.try_get("session_id")?,
-        revoked_at: r.try_get("revoked_at")?,
-        opens: r.try_get("opens")?,
-    })
 }

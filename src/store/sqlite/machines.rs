@@ -1,15 +1,12 @@
 //! SQLite: machines, their connection state and enrollment tokens.
 
-use async_trait::async_trait;
-use sqlx::Row;
-
 use super::SqliteStore;
 use crate::core::clock::now;
 use crate::core::ids::{FleetId, MachineId, UserId};
+use crate::store::StoreError;
 use crate::store::machines::*;
-use crate::store::{StoreError, parse_col};
-
-const MACHINE_COLUMNS: &str = "id, fleet_id, hostname, display_name, os, arch, online, last_seen";
+use crate::store::rows::{self, Cols, MACHINE_COLUMNS};
+use async_trait::async_trait;
 
 #[async_trait]
 impl MachineStore for SqliteStore {
@@ -40,71 +37,62 @@ impl MachineStore for SqliteStore {
         info: &MachineInfo,
     ) -> Result<Machine, EnrollError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT fleet_id, expires_at, used_at FROM enroll_tokens WHERE token_hash = ?")
-            .bind(token_hash)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(EnrollError::Unknown)?;
-        if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
-            return Err(EnrollError::Used);
-        }
-        if row.try_get::<i64, _>("expires_at")? <= now() {
-            return Err(EnrollError::Expired);
-        }
-        let fleet_id: FleetId = parse_col("enroll_tokens", &row.try_get::<String, _>("fleet_id")?)?;
         let id = MachineId::random();
-        let display = Some(info.display_name.clone()).filter(|d| !d.is_empty());
+        let at = now();
+        let claimed = sqlx::query(
+            "UPDATE enroll_tokens SET used_at = ?, machine_id = ?
+             WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING fleet_id",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .bind(token_hash)
+        .bind(at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(claimed) = claimed else {
+            let row = sqlx::query("SELECT used_at, expires_at FROM enroll_tokens WHERE token_hash = ?")
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(EnrollError::refusal(row.as_ref().map(rows::token_state).transpose()?));
+        };
+        let machine = Machine::enrolled(id, claimed.parsed("enroll_tokens", "fleet_id")?, info);
         sqlx::query(
             "INSERT INTO machines (id, fleet_id, hostname, display_name, os, arch, credential_hash, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.to_string())
-        .bind(fleet_id.to_string())
+        .bind(machine.fleet_id.to_string())
         .bind(&info.hostname)
-        .bind(&display)
+        .bind(&machine.display_name)
         .bind(&info.os)
         .bind(&info.arch)
         .bind(credential_hash)
-        .bind(now())
+        .bind(at)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE enroll_tokens SET used_at = ?, machine_id = ? WHERE token_hash = ?")
-            .bind(now())
-            .bind(id.to_string())
-            .bind(token_hash)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(Machine {
-            id,
-            fleet_id,
-            hostname: info.hostname.clone(),
-            display_name: display,
-            os: info.os.clone(),
-            arch: info.arch.clone(),
-            online: false,
-            last_seen: None,
-        })
+        Ok(machine)
     }
 
     async fn machine_by_credential(&self, hash: &str) -> Result<Option<Machine>, StoreError> {
         let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE credential_hash = ? AND revoked_at IS NULL");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.pool).await?;
-        row.map(|r| machine_from_row(&r)).transpose()
+        row.map(|r| rows::machine(&r)).transpose()
     }
 
     async fn machine(&self, id: MachineId) -> Result<Option<Machine>, StoreError> {
         let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = ? AND revoked_at IS NULL");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(&self.pool).await?;
-        row.map(|r| machine_from_row(&r)).transpose()
+        row.map(|r| rows::machine(&r)).transpose()
     }
 
     async fn list_machines(&self, fleet: FleetId) -> Result<Vec<Machine>, StoreError> {
         let sql = format!(
             "SELECT {MACHINE_COLUMNS} FROM machines WHERE fleet_id = ? AND revoked_at IS NULL ORDER BY hostname, id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(fleet.to_string()).fetch_all(&self.pool).await?;
-        rows.iter().map(machine_from_row).collect()
+        let found = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(fleet.to_string()).fetch_all(&self.pool).await?;
+        found.iter().map(rows::machine).collect()
     }
 
     async fn machine_connected(&self, id: MachineId, info: &MachineInfo) -> Result<(), StoreError> {
@@ -150,17 +138,4 @@ impl MachineStore for SqliteStore {
         sqlx::query("UPDATE machines SET online = 0").execute(&self.pool).await?;
         Ok(())
     }
-}
-
-fn machine_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Machine, StoreError> {
-    Ok(Machine {
-        id: parse_col("machines", &r.try_get::<String, _>("id")?)?,
-        fleet_id: parse_col("machines", &r.try_get::<String, _>("fleet_id")?)?,
-        hostname: r.try_get("hostname")?,
-        display_name: r.try_get("display_name")?,
-        os: r.try_get("os")?,
-        arch: r.try_get("arch")?,
-        online: r.try_get::<i64, _>("online")? != 0,
-        last_seen: r.try_get("last_seen")?,
-    })
 }

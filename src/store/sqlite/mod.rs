@@ -2,6 +2,7 @@
 //! from `migrations/sqlite/` applied at open. The embedded default: a newcomer needs nothing
 //! but cargo.
 
+mod console;
 mod grants;
 mod identity;
 mod links;
@@ -12,8 +13,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-
-use sqlx::Row;
 
 use super::{AuditEvent, AuditQuery, AuditRow, AuditStore, StoreError};
 use crate::core::clock::now;
@@ -61,9 +60,8 @@ impl AuditStore for SqliteStore {
     }
 
     async fn list_audit(&self, query: &AuditQuery<'_>) -> Result<Vec<AuditRow>, StoreError> {
-        let mut sql = sqlx::QueryBuilder::new(
-            "SELECT at, actor, surface, action, machine_id, detail FROM audit_events WHERE fleet_id = ",
-        );
+        let select = format!("SELECT {} FROM audit_events WHERE fleet_id = ", super::rows::AUDIT_COLUMNS);
+        let mut sql = sqlx::QueryBuilder::new(select);
         sql.push_bind(query.fleet.to_string()).push(" AND at >= ").push_bind(query.since);
         if let Some(machine) = query.machine {
             sql.push(" AND machine_id = ").push_bind(machine.to_string());
@@ -78,19 +76,7 @@ impl AuditStore for SqliteStore {
         }
         sql.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(query.limit));
         let rows = sql.build().fetch_all(&self.pool).await?;
-        let mut events = rows
-            .iter()
-            .map(|r| -> Result<AuditRow, sqlx::Error> {
-                Ok(AuditRow {
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    surface: r.try_get("surface")?,
-                    action: r.try_get("action")?,
-                    machine_id: r.try_get("machine_id")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut events = rows.iter().map(super::rows::audit_row).collect::<Result<Vec<_>, _>>()?;
         events.reverse();
         Ok(events)
     }

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Fuzz every parser that takes outside input (fuzz/fuzz_targets/*, entry points in
+# src/fuzzing.rs) with libFuzzer through cargo-fuzz, each for a bounded time.
+# Usage: ./scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default 10 s, every target)
+# cargo-fuzz wants a nightly compiler; RUSTC_BOOTSTRAP=1 lets the stable one accept its flags.
+# Corpora grow in fuzz/corpus/<target>/ (the committed seeds are the start); crashes land in
+# fuzz/artifacts/<target>/ and make this script fail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-10}"
+shift || true
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "== installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+export RUSTC_BOOTSTRAP=1
+# Beside the main build (CI keeps CARGO_TARGET_DIR between runs): the sanitized build is slow.
+target_dir="${CARGO_TARGET_DIR:-target}/fuzz"
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <(cd fuzz/fuzz_targets && ls ./*.rs | sed 's|^\./||; s|\.rs$||')
+fi
+for t in "${targets[@]}"; do
+  echo "== fuzz $t for ${seconds}s"
+  # A scratch copy of the corpus, so a bounded CI run does not grow the committed one.
+  work="$(mktemp -d)"
+  cp -r "fuzz/corpus/$t/." "$work/"
+  log="$work.log"
+  if ! cargo fuzz run --fuzz-dir fuzz --target-dir "$target_dir" "$t" "$work" -- -max_total_time="$seconds" -max_len=4096 \
+    -print_final_stats=1 >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "fuzz target $t failed or crashed: see fuzz/artifacts/$t/" >&2
+    exit 1
+  fi
+  grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$log" || tail -n 5 "$log"
+  rm -rf "$work" "$log"
+done

@@ -1,0 +1,175 @@
+//! Entry points for the fuzz targets in `fuzz/` (built only with the `fuzzing` feature): every
+//! parser that takes outside input, driven as the server and agent drive it. Each function
+//! takes arbitrary bytes and must never panic, hang or grow without bound.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+
+use prost::Message;
+use time::OffsetDateTime;
+
+use crate::core::ids::{LinkId, MachineId};
+use crate::core::link_token::{KeyRing, LinkClaims, LinkMode, Revocations, verify_link};
+use crate::core::resolver::{Candidate, resolve};
+use crate::core::session::{OpenSpec, SessionKind, SessionName};
+use crate::proto;
+use crate::server::relay::LocalRouter;
+use crate::server::relay::registry::AgentConn;
+use crate::server::relay::router::SessionRouter;
+
+/// Most frames one input may carry to the relay's state machine.
+const MAX_FRAMES: usize = 256;
+
+fn keys() -> &'static (KeyRing, String) {
+    static KEYS: OnceLock<(KeyRing, String)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        #[allow(clippy::expect_used)] // fuzzing set-up: no OS randomness, no fuzzing
+        let ring = KeyRing::generate().expect("OS randomness");
+        let deadline = OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let claims = LinkClaims {
+            link_id: LinkId::random(),
+            machine_id: MachineId::random(),
+            deadline,
+            mode: LinkMode::ReadOnly,
+        };
+        let token = ring.mint(&claims);
+        (ring, token)
+    })
+}
+
+/// A share-link token as it arrives in a URL: decode and verify (parse, key id, MAC,
+/// deadline, revocation set). Also splices the input into a valid token, so the MAC check
+/// itself sees near-valid tokens.
+pub fn link_token(data: &[u8]) {
+    let (ring, valid) = keys();
+    let revocations = Revocations::new();
+    let now = OffsetDateTime::now_utc();
+    let text = String::from_utf8_lossy(data);
+    let _ = verify_link(ring, &revocations, &text, now);
+    if let Some((&at, rest)) = data.split_first() {
+        let mut spliced = valid.clone().into_bytes();
+        let at = usize::from(at) % spliced.len();
+        for (slot, b) in spliced[at..].iter_mut().zip(rest) {
+            *slot = *b;
+        }
+        let _ = verify_link(ring, &revocations, &String::from_utf8_lossy(&spliced), now);
+    }
+}
+
+/// Frames an agent (or a node) sends, as the relay consumes them: length-prefixed (u16 BE)
+/// protobuf `AgentFrame`s dispatched to a stream with two open sessions, until the first
+/// protocol violation ends the stream as the relay would.
+pub fn agent_frames(data: &[u8]) {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    #[allow(clippy::expect_used)] // fuzzing set-up
+    let rt = RUNTIME
+        .get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime"));
+    rt.block_on(async {
+        let machine = MachineId::random();
+        let (tx, mut outbound) = tokio::sync::mpsc::channel(1024);
+        let conn = AgentConn::new(machine, tx);
+        let router = LocalRouter::default();
+        router.register(conn.clone());
+        let spec = |kind| OpenSpec {
+            kind,
+            argv: vec![],
+            env: vec![],
+            cols: 80,
+            rows: 24,
+            timeout: None,
+            access: Default::default(),
+        };
+        let mut ports = Vec::new();
+        for kind in [SessionKind::Exec, SessionKind::Shell] {
+            if let Ok(port) = router.open(machine, spec(kind)).await {
+                ports.push(port);
+            }
+        }
+        let mut rest = data;
+        for _ in 0..MAX_FRAMES {
+            let Some((frame, tail)) = next_frame(rest) else { break };
+            rest = tail;
+            let Ok(proto::AgentFrame { kind: Some(kind) }) = proto::AgentFrame::decode(frame) else { break };
+            if conn.dispatch(kind).is_err() {
+                break;
+            }
+        }
+        for port in &mut ports {
+            while port.events.try_recv().is_ok() {}
+            let _ = port.control.consumed(1024).await;
+        }
+        conn.lost();
+        while outbound.try_recv().is_ok() {}
+        drop(ports);
+        let _ = Arc::strong_count(&conn);
+    });
+}
+
+fn next_frame(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = data.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_be_bytes(*len)).min(rest.len());
+    Some(rest.split_at(len))
+}
+
+/// A browser's text frames on a link socket (JSON control messages).
+pub fn control_message(data: &[u8]) {
+    let _ = serde_json::from_slice::<crate::server::http::protocol::ClientMessage>(data);
+}
+
+/// The form and JSON bodies strangers can post: OAuth device and token requests, the device
+/// page's sign-in and decision, and a link's unlock.
+pub fn form_bodies(data: &[u8]) {
+    use crate::server::http::{device, oauth};
+    let _ = serde_urlencoded::from_bytes::<oauth::DeviceRequest>(data);
+    let _ = serde_urlencoded::from_bytes::<oauth::TokenRequest>(data);
+    let _ = serde_urlencoded::from_bytes::<device::LoginForm>(data);
+    let _ = serde_urlencoded::from_bytes::<device::DecideForm>(data);
+    let _ = serde_json::from_slice::<crate::server::http::unlock::UnlockForm>(data);
+    let _ = crate::server::oauth::device::normalize_user_code(&String::from_utf8_lossy(data));
+}
+
+struct Fake {
+    id: String,
+    hostname: String,
+    display_name: Option<String>,
+}
+
+impl Candidate for Fake {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+    fn hostname(&self) -> &str {
+        &self.hostname
+    }
+    fn display_name(&self) -> Option<&str> {
+        self.display_name.as_deref()
+    }
+}
+
+/// What a user types to name a machine (and a session), against a small fleet whose names
+/// also come from the input: the first three lines are hostnames, the last one the query.
+pub fn resolver(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut lines: Vec<&str> = text.lines().collect();
+    let query = lines.pop().unwrap_or_default();
+    let fleet: Vec<Fake> = lines
+        .iter()
+        .take(3)
+        .enumerate()
+        .map(|(i, name)| Fake {
+            id: format!("{i:08x}-0000-4000-8000-000000000000"),
+            hostname: (*name).to_string(),
+            display_name: name.split_once(' ').map(|(d, _)| d.to_string()),
+        })
+        .collect();
+    let _ = resolve(query, &fleet);
+    let _ = SessionName::parse(query);
+}
+
+/// Durations as every flag takes them (`90s`, `15m`, `2h`, `7d`); what parses formats back.
+pub fn duration(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(d) = crate::core::duration::parse(&text) {
+        let _ = crate::core::duration::format(d);
+    }
+}

@@ -1,0 +1,379 @@
+//! The share-link WebSocket: checks Origin and the link, then bridges browser frames to a
+//! shell session through the router. Each socket holds the link's deadline timer (4001) and
+//! its revocation subscription (4002). A connection's failure is logged once, at its end,
+//! inside a span naming the link and the machine.
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::HttpState;
+use super::client_ip::ClientIp;
+use super::parked::{End, HandoffRequests, LinkSession};
+use super::protocol::{ClientMessage, ServerMessage, close};
+use crate::core::ids::SessionId;
+use crate::core::link_token::{LinkClaims, LinkError, LinkMode};
+use crate::core::session::{Access, OpenSpec, SessionEvent, SessionKind};
+use crate::core::session::{AttachSpec, SessionName, ShellTarget};
+use crate::server::links::Revocation;
+use crate::server::relay::router::{SessionControl, SessionPort};
+use crate::sys::task::AbortOnDrop;
+
+/// `?session=<key>&offset=<n>`: resume a parked session from byte `n`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Resume {
+    session: Option<Uuid>,
+    offset: Option<u64>,
+}
+
+/// Read buffer of one link socket. tungstenite zero-fills its whole read buffer before every
+/// read, so this size is resident memory for every open socket: the default (128 KiB) alone
+/// was twice the per-session budget (docs/performance.md). Browser input is keystrokes and
+/// pastes, which 4 KiB reads carry at no measurable cost.
+const SOCKET_READ_BUFFER: usize = 4 * 1024;
+/// Largest browser message (a paste) and frame: 1 MiB, not the library's 64 MiB / 16 MiB;
+/// a bigger one closes the socket with 1009 (docs/reference.md, "Limits").
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// `GET /s/{token}/ws`.
+pub async fn bridge_socket(
+    State(state): State<HttpState>,
+    Path(token): Path<String>,
+    Query(resume): Query<Resume>,
+    ClientIp(peer): ClientIp,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && origin.as_bytes() != state.public_origin.as_bytes()
+    {
+        return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused\n").into_response();
+    }
+    let claims = match state.links.verify(&token) {
+        Ok(c) => c,
+        Err(LinkError::Expired { .. }) => {
+            return ws.on_upgrade(|s| refuse(s, close::EXPIRED, "This link has expired"));
+        }
+        Err(LinkError::Revoked) => {
+            return ws.on_upgrade(|s| refuse(s, close::REVOKED, "This link was revoked"));
+        }
+        Err(e) => return super::link_page::link_error(&state, &e),
+    };
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let client = format!("ip={peer} ua={}", agent.chars().take(200).collect::<String>());
+    let access = Access::link(claims.link_id, super::unlock::token_from(&headers));
+    ws.read_buffer_size(SOCKET_READ_BUFFER)
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| run(state, claims, socket, resume, client, access))
+}
+
+async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame { code, reason: reason.into() };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// Why a socket closes before it reaches a shell: the close frame the browser gets and, when
+/// the server is at fault, the cause for the log.
+struct Refusal {
+    code: u16,
+    reason: &'static str,
+    fault: Option<String>,
+}
+
+impl Refusal {
+    fn new(code: u16, reason: &'static str) -> Self {
+        Self { code, reason, fault: None }
+    }
+
+    fn with_fault(self, fault: impl std::fmt::Display) -> Self {
+        Self { fault: Some(fault.to_string()), ..self }
+    }
+}
+
+/// The connection, from upgrade to close: its one exit, where its failure is logged.
+async fn run(state: HttpState, claims: LinkClaims, socket: WebSocket, resume: Resume, client: String, access: Access) {
+    let span = tracing::info_span!("link_socket", link = %claims.link_id, machine = %claims.machine_id);
+    async move {
+        let revocation = state.links.subscribe(claims.link_id);
+        match attach(&state, &claims, resume, &client, access).await {
+            Ok((session, from)) => bridge(state, claims, socket, session, from, revocation).await,
+            Err(refusal) => {
+                match &refusal.fault {
+                    Some(fault) => tracing::error!(error = %fault, reason = refusal.reason, "link socket failed"),
+                    None => tracing::debug!(reason = refusal.reason, "link socket refused"),
+                }
+                refuse(socket, refusal.code, refusal.reason).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Resumes the parked session the page names, or opens a new shell (counted as an open).
+async fn attach(
+    state: &HttpState,
+    claims: &LinkClaims,
+    resume: Resume,
+    client: &str,
+    access: Access,
+) -> Result<(LinkSession, u64), Refusal> {
+    if let (Some(key), Some(offset)) = (resume.session, resume.offset)
+        && let Some(session) = state.parked.take(key, claims.link_id).await
+    {
+        return Ok((session, offset));
+    }
+    if !state.router.is_connected(claims.machine_id) {
+        return Err(Refusal::new(close::OFFLINE, "The machine is offline"));
+    }
+    let opened = match state.links.open(claims.link_id).await {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return Err(Refusal::new(close::POLICY, "This link cannot open more sessions")),
+        Err(e) => {
+            let refusal = Refusal::new(close::POLICY, "Internal error");
+            return Err(refusal.with_fault(format!("cannot record open: {e}")));
+        }
+    };
+    // A page that lost its parked session (the agent's stream dropped meanwhile) still knows
+    // how far it read: a persistent session replays from there, not from its ring's start.
+    let mut port = open_shell(state, claims, opened.joins.as_deref(), resume.offset, access).await?;
+    // The first event says where this attachment's output starts: 0 for a new shell, the
+    // replay point of the ring when the link joins a running persistent session.
+    let start = match port.events.recv().await {
+        Some(SessionEvent::Opened { attachment, .. }) => attachment.map_or(0, |a| a.replay_from),
+        Some(e) if e.denial().is_some() => {
+            let refusal = Refusal::new(close::PASSWORD, "This machine asks for its attach password");
+            return Err(match state.links.release(claims.link_id).await {
+                Ok(()) => refusal,
+                Err(e) => refusal.with_fault(format!("cannot release a refused open: {e}")),
+            });
+        }
+        Some(SessionEvent::Lost) | None => return Err(Refusal::new(close::OFFLINE, "The machine went offline")),
+        Some(_) => return Err(Refusal::new(close::POLICY, "The session this link joins is not running")),
+    };
+    state.links.opened(claims.link_id, client.to_string()).await;
+    tracing::info!("share link opened a session");
+    let mut session = LinkSession::new(claims.link_id, port);
+    session.ring.push(start, &[]);
+    Ok((session, start))
+}
+
+/// A new shell, or (`--session`) the persistent session the link joins, by id or name.
+async fn open_shell(
+    state: &HttpState,
+    claims: &LinkClaims,
+    joins: Option<&str>,
+    resume_from: Option<u64>,
+    access: Access,
+) -> Result<SessionPort, Refusal> {
+    let offline = |_| Refusal::new(close::OFFLINE, "The machine is offline");
+    let Some(joins) = joins else {
+        let spec =
+            OpenSpec { kind: SessionKind::Shell, argv: vec![], env: vec![], cols: 80, rows: 24, timeout: None, access };
+        return state.router.open(claims.machine_id, spec).await.map_err(offline);
+    };
+    let target = match joins.parse::<SessionId>() {
+        Ok(id) => ShellTarget::Id(id),
+        Err(_) => ShellTarget::Named(
+            SessionName::parse(joins).map_err(|_| Refusal::new(close::POLICY, "This link names an invalid session"))?,
+        ),
+    };
+    let spec = AttachSpec { target, cols: 80, rows: 24, resume_from, access };
+    state.router.attach(claims.machine_id, spec).await.map_err(offline)
+}
+
+/// Output bytes the browser must have taken before their credit is granted back.
+const CREDIT_BATCH: usize = crate::core::session::OUTPUT_WINDOW_BYTES as usize / 4;
+
+enum Outcome {
+    ClientGone,
+    /// A reconnect naming this session wants it (the browser came back on a new socket).
+    TakenOver(oneshot::Sender<LinkSession>),
+    Ended(End),
+    Expired,
+    Revoked,
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+async fn send_json(sink: &mut Sink, msg: &ServerMessage) -> bool {
+    let text = serde_json::to_string(msg).unwrap_or_default();
+    sink.send(Message::Text(text.into())).await.is_ok()
+}
+
+/// How long a last message may wait for a browser that stopped reading: the session it
+/// belongs to must end (a revoked link's shell with it) even if the message never leaves.
+const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
+    let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+    let _ = tokio::time::timeout(LAST_WORDS, sink.send(frame)).await;
+}
+
+/// Replays from `from`, then pumps until the shell ends, the link dies or the browser goes.
+async fn bridge(
+    state: HttpState,
+    claims: LinkClaims,
+    socket: WebSocket,
+    mut session: LinkSession,
+    from: u64,
+    mut revocation: Revocation,
+) {
+    let (mut sink, stream) = socket.split();
+    let control = session.port.control.clone();
+    let replay = session.ring.since(from);
+    if replay.dropped > 0 {
+        let text = format!("{} bytes of output were lost while reconnecting", replay.dropped);
+        send_json(&mut sink, &ServerMessage::Notice { text }).await;
+    }
+    let ready = ServerMessage::Ready { session: session.key.to_string(), offset: replay.offset };
+    if !send_json(&mut sink, &ready).await
+        || (!replay.data.is_empty() && sink.send(Message::Binary(replay.data.into())).await.is_err())
+    {
+        return state.parked.park(session, deadline_of(&claims), revocation);
+    }
+    let owed = std::mem::take(&mut session.owed);
+    if owed > 0 {
+        let _ = control.consumed(owed).await;
+    }
+    let mut asked = state.parked.register(&session);
+    let outcome = match session.ended {
+        Some(end) => Outcome::Ended(end),
+        None => pump(&mut sink, stream, &mut session, &claims, &mut revocation, &mut asked).await,
+    };
+    // A reconnect may have asked just as this socket ended for another reason.
+    let outcome = match (outcome, asked.try_recv()) {
+        (Outcome::ClientGone, Ok(reply)) => Outcome::TakenOver(reply),
+        (outcome, _) => outcome,
+    };
+    if !matches!(outcome, Outcome::TakenOver(_)) {
+        state.parked.unregister(session.key);
+    }
+    match outcome {
+        Outcome::ClientGone => state.parked.park(session, deadline_of(&claims), revocation),
+        Outcome::TakenOver(reply) => {
+            if let Err(session) = reply.send(session) {
+                state.parked.park(session, deadline_of(&claims), revocation);
+            }
+            close_with(&mut sink, close::GOING_AWAY, "The session moved to a new connection").await;
+        }
+        Outcome::Ended(End::Exit(code)) => {
+            let _ = tokio::time::timeout(LAST_WORDS, send_json(&mut sink, &ServerMessage::Exit { code })).await;
+            close_with(&mut sink, close::NORMAL, "The session ended").await;
+        }
+        Outcome::Ended(End::Lost) => close_with(&mut sink, close::OFFLINE, "The machine went offline").await,
+        Outcome::Expired => {
+            close_with(&mut sink, close::EXPIRED, "This link has expired").await;
+            state.links.expired(claims.link_id).await;
+        }
+        Outcome::Revoked => close_with(&mut sink, close::REVOKED, "This link was revoked").await,
+    }
+}
+
+fn deadline_of(claims: &LinkClaims) -> tokio::time::Instant {
+    let left = claims.deadline - OffsetDateTime::now_utc();
+    tokio::time::Instant::now() + left.try_into().unwrap_or_default()
+}
+
+async fn pump(
+    sink: &mut Sink,
+    stream: SplitStream<WebSocket>,
+    session: &mut LinkSession,
+    claims: &LinkClaims,
+    revocation: &mut Revocation,
+    asked: &mut HandoffRequests,
+) -> Outcome {
+    let read_only = claims.mode == LinkMode::ReadOnly;
+    let mut reader = AbortOnDrop::spawn(read_browser(stream, session.port.control.clone(), read_only));
+    let deadline = tokio::time::sleep_until(deadline_of(claims));
+    tokio::pin!(deadline);
+    // Resolves once: a reconnect wants the session (never, if the request side went away).
+    let taken = async {
+        match asked.await {
+            Ok(reply) => reply,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::pin!(taken);
+    // Pinned once: a fresh `revoked()` per frame would join and leave the watch's waiter
+    // list twice for every keystroke's echo.
+    let revoked = revocation.revoked();
+    tokio::pin!(revoked);
+    // Output credit goes back in batches of a quarter window: one Credit frame per PTY read
+    // (4 KiB) doubled the frames and wakeups of a busy session, and the agent, granted the
+    // other three quarters, never runs dry waiting for it (docs/performance.md).
+    let mut unacked = 0usize;
+    let outcome = loop {
+        tokio::select! {
+            event = session.port.events.recv() => match event {
+                Some(SessionEvent::Output { offset, data, .. }) => {
+                    session.ring.push(offset, &data);
+                    let n = data.len();
+                    // A browser that stopped reading (a dead connection the kernel still
+                    // buffers for) must not hold up the deadline, a revocation or a resume.
+                    tokio::select! {
+                        sent = sink.send(Message::Binary(data)) => if sent.is_err() {
+                            session.owed += n;
+                            break Outcome::ClientGone;
+                        },
+                        _ = &mut deadline => break Outcome::Expired,
+                        _ = &mut revoked => break Outcome::Revoked,
+                        reply = &mut taken => {
+                            session.owed += n;
+                            break Outcome::TakenOver(reply);
+                        }
+                    }
+                    unacked += n;
+                    if unacked >= CREDIT_BATCH {
+                        let _ = session.port.control.consumed(std::mem::take(&mut unacked)).await;
+                    }
+                }
+                Some(SessionEvent::Opened { .. }) => {}
+                Some(SessionEvent::Exited(exit)) => break Outcome::Ended(End::Exit(exit.shell_code())),
+                Some(SessionEvent::Lost) | None => break Outcome::Ended(End::Lost),
+            },
+            _ = &mut reader => break Outcome::ClientGone,
+            _ = &mut deadline => break Outcome::Expired,
+            _ = &mut revoked => break Outcome::Revoked,
+            reply = &mut taken => break Outcome::TakenOver(reply),
+        }
+    };
+    // Sent but not yet granted back: owed to the agent if the session is parked or moves.
+    session.owed += unacked;
+    outcome
+}
+
+/// Browser -> shell. Runs beside the output pump so waiting for input credit never stalls
+/// output (which could deadlock a shell blocked on a full output pipe).
+async fn read_browser(
+    mut stream: SplitStream<WebSocket>,
+    control: std::sync::Arc<dyn SessionControl>,
+    read_only: bool,
+) {
+    while let Some(Ok(msg)) = stream.next().await {
+        match msg {
+            Message::Binary(data) if !read_only => {
+                let Ok(()) = control.input(data).await else {
+                    return;
+                };
+            }
+            Message::Text(text) => match serde_json::from_str::<ClientMessage>(&text) {
+                Ok(ClientMessage::Resize { cols, rows }) if cols > 0 && rows > 0 => {
+                    let _ = control.resize(cols, rows).await;
+                }
+                _ => tracing::debug!("ignored a malformed control message"),
+            },
+            Message::Close(_) => return,
+            _ => {}
+        }
+    }
+}

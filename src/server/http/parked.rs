@@ -1,0 +1,139 @@
+//! Link sessions whose browser dropped (a network blip): kept for 30 s so a reconnect with
+//! `?session=<key>&offset=<n>` resumes the same shell and replays what it missed.
+//!
+//! While parked, output goes into the session's ring and no credit is granted back, so the
+//! shell pauses once the window (which equals the ring) is full: nothing is dropped, nothing
+//! grows. The credit owed is granted when the browser comes back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::core::ids::LinkId;
+use crate::core::session::SessionEvent;
+use crate::core::session::ring::Ring;
+use crate::core::sync::lock;
+use crate::server::links::Revocation;
+use crate::server::relay::router::SessionPort;
+
+/// How long a dropped browser may take to come back: 30 s.
+pub const RESUME_GRACE: Duration = Duration::from_secs(30);
+/// How long a reconnect waits for the session's current holder to hand it over.
+const HANDOFF_WAIT: Duration = Duration::from_secs(5);
+/// Output kept for replay per link session: equal to the output window, so a parked session
+/// never has to drop bytes.
+pub const REPLAY_BYTES: usize = crate::core::session::OUTPUT_WINDOW_BYTES as usize;
+
+/// How a session ended while nobody was watching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The shell exited with this code.
+    Exit(i32),
+    /// The machine's stream dropped.
+    Lost,
+}
+
+/// One shell opened through a share link.
+pub struct LinkSession {
+    /// Resume key (sent to the page in `ready`).
+    pub key: Uuid,
+    /// The link it was opened through; only that link may resume it.
+    pub link: LinkId,
+    /// The session.
+    pub port: SessionPort,
+    /// Recent output for replay.
+    pub ring: Ring,
+    /// Set when the session ended while parked.
+    pub ended: Option<End>,
+    /// Output credit held back while parked, granted on resume.
+    pub owed: usize,
+}
+
+impl LinkSession {
+    /// A fresh session opened through `link`.
+    pub fn new(link: LinkId, port: SessionPort) -> Self {
+        Self { key: Uuid::new_v4(), link, port, ring: Ring::new(REPLAY_BYTES), ended: None, owed: 0 }
+    }
+
+    /// Takes a parked-time event; false once the session has ended.
+    fn absorb(&mut self, event: Option<SessionEvent>) {
+        match event {
+            Some(SessionEvent::Output { offset, data, .. }) => {
+                self.ring.push(offset, &data);
+                self.owed += data.len();
+            }
+            Some(SessionEvent::Opened { .. }) => {}
+            Some(SessionEvent::Exited(exit)) => self.ended = Some(End::Exit(exit.shell_code())),
+            Some(SessionEvent::Lost) | None => self.ended = Some(End::Lost),
+        }
+    }
+}
+
+type Handoff = oneshot::Sender<oneshot::Sender<LinkSession>>;
+/// Where a session's holder (a live socket or the park task) hears that a reconnect wants it.
+pub type HandoffRequests = oneshot::Receiver<oneshot::Sender<LinkSession>>;
+
+/// Parked sessions by key. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Parked {
+    map: Arc<Mutex<HashMap<Uuid, (LinkId, Handoff)>>>,
+}
+
+impl Parked {
+    /// Keeps `session` until it is taken, the grace or the link's deadline passes, or the
+    /// link is revoked; then drops it, which ends the shell.
+    pub fn park(&self, mut session: LinkSession, deadline: tokio::time::Instant, mut revocation: Revocation) {
+        let mut asked = self.register(&session);
+        let map = self.map.clone();
+        let until = deadline.min(tokio::time::Instant::now() + RESUME_GRACE);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    reply = &mut asked => {
+                        if let Ok(reply) = reply {
+                            let _ = reply.send(session);
+                        }
+                        return;
+                    }
+                    event = session.port.events.recv(), if session.ended.is_none() => session.absorb(event),
+                    _ = tokio::time::sleep_until(until) => break,
+                    () = revocation.revoked() => break,
+                }
+            }
+            lock(&map).remove(&session.key);
+        });
+    }
+
+    /// Lists a session as held (by a live socket or by `park`): a reconnect naming its key
+    /// asks the holder for it through the returned receiver. This is how a reconnect takes a
+    /// session over from a socket the server still believes alive (after a network blip the
+    /// old connection often never reports its end).
+    pub fn register(&self, session: &LinkSession) -> HandoffRequests {
+        let (handoff, asked) = oneshot::channel();
+        lock(&self.map).insert(session.key, (session.link, handoff));
+        asked
+    }
+
+    /// Forgets a held session (its socket ended it without parking).
+    pub fn unregister(&self, key: Uuid) {
+        lock(&self.map).remove(&key);
+    }
+
+    /// The parked or live session `key`, if it exists and belongs to `link`.
+    pub async fn take(&self, key: Uuid, link: LinkId) -> Option<LinkSession> {
+        let handoff = {
+            let mut map = lock(&self.map);
+            match map.get(&key) {
+                Some((owner, _)) if *owner == link => map.remove(&key).map(|(_, h)| h),
+                _ => None,
+            }
+        }?;
+        let (reply, answer) = oneshot::channel();
+        handoff.send(reply).ok()?;
+        // The holder answers at once; should it not, the caller opens a new shell instead.
+        tokio::time::timeout(HANDOFF_WAIT, answer).await.ok()?.ok()
+    }
+}

@@ -1,0 +1,127 @@
+//! PostgreSQL: users, fleets, memberships and OAuth tokens.
+
+use async_trait::async_trait;
+
+use super::PgStore;
+use crate::core::clock::now;
+use crate::core::ids::{FleetId, UserId};
+use crate::store::StoreError;
+use crate::store::identity::*;
+use crate::store::rows::{self, Cols};
+
+#[async_trait]
+impl IdentityStore for PgStore {
+    async fn create_user(&self, email: &str) -> Result<User, StoreError> {
+        let user = User { id: UserId::random(), email: email.to_string() };
+        sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)")
+            .bind(user.id.to_string())
+            .bind(email)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(user)
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT id, email FROM users WHERE lower(email) = lower($1)")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| rows::user(&r)).transpose()
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT id, email FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| rows::user(&r)).transpose()
+    }
+
+    async fn first_user(&self) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT id, email FROM users ORDER BY created_at, seq LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| rows::user(&r)).transpose()
+    }
+
+    async fn fleet_named(&self, name: &str) -> Result<Fleet, StoreError> {
+        sqlx::query("INSERT INTO fleets (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+            .bind(FleetId::random().to_string())
+            .bind(name)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT id, name FROM fleets WHERE name = $1").bind(name).fetch_one(&self.pool).await?;
+        rows::fleet(&row)
+    }
+
+    async fn set_membership(&self, user: UserId, fleet: FleetId, role: Role) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO memberships (user_id, fleet_id, role) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, fleet_id) DO UPDATE SET role = EXCLUDED.role",
+        )
+        .bind(user.to_string())
+        .bind(fleet.to_string())
+        .bind(role.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn memberships(&self, user: UserId) -> Result<Vec<Membership>, StoreError> {
+        let found = sqlx::query(
+            "SELECT f.id, f.name, m.role FROM memberships m JOIN fleets f ON f.id = m.fleet_id
+             WHERE m.user_id = $1 ORDER BY f.created_at, f.name",
+        )
+        .bind(user.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        found.iter().map(rows::membership).collect()
+    }
+
+    async fn insert_token(
+        &self,
+        hash: &str,
+        kind: TokenKind,
+        user: UserId,
+        client_name: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO oauth_tokens (token_hash, kind, user_id, client_name, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(hash)
+        .bind(kind.as_str())
+        .bind(user.to_string())
+        .bind(client_name)
+        .bind(now())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn token_user(&self, hash: &str, kind: TokenKind) -> Result<Option<UserId>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id FROM oauth_tokens
+             WHERE token_hash = $1 AND kind = $2 AND revoked_at IS NULL AND expires_at > $3",
+        )
+        .bind(hash)
+        .bind(kind.as_str())
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.parsed("oauth_tokens", "user_id")).transpose()
+    }
+
+    async fn revoke_token(&self, hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE oauth_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,145 @@
+//! PostgreSQL: machines, their connection state and enrollment tokens.
+
+use async_trait::async_trait;
+
+use super::PgStore;
+use crate::core::clock::now;
+use crate::core::ids::{FleetId, MachineId, UserId};
+use crate::store::StoreError;
+use crate::store::machines::*;
+use crate::store::rows::{self, Cols, MACHINE_COLUMNS};
+
+#[async_trait]
+impl MachineStore for PgStore {
+    async fn create_enroll_token(
+        &self,
+        hash: &str,
+        fleet: FleetId,
+        by: UserId,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO enroll_tokens (token_hash, fleet_id, created_by, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash)
+        .bind(fleet.to_string())
+        .bind(by.to_string())
+        .bind(now())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn enroll_machine(
+        &self,
+        token_hash: &str,
+        credential_hash: &str,
+        info: &MachineInfo,
+    ) -> Result<Machine, EnrollError> {
+        let mut tx = self.pool.begin().await?;
+        let id = MachineId::random();
+        let at = now();
+        let claimed = sqlx::query(
+            "UPDATE enroll_tokens SET used_at = $1, machine_id = $2
+             WHERE token_hash = $3 AND used_at IS NULL AND expires_at > $1 RETURNING fleet_id",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(claimed) = claimed else {
+            let row = sqlx::query("SELECT used_at, expires_at FROM enroll_tokens WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(EnrollError::refusal(row.as_ref().map(rows::token_state).transpose()?));
+        };
+        let machine = Machine::enrolled(id, claimed.parsed("enroll_tokens", "fleet_id")?, info);
+        sqlx::query(
+            "INSERT INTO machines (id, fleet_id, hostname, display_name, os, arch, credential_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id.to_string())
+        .bind(machine.fleet_id.to_string())
+        .bind(&info.hostname)
+        .bind(&machine.display_name)
+        .bind(&info.os)
+        .bind(&info.arch)
+        .bind(credential_hash)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(machine)
+    }
+
+    async fn machine_by_credential(&self, hash: &str) -> Result<Option<Machine>, StoreError> {
+        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE credential_hash = $1 AND revoked_at IS NULL");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.pool).await?;
+        row.map(|r| rows::machine(&r)).transpose()
+    }
+
+    async fn machine(&self, id: MachineId) -> Result<Option<Machine>, StoreError> {
+        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = $1 AND revoked_at IS NULL");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(&self.pool).await?;
+        row.map(|r| rows::machine(&r)).transpose()
+    }
+
+    async fn list_machines(&self, fleet: FleetId) -> Result<Vec<Machine>, StoreError> {
+        let sql = format!(
+            "SELECT {MACHINE_COLUMNS} FROM machines WHERE fleet_id = $1 AND revoked_at IS NULL ORDER BY hostname, id"
+        );
+        let found = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(fleet.to_string()).fetch_all(&self.pool).await?;
+        found.iter().map(rows::machine).collect()
+    }
+
+    async fn machine_connected(&self, id: MachineId, info: &MachineInfo) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE machines SET hostname = $1, os = $2, arch = $3, online = TRUE, last_seen = $4,
+             display_name = COALESCE(NULLIF($5, ''), display_name) WHERE id = $6",
+        )
+        .bind(&info.hostname)
+        .bind(&info.os)
+        .bind(&info.arch)
+        .bind(now())
+        .bind(&info.display_name)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn machine_heartbeat(&self, id: MachineId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE machines SET online = TRUE, last_seen = $1 WHERE id = $2")
+            .bind(now())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn machine_disconnected(&self, id: MachineId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE machines SET online = FALSE WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_stale_offline(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("UPDATE machines SET online = FALSE WHERE online AND (last_seen IS NULL OR last_seen < $1)")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn mark_all_offline(&self) -> Result<(), StoreError> {
+        sqlx::query("UPDATE machines SET online = FALSE").execute(&self.pool).await?;
+        Ok(())
+    }
+}
