@@ -4,12 +4,14 @@
 //! one-shot commands. Shells live in `shells`, a registry that outlives every stream so that
 //! sessions survive a reconnect: `shell` is one session (PTY from `pty`, output ring, readers)
 //! and `attach` serves one attachment of it on one channel. `password` is the machine's attach
-//! password, checked here before any session opens.
+//! password, checked here before any session opens. `jobs` holds detached runs, which like
+//! shells outlive every stream.
 
 mod attach;
 mod channel;
 pub mod command;
 mod exec;
+mod jobs;
 pub(crate) mod password;
 pub mod password_cmd;
 mod pty;
@@ -32,6 +34,7 @@ use crate::core::session::Ending;
 use crate::proto::{self, agent_frame, relay_client::RelayClient, relay_frame};
 use crate::sys::host::hostname;
 use channel::{Channels, Cmd};
+use jobs::Jobs;
 use password::Gate;
 use registry::Shells;
 use state::Enrollment;
@@ -46,6 +49,15 @@ const OUT_QUEUE_FRAMES: usize = 256;
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(15);
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
+
+/// What lives on the agent across streams: shells, the attach password, the ask handler, jobs.
+#[derive(Clone)]
+struct Local {
+    shells: Shells,
+    gate: Gate,
+    asks: AskHandler,
+    jobs: Jobs,
+}
 
 /// How to run the agent.
 #[derive(Clone, Debug)]
@@ -108,11 +120,13 @@ pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>)
     let shells = Shells::new(config.session_idle);
     let gate = Gate::new(&config.state_dir);
     let asks: AskHandler = config.ask_handler.as_deref().map(Arc::from);
+    let jobs = Jobs::default();
+    let local = Local { shells, gate, asks, jobs };
     let mut delay = BACKOFF_FIRST;
     loop {
         let started = Instant::now();
         let result = tokio::select! {
-            r = link(&enrollment, &config, &shells, &gate, &asks) => r,
+            r = link(&enrollment, &config, &local) => r,
             _ = &mut shutdown => return Ok(()),
         };
         match result {
@@ -157,13 +171,7 @@ fn status_error(s: tonic::Status) -> LinkError {
 }
 
 /// One stream's life: hello, then frames until it ends.
-async fn link(
-    enrollment: &Enrollment,
-    config: &AgentConfig,
-    shells: &Shells,
-    gate: &Gate,
-    asks: &AskHandler,
-) -> Result<(), LinkError> {
+async fn link(enrollment: &Enrollment, config: &AgentConfig, local: &Local) -> Result<(), LinkError> {
     let mut client = RelayClient::new(dial(&config.server).await?);
     let (out, rx) = mpsc::channel(OUT_QUEUE_FRAMES);
     let hello = proto::Hello {
@@ -181,7 +189,7 @@ async fn link(
     req.metadata_mut().insert("authorization", auth);
     let mut inbound = client.link(req).await.map_err(status_error)?.into_inner();
     let channels = Channels::default();
-    let result = pump(&mut inbound, &out, &channels, shells, gate, asks).await;
+    let result = pump(&mut inbound, &out, &channels, local).await;
     channels.close_all();
     result
 }
@@ -190,9 +198,7 @@ async fn pump(
     inbound: &mut tonic::Streaming<proto::RelayFrame>,
     out: &channel::Out,
     channels: &Channels,
-    shells: &Shells,
-    gate: &Gate,
-    asks: &AskHandler,
+    local: &Local,
 ) -> Result<(), LinkError> {
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -204,7 +210,7 @@ async fn pump(
                     let every = Duration::from_millis(w.heartbeat_interval_ms.max(100).into());
                     heartbeat = tokio::time::interval(every);
                 }
-                Some(proto::RelayFrame { kind: Some(kind) }) => dispatch(kind, out, channels, shells, gate, asks),
+                Some(proto::RelayFrame { kind: Some(kind) }) => dispatch(kind, out, channels, local),
                 Some(_) => tracing::warn!("ignored an empty frame from the relay"),
             },
             _ = heartbeat.tick() => {
@@ -218,17 +224,10 @@ async fn pump(
     }
 }
 
-fn dispatch(
-    kind: relay_frame::Kind,
-    out: &channel::Out,
-    channels: &Channels,
-    shells: &Shells,
-    gate: &Gate,
-    asks: &AskHandler,
-) {
+fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, local: &Local) {
     match kind {
-        relay_frame::Kind::Open(open) => match gate.admit(&open.principal, &open.attach_token) {
-            Ok(()) => start(open, out, channels, shells, asks.clone()),
+        relay_frame::Kind::Open(open) => match local.gate.admit(&open.principal, &open.attach_token) {
+            Ok(()) => start(open, out, channels, &local.shells, local.asks.clone()),
             Err(denial) => refuse(open.channel, denial, out),
         },
         relay_frame::Kind::Input(i) => channels.command(i.channel, Cmd::Input(i.data)),
@@ -241,11 +240,14 @@ fn dispatch(
         relay_frame::Kind::Close(c) => channels.command(c.channel, if c.detach { Cmd::Detach } else { Cmd::Close }),
         relay_frame::Kind::Welcome(_) => {}
         relay_frame::Kind::SessionQuery(q) => {
-            let (shells, gate, out) = (shells.clone(), gate.clone(), out.clone());
+            let (local, out) = (local.clone(), out.clone());
             tokio::spawn(async move {
                 let reply = match q.op {
-                    Some(proto::session_query::Op::Unlock(u)) => unlock(q.request, u, &gate).await,
-                    _ => shells.answer(q),
+                    Some(proto::session_query::Op::Unlock(u)) => unlock(q.request, u, &local.gate).await,
+                    Some(proto::session_query::Op::Job(j)) => {
+                        local.jobs.answer(q.request, j, &local.gate, local.asks.as_deref()).await
+                    }
+                    _ => local.shells.answer(q),
                 };
                 let _ = out.send(proto::AgentFrame { kind: Some(agent_frame::Kind::SessionReply(reply)) }).await;
             });

@@ -35,7 +35,7 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    fn start(&self, machine_id: &str, attach_token: String) -> proto::ExecStart {
+    pub(crate) fn start(&self, machine_id: &str, attach_token: String) -> proto::ExecStart {
         let (argv, ask) = match self.ask {
             true => (Vec::new(), Some(self.words.join(" "))),
             false => (self.words.clone(), None),
@@ -217,7 +217,7 @@ async fn start_exec(
 }
 
 /// Shell-style exit code: the code, 128+N for signal N, 124 on timeout.
-fn exit_code(e: &proto::ExecExit) -> i32 {
+pub(crate) fn exit_code(e: &proto::ExecExit) -> i32 {
     match (e.timed_out, e.signal) {
         (true, _) => 124,
         (false, 0) => e.exit_code,
@@ -225,7 +225,7 @@ fn exit_code(e: &proto::ExecExit) -> i32 {
     }
 }
 
-async fn write(w: &mut (impl AsyncWriteExt + Unpin), data: &[u8]) -> Result<(), CliError> {
+pub(crate) async fn write(w: &mut (impl AsyncWriteExt + Unpin), data: &[u8]) -> Result<(), CliError> {
     // A closed local pipe (`| head`) ends the command like it would locally.
     w.write_all(data).await.map_err(|e| CliError::Failed(format!("cannot write output: {e}")))?;
     w.flush().await.map_err(|e| CliError::Failed(format!("cannot write output: {e}")))

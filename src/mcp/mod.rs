@@ -2,10 +2,10 @@
 //!
 //! It speaks for the CLI's signed-in user (never a machine credential): every tool call opens
 //! the CLI's client (refreshing its token when due) with the `mcp` surface, so the server
-//! authorizes and audits each call as that user. `tools` holds the tool set; `results` keeps
-//! the output of recent runs for paging.
+//! authorizes and audits each call as that user. `tools` holds the fleet-wide tools, `jobs`
+//! the ones that run on one machine and follow a run as a job (kept by the machine's agent).
 
-mod results;
+mod jobs;
 mod tools;
 
 use rmcp::ServiceExt;

@@ -2,7 +2,6 @@
 //! machine, role too low, offline) are tool results marked `isError` with a message saying
 //! what to do next; results carry structured content with an output schema.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -12,19 +11,15 @@ use rmcp::{Json, ServerHandler, schemars, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::results::{Kept, Results, page};
 use crate::cli::client::{Client, Surface, connect_as};
-use crate::cli::exec::{self, Job, Report};
+use crate::cli::exec::Job;
 use crate::cli::{CliError, fanout, machines};
 use crate::proto;
 
-/// Output returned in one `exec` result unless `max_bytes` says otherwise: 64 KiB per stream.
-const DEFAULT_MAX_BYTES: usize = 64 << 10;
-/// Most output kept per stream of one run for paging: 4 MiB (beyond it `*_truncated`).
+/// Output kept per stream of each machine's answer to `ask_machines`: 4 MiB.
 const KEPT_BYTES: usize = 4 << 20;
-/// Timeouts when none is given: commands 30 s, asks 120 s; at most 1 hour.
-const DEFAULT_EXEC_TIMEOUT_S: u64 = 30;
-const DEFAULT_ASK_TIMEOUT_S: u64 = 120;
+/// Timeouts when none is given: asks 120 s; at most 1 hour.
+pub(super) const DEFAULT_ASK_TIMEOUT_S: u64 = 120;
 const MAX_TIMEOUT_S: u64 = 3600;
 
 type ToolResult<T> = Result<Json<T>, String>;
@@ -33,8 +28,7 @@ type ToolResult<T> = Result<Json<T>, String>;
 #[derive(Clone)]
 pub(crate) struct Machines {
     tool_router: ToolRouter<Self>,
-    scope: Option<String>,
-    results: Results,
+    pub(super) scope: Option<String>,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -53,81 +47,6 @@ pub(crate) struct MachineList {
 
 #[derive(Deserialize, JsonSchema)]
 pub(crate) struct NoParams {}
-
-#[derive(Deserialize, JsonSchema)]
-pub(crate) struct ExecParams {
-    /// Machine: hostname, display name, id or unique id prefix (see list_machines).
-    machine: String,
-    /// A shell command line, run with `sh -c`. Give this or `argv`.
-    command: Option<String>,
-    /// Program and arguments, run directly without a shell. Give this or `command`.
-    argv: Option<Vec<String>>,
-    /// Extra environment variables.
-    env: Option<BTreeMap<String, String>>,
-    /// Kill the command after this many seconds (default 30, at most 3600).
-    timeout_s: Option<u64>,
-    /// Most bytes of stdout and of stderr returned in this result (default 65536); page on
-    /// with job_output.
-    max_bytes: Option<usize>,
-}
-
-#[derive(Serialize, JsonSchema)]
-pub(crate) struct ExecResult {
-    machine_id: String,
-    hostname: String,
-    /// The command's exit code; 124 on timeout, 128+N when killed by signal N.
-    exit_code: i32,
-    stdout: String,
-    stderr: String,
-    /// More output than returned here: read it with job_output {job_id, offset}.
-    has_more: bool,
-    /// Id of this run's kept output (for job_output) when has_more is true.
-    job_id: Option<String>,
-    timed_out: bool,
-    duration_ms: u64,
-}
-
-#[derive(Deserialize, JsonSchema)]
-pub(crate) struct JobOutputParams {
-    /// The job_id an exec result gave.
-    job_id: String,
-    /// Byte offset to read from in each stream (default 0).
-    offset: Option<usize>,
-    /// Most bytes per stream (default 65536).
-    max_bytes: Option<usize>,
-}
-
-#[derive(Serialize, JsonSchema)]
-pub(crate) struct JobOutput {
-    job_id: String,
-    offset: usize,
-    stdout: String,
-    stderr: String,
-    /// Offset for the next call when has_more is true.
-    next_offset: usize,
-    has_more: bool,
-}
-
-#[derive(Deserialize, JsonSchema)]
-pub(crate) struct AskParams {
-    /// Machine: hostname, display name, id or unique id prefix (see list_machines).
-    machine: String,
-    /// The request for the machine's ask handler.
-    prompt: String,
-    /// Give up after this many seconds (default 120, at most 3600).
-    timeout_s: Option<u64>,
-}
-
-#[derive(Serialize, JsonSchema)]
-pub(crate) struct AskResult {
-    machine_id: String,
-    hostname: String,
-    /// The handler's answer (its stdout).
-    answer: String,
-    stderr: String,
-    exit_code: i32,
-    timed_out: bool,
-}
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -208,7 +127,7 @@ pub(crate) struct SessionList {
 #[tool_router(router = tool_router)]
 impl Machines {
     pub(crate) fn new(scope: Option<String>) -> Self {
-        Self { tool_router: Self::tool_router(), scope, results: Results::default() }
+        Self { tool_router: Self::tool_router() + Self::job_router(), scope }
     }
 
     #[tool(
@@ -229,66 +148,6 @@ impl Machines {
             })
             .collect();
         Ok(Json(MachineList { machines }))
-    }
-
-    #[tool(
-        description = "Run one command on a machine and return its exit code and output. Give `command` (a shell command line, run with sh -c) or `argv` (run directly). No terminal, stdin is empty. Killed after timeout_s (default 30). At most max_bytes (default 65536) of stdout and of stderr come back; when has_more is true, read the rest with job_output."
-    )]
-    async fn exec(&self, Parameters(p): Parameters<ExecParams>) -> ToolResult<ExecResult> {
-        let words = match (p.command, p.argv) {
-            (Some(c), None) => vec!["sh".to_string(), "-c".to_string(), c],
-            (None, Some(argv)) if !argv.is_empty() => argv,
-            _ => return Err("give exactly one of `command` (a shell command line) or `argv` (a non-empty list)".into()),
-        };
-        let job = Job {
-            words,
-            ask: false,
-            env: p.env.unwrap_or_default().into_iter().collect(),
-            timeout: timeout(p.timeout_s, DEFAULT_EXEC_TIMEOUT_S),
-        };
-        let (mut client, machine) = self.machine(&p.machine).await?;
-        let report = exec::capture(&mut client, &machine, &job, KEPT_BYTES, false).await.map_err(message)?;
-        Ok(Json(self.exec_result(report, p.max_bytes.unwrap_or(DEFAULT_MAX_BYTES))))
-    }
-
-    #[tool(
-        description = "Read more output of an exec whose result had has_more: stdout and stderr from byte `offset` on, at most max_bytes (default 65536) of each. Kept for the 16 most recent such runs."
-    )]
-    async fn job_output(&self, Parameters(p): Parameters<JobOutputParams>) -> ToolResult<JobOutput> {
-        let kept = self.results.get(&p.job_id).ok_or_else(|| {
-            format!(
-                "no output kept under job_id {:?}: only the 16 most recent runs are kept; run the command again",
-                p.job_id
-            )
-        })?;
-        let (offset, max) = (p.offset.unwrap_or(0), p.max_bytes.unwrap_or(DEFAULT_MAX_BYTES).max(1));
-        let (stdout, more_out) = page(&kept.stdout, offset, max);
-        let (stderr, more_err) = page(&kept.stderr, offset, max);
-        Ok(Json(JobOutput {
-            job_id: p.job_id,
-            offset,
-            next_offset: offset + max,
-            has_more: more_out || more_err,
-            stdout: stdout.to_string(),
-            stderr: stderr.to_string(),
-        }))
-    }
-
-    #[tool(
-        description = "Ask one machine's ask handler (a program its owner set up with `cmdop agent --ask-handler`) and return its answer. Fails on machines without a handler: use exec there instead. Gives up after timeout_s (default 120)."
-    )]
-    async fn ask_machine(&self, Parameters(p): Parameters<AskParams>) -> ToolResult<AskResult> {
-        let job = ask_job(&p.prompt, p.timeout_s)?;
-        let (mut client, machine) = self.machine(&p.machine).await?;
-        let r = exec::capture(&mut client, &machine, &job, KEPT_BYTES, false).await.map_err(message)?;
-        Ok(Json(AskResult {
-            machine_id: r.machine_id,
-            hostname: r.hostname,
-            answer: r.stdout,
-            stderr: r.stderr,
-            exit_code: r.exit_code,
-            timed_out: r.timed_out,
-        }))
     }
 
     #[tool(
@@ -366,12 +225,12 @@ impl Machines {
 
 impl Machines {
     /// The CLI's signed-in client, speaking for MCP.
-    async fn client(&self) -> Result<Client, String> {
+    pub(super) async fn client(&self) -> Result<Client, String> {
         connect_as(Surface::Mcp).await.map(|(c, _)| c).map_err(message)
     }
 
     /// The client and the one machine `name` resolves to, within the scope.
-    async fn machine(&self, name: &str) -> Result<(Client, proto::MachineInfo), String> {
+    pub(super) async fn machine(&self, name: &str) -> Result<(Client, proto::MachineInfo), String> {
         let mut client = self.client().await?;
         let machine = machines::resolve(&mut client, name).await.map_err(message)?;
         self.scoped(std::slice::from_ref(&machine))?;
@@ -391,33 +250,13 @@ impl Machines {
         }
         Ok(inside)
     }
-
-    /// The result of a run: the first `max` bytes, the rest kept for job_output.
-    fn exec_result(&self, r: Report, max: usize) -> ExecResult {
-        let (stdout, more_out) = page(&r.stdout, 0, max.max(1));
-        let (stderr, more_err) = page(&r.stderr, 0, max.max(1));
-        let has_more = more_out || more_err;
-        let (stdout, stderr) = (stdout.to_string(), stderr.to_string());
-        let job_id = has_more.then(|| self.results.keep(Kept { stdout: r.stdout, stderr: r.stderr }));
-        ExecResult {
-            machine_id: r.machine_id,
-            hostname: r.hostname,
-            exit_code: r.exit_code,
-            stdout,
-            stderr,
-            has_more,
-            job_id,
-            timed_out: r.timed_out,
-            duration_ms: r.duration_ms,
-        }
-    }
 }
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Machines {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
-            "Machines of a cmdop fleet: list them, run commands, ask their ask handlers, share a terminal. \
+            "Machines of a cmdop fleet: list them, run commands, ask their ask handlers, follow long runs as jobs, share a terminal. \
              Every call acts as the signed-in cmdop user and is recorded in the fleet's audit log.",
         )
     }
@@ -428,11 +267,11 @@ fn names(m: &proto::MachineInfo, scope: &str) -> bool {
     crate::core::resolver::resolve(scope, std::slice::from_ref(m)).is_ok()
 }
 
-fn timeout(seconds: Option<u64>, default: u64) -> Duration {
+pub(super) fn timeout(seconds: Option<u64>, default: u64) -> Duration {
     Duration::from_secs(seconds.unwrap_or(default).clamp(1, MAX_TIMEOUT_S))
 }
 
-fn ask_job(prompt: &str, timeout_s: Option<u64>) -> Result<Job, String> {
+pub(super) fn ask_job(prompt: &str, timeout_s: Option<u64>) -> Result<Job, String> {
     if prompt.trim().is_empty() {
         return Err("`prompt` is empty: say what to ask".into());
     }
@@ -445,7 +284,7 @@ fn ask_job(prompt: &str, timeout_s: Option<u64>) -> Result<Job, String> {
 }
 
 /// A failure as a model should read it: what went wrong and what to do next.
-fn message(e: CliError) -> String {
+pub(super) fn message(e: CliError) -> String {
     match e {
         CliError::Resolve(r) => format!("{r}; call list_machines to see the machines"),
         CliError::NotSignedIn => "not signed in: the user must run `cmdop login` on this computer".into(),

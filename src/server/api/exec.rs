@@ -75,6 +75,11 @@ pub fn audit_detail(start: &proto::ExecStart, exit: Option<&Exit>) -> String {
         Some(e) => (e.shell_code().to_string(), e.duration.as_millis()),
         None => ("-".to_string(), 0),
     };
+    format!("exit={code} duration_ms={ms} {}", audit_text(start))
+}
+
+/// What a run runs, for the audit log: `argv=...` or `text=...`, truncated.
+pub fn audit_text(start: &proto::ExecStart) -> String {
     let (label, full) = match &start.ask {
         Some(text) => ("text", text.clone()),
         None => ("argv", start.argv.join(" ")),
@@ -83,7 +88,7 @@ pub fn audit_detail(start: &proto::ExecStart, exit: Option<&Exit>) -> String {
     if text.len() < full.len() {
         text.push('…');
     }
-    format!("exit={code} duration_ms={ms} {label}={text}")
+    format!("{label}={text}")
 }
 
 /// Pumps session events (starting with `first`, already received) to the client and the

@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod auth;
 pub mod exec;
+pub mod jobs;
 pub mod links;
 pub mod sessions;
 
@@ -80,6 +81,18 @@ impl ApiService {
         }
     }
 
+    /// Checks that the caller may run commands and asks (member or above); a refusal is in the
+    /// audit log too.
+    async fn require_runner(&self, c: &Caller, machine: &Machine, start: &proto::ExecStart) -> Result<(), Status> {
+        let what = if start.ask.is_some() { "asking machines" } else { "running commands" };
+        if let Err(status) = c.require(Role::Member, what) {
+            let detail = format!("refused=role:{} {}", c.role, exec::audit_text(start));
+            self.audit_machine(c, machine, action_of(start), detail).await;
+            return Err(status);
+        }
+        Ok(())
+    }
+
     /// The machine with this id in the caller's fleet; other fleets' machines do not exist.
     async fn fleet_machine(&self, caller: &Caller, id: &str) -> Result<Machine, Status> {
         let not_found = || Status::not_found(format!("no machine {id:?} in fleet {:?}", caller.fleet.name));
@@ -107,6 +120,7 @@ pub fn route_status(e: RouteError, machine: &Machine) -> Status {
             Status::deadline_exceeded(format!("machine {} did not answer in time", machine.hostname))
         }
         RouteError::Denied(d) => denial_status(d, &machine.hostname),
+        RouteError::NoAskHandler => no_ask_handler_status(machine),
     }
 }
 
@@ -217,8 +231,8 @@ impl proto::api_server::Api for ApiService {
                 return Err(Status::invalid_argument("the first exec message must be start"));
             }
         };
-        c.require(Role::Member, if start.ask.is_some() { "asking machines" } else { "running commands" })?;
         let machine = self.fleet_machine(&c, &start.machine_id).await?;
+        self.require_runner(&c, &machine, &start).await?;
         let ask_id = uuid::Uuid::new_v4().to_string();
         let asker = exec::Asker { from: &c.user.email, id: &ask_id };
         let spec = exec::spec_of(&start, access_of(&c, &start.attach_token), asker)?;
@@ -414,6 +428,37 @@ impl proto::api_server::Api for ApiService {
             })
             .collect();
         Ok(Response::new(proto::ListAuditResponse { events }))
+    }
+
+    async fn start_job(&self, req: Request<proto::StartJobRequest>) -> Result<Response<proto::JobReport>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let start = r.start.ok_or_else(|| Status::invalid_argument("StartJob needs `start`"))?;
+        let machine = self.fleet_machine(&c, &start.machine_id).await?;
+        self.require_runner(&c, &machine, &start).await?;
+        let ask_id = uuid::Uuid::new_v4().to_string();
+        let asker = exec::Asker { from: &c.user.email, id: &ask_id };
+        let spec = exec::spec_of(&start, access_of(&c, &start.attach_token), asker)?;
+        let query = jobs::start_query(&start, spec, r.wait_ms, r.max_bytes);
+        let result = self.router.job(machine.id, query).await.map(|j| jobs::for_client(j, &machine));
+        let job = result.as_ref().map_or("-", |j| j.job_id.as_str());
+        let detail = jobs::audit_detail(job, result.as_ref().ok(), Some(&start));
+        self.audit_machine(&c, &machine, action_of(&start), detail).await;
+        Ok(Response::new(result.map_err(|e| route_status(e, &machine))?))
+    }
+
+    async fn query_job(&self, req: Request<proto::QueryJobRequest>) -> Result<Response<proto::JobReport>, Status> {
+        let c = self.caller(&req).await?;
+        c.require(Role::Member, "reading jobs")?;
+        let r = req.get_ref();
+        let (machine_id, local) = jobs::split_id(&r.job_id)?;
+        let machine = self.fleet_machine(&c, machine_id).await?;
+        let principal = Access::user(c.user.id, None).principal;
+        let query = jobs::action_query(r, local, principal);
+        let result = self.router.job(machine.id, query).await.map(|j| jobs::for_client(j, &machine));
+        let detail = jobs::audit_detail(r.job_id.trim(), result.as_ref().ok(), None);
+        self.audit_machine(&c, &machine, jobs::action_name(r), detail).await;
+        Ok(Response::new(result.map_err(|e| route_status(e, &machine))?))
     }
 
     async fn share_audit(

@@ -92,6 +92,12 @@ impl SessionRouter for LocalRouter {
         queries::grant_of(reply)
     }
 
+    async fn job(&self, machine: MachineId, query: proto::JobQuery) -> Result<proto::JobReport, RouteError> {
+        let wait = Duration::from_millis(query.wait_ms);
+        let reply = self.conn(machine)?.query_for(session_query::Op::Job(query), wait).await?;
+        queries::job_of(reply)
+    }
+
     fn is_connected(&self, machine: MachineId) -> bool {
         lock(&self.agents).contains_key(&machine)
     }
@@ -172,6 +178,11 @@ impl AgentConn {
 
     /// Sends a session query and waits (at most `QUERY_TIMEOUT`) for its reply.
     async fn query(&self, op: session_query::Op) -> Result<proto::SessionReply, RouteError> {
+        self.query_for(op, Duration::ZERO).await
+    }
+
+    /// `query` for an answer the agent may hold back for `wait` (a job's end).
+    async fn query_for(&self, op: session_query::Op, wait: Duration) -> Result<proto::SessionReply, RouteError> {
         let (request, reply) = self.queries.register();
         let frame = proto::RelayFrame {
             kind: Some(relay_frame::Kind::SessionQuery(proto::SessionQuery { request, op: Some(op) })),
@@ -180,7 +191,7 @@ impl AgentConn {
             self.queries.forget(request);
             return Err(RouteError::Gone);
         }
-        match tokio::time::timeout(queries::QUERY_TIMEOUT, reply).await {
+        match tokio::time::timeout(queries::QUERY_TIMEOUT + wait, reply).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(RouteError::Gone),
             Err(_) => {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use crate::core::ids::MachineId;
 use crate::core::secret::Secret;
 use crate::core::session::{AttachSpec, Denial, Grant, OpenSpec, SessionEvent, SessionSummary};
+use crate::proto;
 
 /// Why a session could not be opened or driven.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub enum RouteError {
     /// The machine's attach password refused it.
     #[error("{0}")]
     Denied(Denial),
+    /// An ask to an agent running without `--ask-handler`.
+    #[error("the machine has no ask handler")]
+    NoAskHandler,
 }
 
 /// Drives one session. Every method is cheap; `input` waits for the agent's input credit.
@@ -89,6 +93,9 @@ pub trait SessionRouter: Send + Sync {
         source: &str,
         password: Secret<String>,
     ) -> Result<Grant, RouteError>;
+    /// Starts, reads, pages or cancels a job on the machine (relay.proto, "Jobs"). The agent
+    /// may take `query.wait_ms` to answer; the router waits that long plus its usual margin.
+    async fn job(&self, machine: MachineId, query: proto::JobQuery) -> Result<proto::JobReport, RouteError>;
     /// Whether the machine has a live stream reachable from here.
     fn is_connected(&self, machine: MachineId) -> bool;
 }
