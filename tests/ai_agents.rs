@@ -127,3 +127,72 @@ fn fan_out_groups_identical_outputs_and_maps_results_by_machine() -> anyhow::Res
     assert_eq!(failing.code, 5, "the highest failing code: {failing}");
     Ok(())
 }
+
+#[test]
+fn a_detached_job_runs_on_pages_its_output_and_outlives_a_server_restart() -> anyhow::Result<()> {
+    let mut server = TestServer::start()?;
+    let mut agent = TestAgent::start(&server, "worker")?;
+    let cli = server.cli();
+
+    // The job waits for a file the test writes after the server restarted, then prints.
+    let dir = tempfile::tempdir()?;
+    let go = dir.path().join("go");
+    let script = format!("while [ ! -e {go} ]; do sleep 0.1; done; seq 1 30000", go = go.display());
+    let started = cli.run(&["connect", "exec", "worker", "--detach", "--json", "--", "sh", "-c", &script])?;
+    let started: Value = started.expect_code(0)?.json()?;
+    let job = started["job_id"].as_str().unwrap().to_string();
+    assert!(job.starts_with(&format!("{}.", agent.machine_id())), "{job}");
+    let status: Value = cli.run(&["connect", "job", "status", &job, "--json"])?.expect_code(0)?.json()?;
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["exit_code"], Value::Null, "{status}");
+
+    server.restart()?;
+    agent.wait_online(&server)?;
+    std::fs::write(&go, "")?;
+    let cli = server.cli();
+    let done = cli.run(&["connect", "job", "status", &job, "--wait", "60s", "--json"])?.expect_code(0)?;
+    let done: Value = done.json()?;
+    assert_eq!(done["state"], "exited", "{done}");
+    assert_eq!(done["exit_code"], 0, "{done}");
+    let expected: String = (1..=30000).map(|n| format!("{n}\n")).collect();
+    assert_eq!(done["stdout_bytes"], expected.len(), "{done}");
+
+    // Pages of 50 000 bytes by offset, as a script would read them.
+    let (mut text, mut offset) = (String::new(), 0u64);
+    for _ in 0..100 {
+        let args =
+            ["connect", "job", "output", &job, "--offset", &offset.to_string(), "--max-bytes", "50000", "--json"];
+        let page: Value = cli.run(&args)?.expect_code(0)?.json()?;
+        text.push_str(page["stdout"].as_str().unwrap());
+        if page["has_more"] == false {
+            break;
+        }
+        offset = page["next_offset"].as_u64().unwrap();
+    }
+    assert!(text == expected, "the pages differ from the output ({} of {} bytes)", text.len(), expected.len());
+    let plain = cli.run(&["connect", "job", "output", &job, "--offset", "0", "--max-bytes", "10"])?.expect_code(0)?;
+    assert_eq!(plain.stdout_text(), "1\n2\n3\n4\n5\n");
+    assert!(plain.stderr.contains(&format!("cmdop connect job output {job} --offset 10")), "{plain}");
+
+    let long = cli.run(&["connect", "exec", "worker", "--detach", "--json", "--", "sleep", "600"])?.expect_code(0)?;
+    let long: Value = long.json()?;
+    let long_job = long["job_id"].as_str().unwrap();
+    let cancelled: Value = cli.run(&["connect", "job", "cancel", long_job, "--json"])?.expect_code(0)?.json()?;
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+
+    let unknown = cli.run(&["connect", "job", "status", &format!("{}.nope", agent.machine_id())])?;
+    assert_eq!(unknown.code, 2, "an unknown job is a bad argument: {unknown}");
+    assert!(unknown.stderr.contains("no job"), "{unknown}");
+
+    let rows: Vec<Value> = cli.run(&["fleet", "audit", "--json"])?.expect_code(0)?.json()?;
+    let has = |action: &str, needle: &str| {
+        rows.iter().any(|r| {
+            r["surface"] == "cli" && r["action"] == action && r["detail"].as_str().unwrap_or("").contains(needle)
+        })
+    };
+    assert!(has("exec", &format!("job={job} state=running")), "{rows:?}");
+    assert!(has("job.status", &format!("job={job} state=exited exit=0")), "{rows:?}");
+    assert!(has("job.output", &format!("job={job}")), "{rows:?}");
+    assert!(has("job.cancel", &format!("job={long_job} state=cancelled")), "{rows:?}");
+    Ok(())
+}

@@ -42,8 +42,18 @@ async fn an_mcp_client_lists_runs_asks_and_pages_through_the_fleet() -> anyhow::
     let client = mcp_client(&server, &[]).await?;
 
     let tools: Vec<String> = client.list_all_tools().await?.into_iter().map(|t| t.name.to_string()).collect();
-    for name in ["list_machines", "exec", "job_output", "ask_machine", "ask_machines", "share_machine", "list_sessions"]
-    {
+    let names = [
+        "list_machines",
+        "exec",
+        "ask_machine",
+        "ask_machines",
+        "job_status",
+        "job_output",
+        "job_cancel",
+        "share_machine",
+        "list_sessions",
+    ];
+    for name in names {
         assert!(tools.iter().any(|t| t == name), "{name} missing from {tools:?}");
     }
 
@@ -102,5 +112,114 @@ async fn a_scoped_mcp_server_refuses_other_machines() -> anyhow::Result<()> {
     let other = call(&client, "exec", json!({"machine": "two", "command": "true"})).await?;
     assert!(error_text(&other).contains("limited to machine"));
     client.cancel().await?;
+    Ok(())
+}
+
+/// Pages through a job's stdout with `job_output` until `has_more` is false; returns the text
+/// and how many pages it took.
+async fn read_all(client: &RunningService<RoleClient, ()>, job: &str, max_bytes: u64) -> anyhow::Result<(String, u32)> {
+    let (mut text, mut offset) = (String::new(), 0u64);
+    for pages in 1..=1000 {
+        let page = call(client, "job_output", json!({"job_id": job, "offset": offset, "max_bytes": max_bytes})).await?;
+        let page = structured(&page);
+        assert_eq!(page["dropped"], 0, "{page}");
+        text.push_str(page["stdout"].as_str().unwrap());
+        if page["has_more"] == false {
+            return Ok((text, pages));
+        }
+        offset = page["next_offset"].as_u64().unwrap();
+    }
+    anyhow::bail!("job_output never said has_more=false")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_outlives_the_tool_timeout_becomes_a_job_that_completes_with_all_its_output() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let agent = TestAgent::start(&server, "slow")?;
+    let client = mcp_client(&server, &[]).await?;
+
+    // The tool waits 1 s; the command prints, sleeps 3 s, then prints about 109 KB.
+    let command = "echo started; sleep 3; seq 1 20000";
+    let ran = call(&client, "exec", json!({"machine": "slow", "command": command, "timeout_s": 1})).await?;
+    let ran = structured(&ran).clone();
+    assert_eq!(ran["running"], true, "{ran}");
+    assert_eq!(ran["exit_code"], Value::Null, "{ran}");
+    assert_eq!(ran["machine_id"], agent.machine_id());
+    let job = ran["job_id"].as_str().expect("a job id while it runs").to_string();
+    assert!(job.starts_with(&format!("{}.", agent.machine_id())), "{job}");
+
+    let done = call(&client, "job_status", json!({"job_id": job, "wait_s": 60})).await?;
+    let done = structured(&done);
+    assert_eq!(done["state"], "exited", "{done}");
+    assert_eq!(done["exit_code"], 0, "{done}");
+
+    // Output over the cap pages with has_more, and the pages add up to all of it.
+    let expected: String =
+        std::iter::once("started\n".to_string()).chain((1..=20000).map(|n| format!("{n}\n"))).collect();
+    let (text, pages) = read_all(&client, &job, 65536).await?;
+    assert_eq!(text.len(), expected.len());
+    assert!(text == expected, "the pages differ from the command's output");
+    assert!(pages >= 2, "{pages} page(s) for {} bytes", text.len());
+
+    // A job keeps running until it is cancelled.
+    let long = call(&client, "exec", json!({"machine": "slow", "command": "sleep 600", "timeout_s": 1})).await?;
+    let long_job = structured(&long)["job_id"].as_str().unwrap().to_string();
+    let cancelled = call(&client, "job_cancel", json!({"job_id": long_job})).await?;
+    let cancelled = structured(&cancelled);
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["exit_code"], 137, "killed by SIGKILL: {cancelled}");
+
+    let unknown = call(&client, "job_status", json!({"job_id": format!("{}.nope", agent.machine_id())})).await?;
+    assert!(error_text(&unknown).contains("no job"));
+    client.cancel().await?;
+
+    let rows: Vec<Value> = server.cli().run(&["fleet", "audit", "--json"])?.expect_code(0)?.json()?;
+    let has = |action: &str, needle: &str| {
+        rows.iter().any(|r| {
+            r["surface"] == "mcp" && r["action"] == action && r["detail"].as_str().unwrap_or("").contains(needle)
+        })
+    };
+    assert!(has("exec", &format!("job={job} state=running")), "{rows:?}");
+    assert!(has("job.status", &format!("job={job} state=exited exit=0")), "{rows:?}");
+    assert!(has("job.output", &format!("job={job}")), "{rows:?}");
+    assert!(has("job.cancel", &format!("job={long_job} state=cancelled")), "{rows:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewer_lists_machines_but_cannot_run_commands_or_start_jobs() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let _agent = TestAgent::start(&server, "box")?;
+    let data_dir = server.data_dir();
+    let demote =
+        ["server", "user", "add", "owner@localhost", "--role", "viewer", "--data-dir", data_dir.to_str().unwrap()];
+    server.cli().run(&demote)?.expect_code(0)?;
+
+    let client = mcp_client(&server, &[]).await?;
+    let listed = call(&client, "list_machines", json!({})).await?;
+    assert_eq!(structured(&listed)["machines"].as_array().unwrap().len(), 1);
+    let refused = call(&client, "exec", json!({"machine": "box", "command": "true"})).await?;
+    let text = error_text(&refused);
+    assert!(text.contains("permission denied"), "{text}");
+    client.cancel().await?;
+
+    let cli = server.cli();
+    let run = cli.run(&["connect", "exec", "box", "--", "true"])?;
+    assert_eq!(run.code, 6, "{run}");
+    let run = cli.run(&["connect", "exec", "box", "--detach", "--", "true"])?;
+    assert_eq!(run.code, 6, "{run}");
+
+    let rows: Vec<Value> = cli.run(&["fleet", "audit", "--json"])?.expect_code(0)?.json()?;
+    let refusals = |surface: &str| {
+        rows.iter()
+            .filter(|r| {
+                r["surface"] == surface
+                    && r["action"] == "exec"
+                    && r["detail"].as_str().unwrap_or("").contains("refused=role:viewer")
+            })
+            .count()
+    };
+    assert_eq!(refusals("mcp"), 1, "{rows:?}");
+    assert_eq!(refusals("cli"), 2, "{rows:?}");
     Ok(())
 }
