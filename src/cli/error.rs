@@ -9,7 +9,7 @@ use crate::core::wire::{ERROR_HEADER, NO_ASK_HANDLER};
 
 /// A failure the CLI reports with a specific exit code.
 #[derive(Debug, Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// No usable credential.
     #[error("not signed in: run `cmdop login`")]
     NotSignedIn,
@@ -35,7 +35,7 @@ pub enum CliError {
 
 impl CliError {
     /// The process exit code.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             CliError::NotSignedIn | CliError::Unauthenticated(_) => 3,
             CliError::Usage(_) | CliError::Resolve(_) => 2,

@@ -25,13 +25,13 @@ pub(crate) const JSON_CAPTURE_BYTES: usize = 16 << 20;
 #[derive(Clone, Debug)]
 pub(crate) struct Job {
     /// The remote argv, or the ask's words.
-    pub words: Vec<String>,
+    pub(crate) words: Vec<String>,
     /// An ask to the machine's ask handler (the words joined by spaces), not a command.
-    pub ask: bool,
+    pub(crate) ask: bool,
     /// Extra environment.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Kill after this long.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Job {
@@ -54,27 +54,27 @@ impl Job {
 /// What to run, and how to print it.
 pub(crate) struct ExecArgs {
     /// Machine as typed.
-    pub machine: String,
+    pub(crate) machine: String,
     /// The command or ask.
-    pub job: Job,
+    pub(crate) job: Job,
     /// Print one JSON object instead of streaming.
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// The `exec --json` object (docs/reference.md).
 #[derive(Serialize, Default, Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Report {
-    pub machine_id: String,
-    pub hostname: String,
-    pub command: Vec<String>,
-    pub exit_code: i32,
-    pub signal: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub stdout_truncated: bool,
-    pub stderr_truncated: bool,
-    pub duration_ms: u64,
-    pub timed_out: bool,
+    pub(crate) machine_id: String,
+    pub(crate) hostname: String,
+    pub(crate) command: Vec<String>,
+    pub(crate) exit_code: i32,
+    pub(crate) signal: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) stdout_truncated: bool,
+    pub(crate) stderr_truncated: bool,
+    pub(crate) duration_ms: u64,
+    pub(crate) timed_out: bool,
 }
 
 #[derive(Default)]

@@ -23,14 +23,14 @@ pub(crate) const DEFAULT_PARALLEL: usize = 16;
 #[derive(Serialize, Clone, Debug)]
 pub(crate) struct Outcome {
     #[serde(flatten)]
-    pub report: Report,
-    pub error: Option<String>,
+    pub(crate) report: Report,
+    pub(crate) error: Option<String>,
     /// The CLI exit code this result stands for: the remote one, or the failure's.
     #[serde(skip)]
-    pub code: i32,
+    pub(crate) code: i32,
     /// How people know the machine: its display name, else its hostname.
     #[serde(skip)]
-    pub label: String,
+    pub(crate) label: String,
 }
 
 /// The machines `selector` names in the fleet (exit 2 when one does not resolve).

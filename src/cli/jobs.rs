@@ -66,21 +66,21 @@ pub(crate) async fn query(
 /// `job status --json` (docs/reference.md).
 #[derive(Serialize, Debug, Clone)]
 pub(crate) struct JobStatus {
-    pub job_id: String,
-    pub machine_id: String,
-    pub hostname: String,
+    pub(crate) job_id: String,
+    pub(crate) machine_id: String,
+    pub(crate) hostname: String,
     /// `running`, `exited` or `cancelled`.
-    pub state: &'static str,
-    pub command: Vec<String>,
-    pub ask: bool,
+    pub(crate) state: &'static str,
+    pub(crate) command: Vec<String>,
+    pub(crate) ask: bool,
     /// Null while running; 124 on timeout, 128+N when killed by signal N.
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub timed_out: bool,
-    pub duration_ms: u64,
-    pub started_at: String,
-    pub stdout_bytes: u64,
-    pub stderr_bytes: u64,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) signal: Option<i32>,
+    pub(crate) timed_out: bool,
+    pub(crate) duration_ms: u64,
+    pub(crate) started_at: String,
+    pub(crate) stdout_bytes: u64,
+    pub(crate) stderr_bytes: u64,
 }
 
 impl JobStatus {

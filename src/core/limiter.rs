@@ -14,7 +14,7 @@ const MAX_KEYS: usize = 100_000;
 
 /// A failure counter per key with exponential back-off.
 #[derive(Debug)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     free: u32,
     cap: Duration,
     keys: Mutex<HashMap<String, Entry>>,
@@ -28,12 +28,12 @@ struct Entry {
 
 impl Limiter {
     /// `free` failures pass without delay; then 1 s, 2 s, 4 s ... up to `cap`.
-    pub fn new(free: u32, cap: Duration) -> Self {
+    pub(crate) fn new(free: u32, cap: Duration) -> Self {
         Self { free, cap, keys: Mutex::default() }
     }
 
     /// `Err(wait)` while `key` must wait before trying again.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
+    pub(crate) fn check(&self, key: &str) -> Result<(), Duration> {
         let keys = super::sync::lock(&self.keys);
         match keys.get(key) {
             Some(e) if e.blocked_until > Instant::now() => Err(e.blocked_until - Instant::now()),
@@ -43,7 +43,7 @@ impl Limiter {
 
     /// Starts an attempt of `key`: `Err(wait)` while it must wait, else the attempt is
     /// counted as a failure at once (check and count under one lock); `succeeded` forgets it.
-    pub fn begin(&self, key: &str) -> Result<(), Duration> {
+    pub(crate) fn begin(&self, key: &str) -> Result<(), Duration> {
         let mut keys = super::sync::lock(&self.keys);
         let now = Instant::now();
         if let Some(e) = keys.get(key)
@@ -56,7 +56,7 @@ impl Limiter {
     }
 
     /// Counts a failure of `key`.
-    pub fn failed(&self, key: &str) {
+    pub(crate) fn failed(&self, key: &str) {
         let mut keys = super::sync::lock(&self.keys);
         self.count(&mut keys, key, Instant::now());
     }
@@ -76,7 +76,7 @@ impl Limiter {
 
     /// A success un-counts the attempt `begin` counted, keeping earlier failures (a source's
     /// count must not be reset by signing in to the attacker's own account).
-    pub fn release(&self, key: &str) {
+    pub(crate) fn release(&self, key: &str) {
         let mut keys = super::sync::lock(&self.keys);
         if let Some(e) = keys.get_mut(key) {
             e.failures = e.failures.saturating_sub(1);
@@ -84,7 +84,7 @@ impl Limiter {
     }
 
     /// A success forgets the key's failures.
-    pub fn succeeded(&self, key: &str) {
+    pub(crate) fn succeeded(&self, key: &str) {
         super::sync::lock(&self.keys).remove(key);
     }
 }

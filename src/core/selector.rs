@@ -6,7 +6,7 @@ use crate::core::resolver::{self, Candidate, ResolveError};
 
 /// The machines `selector` names, in the order given (list) or of `machines` (all, glob),
 /// each once. A glob that matches nothing is `NotFound`.
-pub fn select<'a, C: Candidate>(selector: &str, machines: &'a [C]) -> Result<Vec<&'a C>, ResolveError> {
+pub(crate) fn select<'a, C: Candidate>(selector: &str, machines: &'a [C]) -> Result<Vec<&'a C>, ResolveError> {
     let selector = selector.trim();
     if selector.eq_ignore_ascii_case("all") {
         return Ok(machines.iter().collect());

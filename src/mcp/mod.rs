@@ -14,7 +14,7 @@ use crate::cli::CliError;
 
 /// Serves MCP on stdin/stdout until the client closes it. `machine` scopes every tool to one
 /// machine.
-pub async fn run(machine: Option<String>) -> Result<i32, CliError> {
+pub(crate) async fn run(machine: Option<String>) -> Result<i32, CliError> {
     let server = tools::Machines::new(machine);
     let service = server
         .serve(rmcp::transport::stdio())

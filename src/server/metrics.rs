@@ -5,21 +5,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The counters. Process-wide like Prometheus's default registry: one server per process.
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Agent streams connected to this node.
-    pub machines_online: AtomicU64,
+    pub(crate) machines_online: AtomicU64,
     /// Sessions open through this node.
-    pub sessions_open: AtomicU64,
+    pub(crate) sessions_open: AtomicU64,
     /// Output bytes received from agents.
-    pub bytes_from_agents: AtomicU64,
+    pub(crate) bytes_from_agents: AtomicU64,
     /// Input bytes sent to agents.
-    pub bytes_to_agents: AtomicU64,
+    pub(crate) bytes_to_agents: AtomicU64,
     /// Exec commands started.
-    pub execs_total: AtomicU64,
+    pub(crate) execs_total: AtomicU64,
 }
 
 /// The one instance.
-pub static METRICS: Metrics = Metrics {
+pub(crate) static METRICS: Metrics = Metrics {
     machines_online: AtomicU64::new(0),
     sessions_open: AtomicU64::new(0),
     bytes_from_agents: AtomicU64::new(0),
@@ -29,7 +29,7 @@ pub static METRICS: Metrics = Metrics {
 
 impl Metrics {
     /// Renders every metric with HELP and TYPE lines.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let rows: [(&str, &str, &str, &AtomicU64); 5] = [
             ("cmdop_machines_online", "gauge", "Agent streams connected to this node.", &self.machines_online),

@@ -15,22 +15,22 @@ use crate::proto::{self, exec_input, exec_output};
 use crate::server::relay::router::SessionPort;
 
 /// Output chunks queued toward the client; beyond this the sender waits on the client.
-pub const CLIENT_QUEUE_CHUNKS: usize = 4;
+pub(crate) const CLIENT_QUEUE_CHUNKS: usize = 4;
 
 /// Longest ask text: 1 MiB (it is written to the handler's stdin through one frame).
 const MAX_ASK_BYTES: usize = 1 << 20;
 
 /// Who asks, for an ask's handler: their email and the ask's id.
-pub struct Asker<'a> {
+pub(crate) struct Asker<'a> {
     /// The caller's email (`CMDOP_ASK_FROM`).
-    pub from: &'a str,
+    pub(crate) from: &'a str,
     /// A fresh id for this ask (`CMDOP_ASK_ID`), also in the audit log.
-    pub id: &'a str,
+    pub(crate) id: &'a str,
 }
 
 /// Builds the session spec from the client's start message: a command, or an ask when
 /// `start.ask` is set.
-pub fn spec_of(start: &proto::ExecStart, access: Access, asker: Asker<'_>) -> Result<OpenSpec, Status> {
+pub(crate) fn spec_of(start: &proto::ExecStart, access: Access, asker: Asker<'_>) -> Result<OpenSpec, Status> {
     let mut env: Vec<(String, String)> = start.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let (kind, argv) = match &start.ask {
         Some(_) if !start.argv.is_empty() => {
@@ -70,7 +70,7 @@ const AUDIT_TEXT_CHARS: usize = 200;
 
 /// The audit detail of a run: its exit code (`-` when unknown: the client or the machine
 /// went away), duration and what ran, truncated.
-pub fn audit_detail(start: &proto::ExecStart, exit: Option<&Exit>) -> String {
+pub(crate) fn audit_detail(start: &proto::ExecStart, exit: Option<&Exit>) -> String {
     let (code, ms) = match exit {
         Some(e) => (e.shell_code().to_string(), e.duration.as_millis()),
         None => ("-".to_string(), 0),
@@ -79,7 +79,7 @@ pub fn audit_detail(start: &proto::ExecStart, exit: Option<&Exit>) -> String {
 }
 
 /// What a run runs, for the audit log: `argv=...` or `text=...`, truncated.
-pub fn audit_text(start: &proto::ExecStart) -> String {
+pub(crate) fn audit_text(start: &proto::ExecStart) -> String {
     let (label, full) = match &start.ask {
         Some(text) => ("text", text.clone()),
         None => ("argv", start.argv.join(" ")),
@@ -93,7 +93,7 @@ pub fn audit_text(start: &proto::ExecStart) -> String {
 
 /// Pumps session events (starting with `first`, already received) to the client and the
 /// client's signals to the session. Returns how the process ended, when that is known.
-pub async fn pump(
+pub(crate) async fn pump(
     mut port: SessionPort,
     first: Option<SessionEvent>,
     mut input: Streaming<proto::ExecInput>,

@@ -12,7 +12,7 @@ use crate::store::Machine;
 const MAX_WAIT_MS: u64 = 3_600_000;
 
 /// The agent's query that starts `spec` (already checked by `exec::spec_of`).
-pub fn start_query(start: &proto::ExecStart, spec: OpenSpec, wait_ms: u64, max_bytes: u32) -> proto::JobQuery {
+pub(crate) fn start_query(start: &proto::ExecStart, spec: OpenSpec, wait_ms: u64, max_bytes: u32) -> proto::JobQuery {
     let ask = spec.kind == SessionKind::Ask;
     let job = proto::JobStart {
         kind: if ask { proto::SessionKind::Ask } else { proto::SessionKind::Exec } as i32,
@@ -32,7 +32,7 @@ pub fn start_query(start: &proto::ExecStart, spec: OpenSpec, wait_ms: u64, max_b
 }
 
 /// The agent's query for an action on one of its jobs.
-pub fn action_query(r: &proto::QueryJobRequest, local: String, principal: String) -> proto::JobQuery {
+pub(crate) fn action_query(r: &proto::QueryJobRequest, local: String, principal: String) -> proto::JobQuery {
     let op = match r.action() {
         proto::JobAction::Status => job_query::Op::Status(local),
         proto::JobAction::Output => job_query::Op::Output(local),
@@ -48,7 +48,7 @@ pub fn action_query(r: &proto::QueryJobRequest, local: String, principal: String
 }
 
 /// The audit action of a job query.
-pub fn action_name(r: &proto::QueryJobRequest) -> &'static str {
+pub(crate) fn action_name(r: &proto::QueryJobRequest) -> &'static str {
     match r.action() {
         proto::JobAction::Status => "job.status",
         proto::JobAction::Output => "job.output",
@@ -57,7 +57,7 @@ pub fn action_name(r: &proto::QueryJobRequest) -> &'static str {
 }
 
 /// A client's job id (`<machine id>.<agent's id>`) split into its two parts.
-pub fn split_id(id: &str) -> Result<(&str, String), Status> {
+pub(crate) fn split_id(id: &str) -> Result<(&str, String), Status> {
     match id.trim().split_once('.') {
         Some((machine, local)) if !machine.is_empty() && !local.is_empty() => Ok((machine, local.to_string())),
         _ => Err(Status::not_found(format!(
@@ -67,7 +67,7 @@ pub fn split_id(id: &str) -> Result<(&str, String), Status> {
 }
 
 /// The agent's report as clients see it: the job id made global, the machine named.
-pub fn for_client(mut report: proto::JobReport, machine: &Machine) -> proto::JobReport {
+pub(crate) fn for_client(mut report: proto::JobReport, machine: &Machine) -> proto::JobReport {
     report.job_id = format!("{}.{}", machine.id, report.job_id);
     report.machine_id = machine.id.to_string();
     report.hostname = machine.hostname.clone();
@@ -75,7 +75,7 @@ pub fn for_client(mut report: proto::JobReport, machine: &Machine) -> proto::Job
 }
 
 /// The audit detail of a job action: the job, its state so far, and for a start what runs.
-pub fn audit_detail(job: &str, report: Option<&proto::JobReport>, start: Option<&proto::ExecStart>) -> String {
+pub(crate) fn audit_detail(job: &str, report: Option<&proto::JobReport>, start: Option<&proto::ExecStart>) -> String {
     let state = match report {
         None => "state=refused".to_string(),
         Some(r) if r.state() == proto::JobState::Running => "state=running exit=-".to_string(),
@@ -88,7 +88,7 @@ pub fn audit_detail(job: &str, report: Option<&proto::JobReport>, start: Option<
 }
 
 /// `running`, `exited` or `cancelled`.
-pub fn state_name(state: proto::JobState) -> &'static str {
+pub(crate) fn state_name(state: proto::JobState) -> &'static str {
     match state {
         proto::JobState::Running => "running",
         proto::JobState::Exited => "exited",

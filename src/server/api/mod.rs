@@ -1,12 +1,12 @@
 //! The `Api` gRPC service the CLI talks to. Thin: authenticate, check the role, call the store
 //! or the router, map errors to `Status` (the one place that does).
 
-pub mod attach;
-pub mod auth;
-pub mod exec;
-pub mod jobs;
-pub mod links;
-pub mod sessions;
+pub(crate) mod attach;
+pub(crate) mod auth;
+pub(crate) mod exec;
+pub(crate) mod jobs;
+pub(crate) mod links;
+pub(crate) mod sessions;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -42,7 +42,7 @@ const DEFAULT_ENROLL_TTL: Duration = Duration::from_secs(3600);
 
 /// The CLI API.
 #[derive(Clone)]
-pub struct ApiService {
+pub(crate) struct ApiService {
     store: Store,
     router: Arc<dyn SessionRouter>,
     links: Links,
@@ -51,7 +51,7 @@ pub struct ApiService {
 
 impl ApiService {
     /// An API over `store` reaching machines through `router`.
-    pub fn new(store: Store, router: Arc<dyn SessionRouter>, links: Links, public_url: String) -> Self {
+    pub(crate) fn new(store: Store, router: Arc<dyn SessionRouter>, links: Links, public_url: String) -> Self {
         Self { store, router, links, public_url }
     }
 
@@ -106,7 +106,7 @@ impl ApiService {
 }
 
 /// The one mapping from routing errors to gRPC status.
-pub fn route_status(e: RouteError, machine: &Machine) -> Status {
+pub(crate) fn route_status(e: RouteError, machine: &Machine) -> Status {
     match e {
         RouteError::Offline => Status::unavailable(format!(
             "machine {} is offline: its agent is not connected (check `cmdop connect --list`)",
@@ -126,7 +126,7 @@ pub fn route_status(e: RouteError, machine: &Machine) -> Status {
 
 /// FAILED_PRECONDITION for an ask to a machine without a handler, marked for clients with
 /// `cmdop-error: no-ask-handler`.
-pub fn no_ask_handler_status(machine: &Machine) -> Status {
+pub(crate) fn no_ask_handler_status(machine: &Machine) -> Status {
     let mut status = Status::failed_precondition(format!(
         "machine {} has no ask handler (its agent runs without --ask-handler); run a command there with `cmdop connect exec`",
         machine.hostname
@@ -137,7 +137,7 @@ pub fn no_ask_handler_status(machine: &Machine) -> Status {
 
 /// PERMISSION_DENIED for an attach-password refusal, with metadata clients act on:
 /// `cmdop-denial` (`required`, `wrong`, `throttled`) and, when throttled, `retry-after` seconds.
-pub fn denial_status(d: Denial, hostname: &str) -> Status {
+pub(crate) fn denial_status(d: Denial, hostname: &str) -> Status {
     let mut status = Status::permission_denied(format!("machine {hostname}: {d}"));
     let meta = status.metadata_mut();
     meta.insert(DENIAL_HEADER, tonic::metadata::MetadataValue::from_static(d.code()));

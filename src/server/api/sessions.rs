@@ -10,7 +10,7 @@ use crate::server::relay::router::SessionRouter;
 use crate::store::Machine;
 
 /// A summary as the API returns it.
-pub fn info_of(s: &SessionSummary, machine: &Machine) -> proto::SessionInfo {
+pub(crate) fn info_of(s: &SessionSummary, machine: &Machine) -> proto::SessionInfo {
     let ms_to_rfc = |ms: u64| rfc3339(i64::try_from(ms / 1000).unwrap_or(i64::MAX));
     proto::SessionInfo {
         id: s.id.to_string(),
@@ -28,7 +28,7 @@ pub fn info_of(s: &SessionSummary, machine: &Machine) -> proto::SessionInfo {
 
 /// Asks every machine at once (an offline one answers at once with an error); sessions of
 /// the machines that answered, and the hostnames of those that did not.
-pub async fn gather(router: &dyn SessionRouter, machines: &[Machine]) -> proto::ListSessionsResponse {
+pub(crate) async fn gather(router: &dyn SessionRouter, machines: &[Machine]) -> proto::ListSessionsResponse {
     let answers = join_all(machines.iter().map(|m| router.list_sessions(m.id))).await;
     let mut response = proto::ListSessionsResponse::default();
     for (machine, answer) in machines.iter().zip(answers) {
@@ -44,7 +44,7 @@ pub async fn gather(router: &dyn SessionRouter, machines: &[Machine]) -> proto::
 }
 
 /// A kill target must name something.
-pub fn check_target(session: &str) -> Result<(), Status> {
+pub(crate) fn check_target(session: &str) -> Result<(), Status> {
     if session.is_empty() {
         return Err(Status::invalid_argument("name the session to kill (its name or id)"));
     }

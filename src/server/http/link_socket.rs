@@ -29,7 +29,7 @@ use crate::sys::task::AbortOnDrop;
 
 /// `?session=<key>&offset=<n>`: resume a parked session from byte `n`.
 #[derive(Debug, Default, Deserialize)]
-pub struct Resume {
+pub(crate) struct Resume {
     session: Option<Uuid>,
     offset: Option<u64>,
 }
@@ -44,7 +44,7 @@ const SOCKET_READ_BUFFER: usize = 4 * 1024;
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// `GET /s/{token}/ws`.
-pub async fn bridge_socket(
+pub(crate) async fn bridge_socket(
     State(state): State<HttpState>,
     Path(token): Path<String>,
     Query(resume): Query<Resume>,

@@ -17,7 +17,7 @@ use crate::server::oauth::device::{self, PollError};
 
 /// `POST /oauth/device` form.
 #[derive(Debug, Deserialize)]
-pub struct DeviceRequest {
+pub(crate) struct DeviceRequest {
     #[serde(default)]
     client_id: String,
     #[serde(default)]
@@ -28,7 +28,7 @@ pub struct DeviceRequest {
 
 /// `POST /oauth/token` form.
 #[derive(Debug, Deserialize)]
-pub struct TokenRequest {
+pub(crate) struct TokenRequest {
     grant_type: String,
     #[serde(default)]
     device_code: String,
@@ -38,7 +38,7 @@ pub struct TokenRequest {
 
 /// `POST /oauth/revoke` form.
 #[derive(Debug, Deserialize)]
-pub struct RevokeRequest {
+pub(crate) struct RevokeRequest {
     token: String,
 }
 
@@ -58,7 +58,7 @@ fn tokens(pair: TokenPair) -> Response {
 }
 
 /// Starts a device grant.
-pub async fn start_device(State(state): State<HttpState>, Form(req): Form<DeviceRequest>) -> Response {
+pub(crate) async fn start_device(State(state): State<HttpState>, Form(req): Form<DeviceRequest>) -> Response {
     let name = if req.client_name.is_empty() { req.client_id.as_str() } else { req.client_name.as_str() };
     let name = if name.is_empty() { "unnamed client" } else { name };
     match device::start(&state.store, name, &req.client_host).await {
@@ -79,7 +79,7 @@ pub async fn start_device(State(state): State<HttpState>, Form(req): Form<Device
 }
 
 /// Device-code polls and refresh-token rotation.
-pub async fn issue_token(State(state): State<HttpState>, Form(req): Form<TokenRequest>) -> Response {
+pub(crate) async fn issue_token(State(state): State<HttpState>, Form(req): Form<TokenRequest>) -> Response {
     match req.grant_type.as_str() {
         "urn:ietf:params:oauth:grant-type:device_code" => match device::poll(&state.store, &req.device_code).await {
             Ok(pair) => tokens(pair),
@@ -109,7 +109,7 @@ fn poll_description(e: &PollError) -> &'static str {
 
 /// Revokes an access or refresh token. Always 200 (RFC 7009): the answer says nothing about
 /// whether the token existed.
-pub async fn revoke_token(State(state): State<HttpState>, Form(req): Form<RevokeRequest>) -> Response {
+pub(crate) async fn revoke_token(State(state): State<HttpState>, Form(req): Form<RevokeRequest>) -> Response {
     if let Err(e) = state.store.revoke_token(&secret::hash_token(&req.token)).await {
         return server_error(e);
     }

@@ -1,7 +1,7 @@
 //! OAuth 2.0 tokens: access (1 h) and refresh (30 d, single use, rotated), stored hashed, and
 //! the device authorization grant that issues them (`device`).
 
-pub mod device;
+pub(crate) mod device;
 
 use crate::core::clock::now;
 use crate::core::ids::UserId;
@@ -10,12 +10,12 @@ use crate::core::wire::TokenPair;
 use crate::store::{Store, StoreError, TokenKind};
 
 /// Access-token lifetime: 1 hour.
-pub const ACCESS_TTL_SECS: i64 = 3600;
+pub(crate) const ACCESS_TTL_SECS: i64 = 3600;
 /// Refresh-token lifetime: 30 days.
-pub const REFRESH_TTL_SECS: i64 = 30 * 86_400;
+pub(crate) const REFRESH_TTL_SECS: i64 = 30 * 86_400;
 
 /// Mints and stores (hashed) a new access and refresh token for `user`.
-pub async fn issue_pair(store: &Store, user: UserId, client_name: &str) -> Result<TokenPair, StoreError> {
+pub(crate) async fn issue_pair(store: &Store, user: UserId, client_name: &str) -> Result<TokenPair, StoreError> {
     let access = secret::new_token(prefix::ACCESS);
     let refresh = secret::new_token(prefix::REFRESH);
     let t = now();
@@ -33,7 +33,7 @@ pub async fn issue_pair(store: &Store, user: UserId, client_name: &str) -> Resul
 
 /// Trades a live refresh token for a new pair; the old refresh token dies (rotation), so a
 /// stolen one works at most once.
-pub async fn refresh(store: &Store, refresh_token: &str) -> Result<Option<TokenPair>, StoreError> {
+pub(crate) async fn refresh(store: &Store, refresh_token: &str) -> Result<Option<TokenPair>, StoreError> {
     let hash = secret::hash_token(refresh_token);
     let Some(user) = store.token_user(&hash, TokenKind::Refresh).await? else {
         return Ok(None);
