@@ -12,6 +12,7 @@
 //!   share links, OAuth.
 //! - `agent`: the machine daemon: dials out, runs exec and PTY sessions.
 //! - `cli`: the `cmdop` command line a user runs against a server.
+//! - `mcp`: `cmdop mcp`, the fleet as MCP tools for AI agents, over the CLI's signed-in client.
 //! - `app`: the `cmdop` binary's commands: parsing, dispatch, and `quickstart`, which composes
 //!   server, agent and CLI.
 //! - `fuzzing` (feature `fuzzing` only): entry points of the fuzz targets in `fuzz/`.
@@ -24,6 +25,7 @@ pub(crate) mod cli;
 pub(crate) mod core;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub(crate) mod mcp;
 pub mod proto;
 pub(crate) mod server;
 pub(crate) mod store;

@@ -161,6 +161,9 @@ fn console_signs_in_opens_a_terminal_and_revokes_a_link_it_made() -> anyhow::Res
         poll(&p, &status, Duration::from_secs(10), |v| v == "revoked").await?;
         let audit = eval(&p, "[...document.querySelectorAll('#audit .action')].map(e => e.textContent)").await;
         ensure!(audit.to_string().contains("console.link.revoke"), "audit log: {audit}");
+        let revoke_row = "[...document.querySelectorAll('#audit tr')].find(r => r.querySelector('.action')?.textContent == 'console.link.revoke')";
+        let via = eval(&p, &format!("{revoke_row}.querySelector('.surface').textContent")).await;
+        ensure!(via == "web", "the console's rows name their surface in its own column: {via}");
         Ok(())
     })?;
     let v = vpage.clone();

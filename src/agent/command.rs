@@ -28,6 +28,11 @@ pub(crate) struct AgentArgs {
     /// Persistent shell sessions end after this long without an attachment.
     #[arg(long, value_parser = crate::core::duration::parse, default_value = "7d")]
     pub(crate) session_idle: Duration,
+    /// Answer asks (`cmdop connect ask`, MCP `ask_machine`) with this command line, run with
+    /// `sh -c` as the agent's user: the request text on stdin, `CMDOP_ASK_FROM` (who asks) and
+    /// `CMDOP_ASK_ID` in its environment, the answer on stdout.
+    #[arg(long, value_name = "CMD")]
+    pub(crate) ask_handler: Option<String>,
 }
 
 /// `cmdop agent`.
@@ -38,6 +43,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<i32> {
         display_name: args.display_name,
         state_dir: args.state_dir.unwrap_or_else(dirs::agent_state),
         session_idle: args.session_idle,
+        ask_handler: args.ask_handler.filter(|h| !h.trim().is_empty()),
     };
     // A task, not the runtime's root future: waking the root future of a current-thread
     // runtime writes to the driver's eventfd every time, and the stream pump is woken for

@@ -1,5 +1,6 @@
 //! One-shot commands: argv run directly (no shell), stdin /dev/null, stdout and stderr pipes,
-//! in their own process group so signals and the timeout reach every child.
+//! in their own process group so signals and the timeout reach every child. An ask runs the
+//! same way: the agent's ask handler under `sh -c`, the request text on its stdin.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,37 +12,35 @@ use tokio::process::Command;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::channel::{Cmd, Out, closed_at_once_frame, closed_frame, opened_frame, output_frame};
-use crate::core::session::OpenSpec;
-use crate::core::session::{CHUNK_BYTES, Ending, Exit, OutputStream};
+use crate::core::session::{CHUNK_BYTES, Ending, Exit, OpenSpec, OutputStream};
 
 /// After the group is killed (timeout, consumer gone), how long output may still drain before
 /// the pipes are abandoned: 2 s. A process that left the group can hold them open for ever.
-const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
+pub(super) const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 
 /// Runs `spec` on `channel` to completion, streaming its output under `credit` (the first
-/// `window` bytes of it granted up front).
+/// `window` bytes of it granted up front). With `ask`, it is an ask: the handler runs under
+/// `sh -c` with the text on its stdin.
 pub(crate) async fn run(
     channel: u64,
     window: u32,
     spec: OpenSpec,
+    ask: Option<(&str, String)>,
     out: Out,
     credit: Arc<Semaphore>,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
 ) {
     let started = Instant::now();
-    let mut command = Command::new(&spec.argv[0]);
-    command
-        .args(&spec.argv[1..])
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    let argv = if ask.is_some() { &[][..] } else { &spec.argv[..] };
+    let handler = ask.as_ref().map(|(handler, _)| *handler);
+    let (mut command, program) = command_for(argv, handler, spec.env.iter().map(|(k, v)| (k, v)));
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => return spawn_failed(channel, &spec.argv[0], e, &out).await,
+        Err(e) => return spawn_failed(channel, &program, e, &out).await,
     };
+    if let Some((_, text)) = &ask {
+        feed_stdin(&mut child, text);
+    }
     let pid = child.id().unwrap_or(0);
     let _ = out.send(opened_frame(channel, pid, 0, None)).await;
     let chunk = CHUNK_BYTES.min(window as usize).max(1);
@@ -67,6 +66,51 @@ pub(crate) async fn run(
     };
     let exit = Exit { ending, timed_out: status.timed_out, duration: started.elapsed() };
     let _ = out.send(closed_frame(channel, &exit)).await;
+}
+
+/// The command for `argv`, or for the ask handler under `sh -c` (stdin piped for the text),
+/// with pipes for its output, in its own process group; and the program's name for messages.
+pub(super) fn command_for(
+    argv: &[String],
+    ask_handler: Option<&str>,
+    env: impl IntoIterator<Item = (impl AsRef<std::ffi::OsStr>, impl AsRef<std::ffi::OsStr>)>,
+) -> (Command, String) {
+    let (mut command, program) = match (ask_handler, argv.split_first()) {
+        (Some(handler), _) => {
+            let mut command = Command::new("sh");
+            command.arg("-c").arg(handler).stdin(std::process::Stdio::piped());
+            (command, "sh".to_string())
+        }
+        (None, Some((program, args))) => {
+            let mut command = Command::new(program);
+            command.args(args).stdin(std::process::Stdio::null());
+            (command, program.clone())
+        }
+        (None, None) => (Command::new(""), String::new()),
+    };
+    command
+        .envs(env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    (command, program)
+}
+
+/// Writes an ask's text to the handler's stdin in its own task: a handler that never reads
+/// its stdin must not hold up its output; the write ends (broken pipe) once the handler exits.
+/// A line-reading handler gets a whole line: the text ends with a newline.
+pub(super) fn feed_stdin(child: &mut tokio::process::Child, ask: &str) {
+    let Some(mut stdin) = child.stdin.take() else {
+        return;
+    };
+    let mut text = ask.as_bytes().to_vec();
+    if text.last() != Some(&b'\n') {
+        text.push(b'\n');
+    }
+    tokio::spawn(async move {
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut stdin, &text).await;
+    });
 }
 
 /// How a supervised command ended.
@@ -133,7 +177,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn signal_group(group: Pid, signo: i32) {
+pub(super) fn signal_group(group: Pid, signo: i32) {
     if group.as_raw() <= 0 {
         return;
     }
@@ -151,15 +195,20 @@ pub(super) fn ending_of(status: std::process::ExitStatus) -> Ending {
     }
 }
 
-/// Like a shell: 127 when the program does not exist, 126 when it cannot be run.
-async fn spawn_failed(channel: u64, program: &str, e: std::io::Error, out: &Out) {
+/// Like a shell: 127 when the program does not exist, 126 when it cannot be run; and the
+/// message for stderr.
+pub(super) fn spawn_refusal(program: &str, e: &std::io::Error) -> (i32, String) {
     let (code, why) = match e.kind() {
         std::io::ErrorKind::NotFound => (127, "command not found"),
         std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
         _ => (126, "cannot run"),
     };
+    (code, format!("cmdop: {program}: {why} ({e})\n"))
+}
+
+async fn spawn_failed(channel: u64, program: &str, e: std::io::Error, out: &Out) {
+    let (code, msg) = spawn_refusal(program, &e);
     let _ = out.send(opened_frame(channel, 0, 0, None)).await;
-    let msg = format!("cmdop: {program}: {why} ({e})\n");
     let _ = out.send(output_frame(channel, OutputStream::Stderr, 0, msg.into_bytes().into())).await;
     let _ = out.send(closed_at_once_frame(channel, Ending::Code(code))).await;
 }

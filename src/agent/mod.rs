@@ -4,12 +4,14 @@
 //! one-shot commands. Shells live in `shells`, a registry that outlives every stream so that
 //! sessions survive a reconnect: `shell` is one session (PTY from `pty`, output ring, readers)
 //! and `attach` serves one attachment of it on one channel. `password` is the machine's attach
-//! password, checked here before any session opens.
+//! password, checked here before any session opens. `jobs` holds detached runs, which like
+//! shells outlive every stream.
 
 mod attach;
 mod channel;
 pub(crate) mod command;
 mod exec;
+mod jobs;
 pub(crate) mod password;
 pub(crate) mod password_cmd;
 mod pty;
@@ -18,6 +20,7 @@ mod shell;
 pub(crate) mod state;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -31,9 +34,13 @@ use crate::core::session::{Ending, Start};
 use crate::proto::{self, agent_frame, relay_client::RelayClient, relay_frame};
 use crate::sys::host::hostname;
 use channel::{Channels, Cmd};
+use jobs::Jobs;
 use password::Gate;
 use registry::Shells;
 use state::Enrollment;
+
+/// The agent's ask handler command line, shared by every ask (`None`: asks are refused).
+type AskHandler = Option<Arc<str>>;
 
 /// Frames queued toward the relay before senders wait.
 const OUT_QUEUE_FRAMES: usize = 256;
@@ -42,6 +49,15 @@ const OUT_QUEUE_FRAMES: usize = 256;
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(15);
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
+
+/// What lives on the agent across streams: shells, the attach password, the ask handler, jobs.
+#[derive(Clone)]
+struct Local {
+    shells: Shells,
+    gate: Gate,
+    asks: AskHandler,
+    jobs: Jobs,
+}
 
 /// How to run the agent.
 #[derive(Clone, Debug)]
@@ -57,6 +73,8 @@ pub(crate) struct AgentConfig {
     /// Persistent shell sessions end after this long without an attachment
     /// (`registry::DEFAULT_IDLE`, 7 days, unless `--session-idle` says otherwise).
     pub(crate) session_idle: Duration,
+    /// Command line run with `sh -c` for each ask (`--ask-handler`); none: asks are refused.
+    pub(crate) ask_handler: Option<String>,
 }
 
 async fn dial(server: &str) -> anyhow::Result<Channel> {
@@ -113,13 +131,16 @@ pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>)
     // Shell sessions outlive every stream: a reconnect finds them again.
     let shells = Shells::new(config.session_idle);
     let gate = Gate::new(&config.state_dir);
+    let asks: AskHandler = config.ask_handler.as_deref().map(Arc::from);
+    let jobs = Jobs::default();
+    let local = Local { shells, gate, asks, jobs };
     let mut delay = BACKOFF_FIRST;
     let mut turn = 0;
     loop {
         let started = Instant::now();
         let server = &config.servers[turn % config.servers.len()];
         let result = tokio::select! {
-            r = link(&enrollment, server, &config, &shells, &gate) => r,
+            r = link(&enrollment, server, &config, &local) => r,
             _ = &mut shutdown => return Ok(()),
         };
         match result {
@@ -169,13 +190,7 @@ fn status_error(s: tonic::Status) -> LinkError {
 }
 
 /// One stream's life: hello, then frames until it ends.
-async fn link(
-    enrollment: &Enrollment,
-    server: &str,
-    config: &AgentConfig,
-    shells: &Shells,
-    gate: &Gate,
-) -> Result<(), LinkError> {
+async fn link(enrollment: &Enrollment, server: &str, config: &AgentConfig, local: &Local) -> Result<(), LinkError> {
     let mut client = RelayClient::new(dial(server).await?);
     let (out, rx) = mpsc::channel(OUT_QUEUE_FRAMES);
     let hello = proto::Hello {
@@ -193,7 +208,7 @@ async fn link(
     req.metadata_mut().insert("authorization", auth);
     let mut inbound = client.link(req).await.map_err(status_error)?.into_inner();
     let channels = Channels::default();
-    let result = pump(&mut inbound, &out, &channels, shells, gate).await;
+    let result = pump(&mut inbound, &out, &channels, local).await;
     channels.close_all();
     result
 }
@@ -202,8 +217,7 @@ async fn pump(
     inbound: &mut tonic::Streaming<proto::RelayFrame>,
     out: &channel::Out,
     channels: &Channels,
-    shells: &Shells,
-    gate: &Gate,
+    local: &Local,
 ) -> Result<(), LinkError> {
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -215,7 +229,7 @@ async fn pump(
                     let every = Duration::from_millis(w.heartbeat_interval_ms.max(100).into());
                     heartbeat = tokio::time::interval(every);
                 }
-                Some(proto::RelayFrame { kind: Some(kind) }) => dispatch(kind, out, channels, shells, gate),
+                Some(proto::RelayFrame { kind: Some(kind) }) => dispatch(kind, out, channels, local),
                 Some(_) => tracing::warn!("ignored an empty frame from the relay"),
             },
             _ = heartbeat.tick() => {
@@ -229,7 +243,7 @@ async fn pump(
     }
 }
 
-fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, shells: &Shells, gate: &Gate) {
+fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, local: &Local) {
     match kind {
         relay_frame::Kind::Open(open) => {
             let (channel, window) = (open.channel, open.output_window);
@@ -239,8 +253,8 @@ fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, sh
             };
             let access = start.access();
             let token = access.token.as_ref().map_or("", |t| t.expose().as_str());
-            match gate.admit(&access.principal, token) {
-                Ok(()) => begin(channel, window, start, out, channels, shells),
+            match local.gate.admit(&access.principal, token) {
+                Ok(()) => begin(channel, window, start, out, channels, &local.shells, local.asks.clone()),
                 Err(denial) => {
                     tracing::info!(channel, "session refused: no valid attach token");
                     end_at_once(channel, Ending::Denied(denial), out)
@@ -257,11 +271,14 @@ fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, sh
         relay_frame::Kind::Close(c) => channels.command(c.channel, if c.detach { Cmd::Detach } else { Cmd::Close }),
         relay_frame::Kind::Welcome(_) => {}
         relay_frame::Kind::SessionQuery(q) => {
-            let (shells, gate, out) = (shells.clone(), gate.clone(), out.clone());
+            let (local, out) = (local.clone(), out.clone());
             tokio::spawn(async move {
                 let reply = match q.op {
-                    Some(proto::session_query::Op::Unlock(u)) => unlock(q.request, u, &gate).await,
-                    _ => shells.answer(q),
+                    Some(proto::session_query::Op::Unlock(u)) => unlock(q.request, u, &local.gate).await,
+                    Some(proto::session_query::Op::Job(j)) => {
+                        local.jobs.answer(q.request, j, &local.gate, local.asks.as_deref()).await
+                    }
+                    _ => local.shells.answer(q),
                 };
                 let _ = out.send(proto::AgentFrame { kind: Some(agent_frame::Kind::SessionReply(reply)) }).await;
             });
@@ -290,7 +307,15 @@ async fn unlock(request: u64, u: proto::Unlock, gate: &Gate) -> proto::SessionRe
     reply
 }
 
-fn begin(channel: u64, window: u32, start: Start, out: &channel::Out, channels: &Channels, shells: &Shells) {
+fn begin(
+    channel: u64,
+    window: u32,
+    start: Start,
+    out: &channel::Out,
+    channels: &Channels,
+    shells: &Shells,
+    asks: AskHandler,
+) {
     let shell = matches!(start, Start::Shell(..));
     let Some((credit, cmds)) = channels.insert(channel, window, shell) else {
         tracing::warn!(channel, "relay reused an open channel number; ignored");
@@ -299,7 +324,13 @@ fn begin(channel: u64, window: u32, start: Start, out: &channel::Out, channels: 
     let (out, channels, shells) = (out.clone(), channels.clone(), shells.clone());
     tokio::spawn(async move {
         match start {
-            Start::Exec(spec) => exec::run(channel, window, spec, out, credit, cmds).await,
+            Start::Exec(spec) => exec::run(channel, window, spec, None, out, credit, cmds).await,
+            Start::Ask(spec, text) => match asks.as_deref() {
+                Some(handler) => exec::run(channel, window, spec, Some((handler, text)), out, credit, cmds).await,
+                None => {
+                    let _ = out.send(channel::closed_at_once_frame(channel, Ending::NoAskHandler)).await;
+                }
+            },
             Start::Shell(spec, env) => shells.attach(channel, spec, env, out, credit, cmds).await,
         }
         channels.remove(channel);

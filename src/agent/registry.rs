@@ -150,6 +150,7 @@ impl Shells {
             Some(session_query::Op::List(_)) => Ok(self.list()),
             Some(session_query::Op::Kill(k)) => self.kill(&k.session).map(|s| vec![s]),
             Some(session_query::Op::Unlock(_)) => Err("unlock is answered by the attach password gate".to_string()),
+            Some(session_query::Op::Job(_)) => Err("jobs are answered by the job registry".to_string()),
             None => Err("empty session query".to_string()),
         };
         match result {

@@ -66,6 +66,12 @@ pub(crate) enum Command {
         #[arg(long)]
         no_open: bool,
     },
+    /// Serve the fleet as MCP tools on stdio for an AI agent, as the signed-in user.
+    Mcp {
+        /// Limit every tool to this machine.
+        #[arg(long)]
+        machine: Option<String>,
+    },
 }
 
 /// `cmdop quickstart`.

@@ -22,6 +22,7 @@ async fn run(cli: args::Cli) -> anyhow::Result<i32> {
         Command::Whoami { json } => Ok(cli::whoami(json).await?),
         Command::Fleet(f) => Ok(cli::fleet(f).await?),
         Command::Connect(c) => Ok(connect(c).await?),
+        Command::Mcp { machine } => Ok(crate::mcp::run(machine).await?),
         Command::Console { json, no_open } => Ok(cli::console::run(json, no_open).await?),
     }
 }

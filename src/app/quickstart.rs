@@ -70,6 +70,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
         display_name: None,
         state_dir: agent_dir.clone(),
         session_idle: crate::agent::registry::DEFAULT_IDLE,
+        ask_handler: None,
     };
     let agent_task = tokio::spawn(agent::run(agent_config, stopped(stop_rx)));
     let machine = wait_online(&mut client, &agent_dir, &agent_task).await?;

@@ -29,6 +29,18 @@ pub(crate) enum FleetCommand {
     /// Machine enrollment tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The audit log: runs, asks, links and sessions (admins: everyone's; others: their own).
+    Audit {
+        /// Events of the last D (default 7d).
+        #[arg(long, value_parser = crate::core::duration::parse)]
+        since: Option<Duration>,
+        /// Only events about this machine.
+        #[arg(long)]
+        machine: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `cmdop fleet token ...`.
@@ -72,10 +84,22 @@ pub(crate) enum ConnectCommand {
     /// Run one command (no PTY, no shell); exits with its exit code.
     Exec {
         /// Machine: hostname, display name, unique id prefix or UUID.
-        machine: String,
-        /// Kill the command after this long.
-        #[arg(long, value_parser = crate::core::duration::parse, default_value = "30s")]
-        timeout: Duration,
+        #[arg(required_unless_present = "on", conflicts_with = "on")]
+        machine: Option<String>,
+        /// Run on many machines at once: `all`, a comma list of machines, or a glob on
+        /// hostname or display name (`web-*`).
+        #[arg(long, value_name = "SELECTOR")]
+        on: Option<String>,
+        /// With --on: machines run at once.
+        #[arg(long, default_value_t = crate::cli::fanout::DEFAULT_PARALLEL, requires = "on")]
+        parallel: usize,
+        /// Kill the command after this long (default 30s; with --detach, 24h).
+        #[arg(long, value_parser = crate::core::duration::parse)]
+        timeout: Option<Duration>,
+        /// Start it as a job and print its id at once; the command keeps running on the
+        /// machine (see `cmdop connect job`).
+        #[arg(long, conflicts_with = "on")]
+        detach: bool,
         /// Environment variable for the command (repeatable).
         #[arg(long = "env", value_parser = key_value)]
         env: Vec<(String, String)>,
@@ -86,6 +110,34 @@ pub(crate) enum ConnectCommand {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+    /// Ask the machine's ask handler (`cmdop agent --ask-handler`); prints its answer.
+    Ask {
+        /// Machine: hostname, display name, unique id prefix or UUID.
+        #[arg(required_unless_present = "on", conflicts_with = "on")]
+        machine: Option<String>,
+        /// Ask many machines at once: `all`, a comma list of machines, or a glob on hostname
+        /// or display name.
+        #[arg(long, value_name = "SELECTOR")]
+        on: Option<String>,
+        /// With --on: machines asked at once.
+        #[arg(long, default_value_t = crate::cli::fanout::DEFAULT_PARALLEL, requires = "on")]
+        parallel: usize,
+        /// Give up (kill the handler) after this long (default 2m; with --detach, 24h).
+        #[arg(long, value_parser = crate::core::duration::parse)]
+        timeout: Option<Duration>,
+        /// Start it as a job and print its id at once (see `cmdop connect job`).
+        #[arg(long, conflicts_with = "on")]
+        detach: bool,
+        /// Print one JSON object (the exec shape, the answer in `stdout`).
+        #[arg(long)]
+        json: bool,
+        /// The request text, after `--` (the words are joined with spaces).
+        #[arg(last = true, required = true)]
+        text: Vec<String>,
+    },
+    /// Detached runs (`exec --detach`, `ask --detach`): their status, output and cancelling.
+    #[command(subcommand)]
+    Job(JobCommand),
     /// Make a share link: anyone with it gets a browser terminal until it expires or is revoked.
     Share {
         /// Machine: hostname, display name, unique id prefix or UUID.
@@ -141,5 +193,43 @@ pub(crate) enum ConnectCommand {
         /// Revoke every live link of this machine.
         #[arg(long)]
         machine: Option<String>,
+    },
+}
+
+/// `cmdop connect job ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobCommand {
+    /// The job's state: running, exited (with its code) or cancelled.
+    Status {
+        /// The job id `--detach` printed.
+        id: String,
+        /// Wait up to this long for the job to end before answering.
+        #[arg(long, value_parser = crate::core::duration::parse)]
+        wait: Option<Duration>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The job's output from byte `--offset` on (each stream), up to `--max-bytes` of each.
+    Output {
+        /// The job id.
+        id: String,
+        /// First byte wanted, of stdout and of stderr.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Most bytes of each stream.
+        #[arg(long, default_value_t = crate::cli::jobs::DEFAULT_PAGE_BYTES)]
+        max_bytes: u32,
+        /// Print JSON with `next_offset` and `has_more`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill the job's processes (SIGKILL to its process group).
+    Cancel {
+        /// The job id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }

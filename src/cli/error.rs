@@ -5,6 +5,7 @@ use thiserror::Error;
 use tonic::Code;
 
 use crate::core::resolver::ResolveError;
+use crate::core::wire::{ERROR_HEADER, NO_ASK_HANDLER};
 
 /// A failure the CLI reports with a specific exit code.
 #[derive(Debug, Error)]
@@ -24,6 +25,9 @@ pub(crate) enum CliError {
     /// The role or the attach password refused it.
     #[error("{0}")]
     Denied(String),
+    /// An ask reached a machine whose agent has no ask handler.
+    #[error("{0}")]
+    NoAskHandler(String),
     /// Anything else.
     #[error("{0}")]
     Failed(String),
@@ -36,7 +40,7 @@ impl CliError {
             CliError::NotSignedIn | CliError::Unauthenticated(_) => 3,
             CliError::Usage(_) | CliError::Resolve(_) => 2,
             CliError::Denied(_) => 6,
-            CliError::Failed(_) => 1,
+            CliError::Failed(_) | CliError::NoAskHandler(_) => 1,
         }
     }
 }
@@ -44,6 +48,10 @@ impl CliError {
 impl From<tonic::Status> for CliError {
     fn from(s: tonic::Status) -> Self {
         let msg = s.message().to_string();
+        let no_handler = s.metadata().get(ERROR_HEADER).is_some_and(|v| v.as_bytes() == NO_ASK_HANDLER.as_bytes());
+        if no_handler {
+            return CliError::NoAskHandler(msg);
+        }
         match s.code() {
             Code::Unauthenticated => CliError::Unauthenticated(msg),
             Code::PermissionDenied => CliError::Denied(msg),

@@ -1,4 +1,7 @@
-//! `cmdop connect exec MACHINE [--timeout D] [--env K=V]... [--json] -- CMD...`
+//! `cmdop connect exec MACHINE [--timeout D] [--env K=V]... [--json] -- CMD...` and
+//! `cmdop connect ask MACHINE [--timeout D] [--json] -- TEXT...`: one command, or one request
+//! to the machine's ask handler, over the same call. `capture` collects a run's output for
+//! the callers that print or return it whole (`--json`, fan-out, MCP).
 
 use std::time::Duration;
 
@@ -16,90 +19,104 @@ use super::unlock::Unlocker;
 use crate::proto::{self, exec_input, exec_output};
 
 /// Captured output kept per stream with `--json`: 16 MiB; beyond it `*_truncated` is set.
-const JSON_CAPTURE_BYTES: usize = 16 << 20;
+pub(crate) const JSON_CAPTURE_BYTES: usize = 16 << 20;
 
-/// What to run.
-pub(crate) struct ExecArgs {
-    /// Machine as typed.
-    pub(crate) machine: String,
-    /// The remote argv.
-    pub(crate) argv: Vec<String>,
+/// What to run on a machine.
+#[derive(Clone, Debug)]
+pub(crate) struct Job {
+    /// The remote argv, or the ask's words.
+    pub(crate) words: Vec<String>,
+    /// An ask to the machine's ask handler (the words joined by spaces), not a command.
+    pub(crate) ask: bool,
     /// Extra environment.
     pub(crate) env: Vec<(String, String)>,
     /// Kill after this long.
     pub(crate) timeout: Duration,
+}
+
+impl Job {
+    pub(crate) fn start(&self, machine_id: &str, attach_token: String) -> proto::ExecStart {
+        let (argv, ask) = match self.ask {
+            true => (Vec::new(), Some(self.words.join(" "))),
+            false => (self.words.clone(), None),
+        };
+        proto::ExecStart {
+            machine_id: machine_id.to_string(),
+            argv,
+            env: self.env.iter().cloned().collect(),
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            attach_token,
+            ask,
+        }
+    }
+}
+
+/// What to run, and how to print it.
+pub(crate) struct ExecArgs {
+    /// Machine as typed.
+    pub(crate) machine: String,
+    /// The command or ask.
+    pub(crate) job: Job,
     /// Print one JSON object instead of streaming.
     pub(crate) json: bool,
 }
 
-#[derive(Serialize, Default)]
-struct Report {
-    machine_id: String,
-    hostname: String,
-    command: Vec<String>,
-    exit_code: i32,
-    signal: Option<i32>,
-    stdout: String,
-    stderr: String,
-    stdout_truncated: bool,
-    stderr_truncated: bool,
-    duration_ms: u64,
-    timed_out: bool,
+/// The `exec --json` object (docs/reference.md).
+#[derive(Serialize, Default, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Report {
+    pub(crate) machine_id: String,
+    pub(crate) hostname: String,
+    pub(crate) command: Vec<String>,
+    pub(crate) exit_code: i32,
+    pub(crate) signal: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) stdout_truncated: bool,
+    pub(crate) stderr_truncated: bool,
+    pub(crate) duration_ms: u64,
+    pub(crate) timed_out: bool,
 }
 
 #[derive(Default)]
 struct Capture {
     bytes: Vec<u8>,
     truncated: bool,
+    cap: usize,
 }
 
 impl Capture {
+    fn new(cap: usize) -> Self {
+        Self { cap, ..Default::default() }
+    }
+
     fn push(&mut self, data: &[u8]) {
-        let room = JSON_CAPTURE_BYTES.saturating_sub(self.bytes.len());
+        let room = self.cap.saturating_sub(self.bytes.len());
         self.bytes.extend_from_slice(&data[..data.len().min(room)]);
         self.truncated |= data.len() > room;
     }
 }
 
-/// Runs the command; returns the remote exit code (128+N for signal N, 124 on timeout).
+/// Runs the command or ask; returns the remote exit code (128+N for signal N, 124 on timeout).
 pub(crate) async fn run(client: &mut Client, args: ExecArgs) -> Result<i32, CliError> {
     let machine = machines::resolve(client, &args.machine).await?;
-    if !machine.online {
-        return Err(CliError::Failed(format!(
-            "machine {} is offline (last seen {}): start its agent, or check `cmdop connect --list`",
-            machine.hostname,
-            machines::ago(&machine.last_seen)
-        )));
+    require_online(&machine)?;
+    if args.json {
+        let report = capture(client, &machine, &args.job, JSON_CAPTURE_BYTES, true).await?;
+        println!("{}", serde_json::to_string(&report).map_err(|e| CliError::Failed(e.to_string()))?);
+        return Ok(report.exit_code);
     }
-    let mut unlocker = Unlocker::new(&machine);
-    let (tx, mut outputs) = loop {
-        let start = proto::ExecStart {
-            machine_id: machine.id.clone(),
-            argv: args.argv.clone(),
-            env: args.env.iter().cloned().collect(),
-            timeout_ms: u64::try_from(args.timeout.as_millis()).unwrap_or(u64::MAX),
-            attach_token: unlocker.token(),
-        };
-        match start_exec(client, start).await {
-            Ok(started) => break started,
-            Err(status) if unlocker.answer(client, &status).await? => {}
-            Err(status) => return Err(status.into()),
-        }
-    };
+    let (tx, mut outputs) = start_prompting(client, &machine, &args.job).await?;
     let mut interrupts = signal(SignalKind::interrupt()).map_err(|e| CliError::Failed(e.to_string()))?;
-    let (mut out, mut err) = (Capture::default(), Capture::default());
     let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
     let mut presses = 0;
     let exit = loop {
         tokio::select! {
             msg = outputs.message() => match msg? {
-                Some(proto::ExecOutput { kind: Some(exec_output::Kind::Stdout(d)) }) if args.json => out.push(&d),
-                Some(proto::ExecOutput { kind: Some(exec_output::Kind::Stderr(d)) }) if args.json => err.push(&d),
                 Some(proto::ExecOutput { kind: Some(exec_output::Kind::Stdout(d)) }) => write(&mut stdout, &d).await?,
                 Some(proto::ExecOutput { kind: Some(exec_output::Kind::Stderr(d)) }) => write(&mut stderr, &d).await?,
                 Some(proto::ExecOutput { kind: Some(exec_output::Kind::Exit(e)) }) => break e,
                 Some(_) => {}
-                None => return Err(CliError::Failed("the server ended the command without an exit status".into())),
+                None => return Err(ended_without_status()),
             },
             _ = interrupts.recv() => {
                 presses += 1;
@@ -108,26 +125,84 @@ pub(crate) async fn run(client: &mut Client, args: ExecArgs) -> Result<i32, CliE
             }
         }
     };
-    let code = exit_code(&exit);
-    if args.json {
-        let report = Report {
-            machine_id: machine.id,
-            hostname: machine.hostname,
-            command: args.argv,
-            exit_code: code,
-            signal: (exit.signal != 0).then_some(exit.signal),
-            stdout: String::from_utf8_lossy(&out.bytes).into_owned(),
-            stderr: String::from_utf8_lossy(&err.bytes).into_owned(),
-            stdout_truncated: out.truncated,
-            stderr_truncated: err.truncated,
-            duration_ms: exit.duration_ms,
-            timed_out: exit.timed_out,
-        };
-        println!("{}", serde_json::to_string(&report).map_err(|e| CliError::Failed(e.to_string()))?);
-    } else if exit.timed_out {
-        eprintln!("cmdop: command timed out after {}", crate::core::duration::format(args.timeout));
+    if exit.timed_out {
+        eprintln!("cmdop: command timed out after {}", crate::core::duration::format(args.job.timeout));
     }
-    Ok(code)
+    Ok(exit_code(&exit))
+}
+
+/// Fails unless the machine is online, saying how to find out more.
+pub(crate) fn require_online(machine: &proto::MachineInfo) -> Result<(), CliError> {
+    if machine.online {
+        return Ok(());
+    }
+    Err(CliError::Failed(format!(
+        "machine {} is offline (last seen {}): start its agent, or check `cmdop connect --list`",
+        machine.hostname,
+        machines::ago(&machine.last_seen)
+    )))
+}
+
+/// Runs the job to its end and collects up to `cap` bytes of each stream. Without `prompt`
+/// (fan-out, MCP) a machine asking for its attach password fails with `Denied` unless a
+/// token is cached.
+pub(crate) async fn capture(
+    client: &mut Client,
+    machine: &proto::MachineInfo,
+    job: &Job,
+    cap: usize,
+    prompt: bool,
+) -> Result<Report, CliError> {
+    let (_tx, mut outputs) = match prompt {
+        true => start_prompting(client, machine, job).await?,
+        false => {
+            let token = Unlocker::new(machine).token();
+            start_exec(client, job.start(&machine.id, token)).await?
+        }
+    };
+    let (mut out, mut err) = (Capture::new(cap), Capture::new(cap));
+    let exit = loop {
+        match outputs.message().await? {
+            Some(proto::ExecOutput { kind: Some(exec_output::Kind::Stdout(d)) }) => out.push(&d),
+            Some(proto::ExecOutput { kind: Some(exec_output::Kind::Stderr(d)) }) => err.push(&d),
+            Some(proto::ExecOutput { kind: Some(exec_output::Kind::Exit(e)) }) => break e,
+            Some(_) => {}
+            None => return Err(ended_without_status()),
+        }
+    };
+    Ok(Report {
+        machine_id: machine.id.clone(),
+        hostname: machine.hostname.clone(),
+        command: job.words.clone(),
+        exit_code: exit_code(&exit),
+        signal: (exit.signal != 0).then_some(exit.signal),
+        stdout: String::from_utf8_lossy(&out.bytes).into_owned(),
+        stderr: String::from_utf8_lossy(&err.bytes).into_owned(),
+        stdout_truncated: out.truncated,
+        stderr_truncated: err.truncated,
+        duration_ms: exit.duration_ms,
+        timed_out: exit.timed_out,
+    })
+}
+
+fn ended_without_status() -> CliError {
+    CliError::Failed("the server ended the command without an exit status".into())
+}
+
+/// Starts the job, prompting for the machine's attach password when it asks for one.
+async fn start_prompting(
+    client: &mut Client,
+    machine: &proto::MachineInfo,
+    job: &Job,
+) -> Result<(mpsc::Sender<proto::ExecInput>, Streaming<proto::ExecOutput>), CliError> {
+    let mut unlocker = Unlocker::new(machine);
+    loop {
+        match start_exec(client, job.start(&machine.id, unlocker.token())).await {
+            Ok(started) => return Ok(started),
+            Err(status) if unlocker.answer(client, &status).await? => {}
+            Err(status) => return Err(status.into()),
+        }
+    }
 }
 
 /// Sends the start message; the server answers once the command runs (or why it cannot).
@@ -142,7 +217,7 @@ async fn start_exec(
 }
 
 /// Shell-style exit code: the code, 128+N for signal N, 124 on timeout.
-fn exit_code(e: &proto::ExecExit) -> i32 {
+pub(crate) fn exit_code(e: &proto::ExecExit) -> i32 {
     match (e.timed_out, e.signal) {
         (true, _) => 124,
         (false, 0) => e.exit_code,
@@ -150,7 +225,7 @@ fn exit_code(e: &proto::ExecExit) -> i32 {
     }
 }
 
-async fn write(w: &mut (impl AsyncWriteExt + Unpin), data: &[u8]) -> Result<(), CliError> {
+pub(crate) async fn write(w: &mut (impl AsyncWriteExt + Unpin), data: &[u8]) -> Result<(), CliError> {
     // A closed local pipe (`| head`) ends the command like it would locally.
     w.write_all(data).await.map_err(|e| CliError::Failed(format!("cannot write output: {e}")))?;
     w.flush().await.map_err(|e| CliError::Failed(format!("cannot write output: {e}")))

@@ -26,6 +26,37 @@ pub(crate) async fn whoami(json: bool) -> Result<i32, CliError> {
     Ok(0)
 }
 
+/// `cmdop fleet audit [--since D] [--machine M] [--json]`.
+async fn audit(
+    client: &mut super::client::Client,
+    since: Option<std::time::Duration>,
+    machine: Option<String>,
+    json: bool,
+) -> Result<i32, CliError> {
+    let machine_id = match machine {
+        Some(m) => super::machines::resolve(client, &m).await?.id,
+        None => String::new(),
+    };
+    let since_seconds = since.map_or(0, |d| d.as_secs().max(1));
+    let events = client.list_audit(proto::ListAuditRequest { since_seconds, machine_id }).await?.into_inner().events;
+    if json {
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| {
+                let machine = Some(e.machine_id.as_str()).filter(|m| !m.is_empty());
+                json!({"at": e.at, "actor": e.actor, "surface": e.surface, "action": e.action, "machine_id": machine, "detail": e.detail})
+            })
+            .collect();
+        json_out(&json!(rows));
+        return Ok(0);
+    }
+    for e in &events {
+        let machine = e.machine_id.get(..8).unwrap_or("-");
+        println!("{}  {:<24} {:<5} {:<14} {:<8} {}", e.at, e.actor, e.surface, e.action, machine, e.detail);
+    }
+    Ok(0)
+}
+
 /// A one-time enrollment token for the active fleet; `None` takes the server's default lifetime.
 pub(crate) async fn create_token(
     client: &mut client::Client,
@@ -72,6 +103,7 @@ pub(crate) async fn run(cmd: FleetCommand) -> Result<i32, CliError> {
             println!("active fleet: {name}");
             Ok(0)
         }
+        FleetCommand::Audit { since, machine, json } => audit(&mut client, since, machine, json).await,
         FleetCommand::Token(TokenCommand::Create { ttl, json }) => {
             let t = create_token(&mut client, ttl).await?;
             if json {

@@ -40,6 +40,7 @@ pub(crate) fn closed_of(channel: u64, exit: &Exit) -> proto::Closed {
         Ending::Signal(signo) => proto::closed::End::Signal(*signo),
         Ending::Error(why) => proto::closed::End::Error(why.clone()),
         Ending::Denied(denial) => proto::closed::End::Denied(denial_to_wire(*denial)),
+        Ending::NoAskHandler => proto::closed::End::NoAskHandler(true),
     };
     proto::Closed {
         channel,
@@ -144,6 +145,18 @@ pub(crate) fn start_of(open: proto::Open) -> Result<Start, String> {
             timeout: (open.timeout_ms > 0).then(|| Duration::from_millis(open.timeout_ms)),
             access,
         })),
+        proto::SessionKind::Ask => Ok(Start::Ask(
+            OpenSpec {
+                kind: SessionKind::Ask,
+                argv: vec![],
+                env,
+                cols: 0,
+                rows: 0,
+                timeout: (open.timeout_ms > 0).then(|| Duration::from_millis(open.timeout_ms)),
+                access,
+            },
+            open.ask,
+        )),
         proto::SessionKind::Shell => {
             let target = shell_target_of(&open)?;
             let spec = AttachSpec {
@@ -160,12 +173,16 @@ pub(crate) fn start_of(open: proto::Open) -> Result<Start, String> {
 
 /// The `Open` of a session spec (channel and window are filled in by the caller).
 pub(crate) fn open_of_spec(spec: OpenSpec) -> proto::Open {
+    let (kind, argv, ask) = match spec.kind {
+        SessionKind::Exec => (proto::SessionKind::Exec, spec.argv, String::new()),
+        SessionKind::Shell => (proto::SessionKind::Shell, spec.argv, String::new()),
+        // The text travels in its own field: an agent that predates asks must never run it.
+        SessionKind::Ask => (proto::SessionKind::Ask, Vec::new(), spec.argv.concat()),
+    };
     proto::Open {
-        kind: match spec.kind {
-            SessionKind::Exec => proto::SessionKind::Exec,
-            SessionKind::Shell => proto::SessionKind::Shell,
-        } as i32,
-        argv: spec.argv,
+        kind: kind as i32,
+        argv,
+        ask,
         env: spec.env.into_iter().collect(),
         cols: spec.cols.into(),
         rows: spec.rows.into(),

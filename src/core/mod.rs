@@ -25,6 +25,7 @@ pub mod link_token;
 pub(crate) mod passwords;
 pub(crate) mod resolver;
 pub(crate) mod secret;
+pub(crate) mod selector;
 pub(crate) mod session;
 pub(crate) mod sync;
 pub(crate) mod wire;

@@ -10,6 +10,20 @@ pub(crate) const FLEET_HEADER: &str = "x-cmdop-fleet";
 /// (`Denial::code`); a throttled one also carries `retry-after` seconds.
 pub(crate) const DENIAL_HEADER: &str = "cmdop-denial";
 
+/// Metadata key naming the client surface a call comes from (`cli`, `mcp`), for the audit log.
+pub(crate) const SURFACE_HEADER: &str = "x-cmdop-surface";
+
+/// Metadata key classifying a failure clients act on; its one value today is `NO_ASK_HANDLER`.
+pub(crate) const ERROR_HEADER: &str = "cmdop-error";
+
+/// `ERROR_HEADER` of an ask to a machine whose agent runs without `--ask-handler`.
+pub(crate) const NO_ASK_HANDLER: &str = "no-ask-handler";
+
+/// Environment of an ask handler: who asks (their email) and the ask's id.
+pub(crate) const ASK_FROM_ENV: &str = "CMDOP_ASK_FROM";
+/// See `ASK_FROM_ENV`.
+pub(crate) const ASK_ID_ENV: &str = "CMDOP_ASK_ID";
+
 /// A token response (RFC 6749 section 5.1).
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct TokenPair {

@@ -14,13 +14,15 @@ pub(crate) struct TicketOwner {
     pub(crate) fleet: Option<FleetId>,
 }
 
-/// One line of a fleet's audit log, newest first.
+/// One line of a fleet's audit log.
 #[derive(Clone, Debug)]
 pub(crate) struct AuditRow {
     /// Unix seconds.
     pub(crate) at: i64,
     /// Who did it (email, user id, `anonymous`, `system`).
     pub(crate) actor: String,
+    /// The client surface it came through (`cli`, `mcp`, `web`, `link`; empty when none applies).
+    pub(crate) surface: String,
     /// What happened, e.g. `link.revoke`.
     pub(crate) action: String,
     /// The machine concerned, if any.

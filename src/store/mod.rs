@@ -25,8 +25,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
+use crate::core::ids::{FleetId, MachineId};
+
 pub(crate) use cluster::{ClusterEvent, ClusterStore, EVENT_REVOKE, EVENT_SECRET, Route};
-pub(crate) use console::{ConsoleStore, TicketOwner};
+pub(crate) use console::{AuditRow, ConsoleStore, TicketOwner};
 pub(crate) use grants::{DeviceGrant, GrantStatus, GrantStore};
 pub(crate) use identity::{Fleet, IdentityStore, Membership, Role, TokenKind, User};
 pub(crate) use links::{LinkRow, LinkStore, NewLink};
@@ -147,6 +149,25 @@ fn redact(url: &str) -> String {
 pub(crate) trait AuditStore: Send + Sync {
     /// Records an audit event. `actor` is a user id, a machine id or `system`.
     async fn audit(&self, event: AuditEvent<'_>) -> Result<(), StoreError>;
+
+    /// A fleet's events matching `query`, oldest first (the newest `query.limit` of them);
+    /// `fleet_audit` is the console's unfiltered, newest-first view of the same rows.
+    async fn list_audit(&self, query: &AuditQuery<'_>) -> Result<Vec<AuditRow>, StoreError>;
+}
+
+/// Which audit events to list.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AuditQuery<'a> {
+    /// The fleet whose log it is.
+    pub(crate) fleet: FleetId,
+    /// Events at or after this time, unix seconds.
+    pub(crate) since: i64,
+    /// Only events about this machine.
+    pub(crate) machine: Option<MachineId>,
+    /// Only events by one of these actors (empty: everyone's).
+    pub(crate) actors: &'a [String],
+    /// At most this many (the newest).
+    pub(crate) limit: u32,
 }
 
 /// One line of the audit log.
@@ -156,6 +177,8 @@ pub(crate) struct AuditEvent<'a> {
     pub(crate) actor: &'a str,
     /// What happened, e.g. `machine.enroll`.
     pub(crate) action: &'a str,
+    /// The client surface it came through (`cli`, `mcp`, `web`, `link`; "" when none applies).
+    pub(crate) surface: &'a str,
     /// The fleet it happened in.
     pub(crate) fleet_id: Option<String>,
     /// The machine concerned.

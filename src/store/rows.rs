@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use super::console::AuditRow;
 use super::grants::DeviceGrant;
 use super::identity::{Fleet, Membership, User};
 use super::links::LinkRow;
@@ -17,6 +18,9 @@ pub(super) const LINK_COLUMNS: &str =
     "l.id, l.fleet_id, l.machine_id, l.created_by, u.email, l.created_at, l.expires_at,
      l.read_only, l.max_opens, l.session_id, l.revoked_at, l.opens
      FROM share_links l JOIN users u ON u.id = l.created_by";
+
+/// The columns `audit_row` reads, in the `audit_events` table.
+pub(super) const AUDIT_COLUMNS: &str = "at, actor, surface, action, machine_id, link_id, detail";
 
 /// The columns `grant` reads, in the `device_grants` table.
 pub(super) const GRANT_COLUMNS: &str =
@@ -122,6 +126,19 @@ pub(super) fn revocation(r: &impl Cols) -> Result<(crate::core::ids::LinkId, i64
 /// One line of a link's audit trail (`at`, `actor`, `action`, `detail`).
 pub(super) fn audit_line(r: &impl Cols) -> Result<(i64, String, String, String), StoreError> {
     Ok((r.int("at")?, r.text("actor")?, r.text("action")?, r.text("detail")?))
+}
+
+/// An `audit_events` row read with `AUDIT_COLUMNS`.
+pub(super) fn audit_row(r: &impl Cols) -> Result<AuditRow, StoreError> {
+    Ok(AuditRow {
+        at: r.int("at")?,
+        actor: r.text("actor")?,
+        surface: r.text("surface")?,
+        action: r.text("action")?,
+        machine_id: r.opt_text("machine_id")?,
+        link_id: r.opt_text("link_id")?,
+        detail: r.text("detail")?,
+    })
 }
 
 /// A `device_grants` row read with `GRANT_COLUMNS`.

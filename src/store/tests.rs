@@ -52,6 +52,7 @@ on_both_backends!(
     racing_opens_never_pass_max_opens,
     device_grants_move_once_and_passwords_are_kept,
     revocations_and_secrets_are_broadcast_in_order,
+    audit_events_keep_their_surface_and_list_by_machine_actor_and_time,
 );
 
 /// A user who owns a new fleet.
@@ -351,4 +352,50 @@ async fn revocations_and_secrets_are_broadcast_in_order(store: Store) {
     assert!(events.windows(2).all(|w| w[0].id < w[1].id));
     assert_eq!(store.last_event_id().await.unwrap(), events.last().unwrap().id);
     assert_eq!(store.events_after(events[1].id, 1).await.unwrap(), events[2..3]);
+}
+
+async fn audit_events_keep_their_surface_and_list_by_machine_actor_and_time(store: Store) {
+    let (user, fleet) = owner(&store).await;
+    let (a, b) = (enrolled(&store, user, fleet, "a").await, enrolled(&store, user, fleet, "b").await);
+    let other_fleet = store.fleet_named("other").await.unwrap();
+    let event = |actor, surface, action, machine: &Machine, fleet: FleetId| AuditEvent {
+        actor,
+        action,
+        surface,
+        fleet_id: Some(fleet.to_string()),
+        machine_id: Some(machine.id.to_string()),
+        detail: format!("on {}", machine.hostname),
+        ..Default::default()
+    };
+    store.audit(event("ann", "cli", "exec", &a, fleet)).await.unwrap();
+    store.audit(event("bob", "mcp", "ask", &b, fleet)).await.unwrap();
+    store.audit(event("ann", "web", "console.terminal.open", &b, fleet)).await.unwrap();
+    store.audit(event("eve", "cli", "exec", &a, other_fleet.id)).await.unwrap();
+
+    let all = AuditQuery { fleet, since: 0, machine: None, actors: &[], limit: 100 };
+    let rows = store.list_audit(&all).await.unwrap();
+    let seen: Vec<(&str, &str, &str)> =
+        rows.iter().map(|r| (r.actor.as_str(), r.surface.as_str(), r.action.as_str())).collect();
+    assert_eq!(
+        seen,
+        [("ann", "cli", "exec"), ("bob", "mcp", "ask"), ("ann", "web", "console.terminal.open")],
+        "oldest first, this fleet only"
+    );
+    assert_eq!(rows[0].machine_id.as_deref(), Some(a.id.to_string().as_str()));
+    assert_eq!(rows[0].detail, "on a");
+
+    let on_b = store.list_audit(&AuditQuery { machine: Some(b.id), ..all }).await.unwrap();
+    assert_eq!(on_b.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(), ["ask", "console.terminal.open"]);
+    let anns = ["ann".to_string(), "someone".to_string()];
+    let of_ann = store.list_audit(&AuditQuery { actors: &anns, ..all }).await.unwrap();
+    assert_eq!(of_ann.iter().map(|r| r.surface.as_str()).collect::<Vec<_>>(), ["cli", "web"]);
+    let newest = store.list_audit(&AuditQuery { limit: 1, ..all }).await.unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].action, "console.terminal.open", "the limit keeps the newest");
+    let future = store.list_audit(&AuditQuery { since: now() + 3600, ..all }).await.unwrap();
+    assert!(future.is_empty(), "nothing before `since`");
+
+    let console = store.fleet_audit(fleet, 2).await.unwrap();
+    let seen: Vec<(&str, &str)> = console.iter().map(|r| (r.surface.as_str(), r.action.as_str())).collect();
+    assert_eq!(seen, [("web", "console.terminal.open"), ("mcp", "ask")], "the console reads newest first");
 }

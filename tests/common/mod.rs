@@ -527,6 +527,8 @@ pub struct TestAgent {
     runs: u32,
     /// Where the agent dials, in turn, when not the server's own URL (a proxy, other nodes).
     via: Vec<String>,
+    /// Extra `cmdop agent` flags, kept for restarts.
+    extra: Vec<String>,
 }
 
 impl TestAgent {
@@ -536,27 +538,40 @@ impl TestAgent {
         Self::start_with_token(server, display_name, &token)
     }
 
+    /// `start` with extra `cmdop agent` flags (e.g. `--ask-handler CMD`).
+    pub fn start_with_args(server: &TestServer, display_name: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let token = server.cli().enrollment_token()?;
+        Self::enroll(server, display_name, &token, vec![], extra)
+    }
+
     /// Starts an agent enrolling with `token` and waits until it is online.
     pub fn start_with_token(server: &TestServer, display_name: &str, token: &str) -> anyhow::Result<Self> {
-        Self::enroll(server, display_name, token, vec![])
+        Self::enroll(server, display_name, token, vec![], &[])
     }
 
     /// `start`, with the agent dialing `url` (a proxy in front of the server).
     pub fn start_via(server: &TestServer, display_name: &str, url: &str) -> anyhow::Result<Self> {
         let token = server.cli().enrollment_token()?;
-        Self::enroll(server, display_name, &token, vec![url.to_string()])
+        Self::enroll(server, display_name, &token, vec![url.to_string()], &[])
     }
 
     /// `start`, with the agent given several server URLs (`--server` repeated), tried in turn.
     pub fn start_via_all(server: &TestServer, display_name: &str, urls: &[&str]) -> anyhow::Result<Self> {
         let token = server.cli().enrollment_token()?;
-        Self::enroll(server, display_name, &token, urls.iter().map(|u| u.to_string()).collect())
+        Self::enroll(server, display_name, &token, urls.iter().map(|u| u.to_string()).collect(), &[])
     }
 
-    fn enroll(server: &TestServer, display_name: &str, token: &str, via: Vec<String>) -> anyhow::Result<Self> {
+    fn enroll(
+        server: &TestServer,
+        display_name: &str,
+        token: &str,
+        via: Vec<String>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cmdop-agent-").tempdir()?;
         let name = display_name.to_string();
-        let mut agent = Self { dir, child: None, machine_id: String::new(), display_name: name, runs: 0, via };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut agent = Self { dir, child: None, machine_id: String::new(), display_name: name, runs: 0, via, extra };
         agent.spawn(server, Some(token))?;
         let state = agent.state_file();
         let enrolled = wait_until(AGENT_ONLINE, "the agent to enroll", || {
@@ -589,7 +604,7 @@ impl TestAgent {
         for url in &urls[1..] {
             cmd.args(["--server", url]);
         }
-        cmd.args(["--display-name", &self.display_name]);
+        cmd.args(["--display-name", &self.display_name]).args(&self.extra);
         if let Some(token) = token {
             cmd.args(["--token", token]);
         }

@@ -34,6 +34,8 @@ pub(crate) enum SessionKind {
     Exec,
     /// The user's login shell in a PTY.
     Shell,
+    /// The machine's ask handler, with the request text on its stdin; otherwise as `Exec`.
+    Ask,
 }
 
 /// Everything the agent needs to start a session.
@@ -41,7 +43,8 @@ pub(crate) enum SessionKind {
 pub(crate) struct OpenSpec {
     /// Exec or shell.
     pub(crate) kind: SessionKind,
-    /// Exec: program and arguments.
+    /// Exec: program and arguments. Ask: the request text alone (the handler's stdin, never
+    /// run as a command).
     pub(crate) argv: Vec<String>,
     /// Extra environment variables.
     pub(crate) env: Vec<(String, String)>,
@@ -62,13 +65,15 @@ pub(crate) enum Start {
     Exec(OpenSpec),
     /// Attach to a shell session (new, named or by id), with extra environment for a new one.
     Shell(AttachSpec, Vec<(String, String)>),
+    /// Run the machine's ask handler with this text on its stdin (its spec's argv is empty).
+    Ask(OpenSpec, String),
 }
 
 impl Start {
     /// Who opens it, with their attach token.
     pub(crate) fn access(&self) -> &Access {
         match self {
-            Start::Exec(spec) => &spec.access,
+            Start::Exec(spec) | Start::Ask(spec, _) => &spec.access,
             Start::Shell(spec, _) => &spec.access,
         }
     }
@@ -94,6 +99,8 @@ pub(crate) enum Ending {
     Error(String),
     /// The machine's attach password refused it; nothing ran.
     Denied(Denial),
+    /// An ask reached a machine whose agent has no ask handler; nothing ran.
+    NoAskHandler,
 }
 
 /// The final word on a session.
@@ -116,6 +123,7 @@ impl Exit {
             (Ending::Signal(s), false) => 128 + s,
             (Ending::Error(_), false) => 1,
             (Ending::Denied(_), false) => 6,
+            (Ending::NoAskHandler, false) => 1,
         }
     }
 }

@@ -165,6 +165,7 @@ fn exit_message(exit: Exit) -> Result<proto::AttachOutput, Status> {
         Ending::Signal(s) => proto::AttachExit { exit_code: 128 + s, signal: s },
         Ending::Error(e) => return Err(Status::failed_precondition(e)),
         Ending::Denied(d) => return Err(Status::permission_denied(d.to_string())),
+        Ending::NoAskHandler => return Err(Status::internal("the agent answered a shell with an ask's refusal")),
     };
     Ok(proto::AttachOutput { kind: Some(attach_output::Kind::Exit(done)) })
 }

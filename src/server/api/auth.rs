@@ -4,7 +4,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::core::secret;
-use crate::core::wire::FLEET_HEADER;
+use crate::core::wire::{FLEET_HEADER, SURFACE_HEADER};
 use crate::server::grpc::{bearer, internal};
 use crate::store::{Fleet, Role, Store, TokenKind, User};
 
@@ -17,6 +17,8 @@ pub(crate) struct Caller {
     pub(crate) fleet: Fleet,
     /// The user's role in it.
     pub(crate) role: Role,
+    /// The client surface the call came from (`cli`, `mcp`), as the audit log names it.
+    pub(crate) surface: &'static str,
 }
 
 impl Caller {
@@ -58,5 +60,13 @@ pub(crate) async fn authenticate(store: &Store, meta: &MetadataMap) -> Result<Ca
             .next()
             .ok_or_else(|| Status::permission_denied("permission denied: you belong to no fleet"))?,
     };
-    Ok(Caller { user, fleet: chosen.fleet, role: chosen.role })
+    Ok(Caller { user, fleet: chosen.fleet, role: chosen.role, surface: surface_of(meta) })
+}
+
+/// The surface a client names in `SURFACE_HEADER`; anything unknown counts as `cli`.
+fn surface_of(meta: &MetadataMap) -> &'static str {
+    match meta.get(SURFACE_HEADER).and_then(|v| v.to_str().ok()) {
+        Some("mcp") => "mcp",
+        _ => "cli",
+    }
 }

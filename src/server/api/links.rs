@@ -46,6 +46,7 @@ pub(crate) async fn create(
         read_only: req.read_only,
         max_opens: (req.max_opens > 0).then_some(i64::from(req.max_opens)),
         session: Some(req.session.clone()).filter(|s| !s.is_empty()),
+        surface: c.surface,
     };
     let minted = links.create(spec).await.map_err(link_status)?;
     tracing::info!(link = %minted.id, machine = %machine.id, user = %c.user.email, "share link created");
@@ -112,7 +113,7 @@ pub(crate) async fn revoke(links: &Links, c: &Caller, rows: Vec<LinkRow>) -> Res
     if rows.iter().any(|l| l.created_by != c.user.id) {
         c.require(Role::Admin, "revoking other people's links")?;
     }
-    let revoked = links.revoke(c.user.id, &rows).await.map_err(link_status)?;
+    let revoked = links.revoke(c.user.id, c.surface, &rows).await.map_err(link_status)?;
     Ok(revoked.iter().map(ToString::to_string).collect())
 }
 
@@ -124,6 +125,12 @@ pub(crate) async fn audit(links: &Links, c: &Caller, link: &LinkRow) -> Result<V
     let events = links.audit_trail(link.id).await.map_err(internal)?;
     Ok(events
         .into_iter()
-        .map(|(at, actor, action, detail)| proto::AuditEntry { at: rfc3339(at), actor, action, detail })
+        .map(|(at, actor, action, detail)| proto::AuditEntry {
+            at: rfc3339(at),
+            actor,
+            action,
+            detail,
+            ..Default::default()
+        })
         .collect())
 }

@@ -4,6 +4,7 @@
 pub(crate) mod attach;
 pub(crate) mod auth;
 pub(crate) mod exec;
+pub(crate) mod jobs;
 pub(crate) mod links;
 pub(crate) mod sessions;
 
@@ -20,18 +21,22 @@ use crate::core::clock::rfc3339;
 use crate::core::ids::MachineId;
 use crate::core::secret::Secret;
 use crate::core::secret::{self, prefix};
-use crate::core::session::{Access, Denial, SessionEvent};
-use crate::core::wire::DENIAL_HEADER;
+use crate::core::session::{Access, Denial, Ending, Exit, SessionEvent};
+use crate::core::wire::{DENIAL_HEADER, ERROR_HEADER, NO_ASK_HANDLER};
 use crate::proto::{self, exec_input};
 use crate::server::grpc::internal;
 use crate::server::links::Links;
 use crate::server::metrics::METRICS;
 use crate::server::relay::router::{RouteError, SessionRouter};
-use crate::store::{Machine, Role, Store};
+use crate::store::{AuditQuery, Machine, Role, Store};
 use auth::{Caller, authenticate};
 
 /// Longest enrollment-token lifetime: 30 days.
 const MAX_ENROLL_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// How far back `ListAudit` looks when not told: 7 days, in seconds.
+const DEFAULT_AUDIT_SPAN: i64 = 7 * 86_400;
+/// Most events one `ListAudit` answer carries (the newest): 1000.
+const MAX_AUDIT_EVENTS: u32 = 1000;
 /// Enrollment-token lifetime when none is asked for: 1 hour.
 const DEFAULT_ENROLL_TTL: Duration = Duration::from_secs(3600);
 
@@ -65,6 +70,7 @@ impl ApiService {
         let event = crate::store::AuditEvent {
             actor: &caller.user.email,
             action,
+            surface: caller.surface,
             fleet_id: Some(caller.fleet.id.to_string()),
             machine_id: Some(machine.id.to_string()),
             link_id: None,
@@ -73,6 +79,18 @@ impl ApiService {
         if let Err(e) = self.store.audit(event).await {
             tracing::warn!(error = %e, "could not record an audit event");
         }
+    }
+
+    /// Checks that the caller may run commands and asks (member or above); a refusal is in the
+    /// audit log too.
+    async fn require_runner(&self, c: &Caller, machine: &Machine, start: &proto::ExecStart) -> Result<(), Status> {
+        let what = if start.ask.is_some() { "asking machines" } else { "running commands" };
+        if let Err(status) = c.require(Role::Member, what) {
+            let detail = format!("refused=role:{} {}", c.role, exec::audit_text(start));
+            self.audit_machine(c, machine, action_of(start), detail).await;
+            return Err(status);
+        }
+        Ok(())
     }
 
     /// The machine with this id in the caller's fleet; other fleets' machines do not exist.
@@ -106,7 +124,19 @@ pub(crate) fn route_status(e: RouteError, machine: &Machine) -> Status {
             Status::deadline_exceeded(format!("machine {} did not answer in time", machine.hostname))
         }
         RouteError::Denied(d) => denial_status(d, &machine.hostname),
+        RouteError::NoAskHandler => no_ask_handler_status(machine),
     }
+}
+
+/// FAILED_PRECONDITION for an ask to a machine without a handler, marked for clients with
+/// `cmdop-error: no-ask-handler`.
+pub(crate) fn no_ask_handler_status(machine: &Machine) -> Status {
+    let mut status = Status::failed_precondition(format!(
+        "machine {} has no ask handler (its agent runs without --ask-handler); run a command there with `cmdop connect exec`",
+        machine.hostname
+    ));
+    status.metadata_mut().insert(ERROR_HEADER, tonic::metadata::MetadataValue::from_static(NO_ASK_HANDLER));
+    status
 }
 
 /// PERMISSION_DENIED for an attach-password refusal, with metadata clients act on:
@@ -198,7 +228,6 @@ impl proto::api_server::Api for ApiService {
 
     async fn exec(&self, req: Request<Streaming<proto::ExecInput>>) -> Result<Response<ExecStream>, Status> {
         let c = self.caller(&req).await?;
-        c.require(Role::Member, "running commands")?;
         let mut input = req.into_inner();
         let start = match input.message().await? {
             Some(proto::ExecInput { kind: Some(exec_input::Kind::Start(s)) }) => s,
@@ -207,17 +236,38 @@ impl proto::api_server::Api for ApiService {
             }
         };
         let machine = self.fleet_machine(&c, &start.machine_id).await?;
-        let spec = exec::spec_of(&start, access_of(&c, &start.attach_token))?;
-        tracing::info!(machine = %machine.id, user = %c.user.email, program = %start.argv[0], "exec");
+        self.require_runner(&c, &machine, &start).await?;
+        let ask_id = uuid::Uuid::new_v4().to_string();
+        let asker = exec::Asker { from: &c.user.email, id: &ask_id };
+        let spec = exec::spec_of(&start, access_of(&c, &start.attach_token), asker)?;
+        tracing::info!(machine = %machine.id, user = %c.user.email, kind = ?spec.kind, "exec");
         let mut port = self.router.open(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
         // Wait for the start, so a refusal is the call's status rather than a stream trailer.
         let first = port.events.recv().await;
-        if let Some(d) = first.as_ref().and_then(SessionEvent::denial) {
-            return Err(denial_status(d, &machine.hostname));
+        let refusal = match &first {
+            Some(SessionEvent::Exited(Exit { ending: Ending::Denied(d), .. })) => {
+                Some(denial_status(*d, &machine.hostname))
+            }
+            Some(SessionEvent::Exited(Exit { ending: Ending::NoAskHandler, .. })) => {
+                Some(no_ask_handler_status(&machine))
+            }
+            _ => None,
+        };
+        if let Some(status) = refusal {
+            let exit = match &first {
+                Some(SessionEvent::Exited(exit)) => Some(exit),
+                _ => None,
+            };
+            self.audit_machine(&c, &machine, action_of(&start), exec::audit_detail(&start, exit)).await;
+            return Err(status);
         }
         METRICS.execs_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(exec::CLIENT_QUEUE_CHUNKS);
-        tokio::spawn(exec::pump(port, first, input, tx));
+        let api = self.clone();
+        tokio::spawn(async move {
+            let exit = exec::pump(port, first, input, tx).await;
+            api.audit_machine(&c, &machine, action_of(&start), exec::audit_detail(&start, exit.as_ref())).await;
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -346,6 +396,75 @@ impl proto::api_server::Api for ApiService {
         }))
     }
 
+    async fn list_audit(
+        &self,
+        req: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.get_ref();
+        let machine = match r.machine_id.as_str() {
+            "" => None,
+            id => Some(self.fleet_machine(&c, id).await?.id),
+        };
+        let since = match r.since_seconds {
+            0 => DEFAULT_AUDIT_SPAN,
+            s => i64::try_from(s).unwrap_or(i64::MAX),
+        };
+        // Links record their creator by id, runs by email: a member's own events are both.
+        let own = [c.user.email.clone(), c.user.id.to_string()];
+        let query = AuditQuery {
+            fleet: c.fleet.id,
+            since: crate::core::clock::now().saturating_sub(since),
+            machine,
+            actors: if c.role >= Role::Admin { &[] } else { &own },
+            limit: MAX_AUDIT_EVENTS,
+        };
+        let rows = self.store.list_audit(&query).await.map_err(internal)?;
+        let events = rows
+            .into_iter()
+            .map(|e| proto::AuditEntry {
+                at: rfc3339(e.at),
+                actor: e.actor,
+                action: e.action,
+                detail: e.detail,
+                surface: e.surface,
+                machine_id: e.machine_id.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(proto::ListAuditResponse { events }))
+    }
+
+    async fn start_job(&self, req: Request<proto::StartJobRequest>) -> Result<Response<proto::JobReport>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let start = r.start.ok_or_else(|| Status::invalid_argument("StartJob needs `start`"))?;
+        let machine = self.fleet_machine(&c, &start.machine_id).await?;
+        self.require_runner(&c, &machine, &start).await?;
+        let ask_id = uuid::Uuid::new_v4().to_string();
+        let asker = exec::Asker { from: &c.user.email, id: &ask_id };
+        let spec = exec::spec_of(&start, access_of(&c, &start.attach_token), asker)?;
+        let query = jobs::start_query(&start, spec, r.wait_ms, r.max_bytes);
+        let result = self.router.job(machine.id, query).await.map(|j| jobs::for_client(j, &machine));
+        let job = result.as_ref().map_or("-", |j| j.job_id.as_str());
+        let detail = jobs::audit_detail(job, result.as_ref().ok(), Some(&start));
+        self.audit_machine(&c, &machine, action_of(&start), detail).await;
+        Ok(Response::new(result.map_err(|e| route_status(e, &machine))?))
+    }
+
+    async fn query_job(&self, req: Request<proto::QueryJobRequest>) -> Result<Response<proto::JobReport>, Status> {
+        let c = self.caller(&req).await?;
+        c.require(Role::Member, "reading jobs")?;
+        let r = req.get_ref();
+        let (machine_id, local) = jobs::split_id(&r.job_id)?;
+        let machine = self.fleet_machine(&c, machine_id).await?;
+        let principal = Access::user(c.user.id, None).principal;
+        let query = jobs::action_query(r, local, principal);
+        let result = self.router.job(machine.id, query).await.map(|j| jobs::for_client(j, &machine));
+        let detail = jobs::audit_detail(r.job_id.trim(), result.as_ref().ok(), None);
+        self.audit_machine(&c, &machine, jobs::action_name(r), detail).await;
+        Ok(Response::new(result.map_err(|e| route_status(e, &machine))?))
+    }
+
     async fn share_audit(
         &self,
         req: Request<proto::ShareAuditRequest>,
@@ -355,6 +474,11 @@ impl proto::api_server::Api for ApiService {
         let events = links::audit(&self.links, &c, &link).await?;
         Ok(Response::new(proto::ShareAuditResponse { events }))
     }
+}
+
+/// The audit action of a run: `ask` or `exec`.
+fn action_of(start: &proto::ExecStart) -> &'static str {
+    if start.ask.is_some() { "ask" } else { "exec" }
 }
 
 /// A fleet member's access, with the attach token the client sent ("" = none).

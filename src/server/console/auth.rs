@@ -226,8 +226,9 @@ async fn audit_sign_in(state: &ConsoleState, user: UserId, how: &str, ip: &str) 
         let event = crate::store::AuditEvent {
             actor: &user.to_string(),
             action: "console.sign_in",
+            surface: "web",
             fleet_id: Some(m.fleet.id.to_string()),
-            detail: format!("surface=web via={how} ip={ip}"),
+            detail: format!("via={how} ip={ip}"),
             ..Default::default()
         };
         if let Err(e) = state.store.audit(event).await {

@@ -54,6 +54,8 @@ struct MachinePage {
 struct AuditView {
     at: String,
     actor: String,
+    /// The client surface: `web`, `cli`, `mcp`, `link`.
+    surface: String,
     action: String,
     machine: String,
     detail: String,
@@ -209,6 +211,7 @@ pub(crate) async fn create_link(
         read_only,
         max_opens,
         session: None,
+        surface: "web",
     };
     let minted = match state.links.create(spec).await {
         Ok(m) => m,
@@ -252,6 +255,7 @@ pub(crate) async fn show_links(State(state): State<ConsoleState>, session: Sessi
                 .map(|r| AuditView {
                     at: rfc3339(r.at),
                     actor: r.actor,
+                    surface: r.surface,
                     action: r.action,
                     machine: r
                         .machine_id
@@ -279,7 +283,7 @@ async fn revoke(state: &ConsoleState, member: &Member, links: Vec<LinkRow>, back
     if allowed.is_empty() {
         return message(state, StatusCode::FORBIDDEN, "Nothing to revoke", "No live link here that you may revoke.");
     }
-    let revoked = match state.links.revoke(member.user.id, &allowed).await {
+    let revoked = match state.links.revoke(member.user.id, "web", &allowed).await {
         Ok(r) => r,
         Err(e) => return server_error(e),
     };
@@ -287,10 +291,11 @@ async fn revoke(state: &ConsoleState, member: &Member, links: Vec<LinkRow>, back
         let event = crate::store::AuditEvent {
             actor: &member.user.email,
             action: "console.link.revoke",
+            surface: "web",
             fleet_id: Some(member.fleet.id.to_string()),
             machine_id: Some(link.machine_id.to_string()),
             link_id: Some(link.id.to_string()),
-            detail: "surface=web".into(),
+            detail: String::new(),
         };
         if let Err(e) = state.store.audit(event).await {
             tracing::warn!(error = %e, "could not record an audit event");

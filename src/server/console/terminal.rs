@@ -329,10 +329,10 @@ async fn read_browser(mut stream: SplitStream<WebSocket>, control: Arc<dyn Sessi
 
 /// Records a console action on a machine (surface `web`).
 pub(crate) async fn audit(state: &ConsoleState, member: &Member, machine: &Machine, action: &str, detail: String) {
-    let detail = if detail.is_empty() { "surface=web".to_string() } else { format!("surface=web {detail}") };
     let event = crate::store::AuditEvent {
         actor: &member.user.email,
         action,
+        surface: "web",
         fleet_id: Some(member.fleet.id.to_string()),
         machine_id: Some(machine.id.to_string()),
         link_id: None,

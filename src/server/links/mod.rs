@@ -84,6 +84,8 @@ pub(crate) struct LinkSpec {
     pub(crate) max_opens: Option<i64>,
     /// Persistent session to join.
     pub(crate) session: Option<String>,
+    /// The client surface asking (`cli`, `mcp`, `web`), for the audit log.
+    pub(crate) surface: &'static str,
 }
 
 /// A newly minted link: the token goes to the user once and is never stored.
@@ -174,7 +176,7 @@ impl Links {
         self.inner.store.insert_link(&row).await?;
         let detail = format!("ttl={}s read_only={}", spec.ttl.as_secs(), spec.read_only);
         let event = LinkEvent { fleet: spec.fleet, machine: spec.machine, link: id };
-        self.audit(&spec.user.to_string(), "link.create", &event, detail).await;
+        self.audit(&spec.user.to_string(), spec.surface, "link.create", &event, detail).await;
         Ok(Minted { id, token: Secret::new(token), expires_at })
     }
 
@@ -224,8 +226,13 @@ impl Links {
     }
 
     /// Revokes links: store, in-memory set, then every open socket of them (close 4002).
-    /// Returns the ids that were live.
-    pub(crate) async fn revoke(&self, actor: UserId, links: &[LinkRow]) -> Result<Vec<LinkId>, LinkRequestError> {
+    /// Returns the ids that were live. `surface` is the client surface asking, for the audit log.
+    pub(crate) async fn revoke(
+        &self,
+        actor: UserId,
+        surface: &str,
+        links: &[LinkRow],
+    ) -> Result<Vec<LinkId>, LinkRequestError> {
         let ids: Vec<LinkId> = links.iter().map(|l| l.id).collect();
         let revoked = self.inner.store.revoke_links(&ids).await?;
         for (id, deadline) in &revoked {
@@ -234,7 +241,7 @@ impl Links {
         }
         for link in links.iter().filter(|l| revoked.iter().any(|(id, _)| *id == l.id)) {
             let event = LinkEvent { fleet: link.fleet_id, machine: link.machine_id, link: link.id };
-            self.audit(&actor.to_string(), "link.revoke", &event, String::new()).await;
+            self.audit(&actor.to_string(), surface, "link.revoke", &event, String::new()).await;
         }
         Ok(revoked.into_iter().map(|(id, _)| id).collect())
     }
@@ -271,10 +278,11 @@ impl Links {
     }
 
     /// Records an audit event about a link; failures are logged, not fatal.
-    async fn audit(&self, actor: &str, action: &str, link: &LinkEvent, detail: String) {
+    async fn audit(&self, actor: &str, surface: &str, action: &str, link: &LinkEvent, detail: String) {
         let event = AuditEvent {
             actor,
             action,
+            surface,
             fleet_id: Some(link.fleet.to_string()),
             machine_id: Some(link.machine.to_string()),
             link_id: Some(link.link.to_string()),
@@ -285,12 +293,13 @@ impl Links {
         }
     }
 
-    /// Records an audit event about a link known by id only.
+    /// Records an audit event about a link known by id only, seen through the link itself
+    /// (surface `link`).
     async fn audit_link(&self, actor: &str, action: &str, link: LinkId, detail: String) {
         match self.inner.store.link(link).await {
             Ok(Some(row)) => {
                 let event = LinkEvent { fleet: row.fleet_id, machine: row.machine_id, link };
-                self.audit(actor, action, &event, detail).await;
+                self.audit(actor, "link", action, &event, detail).await;
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(%link, error = %e, "could not write audit event"),
@@ -382,6 +391,7 @@ mod tests {
             read_only: false,
             max_opens: Some(1),
             session: None,
+            surface: "cli",
         };
         Ok((links, spec))
     }
@@ -409,7 +419,7 @@ mod tests {
         let mut before = links.subscribe(minted.id);
         assert_eq!(links.active_sessions(minted.id), 1);
         let rows: Vec<LinkRow> = links.get(minted.id).await?.into_iter().collect();
-        assert_eq!(links.revoke(user, &rows).await?, vec![minted.id]);
+        assert_eq!(links.revoke(user, "cli", &rows).await?, vec![minted.id]);
         assert_eq!(links.verify(minted.token.expose()), Err(LinkError::Revoked));
         let wait = Duration::from_secs(5);
         tokio::time::timeout(wait, before.revoked()).await?;

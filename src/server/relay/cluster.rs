@@ -210,6 +210,14 @@ impl SessionRouter for ClusterRouter {
         .await
     }
 
+    async fn job(&self, machine: MachineId, query: proto::JobQuery) -> Result<proto::JobReport, RouteError> {
+        self.with_conn(machine, |conn, _| {
+            let query = query.clone();
+            async move { conn.job(query).await }
+        })
+        .await
+    }
+
     async fn is_connected(&self, machine: MachineId) -> bool {
         self.route(machine).await.is_ok()
     }

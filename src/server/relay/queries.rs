@@ -73,6 +73,21 @@ pub(crate) fn grant_of(reply: proto::SessionReply) -> Result<Grant, RouteError> 
     }
 }
 
+/// The job a reply carries, or the agent's refusal.
+pub(crate) fn job_of(reply: proto::SessionReply) -> Result<proto::JobReport, RouteError> {
+    if let Some(d) = &reply.denied {
+        return Err(RouteError::Denied(convert::denial_from_wire(d)));
+    }
+    if reply.no_ask_handler {
+        return Err(RouteError::NoAskHandler);
+    }
+    match reply.job {
+        Some(job) => Ok(job),
+        None if !reply.error.is_empty() => Err(RouteError::NoSuchSession(reply.error)),
+        None => Err(RouteError::Unanswered),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

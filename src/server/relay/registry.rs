@@ -94,6 +94,10 @@ impl SessionRouter for LocalRouter {
         self.conn(machine)?.unlock(principal, source, password).await
     }
 
+    async fn job(&self, machine: MachineId, query: proto::JobQuery) -> Result<proto::JobReport, RouteError> {
+        self.conn(machine)?.job(query).await
+    }
+
     async fn is_connected(&self, machine: MachineId) -> bool {
         lock(&self.agents).contains_key(&machine)
     }
@@ -184,6 +188,12 @@ impl AgentConn {
         queries::grant_of(self.query(session_query::Op::Unlock(unlock)).await?)
     }
 
+    /// Starts, reads, pages or cancels a job; the agent may hold its answer `wait_ms`.
+    pub(crate) async fn job(&self, query: proto::JobQuery) -> Result<proto::JobReport, RouteError> {
+        let wait = Duration::from_millis(query.wait_ms);
+        queries::job_of(self.query_for(session_query::Op::Job(query), wait).await?)
+    }
+
     /// Numbers a channel, grants it the output window and sends its `Open`.
     pub(crate) async fn open_channel(self: &Arc<Self>, mut open: proto::Open) -> Result<SessionPort, RouteError> {
         let channel = self.next_channel.fetch_add(1, Ordering::Relaxed);
@@ -204,6 +214,11 @@ impl AgentConn {
 
     /// Sends a session query and waits (at most `QUERY_TIMEOUT`) for its reply.
     pub(crate) async fn query(&self, op: session_query::Op) -> Result<proto::SessionReply, RouteError> {
+        self.query_for(op, Duration::ZERO).await
+    }
+
+    /// `query` for an answer the agent may hold back for `wait` (a job's end).
+    async fn query_for(&self, op: session_query::Op, wait: Duration) -> Result<proto::SessionReply, RouteError> {
         let (request, reply) = self.queries.register();
         let frame = proto::RelayFrame {
             kind: Some(relay_frame::Kind::SessionQuery(proto::SessionQuery { request, op: Some(op) })),
@@ -212,7 +227,7 @@ impl AgentConn {
             self.queries.forget(request);
             return Err(RouteError::Gone);
         }
-        match tokio::time::timeout(queries::QUERY_TIMEOUT, reply).await {
+        match tokio::time::timeout(queries::QUERY_TIMEOUT + wait, reply).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(RouteError::Gone),
             Err(_) => {
@@ -302,6 +317,7 @@ fn exit_of(c: &proto::Closed) -> Exit {
         Some(closed::End::Error(e)) => Ending::Error(e.clone()),
         Some(closed::End::Detached(_)) => Ending::Error("detached from the session".into()),
         Some(closed::End::Denied(d)) => Ending::Denied(convert::denial_from_wire(d)),
+        Some(closed::End::NoAskHandler(_)) => Ending::NoAskHandler,
         None => Ending::Error("the agent ended the session without a status".into()),
     };
     Exit { ending, timed_out: c.timed_out, duration: Duration::from_millis(c.duration_ms) }

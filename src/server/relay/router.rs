@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::core::ids::MachineId;
 use crate::core::secret::Secret;
 use crate::core::session::{AttachSpec, Denial, Grant, OpenSpec, SessionEvent, SessionSummary};
+use crate::proto;
 
 /// Why a session could not be opened or driven.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -35,6 +36,9 @@ pub(crate) enum RouteError {
     /// The route named a stream this node no longer holds (the agent moved): read it again.
     #[error("the machine moved to another node; try again")]
     Stale,
+    /// An ask to an agent running without `--ask-handler`.
+    #[error("the machine has no ask handler")]
+    NoAskHandler,
 }
 
 /// Drives one session. Every method is cheap; `input` waits for the agent's input credit.
@@ -93,6 +97,9 @@ pub(crate) trait SessionRouter: Send + Sync {
         source: &str,
         password: Secret<String>,
     ) -> Result<Grant, RouteError>;
+    /// Starts, reads, pages or cancels a job on the machine (relay.proto, "Jobs"). The agent
+    /// may take `query.wait_ms` to answer; the router waits that long plus its usual margin.
+    async fn job(&self, machine: MachineId, query: proto::JobQuery) -> Result<proto::JobReport, RouteError>;
     /// Whether the machine has a live stream reachable from here (on any node).
     async fn is_connected(&self, machine: MachineId) -> bool;
 }

@@ -77,6 +77,7 @@ impl proto::relay_server::Relay for RelayService {
         let audit = crate::store::AuditEvent {
             actor: &machine_id,
             action: "machine.enroll",
+            surface: "",
             fleet_id: Some(machine.fleet_id.to_string()),
             machine_id: Some(machine_id.clone()),
             ..Default::default()

@@ -7,6 +7,7 @@ use super::PgStore;
 use crate::core::clock::now;
 use crate::core::ids::FleetId;
 use crate::store::console::*;
+use crate::store::rows::{self, AUDIT_COLUMNS};
 use crate::store::{StoreError, parse_col};
 
 #[async_trait]
@@ -47,25 +48,9 @@ impl ConsoleStore for PgStore {
     }
 
     async fn fleet_audit(&self, fleet: FleetId, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT at, actor, action, machine_id, link_id, detail FROM audit_events
-             WHERE fleet_id = $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(fleet.to_string())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRow {
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    machine_id: r.try_get("machine_id")?,
-                    link_id: r.try_get("link_id")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect()
+        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE fleet_id = $1 ORDER BY id DESC LIMIT $2");
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(fleet.to_string()).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(rows::audit_row).collect()
     }
 }

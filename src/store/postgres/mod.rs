@@ -22,7 +22,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::mpsc;
 
 use super::cluster::NOTIFY_CHANNEL;
-use super::{AuditEvent, AuditStore, StoreError};
+use super::{AuditEvent, AuditQuery, AuditRow, AuditStore, StoreError};
 use crate::core::clock::now;
 
 /// Connections per node: API calls, relay bookkeeping and maintenance share them.
@@ -93,12 +93,13 @@ crate::store::cluster::cluster_store!(PgStore, pg_sql, notify, wakeups);
 impl AuditStore for PgStore {
     async fn audit(&self, event: AuditEvent<'_>) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO audit_events (at, actor, action, fleet_id, machine_id, link_id, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO audit_events (at, actor, action, surface, fleet_id, machine_id, link_id, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(now())
         .bind(event.actor)
         .bind(event.action)
+        .bind(event.surface)
         .bind(event.fleet_id)
         .bind(event.machine_id)
         .bind(event.link_id)
@@ -106,5 +107,22 @@ impl AuditStore for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn list_audit(&self, query: &AuditQuery<'_>) -> Result<Vec<AuditRow>, StoreError> {
+        let select = format!("SELECT {} FROM audit_events WHERE fleet_id = ", super::rows::AUDIT_COLUMNS);
+        let mut sql = sqlx::QueryBuilder::new(select);
+        sql.push_bind(query.fleet.to_string()).push(" AND at >= ").push_bind(query.since);
+        if let Some(machine) = query.machine {
+            sql.push(" AND machine_id = ").push_bind(machine.to_string());
+        }
+        if !query.actors.is_empty() {
+            sql.push(" AND actor = ANY(").push_bind(query.actors.to_vec()).push(")");
+        }
+        sql.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(query.limit));
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        let mut events = rows.iter().map(super::rows::audit_row).collect::<Result<Vec<_>, _>>()?;
+        events.reverse();
+        Ok(events)
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{AuditEvent, AuditStore, StoreError};
+use super::{AuditEvent, AuditQuery, AuditRow, AuditStore, StoreError};
 use crate::core::clock::now;
 
 /// The store over one SQLite database; cheap to clone (a connection pool).
@@ -60,12 +60,13 @@ crate::store::cluster::cluster_store!(SqliteStore, sqlite_sql, no_notify, no_wak
 impl AuditStore for SqliteStore {
     async fn audit(&self, event: AuditEvent<'_>) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO audit_events (at, actor, action, fleet_id, machine_id, link_id, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_events (at, actor, action, surface, fleet_id, machine_id, link_id, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(now())
         .bind(event.actor)
         .bind(event.action)
+        .bind(event.surface)
         .bind(event.fleet_id)
         .bind(event.machine_id)
         .bind(event.link_id)
@@ -73,5 +74,27 @@ impl AuditStore for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn list_audit(&self, query: &AuditQuery<'_>) -> Result<Vec<AuditRow>, StoreError> {
+        let select = format!("SELECT {} FROM audit_events WHERE fleet_id = ", super::rows::AUDIT_COLUMNS);
+        let mut sql = sqlx::QueryBuilder::new(select);
+        sql.push_bind(query.fleet.to_string()).push(" AND at >= ").push_bind(query.since);
+        if let Some(machine) = query.machine {
+            sql.push(" AND machine_id = ").push_bind(machine.to_string());
+        }
+        if !query.actors.is_empty() {
+            sql.push(" AND actor IN (");
+            let mut list = sql.separated(", ");
+            for actor in query.actors {
+                list.push_bind(actor.clone());
+            }
+            sql.push(")");
+        }
+        sql.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(query.limit));
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        let mut events = rows.iter().map(super::rows::audit_row).collect::<Result<Vec<_>, _>>()?;
+        events.reverse();
+        Ok(events)
     }
 }
