@@ -215,7 +215,11 @@ impl Node {
             s
         });
         let status = wait_child(&mut child, Duration::from_secs(60))?;
-        Ok(Run { code: status.code().unwrap_or(-1), stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+        Ok(Run {
+            code: status.code().unwrap_or(-1),
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        })
     }
 
     fn token(&self) -> anyhow::Result<String> {
@@ -309,7 +313,8 @@ impl Agent {
 
     /// Enrolls through `node` and waits until the machine runs a command: its id.
     fn enroll(node: &Node, servers: &[&str], state: &Path) -> anyhow::Result<(Self, String)> {
-        let agent = Self::start(servers, Some(&node.token()?), state)?;
+        let token = node.token()?;
+        let agent = Self::start(servers, Some(token.as_str()), state)?;
         let file = state.join("agent.json");
         wait_until(Duration::from_secs(30), "the agent to enroll", || Ok(file.exists()))?;
         let saved: Value = serde_json::from_slice(&std::fs::read(&file)?)?;
@@ -383,7 +388,10 @@ fn bench_echo(cfg: &Config, shared: &Shared) -> anyhow::Result<Value> {
     let b = shared.node()?;
     let (_agent, machine) = Agent::enroll(&a, &[&a.url], &shared.state("echo-agent"))?;
     let link = a.share(&machine)?;
-    log(format!("echo: {} keys after {} warm-up, turns of {TURN_WARMUP} + {ECHO_BLOCK}: same node, other node", cfg.keys, cfg.warmup));
+    log(format!(
+        "echo: {} keys after {} warm-up, turns of {TURN_WARMUP} + {ECHO_BLOCK}: same node, other node",
+        cfg.keys, cfg.warmup
+    ));
     let mut same = link::Timed::open(&link.socket_url())?;
     let mut other = link::Timed::open(&b.via(&link, &a))?;
     same.settle(Duration::from_millis(200), Duration::from_secs(30))?;
@@ -396,7 +404,7 @@ fn bench_echo(cfg: &Config, shared: &Shared) -> anyhow::Result<Value> {
     let (mut last_s, mut last_o) = (Vec::new(), Vec::new());
     let mut sent = 0;
     while sent < total {
-        let (n, skip) = if sent == 0 {
+        let (n, skip) = if sent == 0 && cfg.warmup > 0 {
             (cfg.warmup, cfg.warmup)
         } else {
             ((ECHO_BLOCK + TURN_WARMUP).min(total - sent), TURN_WARMUP)
@@ -513,13 +521,14 @@ async fn tokens(node: &Node, n: usize) -> anyhow::Result<Vec<String>> {
     let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", access_token(node)?).parse()?;
     let client = ApiClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
         req.metadata_mut().insert("authorization", bearer.clone());
-        Ok(req)
+        Ok::<_, tonic::Status>(req)
     });
     let made = futures_util::stream::iter(0..n)
         .map(|_| {
             let mut client = client.clone();
             async move {
-                let t = client.create_enroll_token(cmdop::proto::CreateEnrollTokenRequest { ttl_seconds: 3600 }).await?;
+                let t =
+                    client.create_enroll_token(cmdop::proto::CreateEnrollTokenRequest { ttl_seconds: 3600 }).await?;
                 anyhow::Ok(t.into_inner().token)
             }
         })
@@ -570,7 +579,9 @@ fn bench_writes(cfg: &Config, shared: &Shared) -> anyhow::Result<Value> {
             }
             log(format!("writes: {} agents connected after {:.1}s", stubs.len(), t0.elapsed().as_secs_f64()));
             let held = || -> anyhow::Result<u64> { nodes.iter().map(|n| n.metric("cmdop_routes_held")).sum() };
-            wait_until(Duration::from_secs(120), "every null agent to hold a route", || Ok(held()? as usize >= stubs.len()))?;
+            wait_until(Duration::from_secs(120), "every null agent to hold a route", || {
+                Ok(held()? as usize >= stubs.len())
+            })?;
         }
         // Let the enrollment burst's statistics reach pg_stat (flushed about every second).
         wait_settled(shared)?;
