@@ -26,7 +26,7 @@ use thiserror::Error;
 
 pub use console::{AuditRow, ConsoleStore, TicketOwner};
 pub use grants::{DeviceGrant, GrantStatus, GrantStore};
-pub use identity::{Fleet, IdentityStore, Membership, Role, TokenKind, User};
+pub use identity::{Fleet, IdentityStore, Membership, RefreshToken, Role, TokenKind, User};
 pub use links::{LinkRow, LinkStore, NewLink};
 pub use machines::{EnrollError, Machine, MachineInfo, MachineStore};
 

@@ -45,6 +45,7 @@ on_both_backends!(
     the_first_user_is_the_first_created,
     fleets_memberships_and_roles,
     tokens_live_until_expiry_or_revocation,
+    a_token_family_is_revoked_as_one,
     an_enrollment_token_enrolls_exactly_one_machine,
     racing_enrollments_with_one_token_make_one_machine,
     machines_go_online_and_offline,
@@ -106,9 +107,9 @@ async fn fleets_memberships_and_roles(store: Store) {
 
 async fn tokens_live_until_expiry_or_revocation(store: Store) {
     let (user, _) = owner(&store).await;
-    store.insert_token("live", TokenKind::Access, user, "test", now() + 600).await.unwrap();
-    store.insert_token("old", TokenKind::Access, user, "test", now() - 1).await.unwrap();
-    store.insert_token("refresh", TokenKind::Refresh, user, "test", now() + 600).await.unwrap();
+    store.insert_token("live", TokenKind::Access, user, "test", now() + 600, "fam").await.unwrap();
+    store.insert_token("old", TokenKind::Access, user, "test", now() - 1, "fam").await.unwrap();
+    store.insert_token("refresh", TokenKind::Refresh, user, "test", now() + 600, "fam").await.unwrap();
     assert_eq!(store.token_user("live", TokenKind::Access).await.unwrap(), Some(user));
     assert_eq!(store.token_user("live", TokenKind::Refresh).await.unwrap(), None, "kinds do not mix");
     assert_eq!(store.token_user("old", TokenKind::Access).await.unwrap(), None, "expired");
@@ -116,6 +117,24 @@ async fn tokens_live_until_expiry_or_revocation(store: Store) {
     assert!(store.revoke_token("refresh").await.unwrap());
     assert!(!store.revoke_token("refresh").await.unwrap(), "a refresh token revokes once: replays show");
     assert_eq!(store.token_user("refresh", TokenKind::Refresh).await.unwrap(), None);
+}
+
+async fn a_token_family_is_revoked_as_one(store: Store) {
+    let (user, _) = owner(&store).await;
+    store.insert_token("a1", TokenKind::Access, user, "test", now() + 600, "fam").await.unwrap();
+    store.insert_token("r1", TokenKind::Refresh, user, "test", now() + 600, "fam").await.unwrap();
+    store.insert_token("r2", TokenKind::Refresh, user, "test", now() + 600, "fam").await.unwrap();
+    store.insert_token("other", TokenKind::Access, user, "test", now() + 600, "fam2").await.unwrap();
+    assert!(store.revoke_token("r1").await.unwrap());
+    let used = store.refresh_token("r1").await.unwrap().unwrap();
+    assert_eq!((used.user, used.family.as_str()), (user, "fam"));
+    assert!(used.revoked_at.is_some(), "a used refresh token is still found, marked used");
+    assert!(store.refresh_token("a1").await.unwrap().is_none(), "an access token is no refresh token");
+    assert!(store.refresh_token("nope").await.unwrap().is_none());
+    assert_eq!(store.revoke_family("fam").await.unwrap(), 2, "a1 and r2; r1 was already revoked");
+    assert_eq!(store.token_user("a1", TokenKind::Access).await.unwrap(), None);
+    assert_eq!(store.token_user("r2", TokenKind::Refresh).await.unwrap(), None);
+    assert_eq!(store.token_user("other", TokenKind::Access).await.unwrap(), Some(user), "other families live on");
 }
 
 async fn an_enrollment_token_enrolls_exactly_one_machine(store: Store) {

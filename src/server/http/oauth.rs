@@ -12,7 +12,7 @@ use serde_json::json;
 use super::HttpState;
 use crate::core::secret;
 use crate::core::wire::TokenPair;
-use crate::server::oauth;
+use crate::server::oauth::{self, RefreshError};
 use crate::server::oauth::device::{self, PollError};
 
 /// `POST /oauth/device` form.
@@ -87,11 +87,13 @@ pub async fn issue_token(State(state): State<HttpState>, Form(req): Form<TokenRe
             Err(e) => oauth_error(&e.to_string(), poll_description(&e)),
         },
         "refresh_token" => match oauth::refresh(&state.store, &req.refresh_token).await {
-            Ok(Some(pair)) => tokens(pair),
-            Ok(None) => {
-                oauth_error("invalid_grant", "refresh token expired, revoked or already used: run `cmdop login`")
+            Ok(pair) => tokens(pair),
+            Err(RefreshError::Store(e)) => server_error(e),
+            Err(e @ RefreshError::Reused) => {
+                tracing::warn!("a used refresh token was replayed; its sign-in's tokens are revoked");
+                oauth_error("invalid_grant", &e.to_string())
             }
-            Err(e) => server_error(e),
+            Err(e) => oauth_error("invalid_grant", &e.to_string()),
         },
         _ => oauth_error("unsupported_grant_type", "use the device_code or refresh_token grant"),
     }
