@@ -16,6 +16,42 @@ pub struct Metrics {
     pub bytes_to_agents: AtomicU64,
     /// Exec commands started.
     pub execs_total: AtomicU64,
+    /// Browser cookie sessions held in memory (device page and console).
+    pub web_sessions: AtomicU64,
+    /// Purges of ended rows run by this node.
+    pub purge_runs: AtomicU64,
+    /// Rows those purges deleted.
+    pub purged_rows: AtomicU64,
+    /// Requests refused by a limit, one counter per `Limit`.
+    pub refusals: [AtomicU64; Limit::ALL.len()],
+}
+
+/// The limits whose refusals are counted (`cmdop_limit_refusals_total{limit=...}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `POST /oauth/device` per client IP.
+    DeviceStart,
+    /// Open sessions per machine.
+    SessionsPerMachine,
+    /// Open sessions per share link.
+    SessionsPerLink,
+    /// Open sessions per client IP.
+    SessionsPerIp,
+}
+
+impl Limit {
+    /// Every limit, in the order of `Metrics::refusals`.
+    pub const ALL: [Limit; 4] = [Limit::DeviceStart, Limit::SessionsPerMachine, Limit::SessionsPerLink, Limit::SessionsPerIp];
+
+    /// The `limit` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::DeviceStart => "device_start",
+            Limit::SessionsPerMachine => "sessions_per_machine",
+            Limit::SessionsPerLink => "sessions_per_link",
+            Limit::SessionsPerIp => "sessions_per_ip",
+        }
+    }
 }
 
 /// The one instance.
@@ -25,13 +61,23 @@ pub static METRICS: Metrics = Metrics {
     bytes_from_agents: AtomicU64::new(0),
     bytes_to_agents: AtomicU64::new(0),
     execs_total: AtomicU64::new(0),
+    web_sessions: AtomicU64::new(0),
+    purge_runs: AtomicU64::new(0),
+    purged_rows: AtomicU64::new(0),
+    refusals: [const { AtomicU64::new(0) }; Limit::ALL.len()],
 };
 
 impl Metrics {
+    /// Counts one refusal by `limit`.
+    pub fn refused(&self, limit: Limit) {
+        let i = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
+        self.refusals[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Renders every metric with HELP and TYPE lines.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 5] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 8] = [
             ("cmdop_machines_online", "gauge", "Agent streams connected to this node.", &self.machines_online),
             ("cmdop_sessions_open", "gauge", "Sessions open through this node.", &self.sessions_open),
             (
@@ -42,6 +88,9 @@ impl Metrics {
             ),
             ("cmdop_relayed_bytes_total{direction=\"to_agent\"}", "counter", "", &self.bytes_to_agents),
             ("cmdop_execs_total", "counter", "Exec commands started.", &self.execs_total),
+            ("cmdop_web_sessions", "gauge", "Browser cookie sessions held in memory.", &self.web_sessions),
+            ("cmdop_purge_runs_total", "counter", "Purges of ended rows run by this node.", &self.purge_runs),
+            ("cmdop_purged_rows_total", "counter", "Ended rows deleted by purges.", &self.purged_rows),
         ];
         for (name, kind, help, value) in rows {
             let base = name.split('{').next().unwrap_or(name);
@@ -49,6 +98,13 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP {base} {help}\n# TYPE {base} {kind}");
             }
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP cmdop_limit_refusals_total Requests refused by a limit.\n# TYPE cmdop_limit_refusals_total counter"
+        );
+        for (limit, value) in Limit::ALL.iter().zip(&self.refusals) {
+            let _ = writeln!(out, "cmdop_limit_refusals_total{{limit=\"{}\"}} {}", limit.label(), value.load(Ordering::Relaxed));
         }
         out
     }

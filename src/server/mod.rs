@@ -9,6 +9,7 @@
 //! - `oauth`: OAuth tokens and the device grant.
 //! - `grpc`, `metrics`, `bootstrap`, `command`: shared gRPC helpers, counters, first-run
 //!   set-up and the `cmdop server` command.
+//! - `purge`: the periodic deletion of ended rows and expired browser sessions.
 
 pub mod api;
 pub mod bootstrap;
@@ -21,6 +22,7 @@ pub mod listen;
 pub mod local_approval;
 pub mod metrics;
 pub mod oauth;
+mod purge;
 pub mod relay;
 
 use std::net::SocketAddr;
@@ -32,10 +34,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::core::ids::NodeId;
+use crate::core::limits::ServiceLimits;
 use crate::proto;
 use crate::server::api::ApiService;
 use crate::server::http::HttpState;
 use crate::server::http::client_ip::TrustedProxies;
+use crate::server::http::sessions::BoundedSessions;
 use crate::server::links::Links;
 use crate::server::relay::LocalRouter;
 use crate::server::relay::service::RelayService;
@@ -64,6 +68,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Header timeout and connection cap (listen.rs).
     pub limits: listen::ConnLimits,
+    /// Rates, session caps and the purge interval.
+    pub service: ServiceLimits,
 }
 
 /// A bound, not yet serving, server.
@@ -81,6 +87,7 @@ pub struct Server {
     trusted_proxies: TrustedProxies,
     bootstrap_secret: crate::core::secret::Secret<String>,
     limits: listen::ConnLimits,
+    service: ServiceLimits,
 }
 
 impl Server {
@@ -120,6 +127,7 @@ impl Server {
             trusted_proxies,
             bootstrap_secret,
             limits: config.limits,
+            service: config.service,
         })
     }
 
@@ -148,7 +156,15 @@ impl Server {
         let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat);
         let api = ApiService::new(self.store.clone(), self.router.clone(), self.links.clone(), self.public_url.clone());
         let http_state =
-            HttpState::new(self.store.clone(), self.links.clone(), self.router.clone(), &self.public_url, self.health);
+            HttpState::new(self.store.clone(), self.links.clone(), self.router.clone(), &self.public_url, self.health)
+                .with_limits(self.service);
+        let device_sessions = BoundedSessions::new(self.service.max_web_sessions, http::device::USER_KEY);
+        let console_sessions = BoundedSessions::new(self.service.max_web_sessions, console::SIGNED_IN_KEY);
+        let _purge = AbortOnDrop::spawn(purge::run(
+            self.store.clone(),
+            vec![device_sessions.clone(), console_sessions.clone()],
+            self.service.purge_interval,
+        ));
         // Key reloads and revocation pruning, for as long as this server serves.
         let _maintenance = self.links.spawn_maintenance();
         // Other nodes may hold agents' streams: machines whose node went silent are swept offline.
@@ -162,11 +178,11 @@ impl Server {
             self.router.clone(),
             &self.public_url,
             stopping,
-        ));
+        ), console_sessions);
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();
-        let app = http::router(http_state)
+        let app = http::router(http_state, device_sessions)
             .merge(local_approval::router(self.store.clone(), self.bootstrap_secret))
             .merge(console)
             .merge(grpc)

@@ -1,7 +1,7 @@
 //! The server's storage: users, fleets, memberships, machines, tokens, links and audit events.
 //!
 //! An interface of one trait per concern (`IdentityStore`, `MachineStore`, `LinkStore`,
-//! `GrantStore`, `AuditStore`), together `Storage`, held as `Store` (`Arc<dyn Storage>`).
+//! `GrantStore`, `AuditStore`, `ConsoleStore`, `PurgeStore`), together `Storage`, held as `Store` (`Arc<dyn Storage>`).
 //! Callers see domain types and `StoreError`, never SQL: all SQL lives under this folder, one
 //! implementation per backend: `sqlite` (the default, a file in the data folder) and `postgres`
 //! (several server nodes on one database). `rows` holds what both read alike.
@@ -12,6 +12,7 @@ mod identity;
 mod links;
 mod machines;
 mod postgres;
+mod purge;
 mod rows;
 mod sqlite;
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use grants::{DeviceGrant, GrantStatus, GrantStore};
 pub use identity::{Fleet, IdentityStore, Membership, RefreshToken, Role, TokenKind, User};
 pub use links::{LinkRow, LinkStore, NewLink};
 pub use machines::{EnrollError, Machine, MachineInfo, MachineStore};
+pub use purge::{PurgeStore, Purged};
 
 /// A storage failure: the database is unreachable or corrupt, or a row breaks an invariant.
 #[derive(Debug, Error)]
@@ -54,9 +56,12 @@ impl From<sqlx::Error> for EnrollError {
 }
 
 /// Every concern of the store, as one object.
-pub trait Storage: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore {}
+pub trait Storage:
+    IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore + PurgeStore
+{
+}
 
-impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore> Storage for T {}
+impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore + PurgeStore> Storage for T {}
 
 /// Handle to the store; cheap to clone.
 pub type Store = Arc<dyn Storage>;

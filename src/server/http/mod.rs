@@ -10,6 +10,7 @@
 //! - `link_page`: a share link's terminal page and error pages (the one verdict -> status map).
 //! - `link_socket`: a share link's WebSocket, bridged to a shell through the router.
 //! - `parked`: link sessions kept 30 s for a browser that dropped.
+//! - `sessions`: the bounded in-memory store of browser cookie sessions.
 //! - `unlock`: a machine's attach password, answered with a cookie for the socket.
 //! - `protocol`: the browser wire messages and close codes.
 //!
@@ -25,6 +26,7 @@ mod link_socket;
 pub(crate) mod oauth;
 mod parked;
 pub mod protocol;
+pub(crate) mod sessions;
 pub(crate) mod unlock;
 
 use std::sync::Arc;
@@ -35,9 +37,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_sessions::cookie::SameSite;
-use tower_sessions::{Expiry, MemoryStore, SessionManagerLayer};
+use tower_sessions::{Expiry, SessionManagerLayer};
 
-use crate::core::limiter::Limiter;
+use crate::core::limiter::{Limiter, Rate};
+use crate::core::limits::ServiceLimits;
 use crate::server::links::Links;
 use crate::server::relay::router::SessionRouter;
 use crate::store::Store;
@@ -64,6 +67,10 @@ pub struct HttpState {
     login_limits: Arc<Limiter>,
     /// Device sign-in failures per client address.
     ip_limits: Arc<Limiter>,
+    /// `POST /oauth/device` calls per client address.
+    device_starts: Arc<Rate>,
+    /// The configured limits.
+    limits: ServiceLimits,
 }
 
 impl HttpState {
@@ -82,7 +89,16 @@ impl HttpState {
             login_limits: Arc::new(Limiter::new(5, Duration::from_secs(900))),
             // Per IP: 20 free failures (several people behind one NAT), same back-off.
             ip_limits: Arc::new(Limiter::new(20, Duration::from_secs(900))),
+            device_starts: Arc::new(Rate::new(0, Duration::from_secs(60))),
+            limits: ServiceLimits::default(),
         }
+    }
+
+    /// The same state enforcing `limits`.
+    pub fn with_limits(mut self, limits: ServiceLimits) -> Self {
+        self.device_starts = Arc::new(Rate::new(limits.device_starts_per_minute, Duration::from_secs(60)));
+        self.limits = limits;
+        self
     }
 
     /// The stylesheet every page links.
@@ -99,10 +115,10 @@ pub fn origin_of(url: &str) -> String {
 }
 
 /// Every HTTP route. Browser-facing ones carry strict security headers; only the device
-/// pages carry a session cookie.
-pub fn router(state: HttpState) -> Router {
+/// pages carry a session cookie, kept in `sessions`.
+pub(crate) fn router(state: HttpState, sessions: sessions::BoundedSessions) -> Router {
     let secure = state.public_url.starts_with("https://");
-    let sessions = SessionManagerLayer::new(MemoryStore::default())
+    let sessions = SessionManagerLayer::new(sessions)
         .with_name("cmdop_web")
         .with_secure(secure)
         .with_http_only(true)
