@@ -173,6 +173,9 @@ async fn link(enrollment: &Enrollment, config: &AgentConfig, shells: &Shells, ga
     result
 }
 
+/// How often the attach password file is checked for a change that ends sessions: 1 s.
+const PASSWORD_CHECK: Duration = Duration::from_secs(1);
+
 async fn pump(
     inbound: &mut tonic::Streaming<proto::RelayFrame>,
     out: &channel::Out,
@@ -181,8 +184,15 @@ async fn pump(
     gate: &Gate,
 ) -> Result<(), LinkError> {
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
+    let mut password_check = tokio::time::interval(PASSWORD_CHECK);
     loop {
         tokio::select! {
+            _ = password_check.tick() => {
+                let ended = channels.revoke_stale(gate.epoch().as_deref());
+                if ended > 0 {
+                    tracing::info!(ended, "the attach password changed: sessions admitted under the old one end");
+                }
+            }
             frame = inbound.message() => match frame.map_err(status_error)? {
                 None => return Ok(()),
                 Some(proto::RelayFrame { kind: Some(relay_frame::Kind::Welcome(w)) }) => {
@@ -207,7 +217,7 @@ async fn pump(
 fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, shells: &Shells, gate: &Gate) {
     match kind {
         relay_frame::Kind::Open(open) => match gate.admit(&open.principal, &open.attach_token) {
-            Ok(()) => start(open, out, channels, shells),
+            Ok(epoch) => start(open, epoch, out, channels, shells),
             Err(denial) => refuse(open.channel, denial, out),
         },
         relay_frame::Kind::Input(i) => channels.command(i.channel, Cmd::Input(i.data)),
@@ -254,10 +264,10 @@ async fn unlock(request: u64, u: proto::Unlock, gate: &Gate) -> proto::SessionRe
     reply
 }
 
-fn start(open: proto::Open, out: &channel::Out, channels: &Channels, shells: &Shells) {
+fn start(open: proto::Open, epoch: Option<String>, out: &channel::Out, channels: &Channels, shells: &Shells) {
     let channel = open.channel;
     let shell = open.kind() == proto::SessionKind::Shell;
-    let Some((credit, cmds)) = channels.insert(channel, open.output_window, shell) else {
+    let Some((credit, cmds)) = channels.insert(channel, open.output_window, shell, epoch) else {
         tracing::warn!(channel, "relay reused an open channel number; ignored");
         return;
     };
@@ -265,9 +275,10 @@ fn start(open: proto::Open, out: &channel::Out, channels: &Channels, shells: &Sh
     tokio::spawn(async move {
         match open.kind() {
             proto::SessionKind::Exec if !open.argv.is_empty() => exec::run(open, out, credit, cmds).await,
+            // No argv: runs nothing, only answers whether the grant admits the principal
+            // (the server checks it before listing or killing sessions).
             proto::SessionKind::Exec => {
-                let ending = Ending::Error("no command given".into());
-                let _ = out.send(channel::closed_at_once_frame(channel, ending)).await;
+                let _ = out.send(channel::closed_at_once_frame(channel, Ending::Code(0))).await;
             }
             proto::SessionKind::Shell => shells.attach(open, out, credit, cmds).await,
         }

@@ -77,6 +77,14 @@ pub enum Ending {
     Denied(Denial),
 }
 
+impl Ending {
+    /// Whether the machine's attach password refused it (at the start, or later because the
+    /// password changed under it).
+    pub fn is_denied(&self) -> bool {
+        matches!(self, Ending::Denied(_))
+    }
+}
+
 /// The final word on a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exit {

@@ -297,10 +297,17 @@ impl proto::api_server::Api for ApiService {
             id => vec![self.fleet_machine(&c, id).await?],
         };
         let single = machines.len() == 1 && !req.get_ref().machine_id.is_empty();
-        if single && !self.router.is_connected(machines[0].id) {
-            return Err(route_status(RouteError::Offline, &machines[0]));
+        let tokens = &req.get_ref().attach_tokens;
+        let access = |m: &Machine| access_of(&c, tokens.get(&m.id.to_string()).map_or("", String::as_str));
+        if single {
+            if !self.router.is_connected(machines[0].id) {
+                return Err(route_status(RouteError::Offline, &machines[0]));
+            }
+            sessions::check_grant(self.router.as_ref(), &machines[0], access(&machines[0]))
+                .await
+                .map_err(|e| route_status(e, &machines[0]))?;
         }
-        Ok(Response::new(sessions::gather(self.router.as_ref(), &machines).await))
+        Ok(Response::new(sessions::gather(self.router.as_ref(), &machines, access).await))
     }
 
     async fn kill_session(
@@ -312,6 +319,9 @@ impl proto::api_server::Api for ApiService {
         let r = req.get_ref();
         sessions::check_target(&r.session)?;
         let machine = self.fleet_machine(&c, &r.machine_id).await?;
+        sessions::check_grant(self.router.as_ref(), &machine, access_of(&c, &r.attach_token))
+            .await
+            .map_err(|e| route_status(e, &machine))?;
         let killed = self.router.kill_session(machine.id, &r.session).await.map_err(|e| route_status(e, &machine))?;
         tracing::info!(machine = %machine.id, user = %c.user.email, session = %killed.id, "session killed");
         self.audit_session(&c, &machine, "session.kill", &killed.id.to_string()).await;

@@ -128,7 +128,7 @@ async fn attach(
     access: Access,
 ) -> Result<(LinkSession, u64), Refusal> {
     if let (Some(key), Some(offset)) = (resume.session, resume.offset)
-        && let Some(session) = state.parked.take(key, claims.link_id).await
+        && let Some(session) = state.parked.take(key, claims.link_id, access.token.as_ref()).await
     {
         return Ok((session, offset));
     }
@@ -145,6 +145,7 @@ async fn attach(
     };
     // A page that lost its parked session (the agent's stream dropped meanwhile) still knows
     // how far it read: a persistent session replays from there, not from its ring's start.
+    let grant = access.token.clone();
     let mut port = open_shell(state, claims, opened.joins.as_deref(), resume.offset, access).await?;
     // The first event says where this attachment's output starts: 0 for a new shell, the
     // replay point of the ring when the link joins a running persistent session.
@@ -162,7 +163,7 @@ async fn attach(
     };
     state.links.opened(claims.link_id, client.to_string()).await;
     tracing::info!("share link opened a session");
-    let mut session = LinkSession::new(claims.link_id, port);
+    let mut session = LinkSession::new(claims.link_id, port, grant.as_ref());
     session.ring.push(start, &[]);
     Ok((session, start))
 }
@@ -271,6 +272,11 @@ async fn bridge(
             close_with(&mut sink, close::NORMAL, "The session ended").await;
         }
         Outcome::Ended(End::Lost) => close_with(&mut sink, close::OFFLINE, "The machine went offline").await,
+        Outcome::Ended(End::Denied) => {
+            let text = "The machine's attach password changed: reload the page and enter the new one.".to_string();
+            let _ = tokio::time::timeout(LAST_WORDS, send_json(&mut sink, &ServerMessage::Notice { text })).await;
+            close_with(&mut sink, close::PASSWORD, "The machine's attach password changed").await;
+        }
         Outcome::Expired => {
             close_with(&mut sink, close::EXPIRED, "This link has expired").await;
             state.links.expired(claims.link_id).await;
@@ -338,6 +344,7 @@ async fn pump(
                     }
                 }
                 Some(SessionEvent::Opened { .. }) => {}
+                Some(SessionEvent::Exited(exit)) if exit.ending.is_denied() => break Outcome::Ended(End::Denied),
                 Some(SessionEvent::Exited(exit)) => break Outcome::Ended(End::Exit(exit.shell_code())),
                 Some(SessionEvent::Lost) | None => break Outcome::Ended(End::Lost),
             },
