@@ -113,6 +113,10 @@ pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>)
             Err(LinkError::Retry(e)) => {
                 tracing::warn!(error = %format!("{e:#}"), "relay connection failed")
             }
+            Err(LinkError::Draining) => {
+                tracing::info!("the server is shutting down; reconnecting at once");
+                delay = BACKOFF_FIRST / 2;
+            }
             Ok(()) => tracing::warn!("relay closed the stream"),
         }
         if started.elapsed() > BACKOFF_RESET_AFTER {
@@ -131,6 +135,8 @@ pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>)
 enum LinkError {
     /// Retrying cannot help (credential refused).
     Fatal(anyhow::Error),
+    /// The server said it is shutting down: reconnect at once (another node may answer).
+    Draining,
     /// Network trouble: back off and retry.
     Retry(anyhow::Error),
 }
@@ -144,6 +150,7 @@ impl From<anyhow::Error> for LinkError {
 fn status_error(s: tonic::Status) -> LinkError {
     let e = anyhow::anyhow!("{}", s.message());
     match s.code() {
+        Code::Unavailable if s.message() == crate::core::wire::SERVER_SHUTTING_DOWN => LinkError::Draining,
         Code::Unauthenticated | Code::PermissionDenied => LinkError::Fatal(e),
         _ => LinkError::Retry(e),
     }

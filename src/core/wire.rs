@@ -10,6 +10,10 @@ pub const FLEET_HEADER: &str = "x-cmdop-fleet";
 /// (`Denial::code`); a throttled one also carries `retry-after` seconds.
 pub const DENIAL_HEADER: &str = "cmdop-denial";
 
+/// The `grpc-message` of the `UNAVAILABLE` status every open stream ends with when the server
+/// shuts down: agents reconnect at once instead of backing off.
+pub const SERVER_SHUTTING_DOWN: &str = "server shutting down";
+
 /// A token response (RFC 6749 section 5.1).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct TokenPair {

@@ -22,6 +22,7 @@ pub mod listen;
 pub mod local_approval;
 pub mod metrics;
 pub mod oauth;
+mod drain;
 mod purge;
 pub mod relay;
 
@@ -155,9 +156,11 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat);
         let api = ApiService::new(self.store.clone(), self.router.clone(), self.links.clone(), self.public_url.clone());
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let http_state =
             HttpState::new(self.store.clone(), self.links.clone(), self.router.clone(), &self.public_url, self.health)
-                .with_limits(self.service);
+                .with_limits(self.service)
+                .with_stopping(stopping.clone());
         let device_sessions = BoundedSessions::new(self.service.max_web_sessions, http::device::USER_KEY);
         let console_sessions = BoundedSessions::new(self.service.max_web_sessions, console::SIGNED_IN_KEY);
         let _purge = AbortOnDrop::spawn(purge::run(
@@ -171,13 +174,12 @@ impl Server {
         let _sweep = self
             .shared_database
             .then(|| AbortOnDrop::spawn(relay::presence::offline_sweep(self.store.clone(), self.heartbeat)));
-        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let console = console::router(console::ConsoleState::new(
             self.store.clone(),
             self.links.clone(),
             self.router.clone(),
             &self.public_url,
-            stopping,
+            stopping.clone(),
         ), console_sessions);
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
@@ -187,11 +189,17 @@ impl Server {
             .merge(console)
             .merge(grpc)
             .fallback(http::not_found)
+            .layer(axum::middleware::map_response(move |resp| {
+                let stopping = stopping.clone();
+                async move { drain::end_grpc_on_stop(stopping, resp) }
+            }))
             .layer(axum::Extension(self.trusted_proxies.clone()));
         tracing::info!(url = %self.public_url, addr = %self.local_addr, "serving");
-        // Event streams never end by themselves: tell them when the server stops.
+        // Sockets, event streams and gRPC streams never end by themselves: tell them when the
+        // server stops (browsers get a notice and close 1001, agents and CLIs an UNAVAILABLE).
         let shutdown = async move {
             shutdown.await;
+            tracing::info!("shutting down: draining connections");
             let _ = stopping_tx.send(true);
         };
         listen::serve(self.listener, app, self.limits, shutdown).await;

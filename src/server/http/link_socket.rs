@@ -202,6 +202,8 @@ enum Outcome {
     Ended(End),
     Expired,
     Revoked,
+    /// The server is shutting down.
+    Stopping,
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -249,7 +251,7 @@ async fn bridge(
     let mut asked = state.parked.register(&session);
     let outcome = match session.ended {
         Some(end) => Outcome::Ended(end),
-        None => pump(&mut sink, stream, &mut session, &claims, &mut revocation, &mut asked).await,
+        None => pump(&mut sink, stream, &mut session, &claims, &mut revocation, &mut asked, state.stopped()).await,
     };
     // A reconnect may have asked just as this socket ended for another reason.
     let outcome = match (outcome, asked.try_recv()) {
@@ -282,6 +284,11 @@ async fn bridge(
             state.links.expired(claims.link_id).await;
         }
         Outcome::Revoked => close_with(&mut sink, close::REVOKED, "This link was revoked").await,
+        Outcome::Stopping => {
+            let text = "The server is restarting; reconnecting...".to_string();
+            let _ = tokio::time::timeout(LAST_WORDS, send_json(&mut sink, &ServerMessage::Notice { text })).await;
+            close_with(&mut sink, close::GOING_AWAY, "The server is shutting down").await;
+        }
     }
 }
 
@@ -297,7 +304,9 @@ async fn pump(
     claims: &LinkClaims,
     revocation: &mut Revocation,
     asked: &mut HandoffRequests,
+    stopping: impl Future<Output = ()>,
 ) -> Outcome {
+    tokio::pin!(stopping);
     let read_only = claims.mode == LinkMode::ReadOnly;
     let mut reader = AbortOnDrop::spawn(read_browser(stream, session.port.control.clone(), read_only));
     let deadline = tokio::time::sleep_until(deadline_of(claims));
@@ -349,6 +358,7 @@ async fn pump(
                 Some(SessionEvent::Lost) | None => break Outcome::Ended(End::Lost),
             },
             _ = &mut reader => break Outcome::ClientGone,
+            () = &mut stopping => break Outcome::Stopping,
             _ = &mut deadline => break Outcome::Expired,
             _ = &mut revoked => break Outcome::Revoked,
             reply = &mut taken => break Outcome::TakenOver(reply),

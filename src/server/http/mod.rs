@@ -71,6 +71,8 @@ pub struct HttpState {
     device_starts: Arc<Rate>,
     /// The configured limits.
     limits: ServiceLimits,
+    /// Turns true when the server stops: sockets say so and close 1001.
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl HttpState {
@@ -91,6 +93,27 @@ impl HttpState {
             ip_limits: Arc::new(Limiter::new(20, Duration::from_secs(900))),
             device_starts: Arc::new(Rate::new(0, Duration::from_secs(60))),
             limits: ServiceLimits::default(),
+            stopping: None,
+        }
+    }
+
+    /// The same state, its sockets closing when `stopping` turns true.
+    pub fn with_stopping(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stopping = Some(stopping);
+        self
+    }
+
+    /// Resolves when the server starts stopping (never without a stop signal).
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let stopping = self.stopping.clone();
+        async move {
+            let stopped = match stopping {
+                Some(mut rx) => rx.wait_for(|s| *s).await.is_ok(),
+                None => false,
+            };
+            if !stopped {
+                std::future::pending::<()>().await;
+            }
         }
     }
 
