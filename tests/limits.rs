@@ -79,3 +79,56 @@ fn the_server_purges_ended_rows_periodically() -> anyhow::Result<()> {
     common::wait_until(Duration::from_secs(20), "two purges", || Ok(server.metric("cmdop_purge_runs_total")? >= 2))?;
     Ok(())
 }
+
+/// A refused socket: its close code and reason.
+fn refused_socket(link_url: &str) -> anyhow::Result<(u16, String)> {
+    let ws = share_support::ws::WsClient::open(link_url, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let closed = ws.wait_closed(Duration::from_secs(20))?;
+    Ok((closed.code, format!("{:?}", closed.reason)))
+}
+
+#[test]
+fn sessions_per_machine_are_limited_with_a_clear_error() -> anyhow::Result<()> {
+    let fx = share_support::Fixture::start_with("busy-machine", &["--max-sessions-per-machine", "2"])?;
+    let (a, b) = (fx.share("1h", &[])?, fx.share("1h", &[])?);
+    let (first, _, _) = share_support::ws::WsClient::open_ready(&a.url)?;
+    let (_second, _, _) = share_support::ws::WsClient::open_ready(&b.url)?;
+    let (code, reason) = refused_socket(&fx.share("1h", &[])?.url)?;
+    ensure!(code == 4008 && reason.contains("Too many open sessions on this machine (limit 2)"), "{code} {reason}");
+    let exec = fx.server.cli().exec(fx.machine(), &[], &["true"])?;
+    ensure!(exec.code == 1 && exec.stderr.contains("--max-sessions-per-machine"), "{exec}");
+    ensure!(fx.server.metric("cmdop_limit_refusals_total{limit=\"sessions_per_machine\"}")? == 2, "not counted");
+    // A session that ends gives its place back (a dropped browser's shell keeps it for the
+    // 30 s resume grace, so end the shell).
+    first.type_line("exit")?;
+    common::wait_until(Duration::from_secs(20), "a freed place", || {
+        Ok(fx.server.cli().exec(fx.machine(), &[], &["true"])?.code == 0)
+    })?;
+    Ok(())
+}
+
+#[test]
+fn sessions_per_link_are_limited_with_a_clear_error() -> anyhow::Result<()> {
+    let fx = share_support::Fixture::start_with("shared-once", &["--max-sessions-per-link", "1"])?;
+    let link = fx.share("1h", &[])?;
+    let (_first, _, _) = share_support::ws::WsClient::open_ready(&link.url)?;
+    let (code, reason) = refused_socket(&link.url)?;
+    ensure!(code == 4008 && reason.contains("through this link (limit 1)"), "{code} {reason}");
+    let (_other, _, _) = share_support::ws::WsClient::open_ready(&fx.share("1h", &[])?.url)?;
+    ensure!(fx.server.metric("cmdop_limit_refusals_total{limit=\"sessions_per_link\"}")? == 1, "not counted");
+    Ok(())
+}
+
+#[test]
+fn sessions_per_client_ip_are_limited_with_a_clear_error() -> anyhow::Result<()> {
+    let fx = share_support::Fixture::start_with("one-address", &["--max-sessions-per-ip", "2"])?;
+    let (_a, _, _) = share_support::ws::WsClient::open_ready(&fx.share("1h", &[])?.url)?;
+    let (_b, _, _) = share_support::ws::WsClient::open_ready(&fx.share("1h", &[])?.url)?;
+    let (code, reason) = refused_socket(&fx.share("1h", &[])?.url)?;
+    ensure!(code == 4008 && reason.contains("from your address (limit 2)"), "{code} {reason}");
+    // The CLI from the same address counts too.
+    let exec = fx.server.cli().exec(fx.machine(), &[], &["true"])?;
+    ensure!(exec.code == 1 && exec.stderr.contains("--max-sessions-per-ip"), "{exec}");
+    ensure!(fx.server.metric("cmdop_limit_refusals_total{limit=\"sessions_per_ip\"}")? == 2, "not counted");
+    Ok(())
+}

@@ -155,12 +155,15 @@ impl Server {
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat);
-        let api = ApiService::new(self.store.clone(), self.router.clone(), self.links.clone(), self.public_url.clone());
+        let slots = crate::core::limits::SessionSlots::new(&self.service);
+        let api = ApiService::new(self.store.clone(), self.router.clone(), self.links.clone(), self.public_url.clone())
+            .with_slots(slots.clone());
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let http_state =
             HttpState::new(self.store.clone(), self.links.clone(), self.router.clone(), &self.public_url, self.health)
                 .with_limits(self.service)
-                .with_stopping(stopping.clone());
+                .with_stopping(stopping.clone())
+                .with_slots(slots.clone());
         let device_sessions = BoundedSessions::new(self.service.max_web_sessions, http::device::USER_KEY);
         let console_sessions = BoundedSessions::new(self.service.max_web_sessions, console::SIGNED_IN_KEY);
         let _purge = AbortOnDrop::spawn(purge::run(
@@ -180,7 +183,7 @@ impl Server {
             self.router.clone(),
             &self.public_url,
             stopping.clone(),
-        ), console_sessions);
+        ).with_slots(slots.clone()), console_sessions);
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();

@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::clock::rfc3339;
+use crate::core::limits::{SessionLimit, SessionSlot, SessionSlots};
 use crate::core::ids::MachineId;
 use crate::core::secret::Secret;
 use crate::core::secret::{self, prefix};
@@ -25,7 +26,8 @@ use crate::core::wire::DENIAL_HEADER;
 use crate::proto::{self, exec_input};
 use crate::server::grpc::internal;
 use crate::server::links::Links;
-use crate::server::metrics::METRICS;
+use crate::server::http::client_ip::TrustedProxies;
+use crate::server::metrics::{Limit, METRICS};
 use crate::server::relay::router::{RouteError, SessionRouter};
 use crate::store::{Machine, Role, Store};
 use auth::{Caller, authenticate};
@@ -42,12 +44,38 @@ pub struct ApiService {
     router: Arc<dyn SessionRouter>,
     links: Links,
     public_url: String,
+    /// Open sessions per machine and client IP, against their limits.
+    slots: SessionSlots,
 }
 
 impl ApiService {
     /// An API over `store` reaching machines through `router`.
     pub fn new(store: Store, router: Arc<dyn SessionRouter>, links: Links, public_url: String) -> Self {
-        Self { store, router, links, public_url }
+        Self { store, router, links, public_url, slots: SessionSlots::default() }
+    }
+
+    /// The same API counting sessions in `slots` (shared with the browser side).
+    pub(crate) fn with_slots(mut self, slots: SessionSlots) -> Self {
+        self.slots = slots;
+        self
+    }
+
+    /// A place for one more session on `machine` from the request's client, or the limit's
+    /// `RESOURCE_EXHAUSTED`.
+    fn session_slot<T>(&self, req: &Request<T>, machine: &Machine) -> Result<SessionSlot, Status> {
+        let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        let client = match (peer, req.extensions().get::<TrustedProxies>()) {
+            (Some(peer), Some(proxies)) => Some(proxies.client(peer, &req.metadata().clone().into_headers())),
+            (peer, _) => peer,
+        };
+        self.slots.acquire(&machine.id.to_string(), None, client).map_err(|limit| {
+            METRICS.refused(match limit {
+                SessionLimit::Machine(_) => Limit::SessionsPerMachine,
+                SessionLimit::Link(_) => Limit::SessionsPerLink,
+                SessionLimit::Ip(_) => Limit::SessionsPerIp,
+            });
+            Status::resource_exhausted(format!("machine {}: {limit}", machine.hostname))
+        })
     }
 
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
@@ -195,6 +223,7 @@ impl proto::api_server::Api for ApiService {
     async fn exec(&self, req: Request<Streaming<proto::ExecInput>>) -> Result<Response<ExecStream>, Status> {
         let c = self.caller(&req).await?;
         c.require(Role::Member, "running commands")?;
+        let meta = (req.extensions().clone(), req.metadata().clone());
         let mut input = req.into_inner();
         let start = match input.message().await? {
             Some(proto::ExecInput { kind: Some(exec_input::Kind::Start(s)) }) => s,
@@ -203,6 +232,7 @@ impl proto::api_server::Api for ApiService {
             }
         };
         let machine = self.fleet_machine(&c, &start.machine_id).await?;
+        let slot = self.session_slot(&Request::from_parts(meta.1, meta.0, ()), &machine)?;
         let spec = exec::spec_of(&start, access_of(&c, &start.attach_token))?;
         tracing::info!(machine = %machine.id, user = %c.user.email, program = %start.argv[0], "exec");
         let mut port = self.router.open(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
@@ -213,7 +243,10 @@ impl proto::api_server::Api for ApiService {
         }
         METRICS.execs_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(exec::CLIENT_QUEUE_CHUNKS);
-        tokio::spawn(exec::pump(port, first, input, tx));
+        tokio::spawn(async move {
+            let _slot = slot;
+            exec::pump(port, first, input, tx).await;
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -266,6 +299,7 @@ impl proto::api_server::Api for ApiService {
     ) -> Result<Response<Self::AttachStream>, Status> {
         let c = self.caller(&req).await?;
         c.require(Role::Member, "attaching to a shell")?;
+        let meta = (req.extensions().clone(), req.metadata().clone());
         let mut input = req.into_inner();
         let start = match input.message().await? {
             Some(proto::AttachInput { kind: Some(proto::attach_input::Kind::Start(s)) }) => s,
@@ -274,6 +308,7 @@ impl proto::api_server::Api for ApiService {
             }
         };
         let machine = self.fleet_machine(&c, &start.machine_id).await?;
+        let slot = self.session_slot(&Request::from_parts(meta.1, meta.0, ()), &machine)?;
         let spec = attach::spec_of(&start, access_of(&c, &start.attach_token))?;
         let mut port = self.router.attach(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
         let (attachment, pid) = attach::first_event(&mut port, &machine.hostname).await?;
@@ -281,7 +316,10 @@ impl proto::api_server::Api for ApiService {
         self.audit_session(&c, &machine, "session.attach", &attachment.id.to_string()).await;
         let (tx, rx) = attach::client_queue();
         let _ = tx.send(Ok(attach::attached_message(&attachment, pid))).await;
-        tokio::spawn(attach::pump(port, attachment, input, tx));
+        tokio::spawn(async move {
+            let _slot = slot;
+            attach::pump(port, attachment, input, tx).await;
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

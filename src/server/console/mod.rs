@@ -47,6 +47,8 @@ pub(crate) struct ConsoleState {
     ip_limits: Arc<Limiter>,
     /// Turns true when the server stops: long-lived answers (event streams) end with it.
     stopping: watch::Receiver<bool>,
+    /// Open sessions per machine and client IP (shared with the API and share links).
+    slots: crate::core::limits::SessionSlots,
 }
 
 impl ConsoleState {
@@ -70,7 +72,14 @@ impl ConsoleState {
             login_limits: Arc::new(Limiter::new(5, Duration::from_secs(900))),
             ip_limits: Arc::new(Limiter::new(20, Duration::from_secs(900))),
             stopping,
+            slots: crate::core::limits::SessionSlots::default(),
         }
+    }
+
+    /// The same state counting terminals in `slots`.
+    pub(crate) fn with_slots(mut self, slots: crate::core::limits::SessionSlots) -> Self {
+        self.slots = slots;
+        self
     }
 
     fn asset(&self, path: &str) -> String {

@@ -101,6 +101,7 @@ pub(crate) async fn bridge_socket(
     State(state): State<ConsoleState>,
     session: Session,
     Path(machine): Path<String>,
+    crate::server::http::client_ip::ClientIp(peer): crate::server::http::client_ip::ClientIp,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -111,9 +112,24 @@ pub(crate) async fn bridge_socket(
         Ok(found) => found,
         Err(resp) => return resp,
     };
+    // Held for as long as the terminal is open.
+    let slot = match state.slots.acquire(&machine.id.to_string(), None, Some(peer)) {
+        Ok(slot) => slot,
+        Err(limit) => {
+            crate::server::metrics::METRICS.refused(crate::server::http::refusal_metric(limit));
+            let reason = limit.short();
+            return ws.on_upgrade(move |socket| async move {
+                let (mut sink, _) = socket.split();
+                close_with(&mut sink, close::POLICY, &reason).await;
+            });
+        }
+    };
     let token = member.session.get::<String>(&attach_key(machine.id)).await.ok().flatten().map(Secret::new);
     let access = Access::user(member.user.id, token);
-    ws.read_buffer_size(SOCKET_READ_BUFFER).on_upgrade(move |socket| run(state, member, machine, socket, access))
+    ws.read_buffer_size(SOCKET_READ_BUFFER).on_upgrade(move |socket| async move {
+        let _slot = slot;
+        run(state, member, machine, socket, access).await;
+    })
 }
 
 type Sink = SplitSink<WebSocket, Message>;

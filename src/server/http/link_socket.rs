@@ -20,10 +20,12 @@ use super::client_ip::ClientIp;
 use super::parked::{End, HandoffRequests, LinkSession};
 use super::protocol::{ClientMessage, ServerMessage, close};
 use crate::core::ids::SessionId;
+use crate::core::limits::SessionLimit;
 use crate::core::link_token::{LinkClaims, LinkError, LinkMode};
 use crate::core::session::{Access, OpenSpec, SessionEvent, SessionKind};
 use crate::core::session::{AttachSpec, SessionName, ShellTarget};
 use crate::server::links::Revocation;
+use crate::server::metrics::{Limit, METRICS};
 use crate::server::relay::router::{SessionControl, SessionPort};
 use crate::sys::task::AbortOnDrop;
 
@@ -42,6 +44,15 @@ const SOCKET_READ_BUFFER: usize = 4 * 1024;
 /// Largest browser message (a paste) and frame: 1 MiB, not the library's 64 MiB / 16 MiB;
 /// a bigger one closes the socket with 1009 (docs/reference.md, "Limits").
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// The metric a session limit's refusal counts under.
+pub(crate) fn refusal_metric(limit: SessionLimit) -> Limit {
+    match limit {
+        SessionLimit::Machine(_) => Limit::SessionsPerMachine,
+        SessionLimit::Link(_) => Limit::SessionsPerLink,
+        SessionLimit::Ip(_) => Limit::SessionsPerIp,
+    }
+}
 
 /// `GET /s/{token}/ws`.
 pub async fn bridge_socket(
@@ -73,7 +84,7 @@ pub async fn bridge_socket(
     ws.read_buffer_size(SOCKET_READ_BUFFER)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| run(state, claims, socket, resume, client, access))
+        .on_upgrade(move |socket| run(state, claims, socket, resume, (client, peer), access))
 }
 
 async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
@@ -85,13 +96,13 @@ async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
 /// the server is at fault, the cause for the log.
 struct Refusal {
     code: u16,
-    reason: &'static str,
+    reason: std::borrow::Cow<'static, str>,
     fault: Option<String>,
 }
 
 impl Refusal {
-    fn new(code: u16, reason: &'static str) -> Self {
-        Self { code, reason, fault: None }
+    fn new(code: u16, reason: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        Self { code, reason: reason.into(), fault: None }
     }
 
     fn with_fault(self, fault: impl std::fmt::Display) -> Self {
@@ -100,18 +111,25 @@ impl Refusal {
 }
 
 /// The connection, from upgrade to close: its one exit, where its failure is logged.
-async fn run(state: HttpState, claims: LinkClaims, socket: WebSocket, resume: Resume, client: String, access: Access) {
+async fn run(
+    state: HttpState,
+    claims: LinkClaims,
+    socket: WebSocket,
+    resume: Resume,
+    (client, peer): (String, std::net::IpAddr),
+    access: Access,
+) {
     let span = tracing::info_span!("link_socket", link = %claims.link_id, machine = %claims.machine_id);
     async move {
         let revocation = state.links.subscribe(claims.link_id);
-        match attach(&state, &claims, resume, &client, access).await {
+        match attach(&state, &claims, resume, (&client, peer), access).await {
             Ok((session, from)) => bridge(state, claims, socket, session, from, revocation).await,
             Err(refusal) => {
                 match &refusal.fault {
-                    Some(fault) => tracing::error!(error = %fault, reason = refusal.reason, "link socket failed"),
-                    None => tracing::debug!(reason = refusal.reason, "link socket refused"),
+                    Some(fault) => tracing::error!(error = %fault, reason = %refusal.reason, "link socket failed"),
+                    None => tracing::debug!(reason = %refusal.reason, "link socket refused"),
                 }
-                refuse(socket, refusal.code, refusal.reason).await;
+                refuse(socket, refusal.code, &refusal.reason).await;
             }
         }
     }
@@ -124,7 +142,7 @@ async fn attach(
     state: &HttpState,
     claims: &LinkClaims,
     resume: Resume,
-    client: &str,
+    (client, peer): (&str, std::net::IpAddr),
     access: Access,
 ) -> Result<(LinkSession, u64), Refusal> {
     if let (Some(key), Some(offset)) = (resume.session, resume.offset)
@@ -135,6 +153,13 @@ async fn attach(
     if !state.router.is_connected(claims.machine_id) {
         return Err(Refusal::new(close::OFFLINE, "The machine is offline"));
     }
+    // Held by the session (parked too) until it ends.
+    let (machine, link) = (claims.machine_id.to_string(), claims.link_id.to_string());
+    let slot = state.slots.acquire(&machine, Some(&link), Some(peer)).map_err(|limit| {
+        METRICS.refused(refusal_metric(limit));
+        tracing::info!(%limit, "link session refused by a limit");
+        Refusal::new(close::POLICY, limit.short())
+    })?;
     let opened = match state.links.open(claims.link_id).await {
         Ok(Some(opened)) => opened,
         Ok(None) => return Err(Refusal::new(close::POLICY, "This link cannot open more sessions")),
@@ -164,6 +189,7 @@ async fn attach(
     state.links.opened(claims.link_id, client.to_string()).await;
     tracing::info!("share link opened a session");
     let mut session = LinkSession::new(claims.link_id, port, grant.as_ref());
+    session.slot = Some(slot);
     session.ring.push(start, &[]);
     Ok((session, start))
 }

@@ -23,6 +23,7 @@ mod health;
 pub use health::Health;
 mod link_page;
 mod link_socket;
+pub(crate) use link_socket::refusal_metric;
 pub(crate) mod oauth;
 mod parked;
 pub mod protocol;
@@ -71,6 +72,8 @@ pub struct HttpState {
     device_starts: Arc<Rate>,
     /// The configured limits.
     limits: ServiceLimits,
+    /// Open sessions per machine, link and client IP, against their limits.
+    slots: crate::core::limits::SessionSlots,
     /// Turns true when the server stops: sockets say so and close 1001.
     stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
@@ -94,7 +97,14 @@ impl HttpState {
             device_starts: Arc::new(Rate::new(0, Duration::from_secs(60))),
             limits: ServiceLimits::default(),
             stopping: None,
+            slots: crate::core::limits::SessionSlots::default(),
         }
+    }
+
+    /// The same state counting sessions in `slots` (shared with the API and the console).
+    pub(crate) fn with_slots(mut self, slots: crate::core::limits::SessionSlots) -> Self {
+        self.slots = slots;
+        self
     }
 
     /// The same state, its sockets closing when `stopping` turns true.

@@ -55,6 +55,8 @@ pub struct LinkSession {
     pub ended: Option<End>,
     /// Output credit held back while parked, granted on resume.
     pub owed: usize,
+    /// Its place under the session limits, held until it ends.
+    pub slot: Option<crate::core::limits::SessionSlot>,
     /// SHA-256 of the attach token it was opened with ("" without one): only a reconnect
     /// holding the same grant may resume it.
     grant: String,
@@ -64,7 +66,7 @@ impl LinkSession {
     /// A fresh session opened through `link` with the attach token `grant` (if any).
     pub fn new(link: LinkId, port: SessionPort, grant: Option<&Secret<String>>) -> Self {
         let grant = grant_hash(grant);
-        Self { key: Uuid::new_v4(), link, port, ring: Ring::new(REPLAY_BYTES), ended: None, owed: 0, grant }
+        Self { key: Uuid::new_v4(), link, port, ring: Ring::new(REPLAY_BYTES), ended: None, owed: 0, slot: None, grant }
     }
 
     /// Takes a parked-time event; false once the session has ended.
