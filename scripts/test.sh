@@ -2,8 +2,10 @@
 # The whole test suite, set-up included: installs what the tests need when it is missing
 # (Debian's chromium for the browser end-to-end tests; the PostgreSQL server binaries, from
 # which the store and multi-node tests start throwaway clusters), checks formatting and lints,
-# then runs every test and builds the benchmarks so they cannot rot.
+# then runs every test, builds the benchmarks, checks the supply-chain policy (cargo deny) and
+# runs each fuzz target for a short bounded time, so none of them can rot.
 # Usage: ./scripts/test.sh [extra cargo test args]
+# FUZZ_SECONDS (default 10) is the time per fuzz target; 0 skips fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +29,7 @@ install_package() {
 }
 
 if need_chromium; then install_package chromium "browser end-to-end tests"; fi
+if ! command -v c++ >/dev/null; then install_package g++ "libFuzzer, built by the fuzz targets"; fi
 if need_postgres; then install_package postgresql "PostgreSQL store and multi-node tests"; fi
 
 if ! command -v cargo >/dev/null; then
@@ -44,3 +47,21 @@ echo "== cargo bench --no-run (benchmarks still build)"
 # With the release profile: the bench profile's whole-program optimization (what the figures
 # measure) adds minutes that checking that the benchmarks compile does not need.
 cargo bench --locked --no-run --profile release
+
+# Tools installed with cargo, kept beside the build (CI keeps CARGO_TARGET_DIR between runs),
+# so a run pays for compiling them once.
+tools="${CARGO_TARGET_DIR:-target}/tools"
+export PATH="$tools/bin:$PATH"
+
+echo "== cargo deny check bans licenses sources (advisories need a database this network cannot fetch)"
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "== installing cargo-deny into $tools (once; a few minutes on 2 cores)"
+  cargo install --locked --root "$tools" cargo-deny
+fi
+cargo deny --offline check bans licenses sources
+
+fuzz_seconds="${FUZZ_SECONDS:-10}"
+if [ "$fuzz_seconds" != 0 ]; then
+  echo "== fuzz: each target for ${fuzz_seconds}s"
+  CARGO_INSTALL_ROOT="$tools" ./scripts/fuzz.sh "$fuzz_seconds"
+fi
