@@ -597,8 +597,8 @@ fn bench_deadline(cfg: &Config, rt: &Runtimes, fx: &Fixture) -> anyhow::Result<V
 /// Link verifications per second on one thread (the criterion bench `links` measures the
 /// same call), beside the HMAC-SHA256 alone over the same token: the cryptographic floor.
 fn bench_verify() -> anyhow::Result<Value> {
-    use cmdop::core::ids::{LinkId, MachineId};
-    use cmdop::core::link_token::{KeyRing, LinkClaims, LinkMode, Revocations, verify_link};
+    use cmdop::ids::{LinkId, MachineId};
+    use cmdop::link_token::{KeyRing, LinkClaims, LinkMode, Revocations, verify_link};
     use hmac::{Hmac, KeyInit, Mac};
     use sha2::Sha256;
     log("control: link verifications per second on one core");

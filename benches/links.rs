@@ -4,8 +4,8 @@
 use std::hint::black_box;
 use std::time::{Duration as StdDuration, Instant};
 
-use cmdop::core::ids::{LinkId, MachineId};
-use cmdop::core::link_token::{KeyRing, LinkClaims, LinkMode, Revocations, verify_link};
+use cmdop::ids::{LinkId, MachineId};
+use cmdop::link_token::{KeyRing, LinkClaims, LinkMode, Revocations, verify_link};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use time::{Duration, OffsetDateTime};
 

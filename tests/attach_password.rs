@@ -285,7 +285,9 @@ fn a_new_password_ends_live_and_parked_sessions_and_a_resume_needs_the_grant() -
     let closed = live.wait_closed(SOON)?;
     ensure!(closed.code == 4010, "the live browser: close {} {:?}", closed.code, closed.reason);
     ensure!(
-        live.texts().iter().any(|t| t["type"] == "notice" && t["text"].as_str().unwrap_or("").contains("password changed")),
+        live.texts()
+            .iter()
+            .any(|t| t["type"] == "notice" && t["text"].as_str().unwrap_or("").contains("password changed")),
         "no notice: {:?}",
         live.texts()
     );

@@ -30,7 +30,10 @@ fn sigterm_tells_browsers_and_agents_and_exits_promptly() -> anyhow::Result<()> 
 
     let closed = browser.wait_closed(Duration::from_secs(5))?;
     ensure!(closed.code == 1001, "browser close {} {:?}", closed.code, closed.reason);
-    let told = browser.texts().iter().any(|t| t["type"] == "notice" && t["text"].as_str().unwrap_or("").contains("restarting"));
+    let told = browser
+        .texts()
+        .iter()
+        .any(|t| t["type"] == "notice" && t["text"].as_str().unwrap_or("").contains("restarting"));
     ensure!(told, "no notice before the close: {:?}", browser.texts());
     common::wait_until(Duration::from_secs(5), "the agent to hear the server is shutting down", || {
         Ok(fx.agent.log_text().contains("the server is shutting down; reconnecting at once"))

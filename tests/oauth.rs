@@ -16,7 +16,7 @@ use serde_json::Value;
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 fn http() -> reqwest::Client {
-    cmdop::sys::dial::install_crypto();
+    cmdop::install_crypto();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(20))

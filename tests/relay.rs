@@ -47,7 +47,7 @@ fn enrolled_agent_is_listed_online_in_the_contract_json_shape() -> anyhow::Resul
 
     assert_eq!(row["id"], agent.machine_id());
     uuid::Uuid::parse_str(agent.machine_id())?;
-    assert_eq!(row["hostname"], cmdop::sys::host::hostname());
+    assert_eq!(row["hostname"], cmdop::hostname());
     assert_eq!(row["display_name"], "alpha");
     assert_eq!(row["online"], true);
     let last_seen = row["last_seen"].as_str().context("last_seen is a string once online")?;
@@ -180,7 +180,7 @@ fn exec_keeps_stdout_and_stderr_apart() -> anyhow::Result<()> {
     assert_eq!(report.stdout, "out\nmore\n");
     assert_eq!(report.stderr, "err\n");
     assert_eq!(report.machine_id, agent.machine_id());
-    assert_eq!(report.hostname, cmdop::sys::host::hostname());
+    assert_eq!(report.hostname, cmdop::hostname());
     assert_eq!(report.command, argv);
     assert_eq!((report.exit_code, report.signal, report.timed_out), (0, None, false));
     assert!(!report.stdout_truncated && !report.stderr_truncated);
@@ -362,7 +362,7 @@ fn machine_names_resolve_by_hostname_display_name_id_prefix_and_uuid() -> anyhow
     let server = TestServer::start()?;
     let cli = server.cli();
     let alpha = TestAgent::start(&server, "alpha")?;
-    let hostname = cmdop::sys::host::hostname();
+    let hostname = cmdop::hostname();
     assert_eq!(resolved_id(cli, &hostname)?, alpha.machine_id(), "by hostname");
 
     let beta = TestAgent::start(&server, "beta")?;
@@ -390,7 +390,7 @@ fn unresolved_or_ambiguous_machine_names_exit_2_naming_the_problem() -> anyhow::
     assert!(run.stderr.contains("no machine matches \"no-such-machine\""), "{run}");
 
     // Both agents run here, so they share this machine's hostname.
-    let run = cli.exec(&cmdop::sys::host::hostname(), &[], &["true"])?.expect_code(2)?;
+    let run = cli.exec(&cmdop::hostname(), &[], &["true"])?.expect_code(2)?;
     assert!(run.stderr.contains("several machines"), "{run}");
     assert!(run.stderr.contains(alpha.machine_id()) && run.stderr.contains(beta.machine_id()), "{run}");
 

@@ -11,22 +11,22 @@ use crate::sys::{dirs, signal};
 
 /// `cmdop agent`.
 #[derive(Debug, Args)]
-pub struct AgentArgs {
+pub(crate) struct AgentArgs {
     /// The server's URL.
     #[arg(long)]
-    pub server: String,
+    pub(crate) server: String,
     /// One-time enrollment token (`cmdop fleet token create`); needed on first run only.
     #[arg(long, env = "CMDOP_ENROLL_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// A friendly name for this machine.
     #[arg(long)]
-    pub display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
     /// Where the enrollment is kept.
     #[arg(long)]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// Persistent shell sessions end after this long without an attachment.
     #[arg(long, value_parser = crate::core::duration::parse, default_value = "7d")]
-    pub session_idle: Duration,
+    pub(crate) session_idle: Duration,
 }
 
 /// `cmdop agent`.

@@ -8,10 +8,10 @@
 
 mod attach;
 mod channel;
-pub mod command;
+pub(crate) mod command;
 mod exec;
 pub(crate) mod password;
-pub mod password_cmd;
+pub(crate) mod password_cmd;
 mod pty;
 pub(crate) mod registry;
 mod shell;
@@ -47,16 +47,16 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub(crate) struct AgentConfig {
     /// The server's URL.
-    pub server: String,
+    pub(crate) server: String,
     /// One-time enrollment token (first run only).
-    pub token: Option<crate::core::secret::Secret<String>>,
+    pub(crate) token: Option<crate::core::secret::Secret<String>>,
     /// Display name to report.
-    pub display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
     /// Where the enrollment is kept.
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     /// Persistent shell sessions end after this long without an attachment
     /// (`registry::DEFAULT_IDLE`, 7 days, unless `--session-idle` says otherwise).
-    pub session_idle: Duration,
+    pub(crate) session_idle: Duration,
 }
 
 async fn dial(server: &str) -> anyhow::Result<Channel> {

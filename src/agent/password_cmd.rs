@@ -110,7 +110,7 @@ fn status(dir: &Path, json: bool) -> Result<i32, CliError> {
 
 /// `cmdop connect password ...`: run on the machine whose agent keeps the password.
 #[derive(Debug, Subcommand)]
-pub enum PasswordCommand {
+pub(crate) enum PasswordCommand {
     /// Set or change it (asked twice, not echoed); every earlier attach token stops working.
     Set {
         /// Read the new password from the first line of standard input instead.

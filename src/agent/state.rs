@@ -10,11 +10,11 @@ use crate::core::secret::Secret;
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Enrollment {
     /// Server the agent dials.
-    pub server: String,
+    pub(crate) server: String,
     /// This machine's id.
-    pub machine_id: String,
+    pub(crate) machine_id: String,
     /// The machine credential (the server keeps only its hash).
-    pub credential: String,
+    pub(crate) credential: String,
 }
 
 impl std::fmt::Debug for Enrollment {

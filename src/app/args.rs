@@ -11,18 +11,18 @@ use crate::cli::args::{ConnectCommand as RemoteCommand, ConnectFlags, FleetComma
 /// cmdop: reach any machine from anywhere.
 #[derive(Debug, Parser)]
 #[command(name = "cmdop", version, about, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "human")]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// How logs are written.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Readable lines.
     Human,
     /// One JSON object per line.
@@ -31,7 +31,7 @@ pub enum LogFormat {
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Start a server and an agent for this machine, sign this CLI in, print a share link.
     Quickstart(QuickstartArgs),
     /// Run the server: relay (gRPC) and gateway (HTTP) on one listener.
@@ -70,34 +70,34 @@ pub enum Command {
 
 /// `cmdop quickstart`.
 #[derive(Debug, Args)]
-pub struct QuickstartArgs {
+pub(crate) struct QuickstartArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7422")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// Server data folder.
     #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Print one JSON line when ready.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// `cmdop connect`.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
-pub struct ConnectArgs {
+pub(crate) struct ConnectArgs {
     /// Flags of `cmdop connect` itself.
     #[command(flatten)]
-    pub flags: ConnectFlags,
+    pub(crate) flags: ConnectFlags,
     /// The command.
     #[command(subcommand)]
-    pub command: Option<ConnectCommand>,
+    pub(crate) command: Option<ConnectCommand>,
 }
 
 /// `cmdop connect ...` subcommands: the remote ones the CLI runs against the server, and the
 /// attach password, which the machine's own agent keeps.
 #[derive(Debug, Subcommand)]
-pub enum ConnectCommand {
+pub(crate) enum ConnectCommand {
     /// Commands against the server.
     #[command(flatten)]
     Remote(RemoteCommand),

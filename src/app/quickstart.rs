@@ -30,7 +30,7 @@ const QUICKSTART_LINK_TTL: Duration = Duration::from_secs(3600);
 
 /// Runs until Ctrl-C. Every step after starting the server goes through its public surface,
 /// as a person would: sign in, make an enrollment token, run the agent, make a link.
-pub async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
     let data_dir = args.data_dir.unwrap_or_else(crate::sys::dirs::server_data);
     let config = ServerConfig {
         listen: args.listen.clone(),

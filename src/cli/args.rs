@@ -14,7 +14,7 @@ fn key_value(text: &str) -> Result<(String, String), String> {
 
 /// `cmdop fleet ...`.
 #[derive(Debug, Subcommand)]
-pub enum FleetCommand {
+pub(crate) enum FleetCommand {
     /// Fleets you belong to, with your role.
     List {
         /// Print JSON.
@@ -33,7 +33,7 @@ pub enum FleetCommand {
 
 /// `cmdop fleet token ...`.
 #[derive(Debug, Subcommand)]
-pub enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// A one-time token that enrolls one machine (`cmdop agent --token`).
     Create {
         /// Lifetime (default 1h, at most 30d).
@@ -47,28 +47,28 @@ pub enum TokenCommand {
 
 /// Flags of `cmdop connect` itself (its subcommands are composed in `app::args`).
 #[derive(Debug, Args)]
-pub struct ConnectFlags {
+pub(crate) struct ConnectFlags {
     /// List the machines of the active fleet.
     #[arg(long)]
-    pub list: bool,
+    pub(crate) list: bool,
     /// With --list: online machines only.
     #[arg(long, requires = "list")]
-    pub online: bool,
+    pub(crate) online: bool,
     /// Print JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Machine: hostname, display name, unique id prefix or UUID. Without one, on a terminal:
     /// pick it interactively.
-    pub machine: Option<String>,
+    pub(crate) machine: Option<String>,
     /// Create or reattach this persistent session (it outlives the connection; `Enter ~ .`
     /// detaches).
     #[arg(long, value_name = "NAME", conflicts_with = "list")]
-    pub session: Option<String>,
+    pub(crate) session: Option<String>,
 }
 
 /// `cmdop connect ...` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum ConnectCommand {
+pub(crate) enum ConnectCommand {
     /// Run one command (no PTY, no shell); exits with its exit code.
     Exec {
         /// Machine: hostname, display name, unique id prefix or UUID.

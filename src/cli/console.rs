@@ -10,7 +10,7 @@ use super::home;
 use crate::core::wire::{CONSOLE_TICKET_PATH, ConsoleTicket, FLEET_HEADER};
 
 /// Asks the server for a one-time sign-in URL in the active fleet.
-pub async fn ticket() -> Result<ConsoleTicket, CliError> {
+pub(crate) async fn ticket() -> Result<ConsoleTicket, CliError> {
     let creds = client::credentials().await?;
     let settings = home::load_settings().map_err(|e| CliError::Failed(format!("{e:#}")))?;
     let url = format!("{}{CONSOLE_TICKET_PATH}", creds.server_url.trim_end_matches('/'));
@@ -38,7 +38,7 @@ pub async fn ticket() -> Result<ConsoleTicket, CliError> {
 }
 
 /// `cmdop console [--json] [--no-open]`.
-pub async fn run(json: bool, no_open: bool) -> Result<i32, CliError> {
+pub(crate) async fn run(json: bool, no_open: bool) -> Result<i32, CliError> {
     let ticket = ticket().await?;
     if json {
         let line = serde_json::json!({ "url": ticket.url, "expires_at": ticket.expires_at });

@@ -8,7 +8,7 @@ use crate::core::resolver::ResolveError;
 
 /// A failure the CLI reports with a specific exit code.
 #[derive(Debug, Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// No usable credential.
     #[error("not signed in: run `cmdop login`")]
     NotSignedIn,
@@ -31,7 +31,7 @@ pub enum CliError {
 
 impl CliError {
     /// The process exit code.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             CliError::NotSignedIn | CliError::Unauthenticated(_) => 3,
             CliError::Usage(_) | CliError::Resolve(_) => 2,

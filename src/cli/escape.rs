@@ -24,9 +24,9 @@ pub(crate) enum Action {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Scan {
     /// Bytes to send to the remote shell, in order.
-    pub forward: Vec<u8>,
+    pub(crate) forward: Vec<u8>,
     /// An escape the user typed; keys after a detach are dropped.
-    pub action: Option<Action>,
+    pub(crate) action: Option<Action>,
 }
 
 /// Ctrl-D: detaches locally.

@@ -21,15 +21,15 @@ const JSON_CAPTURE_BYTES: usize = 16 << 20;
 /// What to run.
 pub(crate) struct ExecArgs {
     /// Machine as typed.
-    pub machine: String,
+    pub(crate) machine: String,
     /// The remote argv.
-    pub argv: Vec<String>,
+    pub(crate) argv: Vec<String>,
     /// Extra environment.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Kill after this long.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Print one JSON object instead of streaming.
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Serialize, Default)]

@@ -20,13 +20,13 @@ pub(crate) fn dir() -> PathBuf {
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Credentials {
     /// The server signed in to.
-    pub server_url: String,
+    pub(crate) server_url: String,
     /// Bearer for API calls.
-    pub access_token: String,
+    pub(crate) access_token: String,
     /// Trades for a new pair.
-    pub refresh_token: String,
+    pub(crate) refresh_token: String,
     /// When the access token expires (unix seconds).
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -52,7 +52,7 @@ impl Credentials {
 pub(crate) struct Settings {
     /// The active fleet (`cmdop fleet use`); none means the first one.
     #[serde(default)]
-    pub fleet: Option<String>,
+    pub(crate) fleet: Option<String>,
 }
 
 fn read<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {

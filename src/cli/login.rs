@@ -12,17 +12,17 @@ use crate::core::wire::TokenPair;
 #[derive(Debug, Deserialize)]
 pub(crate) struct DeviceCode {
     /// Secret polled with.
-    pub device_code: String,
+    pub(crate) device_code: String,
     /// What the person types.
-    pub user_code: String,
+    pub(crate) user_code: String,
     /// Where to type it.
-    pub verification_uri: String,
+    pub(crate) verification_uri: String,
     /// The same with the code filled in.
-    pub verification_uri_complete: String,
+    pub(crate) verification_uri_complete: String,
     /// Seconds until the codes expire.
-    pub expires_in: u64,
+    pub(crate) expires_in: u64,
     /// Seconds between polls.
-    pub interval: u64,
+    pub(crate) interval: u64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,7 @@
 //! The user's command line against a server: one file per command group. Each command returns
 //! the exit code; failures with a contract exit code are `CliError`s.
 
-pub mod args;
+pub(crate) mod args;
 mod attach;
 pub(crate) mod client;
 pub(crate) mod console;
@@ -19,7 +19,7 @@ mod terminal;
 mod unlock;
 
 use args::{ConnectCommand, ConnectFlags, FleetCommand};
-pub use error::CliError;
+pub(crate) use error::CliError;
 
 /// `cmdop whoami`.
 pub(crate) async fn whoami(json: bool) -> Result<i32, CliError> {

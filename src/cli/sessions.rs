@@ -53,7 +53,10 @@ pub(crate) async fn list(client: &mut Client, machine: Option<String>, json: boo
         }
         None => {
             let attach_tokens = AttachTokens::load().all();
-            client.list_sessions(proto::ListSessionsRequest { machine_id: String::new(), attach_tokens }).await?.into_inner()
+            client
+                .list_sessions(proto::ListSessionsRequest { machine_id: String::new(), attach_tokens })
+                .await?
+                .into_inner()
         }
     };
     for hostname in &answer.unreachable {

@@ -12,23 +12,23 @@ use crate::proto;
 /// What to share.
 pub(crate) struct ShareArgs {
     /// Machine as typed.
-    pub machine: String,
+    pub(crate) machine: String,
     /// What the link allows.
-    pub link: LinkOptions,
+    pub(crate) link: LinkOptions,
     /// Print JSON.
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// What a new link allows.
 pub(crate) struct LinkOptions {
     /// Lifetime.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Viewer link.
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     /// Limit on sessions.
-    pub max_opens: Option<u32>,
+    pub(crate) max_opens: Option<u32>,
     /// Persistent session to join.
-    pub session: Option<String>,
+    pub(crate) session: Option<String>,
 }
 
 /// Mints a link to `machine` (its id, as the API lists it).

@@ -12,7 +12,7 @@ use crate::core::session::{
 use crate::proto;
 
 /// A denial on the wire.
-pub fn denial_to_wire(denial: Denial) -> proto::Denial {
+pub(crate) fn denial_to_wire(denial: Denial) -> proto::Denial {
     let kind = match denial {
         Denial::Required => proto::DenialKind::Required,
         Denial::Wrong => proto::DenialKind::Wrong,
@@ -23,7 +23,7 @@ pub fn denial_to_wire(denial: Denial) -> proto::Denial {
 }
 
 /// A wire denial as a `Denial` (an unknown kind reads as `Required`: refuse, never admit).
-pub fn denial_from_wire(d: &proto::Denial) -> Denial {
+pub(crate) fn denial_from_wire(d: &proto::Denial) -> Denial {
     match d.kind() {
         proto::DenialKind::Required => Denial::Required,
         proto::DenialKind::Wrong => Denial::Wrong,
@@ -32,7 +32,7 @@ pub fn denial_from_wire(d: &proto::Denial) -> Denial {
 }
 
 /// A session's end on the wire: how it ended, whether its timeout passed, how long it ran.
-pub fn closed_of(channel: u64, exit: &Exit) -> proto::Closed {
+pub(crate) fn closed_of(channel: u64, exit: &Exit) -> proto::Closed {
     let end = match &exit.ending {
         Ending::Code(code) => proto::closed::End::ExitCode(*code),
         Ending::Signal(signo) => proto::closed::End::Signal(*signo),
@@ -48,7 +48,7 @@ pub fn closed_of(channel: u64, exit: &Exit) -> proto::Closed {
 }
 
 /// An output stream on the wire.
-pub fn output_stream_to_wire(stream: OutputStream) -> proto::OutputStream {
+pub(crate) fn output_stream_to_wire(stream: OutputStream) -> proto::OutputStream {
     match stream {
         OutputStream::Stdout => proto::OutputStream::Stdout,
         OutputStream::Stderr => proto::OutputStream::Stderr,
@@ -56,7 +56,7 @@ pub fn output_stream_to_wire(stream: OutputStream) -> proto::OutputStream {
 }
 
 /// One wire session as a summary; `None` when its id is not a UUID (a broken agent).
-pub fn summary_of(s: proto::ShellSession) -> Option<SessionSummary> {
+pub(crate) fn summary_of(s: proto::ShellSession) -> Option<SessionSummary> {
     Some(SessionSummary {
         id: s.id.parse().ok()?,
         name: Some(s.name).filter(|n| !n.is_empty()),
@@ -70,7 +70,7 @@ pub fn summary_of(s: proto::ShellSession) -> Option<SessionSummary> {
 }
 
 /// A summary on the wire.
-pub fn shell_session(s: &SessionSummary) -> proto::ShellSession {
+pub(crate) fn shell_session(s: &SessionSummary) -> proto::ShellSession {
     proto::ShellSession {
         id: s.id.to_string(),
         name: s.name.clone().unwrap_or_default(),
@@ -84,7 +84,7 @@ pub fn shell_session(s: &SessionSummary) -> proto::ShellSession {
 }
 
 /// The attachment an `Opened` reports, if it is one (a shell session's id is set).
-pub fn attachment_of(o: &proto::Opened) -> Option<Attachment> {
+pub(crate) fn attachment_of(o: &proto::Opened) -> Option<Attachment> {
     let id: SessionId = o.session_id.parse().ok()?;
     Some(Attachment {
         id,
@@ -97,7 +97,7 @@ pub fn attachment_of(o: &proto::Opened) -> Option<Attachment> {
 }
 
 /// The `Opened` that answers an open: the process id and, for a shell, the attachment.
-pub fn opened_of(channel: u64, pid: u32, input_window: u32, attachment: Option<&Attachment>) -> proto::Opened {
+pub(crate) fn opened_of(channel: u64, pid: u32, input_window: u32, attachment: Option<&Attachment>) -> proto::Opened {
     let mut opened = proto::Opened { channel, input_window, pid, ..Default::default() };
     if let Some(a) = attachment {
         opened.session_id = a.id.to_string();
@@ -112,7 +112,7 @@ pub fn opened_of(channel: u64, pid: u32, input_window: u32, attachment: Option<&
 
 /// The shell session a SHELL `Open` asks for: by id, else by name, else a new one; a message
 /// for the user when the id or name is malformed.
-pub fn shell_target_of(open: &proto::Open) -> Result<ShellTarget, String> {
+pub(crate) fn shell_target_of(open: &proto::Open) -> Result<ShellTarget, String> {
     if !open.session_id.is_empty() {
         let id = open.session_id.parse().map_err(|_| format!("{:?} is not a session id", open.session_id))?;
         return Ok(ShellTarget::Id(id));
@@ -124,7 +124,7 @@ pub fn shell_target_of(open: &proto::Open) -> Result<ShellTarget, String> {
 }
 
 /// The `Open` of an attach (channel and window are filled in by the caller).
-pub fn open_of(spec: &AttachSpec) -> proto::Open {
+pub(crate) fn open_of(spec: &AttachSpec) -> proto::Open {
     let mut open = proto::Open {
         kind: proto::SessionKind::Shell as i32,
         cols: spec.cols.into(),

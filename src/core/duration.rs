@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Parses `<number><unit>` with unit `s`, `m`, `h` or `d` (a bare number means seconds).
-pub fn parse(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
@@ -21,7 +21,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 }
 
 /// Formats a duration the way `parse` reads it, choosing the largest exact unit.
-pub fn format(d: Duration) -> String {
+pub(crate) fn format(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0 => "0s".into(),

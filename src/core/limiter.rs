@@ -15,7 +15,7 @@ const MAX_KEYS: usize = 100_000;
 
 /// A failure counter per key with exponential back-off.
 #[derive(Debug)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     free: u32,
     cap: Duration,
     keys: Mutex<HashMap<String, Entry>>,
@@ -29,12 +29,12 @@ struct Entry {
 
 impl Limiter {
     /// `free` failures pass without delay; then 1 s, 2 s, 4 s ... up to `cap`.
-    pub fn new(free: u32, cap: Duration) -> Self {
+    pub(crate) fn new(free: u32, cap: Duration) -> Self {
         Self { free, cap, keys: Mutex::default() }
     }
 
     /// `Err(wait)` while `key` must wait before trying again.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
+    pub(crate) fn check(&self, key: &str) -> Result<(), Duration> {
         let keys = super::sync::lock(&self.keys);
         match keys.get(key) {
             Some(e) if e.blocked_until > Instant::now() => Err(e.blocked_until - Instant::now()),
@@ -44,7 +44,7 @@ impl Limiter {
 
     /// Starts an attempt of `key`: `Err(wait)` while it must wait, else the attempt is
     /// counted as a failure at once (check and count under one lock); `succeeded` forgets it.
-    pub fn begin(&self, key: &str) -> Result<(), Duration> {
+    pub(crate) fn begin(&self, key: &str) -> Result<(), Duration> {
         let mut keys = super::sync::lock(&self.keys);
         let now = Instant::now();
         if let Some(e) = keys.get(key)
@@ -57,7 +57,7 @@ impl Limiter {
     }
 
     /// Counts a failure of `key`.
-    pub fn failed(&self, key: &str) {
+    pub(crate) fn failed(&self, key: &str) {
         let mut keys = super::sync::lock(&self.keys);
         self.count(&mut keys, key, Instant::now());
     }
@@ -77,7 +77,7 @@ impl Limiter {
 
     /// A success un-counts the attempt `begin` counted, keeping earlier failures (a source's
     /// count must not be reset by signing in to the attacker's own account).
-    pub fn release(&self, key: &str) {
+    pub(crate) fn release(&self, key: &str) {
         let mut keys = super::sync::lock(&self.keys);
         if let Some(e) = keys.get_mut(key) {
             e.failures = e.failures.saturating_sub(1);
@@ -85,7 +85,7 @@ impl Limiter {
     }
 
     /// A success forgets the key's failures.
-    pub fn succeeded(&self, key: &str) {
+    pub(crate) fn succeeded(&self, key: &str) {
         super::sync::lock(&self.keys).remove(key);
     }
 }
@@ -93,7 +93,7 @@ impl Limiter {
 /// At most `max` events per key within a sliding `window` (a request rate, not a failure
 /// count): for endpoints anyone may call without signing in.
 #[derive(Debug)]
-pub struct Rate {
+pub(crate) struct Rate {
     max: usize,
     window: Duration,
     keys: Mutex<HashMap<String, Vec<Instant>>>,
@@ -101,12 +101,12 @@ pub struct Rate {
 
 impl Rate {
     /// `max` events per `window` per key; `max` 0 refuses nothing (no limit).
-    pub fn new(max: usize, window: Duration) -> Self {
+    pub(crate) fn new(max: usize, window: Duration) -> Self {
         Self { max, window, keys: Mutex::default() }
     }
 
     /// Counts an event of `key`, or `Err(wait)` until the oldest counted one leaves the window.
-    pub fn hit(&self, key: &str) -> Result<(), Duration> {
+    pub(crate) fn hit(&self, key: &str) -> Result<(), Duration> {
         if self.max == 0 {
             return Ok(());
         }

@@ -4,36 +4,36 @@
 use std::time::Duration;
 
 /// Default `POST /oauth/device` calls per client IP per minute.
-pub const DEFAULT_DEVICE_STARTS_PER_MINUTE: usize = 20;
+pub(crate) const DEFAULT_DEVICE_STARTS_PER_MINUTE: usize = 20;
 /// Default browser cookie sessions kept in memory, per kind (device page, console).
-pub const DEFAULT_MAX_WEB_SESSIONS: usize = 10_000;
+pub(crate) const DEFAULT_MAX_WEB_SESSIONS: usize = 10_000;
 /// Default time between purges of ended rows.
-pub const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// How long ended rows are kept before a purge deletes them: 1 day, so "already used" and
 /// "expired" answers stay precise for a while.
-pub const KEEP_ENDED_SECS: i64 = 86_400;
+pub(crate) const KEEP_ENDED_SECS: i64 = 86_400;
 /// Default open sessions per machine.
-pub const DEFAULT_SESSIONS_PER_MACHINE: usize = 64;
+pub(crate) const DEFAULT_SESSIONS_PER_MACHINE: usize = 64;
 /// Default open sessions per share link.
-pub const DEFAULT_SESSIONS_PER_LINK: usize = 16;
+pub(crate) const DEFAULT_SESSIONS_PER_LINK: usize = 16;
 /// Default open sessions per client IP.
-pub const DEFAULT_SESSIONS_PER_IP: usize = 32;
+pub(crate) const DEFAULT_SESSIONS_PER_IP: usize = 32;
 
 /// Limits a server enforces; `0` on a count means no limit.
 #[derive(Clone, Copy, Debug)]
-pub struct ServiceLimits {
+pub(crate) struct ServiceLimits {
     /// `POST /oauth/device` calls per client IP per minute.
-    pub device_starts_per_minute: usize,
+    pub(crate) device_starts_per_minute: usize,
     /// Browser cookie sessions kept in memory per kind; beyond it the oldest anonymous ones go.
-    pub max_web_sessions: usize,
+    pub(crate) max_web_sessions: usize,
     /// Time between purges of ended rows.
-    pub purge_interval: Duration,
+    pub(crate) purge_interval: Duration,
     /// Open sessions (shells, execs) per machine.
-    pub sessions_per_machine: usize,
+    pub(crate) sessions_per_machine: usize,
     /// Open sessions per share link.
-    pub sessions_per_link: usize,
+    pub(crate) sessions_per_link: usize,
     /// Open sessions per client IP (browsers; CLI attaches and execs by their peer address).
-    pub sessions_per_ip: usize,
+    pub(crate) sessions_per_ip: usize,
 }
 
 impl Default for ServiceLimits {
@@ -51,21 +51,27 @@ impl Default for ServiceLimits {
 
 /// Which session limit refused an open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SessionLimit {
+pub(crate) enum SessionLimit {
     /// `--max-sessions-per-machine`.
-    #[error("the machine already has {0} open sessions, the server's limit (--max-sessions-per-machine); end one or try again later")]
+    #[error(
+        "the machine already has {0} open sessions, the server's limit (--max-sessions-per-machine); end one or try again later"
+    )]
     Machine(usize),
     /// `--max-sessions-per-link`.
-    #[error("this link already has {0} open sessions, the server's limit (--max-sessions-per-link); close one or try again later")]
+    #[error(
+        "this link already has {0} open sessions, the server's limit (--max-sessions-per-link); close one or try again later"
+    )]
     Link(usize),
     /// `--max-sessions-per-ip`.
-    #[error("your address already has {0} open sessions, the server's limit (--max-sessions-per-ip); close one or try again later")]
+    #[error(
+        "your address already has {0} open sessions, the server's limit (--max-sessions-per-ip); close one or try again later"
+    )]
     Ip(usize),
 }
 
 impl SessionLimit {
     /// A short form for a WebSocket close reason (at most 123 bytes).
-    pub fn short(&self) -> String {
+    pub(crate) fn short(&self) -> String {
         match self {
             SessionLimit::Machine(n) => format!("Too many open sessions on this machine (limit {n})"),
             SessionLimit::Link(n) => format!("Too many open sessions through this link (limit {n})"),
@@ -77,7 +83,7 @@ impl SessionLimit {
 /// Open sessions counted per machine, per link and per client IP, each against its limit.
 /// Cheap to clone; a `SessionSlot` holds one session's place until dropped.
 #[derive(Clone, Debug, Default)]
-pub struct SessionSlots {
+pub(crate) struct SessionSlots {
     inner: std::sync::Arc<SlotsInner>,
 }
 
@@ -89,14 +95,14 @@ struct SlotsInner {
 
 impl SessionSlots {
     /// Counting against `limits` (0: no limit).
-    pub fn new(limits: &ServiceLimits) -> Self {
+    pub(crate) fn new(limits: &ServiceLimits) -> Self {
         let limits = (limits.sessions_per_machine, limits.sessions_per_link, limits.sessions_per_ip);
         Self { inner: std::sync::Arc::new(SlotsInner { limits, counts: Default::default() }) }
     }
 
     /// A place for one more session on `machine`, through `link` (if any), from `ip` (if
     /// known); the first limit it would pass refuses it, and nothing is counted then.
-    pub fn acquire(
+    pub(crate) fn acquire(
         &self,
         machine: &str,
         link: Option<&str>,
@@ -126,7 +132,7 @@ impl SessionSlots {
 
 /// One session's place; given back when dropped.
 #[derive(Debug)]
-pub struct SessionSlot {
+pub(crate) struct SessionSlot {
     slots: SessionSlots,
     keys: Vec<String>,
 }
@@ -151,7 +157,8 @@ mod tests {
 
     #[test]
     fn slots_refuse_at_each_limit_and_come_back_when_dropped() {
-        let limits = ServiceLimits { sessions_per_machine: 3, sessions_per_link: 2, sessions_per_ip: 1, ..Default::default() };
+        let limits =
+            ServiceLimits { sessions_per_machine: 3, sessions_per_link: 2, sessions_per_ip: 1, ..Default::default() };
         let slots = SessionSlots::new(&limits);
         let ip = |n: u8| Some(std::net::IpAddr::from([192, 0, 2, n]));
         let a = slots.acquire("m", Some("l"), ip(1)).unwrap();

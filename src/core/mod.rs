@@ -16,16 +16,16 @@
 //! - `wire`: gRPC metadata names both ends of the CLI API agree on.
 //! - `sync`: the poison-tolerant mutex lock.
 
-pub mod clock;
-pub mod convert;
-pub mod duration;
+pub(crate) mod clock;
+pub(crate) mod convert;
+pub(crate) mod duration;
 pub mod ids;
-pub mod limiter;
-pub mod limits;
+pub(crate) mod limiter;
+pub(crate) mod limits;
 pub mod link_token;
-pub mod passwords;
-pub mod resolver;
-pub mod secret;
-pub mod session;
-pub mod sync;
-pub mod wire;
+pub(crate) mod passwords;
+pub(crate) mod resolver;
+pub(crate) mod secret;
+pub(crate) mod session;
+pub(crate) mod sync;
+pub(crate) mod wire;

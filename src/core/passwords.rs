@@ -11,7 +11,7 @@ use crate::core::secret::Secret;
 const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
 
 /// An argon2id hash with the crate's default (OWASP-recommended) parameters and a random salt.
-pub fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {
+pub(crate) fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {
     let mut salt = [0u8; 16];
     rand::rng().fill(&mut salt);
     let salt = SaltString::encode_b64(&salt)?;
@@ -19,7 +19,7 @@ pub fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {
 }
 
 /// Whether `password` matches `phc` (constant time inside argon2). A corrupt hash never matches.
-pub fn verify(password: &str, phc: &str) -> bool {
+pub(crate) fn verify(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
@@ -33,7 +33,7 @@ const MAX_MEMORY_KIB: u32 = 64 * 1024;
 /// `memory` is argon2's working memory, kept by the caller between checks: allocating 19 MiB
 /// per check left each freed block resident (the allocator keeps it), so memory grew with
 /// every check.
-pub fn verify_or_dummy(password: &str, phc: Option<&str>, memory: &mut Vec<Block>) -> bool {
+pub(crate) fn verify_or_dummy(password: &str, phc: Option<&str>, memory: &mut Vec<Block>) -> bool {
     match phc {
         Some(phc) => verify_in(password, phc, memory),
         None => {
@@ -78,7 +78,7 @@ fn dummy_hash() -> &'static str {
 }
 
 /// A one-time password: 20 characters from a 31-letter alphabet, about 99 bits.
-pub fn generate() -> Secret<String> {
+pub(crate) fn generate() -> Secret<String> {
     let mut rng = rand::rng();
     let chars: String = (0..20).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
     Secret::new(format!("{}-{}-{}-{}", &chars[..5], &chars[5..10], &chars[10..15], &chars[15..]))

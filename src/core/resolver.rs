@@ -7,7 +7,7 @@
 use thiserror::Error;
 
 /// What the resolver needs to know about a machine.
-pub trait Candidate {
+pub(crate) trait Candidate {
     /// The machine's UUID as text.
     fn id(&self) -> String;
     /// Its hostname.
@@ -18,7 +18,7 @@ pub trait Candidate {
 
 /// Why a name did not resolve to exactly one machine.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     /// Nothing matched; `similar` lists names that contain the query, to help.
     #[error("no machine matches {query:?}{}", hint(similar, "did you mean"))]
     NotFound { query: String, similar: Vec<String> },
@@ -44,7 +44,7 @@ fn describe<C: Candidate>(c: &C) -> String {
 }
 
 /// Picks the one machine `query` names, following the contract's order.
-pub fn resolve<'a, C: Candidate>(query: &str, machines: &'a [C]) -> Result<&'a C, ResolveError> {
+pub(crate) fn resolve<'a, C: Candidate>(query: &str, machines: &'a [C]) -> Result<&'a C, ResolveError> {
     let q = query.trim().to_lowercase();
     let steps: [&dyn Fn(&C) -> bool; 4] = [
         &|m| m.id().to_lowercase() == q,

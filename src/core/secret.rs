@@ -11,15 +11,15 @@ use sha2::{Digest, Sha256};
 
 /// A value whose `Debug` and `Display` never print it, so it cannot leak through logs.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret<T>(T);
+pub(crate) struct Secret<T>(T);
 
 impl<T> Secret<T> {
     /// Wraps a secret value.
-    pub fn new(value: T) -> Self {
+    pub(crate) fn new(value: T) -> Self {
         Self(value)
     }
     /// The secret itself; call sites are easy to audit.
-    pub fn expose(&self) -> &T {
+    pub(crate) fn expose(&self) -> &T {
         &self.0
     }
 }
@@ -31,19 +31,19 @@ impl<T> fmt::Debug for Secret<T> {
 }
 
 /// Prefixes say what a token is when it turns up in a terminal or a secret scanner.
-pub mod prefix {
+pub(crate) mod prefix {
     /// OAuth access token (1 h).
-    pub const ACCESS: &str = "cmdop_";
+    pub(crate) const ACCESS: &str = "cmdop_";
     /// OAuth refresh token (30 d, rotated on use).
-    pub const REFRESH: &str = "cmdopr_";
+    pub(crate) const REFRESH: &str = "cmdopr_";
     /// Machine credential held by an agent.
-    pub const MACHINE: &str = "cmdopm_";
+    pub(crate) const MACHINE: &str = "cmdopm_";
     /// One-time machine enrollment token.
-    pub const ENROLL: &str = "cmdope_";
+    pub(crate) const ENROLL: &str = "cmdope_";
 }
 
 /// A new token: `prefix` + 256 random bits (32 bytes from the OS RNG), base64url.
-pub fn new_token(prefix: &str) -> Secret<String> {
+pub(crate) fn new_token(prefix: &str) -> Secret<String> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     Secret(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)))
@@ -51,12 +51,12 @@ pub fn new_token(prefix: &str) -> Secret<String> {
 
 /// The at-rest form of a token: lowercase hex SHA-256. Tokens carry 256 random bits, so an
 /// unsalted fast hash is enough (nothing to brute-force), and lookups stay one indexed query.
-pub fn hash_token(token: &str) -> String {
+pub(crate) fn hash_token(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

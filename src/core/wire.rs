@@ -4,27 +4,27 @@
 use serde::{Deserialize, Serialize};
 
 /// Metadata key naming the caller's active fleet (`cmdop fleet use NAME`).
-pub const FLEET_HEADER: &str = "x-cmdop-fleet";
+pub(crate) const FLEET_HEADER: &str = "x-cmdop-fleet";
 
 /// Metadata key of an attach-password refusal: `required`, `wrong` or `throttled`
 /// (`Denial::code`); a throttled one also carries `retry-after` seconds.
-pub const DENIAL_HEADER: &str = "cmdop-denial";
+pub(crate) const DENIAL_HEADER: &str = "cmdop-denial";
 
 /// The `grpc-message` of the `UNAVAILABLE` status every open stream ends with when the server
 /// shuts down: agents reconnect at once instead of backing off.
-pub const SERVER_SHUTTING_DOWN: &str = "server shutting down";
+pub(crate) const SERVER_SHUTTING_DOWN: &str = "server shutting down";
 
 /// A token response (RFC 6749 section 5.1).
 #[derive(Clone, Serialize, Deserialize)]
-pub struct TokenPair {
+pub(crate) struct TokenPair {
     /// `cmdop_...`, sent as `Authorization: Bearer`.
-    pub access_token: String,
+    pub(crate) access_token: String,
     /// `cmdopr_...`, traded once for a new pair.
-    pub refresh_token: String,
+    pub(crate) refresh_token: String,
     /// Always `Bearer`.
-    pub token_type: String,
+    pub(crate) token_type: String,
     /// Seconds until the access token expires.
-    pub expires_in: i64,
+    pub(crate) expires_in: i64,
 }
 
 impl std::fmt::Debug for TokenPair {
@@ -35,13 +35,13 @@ impl std::fmt::Debug for TokenPair {
 
 /// Path of the console's one-time sign-in ticket endpoint (`cmdop console`): a bearer-token
 /// POST answered with `ConsoleTicket`.
-pub const CONSOLE_TICKET_PATH: &str = "/console/ticket";
+pub(crate) const CONSOLE_TICKET_PATH: &str = "/console/ticket";
 
 /// A one-time URL that signs a browser in to the web console (CONTRACT.md, "Web console").
 #[derive(Clone, Serialize, Deserialize)]
-pub struct ConsoleTicket {
+pub(crate) struct ConsoleTicket {
     /// Open it in a browser within the minute; it works once.
-    pub url: String,
+    pub(crate) url: String,
     /// RFC 3339 UTC.
-    pub expires_at: String,
+    pub(crate) expires_at: String,
 }

@@ -6,10 +6,10 @@ use crate::server::oauth;
 use crate::store::{Role, Store, User};
 
 /// The fleet created on first run.
-pub const DEFAULT_FLEET: &str = "default";
+pub(crate) const DEFAULT_FLEET: &str = "default";
 
 /// The server's first user (created as owner of the default fleet when there is none).
-pub async fn first_owner(store: &Store, email: &str) -> anyhow::Result<User> {
+pub(crate) async fn first_owner(store: &Store, email: &str) -> anyhow::Result<User> {
     if let Some(user) = store.first_user().await? {
         return Ok(user);
     }
@@ -21,7 +21,7 @@ pub async fn first_owner(store: &Store, email: &str) -> anyhow::Result<User> {
 }
 
 /// Issues tokens for the first owner, as a device-flow sign-in would.
-pub async fn sign_in_owner(store: &Store, email: &str, client: &str) -> anyhow::Result<TokenPair> {
+pub(crate) async fn sign_in_owner(store: &Store, email: &str, client: &str) -> anyhow::Result<TokenPair> {
     let user = first_owner(store, email).await?;
     Ok(oauth::issue_pair(store, user.id, client).await?)
 }

@@ -15,64 +15,64 @@ use crate::sys::{dirs, private_file, signal};
 /// `cmdop server`.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
-pub struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// Address to listen on, `HOST:PORT` (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7422")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// URL users and agents reach (default `http://<bound address>`).
     #[arg(long)]
-    pub public_url: Option<String>,
+    pub(crate) public_url: Option<String>,
     /// Data folder: keys, and the SQLite database unless --database is given.
     #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// A PostgreSQL database shared by several nodes, `postgres://USER[:PASSWORD]@HOST:PORT/DB`
     /// (default: SQLite in the data folder).
     #[arg(long, value_name = "URL")]
-    pub database: Option<String>,
+    pub(crate) database: Option<String>,
     /// How often agents heartbeat; offline after three missed.
     #[arg(long, value_parser = crate::core::duration::parse, default_value = "5s")]
-    pub heartbeat_interval: Duration,
+    pub(crate) heartbeat_interval: Duration,
     /// Longest lifetime a share link may be given.
     #[arg(long, value_parser = crate::core::duration::parse, default_value = "30d")]
-    pub max_link_ttl: Duration,
+    pub(crate) max_link_ttl: Duration,
     /// A reverse proxy in front of the server (repeatable, e.g. 127.0.0.1): requests from it
     /// are attributed to the address its `X-Forwarded-For` names, for audit logs and per-IP
     /// limits. Without it the header is ignored.
     #[arg(long, value_name = "IP")]
-    pub trusted_proxy: Vec<std::net::IpAddr>,
+    pub(crate) trusted_proxy: Vec<std::net::IpAddr>,
     /// Longest a client may take to send a request's headers; slower ones are disconnected.
     #[arg(long, value_parser = crate::core::duration::parse, default_value = "10s")]
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
     /// Most connections served at once; more wait in the kernel's queue.
     #[arg(long, default_value_t = super::listen::DEFAULT_MAX_CONNECTIONS)]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// `POST /oauth/device` calls allowed per client IP per minute (0: no limit).
     #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_DEVICE_STARTS_PER_MINUTE)]
-    pub max_device_starts_per_minute: usize,
+    pub(crate) max_device_starts_per_minute: usize,
     /// Browser cookie sessions kept in memory, per kind (device page, console); beyond it the
     /// oldest anonymous ones are dropped.
     #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_MAX_WEB_SESSIONS)]
-    pub max_web_sessions: usize,
+    pub(crate) max_web_sessions: usize,
     /// How often expired and used grants, tokens, tickets and sessions are deleted.
     #[arg(long, value_parser = crate::core::duration::parse, default_value = "10m")]
-    pub purge_interval: Duration,
+    pub(crate) purge_interval: Duration,
     /// Open sessions (shells and commands) allowed per machine (0: no limit).
     #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_SESSIONS_PER_MACHINE)]
-    pub max_sessions_per_machine: usize,
+    pub(crate) max_sessions_per_machine: usize,
     /// Open sessions allowed per share link (0: no limit).
     #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_SESSIONS_PER_LINK)]
-    pub max_sessions_per_link: usize,
+    pub(crate) max_sessions_per_link: usize,
     /// Open sessions allowed per client IP (0: no limit).
     #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_SESSIONS_PER_IP)]
-    pub max_sessions_per_ip: usize,
+    pub(crate) max_sessions_per_ip: usize,
     /// Administration of a server's data folder.
     #[command(subcommand)]
-    pub command: Option<ServerCommand>,
+    pub(crate) command: Option<ServerCommand>,
 }
 
 /// `cmdop server ...` administration.
 #[derive(Debug, Subcommand)]
-pub enum ServerCommand {
+pub(crate) enum ServerCommand {
     /// Sign this CLI in as the server's first owner, by direct access to the data folder
     /// (for the operator on the server machine; creates the owner and fleet on first use).
     LocalLogin {
@@ -99,7 +99,7 @@ pub enum ServerCommand {
 
 /// `cmdop server user ...`.
 #[derive(Debug, Subcommand)]
-pub enum UserCommand {
+pub(crate) enum UserCommand {
     /// Add a user to a fleet with a role (or change their role) and print a new one-time
     /// password for the sign-in page.
     Add {
@@ -122,7 +122,7 @@ pub enum UserCommand {
 
 /// `cmdop server keys ...`.
 #[derive(Debug, Subcommand)]
-pub enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// Add a new signing key; links signed by older keys keep working until they expire.
     /// A running server picks the new key up within seconds.
     Rotate {
@@ -136,7 +136,7 @@ pub enum KeysCommand {
 }
 
 /// `cmdop server` (all but `local-login`, which the app composes with the CLI).
-pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     if let Some(ServerCommand::User(UserCommand::Add { email, role, fleet, data_dir, database })) = args.command {
         let store = open_store(data_dir, database.as_deref()).await?;
         return add_user(&store, &email, &role, &fleet).await;
@@ -177,7 +177,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
 
 /// The server's store, for administration commands run beside it: `database` when given (the
 /// server's --database), else SQLite in the data folder.
-pub async fn open_store(data_dir: Option<PathBuf>, database: Option<&str>) -> anyhow::Result<Store> {
+pub(crate) async fn open_store(data_dir: Option<PathBuf>, database: Option<&str>) -> anyhow::Result<Store> {
     let data_dir = data_dir.unwrap_or_else(dirs::server_data);
     let database = Database::choose(database, &data_dir)?;
     if let Database::Sqlite(dir) = &database {

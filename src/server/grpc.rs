@@ -5,12 +5,12 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 /// The `Bearer` token of a request's `authorization` metadata.
-pub fn bearer(meta: &MetadataMap) -> Option<&str> {
+pub(crate) fn bearer(meta: &MetadataMap) -> Option<&str> {
     meta.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
 /// Logs a storage failure and answers without internals.
-pub fn internal(e: impl std::fmt::Display) -> Status {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "internal error");
     Status::internal("internal server error; see the server log")
 }

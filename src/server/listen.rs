@@ -18,19 +18,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 /// Default time a client has to send a request's headers: 10 s.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default most connections served at once: 4096.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// How long open connections may take to finish after a shutdown: 3 s.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Connection limits (`cmdop server --header-timeout`, `--max-connections`).
 #[derive(Clone, Copy, Debug)]
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     /// Longest a client may take to send a request's headers (and its first bytes).
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
     /// Most connections served at once.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 }
 
 impl Default for ConnLimits {
@@ -40,7 +40,7 @@ impl Default for ConnLimits {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then for at most `SHUTDOWN_GRACE`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,

@@ -24,7 +24,7 @@ use crate::server::oauth::device::{self, DecideError};
 use crate::store::Store;
 
 /// The route this file serves.
-pub const PATH: &str = "/oauth/device/approve-local";
+pub(crate) const PATH: &str = "/oauth/device/approve-local";
 /// The bootstrap secret's file in the data folder.
 const SECRET_FILE: &str = "bootstrap-secret.json";
 /// Headers a reverse proxy adds: a forwarded request is never local, whatever its peer.
@@ -37,7 +37,7 @@ struct SecretFile {
 
 /// Writes a fresh bootstrap secret (256 random bits) to the data folder; a restart voids the
 /// previous one.
-pub fn create_secret(data_dir: &Path) -> anyhow::Result<Secret<String>> {
+pub(crate) fn create_secret(data_dir: &Path) -> anyhow::Result<Secret<String>> {
     let secret = secret::new_token("cmdopb_");
     let file = serde_json::to_vec(&SecretFile { secret: secret.expose().clone() })?;
     crate::sys::private_file::write(&data_dir.join(SECRET_FILE), &file)?;
@@ -45,7 +45,7 @@ pub fn create_secret(data_dir: &Path) -> anyhow::Result<Secret<String>> {
 }
 
 /// The bootstrap secret of the server running on `data_dir`.
-pub fn read_secret(data_dir: &Path) -> anyhow::Result<Secret<String>> {
+pub(crate) fn read_secret(data_dir: &Path) -> anyhow::Result<Secret<String>> {
     let path = data_dir.join(SECRET_FILE);
     let hint = "remove it and restart the server";
     let file: Option<SecretFile> = crate::sys::private_file::read_json(&path, hint)?;
@@ -55,7 +55,7 @@ pub fn read_secret(data_dir: &Path) -> anyhow::Result<Secret<String>> {
 
 /// The form of `POST /oauth/device/approve-local`.
 #[derive(Debug, Deserialize)]
-pub struct ApproveForm {
+pub(crate) struct ApproveForm {
     user_code: String,
     #[serde(default)]
     secret: String,
@@ -68,7 +68,7 @@ struct LocalApproval {
 }
 
 /// The route, over `store`, accepting `secret`.
-pub fn router(store: Store, secret: Secret<String>) -> Router {
+pub(crate) fn router(store: Store, secret: Secret<String>) -> Router {
     Router::new().route(PATH, post(approve_local_device)).with_state(LocalApproval { store, secret })
 }
 

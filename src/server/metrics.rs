@@ -5,30 +5,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The counters. Process-wide like Prometheus's default registry: one server per process.
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Agent streams connected to this node.
-    pub machines_online: AtomicU64,
+    pub(crate) machines_online: AtomicU64,
     /// Sessions open through this node.
-    pub sessions_open: AtomicU64,
+    pub(crate) sessions_open: AtomicU64,
     /// Output bytes received from agents.
-    pub bytes_from_agents: AtomicU64,
+    pub(crate) bytes_from_agents: AtomicU64,
     /// Input bytes sent to agents.
-    pub bytes_to_agents: AtomicU64,
+    pub(crate) bytes_to_agents: AtomicU64,
     /// Exec commands started.
-    pub execs_total: AtomicU64,
+    pub(crate) execs_total: AtomicU64,
     /// Browser cookie sessions held in memory (device page and console).
-    pub web_sessions: AtomicU64,
+    pub(crate) web_sessions: AtomicU64,
     /// Purges of ended rows run by this node.
-    pub purge_runs: AtomicU64,
+    pub(crate) purge_runs: AtomicU64,
     /// Rows those purges deleted.
-    pub purged_rows: AtomicU64,
+    pub(crate) purged_rows: AtomicU64,
     /// Requests refused by a limit, one counter per `Limit`.
-    pub refusals: [AtomicU64; Limit::ALL.len()],
+    pub(crate) refusals: [AtomicU64; Limit::ALL.len()],
 }
 
 /// The limits whose refusals are counted (`cmdop_limit_refusals_total{limit=...}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Limit {
+pub(crate) enum Limit {
     /// `POST /oauth/device` per client IP.
     DeviceStart,
     /// Open sessions per machine.
@@ -41,10 +41,11 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, in the order of `Metrics::refusals`.
-    pub const ALL: [Limit; 4] = [Limit::DeviceStart, Limit::SessionsPerMachine, Limit::SessionsPerLink, Limit::SessionsPerIp];
+    pub(crate) const ALL: [Limit; 4] =
+        [Limit::DeviceStart, Limit::SessionsPerMachine, Limit::SessionsPerLink, Limit::SessionsPerIp];
 
     /// The `limit` label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Limit::DeviceStart => "device_start",
             Limit::SessionsPerMachine => "sessions_per_machine",
@@ -55,7 +56,7 @@ impl Limit {
 }
 
 /// The one instance.
-pub static METRICS: Metrics = Metrics {
+pub(crate) static METRICS: Metrics = Metrics {
     machines_online: AtomicU64::new(0),
     sessions_open: AtomicU64::new(0),
     bytes_from_agents: AtomicU64::new(0),
@@ -69,13 +70,13 @@ pub static METRICS: Metrics = Metrics {
 
 impl Metrics {
     /// Counts one refusal by `limit`.
-    pub fn refused(&self, limit: Limit) {
+    pub(crate) fn refused(&self, limit: Limit) {
         let i = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
         self.refusals[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Renders every metric with HELP and TYPE lines.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let rows: [(&str, &str, &str, &AtomicU64); 8] = [
             ("cmdop_machines_online", "gauge", "Agent streams connected to this node.", &self.machines_online),
@@ -104,7 +105,12 @@ impl Metrics {
             "# HELP cmdop_limit_refusals_total Requests refused by a limit.\n# TYPE cmdop_limit_refusals_total counter"
         );
         for (limit, value) in Limit::ALL.iter().zip(&self.refusals) {
-            let _ = writeln!(out, "cmdop_limit_refusals_total{{limit=\"{}\"}} {}", limit.label(), value.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "cmdop_limit_refusals_total{{limit=\"{}\"}} {}",
+                limit.label(),
+                value.load(Ordering::Relaxed)
+            );
         }
         out
     }

@@ -11,20 +11,20 @@
 //!   set-up and the `cmdop server` command.
 //! - `purge`: the periodic deletion of ended rows and expired browser sessions.
 
-pub mod api;
-pub mod bootstrap;
-pub mod command;
+pub(crate) mod api;
+pub(crate) mod bootstrap;
+pub(crate) mod command;
 mod console;
-pub mod grpc;
-pub mod http;
-pub mod links;
-pub mod listen;
-pub mod local_approval;
-pub mod metrics;
-pub mod oauth;
 mod drain;
+pub(crate) mod grpc;
+pub(crate) mod http;
+pub(crate) mod links;
+pub(crate) mod listen;
+pub(crate) mod local_approval;
+pub(crate) mod metrics;
+pub(crate) mod oauth;
 mod purge;
-pub mod relay;
+pub(crate) mod relay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,33 +48,33 @@ use crate::store::{Database, Store};
 use crate::sys::task::AbortOnDrop;
 
 /// Default heartbeat interval told to agents: 5 s (offline after 15 s of silence).
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// How to run a server.
 #[derive(Clone, Debug)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// `HOST:PORT`; port 0 picks a free port.
-    pub listen: String,
+    pub(crate) listen: String,
     /// The URL users and agents reach; defaults to `http://<bound address>`.
-    pub public_url: Option<String>,
+    pub(crate) public_url: Option<String>,
     /// Keys, and the SQLite database unless `database` is given.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// A `postgres://` URL shared by several nodes; `None` keeps SQLite in `data_dir`.
-    pub database: Option<String>,
+    pub(crate) database: Option<String>,
     /// Heartbeat interval told to agents.
-    pub heartbeat: Duration,
+    pub(crate) heartbeat: Duration,
     /// Longest lifetime a share link may get.
-    pub max_link_ttl: Duration,
+    pub(crate) max_link_ttl: Duration,
     /// Reverse proxies whose `X-Forwarded-For` names the client (http/client_ip.rs).
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub(crate) trusted_proxies: Vec<std::net::IpAddr>,
     /// Header timeout and connection cap (listen.rs).
-    pub limits: listen::ConnLimits,
+    pub(crate) limits: listen::ConnLimits,
     /// Rates, session caps and the purge interval.
-    pub service: ServiceLimits,
+    pub(crate) service: ServiceLimits,
 }
 
 /// A bound, not yet serving, server.
-pub struct Server {
+pub(crate) struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     public_url: String,
@@ -93,7 +93,7 @@ pub struct Server {
 
 impl Server {
     /// Opens the store and binds the listener.
-    pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
+    pub(crate) async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
         crate::sys::private_file::ensure_dir(&config.data_dir)?;
         let database = Database::choose(config.database.as_deref(), &config.data_dir)?;
         let store = database.connect().await.with_context(|| format!("cannot open the database {database}"))?;
@@ -132,28 +132,18 @@ impl Server {
         })
     }
 
-    /// The bound address (the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
     /// The URL users and agents reach.
-    pub fn public_url(&self) -> &str {
+    pub(crate) fn public_url(&self) -> &str {
         &self.public_url
     }
 
     /// The store, for bootstrap steps before serving.
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
-    /// The share-link registry, for bootstrap steps before serving.
-    pub fn links(&self) -> &Links {
-        &self.links
-    }
-
     /// Serves until `shutdown` resolves.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub(crate) async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat);
         let slots = crate::core::limits::SessionSlots::new(&self.service);
         let api = ApiService::new(self.store.clone(), self.router.clone(), self.links.clone(), self.public_url.clone())
@@ -177,13 +167,17 @@ impl Server {
         let _sweep = self
             .shared_database
             .then(|| AbortOnDrop::spawn(relay::presence::offline_sweep(self.store.clone(), self.heartbeat)));
-        let console = console::router(console::ConsoleState::new(
-            self.store.clone(),
-            self.links.clone(),
-            self.router.clone(),
-            &self.public_url,
-            stopping.clone(),
-        ).with_slots(slots.clone()), console_sessions);
+        let console = console::router(
+            console::ConsoleState::new(
+                self.store.clone(),
+                self.links.clone(),
+                self.router.clone(),
+                &self.public_url,
+                stopping.clone(),
+            )
+            .with_slots(slots.clone()),
+            console_sessions,
+        );
         let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api))
             .into_axum_router();

@@ -7,33 +7,33 @@ use crate::core::ids::{FleetId, UserId};
 
 /// Who a consumed sign-in ticket signs in.
 #[derive(Clone, Debug)]
-pub struct TicketOwner {
+pub(crate) struct TicketOwner {
     /// The user.
-    pub user: UserId,
+    pub(crate) user: UserId,
     /// The fleet the CLI had active, if it named one.
-    pub fleet: Option<FleetId>,
+    pub(crate) fleet: Option<FleetId>,
 }
 
 /// One line of a fleet's audit log, newest first.
 #[derive(Clone, Debug)]
-pub struct AuditRow {
+pub(crate) struct AuditRow {
     /// Unix seconds.
-    pub at: i64,
+    pub(crate) at: i64,
     /// Who did it (email, user id, `anonymous`, `system`).
-    pub actor: String,
+    pub(crate) actor: String,
     /// What happened, e.g. `link.revoke`.
-    pub action: String,
+    pub(crate) action: String,
     /// The machine concerned, if any.
-    pub machine_id: Option<String>,
+    pub(crate) machine_id: Option<String>,
     /// The link concerned, if any.
-    pub link_id: Option<String>,
+    pub(crate) link_id: Option<String>,
     /// Free text.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 /// Console sign-in tickets and the audit log as the console reads it.
 #[async_trait]
-pub trait ConsoleStore: Send + Sync {
+pub(crate) trait ConsoleStore: Send + Sync {
     /// Stores the hash of a new ticket.
     async fn insert_console_ticket(&self, hash: &str, owner: &TicketOwner, expires_at: i64) -> Result<(), StoreError>;
 

@@ -8,7 +8,7 @@ use crate::core::ids::UserId;
 
 /// Where a grant stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GrantStatus {
+pub(crate) enum GrantStatus {
     /// Waiting for the person.
     Pending,
     /// Approved by `user_id`; the next poll gets tokens.
@@ -45,30 +45,30 @@ impl std::str::FromStr for GrantStatus {
 
 /// A device grant.
 #[derive(Clone, Debug)]
-pub struct DeviceGrant {
+pub(crate) struct DeviceGrant {
     /// SHA-256 of the device code.
-    pub device_code_hash: String,
+    pub(crate) device_code_hash: String,
     /// What the person types, e.g. `KDFG-XRTQ`.
-    pub user_code: String,
+    pub(crate) user_code: String,
     /// Client's self-description, shown on the page.
-    pub client_name: String,
+    pub(crate) client_name: String,
     /// Host the client runs on, shown on the page.
-    pub client_host: String,
+    pub(crate) client_host: String,
     /// Unix seconds.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
     /// Minimum seconds between polls.
-    pub interval_secs: i64,
+    pub(crate) interval_secs: i64,
     /// Last poll, unix seconds.
-    pub last_poll_at: Option<i64>,
+    pub(crate) last_poll_at: Option<i64>,
     /// Where it stands.
-    pub status: GrantStatus,
+    pub(crate) status: GrantStatus,
     /// Who approved or denied it.
-    pub user_id: Option<UserId>,
+    pub(crate) user_id: Option<UserId>,
 }
 
 /// OAuth device grants and users' sign-in password hashes.
 #[async_trait]
-pub trait GrantStore: Send + Sync {
+pub(crate) trait GrantStore: Send + Sync {
     /// Stores a new pending grant.
     async fn insert_grant(&self, g: &DeviceGrant) -> Result<(), StoreError>;
 

@@ -9,7 +9,7 @@ use crate::core::ids::{FleetId, UserId};
 
 /// A fleet member's role, from most to least powerful.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
+pub(crate) enum Role {
     /// Reads only: may list machines.
     Viewer,
     /// May exec, attach and share.
@@ -46,34 +46,34 @@ impl FromStr for Role {
 
 /// A user account.
 #[derive(Clone, Debug)]
-pub struct User {
+pub(crate) struct User {
     /// Stable id.
-    pub id: UserId,
+    pub(crate) id: UserId,
     /// Sign-in name.
-    pub email: String,
+    pub(crate) email: String,
 }
 
 /// A fleet.
 #[derive(Clone, Debug)]
-pub struct Fleet {
+pub(crate) struct Fleet {
     /// Stable id.
-    pub id: FleetId,
+    pub(crate) id: FleetId,
     /// Unique name users type.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 /// A user's place in a fleet.
 #[derive(Clone, Debug)]
-pub struct Membership {
+pub(crate) struct Membership {
     /// The fleet.
-    pub fleet: Fleet,
+    pub(crate) fleet: Fleet,
     /// The user's role there.
-    pub role: Role,
+    pub(crate) role: Role,
 }
 
 /// OAuth token kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TokenKind {
+pub(crate) enum TokenKind {
     /// Short-lived bearer for API calls.
     Access,
     /// Long-lived, single-use, trades for a new pair.
@@ -91,7 +91,7 @@ impl TokenKind {
 
 /// Users, fleets, memberships and OAuth tokens.
 #[async_trait]
-pub trait IdentityStore: Send + Sync {
+pub(crate) trait IdentityStore: Send + Sync {
     /// Creates a user (no password yet).
     async fn create_user(&self, email: &str) -> Result<User, StoreError>;
 
@@ -141,13 +141,13 @@ pub trait IdentityStore: Send + Sync {
 
 /// A refresh token's row, live or not.
 #[derive(Clone, Debug)]
-pub struct RefreshToken {
+pub(crate) struct RefreshToken {
     /// Whose it is.
-    pub user: UserId,
+    pub(crate) user: UserId,
     /// The family: every token descended from the same grant.
-    pub family: String,
+    pub(crate) family: String,
     /// Unix seconds.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
     /// Set once used (rotated) or revoked.
-    pub revoked_at: Option<i64>,
+    pub(crate) revoked_at: Option<i64>,
 }

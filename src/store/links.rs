@@ -7,59 +7,59 @@ use crate::core::ids::{FleetId, LinkId, MachineId, UserId};
 
 /// A share link as stored (never the token: `token_hash` only).
 #[derive(Clone, Debug)]
-pub struct LinkRow {
+pub(crate) struct LinkRow {
     /// Link id (also inside the token).
-    pub id: LinkId,
+    pub(crate) id: LinkId,
     /// Fleet of the machine.
-    pub fleet_id: FleetId,
+    pub(crate) fleet_id: FleetId,
     /// Target machine.
-    pub machine_id: MachineId,
+    pub(crate) machine_id: MachineId,
     /// Creator.
-    pub created_by: UserId,
+    pub(crate) created_by: UserId,
     /// Creator's email, for listings and the page.
-    pub created_by_email: String,
+    pub(crate) created_by_email: String,
     /// Unix seconds.
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// Unix seconds; the token carries the same deadline.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
     /// Viewer link.
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     /// Most sessions it may open, if limited.
-    pub max_opens: Option<i64>,
+    pub(crate) max_opens: Option<i64>,
     /// Persistent session to join instead of a new shell.
-    pub session_id: Option<String>,
+    pub(crate) session_id: Option<String>,
     /// When revoked, unix seconds.
-    pub revoked_at: Option<i64>,
+    pub(crate) revoked_at: Option<i64>,
     /// Sessions opened so far.
-    pub opens: i64,
+    pub(crate) opens: i64,
 }
 
 /// A new link to store.
 #[derive(Debug)]
-pub struct NewLink<'a> {
+pub(crate) struct NewLink<'a> {
     /// Link id.
-    pub id: LinkId,
+    pub(crate) id: LinkId,
     /// Fleet.
-    pub fleet_id: FleetId,
+    pub(crate) fleet_id: FleetId,
     /// Machine.
-    pub machine_id: MachineId,
+    pub(crate) machine_id: MachineId,
     /// SHA-256 of the token.
-    pub token_hash: &'a str,
+    pub(crate) token_hash: &'a str,
     /// Creator.
-    pub created_by: UserId,
+    pub(crate) created_by: UserId,
     /// Deadline, unix seconds.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
     /// Viewer link.
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     /// Limit on opens.
-    pub max_opens: Option<i64>,
+    pub(crate) max_opens: Option<i64>,
     /// Persistent session to join.
-    pub session_id: Option<String>,
+    pub(crate) session_id: Option<String>,
 }
 
 /// Share-link rows, their opens and revocations, and a link's audit trail.
 #[async_trait]
-pub trait LinkStore: Send + Sync {
+pub(crate) trait LinkStore: Send + Sync {
     /// Stores a new link.
     async fn insert_link(&self, link: &NewLink<'_>) -> Result<(), StoreError>;
 

@@ -8,23 +8,23 @@ use crate::core::ids::{FleetId, MachineId, UserId};
 
 /// A machine of a fleet, as the store knows it.
 #[derive(Clone, Debug)]
-pub struct Machine {
+pub(crate) struct Machine {
     /// Stable id from enrollment on.
-    pub id: MachineId,
+    pub(crate) id: MachineId,
     /// Its fleet.
-    pub fleet_id: FleetId,
+    pub(crate) fleet_id: FleetId,
     /// Hostname the agent reported last.
-    pub hostname: String,
+    pub(crate) hostname: String,
     /// Optional friendly name.
-    pub display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
     /// Operating system and CPU architecture reported by the agent.
-    pub os: String,
+    pub(crate) os: String,
     /// CPU architecture.
-    pub arch: String,
+    pub(crate) arch: String,
     /// Whether an agent stream is up and heartbeating.
-    pub online: bool,
+    pub(crate) online: bool,
     /// Last heartbeat, unix seconds.
-    pub last_seen: Option<i64>,
+    pub(crate) last_seen: Option<i64>,
 }
 
 impl crate::core::resolver::Candidate for Machine {
@@ -57,15 +57,15 @@ impl Machine {
 
 /// What an agent reports about itself.
 #[derive(Clone, Debug, Default)]
-pub struct MachineInfo {
+pub(crate) struct MachineInfo {
     /// Hostname.
-    pub hostname: String,
+    pub(crate) hostname: String,
     /// Optional display name (empty keeps the stored one).
-    pub display_name: String,
+    pub(crate) display_name: String,
     /// Operating system.
-    pub os: String,
+    pub(crate) os: String,
     /// CPU architecture.
-    pub arch: String,
+    pub(crate) arch: String,
 }
 
 impl MachineInfo {
@@ -77,7 +77,7 @@ impl MachineInfo {
 
 /// Why an enrollment token was refused.
 #[derive(Debug, Error)]
-pub enum EnrollError {
+pub(crate) enum EnrollError {
     /// Never issued (or mistyped).
     #[error("unknown enrollment token: create one with `cmdop fleet token create`")]
     Unknown,
@@ -106,7 +106,7 @@ impl EnrollError {
 
 /// Machines, their connection state and enrollment tokens.
 #[async_trait]
-pub trait MachineStore: Send + Sync {
+pub(crate) trait MachineStore: Send + Sync {
     /// Stores the hash of a new enrollment token for `fleet`.
     async fn create_enroll_token(
         &self,

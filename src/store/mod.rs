@@ -25,16 +25,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
-pub use console::{AuditRow, ConsoleStore, TicketOwner};
-pub use grants::{DeviceGrant, GrantStatus, GrantStore};
-pub use identity::{Fleet, IdentityStore, Membership, RefreshToken, Role, TokenKind, User};
-pub use links::{LinkRow, LinkStore, NewLink};
-pub use machines::{EnrollError, Machine, MachineInfo, MachineStore};
-pub use purge::{PurgeStore, Purged};
+pub(crate) use console::{ConsoleStore, TicketOwner};
+pub(crate) use grants::{DeviceGrant, GrantStatus, GrantStore};
+pub(crate) use identity::{Fleet, IdentityStore, Membership, Role, TokenKind, User};
+pub(crate) use links::{LinkRow, LinkStore, NewLink};
+pub(crate) use machines::{EnrollError, Machine, MachineInfo, MachineStore};
+pub(crate) use purge::PurgeStore;
+#[cfg(test)]
+pub(crate) use purge::Purged;
 
 /// A storage failure: the database is unreachable or corrupt, or a row breaks an invariant.
 #[derive(Debug, Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// The database itself failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
@@ -56,7 +58,7 @@ impl From<sqlx::Error> for EnrollError {
 }
 
 /// Every concern of the store, as one object.
-pub trait Storage:
+pub(crate) trait Storage:
     IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore + PurgeStore
 {
 }
@@ -64,16 +66,16 @@ pub trait Storage:
 impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore + PurgeStore> Storage for T {}
 
 /// Handle to the store; cheap to clone.
-pub type Store = Arc<dyn Storage>;
+pub(crate) type Store = Arc<dyn Storage>;
 
 /// Opens (creating if needed) the SQLite store in `data_dir` and applies migrations.
-pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+pub(crate) async fn open(data_dir: &Path) -> Result<Store, StoreError> {
     Ok(Arc::new(sqlite::SqliteStore::open(data_dir).await?))
 }
 
 /// Where the store lives: `cmdop server --database URL`, else SQLite in the data folder.
 #[derive(Clone, Debug)]
-pub enum Database {
+pub(crate) enum Database {
     /// `cmdop.db` in this folder.
     Sqlite(PathBuf),
     /// A `postgres://` URL (it may carry a password: never logged).
@@ -82,7 +84,7 @@ pub enum Database {
 
 impl Database {
     /// `url` when it is a PostgreSQL URL, else SQLite in `data_dir`.
-    pub fn choose(url: Option<&str>, data_dir: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn choose(url: Option<&str>, data_dir: &Path) -> Result<Self, StoreError> {
         match url {
             None => Ok(Database::Sqlite(data_dir.to_path_buf())),
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
@@ -93,7 +95,7 @@ impl Database {
     }
 
     /// The backend's name, as `GET /healthz` reports it: `sqlite` or `postgres`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Database::Sqlite(_) => "sqlite",
             Database::Postgres(_) => "postgres",
@@ -102,12 +104,12 @@ impl Database {
 
     /// Whether several server nodes may share it (PostgreSQL): then no node may assume that
     /// the agents' streams it does not hold are down.
-    pub fn is_shared(&self) -> bool {
+    pub(crate) fn is_shared(&self) -> bool {
         matches!(self, Database::Postgres(_))
     }
 
     /// Opens the store, applying migrations.
-    pub async fn connect(&self) -> Result<Store, StoreError> {
+    pub(crate) async fn connect(&self) -> Result<Store, StoreError> {
         match self {
             Database::Sqlite(dir) => open(dir).await,
             Database::Postgres(url) => Ok(Arc::new(postgres::PgStore::connect(url).await?)),
@@ -141,26 +143,26 @@ fn redact(url: &str) -> String {
 
 /// The audit log.
 #[async_trait]
-pub trait AuditStore: Send + Sync {
+pub(crate) trait AuditStore: Send + Sync {
     /// Records an audit event. `actor` is a user id, a machine id or `system`.
     async fn audit(&self, event: AuditEvent<'_>) -> Result<(), StoreError>;
 }
 
 /// One line of the audit log.
 #[derive(Debug, Default)]
-pub struct AuditEvent<'a> {
+pub(crate) struct AuditEvent<'a> {
     /// Who did it.
-    pub actor: &'a str,
+    pub(crate) actor: &'a str,
     /// What happened, e.g. `machine.enroll`.
-    pub action: &'a str,
+    pub(crate) action: &'a str,
     /// The fleet it happened in.
-    pub fleet_id: Option<String>,
+    pub(crate) fleet_id: Option<String>,
     /// The machine concerned.
-    pub machine_id: Option<String>,
+    pub(crate) machine_id: Option<String>,
     /// The share link concerned.
-    pub link_id: Option<String>,
+    pub(crate) link_id: Option<String>,
     /// Free text (client IP, user agent, ...). Never a secret.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 fn parse_col<T: FromStr>(table: &'static str, value: &str) -> Result<T, StoreError> {

@@ -9,27 +9,27 @@ use super::StoreError;
 
 /// Rows deleted by one purge, per table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Purged {
+pub(crate) struct Purged {
     /// Device grants.
-    pub grants: u64,
+    pub(crate) grants: u64,
     /// Access and refresh tokens.
-    pub tokens: u64,
+    pub(crate) tokens: u64,
     /// Console sign-in tickets.
-    pub tickets: u64,
+    pub(crate) tickets: u64,
     /// Enrollment tokens.
-    pub enroll_tokens: u64,
+    pub(crate) enroll_tokens: u64,
 }
 
 impl Purged {
     /// Every row deleted.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.grants + self.tokens + self.tickets + self.enroll_tokens
     }
 }
 
 /// The purge.
 #[async_trait]
-pub trait PurgeStore: Send + Sync {
+pub(crate) trait PurgeStore: Send + Sync {
     /// Deletes rows that ended (expired, used, revoked) before `before` (unix seconds). A
     /// refresh token is kept until it expires even when used, so a replay is still recognised
     /// and revokes its family. `None` when another node holds the purge lock (PostgreSQL).

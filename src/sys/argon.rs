@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::secret::Secret;
 
 /// Password checks running at once per process (each on its own thread): 2, about 38 MiB.
-pub const CONCURRENT_CHECKS: usize = 2;
+pub(crate) const CONCURRENT_CHECKS: usize = 2;
 /// Checks waiting for a thread before callers wait to enqueue: 256.
 const QUEUE: usize = 256;
 
@@ -56,7 +56,7 @@ fn work(rx: &Mutex<mpsc::Receiver<Job>>) {
 
 /// Whether `password` matches `phc` (see `core::passwords::verify_or_dummy`: no hash means an
 /// unknown account, checked against a dummy at the same cost and refused). Fails closed.
-pub async fn verify(password: Secret<String>, phc: Option<String>) -> bool {
+pub(crate) async fn verify(password: Secret<String>, phc: Option<String>) -> bool {
     let Some(queue) = queue() else {
         return false;
     };

@@ -3,16 +3,16 @@
 use std::path::PathBuf;
 
 /// The user's home folder (`/` when `HOME` is unset).
-pub fn home() -> PathBuf {
+pub(crate) fn home() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// Default server data folder: `~/.local/share/cmdop/server`.
-pub fn server_data() -> PathBuf {
+pub(crate) fn server_data() -> PathBuf {
     home().join(".local/share/cmdop/server")
 }
 
 /// Default agent state folder: `~/.local/share/cmdop/agent`.
-pub fn agent_state() -> PathBuf {
+pub(crate) fn agent_state() -> PathBuf {
     home().join(".local/share/cmdop/agent")
 }

@@ -2,10 +2,10 @@
 //! connections, facts about this host, the shutdown signal, bounded password checks and tasks
 //! that end with their owner.
 
-pub mod argon;
+pub(crate) mod argon;
 pub mod dial;
-pub mod dirs;
+pub(crate) mod dirs;
 pub mod host;
-pub mod private_file;
-pub mod signal;
-pub mod task;
+pub(crate) mod private_file;
+pub(crate) mod signal;
+pub(crate) mod task;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::de::DeserializeOwned;
 
 /// Creates `dir` (and parents) readable only by its owner (0700).
-pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -21,7 +21,7 @@ pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
 /// Writes `bytes` to `path` with mode 0600, creating its folder (0700) if needed. Readers see
 /// the old content or the new, never half of it; concurrent writers each write their own temp
 /// file, so the last rename wins whole.
-pub fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         ensure_dir(parent)?;
     }
@@ -49,7 +49,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// The bytes in `path`, or `None` when there is no such file.
-pub fn read(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+pub(crate) fn read(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -59,7 +59,7 @@ pub fn read(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
 
 /// The JSON in `path`, or `None` when there is no such file. `hint` ends the message about a
 /// corrupt file ("remove it", "remove it and enroll again").
-pub fn read_json<T: DeserializeOwned>(path: &Path, hint: &str) -> anyhow::Result<Option<T>> {
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path, hint: &str) -> anyhow::Result<Option<T>> {
     let Some(bytes) = read(path)? else {
         return Ok(None);
     };
@@ -67,7 +67,7 @@ pub fn read_json<T: DeserializeOwned>(path: &Path, hint: &str) -> anyhow::Result
 }
 
 /// Removes `path`; true when it existed.
-pub fn remove(path: &Path) -> anyhow::Result<bool> {
+pub(crate) fn remove(path: &Path) -> anyhow::Result<bool> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

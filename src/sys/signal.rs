@@ -1,7 +1,7 @@
 //! The signals that stop a daemon.
 
 /// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown() {
+pub(crate) async fn shutdown() {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut term) = signal(SignalKind::terminate()) else {
         let _ = tokio::signal::ctrl_c().await;

@@ -9,11 +9,11 @@ use tokio::task::{JoinError, JoinHandle};
 /// A spawned task aborted when this handle is dropped, so background work never outlives the
 /// scope (or struct) that started it. Awaiting it waits for the task, as a `JoinHandle` does.
 #[derive(Debug)]
-pub struct AbortOnDrop<T>(JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(JoinHandle<T>);
 
 impl<T: Send + 'static> AbortOnDrop<T> {
     /// Spawns `task` on the current runtime.
-    pub fn spawn(task: impl Future<Output = T> + Send + 'static) -> Self {
+    pub(crate) fn spawn(task: impl Future<Output = T> + Send + 'static) -> Self {
         Self(tokio::spawn(task))
     }
 }

@@ -12,29 +12,29 @@ use crate::core::secret::Secret;
 
 /// Who asks to open a session, and the attach token they hold for the machine.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Access {
+pub(crate) struct Access {
     /// `user:<uuid>` or `link:<uuid>`: attach tokens are bound to it, and wrong passwords back
     /// off per principal.
-    pub principal: String,
+    pub(crate) principal: String,
     /// The token from an earlier unlock, if any.
-    pub token: Option<Secret<String>>,
+    pub(crate) token: Option<Secret<String>>,
 }
 
 impl Access {
     /// A signed-in fleet member (CLI).
-    pub fn user(user: UserId, token: Option<Secret<String>>) -> Self {
+    pub(crate) fn user(user: UserId, token: Option<Secret<String>>) -> Self {
         Self { principal: format!("user:{user}"), token }
     }
 
     /// Whoever holds a share link (browser).
-    pub fn link(link: LinkId, token: Option<Secret<String>>) -> Self {
+    pub(crate) fn link(link: LinkId, token: Option<Secret<String>>) -> Self {
         Self { principal: format!("link:{link}"), token }
     }
 }
 
 /// Why a machine's attach password refused a session or an unlock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Denial {
+pub(crate) enum Denial {
     /// The machine has an attach password and no valid token was shown: unlock first.
     Required,
     /// The password was wrong.
@@ -57,7 +57,7 @@ impl fmt::Display for Denial {
 
 impl Denial {
     /// The short word scripts match on (`cmdop-denial` metadata, the page's JSON).
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Denial::Required => "required",
             Denial::Wrong => "wrong",
@@ -66,7 +66,7 @@ impl Denial {
     }
 
     /// How long to wait before trying again (zero unless throttled).
-    pub fn retry_after(self) -> Duration {
+    pub(crate) fn retry_after(self) -> Duration {
         match self {
             Denial::Throttled(wait) => wait,
             _ => Duration::ZERO,
@@ -76,11 +76,11 @@ impl Denial {
 
 /// A correct answer: the token to show instead of the password, for 24 hours.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Grant {
+pub(crate) struct Grant {
     /// The attach token (`cmdopa_…`).
-    pub token: Secret<String>,
+    pub(crate) token: Secret<String>,
     /// When it stops working, seconds since the epoch.
-    pub expires_unix: i64,
+    pub(crate) expires_unix: i64,
 }
 
 #[cfg(test)]

@@ -10,13 +10,13 @@ use crate::core::ids::SessionId;
 
 /// Output a shell session keeps for replay: 1 MiB. Larger than the output window plus one
 /// chunk, so a lone attachment never falls out of it.
-pub const SESSION_RING_BYTES: usize = 1 << 20;
+pub(crate) const SESSION_RING_BYTES: usize = 1 << 20;
 /// Longest session name, in bytes.
-pub const MAX_NAME_BYTES: usize = 64;
+pub(crate) const MAX_NAME_BYTES: usize = 64;
 
 /// Why a session name was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum NameError {
+pub(crate) enum NameError {
     /// Empty.
     #[error("a session name cannot be empty")]
     Empty,
@@ -34,11 +34,11 @@ pub enum NameError {
 /// A persistent session's name: short, shell- and URL-safe, never a UUID (ids and names share
 /// the `kill MACHINE SESSION` argument).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SessionName(String);
+pub(crate) struct SessionName(String);
 
 impl SessionName {
     /// Checks `text` and wraps it.
-    pub fn parse(text: &str) -> Result<Self, NameError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, NameError> {
         if text.is_empty() {
             return Err(NameError::Empty);
         }
@@ -55,7 +55,7 @@ impl SessionName {
     }
 
     /// The name as text.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -68,7 +68,7 @@ impl fmt::Display for SessionName {
 
 /// Which shell session an attachment joins.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ShellTarget {
+pub(crate) enum ShellTarget {
     /// A fresh shell; a persistent one outlives its attachments.
     New {
         /// Outlives its attachments (reattach by id).
@@ -82,55 +82,55 @@ pub enum ShellTarget {
 
 /// Everything the agent needs to attach a consumer to a shell session.
 #[derive(Clone, Debug)]
-pub struct AttachSpec {
+pub(crate) struct AttachSpec {
     /// Which session.
-    pub target: ShellTarget,
+    pub(crate) target: ShellTarget,
     /// Terminal size of this consumer (0 = leave the PTY's size alone).
-    pub cols: u16,
+    pub(crate) cols: u16,
     /// Terminal size of this consumer.
-    pub rows: u16,
+    pub(crate) rows: u16,
     /// First output offset wanted; `None` replays the session's whole ring.
-    pub resume_from: Option<u64>,
+    pub(crate) resume_from: Option<u64>,
     /// Who attaches, with their attach token.
-    pub access: super::Access,
+    pub(crate) access: super::Access,
 }
 
 /// What an attachment learns when it starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attachment {
+pub(crate) struct Attachment {
     /// The session attached to.
-    pub id: SessionId,
+    pub(crate) id: SessionId,
     /// Its name, if it has one.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Whether it outlives its attachments.
-    pub persistent: bool,
+    pub(crate) persistent: bool,
     /// Whether this attach started it.
-    pub created: bool,
+    pub(crate) created: bool,
     /// Offset of the first output byte this attachment receives.
-    pub replay_from: u64,
+    pub(crate) replay_from: u64,
     /// Bytes from the asked-for offset on that were no longer buffered.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
 }
 
 /// A running shell session as listings show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionSummary {
+pub(crate) struct SessionSummary {
     /// Its id.
-    pub id: SessionId,
+    pub(crate) id: SessionId,
     /// Its name, if it has one.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Whether it outlives its attachments.
-    pub persistent: bool,
+    pub(crate) persistent: bool,
     /// When it started, unix milliseconds.
-    pub created_unix_ms: u64,
+    pub(crate) created_unix_ms: u64,
     /// When a consumer last attached, unix milliseconds.
-    pub last_attached_unix_ms: u64,
+    pub(crate) last_attached_unix_ms: u64,
     /// Attachments right now.
-    pub attached: u32,
+    pub(crate) attached: u32,
     /// The shell's process id on the machine.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// Output offset reached so far.
-    pub output_bytes: u64,
+    pub(crate) output_bytes: u64,
 }
 
 #[cfg(test)]

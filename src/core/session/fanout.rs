@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use super::ring::Ring;
 
 /// A reader's handle.
-pub type ReaderId = u64;
+pub(crate) type ReaderId = u64;
 
 /// One reader's position.
 #[derive(Debug, Default)]
@@ -26,27 +26,27 @@ struct Reader {
 
 /// Where a new reader starts.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Joined {
+pub(crate) struct Joined {
     /// Its id.
-    pub reader: ReaderId,
+    pub(crate) reader: ReaderId,
     /// Offset of the first byte it will be sent.
-    pub replay_from: u64,
+    pub(crate) replay_from: u64,
     /// Bytes from the asked-for offset on that are no longer buffered.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
 }
 
 /// A piece of output for one reader.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Piece {
+pub(crate) struct Piece {
     /// Absolute offset of `data[0]`; beyond the reader's previous end means a gap.
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// The bytes.
-    pub data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
 }
 
 /// The ring plus its readers.
 #[derive(Debug)]
-pub struct Fanout {
+pub(crate) struct Fanout {
     ring: Ring,
     readers: HashMap<ReaderId, Reader>,
     next: ReaderId,
@@ -54,22 +54,22 @@ pub struct Fanout {
 
 impl Fanout {
     /// An empty stream that keeps the last `capacity` bytes.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self { ring: Ring::new(capacity), readers: HashMap::new(), next: 1 }
     }
 
     /// Offset one past the last byte produced.
-    pub fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.ring.end()
     }
 
     /// Readers attached now.
-    pub fn readers(&self) -> usize {
+    pub(crate) fn readers(&self) -> usize {
         self.readers.len()
     }
 
     /// Adds a reader from `from` (clamped to the end; `None`: the oldest buffered byte).
-    pub fn join(&mut self, from: Option<u64>) -> Joined {
+    pub(crate) fn join(&mut self, from: Option<u64>) -> Joined {
         let (start, end) = (self.ring.start(), self.ring.end());
         let from = from.map_or(start, |n| n.min(end));
         let cursor = from.max(start);
@@ -80,26 +80,26 @@ impl Fanout {
     }
 
     /// Removes a reader; true when none is left.
-    pub fn leave(&mut self, reader: ReaderId) -> bool {
+    pub(crate) fn leave(&mut self, reader: ReaderId) -> bool {
         self.readers.remove(&reader);
         self.readers.is_empty()
     }
 
     /// Adds credit to a reader.
-    pub fn grant(&mut self, reader: ReaderId, bytes: u64) {
+    pub(crate) fn grant(&mut self, reader: ReaderId, bytes: u64) {
         if let Some(r) = self.readers.get_mut(&reader) {
             r.credit = r.credit.saturating_add(bytes);
         }
     }
 
     /// Whether the reader has been sent everything produced so far.
-    pub fn caught_up(&self, reader: ReaderId) -> bool {
+    pub(crate) fn caught_up(&self, reader: ReaderId) -> bool {
         self.readers.get(&reader).is_none_or(|r| r.cursor >= self.ring.end())
     }
 
     /// The next piece for a reader (at most its credit and `max` bytes), advancing it; `None`
     /// when it is caught up or out of credit.
-    pub fn take(&mut self, reader: ReaderId, max: usize) -> Option<Piece> {
+    pub(crate) fn take(&mut self, reader: ReaderId, max: usize) -> Option<Piece> {
         let r = self.readers.get_mut(&reader)?;
         if r.cursor >= self.ring.end() || r.credit == 0 {
             return None;
@@ -113,13 +113,13 @@ impl Fanout {
     }
 
     /// Whether the producer should be read now (see the module doc for the rule).
-    pub fn wants_output(&self) -> bool {
+    pub(crate) fn wants_output(&self) -> bool {
         let (start, end) = (self.ring.start(), self.ring.end());
         self.readers.is_empty() || self.readers.values().any(|r| r.credit > end.saturating_sub(r.cursor.max(start)))
     }
 
     /// Appends produced output.
-    pub fn push(&mut self, data: &[u8]) {
+    pub(crate) fn push(&mut self, data: &[u8]) {
         let end = self.ring.end();
         self.ring.push(end, data);
     }

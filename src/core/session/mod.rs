@@ -5,31 +5,31 @@
 //! `relay::SessionControl`; whether the machine's stream is in this process or on another
 //! node is the router's business, not theirs.
 
-pub mod access;
-pub mod attach;
-pub mod fanout;
-pub mod ring;
+pub(crate) mod access;
+pub(crate) mod attach;
+pub(crate) mod fanout;
+pub(crate) mod ring;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use access::{Access, Denial, Grant};
-pub use attach::{AttachSpec, Attachment, NameError, SESSION_RING_BYTES, SessionName, SessionSummary, ShellTarget};
+pub(crate) use access::{Access, Denial, Grant};
+pub(crate) use attach::{AttachSpec, Attachment, SESSION_RING_BYTES, SessionName, SessionSummary, ShellTarget};
 
 /// Initial output credit a consumer grants per session: bytes the agent may send before the
 /// consumer acknowledges any. Bounds relay memory per session; 256 KiB keeps a loopback or LAN
 /// pipe full (window / RTT far above PTY speed) without letting one session hog the stream.
-pub const OUTPUT_WINDOW_BYTES: u32 = 256 * 1024;
+pub(crate) const OUTPUT_WINDOW_BYTES: u32 = 256 * 1024;
 /// Input credit the agent grants per session (keystrokes, pasted text): 64 KiB.
-pub const INPUT_WINDOW_BYTES: u32 = 64 * 1024;
+pub(crate) const INPUT_WINDOW_BYTES: u32 = 64 * 1024;
 /// Largest data frame either side sends: 32 KiB, below gRPC's 4 MiB message cap and small
 /// enough to interleave sessions fairly on one stream.
-pub const CHUNK_BYTES: usize = 32 * 1024;
+pub(crate) const CHUNK_BYTES: usize = 32 * 1024;
 
 /// What to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SessionKind {
+pub(crate) enum SessionKind {
     /// `argv` run directly, no shell, no PTY.
     Exec,
     /// The user's login shell in a PTY.
@@ -38,26 +38,26 @@ pub enum SessionKind {
 
 /// Everything the agent needs to start a session.
 #[derive(Clone, Debug)]
-pub struct OpenSpec {
+pub(crate) struct OpenSpec {
     /// Exec or shell.
-    pub kind: SessionKind,
+    pub(crate) kind: SessionKind,
     /// Exec: program and arguments.
-    pub argv: Vec<String>,
+    pub(crate) argv: Vec<String>,
     /// Extra environment variables.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// PTY size.
-    pub cols: u16,
+    pub(crate) cols: u16,
     /// PTY size.
-    pub rows: u16,
+    pub(crate) rows: u16,
     /// Exec: killed after this long.
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Who opens it, with their attach token.
-    pub access: Access,
+    pub(crate) access: Access,
 }
 
 /// Which output stream bytes came from (a PTY has only `Stdout`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputStream {
+pub(crate) enum OutputStream {
     /// Standard output, or the PTY.
     Stdout,
     /// Standard error.
@@ -66,7 +66,7 @@ pub enum OutputStream {
 
 /// How a session's process ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// Exited with this code.
     Code(i32),
     /// Killed by this signal.
@@ -80,25 +80,25 @@ pub enum Ending {
 impl Ending {
     /// Whether the machine's attach password refused it (at the start, or later because the
     /// password changed under it).
-    pub fn is_denied(&self) -> bool {
+    pub(crate) fn is_denied(&self) -> bool {
         matches!(self, Ending::Denied(_))
     }
 }
 
 /// The final word on a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Exit {
+pub(crate) struct Exit {
     /// How it ended.
-    pub ending: Ending,
+    pub(crate) ending: Ending,
     /// Killed because its timeout passed.
-    pub timed_out: bool,
+    pub(crate) timed_out: bool,
     /// Run time measured on the machine.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
 }
 
 impl Exit {
     /// The exit code a shell would report: the code, or 128+N for signal N, 124 on timeout.
-    pub fn shell_code(&self) -> i32 {
+    pub(crate) fn shell_code(&self) -> i32 {
         match (&self.ending, self.timed_out) {
             (_, true) => 124,
             (Ending::Code(c), false) => *c,
@@ -111,7 +111,7 @@ impl Exit {
 
 /// What a consumer receives from a session, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SessionEvent {
+pub(crate) enum SessionEvent {
     /// The process started (or, for an attach, the session was joined).
     Opened {
         /// Its process id on the machine.
@@ -139,7 +139,7 @@ pub enum SessionEvent {
 impl SessionEvent {
     /// The machine's refusal, when this event is the end of a session its attach password
     /// turned away (nothing ran).
-    pub fn denial(&self) -> Option<Denial> {
+    pub(crate) fn denial(&self) -> Option<Denial> {
         match self {
             SessionEvent::Exited(Exit { ending: Ending::Denied(d), .. }) => Some(*d),
             _ => None,

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 /// The last `capacity` bytes of an output stream.
 #[derive(Debug)]
-pub struct Ring {
+pub(crate) struct Ring {
     bytes: VecDeque<u8>,
     /// Absolute offset of `bytes[0]`.
     start: u64,
@@ -15,29 +15,29 @@ pub struct Ring {
 
 /// What a replay from an offset yields.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Replay {
+pub(crate) struct Replay {
     /// Absolute offset of `data[0]`.
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// Bytes that were asked for but are no longer buffered.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
     /// The buffered bytes from `offset` on.
-    pub data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
 }
 
 impl Ring {
     /// An empty ring that keeps at most `capacity` bytes. Memory grows only as output does.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self { bytes: VecDeque::new(), start: 0, capacity }
     }
 
     /// Absolute offset one past the last byte written.
-    pub fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.start + self.bytes.len() as u64
     }
 
     /// Appends output that starts at `offset` (which must be `end()`; a later offset means
     /// bytes were skipped upstream and the ring restarts there).
-    pub fn push(&mut self, offset: u64, data: &[u8]) {
+    pub(crate) fn push(&mut self, offset: u64, data: &[u8]) {
         if offset != self.end() {
             self.bytes.clear();
             self.start = offset;
@@ -51,14 +51,14 @@ impl Ring {
     }
 
     /// Absolute offset of the oldest byte still buffered.
-    pub fn start(&self) -> u64 {
+    pub(crate) fn start(&self) -> u64 {
         self.start
     }
 
     /// At most `max` buffered bytes from `from` on: what one reader whose cursor is `from` may
     /// be sent next. A cursor older than the buffer starts at the buffer's start and counts the
     /// skipped bytes in `dropped`; one past the end yields nothing.
-    pub fn read(&self, from: u64, max: usize) -> Replay {
+    pub(crate) fn read(&self, from: u64, max: usize) -> Replay {
         let from = from.min(self.end());
         let dropped = self.start.saturating_sub(from);
         let first = usize::try_from(from.saturating_sub(self.start)).unwrap_or(usize::MAX).min(self.bytes.len());
@@ -68,7 +68,7 @@ impl Ring {
     }
 
     /// Everything buffered from `from` on; `from` past the end yields nothing.
-    pub fn since(&self, from: u64) -> Replay {
+    pub(crate) fn since(&self, from: u64) -> Replay {
         let from = from.min(self.end());
         let dropped = self.start.saturating_sub(from);
         let skip = usize::try_from(from.saturating_sub(self.start)).unwrap_or(usize::MAX);

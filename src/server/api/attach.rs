@@ -17,15 +17,15 @@ use crate::server::relay::router::{SessionControl, SessionPort};
 use crate::sys::task::AbortOnDrop;
 
 /// Frames toward the client.
-pub type Tx = mpsc::Sender<Result<proto::AttachOutput, Status>>;
+pub(crate) type Tx = mpsc::Sender<Result<proto::AttachOutput, Status>>;
 
 /// A bounded queue toward the client and its receiving end.
-pub fn client_queue() -> (Tx, mpsc::Receiver<Result<proto::AttachOutput, Status>>) {
+pub(crate) fn client_queue() -> (Tx, mpsc::Receiver<Result<proto::AttachOutput, Status>>) {
     mpsc::channel(CLIENT_QUEUE_CHUNKS)
 }
 
 /// Builds the attach spec from the client's start message.
-pub fn spec_of(start: &proto::AttachStart, access: Access) -> Result<AttachSpec, Status> {
+pub(crate) fn spec_of(start: &proto::AttachStart, access: Access) -> Result<AttachSpec, Status> {
     let target = if !start.session_id.is_empty() {
         let id = start.session_id.parse().map_err(|_| Status::invalid_argument("session_id is not a session id"))?;
         ShellTarget::Id(id)
@@ -42,7 +42,7 @@ pub fn spec_of(start: &proto::AttachStart, access: Access) -> Result<AttachSpec,
 
 /// Waits for the session's first event: the attachment and the shell's pid, or why there is
 /// none (`hostname` names the machine in a refusal).
-pub async fn first_event(port: &mut SessionPort, hostname: &str) -> Result<(Attachment, u32), Status> {
+pub(crate) async fn first_event(port: &mut SessionPort, hostname: &str) -> Result<(Attachment, u32), Status> {
     match port.events.recv().await {
         Some(SessionEvent::Opened { attachment: Some(a), pid }) => Ok((a, pid)),
         Some(SessionEvent::Opened { attachment: None, .. }) => {
@@ -57,7 +57,7 @@ pub async fn first_event(port: &mut SessionPort, hostname: &str) -> Result<(Atta
 }
 
 /// The `attached` message for the client.
-pub fn attached_message(a: &Attachment, pid: u32) -> proto::AttachOutput {
+pub(crate) fn attached_message(a: &Attachment, pid: u32) -> proto::AttachOutput {
     let attached = proto::Attached {
         session_id: a.id.to_string(),
         session_name: a.name.clone().unwrap_or_default(),
@@ -88,7 +88,7 @@ enum End {
 
 /// Pumps session events to the client and the client's input to the session, until the shell
 /// ends, the machine goes away or the client leaves.
-pub async fn pump(mut port: SessionPort, attachment: Attachment, input: Streaming<proto::AttachInput>, tx: Tx) {
+pub(crate) async fn pump(mut port: SessionPort, attachment: Attachment, input: Streaming<proto::AttachInput>, tx: Tx) {
     let control = port.control.clone();
     let mut reader = AbortOnDrop::spawn(read_client(input, control.clone()));
     let mut expected = attachment.replay_from;

@@ -10,18 +10,18 @@ use crate::store::{Fleet, Role, Store, TokenKind, User};
 
 /// An authenticated caller, scoped to one fleet.
 #[derive(Clone, Debug)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// The user.
-    pub user: User,
+    pub(crate) user: User,
     /// The active fleet; every call is scoped to it.
-    pub fleet: Fleet,
+    pub(crate) fleet: Fleet,
     /// The user's role in it.
-    pub role: Role,
+    pub(crate) role: Role,
 }
 
 impl Caller {
     /// Refuses (PERMISSION_DENIED, the CLI's exit 6) unless the role is at least `min`.
-    pub fn require(&self, min: Role, action: &str) -> Result<(), Status> {
+    pub(crate) fn require(&self, min: Role, action: &str) -> Result<(), Status> {
         if self.role >= min {
             return Ok(());
         }
@@ -33,7 +33,7 @@ impl Caller {
 }
 
 /// Resolves the bearer access token and fleet header to a `Caller`.
-pub async fn authenticate(store: &Store, meta: &MetadataMap) -> Result<Caller, Status> {
+pub(crate) async fn authenticate(store: &Store, meta: &MetadataMap) -> Result<Caller, Status> {
     let token = bearer(meta).ok_or_else(|| Status::unauthenticated("not signed in: run `cmdop login`"))?;
     let user_id = store
         .token_user(&secret::hash_token(token), TokenKind::Access)

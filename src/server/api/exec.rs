@@ -14,10 +14,10 @@ use crate::proto::{self, exec_input, exec_output};
 use crate::server::relay::router::SessionPort;
 
 /// Output chunks queued toward the client; beyond this the sender waits on the client.
-pub const CLIENT_QUEUE_CHUNKS: usize = 4;
+pub(crate) const CLIENT_QUEUE_CHUNKS: usize = 4;
 
 /// Builds the session spec from the client's start message.
-pub fn spec_of(start: &proto::ExecStart, access: Access) -> Result<OpenSpec, Status> {
+pub(crate) fn spec_of(start: &proto::ExecStart, access: Access) -> Result<OpenSpec, Status> {
     if start.argv.is_empty() || start.argv[0].is_empty() {
         return Err(Status::invalid_argument("no command given: put it after `--`"));
     }
@@ -36,7 +36,12 @@ type Tx = mpsc::Sender<Result<proto::ExecOutput, Status>>;
 
 /// Pumps session events (starting with `first`, already received) to the client and the
 /// client's signals to the session.
-pub async fn pump(mut port: SessionPort, first: Option<SessionEvent>, mut input: Streaming<proto::ExecInput>, tx: Tx) {
+pub(crate) async fn pump(
+    mut port: SessionPort,
+    first: Option<SessionEvent>,
+    mut input: Streaming<proto::ExecInput>,
+    tx: Tx,
+) {
     if !forward(&port, first, &tx).await {
         return;
     }

@@ -14,10 +14,10 @@ use crate::server::links::{LinkRequestError, LinkSpec, Links};
 use crate::store::{LinkRow, Machine, Role};
 
 /// Default link lifetime: 24 hours.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(86_400);
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(86_400);
 
 /// The one mapping from link errors to gRPC status.
-pub fn link_status(e: LinkRequestError) -> Status {
+pub(crate) fn link_status(e: LinkRequestError) -> Status {
     match e {
         e @ LinkRequestError::BadTtl { .. } => Status::invalid_argument(e.to_string()),
         e @ LinkRequestError::UnknownLink(_) => Status::not_found(e.to_string()),
@@ -26,7 +26,7 @@ pub fn link_status(e: LinkRequestError) -> Status {
 }
 
 /// Mints a link for `machine`.
-pub async fn create(
+pub(crate) async fn create(
     links: &Links,
     c: &Caller,
     machine: &Machine,
@@ -63,7 +63,7 @@ pub async fn create(
 }
 
 /// A stored link as the API shows it (no URL: the token is not stored).
-pub fn info(links: &Links, l: &LinkRow) -> proto::ShareInfo {
+pub(crate) fn info(links: &Links, l: &LinkRow) -> proto::ShareInfo {
     proto::ShareInfo {
         id: l.id.to_string(),
         url: String::new(),
@@ -80,13 +80,17 @@ pub fn info(links: &Links, l: &LinkRow) -> proto::ShareInfo {
 }
 
 /// The fleet's links, optionally of one machine.
-pub async fn list(links: &Links, c: &Caller, machine: Option<MachineId>) -> Result<Vec<proto::ShareInfo>, Status> {
+pub(crate) async fn list(
+    links: &Links,
+    c: &Caller,
+    machine: Option<MachineId>,
+) -> Result<Vec<proto::ShareInfo>, Status> {
     let rows = links.list(c.fleet.id, machine).await.map_err(internal)?;
     Ok(rows.iter().map(|l| info(links, l)).collect())
 }
 
 /// One link of the caller's fleet.
-pub async fn fleet_link(links: &Links, c: &Caller, id: &str) -> Result<LinkRow, Status> {
+pub(crate) async fn fleet_link(links: &Links, c: &Caller, id: &str) -> Result<LinkRow, Status> {
     let unknown = || link_status(LinkRequestError::UnknownLink(id.to_string()));
     let id: LinkId = id.parse().map_err(|_| unknown())?;
     let link = links.get(id).await.map_err(internal)?.ok_or_else(unknown)?;
@@ -97,13 +101,13 @@ pub async fn fleet_link(links: &Links, c: &Caller, id: &str) -> Result<LinkRow, 
 }
 
 /// The links of one machine of the caller's fleet that are not revoked yet.
-pub async fn unrevoked_of(links: &Links, c: &Caller, machine: MachineId) -> Result<Vec<LinkRow>, Status> {
+pub(crate) async fn unrevoked_of(links: &Links, c: &Caller, machine: MachineId) -> Result<Vec<LinkRow>, Status> {
     let all = links.list(c.fleet.id, Some(machine)).await.map_err(internal)?;
     Ok(all.into_iter().filter(|l| l.revoked_at.is_none()).collect())
 }
 
 /// Revokes links; others' links need admin.
-pub async fn revoke(links: &Links, c: &Caller, rows: Vec<LinkRow>) -> Result<Vec<String>, Status> {
+pub(crate) async fn revoke(links: &Links, c: &Caller, rows: Vec<LinkRow>) -> Result<Vec<String>, Status> {
     c.require(Role::Member, "revoking links")?;
     if rows.iter().any(|l| l.created_by != c.user.id) {
         c.require(Role::Admin, "revoking other people's links")?;
@@ -113,7 +117,7 @@ pub async fn revoke(links: &Links, c: &Caller, rows: Vec<LinkRow>) -> Result<Vec
 }
 
 /// The audit trail of a link: its creator or an admin.
-pub async fn audit(links: &Links, c: &Caller, link: &LinkRow) -> Result<Vec<proto::AuditEntry>, Status> {
+pub(crate) async fn audit(links: &Links, c: &Caller, link: &LinkRow) -> Result<Vec<proto::AuditEntry>, Status> {
     if link.created_by != c.user.id {
         c.require(Role::Admin, "reading the audit log of other people's links")?;
     }

@@ -1,11 +1,11 @@
 //! The `Api` gRPC service the CLI talks to. Thin: authenticate, check the role, call the store
 //! or the router, map errors to `Status` (the one place that does).
 
-pub mod attach;
-pub mod auth;
-pub mod exec;
-pub mod links;
-pub mod sessions;
+pub(crate) mod attach;
+pub(crate) mod auth;
+pub(crate) mod exec;
+pub(crate) mod links;
+pub(crate) mod sessions;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,16 +17,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::clock::rfc3339;
-use crate::core::limits::{SessionLimit, SessionSlot, SessionSlots};
 use crate::core::ids::MachineId;
+use crate::core::limits::{SessionLimit, SessionSlot, SessionSlots};
 use crate::core::secret::Secret;
 use crate::core::secret::{self, prefix};
 use crate::core::session::{Access, Denial, SessionEvent};
 use crate::core::wire::DENIAL_HEADER;
 use crate::proto::{self, exec_input};
 use crate::server::grpc::internal;
-use crate::server::links::Links;
 use crate::server::http::client_ip::TrustedProxies;
+use crate::server::links::Links;
 use crate::server::metrics::{Limit, METRICS};
 use crate::server::relay::router::{RouteError, SessionRouter};
 use crate::store::{Machine, Role, Store};
@@ -39,7 +39,7 @@ const DEFAULT_ENROLL_TTL: Duration = Duration::from_secs(3600);
 
 /// The CLI API.
 #[derive(Clone)]
-pub struct ApiService {
+pub(crate) struct ApiService {
     store: Store,
     router: Arc<dyn SessionRouter>,
     links: Links,
@@ -50,7 +50,7 @@ pub struct ApiService {
 
 impl ApiService {
     /// An API over `store` reaching machines through `router`.
-    pub fn new(store: Store, router: Arc<dyn SessionRouter>, links: Links, public_url: String) -> Self {
+    pub(crate) fn new(store: Store, router: Arc<dyn SessionRouter>, links: Links, public_url: String) -> Self {
         Self { store, router, links, public_url, slots: SessionSlots::default() }
     }
 
@@ -116,7 +116,7 @@ impl ApiService {
 }
 
 /// The one mapping from routing errors to gRPC status.
-pub fn route_status(e: RouteError, machine: &Machine) -> Status {
+pub(crate) fn route_status(e: RouteError, machine: &Machine) -> Status {
     match e {
         RouteError::Offline => Status::unavailable(format!(
             "machine {} is offline: its agent is not connected (check `cmdop connect --list`)",
@@ -135,7 +135,7 @@ pub fn route_status(e: RouteError, machine: &Machine) -> Status {
 
 /// PERMISSION_DENIED for an attach-password refusal, with metadata clients act on:
 /// `cmdop-denial` (`required`, `wrong`, `throttled`) and, when throttled, `retry-after` seconds.
-pub fn denial_status(d: Denial, hostname: &str) -> Status {
+pub(crate) fn denial_status(d: Denial, hostname: &str) -> Status {
     let mut status = Status::permission_denied(format!("machine {hostname}: {d}"));
     let meta = status.metadata_mut();
     meta.insert(DENIAL_HEADER, tonic::metadata::MetadataValue::from_static(d.code()));

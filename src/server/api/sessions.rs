@@ -25,7 +25,7 @@ pub async fn check_grant(router: &dyn SessionRouter, machine: &Machine, access: 
 }
 
 /// A summary as the API returns it.
-pub fn info_of(s: &SessionSummary, machine: &Machine) -> proto::SessionInfo {
+pub(crate) fn info_of(s: &SessionSummary, machine: &Machine) -> proto::SessionInfo {
     let ms_to_rfc = |ms: u64| rfc3339(i64::try_from(ms / 1000).unwrap_or(i64::MAX));
     proto::SessionInfo {
         id: s.id.to_string(),
@@ -45,7 +45,7 @@ pub fn info_of(s: &SessionSummary, machine: &Machine) -> proto::SessionInfo {
 /// the machines that answered, and the hostnames of those that did not.
 /// Machines whose attach password does not admit the caller (`access` per machine) are named
 /// in `locked` instead.
-pub async fn gather(
+pub(crate) async fn gather(
     router: &dyn SessionRouter,
     machines: &[Machine],
     access: impl Fn(&Machine) -> Access,
@@ -76,7 +76,7 @@ pub async fn gather(
 }
 
 /// A kill target must name something.
-pub fn check_target(session: &str) -> Result<(), Status> {
+pub(crate) fn check_target(session: &str) -> Result<(), Status> {
     if session.is_empty() {
         return Err(Status::invalid_argument("name the session to kill (its name or id)"));
     }

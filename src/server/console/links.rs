@@ -249,7 +249,10 @@ pub(crate) async fn show_links(State(state): State<ConsoleState>, session: Sessi
                         .machine_id
                         .and_then(|id| id.parse().ok().and_then(|id: MachineId| names.get(&id).cloned()).or(Some(id)))
                         .unwrap_or_default(),
-                    detail: r.detail,
+                    detail: match r.link_id {
+                        Some(link) if !r.detail.contains(&link) => format!("link={link} {}", r.detail),
+                        _ => r.detail,
+                    },
                 })
                 .collect(),
             Err(e) => return server_error(e),

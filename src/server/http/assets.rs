@@ -18,7 +18,7 @@ struct Static;
 
 /// Path -> fingerprinted URL, computed once at start-up.
 #[derive(Debug, Default)]
-pub struct AssetIndex {
+pub(crate) struct AssetIndex {
     urls: HashMap<String, String>,
 }
 
@@ -28,7 +28,7 @@ fn fingerprint(path: &str) -> Option<String> {
 
 impl AssetIndex {
     /// Fingerprints every embedded file.
-    pub fn build() -> Self {
+    pub(crate) fn build() -> Self {
         let urls = Static::iter()
             .filter_map(|p| fingerprint(&p).map(|h| (p.to_string(), format!("/assets/{h}/{p}"))))
             .collect();
@@ -36,13 +36,13 @@ impl AssetIndex {
     }
 
     /// The URL of an embedded file (empty when it does not exist, which a test catches).
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         self.urls.get(path).cloned().unwrap_or_default()
     }
 }
 
 /// `GET /assets/{hash}/{*path}`.
-pub async fn serve_asset(Path((hash, path)): Path<(String, String)>) -> Response {
+pub(crate) async fn serve_asset(Path((hash, path)): Path<(String, String)>) -> Response {
     let Some(file) = Static::get(&path) else {
         return StatusCode::NOT_FOUND.into_response();
     };

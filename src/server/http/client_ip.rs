@@ -16,11 +16,11 @@ use axum::http::request::Parts;
 
 /// The proxies whose `X-Forwarded-For` is believed; added to every request as an extension.
 #[derive(Clone, Debug, Default)]
-pub struct TrustedProxies(Arc<Vec<IpAddr>>);
+pub(crate) struct TrustedProxies(Arc<Vec<IpAddr>>);
 
 impl TrustedProxies {
     /// Trusts these addresses (usually the local reverse proxy: 127.0.0.1, ::1).
-    pub fn new(proxies: Vec<IpAddr>) -> Self {
+    pub(crate) fn new(proxies: Vec<IpAddr>) -> Self {
         Self(Arc::new(proxies))
     }
 
@@ -29,7 +29,7 @@ impl TrustedProxies {
     }
 
     /// The client behind `peer`, given the request's headers.
-    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         if !self.trusts(peer) {
             return peer;
         }
@@ -67,7 +67,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The client's address (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
+pub(crate) struct ClientIp(pub IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Infallible;

@@ -83,13 +83,17 @@ async fn signed_in(session: &Session) -> Option<UserId> {
 
 /// `?user_code=` on the verification URI.
 #[derive(Debug, Deserialize)]
-pub struct CodeQuery {
+pub(crate) struct CodeQuery {
     #[serde(default)]
     user_code: String,
 }
 
 /// `GET /device`.
-pub async fn show_device(State(state): State<HttpState>, session: Session, Query(q): Query<CodeQuery>) -> Response {
+pub(crate) async fn show_device(
+    State(state): State<HttpState>,
+    session: Session,
+    Query(q): Query<CodeQuery>,
+) -> Response {
     let csrf = match csrf_token(&session).await {
         Ok(t) => t,
         Err(e) => return server_error(e),
@@ -128,7 +132,7 @@ pub async fn show_device(State(state): State<HttpState>, session: Session, Query
 
 /// `POST /device/login` form.
 #[derive(Deserialize)]
-pub struct LoginForm {
+pub(crate) struct LoginForm {
     email: String,
     password: String,
     #[serde(default)]
@@ -137,7 +141,7 @@ pub struct LoginForm {
 }
 
 /// `POST /device/login`.
-pub async fn sign_in(
+pub(crate) async fn sign_in(
     State(state): State<HttpState>,
     session: Session,
     ClientIp(peer): ClientIp,
@@ -199,14 +203,14 @@ async fn verify_login(state: &HttpState, email: &str, password: &str) -> anyhow:
 
 /// `POST /device/decide` form.
 #[derive(Deserialize)]
-pub struct DecideForm {
+pub(crate) struct DecideForm {
     user_code: String,
     decision: String,
     csrf: String,
 }
 
 /// `POST /device/decide`: approve or deny.
-pub async fn decide(State(state): State<HttpState>, session: Session, Form(form): Form<DecideForm>) -> Response {
+pub(crate) async fn decide(State(state): State<HttpState>, session: Session, Form(form): Form<DecideForm>) -> Response {
     if !csrf_ok(&session, &form.csrf).await {
         return done(&state, StatusCode::FORBIDDEN, "Form expired", "Reload the page and try again.");
     }

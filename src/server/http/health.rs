@@ -14,15 +14,15 @@ use crate::server::metrics::METRICS;
 /// What `GET /healthz` tells a load balancer or an operator: which node answered and on which
 /// kind of database (docs/reference.md).
 #[derive(Clone, Copy, Debug, Serialize)]
-pub struct Health {
+pub(crate) struct Health {
     /// This process's node id.
-    pub node: NodeId,
+    pub(crate) node: NodeId,
     /// `sqlite` or `postgres`.
-    pub database: &'static str,
+    pub(crate) database: &'static str,
 }
 
 /// `GET /healthz`: 200 while serving, `{"status":"ok","node":"<node id>","database":"sqlite"|"postgres"}`.
-pub async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
+pub(crate) async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
     #[derive(Serialize)]
     struct Body {
         status: &'static str,
@@ -33,6 +33,6 @@ pub async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 /// `GET /metrics`.
-pub async fn metrics() -> impl IntoResponse {
+pub(crate) async fn metrics() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], METRICS.render())
 }

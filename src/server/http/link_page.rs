@@ -36,7 +36,7 @@ struct LinkErrorPage {
 }
 
 /// The error page for a link that cannot be used.
-pub fn link_error(state: &HttpState, error: &LinkError) -> Response {
+pub(crate) fn link_error(state: &HttpState, error: &LinkError) -> Response {
     let (status, title, message) = match error {
         LinkError::Expired { .. } => (
             StatusCode::GONE,
@@ -58,7 +58,7 @@ fn not_valid(state: &HttpState) -> Response {
 }
 
 /// `GET /s/{token}`: the terminal page.
-pub async fn open_link_page(State(state): State<HttpState>, Path(token): Path<String>) -> Response {
+pub(crate) async fn open_link_page(State(state): State<HttpState>, Path(token): Path<String>) -> Response {
     let claims = match state.links.verify(&token) {
         Ok(c) => c,
         Err(e) => return link_error(&state, &e),

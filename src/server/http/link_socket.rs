@@ -31,7 +31,7 @@ use crate::sys::task::AbortOnDrop;
 
 /// `?session=<key>&offset=<n>`: resume a parked session from byte `n`.
 #[derive(Debug, Default, Deserialize)]
-pub struct Resume {
+pub(crate) struct Resume {
     session: Option<Uuid>,
     offset: Option<u64>,
 }
@@ -55,7 +55,7 @@ pub(crate) fn refusal_metric(limit: SessionLimit) -> Limit {
 }
 
 /// `GET /s/{token}/ws`.
-pub async fn bridge_socket(
+pub(crate) async fn bridge_socket(
     State(state): State<HttpState>,
     Path(token): Path<String>,
     Query(resume): Query<Resume>,

@@ -17,16 +17,16 @@
 //! This file: the shared state, the router, the security headers and the 404.
 
 pub(crate) mod assets;
-pub mod client_ip;
+pub(crate) mod client_ip;
 pub(crate) mod device;
 mod health;
-pub use health::Health;
+pub(crate) use health::Health;
 mod link_page;
 mod link_socket;
 pub(crate) use link_socket::refusal_metric;
 pub(crate) mod oauth;
 mod parked;
-pub mod protocol;
+pub(crate) mod protocol;
 pub(crate) mod sessions;
 pub(crate) mod unlock;
 
@@ -47,12 +47,12 @@ use crate::server::relay::router::SessionRouter;
 use crate::store::Store;
 
 /// Content Security Policy of every page: no inline script or style, nothing from elsewhere.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                        img-src 'self' data:; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]
-pub struct HttpState {
+pub(crate) struct HttpState {
     /// Which node and database answer `/healthz`.
     health: Health,
     /// Users, machines and OAuth grants (never link rows: `links` owns those).
@@ -80,7 +80,13 @@ pub struct HttpState {
 
 impl HttpState {
     /// State over `store` and `links`, reaching machines through `router`.
-    pub fn new(store: Store, links: Links, router: Arc<dyn SessionRouter>, public_url: &str, health: Health) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        links: Links,
+        router: Arc<dyn SessionRouter>,
+        public_url: &str,
+        health: Health,
+    ) -> Self {
         Self {
             health,
             store,
@@ -141,7 +147,7 @@ impl HttpState {
 }
 
 /// `scheme://authority` of a URL (drops any path).
-pub fn origin_of(url: &str) -> String {
+pub(crate) fn origin_of(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let authority = rest.split('/').next().unwrap_or(rest);
     format!("{scheme}://{authority}")
@@ -207,7 +213,7 @@ pub(crate) fn server_error(e: impl std::fmt::Display) -> Response {
 }
 
 /// 404 for anything unknown (including what gRPC's own fallback would answer with 200).
-pub async fn not_found() -> impl IntoResponse {
+pub(crate) async fn not_found() -> impl IntoResponse {
     (StatusCode::NOT_FOUND, "not found\n")
 }
 

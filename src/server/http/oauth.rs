@@ -13,13 +13,13 @@ use super::HttpState;
 use super::client_ip::ClientIp;
 use crate::core::secret;
 use crate::core::wire::TokenPair;
-use crate::server::oauth::{self, RefreshError};
 use crate::server::metrics::{Limit, METRICS};
 use crate::server::oauth::device::{self, PollError};
+use crate::server::oauth::{self, RefreshError};
 
 /// `POST /oauth/device` form.
 #[derive(Debug, Deserialize)]
-pub struct DeviceRequest {
+pub(crate) struct DeviceRequest {
     #[serde(default)]
     client_id: String,
     #[serde(default)]
@@ -30,7 +30,7 @@ pub struct DeviceRequest {
 
 /// `POST /oauth/token` form.
 #[derive(Debug, Deserialize)]
-pub struct TokenRequest {
+pub(crate) struct TokenRequest {
     grant_type: String,
     #[serde(default)]
     device_code: String,
@@ -40,7 +40,7 @@ pub struct TokenRequest {
 
 /// `POST /oauth/revoke` form.
 #[derive(Debug, Deserialize)]
-pub struct RevokeRequest {
+pub(crate) struct RevokeRequest {
     token: String,
 }
 
@@ -61,7 +61,7 @@ fn tokens(pair: TokenPair) -> Response {
 
 /// Starts a device grant. Anyone may call it, so it is limited per client address: 429 with
 /// `Retry-After` and an OAuth error body beyond the limit.
-pub async fn start_device(
+pub(crate) async fn start_device(
     State(state): State<HttpState>,
     ClientIp(peer): ClientIp,
     Form(req): Form<DeviceRequest>,
@@ -97,7 +97,7 @@ pub async fn start_device(
 }
 
 /// Device-code polls and refresh-token rotation.
-pub async fn issue_token(State(state): State<HttpState>, Form(req): Form<TokenRequest>) -> Response {
+pub(crate) async fn issue_token(State(state): State<HttpState>, Form(req): Form<TokenRequest>) -> Response {
     match req.grant_type.as_str() {
         "urn:ietf:params:oauth:grant-type:device_code" => match device::poll(&state.store, &req.device_code).await {
             Ok(pair) => tokens(pair),
@@ -129,7 +129,7 @@ fn poll_description(e: &PollError) -> &'static str {
 
 /// Revokes an access or refresh token. Always 200 (RFC 7009): the answer says nothing about
 /// whether the token existed.
-pub async fn revoke_token(State(state): State<HttpState>, Form(req): Form<RevokeRequest>) -> Response {
+pub(crate) async fn revoke_token(State(state): State<HttpState>, Form(req): Form<RevokeRequest>) -> Response {
     if let Err(e) = state.store.revoke_token(&secret::hash_token(&req.token)).await {
         return server_error(e);
     }

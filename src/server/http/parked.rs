@@ -23,16 +23,16 @@ use crate::server::links::Revocation;
 use crate::server::relay::router::SessionPort;
 
 /// How long a dropped browser may take to come back: 30 s.
-pub const RESUME_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const RESUME_GRACE: Duration = Duration::from_secs(30);
 /// How long a reconnect waits for the session's current holder to hand it over.
 const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 /// Output kept for replay per link session: equal to the output window, so a parked session
 /// never has to drop bytes.
-pub const REPLAY_BYTES: usize = crate::core::session::OUTPUT_WINDOW_BYTES as usize;
+pub(crate) const REPLAY_BYTES: usize = crate::core::session::OUTPUT_WINDOW_BYTES as usize;
 
 /// How a session ended while nobody was watching.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// The shell exited with this code.
     Exit(i32),
     /// The machine's stream dropped.
@@ -42,21 +42,21 @@ pub enum End {
 }
 
 /// One shell opened through a share link.
-pub struct LinkSession {
+pub(crate) struct LinkSession {
     /// Resume key (sent to the page in `ready`).
-    pub key: Uuid,
+    pub(crate) key: Uuid,
     /// The link it was opened through; only that link may resume it.
-    pub link: LinkId,
+    pub(crate) link: LinkId,
     /// The session.
-    pub port: SessionPort,
+    pub(crate) port: SessionPort,
     /// Recent output for replay.
-    pub ring: Ring,
+    pub(crate) ring: Ring,
     /// Set when the session ended while parked.
-    pub ended: Option<End>,
+    pub(crate) ended: Option<End>,
     /// Output credit held back while parked, granted on resume.
-    pub owed: usize,
+    pub(crate) owed: usize,
     /// Its place under the session limits, held until it ends.
-    pub slot: Option<crate::core::limits::SessionSlot>,
+    pub(crate) slot: Option<crate::core::limits::SessionSlot>,
     /// SHA-256 of the attach token it was opened with ("" without one): only a reconnect
     /// holding the same grant may resume it.
     grant: String,
@@ -64,7 +64,7 @@ pub struct LinkSession {
 
 impl LinkSession {
     /// A fresh session opened through `link` with the attach token `grant` (if any).
-    pub fn new(link: LinkId, port: SessionPort, grant: Option<&Secret<String>>) -> Self {
+    pub(crate) fn new(link: LinkId, port: SessionPort, grant: Option<&Secret<String>>) -> Self {
         let grant = grant_hash(grant);
         Self { key: Uuid::new_v4(), link, port, ring: Ring::new(REPLAY_BYTES), ended: None, owed: 0, slot: None, grant }
     }
@@ -90,18 +90,18 @@ fn grant_hash(token: Option<&Secret<String>>) -> String {
 
 type Handoff = oneshot::Sender<oneshot::Sender<LinkSession>>;
 /// Where a session's holder (a live socket or the park task) hears that a reconnect wants it.
-pub type HandoffRequests = oneshot::Receiver<oneshot::Sender<LinkSession>>;
+pub(crate) type HandoffRequests = oneshot::Receiver<oneshot::Sender<LinkSession>>;
 
 /// Parked sessions by key. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Parked {
+pub(crate) struct Parked {
     map: Arc<Mutex<HashMap<Uuid, (LinkId, String, Handoff)>>>,
 }
 
 impl Parked {
     /// Keeps `session` until it is taken, the grace or the link's deadline passes, or the
     /// link is revoked; then drops it, which ends the shell.
-    pub fn park(&self, mut session: LinkSession, deadline: tokio::time::Instant, mut revocation: Revocation) {
+    pub(crate) fn park(&self, mut session: LinkSession, deadline: tokio::time::Instant, mut revocation: Revocation) {
         let mut asked = self.register(&session);
         let map = self.map.clone();
         let until = deadline.min(tokio::time::Instant::now() + RESUME_GRACE);
@@ -133,21 +133,21 @@ impl Parked {
     /// asks the holder for it through the returned receiver. This is how a reconnect takes a
     /// session over from a socket the server still believes alive (after a network blip the
     /// old connection often never reports its end).
-    pub fn register(&self, session: &LinkSession) -> HandoffRequests {
+    pub(crate) fn register(&self, session: &LinkSession) -> HandoffRequests {
         let (handoff, asked) = oneshot::channel();
         lock(&self.map).insert(session.key, (session.link, session.grant.clone(), handoff));
         asked
     }
 
     /// Forgets a held session (its socket ended it without parking).
-    pub fn unregister(&self, key: Uuid) {
+    pub(crate) fn unregister(&self, key: Uuid) {
         lock(&self.map).remove(&key);
     }
 
     /// The parked or live session `key`, if it exists, belongs to `link` and was opened with
     /// the attach token the reconnect holds (`grant`): a resume checks the password grant as
     /// an open does, and a session whose grant the machine revoked (password changed) is gone.
-    pub async fn take(&self, key: Uuid, link: LinkId, grant: Option<&Secret<String>>) -> Option<LinkSession> {
+    pub(crate) async fn take(&self, key: Uuid, link: LinkId, grant: Option<&Secret<String>>) -> Option<LinkSession> {
         let grant = grant_hash(grant);
         let handoff = {
             let mut map = lock(&self.map);

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// Browser -> server.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ClientMessage {
+pub(crate) enum ClientMessage {
     /// The terminal's size changed.
     Resize {
         /// Columns.
@@ -19,7 +19,7 @@ pub enum ClientMessage {
 /// Server -> browser.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerMessage {
+pub(crate) enum ServerMessage {
     /// The session is attached; output that follows starts at `offset`. Extends the contract:
     /// the page uses `session` and its received byte count to resume after a network blip.
     Ready {
@@ -41,22 +41,22 @@ pub enum ServerMessage {
 }
 
 /// WebSocket close codes of the contract.
-pub mod close {
+pub(crate) mod close {
     /// The shell exited.
-    pub const NORMAL: u16 = 1000;
+    pub(crate) const NORMAL: u16 = 1000;
     /// The session moved to a newer connection of the same page (a resume took it over).
-    pub const GOING_AWAY: u16 = 1001;
+    pub(crate) const GOING_AWAY: u16 = 1001;
     /// The link's deadline passed.
-    pub const EXPIRED: u16 = 4001;
+    pub(crate) const EXPIRED: u16 = 4001;
     /// The link was revoked.
-    pub const REVOKED: u16 = 4002;
+    pub(crate) const REVOKED: u16 = 4002;
     /// The machine went offline.
-    pub const OFFLINE: u16 = 4003;
+    pub(crate) const OFFLINE: u16 = 4003;
     /// A policy refused it (max opens, ...).
-    pub const POLICY: u16 = 4008;
+    pub(crate) const POLICY: u16 = 4008;
     /// The machine asks for its attach password: the page shows the password form, posts it
     /// to `<link>/unlock`, and connects again with the cookie that answer sets.
-    pub const PASSWORD: u16 = 4010;
+    pub(crate) const PASSWORD: u16 = 4010;
 }
 
 #[cfg(test)]

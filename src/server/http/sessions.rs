@@ -71,10 +71,8 @@ impl BoundedSessions {
         records.retain(|_, r| r.expiry_date > now);
         if records.len() >= self.inner.cap {
             let key = self.inner.signed_in_key;
-            let victim = records
-                .iter()
-                .min_by_key(|(_, r)| (r.data.contains_key(key), r.expiry_date))
-                .map(|(id, _)| *id);
+            let victim =
+                records.iter().min_by_key(|(_, r)| (r.data.contains_key(key), r.expiry_date)).map(|(id, _)| *id);
             if let Some(id) = victim {
                 records.remove(&id);
             }

@@ -19,13 +19,13 @@ use crate::core::session::{Access, Denial};
 use crate::server::relay::router::RouteError;
 
 /// Name of the cookie that carries a link's attach token.
-pub const COOKIE: &str = "cmdop_attach";
+pub(crate) const COOKIE: &str = "cmdop_attach";
 /// Longest password accepted: argon2 cost is per byte beyond this point for nothing.
 const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// The page's request.
 #[derive(Deserialize)]
-pub struct UnlockForm {
+pub(crate) struct UnlockForm {
     password: String,
 }
 
@@ -46,7 +46,7 @@ fn fail(status: StatusCode, error: &'static str, message: impl Into<String>) -> 
 }
 
 /// The attach token the browser sent with this request, if any.
-pub fn token_from(headers: &HeaderMap) -> Option<Secret<String>> {
+pub(crate) fn token_from(headers: &HeaderMap) -> Option<Secret<String>> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -58,7 +58,7 @@ pub fn token_from(headers: &HeaderMap) -> Option<Secret<String>> {
 }
 
 /// `POST /s/{token}/unlock` with `{"password": "…"}`.
-pub async fn unlock(
+pub(crate) async fn unlock(
     State(state): State<HttpState>,
     Path(token): Path<String>,
     ClientIp(peer): ClientIp,

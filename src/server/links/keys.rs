@@ -12,11 +12,11 @@ use crate::core::link_token::KeyRing;
 use crate::sys::private_file;
 
 /// The key file's name inside the data folder.
-pub const KEY_FILE: &str = "link-keys.json";
+pub(crate) const KEY_FILE: &str = "link-keys.json";
 
 /// Loads `dir/link-keys.json`, or creates it with one new key when it does not exist. Retired
 /// keys past `verify_until` at `now` are dropped (and the file rewritten without them).
-pub fn load(dir: &Path, now: OffsetDateTime) -> anyhow::Result<KeyRing> {
+pub(crate) fn load(dir: &Path, now: OffsetDateTime) -> anyhow::Result<KeyRing> {
     let path = dir.join(KEY_FILE);
     let Some(bytes) = private_file::read(&path)? else {
         let ring = KeyRing::generate()?;
@@ -33,7 +33,7 @@ pub fn load(dir: &Path, now: OffsetDateTime) -> anyhow::Result<KeyRing> {
 /// Adds a new key to the file in `dir` (`cmdop server keys rotate`) and returns its id; a
 /// running server picks it up within seconds. Old keys keep verifying for `max_ttl`, the
 /// longest TTL a link may have been given.
-pub fn rotate(dir: &Path, max_ttl: Duration) -> anyhow::Result<u32> {
+pub(crate) fn rotate(dir: &Path, max_ttl: Duration) -> anyhow::Result<u32> {
     let now = OffsetDateTime::now_utc();
     let mut ring = load(dir, now)?;
     let max = time::Duration::seconds(i64::try_from(max_ttl.as_secs()).unwrap_or(i64::MAX / 2));
@@ -48,20 +48,20 @@ fn save(dir: &Path, ring: &KeyRing) -> anyhow::Result<()> {
 
 /// The key file as last read, to notice when another process rewrote it.
 #[derive(Debug)]
-pub struct KeyFile {
+pub(crate) struct KeyFile {
     dir: PathBuf,
     seen: Option<SystemTime>,
 }
 
 impl KeyFile {
     /// The file in `dir`, as it is now.
-    pub fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         Self { dir: dir.to_path_buf(), seen: stamp(dir) }
     }
 
     /// The ring again if the file changed since it was last read; `None` when it did not.
     /// A file that cannot be read is an error, and is tried again next time.
-    pub fn reload_if_changed(&mut self) -> Option<anyhow::Result<KeyRing>> {
+    pub(crate) fn reload_if_changed(&mut self) -> Option<anyhow::Result<KeyRing>> {
         let now = stamp(&self.dir);
         if now == self.seen {
             return None;

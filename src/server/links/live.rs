@@ -14,25 +14,25 @@ use crate::core::sync::lock;
 
 /// The links' revocation channels, by link. The mutex is held briefly, never across `.await`.
 #[derive(Debug, Default)]
-pub struct Live {
+pub(crate) struct Live {
     links: Mutex<HashMap<LinkId, watch::Sender<bool>>>,
 }
 
 impl Live {
     /// Subscribes to `link`'s revocation (dropping channels nobody listens to any more).
-    pub fn subscribe(&self, link: LinkId) -> Revocation {
+    pub(crate) fn subscribe(&self, link: LinkId) -> Revocation {
         let mut links = lock(&self.links);
         links.retain(|_, tx| tx.receiver_count() > 0);
         Revocation(links.entry(link).or_insert_with(|| watch::channel(false).0).subscribe())
     }
 
     /// Sockets and parked sessions currently holding `link`.
-    pub fn count(&self, link: LinkId) -> usize {
+    pub(crate) fn count(&self, link: LinkId) -> usize {
         lock(&self.links).get(&link).map_or(0, |tx| tx.receiver_count())
     }
 
     /// Tells every holder of `link` that it was revoked.
-    pub fn revoke(&self, link: LinkId) {
+    pub(crate) fn revoke(&self, link: LinkId) {
         if let Some(tx) = lock(&self.links).remove(&link) {
             let _ = tx.send(true);
         }
@@ -41,16 +41,16 @@ impl Live {
 
 /// One socket's (or parked session's) subscription to its link's revocation.
 #[derive(Debug)]
-pub struct Revocation(watch::Receiver<bool>);
+pub(crate) struct Revocation(watch::Receiver<bool>);
 
 impl Revocation {
     /// Already revoked: for a link revoked before its socket subscribed.
-    pub fn revoked_already() -> Self {
+    pub(crate) fn revoked_already() -> Self {
         Self(watch::channel(true).1)
     }
 
     /// Resolves when the link is revoked (never, if it is not). Cancel-safe.
-    pub async fn revoked(&mut self) {
+    pub(crate) async fn revoked(&mut self) {
         if self.0.wait_for(|revoked| *revoked).await.is_err() {
             std::future::pending::<()>().await;
         }

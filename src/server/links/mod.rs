@@ -6,7 +6,7 @@
 //! the store for link rows. `keys` keeps the key ring's file in the data folder; `live` the
 //! sockets open through each link, so a revocation reaches them at once.
 
-pub mod keys;
+pub(crate) mod keys;
 mod live;
 
 use std::path::Path;
@@ -26,18 +26,18 @@ use crate::store::{AuditEvent, LinkRow, NewLink, Store, StoreError};
 use crate::sys::task::AbortOnDrop;
 use keys::KeyFile;
 use live::Live;
-pub use live::Revocation;
+pub(crate) use live::Revocation;
 
 /// Shortest link lifetime: 5 seconds.
-pub const MIN_TTL: Duration = Duration::from_secs(5);
+pub(crate) const MIN_TTL: Duration = Duration::from_secs(5);
 /// Default server maximum: 30 days.
-pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
+pub(crate) const DEFAULT_MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
 /// How often the key file is checked for a rotation done by `cmdop server keys rotate`.
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 /// Why a link could not be made, found or revoked.
 #[derive(Debug, Error)]
-pub enum LinkRequestError {
+pub(crate) enum LinkRequestError {
     /// TTL out of bounds.
     #[error("--ttl must be between 5s and {max}")]
     BadTtl {
@@ -54,44 +54,44 @@ pub enum LinkRequestError {
 
 /// What to share.
 #[derive(Debug)]
-pub struct LinkSpec {
+pub(crate) struct LinkSpec {
     /// Who asks (already authorized).
-    pub user: UserId,
+    pub(crate) user: UserId,
     /// Fleet of the machine.
-    pub fleet: FleetId,
+    pub(crate) fleet: FleetId,
     /// Machine.
-    pub machine: MachineId,
+    pub(crate) machine: MachineId,
     /// Lifetime.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Viewer link.
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     /// Limit on sessions opened.
-    pub max_opens: Option<i64>,
+    pub(crate) max_opens: Option<i64>,
     /// Persistent session to join.
-    pub session: Option<String>,
+    pub(crate) session: Option<String>,
 }
 
 /// A newly minted link: the token goes to the user once and is never stored.
 #[derive(Debug)]
-pub struct Minted {
+pub(crate) struct Minted {
     /// Link id.
-    pub id: LinkId,
+    pub(crate) id: LinkId,
     /// The secret token (URL path segment).
-    pub token: Secret<String>,
+    pub(crate) token: Secret<String>,
     /// Deadline, unix seconds.
-    pub expires_at: i64,
+    pub(crate) expires_at: i64,
 }
 
 /// A session slot taken through a link by [`Links::open`].
 #[derive(Debug)]
-pub struct Opened {
+pub(crate) struct Opened {
     /// The persistent session (id or name) the link joins; `None` opens a new shell.
-    pub joins: Option<String>,
+    pub(crate) joins: Option<String>,
 }
 
 /// The link registry. Cheap to clone.
 #[derive(Clone)]
-pub struct Links {
+pub(crate) struct Links {
     inner: Arc<Inner>,
 }
 
@@ -107,7 +107,7 @@ struct Inner {
 impl Links {
     /// Loads the keys from `data_dir` (creating them on first run) and the live revocations
     /// from the store.
-    pub async fn load(store: Store, data_dir: &Path, max_ttl: Duration) -> anyhow::Result<Self> {
+    pub(crate) async fn load(store: Store, data_dir: &Path, max_ttl: Duration) -> anyhow::Result<Self> {
         let keys = keys::load(data_dir, OffsetDateTime::now_utc())?;
         let revocations = Revocations::new();
         for (id, deadline) in store.live_revocations().await.context("cannot read revoked links")? {
@@ -125,7 +125,7 @@ impl Links {
     }
 
     /// Mints a link and stores its row (with the token's hash) and an audit event.
-    pub async fn create(&self, spec: LinkSpec) -> Result<Minted, LinkRequestError> {
+    pub(crate) async fn create(&self, spec: LinkSpec) -> Result<Minted, LinkRequestError> {
         if spec.ttl < MIN_TTL || spec.ttl > self.inner.max_ttl {
             return Err(LinkRequestError::BadTtl { max: crate::core::duration::format(self.inner.max_ttl) });
         }
@@ -158,14 +158,14 @@ impl Links {
     }
 
     /// The hot-path check: parse -> key -> MAC -> deadline -> revocation set. No database.
-    pub fn verify(&self, token: &str) -> Result<LinkClaims, LinkError> {
+    pub(crate) fn verify(&self, token: &str) -> Result<LinkClaims, LinkError> {
         let keys = read(&self.inner.keys);
         verify_link(&keys, &self.inner.revocations, token, OffsetDateTime::now_utc())
     }
 
     /// Takes one of the link's session slots: `None` when its `max_opens` are used up or it
     /// was revoked meanwhile. A slot the machine then refuses goes back with [`Links::release`].
-    pub async fn open(&self, link: LinkId) -> Result<Option<Opened>, StoreError> {
+    pub(crate) async fn open(&self, link: LinkId) -> Result<Option<Opened>, StoreError> {
         if !self.inner.store.record_open(link).await? {
             return Ok(None);
         }
@@ -182,29 +182,29 @@ impl Links {
     /// Gives back a slot taken by [`Links::open`] that the machine refused (its attach
     /// password asked for a token the browser did not have yet): being asked for a password
     /// must not use up a link's `max_opens`.
-    pub async fn release(&self, link: LinkId) -> Result<(), StoreError> {
+    pub(crate) async fn release(&self, link: LinkId) -> Result<(), StoreError> {
         self.inner.store.release_open(link).await
     }
 
     /// Records that a session opened through the link; `client` says from where.
-    pub async fn opened(&self, link: LinkId, client: String) {
+    pub(crate) async fn opened(&self, link: LinkId, client: String) {
         self.audit_link("anonymous", "link.open", link, client).await;
     }
 
     /// Records that a password was tried through the link; `detail` says from where and how
     /// it went.
-    pub async fn unlock_tried(&self, link: LinkId, detail: String) {
+    pub(crate) async fn unlock_tried(&self, link: LinkId, detail: String) {
         self.audit_link("anonymous", "link.unlock", link, detail).await;
     }
 
     /// Records that a socket of the link was closed at the link's deadline.
-    pub async fn expired(&self, link: LinkId) {
+    pub(crate) async fn expired(&self, link: LinkId) {
         self.audit_link("system", "link.expire", link, String::new()).await;
     }
 
     /// Revokes links: store, in-memory set, then every open socket of them (close 4002).
     /// Returns the ids that were live.
-    pub async fn revoke(&self, actor: UserId, links: &[LinkRow]) -> Result<Vec<LinkId>, LinkRequestError> {
+    pub(crate) async fn revoke(&self, actor: UserId, links: &[LinkRow]) -> Result<Vec<LinkId>, LinkRequestError> {
         let ids: Vec<LinkId> = links.iter().map(|l| l.id).collect();
         let revoked = self.inner.store.revoke_links(&ids).await?;
         for (id, deadline) in &revoked {
@@ -219,7 +219,7 @@ impl Links {
     }
 
     /// Subscribes a socket to the link's revocation.
-    pub fn subscribe(&self, link: LinkId) -> Revocation {
+    pub(crate) fn subscribe(&self, link: LinkId) -> Revocation {
         let revocation = self.inner.live.subscribe(link);
         // Revoked between the socket's check and this subscription: `revoke` had already
         // told the subscribers it knew of.
@@ -230,22 +230,22 @@ impl Links {
     }
 
     /// Sockets currently open through the link (and sessions parked for its browser).
-    pub fn active_sessions(&self, link: LinkId) -> usize {
+    pub(crate) fn active_sessions(&self, link: LinkId) -> usize {
         self.inner.live.count(link)
     }
 
     /// One link's row.
-    pub async fn get(&self, link: LinkId) -> Result<Option<LinkRow>, StoreError> {
+    pub(crate) async fn get(&self, link: LinkId) -> Result<Option<LinkRow>, StoreError> {
         self.inner.store.link(link).await
     }
 
     /// Links of a fleet (optionally one machine), newest first.
-    pub async fn list(&self, fleet: FleetId, machine: Option<MachineId>) -> Result<Vec<LinkRow>, StoreError> {
+    pub(crate) async fn list(&self, fleet: FleetId, machine: Option<MachineId>) -> Result<Vec<LinkRow>, StoreError> {
         self.inner.store.list_links(fleet, machine).await
     }
 
     /// The audit trail of one link, oldest first: (unix seconds, actor, action, detail).
-    pub async fn audit_trail(&self, link: LinkId) -> Result<Vec<(i64, String, String, String)>, StoreError> {
+    pub(crate) async fn audit_trail(&self, link: LinkId) -> Result<Vec<(i64, String, String, String)>, StoreError> {
         self.inner.store.link_audit(link).await
     }
 
@@ -294,7 +294,7 @@ impl Links {
     }
 
     /// Runs [`Links::maintain`] every few seconds until the returned handle is dropped.
-    pub fn spawn_maintenance(&self) -> AbortOnDrop<()> {
+    pub(crate) fn spawn_maintenance(&self) -> AbortOnDrop<()> {
         let links = self.clone();
         AbortOnDrop::spawn(async move {
             let mut tick = tokio::time::interval(KEY_RELOAD_EVERY);

@@ -11,29 +11,29 @@ use crate::core::secret::{self, Secret};
 use crate::store::{DeviceGrant, GrantStatus, Store, StoreError};
 
 /// Device and user codes live 15 minutes (`expires_in`).
-pub const CODE_TTL_SECS: i64 = 900;
+pub(crate) const CODE_TTL_SECS: i64 = 900;
 /// Minimum seconds between polls (`interval`); `slow_down` adds 5 (RFC 8628 section 3.5).
-pub const POLL_INTERVAL_SECS: i64 = 5;
+pub(crate) const POLL_INTERVAL_SECS: i64 = 5;
 /// User-code alphabet: 20 consonants, no vowels (no words), no look-alikes (0/O, 1/I).
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
 
 /// What `POST /oauth/device` hands the client.
 #[derive(Debug)]
-pub struct DeviceStart {
+pub(crate) struct DeviceStart {
     /// Secret the client polls with (stored hashed).
-    pub device_code: Secret<String>,
+    pub(crate) device_code: Secret<String>,
     /// What the person types: 8 letters, `XXXX-XXXX` (about 34.6 bits; guessing is bounded by
     /// the 15-minute life, sign-in and the login rate limits).
-    pub user_code: String,
+    pub(crate) user_code: String,
     /// Seconds until both codes expire.
-    pub expires_in: i64,
+    pub(crate) expires_in: i64,
     /// Seconds between polls.
-    pub interval: i64,
+    pub(crate) interval: i64,
 }
 
 /// A poll that did not yield tokens: the RFC's error codes.
 #[derive(Debug, Error)]
-pub enum PollError {
+pub(crate) enum PollError {
     /// The person has not decided yet.
     #[error("authorization_pending")]
     AuthorizationPending,
@@ -56,7 +56,7 @@ pub enum PollError {
 
 /// Why a decision on the verification page failed.
 #[derive(Debug, Error)]
-pub enum DecideError {
+pub(crate) enum DecideError {
     /// No grant has this code.
     #[error("no sign-in request has this code; check it and try again")]
     Unknown,
@@ -85,7 +85,7 @@ fn new_user_code() -> String {
 
 /// Canonical form of a typed user code: upper case, `XXXX-XXXX`, tolerant of spaces and
 /// missing dashes.
-pub fn normalize_user_code(typed: &str) -> String {
+pub(crate) fn normalize_user_code(typed: &str) -> String {
     let letters: String = typed.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect();
     match letters.len() {
         8 => format!("{}-{}", &letters[..4], &letters[4..]),
@@ -94,7 +94,7 @@ pub fn normalize_user_code(typed: &str) -> String {
 }
 
 /// Starts a grant for a client describing itself as `client_name` on `client_host`.
-pub async fn start(store: &Store, client_name: &str, client_host: &str) -> Result<DeviceStart, StoreError> {
+pub(crate) async fn start(store: &Store, client_name: &str, client_host: &str) -> Result<DeviceStart, StoreError> {
     let device_code = secret::new_token("cmdopd_");
     let user_code = new_user_code();
     let grant = DeviceGrant {
@@ -113,7 +113,7 @@ pub async fn start(store: &Store, client_name: &str, client_host: &str) -> Resul
 }
 
 /// Answers one poll of the client.
-pub async fn poll(store: &Store, device_code: &str) -> Result<TokenPair, PollError> {
+pub(crate) async fn poll(store: &Store, device_code: &str) -> Result<TokenPair, PollError> {
     let hash = secret::hash_token(device_code);
     let grant = store.grant_by_device_code(&hash).await?.ok_or(PollError::InvalidGrant)?;
     let t = now();
@@ -143,7 +143,7 @@ pub async fn poll(store: &Store, device_code: &str) -> Result<TokenPair, PollErr
 }
 
 /// The pending grant a person typed the code of.
-pub async fn pending(store: &Store, user_code: &str) -> Result<DeviceGrant, DecideError> {
+pub(crate) async fn pending(store: &Store, user_code: &str) -> Result<DeviceGrant, DecideError> {
     let grant = store.grant_by_user_code(&normalize_user_code(user_code)).await?.ok_or(DecideError::Unknown)?;
     if now() >= grant.expires_at {
         return Err(DecideError::Expired);
@@ -155,7 +155,12 @@ pub async fn pending(store: &Store, user_code: &str) -> Result<DeviceGrant, Deci
 }
 
 /// Approves or denies the grant of `user_code` as `user`.
-pub async fn decide(store: &Store, user_code: &str, user: UserId, approve: bool) -> Result<DeviceGrant, DecideError> {
+pub(crate) async fn decide(
+    store: &Store,
+    user_code: &str,
+    user: UserId,
+    approve: bool,
+) -> Result<DeviceGrant, DecideError> {
     let grant = pending(store, user_code).await?;
     let to = if approve { GrantStatus::Approved } else { GrantStatus::Denied };
     if !store.transition_grant(&grant.device_code_hash, GrantStatus::Pending, to, Some(user)).await? {

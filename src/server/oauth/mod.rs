@@ -1,7 +1,7 @@
 //! OAuth 2.0 tokens: access (1 h) and refresh (30 d, single use, rotated), stored hashed, and
 //! the device authorization grant that issues them (`device`).
 
-pub mod device;
+pub(crate) mod device;
 
 use crate::core::clock::now;
 use crate::core::ids::UserId;
@@ -10,19 +10,24 @@ use crate::core::wire::TokenPair;
 use crate::store::{Store, StoreError, TokenKind};
 
 /// Access-token lifetime: 1 hour.
-pub const ACCESS_TTL_SECS: i64 = 3600;
+pub(crate) const ACCESS_TTL_SECS: i64 = 3600;
 /// Refresh-token lifetime: 30 days.
-pub const REFRESH_TTL_SECS: i64 = 30 * 86_400;
+pub(crate) const REFRESH_TTL_SECS: i64 = 30 * 86_400;
 
 /// Mints and stores (hashed) a new access and refresh token for `user`, starting a new token
 /// family (one per grant).
-pub async fn issue_pair(store: &Store, user: UserId, client_name: &str) -> Result<TokenPair, StoreError> {
+pub(crate) async fn issue_pair(store: &Store, user: UserId, client_name: &str) -> Result<TokenPair, StoreError> {
     issue_in_family(store, user, client_name, &uuid::Uuid::new_v4().to_string()).await
 }
 
 /// Mints a pair in `family`: the tokens a refresh hands out stay in their grant's family, so a
 /// replay anywhere in the chain can revoke all of it.
-async fn issue_in_family(store: &Store, user: UserId, client_name: &str, family: &str) -> Result<TokenPair, StoreError> {
+async fn issue_in_family(
+    store: &Store,
+    user: UserId,
+    client_name: &str,
+    family: &str,
+) -> Result<TokenPair, StoreError> {
     let access = secret::new_token(prefix::ACCESS);
     let refresh = secret::new_token(prefix::REFRESH);
     let t = now();
@@ -40,7 +45,7 @@ async fn issue_in_family(store: &Store, user: UserId, client_name: &str, family:
 
 /// Why a refresh grant gave no tokens.
 #[derive(Debug, thiserror::Error)]
-pub enum RefreshError {
+pub(crate) enum RefreshError {
     /// Unknown, expired or revoked (by logout): nothing else changes.
     #[error("refresh token expired, revoked or unknown: run `cmdop login`")]
     Invalid,
@@ -55,7 +60,7 @@ pub enum RefreshError {
 
 /// Trades a live refresh token for a new pair in the same family; the old refresh token dies
 /// (rotation). Presenting a used one again, or racing two uses of one, revokes the family.
-pub async fn refresh(store: &Store, refresh_token: &str) -> Result<TokenPair, RefreshError> {
+pub(crate) async fn refresh(store: &Store, refresh_token: &str) -> Result<TokenPair, RefreshError> {
     let hash = secret::hash_token(refresh_token);
     let row = store.refresh_token(&hash).await?.ok_or(RefreshError::Invalid)?;
     if row.revoked_at.is_some() {
@@ -91,7 +96,10 @@ mod tests {
         let pair = issue_pair(&store, user.id, "test").await.unwrap();
         let access_hash = secret::hash_token(&pair.access_token);
         assert_eq!(store.token_user(&access_hash, TokenKind::Access).await.unwrap(), Some(user.id));
-        assert!(matches!(refresh(&store, &pair.access_token).await, Err(RefreshError::Invalid)), "an access token is no refresh token");
+        assert!(
+            matches!(refresh(&store, &pair.access_token).await, Err(RefreshError::Invalid)),
+            "an access token is no refresh token"
+        );
         let second = refresh(&store, &pair.refresh_token).await.unwrap();
         let third = refresh(&store, &second.refresh_token).await.unwrap();
         assert!(matches!(refresh(&store, &pair.refresh_token).await, Err(RefreshError::Reused)), "rotated: single use");

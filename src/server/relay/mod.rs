@@ -5,11 +5,10 @@
 //! `queries` carries shell-session listings and kills over an agent's stream; `presence`
 //! sweeps silent machines offline when nodes share a database.
 
-pub mod presence;
-pub mod queries;
-pub mod registry;
-pub mod router;
-pub mod service;
+pub(crate) mod presence;
+pub(crate) mod queries;
+pub(crate) mod registry;
+pub(crate) mod router;
+pub(crate) mod service;
 
-pub use registry::LocalRouter;
-pub use router::{RouteError, SessionControl, SessionPort, SessionRouter};
+pub(crate) use registry::LocalRouter;

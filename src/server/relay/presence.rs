@@ -18,7 +18,7 @@ const CLOCK_SLACK: Duration = Duration::from_secs(1);
 
 /// Every `heartbeat`, marks offline the machines silent for longer than three heartbeats.
 /// Runs until dropped (the server holds it in an `AbortOnDrop`).
-pub async fn offline_sweep(store: Store, heartbeat: Duration) {
+pub(crate) async fn offline_sweep(store: Store, heartbeat: Duration) {
     let silence = heartbeat * MISSED_BEATS + CLOCK_SLACK;
     let silence_secs = i64::try_from(silence.as_secs().max(1)).unwrap_or(i64::MAX);
     let mut tick = tokio::time::interval(heartbeat.max(Duration::from_secs(1)));

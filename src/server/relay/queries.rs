@@ -17,18 +17,18 @@ use crate::core::sync::lock;
 use crate::proto;
 
 /// How long an agent may take to answer a session query: 10 s.
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Requests waiting for their reply.
 #[derive(Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     waiting: Mutex<HashMap<u64, oneshot::Sender<proto::SessionReply>>>,
     next: AtomicU64,
 }
 
 impl Pending {
     /// A fresh request number and the receiver its reply will arrive on.
-    pub fn register(&self) -> (u64, oneshot::Receiver<proto::SessionReply>) {
+    pub(crate) fn register(&self) -> (u64, oneshot::Receiver<proto::SessionReply>) {
         let request = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
         lock(&self.waiting).insert(request, tx);
@@ -36,25 +36,25 @@ impl Pending {
     }
 
     /// Forgets a request that timed out or could not be sent.
-    pub fn forget(&self, request: u64) {
+    pub(crate) fn forget(&self, request: u64) {
         lock(&self.waiting).remove(&request);
     }
 
     /// Hands a reply to its requester; replies nobody waits for any more are dropped.
-    pub fn answer(&self, reply: proto::SessionReply) {
+    pub(crate) fn answer(&self, reply: proto::SessionReply) {
         if let Some(tx) = lock(&self.waiting).remove(&reply.request) {
             let _ = tx.send(reply);
         }
     }
 
     /// The stream ended: every requester learns it (its receiver closes).
-    pub fn fail_all(&self) {
+    pub(crate) fn fail_all(&self) {
         lock(&self.waiting).clear();
     }
 }
 
 /// The sessions a reply carries, or the agent's refusal.
-pub fn summaries_of(reply: proto::SessionReply) -> Result<Vec<SessionSummary>, RouteError> {
+pub(crate) fn summaries_of(reply: proto::SessionReply) -> Result<Vec<SessionSummary>, RouteError> {
     if !reply.error.is_empty() {
         return Err(RouteError::NoSuchSession(reply.error));
     }
@@ -62,7 +62,7 @@ pub fn summaries_of(reply: proto::SessionReply) -> Result<Vec<SessionSummary>, R
 }
 
 /// The token an unlock reply carries, or the agent's refusal.
-pub fn grant_of(reply: proto::SessionReply) -> Result<Grant, RouteError> {
+pub(crate) fn grant_of(reply: proto::SessionReply) -> Result<Grant, RouteError> {
     if let Some(d) = &reply.denied {
         return Err(RouteError::Denied(convert::denial_from_wire(d)));
     }

@@ -25,17 +25,17 @@ use crate::server::metrics::METRICS;
 
 /// Frames toward one agent. Bounded: every data frame on it is covered by credit, so the bound
 /// only paces control chatter.
-pub type AgentTx = mpsc::Sender<Result<proto::RelayFrame, Status>>;
+pub(crate) type AgentTx = mpsc::Sender<Result<proto::RelayFrame, Status>>;
 
 /// Machine id -> its live stream on this node.
 #[derive(Default)]
-pub struct LocalRouter {
+pub(crate) struct LocalRouter {
     agents: Mutex<HashMap<MachineId, Arc<AgentConn>>>,
 }
 
 impl LocalRouter {
     /// Registers a stream, replacing (and returning) an older one of the same machine.
-    pub fn register(&self, conn: Arc<AgentConn>) -> Option<Arc<AgentConn>> {
+    pub(crate) fn register(&self, conn: Arc<AgentConn>) -> Option<Arc<AgentConn>> {
         let old = lock(&self.agents).insert(conn.machine, conn);
         METRICS.machines_online.store(lock(&self.agents).len() as u64, Ordering::Relaxed);
         old
@@ -46,7 +46,7 @@ impl LocalRouter {
     }
 
     /// Removes the stream if it is still the registered one (a reconnect may have replaced it).
-    pub fn unregister(&self, conn: &Arc<AgentConn>) -> bool {
+    pub(crate) fn unregister(&self, conn: &Arc<AgentConn>) -> bool {
         let mut agents = lock(&self.agents);
         let current = agents.get(&conn.machine).is_some_and(|c| Arc::ptr_eq(c, conn));
         if current {
@@ -98,7 +98,7 @@ impl SessionRouter for LocalRouter {
 }
 
 /// One agent stream: its outbound queue and its channels.
-pub struct AgentConn {
+pub(crate) struct AgentConn {
     machine: MachineId,
     tx: AgentTx,
     channels: Mutex<HashMap<u64, Channel>>,
@@ -115,7 +115,7 @@ struct Channel {
 
 impl AgentConn {
     /// A stream of `machine` whose frames go out on `tx`.
-    pub fn new(machine: MachineId, tx: AgentTx) -> Arc<Self> {
+    pub(crate) fn new(machine: MachineId, tx: AgentTx) -> Arc<Self> {
         Arc::new(Self {
             machine,
             tx,
@@ -126,7 +126,7 @@ impl AgentConn {
     }
 
     /// The machine this stream belongs to.
-    pub fn machine(&self) -> MachineId {
+    pub(crate) fn machine(&self) -> MachineId {
         self.machine
     }
 
@@ -187,7 +187,7 @@ impl AgentConn {
     }
 
     /// Routes one frame from the agent. An error is a protocol violation: the stream ends.
-    pub fn dispatch(&self, kind: agent_frame::Kind) -> Result<(), Status> {
+    pub(crate) fn dispatch(&self, kind: agent_frame::Kind) -> Result<(), Status> {
         match kind {
             agent_frame::Kind::Hello(_) => Err(Status::invalid_argument("hello sent twice")),
             agent_frame::Kind::Heartbeat(_) => Ok(()),
@@ -243,7 +243,7 @@ impl AgentConn {
     }
 
     /// The stream ended: every session on it is lost.
-    pub fn lost(&self) {
+    pub(crate) fn lost(&self) {
         self.queries.fail_all();
         for (_, ch) in lock(&self.channels).drain() {
             METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
@@ -253,7 +253,7 @@ impl AgentConn {
     }
 
     /// Ends the stream from the server side with a status the agent will log.
-    pub fn kick(&self, status: Status) {
+    pub(crate) fn kick(&self, status: Status) {
         let _ = self.tx.try_send(Err(status));
     }
 }

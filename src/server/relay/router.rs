@@ -15,7 +15,7 @@ use crate::core::session::{AttachSpec, Denial, Grant, OpenSpec, SessionEvent, Se
 
 /// Why a session could not be opened or driven.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum RouteError {
+pub(crate) enum RouteError {
     /// No agent stream for the machine.
     #[error("machine is offline: its agent is not connected")]
     Offline,
@@ -35,7 +35,7 @@ pub enum RouteError {
 
 /// Drives one session. Every method is cheap; `input` waits for the agent's input credit.
 #[async_trait]
-pub trait SessionControl: Send + Sync {
+pub(crate) trait SessionControl: Send + Sync {
     /// Sends bytes to the process's stdin/PTY, waiting for input credit as needed.
     async fn input(&self, data: Bytes) -> Result<(), RouteError>;
     /// Tells the agent the consumer has taken `bytes` of output: grants that much credit.
@@ -54,11 +54,11 @@ pub trait SessionControl: Send + Sync {
 }
 
 /// A consumer's end of one session: ordered events plus the control handle.
-pub struct SessionPort {
+pub(crate) struct SessionPort {
     /// Events, in order; ends after `Exited` or `Lost`.
-    pub events: mpsc::UnboundedReceiver<SessionEvent>,
+    pub(crate) events: mpsc::UnboundedReceiver<SessionEvent>,
     /// Drives the session.
-    pub control: std::sync::Arc<dyn SessionControl>,
+    pub(crate) control: std::sync::Arc<dyn SessionControl>,
 }
 
 impl Drop for SessionPort {
@@ -69,7 +69,7 @@ impl Drop for SessionPort {
 
 /// Finds the machine's stream and opens sessions on it.
 #[async_trait]
-pub trait SessionRouter: Send + Sync {
+pub(crate) trait SessionRouter: Send + Sync {
     /// Opens a session; events start with `Opened` or end at once with `Exited`/`Lost`.
     async fn open(&self, machine: MachineId, spec: OpenSpec) -> Result<SessionPort, RouteError>;
     /// Attaches to a shell session (new, named or by id); events start with `Opened`

@@ -25,7 +25,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The relay service's state.
 #[derive(Clone)]
-pub struct RelayService {
+pub(crate) struct RelayService {
     store: Store,
     router: Arc<LocalRouter>,
     heartbeat: Duration,
@@ -33,7 +33,7 @@ pub struct RelayService {
 
 impl RelayService {
     /// A relay over `store` registering streams in `router`; agents heartbeat every `heartbeat`.
-    pub fn new(store: Store, router: Arc<LocalRouter>, heartbeat: Duration) -> Self {
+    pub(crate) fn new(store: Store, router: Arc<LocalRouter>, heartbeat: Duration) -> Self {
         Self { store, router, heartbeat }
     }
 

@@ -33,13 +33,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The store over one PostgreSQL database; cheap to clone (a connection pool).
 #[derive(Clone, Debug)]
-pub struct PgStore {
+pub(crate) struct PgStore {
     pool: PgPool,
 }
 
 impl PgStore {
     /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB`) and applies migrations.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub(crate) async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool =
             PgPoolOptions::new().max_connections(MAX_CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT).connect(url).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;

@@ -20,13 +20,13 @@ use crate::core::clock::now;
 
 /// The store over one SQLite database; cheap to clone (a connection pool).
 #[derive(Clone, Debug)]
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     pool: SqlitePool,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) `cmdop.db` in `data_dir` and applies migrations.
-    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+    pub(crate) async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let opts = SqliteConnectOptions::new()
             .filename(data_dir.join("cmdop.db"))
             .create_if_missing(true)

@@ -10,7 +10,8 @@ use crate::store::purge::{PurgeStore, Purged};
 impl PurgeStore for SqliteStore {
     async fn purge_ended(&self, before: i64) -> Result<Option<Purged>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let grants = sqlx::query("DELETE FROM device_grants WHERE expires_at < ?").bind(before).execute(&mut *tx).await?;
+        let grants =
+            sqlx::query("DELETE FROM device_grants WHERE expires_at < ?").bind(before).execute(&mut *tx).await?;
         let tokens = sqlx::query(
             "DELETE FROM oauth_tokens
              WHERE expires_at < ? OR (kind = 'access' AND revoked_at IS NOT NULL AND revoked_at < ?)",
