@@ -88,6 +88,9 @@ fn grant_hash(token: Option<&Secret<String>>) -> String {
     token.filter(|t| !t.expose().is_empty()).map(|t| secret::hash_token(t.expose())).unwrap_or_default()
 }
 
+/// A held session's link, grant hash and handoff.
+type Held = (LinkId, String, Handoff);
+
 type Handoff = oneshot::Sender<oneshot::Sender<LinkSession>>;
 /// Where a session's holder (a live socket or the park task) hears that a reconnect wants it.
 pub(crate) type HandoffRequests = oneshot::Receiver<oneshot::Sender<LinkSession>>;
@@ -95,7 +98,7 @@ pub(crate) type HandoffRequests = oneshot::Receiver<oneshot::Sender<LinkSession>
 /// Parked sessions by key. Cheap to clone.
 #[derive(Clone, Default)]
 pub(crate) struct Parked {
-    map: Arc<Mutex<HashMap<Uuid, (LinkId, String, Handoff)>>>,
+    map: Arc<Mutex<HashMap<Uuid, Held>>>,
 }
 
 impl Parked {
