@@ -67,7 +67,7 @@ pub fn agent_frames(data: &[u8]) {
     rt.block_on(async {
         let machine = MachineId::random();
         let (tx, mut outbound) = tokio::sync::mpsc::channel(1024);
-        let conn = AgentConn::new(machine, tx);
+        let conn = AgentConn::new(machine, 1, tx);
         let router = LocalRouter::default();
         router.register(conn.clone());
         let spec = |kind| OpenSpec {

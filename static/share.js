@@ -23,7 +23,8 @@
 //
 // The console's terminal page (/console/m/<id>/terminal) runs this same script: its socket and
 // unlock URLs follow the page path the same way, and its unlock request carries the CSRF token
-// of <meta name="csrf-token">.
+// of <meta name="csrf-token">. There `session` is the shell session's id, and the first
+// socket may carry `?attach=<id or name>` (from #terminal[data-attach]).
 //
 // Test hooks: window.term, window.cmdopSocket, window.cmdopShare,
 // document.body.dataset.state ("connecting" | "open" | "closed" | "locked"), #overlay,
@@ -167,6 +168,9 @@
   const countdownEl = $('countdown');
 
   const readOnly = container.dataset.readOnly === 'true';
+  // The console's terminal page may name a shell session to join (`data-attach`, an id or a
+  // name); the first socket asks for it, reconnects then resume by the id `ready` gave.
+  const attachTarget = container.dataset.attach || '';
   const deadlineMs = Number(container.dataset.deadlineMs);
 
   function setState(state) {
@@ -354,6 +358,8 @@
     if (sessionId !== null) {
       url.searchParams.set('session', sessionId);
       url.searchParams.set('offset', String(offset));
+    } else if (attachTarget) {
+      url.searchParams.set('attach', attachTarget);
     }
     return url.href;
   }

@@ -1,168 +1,29 @@
 //! Share links in a real browser: Debian's chromium driven over CDP by chromiumoxide.
 //!
-//! The browser is `$CHROMIUM` (default `/usr/bin/chromium`). Without it the tests print why
-//! and pass, unless `CI` is set: then a missing browser fails them. Each test has its own
-//! server, agent, browser and profile folder; the browser is always closed and waited for,
-//! also when the test body fails or panics.
+//! The browser harness is tests/common/chrome.rs (`$CHROMIUM`, skipped outside CI when
+//! absent). Each test has its own server, agent, browser and profile folder.
 //!
 //! `UPDATE_SCREENSHOT=1` rewrites `docs/share-page.png` (it is also written when missing).
 
+#[path = "common/chrome.rs"]
+mod chrome;
 mod common;
 mod share_support;
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, bail, ensure};
-use chromiumoxide::browser::{Browser, BrowserConfig};
+use anyhow::{bail, ensure};
+use chrome::{BUFFER_TEXT, Chrome, OVERLAY, ROWS_TEXT, STATE, chromium, eval, has_line, poll};
 use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
-use chromiumoxide::handler::viewport::Viewport;
 use chromiumoxide::page::{Page, ScreenshotParams};
-use futures_util::StreamExt;
-use share_support::{Fixture, rt, terminal_lines};
+use share_support::Fixture;
 
 /// Longest a whole browser scenario may take.
 const SCENARIO: Duration = Duration::from_secs(60);
 /// Page size: also the screenshot's.
 const WIDTH: u32 = 1024;
 const HEIGHT: u32 = 640;
-
-/// The browser to drive, or `None` (after saying so) when it is absent outside CI.
-fn chromium() -> anyhow::Result<Option<PathBuf>> {
-    let path = PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
-    if path.is_file() {
-        return Ok(Some(path));
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"));
-    if ci {
-        bail!(
-            "no browser at {} (set CHROMIUM, or `apt-get install chromium`); CI is set, so this fails",
-            path.display()
-        );
-    }
-    println!(
-        "SKIPPED: no browser at {}; set CHROMIUM or `apt-get install chromium` to run the browser tests",
-        path.display()
-    );
-    Ok(None)
-}
-
-/// A headless chromium with its own profile; closed and waited for on drop.
-struct Chrome {
-    browser: Option<Browser>,
-    handler: tokio::task::JoinHandle<()>,
-    _profile: tempfile::TempDir,
-}
-
-impl Chrome {
-    fn launch(path: &Path) -> anyhow::Result<Self> {
-        let profile = tempfile::Builder::new().prefix("cmdop-chromium-").tempdir()?;
-        let config = BrowserConfig::builder()
-            .chrome_executable(path)
-            .no_sandbox()
-            .user_data_dir(profile.path())
-            .args([
-                "disable-gpu",
-                "disable-background-networking",
-                "disable-component-update",
-                "disable-sync",
-                "no-first-run",
-                "disable-dev-shm-usage",
-            ])
-            .window_size(WIDTH, HEIGHT)
-            .viewport(Viewport { width: WIDTH, height: HEIGHT, ..Viewport::default() })
-            .launch_timeout(Duration::from_secs(30))
-            .request_timeout(Duration::from_secs(20))
-            .build()
-            .map_err(anyhow::Error::msg)?;
-        let (browser, mut handler) =
-            rt().block_on(Browser::launch(config)).with_context(|| format!("cannot launch {}", path.display()))?;
-        let handler = rt().spawn(async move { while handler.next().await.is_some() {} });
-        Ok(Self { browser: Some(browser), handler, _profile: profile })
-    }
-
-    /// Runs `body` on a new page in a task of its own, bounded by `SCENARIO`. A panic in the
-    /// body is raised again here (after which `Drop` still closes the browser).
-    fn run<T, F, Fut>(&self, body: F) -> anyhow::Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(Page) -> Fut,
-        Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
-    {
-        let browser = self.browser.as_ref().context("browser already closed")?;
-        let page = rt().block_on(browser.new_page("about:blank"))?;
-        let scenario = body(page);
-        let task = rt().spawn(async move { tokio::time::timeout(SCENARIO, scenario).await });
-        match rt().block_on(task) {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => bail!("the browser scenario did not finish within {SCENARIO:?}"),
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => bail!("the browser scenario was cancelled: {e}"),
-        }
-    }
-}
-
-impl Drop for Chrome {
-    fn drop(&mut self) {
-        if let Some(mut browser) = self.browser.take() {
-            rt().block_on(async {
-                let closed = tokio::time::timeout(Duration::from_secs(10), browser.close()).await;
-                if !matches!(closed, Ok(Ok(_))) {
-                    let _ = browser.kill().await;
-                }
-                if tokio::time::timeout(Duration::from_secs(10), browser.wait()).await.is_err() {
-                    let _ = browser.kill().await;
-                    let _ = browser.wait().await;
-                }
-            });
-        }
-        self.handler.abort();
-    }
-}
-
-/// Evaluates `expr` in the page as JSON (`null` when it throws or yields nothing).
-async fn eval(page: &Page, expr: &str) -> serde_json::Value {
-    match page.evaluate(expr).await {
-        Ok(result) => result.into_value().unwrap_or(serde_json::Value::Null),
-        Err(_) => serde_json::Value::Null,
-    }
-}
-
-/// Polls `expr` until `done` accepts its value, at most `within`; returns that value.
-async fn poll(
-    page: &Page,
-    expr: &str,
-    within: Duration,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> anyhow::Result<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + within;
-    let every = Duration::from_millis(50);
-    let mut last = serde_json::Value::Null;
-    for _ in 0..=within.as_millis() / every.as_millis() {
-        last = eval(page, expr).await;
-        if done(&last) {
-            return Ok(last);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(every).await;
-    }
-    bail!("timed out after {within:?} waiting on `{expr}`; last value {last}")
-}
-
-const STATE: &str = "document.body.dataset.state";
-const ROWS_TEXT: &str = "(document.querySelector('.xterm-rows') || {}).innerText || ''";
-const BUFFER_TEXT: &str = "(() => { const b = window.term.buffer.active; const out = []; \
-     for (let i = 0; i < b.length; i++) { const l = b.getLine(i); if (l) out.push(l.translateToString(true)); } \
-     return out.join('\\n'); })()";
-const OVERLAY: &str = "(() => { const o = document.getElementById('overlay'); \
-     return { visible: !o.hidden && o.checkVisibility(), text: o.innerText.trim() }; })()";
-
-fn has_line(text: &serde_json::Value, line: &str) -> bool {
-    text.as_str().is_some_and(|t| terminal_lines(t).iter().any(|l| l == line))
-}
 
 /// Types `command` and Enter into the terminal once the shell has printed its prompt
 /// (typed-ahead keys are echoed twice), then waits for a screen line equal to `line`.
@@ -186,12 +47,12 @@ fn link_page_runs_a_shell_in_the_browser() -> anyhow::Result<()> {
     };
     let fx = Fixture::start("demo-box")?;
     let link = fx.share("1h", &[])?;
-    let chrome = Chrome::launch(&path)?;
+    let chrome = Chrome::launch(&path, WIDTH, HEIGHT)?;
     let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/share-page.png");
     let update = std::env::var("UPDATE_SCREENSHOT").is_ok_and(|v| v == "1") || !screenshot.exists();
     let url = link.url.clone();
     let shot = screenshot.clone();
-    chrome.run(move |page| async move {
+    chrome.run(SCENARIO, move |page| async move {
         page.goto(url.as_str()).await?;
         wait_open(&page).await?;
         let title = eval(&page, "document.getElementById('machine-name').textContent").await;
@@ -225,11 +86,11 @@ fn page_shows_the_expired_overlay_when_the_deadline_passes() -> anyhow::Result<(
         return Ok(());
     };
     let fx = Fixture::start("short-lived")?;
-    let chrome = Chrome::launch(&path)?;
+    let chrome = Chrome::launch(&path, WIDTH, HEIGHT)?;
     // Warm the browser up (renderer, cached assets) on a long link first, so the short one
     // is open well before its deadline.
     let warm = fx.share("1h", &[])?.url;
-    chrome.run(move |page| async move {
+    chrome.run(SCENARIO, move |page| async move {
         page.goto(warm.as_str()).await?;
         wait_open(&page).await
     })?;
@@ -252,7 +113,7 @@ fn expires_while_open(chrome: &Chrome, fx: &Fixture) -> anyhow::Result<bool> {
     let link = fx.share("5s", &[])?;
     let deadline = link.deadline()?;
     let url = link.url.clone();
-    chrome.run(move |page| async move {
+    chrome.run(SCENARIO, move |page| async move {
         let started = Instant::now();
         page.goto(url.as_str()).await?;
         wait_open(&page).await?;
@@ -301,9 +162,9 @@ fn page_asks_for_the_attach_password_and_remembers_the_answer() -> anyhow::Resul
     let fx = Fixture::start("guarded-box")?;
     fx.agent.set_attach_password("browser pass phrase")?;
     let link = fx.share("1h", &[])?;
-    let chrome = Chrome::launch(&path)?;
+    let chrome = Chrome::launch(&path, WIDTH, HEIGHT)?;
     let url = link.url.clone();
-    chrome.run(move |page| async move {
+    chrome.run(SCENARIO, move |page| async move {
         page.goto(url.as_str()).await?;
         poll(&page, STATE, Duration::from_secs(15), |v| v == "locked").await?;
         let form = poll(&page, UNLOCK, Duration::from_secs(5), |v| v["visible"] == true).await?;

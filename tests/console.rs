@@ -1,10 +1,12 @@
 //! The web console end to end: `cmdop console`'s one-time URL, the Machines page, a terminal,
 //! share links made and revoked from the page, roles, CSRF and the cookie's reach. Browser
-//! scenarios drive Debian's chromium over CDP (as tests/browser.rs does); the rest is plain
-//! HTTP with the cookie handled by hand.
+//! scenarios drive Debian's chromium over CDP (tests/common/chrome.rs, shared with
+//! tests/browser.rs); the rest is plain HTTP with the cookie handled by hand.
 //!
 //! `UPDATE_SCREENSHOT=1` rewrites the console screenshots in docs/ (also written when missing).
 
+#[path = "common/chrome.rs"]
+mod chrome;
 mod common;
 mod share_support;
 
@@ -13,137 +15,24 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use chromiumoxide::browser::{Browser, BrowserConfig};
+use chrome::{BUFFER_TEXT, Chrome, OVERLAY, ROWS_TEXT, STATE, chromium, click, eval, has_line, poll};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
-use chromiumoxide::handler::viewport::Viewport;
 use chromiumoxide::page::{Page, ScreenshotParams};
-use futures_util::StreamExt;
 use serde_json::Value;
-use share_support::{Fixture, rt, terminal_lines};
+use share_support::ws::{Refused, WsClient};
+use share_support::{Fixture, rt};
 
 /// Longest one browser step may take.
 const STEP: Duration = Duration::from_secs(60);
 const WIDTH: u32 = 1100;
 const HEIGHT: u32 = 700;
 
-fn chromium() -> anyhow::Result<Option<PathBuf>> {
-    let path = PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
-    if path.is_file() {
-        return Ok(Some(path));
-    }
-    if std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false")) {
-        bail!(
-            "no browser at {} (set CHROMIUM, or `apt-get install chromium`); CI is set, so this fails",
-            path.display()
-        );
-    }
-    println!("SKIPPED: no browser at {}; set CHROMIUM to run the console's browser tests", path.display());
-    Ok(None)
-}
-
-/// A headless chromium with its own profile (so its own cookies); closed on drop.
-struct Chrome {
-    browser: Option<Browser>,
-    handler: tokio::task::JoinHandle<()>,
-    _profile: tempfile::TempDir,
-}
-
-impl Chrome {
-    fn launch(path: &Path) -> anyhow::Result<Self> {
-        let profile = tempfile::Builder::new().prefix("cmdop-console-chromium-").tempdir()?;
-        let config = BrowserConfig::builder()
-            .chrome_executable(path)
-            .no_sandbox()
-            .user_data_dir(profile.path())
-            .args([
-                "disable-gpu",
-                "disable-background-networking",
-                "disable-component-update",
-                "disable-sync",
-                "no-first-run",
-                "disable-dev-shm-usage",
-            ])
-            .window_size(WIDTH, HEIGHT)
-            .viewport(Viewport { width: WIDTH, height: HEIGHT, ..Viewport::default() })
-            .launch_timeout(Duration::from_secs(30))
-            .request_timeout(Duration::from_secs(20))
-            .build()
-            .map_err(anyhow::Error::msg)?;
-        let (browser, mut handler) =
-            rt().block_on(Browser::launch(config)).with_context(|| format!("cannot launch {}", path.display()))?;
-        let handler = rt().spawn(async move { while handler.next().await.is_some() {} });
-        Ok(Self { browser: Some(browser), handler, _profile: profile })
-    }
-
-    fn page(&self) -> anyhow::Result<Page> {
-        let browser = self.browser.as_ref().context("browser already closed")?;
-        Ok(rt().block_on(browser.new_page("about:blank"))?)
-    }
-}
-
-/// Runs one browser step in a task of its own, bounded by `STEP`; a panic is raised again.
-fn step<T: Send + 'static>(body: impl Future<Output = anyhow::Result<T>> + Send + 'static) -> anyhow::Result<T> {
-    let task = rt().spawn(async move { tokio::time::timeout(STEP, body).await });
-    match rt().block_on(task) {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => bail!("the browser step did not finish within {STEP:?}"),
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => bail!("the browser step was cancelled: {e}"),
-    }
-}
-
-impl Drop for Chrome {
-    fn drop(&mut self) {
-        if let Some(mut browser) = self.browser.take() {
-            rt().block_on(async {
-                let closed = tokio::time::timeout(Duration::from_secs(10), browser.close()).await;
-                if !matches!(closed, Ok(Ok(_))) {
-                    let _ = browser.kill().await;
-                }
-                if tokio::time::timeout(Duration::from_secs(10), browser.wait()).await.is_err() {
-                    let _ = browser.kill().await;
-                    let _ = browser.wait().await;
-                }
-            });
-        }
-        self.handler.abort();
-    }
-}
-
-async fn eval(page: &Page, expr: &str) -> Value {
-    match page.evaluate(expr).await {
-        Ok(result) => result.into_value().unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    }
-}
-
-/// Polls `expr` until `done` accepts its value, at most `within`.
-async fn poll(page: &Page, expr: &str, within: Duration, done: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-    let deadline = tokio::time::Instant::now() + within;
-    let every = Duration::from_millis(50);
-    let mut last = Value::Null;
-    for _ in 0..=within.as_millis() / every.as_millis() {
-        last = eval(page, expr).await;
-        if done(&last) {
-            return Ok(last);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(every).await;
-    }
-    bail!("timed out after {within:?} waiting on `{expr}`; last value {last}")
-}
-
 const PATH: &str = "location.pathname";
-const STATE: &str = "document.body.dataset.state";
-const ROWS_TEXT: &str = "(document.querySelector('.xterm-rows') || {}).innerText || ''";
-const OVERLAY: &str = "(() => { const o = document.getElementById('overlay'); \
-     return { visible: !o.hidden && o.checkVisibility(), text: o.innerText.trim() }; })()";
 
-fn has_line(text: &Value, line: &str) -> bool {
-    text.as_str().is_some_and(|t| terminal_lines(t).iter().any(|l| l == line))
+/// Runs one browser step, bounded by `STEP`.
+fn step<T: Send + 'static>(body: impl Future<Output = anyhow::Result<T>> + Send + 'static) -> anyhow::Result<T> {
+    chrome::step(STEP, body)
 }
 
 /// Types `command` and Enter once the shell has printed something, then waits for `line`.
@@ -154,11 +43,6 @@ async fn run_in_terminal(page: &Page, command: &str, line: &str) -> anyhow::Resu
     input.type_str(command).await?;
     input.press_key("Enter").await?;
     poll(page, ROWS_TEXT, Duration::from_secs(15), |v| has_line(v, line)).await.map(drop)
-}
-
-async fn click(page: &Page, selector: &str) -> anyhow::Result<()> {
-    page.find_element(selector).await.with_context(|| format!("no {selector} on the page"))?.click().await?;
-    Ok(())
 }
 
 /// `cmdop console --json --no-open`: the one-time URL.
@@ -181,7 +65,9 @@ fn wants_screenshot(name: &str) -> bool {
 }
 
 async fn screenshot(page: &Page, name: &str) -> anyhow::Result<()> {
-    let params = ScreenshotParams::builder().format(CaptureScreenshotFormat::Png).build();
+    // The machine page is long: all of it.
+    let full = name.starts_with("console-machine.") || name.starts_with("console-machine-");
+    let params = ScreenshotParams::builder().format(CaptureScreenshotFormat::Png).full_page(full).build();
     let png = page.save_screenshot(params, docs(name)).await?;
     ensure!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "odd screenshot {name} ({} bytes)", png.len());
     println!("wrote docs/{name}");
@@ -202,7 +88,7 @@ fn console_signs_in_opens_a_terminal_and_revokes_a_link_it_made() -> anyhow::Res
     let fx = Fixture::start("console-box")?;
     let machine = fx.machine().to_string();
     let url = console_url(&fx)?;
-    let admin = Chrome::launch(&path)?;
+    let admin = Chrome::launch(&path, WIDTH, HEIGHT)?;
     let page = admin.page()?;
 
     // Sign in with the one-time URL and see the machine online.
@@ -244,7 +130,7 @@ fn console_signs_in_opens_a_terminal_and_revokes_a_link_it_made() -> anyhow::Res
     })?;
 
     // A second browser (its own cookies) opens it: output arrives, input is dropped.
-    let visitor = Chrome::launch(&path)?;
+    let visitor = Chrome::launch(&path, WIDTH, HEIGHT)?;
     let vpage = visitor.page()?;
     let marker = fx.server.temp_dir().join("typed-through-read-only-link");
     let (v, l, mk) = (vpage.clone(), link.clone(), marker.display().to_string());
@@ -310,13 +196,21 @@ fn link_id(fx: &Fixture, url: &str) -> anyhow::Result<String> {
 
 /// The Machines page, a terminal and the Links page, desktop and a 390 px phone.
 fn take_screenshots(page: &Page, machine: &str) -> anyhow::Result<()> {
-    if !wants_screenshot("console-machines.png") {
+    if !["console-machines.png", "console-machine.png"].iter().any(|n| wants_screenshot(n)) {
         return Ok(());
     }
     let (p, m) = (page.clone(), machine.to_string());
     step(async move {
         let base = base_of(&p).await?;
+        // A persistent session for the machine page's list.
+        p.goto(format!("{base}/console/m/{m}/terminal?attach=build")).await?;
+        poll(&p, STATE, Duration::from_secs(15), |v| v == "open").await?;
+        run_in_terminal(&p, "echo building", "building").await?;
         for (is_phone, suffix) in [(false, ""), (true, "-phone")] {
+            phone(&p, is_phone).await?;
+            p.goto(format!("{base}/console/m/{m}")).await?;
+            run_from_page(&p, "uname -sm; echo 'disk check' >&2; df -h / | tail -1", 30).await?;
+            screenshot(&p, &format!("console-machine{suffix}.png")).await?;
             phone(&p, is_phone).await?;
             p.goto(format!("{base}/console")).await?;
             poll(&p, PATH, Duration::from_secs(10), |v| v == "/console").await?;
@@ -342,7 +236,7 @@ fn the_key_bar_sends_keys_a_phone_keyboard_lacks() -> anyhow::Result<()> {
     let fx = Fixture::start("phone-box")?;
     let url = console_url(&fx)?;
     let machine = fx.machine().to_string();
-    let chrome = Chrome::launch(&path)?;
+    let chrome = Chrome::launch(&path, WIDTH, HEIGHT)?;
     let page = chrome.page()?;
     step(async move {
         phone(&page, true).await?;
@@ -361,6 +255,16 @@ fn the_key_bar_sends_keys_a_phone_keyboard_lacks() -> anyhow::Result<()> {
         input.type_str(" tr a-z A-Z").await?;
         input.press_key("Enter").await?;
         poll(&page, ROWS_TEXT, Duration::from_secs(15), |v| has_line(v, "KEYBAR")).await?;
+        // Type on only once the next prompt is up: keys typed between two commands race
+        // bash's switch back to its line editor (some were dropped or reordered).
+        poll(&page, ROWS_TEXT, Duration::from_secs(15), |v| {
+            let lines = v.as_str().map(share_support::terminal_lines).unwrap_or_default();
+            lines
+                .iter()
+                .position(|l| l == "KEYBAR")
+                .is_some_and(|at| lines[at + 1..].iter().any(|l| !l.trim().is_empty()))
+        })
+        .await?;
         // A sticky Ctrl turns the next typed `c` into Ctrl-C.
         input.type_str("sleep 30").await?;
         input.press_key("Enter").await?;
@@ -384,7 +288,7 @@ fn the_machines_page_follows_a_machine_going_offline_without_a_reload() -> anyho
     let mut fx = Fixture::start("going-box")?;
     let url = console_url(&fx)?;
     let machine = fx.machine().to_string();
-    let chrome = Chrome::launch(&path)?;
+    let chrome = Chrome::launch(&path, WIDTH, HEIGHT)?;
     let page = chrome.page()?;
     let row = format!("document.querySelector('tr[data-id=\"{machine}\"] .state').textContent");
     let (p, r) = (page.clone(), row.clone());
@@ -553,6 +457,15 @@ fn viewers_get_no_terminal_or_share_and_a_role_change_applies_at_once() -> anyho
     ensure!(status == 403, "viewer's forged share answered {status}");
     let links = fx.server.cli().run(&["connect", "shares", "--json"])?.expect_code(0)?;
     ensure!(links.stdout_text().trim() == "[]", "a link was made: {links}");
+    let kill = format!("/console/m/{machine}/sessions/{UNKNOWN_SESSION}/kill");
+    let (status, _, _) = web.post(&kill, &[("csrf", &csrf)])?;
+    ensure!(status == 403, "viewer's forged kill answered {status}");
+    let run_url = format!("{}/console/m/{machine}/run/ws", fx.server.url().replacen("http://", "ws://", 1));
+    match WsClient::open_with(&run_url, None, Some(&web.cookie)) {
+        Err(Refused::Status(403)) => {}
+        Err(e) => bail!("viewer's command socket: {e}"),
+        Ok(_) => bail!("viewer's command socket was upgraded"),
+    }
 
     // Promoted to member: the next request shows the terminal button; demoted: gone again.
     add_user(&fx, "viewer@example.com", "member")?;
@@ -582,4 +495,354 @@ fn share_link_pages_set_no_console_cookie() -> anyhow::Result<()> {
     );
     web.keep_cookie(&resp);
     Ok(())
+}
+
+// ---- shell sessions, one-shot commands, resuming ---------------------------------------
+
+/// A browser test's parts: a server with one agent, a fresh one-time sign-in URL, and a
+/// browser page (none when there is no browser outside CI).
+struct Scene {
+    page: Page,
+    _chrome: Chrome,
+    url: String,
+    machine: String,
+    fx: Fixture,
+}
+
+fn scene(name: &str) -> anyhow::Result<Option<Scene>> {
+    let Some(path) = chromium()? else {
+        return Ok(None);
+    };
+    let fx = Fixture::start(name)?;
+    let machine = fx.machine().to_string();
+    let url = console_url(&fx)?;
+    let chrome = Chrome::launch(&path, WIDTH, HEIGHT)?;
+    let page = chrome.page()?;
+    Ok(Some(Scene { page, _chrome: chrome, url, machine, fx }))
+}
+
+/// Signs `page` in with a fresh one-time URL and opens the machine's page.
+async fn sign_in_to_machine(page: &Page, url: &str, machine: &str) -> anyhow::Result<String> {
+    page.goto(url).await?;
+    poll(page, PATH, Duration::from_secs(10), |v| v == "/console").await?;
+    let base = base_of(page).await?;
+    page.goto(format!("{base}/console/m/{machine}")).await?;
+    poll(page, PATH, Duration::from_secs(10), |v| v.as_str().is_some_and(|p| p.starts_with("/console/m/"))).await?;
+    Ok(base)
+}
+
+/// The session rows of the machine page: `[{id, name, attached}]`.
+const SESSION_ROWS: &str = "[...document.querySelectorAll('#sessions tr[data-session]')].map(r => \
+     ({ id: r.dataset.session, name: r.dataset.name, attached: r.querySelector('.attached').textContent }))";
+
+#[test]
+fn the_machine_page_lists_attaches_and_kills_persistent_sessions() -> anyhow::Result<()> {
+    let Some(Scene { page, _chrome, url, machine, fx }) = scene("sessions-box")? else {
+        return Ok(());
+    };
+    let (p, m) = (page.clone(), machine.clone());
+    let session = step(async move {
+        sign_in_to_machine(&p, &url, &m).await?;
+        ensure!(
+            eval(&p, "!!document.getElementById('sessions-empty')").await == true,
+            "sessions listed on a new agent"
+        );
+        // A new persistent session by name, from the page.
+        let name = p.find_element("#new-session-name").await?;
+        name.click().await?;
+        name.type_str("work").await?;
+        click(&p, "#new-session").await?;
+        poll(&p, STATE, Duration::from_secs(15), |v| v == "open").await?;
+        ensure!(
+            eval(&p, "location.search").await == "?attach=work",
+            "terminal URL: {}",
+            eval(&p, "location.href").await
+        );
+        run_in_terminal(&p, "echo in-work-$((40+2))", "in-work-42").await?;
+        let session = eval(&p, "window.cmdopShare.session").await.as_str().unwrap_or_default().to_string();
+
+        // Listed on the machine page with its name and id.
+        p.goto(format!("{}/console/m/{m}", base_of(&p).await?)).await?;
+        let rows =
+            poll(&p, SESSION_ROWS, Duration::from_secs(5), |v| v.as_array().is_some_and(|a| a.len() == 1)).await?;
+        ensure!(rows[0]["name"] == "work" && rows[0]["id"] == session.as_str(), "session rows: {rows}");
+        Ok(session)
+    })?;
+    // The CLI sees the same session.
+    let listed = fx.server.cli().run(&["connect", "sessions", &machine, "--json"])?.expect_code(0)?;
+    ensure!(listed.stdout_text().contains(&session), "the CLI does not list {session}: {listed}");
+
+    // Attach by id from the list: the session's output is replayed, and it is the same shell.
+    let (p, m, s) = (page.clone(), machine.clone(), session.clone());
+    step(async move {
+        click(&p, &format!("tr[data-session=\"{s}\"] a.attach")).await?;
+        poll(&p, STATE, Duration::from_secs(15), |v| v == "open").await?;
+        // `ready` (which names the session) follows the socket's opening.
+        let attached = poll(&p, "window.cmdopShare.session", Duration::from_secs(10), |v| !v.is_null()).await?;
+        ensure!(attached == s.as_str(), "attached to another session: {attached}");
+        poll(&p, BUFFER_TEXT, Duration::from_secs(10), |v| has_line(v, "in-work-42")).await?;
+        run_in_terminal(&p, "echo again-$((2*21))", "again-42").await?;
+
+        // Kill it from the machine page (after the confirmation).
+        p.goto(format!("{}/console/m/{m}", base_of(&p).await?)).await?;
+        poll(&p, SESSION_ROWS, Duration::from_secs(5), |v| v.as_array().is_some_and(|a| a.len() == 1)).await?;
+        eval(&p, "window.confirm = () => true").await;
+        click(&p, &format!("tr[data-session=\"{s}\"] button.kill")).await?;
+        // The shell takes a moment to exit; the page waits for it a little, a loaded machine
+        // may need a reload or two.
+        let empty = "!!document.getElementById('sessions-empty')";
+        for _ in 0..20 {
+            if poll(&p, empty, Duration::from_secs(2), |v| v == true).await.is_ok() {
+                break;
+            }
+            p.reload().await?;
+        }
+        ensure!(eval(&p, empty).await == true, "the killed session is still listed");
+        p.goto(format!("{}/console/links", base_of(&p).await?)).await?;
+        let audit = eval(&p, "[...document.querySelectorAll('#audit tr')].map(e => e.textContent).join('\\n')").await;
+        let text = audit.as_str().unwrap_or_default();
+        ensure!(text.contains("console.session.attach") && text.contains("console.session.kill"), "audit: {text}");
+        ensure!(text.contains(&format!("session={s}")), "the audit does not name the session: {text}");
+        Ok(())
+    })?;
+    let listed = fx.server.cli().run(&["connect", "sessions", &machine, "--json"])?.expect_code(0)?;
+    ensure!(!listed.stdout_text().contains(&session), "the killed session is still listed: {listed}");
+    Ok(())
+}
+
+/// Runs `command` (with `timeout` seconds) from the machine page's form and waits for its end.
+async fn run_from_page(page: &Page, command: &str, timeout: u32) -> anyhow::Result<Value> {
+    let set = format!(
+        "document.getElementById('run-command').value = {}; document.getElementById('run-timeout').value = '{timeout}'",
+        serde_json::to_string(command)?
+    );
+    eval(page, &set).await;
+    eval(page, "delete document.body.dataset.run").await;
+    click(page, "#run-submit").await?;
+    poll(page, "document.body.dataset.run || ''", Duration::from_secs(30), |v| {
+        v == "done" || v == "failed" || v == "locked"
+    })
+    .await?;
+    Ok(eval(
+        page,
+        "({ state: document.body.dataset.run, code: document.getElementById('run-status').dataset.code, \
+           status: document.getElementById('run-status').textContent, \
+           output: document.getElementById('run-output').textContent, \
+           stderr: [...document.querySelectorAll('#run-output .stderr')].map(s => s.textContent).join(''), \
+           truncated: !document.getElementById('run-truncated').hidden, \
+           note: document.getElementById('run-truncated').textContent })",
+    )
+    .await)
+}
+
+#[test]
+fn a_one_shot_command_streams_its_output_exit_code_cap_and_timeout() -> anyhow::Result<()> {
+    let Some(Scene { page, _chrome, url, machine, fx: _fx }) = scene("run-box")? else {
+        return Ok(());
+    };
+    step(async move {
+        sign_in_to_machine(&page, &url, &machine).await?;
+        let r = run_from_page(&page, "echo out-1; echo err-1 >&2; echo out-2; exit 3", 60).await?;
+        ensure!(r["state"] == "done" && r["code"] == "3", "run: {r}");
+        let output = r["output"].as_str().unwrap_or_default();
+        ensure!(output.contains("out-1\n") && output.contains("out-2\n"), "stdout: {r}");
+        ensure!(r["stderr"] == "err-1\n", "stderr: {r}");
+        ensure!(r["truncated"] == false, "truncated: {r}");
+
+        // More than the cap: the page shows the first 256 KiB and says the rest was cut.
+        let r = run_from_page(&page, "head -c 400000 /dev/zero | tr '\\0' x", 60).await?;
+        ensure!(r["state"] == "done" && r["code"] == "0", "big run: {}", r["status"]);
+        ensure!(
+            r["truncated"] == true && r["note"].as_str().is_some_and(|n| n.contains("truncated")),
+            "note: {}",
+            r["note"]
+        );
+        let shown = r["output"].as_str().unwrap_or_default().len();
+        ensure!(shown == 256 * 1024, "shown {shown} bytes of output");
+        ensure!(r["status"].as_str().is_some_and(|s| s.contains("400000 bytes")), "status: {}", r["status"]);
+
+        // A timeout kills it: exit 124.
+        let r = run_from_page(&page, "echo before-sleep; sleep 30", 1).await?;
+        ensure!(r["code"] == "124" && r["status"].as_str().is_some_and(|s| s.contains("timed out")), "timeout: {r}");
+        ensure!(r["output"].as_str().is_some_and(|o| o.contains("before-sleep")), "output before the timeout: {r}");
+
+        // Audited, with the command.
+        page.goto(format!("{}/console/links", base_of(&page).await?)).await?;
+        let audit =
+            eval(&page, "[...document.querySelectorAll('#audit tr')].map(e => e.textContent).join('\\n')").await;
+        let text = audit.as_str().unwrap_or_default();
+        ensure!(text.contains("console.run") && text.contains("echo out-1"), "audit: {text}");
+        ensure!(text.contains("console.run.exit") && text.contains("code=124"), "audit: {text}");
+        Ok(())
+    })
+}
+
+#[test]
+fn the_console_terminal_resumes_a_dropped_socket_by_offset_without_loss_or_doubling() -> anyhow::Result<()> {
+    let Some(Scene { page, _chrome, url, machine, fx: _fx }) = scene("resume-box")? else {
+        return Ok(());
+    };
+    const LINES: usize = 300;
+    step(async move {
+        page.goto(url.as_str()).await?;
+        poll(&page, PATH, Duration::from_secs(10), |v| v == "/console").await?;
+        page.goto(format!("{}/console/m/{machine}/terminal", base_of(&page).await?)).await?;
+        poll(&page, STATE, Duration::from_secs(15), |v| v == "open").await?;
+        poll(&page, ROWS_TEXT, Duration::from_secs(15), |v| v.as_str().is_some_and(|t| !t.trim().is_empty())).await?;
+        let input = page.find_element("textarea.xterm-helper-textarea").await?;
+        input.focus().await?;
+        input
+            .type_str(&format!("for i in $(seq 1 {LINES}); do echo line-$i; sleep 0.01; done; echo all-$((1+1))-done"))
+            .await?;
+        input.press_key("Enter").await?;
+        // Mid-stream, the page's socket drops.
+        poll(&page, BUFFER_TEXT, Duration::from_secs(15), |v| has_line(v, "line-40")).await?;
+        eval(&page, "window.firstSocket = window.cmdopSocket; window.firstSession = window.cmdopShare.session; window.droppedAt = performance.now(); window.cmdopSocket.close()").await;
+        poll(
+            &page,
+            "window.cmdopSocket !== window.firstSocket && document.body.dataset.state",
+            Duration::from_secs(15),
+            |v| v == "open",
+        )
+        .await?;
+        let took = eval(&page, "Math.round(performance.now() - window.droppedAt)").await;
+        println!("the page was back on its session {took} ms after its socket dropped");
+        ensure!(
+            eval(&page, "window.cmdopShare.session === window.firstSession").await == true,
+            "a new session after the reconnect"
+        );
+        let buffer = poll(&page, BUFFER_TEXT, Duration::from_secs(30), |v| has_line(v, "all-2-done")).await?;
+        let seen: Vec<&str> = buffer
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim_end)
+            .filter(|l| l.strip_prefix("line-").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+            .collect();
+        let want: Vec<String> = (1..=LINES).map(|i| format!("line-{i}")).collect();
+        ensure!(seen == want, "after the reconnect the lines are not 1..={LINES} once each: {seen:?}");
+        let note = eval(&page, "document.getElementById('toast').hidden").await;
+        ensure!(note == true, "the page reported lost output");
+        Ok(())
+    })
+}
+
+#[test]
+fn an_attach_password_guards_sessions_and_kill_needs_the_csrf_token() -> anyhow::Result<()> {
+    let fx = Fixture::start("locked-box")?;
+    let machine = fx.machine().to_string();
+    let url = console_url(&fx)?;
+    let mut web = Browserless::new(fx.server.url());
+    let (status, _, _) = web.get(&url)?;
+    ensure!(status == 303, "sign-in answered {status}");
+    fx.agent.set_attach_password("console pass phrase")?;
+    let page = format!("/console/m/{machine}");
+    let (status, _, body) = web.get(&page)?;
+    ensure!(status == 200 && body.contains("id=\"sessions-locked\""), "locked machine page: {status}");
+    ensure!(
+        !body.contains("id=\"sessions\"") && !body.contains("id=\"machine-unlock\" hidden"),
+        "locked page lists or hides the form"
+    );
+    let csrf = web.csrf(&page)?;
+    let kill = format!("/console/m/{machine}/sessions/{UNKNOWN_SESSION}/kill");
+    let (status, _, body) = web.post(&kill, &[("csrf", &csrf)])?;
+    ensure!(status == 403 && body.contains("attach password"), "kill on a locked machine answered {status}");
+    let (status, _, _) = web.post(&kill, &[])?;
+    ensure!(status == 403, "kill without a CSRF token answered {status}");
+    // A command: a forged token is refused (4008), the right one meets the password (4010).
+    let run_url = format!("{}/console/m/{machine}/run/ws", fx.server.url().replacen("http://", "ws://", 1));
+    let cookie = web.cookie.clone();
+    let run = |token: &str, command: &str| -> anyhow::Result<WsClient> {
+        let ws = WsClient::open_with(&run_url, None, Some(&cookie)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        ws.send_json(&serde_json::json!({ "command": command, "timeout_secs": 20, "csrf": token }))?;
+        Ok(ws)
+    };
+    let closed_with = |ws: &WsClient, code: u16| {
+        common::wait_until(Duration::from_secs(20), "the run socket to close", || {
+            Ok(ws.closed().is_some_and(|c| c.code == code))
+        })
+    };
+    closed_with(&run("forged", "echo no")?, 4008).context("a forged CSRF token")?;
+    closed_with(&run(&csrf, "echo no")?, 4010).context("a locked machine")?;
+
+    // Unlock through the terminal's endpoint (the page's form posts there): now listed.
+    let unlock = format!("{}/console/m/{machine}/terminal/unlock", fx.server.url());
+    let answer = rt().block_on(async {
+        web.http
+            .post(&unlock)
+            .header("cookie", &web.cookie)
+            .header("x-csrf-token", &csrf)
+            .json(&serde_json::json!({ "password": "console pass phrase" }))
+            .send()
+            .await
+    })?;
+    ensure!(answer.status().as_u16() == 204, "unlock answered {}", answer.status());
+    let (status, _, body) = web.get(&page)?;
+    ensure!(status == 200 && !body.contains("id=\"sessions-locked\""), "still locked after unlocking");
+    ensure!(body.contains("id=\"sessions-empty\"") || body.contains("id=\"sessions\""), "no session list: {body}");
+    // A kill of a session that is not there says so.
+    let (status, _, _) = web.post(&kill, &[("csrf", &csrf)])?;
+    ensure!(status == 404, "kill of an unknown session answered {status}");
+    // Unlocked, the command runs: tagged output, then its exit.
+    let ws = run(&csrf, "echo run-ok; exit 5")?;
+    closed_with(&ws, 1000).context("an unlocked run")?;
+    ensure!(ws.output_text() == "\u{1}run-ok\n", "output frames: {:?}", ws.output_text());
+    let exit = ws.texts().into_iter().find(|t| t["type"] == "exit").context("no exit message")?;
+    ensure!(exit["code"] == 5 && exit["truncated"] == false && exit["bytes"] == 7, "exit: {exit}");
+    Ok(())
+}
+
+/// A session id no machine has.
+const UNKNOWN_SESSION: &str = "0b7e7a52-1d3c-4e5f-8a9b-0c1d2e3f4a5b";
+
+#[test]
+fn the_machine_page_takes_the_attach_password_then_lists_and_runs() -> anyhow::Result<()> {
+    let Some(Scene { page, _chrome, url, machine, fx }) = scene("guarded-page-box")? else {
+        return Ok(());
+    };
+    fx.agent.set_attach_password("machine page phrase")?;
+    const FORM: &str = "(() => { const b = document.getElementById('machine-unlock'); \
+         const e = document.getElementById('machine-unlock-error'); \
+         return { visible: !!b && !b.hidden, error: e && !e.hidden ? e.textContent : '' }; })()";
+    step(async move {
+        sign_in_to_machine(&page, &url, &machine).await?;
+        ensure!(
+            eval(&page, "!!document.getElementById('sessions-locked')").await == true,
+            "sessions listed while locked"
+        );
+        ensure!(eval(&page, FORM).await["visible"] == true, "no password form on a locked machine");
+        let r = run_from_page(&page, "echo never", 10).await?;
+        ensure!(r["state"] == "locked", "a command ran on a locked machine: {r}");
+
+        let typed = |text: &'static str| {
+            let page = page.clone();
+            async move {
+                let input = page.find_element("#machine-unlock-password").await?;
+                input.click().await?;
+                input.type_str(text).await?;
+                click(&page, "#machine-unlock-submit").await
+            }
+        };
+        typed("a wrong guess").await?;
+        let form = poll(&page, FORM, Duration::from_secs(10), |v| v["error"] != "").await?;
+        ensure!(form["error"] == "Wrong password", "after a wrong answer: {form}");
+        eval(&page, "window.beforeUnlock = true").await;
+        typed("machine page phrase").await?;
+        // The page reloads: listed now, and the command runs.
+        poll(
+            &page,
+            "window.beforeUnlock === undefined && !!document.getElementById('sessions-section')",
+            Duration::from_secs(10),
+            |v| v == true,
+        )
+        .await?;
+        ensure!(
+            eval(&page, "!document.getElementById('sessions-locked')").await == true,
+            "still locked after unlocking"
+        );
+        ensure!(eval(&page, FORM).await["visible"] == false, "the password form stayed up");
+        let r = run_from_page(&page, "echo unlocked-$((1+1))", 10).await?;
+        ensure!(r["state"] == "done" && r["code"] == "0" && r["output"] == "unlocked-2\n", "run after unlocking: {r}");
+        Ok(())
+    })
 }

@@ -1,12 +1,40 @@
-//! Servers on PostgreSQL (`cmdop server --database postgres://...`): the first pieces of
-//! several nodes on one database. Each test gets a fresh database on this binary's throwaway
-//! cluster (tests/common/postgres.rs).
+//! Several server nodes on one PostgreSQL (`cmdop server --database postgres://...
+//! --cluster-key-file F`): any link, exec or API call through any node, revocation reaching
+//! every node, agents failing over, routes racing. Each test gets a fresh database on this
+//! binary's throwaway cluster (tests/common/postgres.rs) and real node processes on 127.0.0.1.
 
 mod common;
+mod share_support;
+
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use common::{ExecReport, TestAgent, TestServer};
+use common::{ExecReport, TestAgent, TestServer, exec_args, run_command, sha256_file, wait_until, write_pseudo_random};
 use serde::Deserialize;
+use share_support::Link;
+use share_support::ws::WsClient;
+
+/// Three nodes on one fresh database.
+fn three_nodes() -> anyhow::Result<[TestServer; 3]> {
+    let url = common::postgres::fresh_database()?;
+    Ok([
+        TestServer::start_on_database(&url)?,
+        TestServer::start_on_database(&url)?,
+        TestServer::start_on_database(&url)?,
+    ])
+}
+
+/// `cmdop connect share MACHINE --ttl 10m --json` through `node`.
+fn share_on(node: &TestServer, machine: &str, flags: &[&str]) -> anyhow::Result<Link> {
+    let mut args = vec!["connect", "share", machine, "--ttl", "10m", "--json"];
+    args.extend_from_slice(flags);
+    node.cli().run(&args)?.expect_code(0)?.json()
+}
+
+/// The same link, opened through another node.
+fn via(link: &Link, minted_on: &TestServer, node: &TestServer) -> String {
+    link.url.replacen(minted_on.url(), node.url(), 1)
+}
 
 /// `GET /healthz` (docs/reference.md); unknown fields refused so the shape stays exact.
 #[derive(Debug, Deserialize)]
@@ -80,5 +108,130 @@ fn a_machine_on_one_node_is_listed_through_another_and_goes_offline_when_its_nod
         Ok(!other.cli().is_online(agent.machine_id())?)
     })?;
     eprintln!("offline through the live node {:?} after the holder died", started.elapsed());
+    Ok(())
+}
+
+#[test]
+fn a_link_minted_on_one_node_works_through_another_and_revoking_on_a_third_closes_it() -> anyhow::Result<()> {
+    let [n1, n2, n3] = three_nodes()?;
+    let agent = TestAgent::start(&n1, "held-by-1")?;
+    let link = share_on(&n2, agent.machine_id(), &[])?;
+    let (ws, _session, _offset) = WsClient::open_ready(&via(&link, &n2, &n3))?;
+    ws.type_line("echo hop-$((6*7))")?;
+    ws.wait_line_since(0, Duration::from_secs(10), "the echo through node 3", |l| l == "hop-42")?;
+    assert!(n3.metric("cmdop_forwarded_sessions_total")? >= 1, "node 3 forwarded the session");
+    assert_eq!(n1.metric("cmdop_routes_held")?, 1, "node 1 holds the agent");
+
+    let revoking = Instant::now();
+    n1.cli().run(&["connect", "unshare", &link.id])?.expect_code(0)?;
+    let closed = ws.wait_closed(Duration::from_secs(5))?;
+    let took = closed.at.duration_since(revoking);
+    eprintln!("revoke on node 1 -> close on node 3: {took:?}");
+    assert_eq!(closed.code, 4002, "{closed:?}");
+    assert!(took <= Duration::from_secs(1), "closed {took:?} after the revocation");
+    let refused = WsClient::open(&via(&link, &n2, &n2), None);
+    assert!(
+        refused.is_err() || refused.is_ok_and(|c| c.wait_closed(Duration::from_secs(5)).is_ok_and(|c| c.code == 4002))
+    );
+    Ok(())
+}
+
+#[test]
+fn exec_through_a_node_without_the_agent_streams_64_mib_byte_exact() -> anyhow::Result<()> {
+    const SIZE: usize = 64 << 20;
+    let [n1, _n2, n3] = three_nodes()?;
+    let agent = TestAgent::start(&n1, "bulk-on-1")?;
+    let source = n3.temp_dir().join("random.bin");
+    let copy = n3.temp_dir().join("copy.bin");
+    write_pseudo_random(&source, SIZE, 0x0005_eed0_0f0d)?;
+    let args = exec_args(agent.machine_id(), &["--timeout", "5m"], &["cat", source.to_str().context("path")?]);
+    let mut cmd = n3.cli().command(&args);
+    cmd.stdout(std::fs::File::create(&copy)?);
+    let run = run_command(&mut cmd, Duration::from_secs(240))?.expect_code(0)?;
+    eprintln!("64 MiB through node 3 from node 1's agent in {:?}", run.took);
+    let source_hash = std::thread::spawn(move || sha256_file(&source));
+    let (got, got_len) = sha256_file(&copy)?;
+    let (want, want_len) = source_hash.join().map_err(|_| anyhow::anyhow!("hash thread panicked"))??;
+    assert_eq!((got_len, want_len), (SIZE as u64, SIZE as u64));
+    assert!(got == want, "sha256 differs");
+    Ok(())
+}
+
+#[test]
+fn when_a_node_dies_its_agent_is_back_through_another_within_5s_with_its_sessions() -> anyhow::Result<()> {
+    let [mut n1, n2, n3] = three_nodes()?;
+    let agent = TestAgent::start_via_all(&n1, "mobile", &[n1.url(), n2.url(), n3.url()])?;
+    let link = share_on(&n3, agent.machine_id(), &["--session", "keep"])?;
+    let (ws, key, start) = WsClient::open_ready(&link.url)?;
+    ws.type_line("echo before-$((20+1))")?;
+    ws.wait_line_since(0, Duration::from_secs(10), "the echo before the death", |l| l == "before-21")?;
+    // Let the prompt after the echo arrive too: the page knows how far it read.
+    common::wait_until(Duration::from_secs(5), "the output to settle", || {
+        let seen = ws.output_len();
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(ws.output_len() == seen)
+    })?;
+    let offset = start + ws.output_len() as u64;
+    drop(ws);
+
+    let killed = Instant::now();
+    n1.kill();
+    wait_until(Duration::from_secs(10), "the machine online through another node", || {
+        Ok(n3.cli().exec(agent.machine_id(), &[], &["true"])?.code == 0)
+    })?;
+    let back = killed.elapsed();
+    eprintln!("node 1 killed -> agent running commands through another node after {back:?}");
+    assert!(back <= Duration::from_secs(5), "back after {back:?}");
+
+    // The page resumes through another node from the offset it had read: the persistent
+    // session lived in the agent, so nothing is lost and nothing comes twice.
+    let resume = share_support::ws::socket_url(&via(&link, &n3, &n2), &format!("session={key}&offset={offset}"));
+    let ws = WsClient::open_url(&resume, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (_key, from) = ws.wait_ready()?;
+    assert_eq!(from, offset, "resumed where the page stopped reading");
+    ws.type_line("echo after-$((20+2))")?;
+    ws.wait_line_since(0, Duration::from_secs(10), "an echo after the move", |l| l == "after-22")?;
+    let lines = share_support::terminal_lines(&ws.output_text());
+    assert!(!lines.iter().any(|l| l == "before-21"), "bytes before the offset came again: {lines:?}");
+    Ok(())
+}
+
+#[test]
+fn the_newest_stream_of_a_machine_wins_the_route_and_no_session_reaches_the_stale_one() -> anyhow::Result<()> {
+    let [n1, n2, n3] = three_nodes()?;
+    let first = TestAgent::start(&n1, "raced")?;
+    let machine = first.machine_id().to_string();
+    let mark = |node: &TestServer| -> anyhow::Result<String> {
+        let run = node.cli().exec(&machine, &["--json"], &["sh", "-c", "echo ${CMDOP_TEST_MARK:-first}"])?;
+        let report: ExecReport = run.expect_code(0)?.json()?;
+        Ok(report.stdout.trim().to_string())
+    };
+    assert_eq!(mark(&n3)?, "first");
+
+    // The same machine's credential dials node 2 while node 1 still holds the first stream
+    // (as when an agent reconnects elsewhere before its old node noticed it left).
+    let state = tempfile::tempdir()?;
+    std::fs::copy(first.state_file(), state.path().join("agent.json"))?;
+    let log = state.path().join("second.log");
+    let mut second = n2.agent_command(state.path(), &log)?.env("CMDOP_TEST_MARK", "second").spawn()?;
+    let moved = wait_until(Duration::from_secs(15), "the route to move to the second stream", || {
+        Ok(n3.cli().exec(&machine, &[], &["sh", "-c", "test \"$CMDOP_TEST_MARK\" = second"])?.code == 0)
+    });
+    if moved.is_err() {
+        eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+    moved?;
+    for node in [&n1, &n2, &n3] {
+        assert_eq!(mark(node)?, "second", "through {}", node.url());
+    }
+    assert_eq!(n1.metric("cmdop_routes_held")?, 1, "node 1 still holds the stale stream");
+
+    // The newest stream ends: its node releases its own epoch only, and nothing falls back
+    // to the stale stream on node 1.
+    second.kill()?;
+    second.wait()?;
+    wait_until(Duration::from_secs(15), "the machine offline", || Ok(!n3.cli().is_online(&machine)?))?;
+    let run = n1.cli().exec(&machine, &[], &["true"])?;
+    assert_ne!(run.code, 0, "routed to the stale stream: {run}");
     Ok(())
 }

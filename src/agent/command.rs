@@ -12,9 +12,10 @@ use crate::sys::{dirs, signal};
 /// `cmdop agent`.
 #[derive(Debug, Args)]
 pub(crate) struct AgentArgs {
-    /// The server's URL.
-    #[arg(long)]
-    pub(crate) server: String,
+    /// The server's URL; repeat it for several nodes of one deployment, tried in turn (the
+    /// agent moves to the next when its node dies).
+    #[arg(long, required = true)]
+    pub(crate) server: Vec<String>,
     /// One-time enrollment token (`cmdop fleet token create`); needed on first run only.
     #[arg(long, env = "CMDOP_ENROLL_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
@@ -32,7 +33,7 @@ pub(crate) struct AgentArgs {
 /// `cmdop agent`.
 pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<i32> {
     let config = AgentConfig {
-        server: args.server.trim_end_matches('/').to_string(),
+        servers: args.server.iter().map(|s| s.trim_end_matches('/').to_string()).collect(),
         token: args.token.map(Secret::new),
         display_name: args.display_name,
         state_dir: args.state_dir.unwrap_or_else(dirs::agent_state),

@@ -11,21 +11,28 @@ use tokio::process::Command;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::channel::{Cmd, Out, closed_at_once_frame, closed_frame, opened_frame, output_frame};
+use crate::core::session::OpenSpec;
 use crate::core::session::{CHUNK_BYTES, Ending, Exit, OutputStream};
-use crate::proto;
 
 /// After the group is killed (timeout, consumer gone), how long output may still drain before
 /// the pipes are abandoned: 2 s. A process that left the group can hold them open for ever.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 
-/// Runs `open` to completion, streaming its output under `credit`.
-pub(crate) async fn run(open: proto::Open, out: Out, credit: Arc<Semaphore>, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
-    let channel = open.channel;
+/// Runs `spec` on `channel` to completion, streaming its output under `credit` (the first
+/// `window` bytes of it granted up front).
+pub(crate) async fn run(
+    channel: u64,
+    window: u32,
+    spec: OpenSpec,
+    out: Out,
+    credit: Arc<Semaphore>,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+) {
     let started = Instant::now();
-    let mut command = Command::new(&open.argv[0]);
+    let mut command = Command::new(&spec.argv[0]);
     command
-        .args(&open.argv[1..])
-        .envs(&open.env)
+        .args(&spec.argv[1..])
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -33,11 +40,11 @@ pub(crate) async fn run(open: proto::Open, out: Out, credit: Arc<Semaphore>, mut
         .kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => return spawn_failed(channel, &open.argv[0], e, &out).await,
+        Err(e) => return spawn_failed(channel, &spec.argv[0], e, &out).await,
     };
     let pid = child.id().unwrap_or(0);
     let _ = out.send(opened_frame(channel, pid, 0, None)).await;
-    let chunk = CHUNK_BYTES.min(open.output_window as usize).max(1);
+    let chunk = CHUNK_BYTES.min(window as usize).max(1);
     let readers: Vec<_> = [
         child
             .stdout
@@ -52,7 +59,7 @@ pub(crate) async fn run(open: proto::Open, out: Out, credit: Arc<Semaphore>, mut
     .flatten()
     .collect();
     let group = Pid::from_raw(i32::try_from(pid).unwrap_or(0));
-    let deadline = (open.timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(open.timeout_ms));
+    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
     let status = supervise(&mut child, readers, group, deadline, &credit, &mut cmds).await;
     let ending = match status.exit {
         Ok(s) => ending_of(s),

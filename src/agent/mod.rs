@@ -27,7 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::core::session::Ending;
+use crate::core::session::{Ending, Start};
 use crate::proto::{self, agent_frame, relay_client::RelayClient, relay_frame};
 use crate::sys::host::hostname;
 use channel::{Channels, Cmd};
@@ -46,8 +46,8 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 /// How to run the agent.
 #[derive(Clone, Debug)]
 pub(crate) struct AgentConfig {
-    /// The server's URL.
-    pub(crate) server: String,
+    /// The server's URLs (several nodes of one deployment), tried in turn; never empty.
+    pub(crate) servers: Vec<String>,
     /// One-time enrollment token (first run only).
     pub(crate) token: Option<crate::core::secret::Secret<String>>,
     /// Display name to report.
@@ -76,22 +76,34 @@ pub(crate) async fn enrollment(config: &AgentConfig) -> anyhow::Result<Enrollmen
             "this machine is not enrolled: run `cmdop agent --server URL --token T` with a token from `cmdop fleet token create`"
         );
     };
-    let mut client = RelayClient::new(dial(&config.server).await?);
     let req = proto::EnrollRequest {
         token: token.expose().clone(),
         hostname: hostname(),
         display_name: config.display_name.clone().unwrap_or_default(),
     };
-    let resp = client.enroll(req).await.map_err(|s| anyhow::anyhow!("enrollment refused: {}", s.message()))?;
-    let resp = resp.into_inner();
-    let saved = Enrollment { server: config.server.clone(), machine_id: resp.machine_id, credential: resp.credential };
+    let mut reached = None;
+    for server in &config.servers {
+        match dial(server).await {
+            Ok(channel) => {
+                reached = Some((server, channel));
+                break;
+            }
+            Err(e) => tracing::warn!(%server, error = %format!("{e:#}"), "cannot reach the server; trying the next"),
+        }
+    }
+    let Some((server, channel)) = reached else { bail!("no server answered: {}", config.servers.join(", ")) };
+    let resp = RelayClient::new(channel).enroll(req).await;
+    let resp = resp.map_err(|s| anyhow::anyhow!("enrollment refused: {}", s.message()))?.into_inner();
+    let saved = Enrollment { server: server.clone(), machine_id: resp.machine_id, credential: resp.credential };
     state::save(&config.state_dir, &saved)?;
     tracing::info!(machine = %saved.machine_id, "enrolled");
     Ok(saved)
 }
 
-/// Runs until `shutdown` fires or the credential is refused; reconnects with capped
-/// exponential back-off and jitter after any other failure.
+/// Runs until `shutdown` fires or the credential is refused; reconnects after any other
+/// failure. With several servers, a failure moves to the next one at once and the capped,
+/// jittered exponential back-off applies only after a whole round failed, so an agent whose
+/// node died is back through another within a second or so.
 pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let enrollment = tokio::select! {
@@ -102,10 +114,12 @@ pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>)
     let shells = Shells::new(config.session_idle);
     let gate = Gate::new(&config.state_dir);
     let mut delay = BACKOFF_FIRST;
+    let mut turn = 0;
     loop {
         let started = Instant::now();
+        let server = &config.servers[turn % config.servers.len()];
         let result = tokio::select! {
-            r = link(&enrollment, &config, &shells, &gate) => r,
+            r = link(&enrollment, server, &config, &shells, &gate) => r,
             _ = &mut shutdown => return Ok(()),
         };
         match result {
@@ -121,6 +135,11 @@ pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>)
         }
         if started.elapsed() > BACKOFF_RESET_AFTER {
             delay = BACKOFF_FIRST;
+        }
+        turn += 1;
+        if turn % config.servers.len() != 0 {
+            tracing::info!(next = %config.servers[turn % config.servers.len()], "trying the next server");
+            continue;
         }
         let sleep = delay / 2 + delay.mul_f64(rand::rng().random::<f64>() / 2.0);
         tracing::info!(in_ms = sleep.as_millis() as u64, "reconnecting");
@@ -157,8 +176,14 @@ fn status_error(s: tonic::Status) -> LinkError {
 }
 
 /// One stream's life: hello, then frames until it ends.
-async fn link(enrollment: &Enrollment, config: &AgentConfig, shells: &Shells, gate: &Gate) -> Result<(), LinkError> {
-    let mut client = RelayClient::new(dial(&config.server).await?);
+async fn link(
+    enrollment: &Enrollment,
+    server: &str,
+    config: &AgentConfig,
+    shells: &Shells,
+    gate: &Gate,
+) -> Result<(), LinkError> {
+    let mut client = RelayClient::new(dial(server).await?);
     let (out, rx) = mpsc::channel(OUT_QUEUE_FRAMES);
     let hello = proto::Hello {
         hostname: hostname(),
@@ -223,10 +248,31 @@ async fn pump(
 
 fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, shells: &Shells, gate: &Gate) {
     match kind {
-        relay_frame::Kind::Open(open) => match gate.admit(&open.principal, &open.attach_token) {
-            Ok(epoch) => start(open, epoch, out, channels, shells),
-            Err(denial) => refuse(open.channel, denial, out),
-        },
+        relay_frame::Kind::Open(open) => {
+            let (channel, window) = (open.channel, open.output_window);
+            // An exec with no argv runs nothing: it only asks whether the attach password
+            // admits the principal (the server asks before listing or killing sessions).
+            if open.kind() == proto::SessionKind::Exec && open.argv.is_empty() {
+                let ending = match gate.admit(&open.principal, &open.attach_token) {
+                    Ok(_) => Ending::Code(0),
+                    Err(denial) => Ending::Denied(denial),
+                };
+                return end_at_once(channel, ending, out);
+            }
+            let start = match crate::core::convert::start_of(open) {
+                Ok(start) => start,
+                Err(why) => return end_at_once(channel, Ending::Error(why), out),
+            };
+            let access = start.access();
+            let token = access.token.as_ref().map_or("", |t| t.expose().as_str());
+            match gate.admit(&access.principal, token) {
+                Ok(epoch) => begin(channel, window, start, epoch, out, channels, shells),
+                Err(denial) => {
+                    tracing::info!(channel, "session refused: no valid attach token");
+                    end_at_once(channel, Ending::Denied(denial), out)
+                }
+            }
+        }
         relay_frame::Kind::Input(i) => channels.command(i.channel, Cmd::Input(i.data)),
         relay_frame::Kind::Credit(c) => channels.credit(c.channel, c.bytes),
         relay_frame::Kind::Resize(r) => {
@@ -249,12 +295,11 @@ fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, sh
     }
 }
 
-/// Ends a channel the attach password refused: nothing was started.
-fn refuse(channel: u64, denial: crate::core::session::Denial, out: &channel::Out) {
-    tracing::info!(channel, "session refused: no valid attach token");
+/// Ends a channel at once: nothing was started (refused, or a malformed `Open`).
+fn end_at_once(channel: u64, ending: Ending, out: &channel::Out) {
     let out = out.clone();
     tokio::spawn(async move {
-        let _ = out.send(channel::closed_at_once_frame(channel, Ending::Denied(denial))).await;
+        let _ = out.send(channel::closed_at_once_frame(channel, ending)).await;
     });
 }
 
@@ -271,23 +316,25 @@ async fn unlock(request: u64, u: proto::Unlock, gate: &Gate) -> proto::SessionRe
     reply
 }
 
-fn start(open: proto::Open, epoch: Option<String>, out: &channel::Out, channels: &Channels, shells: &Shells) {
-    let channel = open.channel;
-    let shell = open.kind() == proto::SessionKind::Shell;
-    let Some((credit, cmds)) = channels.insert(channel, open.output_window, shell, epoch) else {
+fn begin(
+    channel: u64,
+    window: u32,
+    start: Start,
+    epoch: Option<String>,
+    out: &channel::Out,
+    channels: &Channels,
+    shells: &Shells,
+) {
+    let shell = matches!(start, Start::Shell(..));
+    let Some((credit, cmds)) = channels.insert(channel, window, shell, epoch) else {
         tracing::warn!(channel, "relay reused an open channel number; ignored");
         return;
     };
     let (out, channels, shells) = (out.clone(), channels.clone(), shells.clone());
     tokio::spawn(async move {
-        match open.kind() {
-            proto::SessionKind::Exec if !open.argv.is_empty() => exec::run(open, out, credit, cmds).await,
-            // No argv: runs nothing, only answers whether the grant admits the principal
-            // (the server checks it before listing or killing sessions).
-            proto::SessionKind::Exec => {
-                let _ = out.send(channel::closed_at_once_frame(channel, Ending::Code(0))).await;
-            }
-            proto::SessionKind::Shell => shells.attach(open, out, credit, cmds).await,
+        match start {
+            Start::Exec(spec) => exec::run(channel, window, spec, out, credit, cmds).await,
+            Start::Shell(spec, env) => shells.attach(channel, spec, env, out, credit, cmds).await,
         }
         channels.remove(channel);
     });

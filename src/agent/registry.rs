@@ -12,9 +12,9 @@ use tokio::sync::{Semaphore, mpsc};
 use super::channel::{Cmd, Out, closed_at_once_frame, opened_frame};
 use super::pty::{self, Exit};
 use super::shell::Shell;
-use crate::core::convert::{self, shell_session};
+use crate::core::convert::shell_session;
 use crate::core::ids::SessionId;
-use crate::core::session::{Ending, INPUT_WINDOW_BYTES, SessionSummary, ShellTarget};
+use crate::core::session::{AttachSpec, Ending, INPUT_WINDOW_BYTES, SessionSummary, ShellTarget};
 use crate::proto::{self, session_query};
 
 /// How long an ended session stays reachable by id, so a consumer whose connection dropped
@@ -52,22 +52,23 @@ impl Shells {
     /// with the reason), then pumps until the attachment ends.
     pub(crate) async fn attach(
         &self,
-        open: proto::Open,
+        channel: u64,
+        spec: AttachSpec,
+        env: Vec<(String, String)>,
         out: Out,
         credit: Arc<Semaphore>,
         cmds: mpsc::UnboundedReceiver<Cmd>,
     ) {
-        let channel = open.channel;
-        let (shell, created) = match self.find_or_start(&open) {
+        let (shell, created) = match self.find_or_start(&spec, env) {
             Ok(found) => found,
             Err(why) => {
                 let _ = out.send(closed_at_once_frame(channel, Ending::Error(why))).await;
                 return;
             }
         };
-        let (reader, attachment) = shell.join(open.resume_from, created);
+        let (reader, attachment) = shell.join(spec.resume_from, created);
         if !created {
-            shell.resize(clamp(open.cols), clamp(open.rows));
+            shell.resize(spec.cols, spec.rows);
         }
         let frame = opened_frame(channel, shell.pid(), INPUT_WINDOW_BYTES, Some(&attachment));
         if out.send(frame).await.is_err() {
@@ -78,10 +79,10 @@ impl Shells {
         super::attach::serve(shell, reader, channel, out, credit, cmds).await;
     }
 
-    fn find_or_start(&self, open: &proto::Open) -> Result<(Arc<Shell>, bool), String> {
+    fn find_or_start(&self, spec: &AttachSpec, env: Vec<(String, String)>) -> Result<(Arc<Shell>, bool), String> {
         let mut map = self.lock();
-        match convert::shell_target_of(open)? {
-            ShellTarget::Id(id) => match map.get(&id) {
+        match &spec.target {
+            ShellTarget::Id(id) => match map.get(id) {
                 Some(shell) => Ok((shell.clone(), false)),
                 None => Err(format!("no shell session {id} on this machine (it ended, or the agent restarted)")),
             },
@@ -90,12 +91,12 @@ impl Shells {
                 if let Some(shell) = running {
                     return Ok((shell.clone(), false));
                 }
-                let shell = self.start(open, Some(name.to_string()), true)?;
+                let shell = self.start(spec, env, Some(name.to_string()), true)?;
                 map.insert(shell.id(), shell.clone());
                 Ok((shell, true))
             }
             ShellTarget::New { persistent } => {
-                let shell = self.start(open, None, persistent)?;
+                let shell = self.start(spec, env, None, *persistent)?;
                 map.insert(shell.id(), shell.clone());
                 Ok((shell, true))
             }
@@ -104,11 +105,17 @@ impl Shells {
 
     /// Spawns a shell and its supervisor. Called with the map locked (so two attaches of one
     /// new name make one session); spawning is a fork and exec, milliseconds.
-    fn start(&self, open: &proto::Open, name: Option<String>, persistent: bool) -> Result<Arc<Shell>, String> {
+    fn start(
+        &self,
+        spec: &AttachSpec,
+        mut env: Vec<(String, String)>,
+        name: Option<String>,
+        persistent: bool,
+    ) -> Result<Arc<Shell>, String> {
         let id = SessionId::random();
-        let mut env: Vec<(String, String)> = open.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.push(("CMDOP_SESSION".into(), name.clone().unwrap_or_else(|| id.to_string())));
-        let (pty, exit) = pty::spawn(open.cols, open.rows, &env).map_err(|e| format!("cannot start a shell: {e:#}"))?;
+        let (pty, exit) =
+            pty::spawn(spec.cols.into(), spec.rows.into(), &env).map_err(|e| format!("cannot start a shell: {e:#}"))?;
         let shell = Arc::new(Shell::new(id, name, persistent, pty));
         tracing::info!(session = %id, name = ?shell.name(), persistent, pid = shell.pid(), "shell started");
         tokio::spawn(supervise(shell.clone(), exit, self.clone()));
@@ -158,10 +165,6 @@ impl Shells {
     fn remove(&self, id: SessionId) {
         self.lock().remove(&id);
     }
-}
-
-fn clamp(v: u32) -> u16 {
-    u16::try_from(v).unwrap_or(u16::MAX)
 }
 
 /// Runs a session to its end, then keeps it reachable by id for `ENDED_LINGER`.

@@ -37,6 +37,8 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
         public_url: None,
         data_dir: data_dir.clone(),
         database: None,
+        cluster_key_file: None,
+        advertise: None,
         heartbeat: DEFAULT_HEARTBEAT,
         max_link_ttl: crate::server::links::DEFAULT_MAX_TTL,
         limits: Default::default(),
@@ -64,7 +66,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
         None => Some(Secret::new(fleet::create_token(&mut client, Some(ENROLL_TTL)).await?.token)),
     };
     let agent_config = AgentConfig {
-        server: url.clone(),
+        servers: vec![url.clone()],
         token,
         display_name: None,
         state_dir: agent_dir.clone(),

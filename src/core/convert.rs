@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use crate::core::ids::SessionId;
+use crate::core::secret::Secret;
 use crate::core::session::{
-    AttachSpec, Attachment, Denial, Ending, Exit, OutputStream, SessionName, SessionSummary, ShellTarget,
+    Access, AttachSpec, Attachment, Denial, Ending, Exit, OpenSpec, OutputStream, SessionKind, SessionName,
+    SessionSummary, ShellTarget, Start,
 };
 use crate::proto;
 
@@ -112,7 +114,7 @@ pub(crate) fn opened_of(channel: u64, pid: u32, input_window: u32, attachment: O
 
 /// The shell session a SHELL `Open` asks for: by id, else by name, else a new one; a message
 /// for the user when the id or name is malformed.
-pub(crate) fn shell_target_of(open: &proto::Open) -> Result<ShellTarget, String> {
+fn shell_target_of(open: &proto::Open) -> Result<ShellTarget, String> {
     if !open.session_id.is_empty() {
         let id = open.session_id.parse().map_err(|_| format!("{:?} is not a session id", open.session_id))?;
         return Ok(ShellTarget::Id(id));
@@ -121,6 +123,57 @@ pub(crate) fn shell_target_of(open: &proto::Open) -> Result<ShellTarget, String>
         return SessionName::parse(&open.session_name).map(ShellTarget::Named).map_err(|e| e.to_string());
     }
     Ok(ShellTarget::New { persistent: open.persistent })
+}
+
+/// What an `Open` asks the agent to start; a message for the user when it is malformed.
+pub(crate) fn start_of(open: proto::Open) -> Result<Start, String> {
+    let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+    let access = Access {
+        principal: open.principal.clone(),
+        token: (!open.attach_token.is_empty()).then(|| Secret::new(open.attach_token.clone())),
+    };
+    let env: Vec<(String, String)> = open.env.clone().into_iter().collect();
+    match open.kind() {
+        proto::SessionKind::Exec if open.argv.is_empty() => Err("no command given".into()),
+        proto::SessionKind::Exec => Ok(Start::Exec(OpenSpec {
+            kind: SessionKind::Exec,
+            argv: open.argv,
+            env,
+            cols: clamp(open.cols),
+            rows: clamp(open.rows),
+            timeout: (open.timeout_ms > 0).then(|| Duration::from_millis(open.timeout_ms)),
+            access,
+        })),
+        proto::SessionKind::Shell => {
+            let target = shell_target_of(&open)?;
+            let spec = AttachSpec {
+                target,
+                cols: clamp(open.cols),
+                rows: clamp(open.rows),
+                resume_from: open.resume_from,
+                access,
+            };
+            Ok(Start::Shell(spec, env))
+        }
+    }
+}
+
+/// The `Open` of a session spec (channel and window are filled in by the caller).
+pub(crate) fn open_of_spec(spec: OpenSpec) -> proto::Open {
+    proto::Open {
+        kind: match spec.kind {
+            SessionKind::Exec => proto::SessionKind::Exec,
+            SessionKind::Shell => proto::SessionKind::Shell,
+        } as i32,
+        argv: spec.argv,
+        env: spec.env.into_iter().collect(),
+        cols: spec.cols.into(),
+        rows: spec.rows.into(),
+        timeout_ms: spec.timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        principal: spec.access.principal,
+        attach_token: spec.access.token.map(|t| t.expose().clone()).unwrap_or_default(),
+        ..Default::default()
+    }
 }
 
 /// The `Open` of an attach (channel and window are filled in by the caller).

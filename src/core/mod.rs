@@ -17,6 +17,7 @@
 //! - `sync`: the poison-tolerant mutex lock.
 
 pub(crate) mod clock;
+pub(crate) mod cluster_key;
 pub(crate) mod convert;
 pub(crate) mod duration;
 pub mod ids;

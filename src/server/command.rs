@@ -29,6 +29,14 @@ pub(crate) struct ServerArgs {
     /// (default: SQLite in the data folder).
     #[arg(long, value_name = "URL")]
     pub(crate) database: Option<String>,
+    /// The key file every node sharing --database has (`cmdop server cluster-key new > F`):
+    /// nodes authenticate each other with it and seal the secrets they share.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cluster_key_file: Option<PathBuf>,
+    /// The URL other nodes reach this one at (node-to-node traffic rides the same listener;
+    /// default: --public-url).
+    #[arg(long, value_name = "URL")]
+    pub(crate) advertise: Option<String>,
     /// How often agents heartbeat; offline after three missed.
     #[arg(long, value_parser = crate::core::duration::parse, default_value = "5s")]
     pub(crate) heartbeat_interval: Duration,
@@ -95,6 +103,17 @@ pub(crate) enum ServerCommand {
     /// User accounts (by direct access to the data folder).
     #[command(subcommand)]
     User(UserCommand),
+    /// The key shared by the nodes of one database.
+    #[command(subcommand)]
+    ClusterKey(ClusterKeyCommand),
+}
+
+/// `cmdop server cluster-key ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterKeyCommand {
+    /// Print a new cluster key file: `cmdop server cluster-key new > cluster.key` (keep it
+    /// mode 0600 and give every node the same file).
+    New,
 }
 
 /// `cmdop server user ...`.
@@ -129,6 +148,12 @@ pub(crate) enum KeysCommand {
         /// Data folder of the server.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The nodes' shared PostgreSQL database (their keys live there, sealed).
+        #[arg(long, value_name = "URL", requires = "cluster_key_file")]
+        database: Option<String>,
+        /// The nodes' cluster key file.
+        #[arg(long, value_name = "FILE")]
+        cluster_key_file: Option<PathBuf>,
         /// The server's --max-link-ttl (how long old keys must keep verifying).
         #[arg(long, value_parser = crate::core::duration::parse, default_value = "30d")]
         max_link_ttl: Duration,
@@ -141,9 +166,22 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         let store = open_store(data_dir, database.as_deref()).await?;
         return add_user(&store, &email, &role, &fleet).await;
     }
-    if let Some(ServerCommand::Keys(KeysCommand::Rotate { data_dir, max_link_ttl })) = args.command {
-        let data_dir = data_dir.unwrap_or_else(dirs::server_data);
-        let id = super::links::keys::rotate(&data_dir, max_link_ttl)?;
+    if let Some(ServerCommand::ClusterKey(ClusterKeyCommand::New)) = args.command {
+        print!("{}", crate::core::cluster_key::ClusterKey::new_file()?);
+        return Ok(0);
+    }
+    if let Some(ServerCommand::Keys(KeysCommand::Rotate { data_dir, database, cluster_key_file, max_link_ttl })) =
+        args.command
+    {
+        let id = match (database, cluster_key_file) {
+            (Some(url), Some(file)) => {
+                let key = super::load_cluster_key(Some(&file), true)?
+                    .ok_or_else(|| anyhow::anyhow!("no cluster key in {}", file.display()))?;
+                let store = open_store(data_dir, Some(&url)).await?;
+                super::links::keys::rotate_shared(&store, &key, max_link_ttl).await?
+            }
+            _ => super::links::keys::rotate(&data_dir.unwrap_or_else(dirs::server_data), max_link_ttl)?,
+        };
         println!("share links are now signed with key {id}; older links keep working until they expire");
         return Ok(0);
     }
@@ -152,6 +190,8 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         public_url: args.public_url,
         data_dir: args.data_dir.unwrap_or_else(dirs::server_data),
         database: args.database,
+        cluster_key_file: args.cluster_key_file,
+        advertise: args.advertise,
         heartbeat: args.heartbeat_interval,
         max_link_ttl: args.max_link_ttl,
         trusted_proxies: args.trusted_proxy,

@@ -24,6 +24,12 @@ pub(crate) struct Metrics {
     pub(crate) purged_rows: AtomicU64,
     /// Requests refused by a limit, one counter per `Limit`.
     pub(crate) refusals: [AtomicU64; Limit::ALL.len()],
+    /// Sessions this node drove on another node's agent stream.
+    pub(crate) forwarded_sessions: AtomicU64,
+    /// Node-to-node streams open on this node, either way.
+    pub(crate) peer_streams: AtomicU64,
+    /// Milliseconds from the last applied broadcast event's write to its application here.
+    pub(crate) notification_lag_ms: AtomicU64,
 }
 
 /// The limits whose refusals are counted (`cmdop_limit_refusals_total{limit=...}`).
@@ -66,6 +72,9 @@ pub(crate) static METRICS: Metrics = Metrics {
     purge_runs: AtomicU64::new(0),
     purged_rows: AtomicU64::new(0),
     refusals: [const { AtomicU64::new(0) }; Limit::ALL.len()],
+    forwarded_sessions: AtomicU64::new(0),
+    peer_streams: AtomicU64::new(0),
+    notification_lag_ms: AtomicU64::new(0),
 };
 
 impl Metrics {
@@ -78,8 +87,14 @@ impl Metrics {
     /// Renders every metric with HELP and TYPE lines.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 8] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
             ("cmdop_machines_online", "gauge", "Agent streams connected to this node.", &self.machines_online),
+            (
+                "cmdop_routes_held",
+                "gauge",
+                "Machine routes this node holds (its agent streams).",
+                &self.machines_online,
+            ),
             ("cmdop_sessions_open", "gauge", "Sessions open through this node.", &self.sessions_open),
             (
                 "cmdop_relayed_bytes_total{direction=\"from_agent\"}",
@@ -92,6 +107,19 @@ impl Metrics {
             ("cmdop_web_sessions", "gauge", "Browser cookie sessions held in memory.", &self.web_sessions),
             ("cmdop_purge_runs_total", "counter", "Purges of ended rows run by this node.", &self.purge_runs),
             ("cmdop_purged_rows_total", "counter", "Ended rows deleted by purges.", &self.purged_rows),
+            (
+                "cmdop_forwarded_sessions_total",
+                "counter",
+                "Sessions forwarded to the node holding the agent.",
+                &self.forwarded_sessions,
+            ),
+            ("cmdop_peer_streams", "gauge", "Node-to-node streams open, either way.", &self.peer_streams),
+            (
+                "cmdop_notification_lag_ms",
+                "gauge",
+                "Write-to-apply delay of the last broadcast event.",
+                &self.notification_lag_ms,
+            ),
         ];
         for (name, kind, help, value) in rows {
             let base = name.split('{').next().unwrap_or(name);

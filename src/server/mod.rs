@@ -6,6 +6,7 @@
 //! - `http`: every HTTP route: OAuth, device page, share-link pages and sockets, assets,
 //!   health and metrics.
 //! - `links`: share links, the one owner of their lifecycle and signing keys.
+//! - `cluster`: this node among others on one database: its lease and the broadcast events.
 //! - `oauth`: OAuth tokens and the device grant.
 //! - `grpc`, `metrics`, `bootstrap`, `command`: shared gRPC helpers, counters, first-run
 //!   set-up and the `cmdop server` command.
@@ -13,6 +14,7 @@
 
 pub(crate) mod api;
 pub(crate) mod bootstrap;
+pub(crate) mod cluster;
 pub(crate) mod command;
 mod console;
 mod drain;
@@ -34,15 +36,20 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::core::cluster_key::ClusterKey;
 use crate::core::ids::NodeId;
 use crate::core::limits::ServiceLimits;
 use crate::proto;
 use crate::server::api::ApiService;
+use crate::server::cluster::Node;
 use crate::server::http::HttpState;
 use crate::server::http::client_ip::TrustedProxies;
 use crate::server::http::sessions::BoundedSessions;
-use crate::server::links::Links;
+use crate::server::links::{KeyPlace, Links};
 use crate::server::relay::LocalRouter;
+use crate::server::relay::cluster::ClusterRouter;
+use crate::server::relay::peer::PeerService;
+use crate::server::relay::router::SessionRouter;
 use crate::server::relay::service::RelayService;
 use crate::store::{Database, Store};
 use crate::sys::task::AbortOnDrop;
@@ -61,6 +68,10 @@ pub(crate) struct ServerConfig {
     pub(crate) data_dir: PathBuf,
     /// A `postgres://` URL shared by several nodes; `None` keeps SQLite in `data_dir`.
     pub(crate) database: Option<String>,
+    /// The cluster key file every node of a shared database has (`cmdop server cluster-key new`).
+    pub(crate) cluster_key_file: Option<PathBuf>,
+    /// How other nodes reach this one; defaults to the public URL.
+    pub(crate) advertise: Option<String>,
     /// Heartbeat interval told to agents.
     pub(crate) heartbeat: Duration,
     /// Longest lifetime a share link may get.
@@ -80,9 +91,12 @@ pub(crate) struct Server {
     public_url: String,
     store: Store,
     health: http::Health,
-    /// Other nodes may hold agents' streams: sweep silent machines instead of trusting memory.
-    shared_database: bool,
+    node: Node,
     router: Arc<LocalRouter>,
+    /// What consumers route through: `router` itself on a lone node, else the cluster router.
+    routes: Arc<dyn SessionRouter>,
+    /// The first broadcast event this node has not applied.
+    events_from: i64,
     links: Links,
     heartbeat: Duration,
     trusted_proxies: TrustedProxies,
@@ -96,11 +110,12 @@ impl Server {
     pub(crate) async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
         crate::sys::private_file::ensure_dir(&config.data_dir)?;
         let database = Database::choose(config.database.as_deref(), &config.data_dir)?;
+        let key = load_cluster_key(config.cluster_key_file.as_deref(), database.is_shared())?;
         let store = database.connect().await.with_context(|| format!("cannot open the database {database}"))?;
         let health = http::Health { node: NodeId::random(), database: database.kind() };
         if !database.is_shared() {
-            // A lone node: no stream is up yet, so every machine is offline.
-            store.mark_all_offline().await?;
+            // A lone node on its own database: any node or route in it is a previous run's.
+            store.forget_nodes().await?;
         }
         let listener =
             TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -109,10 +124,21 @@ impl Server {
             .public_url
             .map(|u| u.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("http://{local_addr}"));
+        let advertise = config.advertise.map(|u| u.trim_end_matches('/').to_string()).unwrap_or(public_url.clone());
+        let node = Node { id: health.node.to_string(), advertise, key: key.clone() };
+        cluster::renew(&store, &node).await.context("cannot record this node's lease")?;
+        let events_from = store.last_event_id().await?;
         let router = Arc::new(LocalRouter::default());
-        let links = Links::load(store.clone(), &config.data_dir, config.max_link_ttl)
-            .await
-            .context("cannot load share-link keys")?;
+        let routes: Arc<dyn SessionRouter> = match &key {
+            Some(key) => Arc::new(ClusterRouter::new(router.clone(), store.clone(), node.id.clone(), key.clone())),
+            None => router.clone(),
+        };
+        let place = match &key {
+            Some(key) => KeyPlace::Shared(key.clone()),
+            None => KeyPlace::Dir(config.data_dir.clone()),
+        };
+        let links =
+            Links::load(store.clone(), place, config.max_link_ttl).await.context("cannot load share-link keys")?;
         let trusted_proxies = TrustedProxies::new(config.trusted_proxies);
         let bootstrap_secret = local_approval::create_secret(&config.data_dir)?;
         Ok(Self {
@@ -121,8 +147,10 @@ impl Server {
             public_url,
             store,
             health,
-            shared_database: database.is_shared(),
+            node,
             router,
+            routes,
+            events_from,
             links,
             heartbeat: config.heartbeat,
             trusted_proxies,
@@ -144,13 +172,13 @@ impl Server {
 
     /// Serves until `shutdown` resolves.
     pub(crate) async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat);
+        let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat, self.node.id.clone());
         let slots = crate::core::limits::SessionSlots::new(&self.service);
-        let api = ApiService::new(self.store.clone(), self.router.clone(), self.links.clone(), self.public_url.clone())
+        let api = ApiService::new(self.store.clone(), self.routes.clone(), self.links.clone(), self.public_url.clone())
             .with_slots(slots.clone());
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let http_state =
-            HttpState::new(self.store.clone(), self.links.clone(), self.router.clone(), &self.public_url, self.health)
+            HttpState::new(self.store.clone(), self.links.clone(), self.routes.clone(), &self.public_url, self.health)
                 .with_limits(self.service)
                 .with_stopping(stopping.clone())
                 .with_slots(slots.clone());
@@ -163,24 +191,28 @@ impl Server {
         ));
         // Key reloads and revocation pruning, for as long as this server serves.
         let _maintenance = self.links.spawn_maintenance();
-        // Other nodes may hold agents' streams: machines whose node went silent are swept offline.
-        let _sweep = self
-            .shared_database
-            .then(|| AbortOnDrop::spawn(relay::presence::offline_sweep(self.store.clone(), self.heartbeat)));
+        // This node's lease (its routes count while it lives) and the other nodes' broadcasts.
+        let _lease = AbortOnDrop::spawn(cluster::hold_lease(self.store.clone(), self.node.clone()));
+        let _events =
+            AbortOnDrop::spawn(cluster::follow_events(self.store.clone(), self.links.clone(), self.events_from));
         let console = console::router(
             console::ConsoleState::new(
                 self.store.clone(),
                 self.links.clone(),
-                self.router.clone(),
+                self.routes.clone(),
                 &self.public_url,
                 stopping.clone(),
             )
             .with_slots(slots.clone()),
             console_sessions,
         );
-        let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
-            .add_service(proto::api_server::ApiServer::new(api))
-            .into_axum_router();
+        let mut grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
+            .add_service(proto::api_server::ApiServer::new(api));
+        if let Some(key) = &self.node.key {
+            grpc = grpc
+                .add_service(proto::peer_server::PeerServer::new(PeerService::new(self.router.clone(), key.clone())));
+        }
+        let grpc = grpc.into_axum_router();
         let app = http::router(http_state, device_sessions)
             .merge(local_approval::router(self.store.clone(), self.bootstrap_secret))
             .merge(console)
@@ -200,6 +232,31 @@ impl Server {
             let _ = stopping_tx.send(true);
         };
         listen::serve(self.listener, app, self.limits, shutdown).await;
+        // A clean exit hands this node's machines over at once instead of after the lease.
+        if let Err(e) = self.store.drop_lease(&self.node.id).await {
+            tracing::warn!(error = %e, "could not drop this node's lease");
+        }
         Ok(())
+    }
+}
+
+/// The cluster key, required when nodes share a database (they authenticate each other and
+/// seal shared secrets with it) and refused without one (nothing to share it with).
+fn load_cluster_key(file: Option<&std::path::Path>, shared: bool) -> anyhow::Result<Option<Arc<ClusterKey>>> {
+    match (file, shared) {
+        (None, false) => Ok(None),
+        (Some(_), false) => {
+            anyhow::bail!("--cluster-key-file is for several nodes: give --database postgres://... too")
+        }
+        (None, true) => anyhow::bail!(
+            "several nodes on one database need a shared key: make one with `cmdop server cluster-key new > FILE` and give every node --cluster-key-file FILE"
+        ),
+        (Some(path), true) => {
+            let text = crate::sys::private_file::read(path)?
+                .ok_or_else(|| anyhow::anyhow!("cluster key file {} does not exist", path.display()))?;
+            let text =
+                String::from_utf8(text).map_err(|_| anyhow::anyhow!("{} is not a cluster key file", path.display()))?;
+            Ok(Some(Arc::new(ClusterKey::from_file(&text).with_context(|| path.display().to_string())?)))
+        }
     }
 }

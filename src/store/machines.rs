@@ -21,9 +21,9 @@ pub(crate) struct Machine {
     pub(crate) os: String,
     /// CPU architecture.
     pub(crate) arch: String,
-    /// Whether an agent stream is up and heartbeating.
+    /// Whether a node with a live lease holds its agent's stream.
     pub(crate) online: bool,
-    /// Last heartbeat, unix seconds.
+    /// When its stream last opened or closed, unix seconds.
     pub(crate) last_seen: Option<i64>,
 }
 
@@ -140,15 +140,6 @@ pub(crate) trait MachineStore: Send + Sync {
     /// Records what the agent said in its hello and marks the machine online.
     async fn machine_connected(&self, id: MachineId, info: &MachineInfo) -> Result<(), StoreError>;
 
-    /// A heartbeat: the machine is alive now.
-    async fn machine_heartbeat(&self, id: MachineId) -> Result<(), StoreError>;
-
-    /// The machine's stream dropped.
+    /// The machine's stream dropped: it was last seen now.
     async fn machine_disconnected(&self, id: MachineId) -> Result<(), StoreError>;
-
-    /// Marks offline every machine whose last heartbeat is older than `cutoff` (unix seconds).
-    async fn mark_stale_offline(&self, cutoff: i64) -> Result<u64, StoreError>;
-
-    /// At start-up of a single node no stream is up yet: every machine is offline.
-    async fn mark_all_offline(&self) -> Result<(), StoreError>;
 }

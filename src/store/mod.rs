@@ -6,6 +6,7 @@
 //! implementation per backend: `sqlite` (the default, a file in the data folder) and `postgres`
 //! (several server nodes on one database). `rows` holds what both read alike.
 
+pub(crate) mod cluster;
 mod console;
 mod grants;
 mod identity;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
+pub(crate) use cluster::{ClusterEvent, ClusterStore, EVENT_REVOKE, EVENT_SECRET, Route};
 pub(crate) use console::{ConsoleStore, TicketOwner};
 pub(crate) use grants::{DeviceGrant, GrantStatus, GrantStore};
 pub(crate) use identity::{Fleet, IdentityStore, Membership, Role, TokenKind, User};
@@ -59,11 +61,14 @@ impl From<sqlx::Error> for EnrollError {
 
 /// Every concern of the store, as one object.
 pub(crate) trait Storage:
-    IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore + PurgeStore
+    IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore + ClusterStore + PurgeStore
 {
 }
 
-impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore + PurgeStore> Storage for T {}
+impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore + ClusterStore + PurgeStore>
+    Storage for T
+{
+}
 
 /// Handle to the store; cheap to clone.
 pub(crate) type Store = Arc<dyn Storage>;

@@ -12,9 +12,6 @@ use super::links::LinkRow;
 use super::machines::Machine;
 use super::{StoreError, parse_col};
 
-/// The columns `machine` reads, in the `machines` table.
-pub(super) const MACHINE_COLUMNS: &str = "id, fleet_id, hostname, display_name, os, arch, online, last_seen";
-
 /// The columns `link` reads, with the join that brings the creator's email.
 pub(super) const LINK_COLUMNS: &str =
     "l.id, l.fleet_id, l.machine_id, l.created_by, u.email, l.created_at, l.expires_at,

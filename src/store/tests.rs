@@ -53,6 +53,7 @@ on_both_backends!(
     racing_opens_never_pass_max_opens,
     device_grants_move_once_and_passwords_are_kept,
     the_purge_deletes_what_ended_and_keeps_the_rest,
+    revocations_and_secrets_are_broadcast_in_order,
 );
 
 /// A user who owns a new fleet.
@@ -189,20 +190,40 @@ async fn machines_go_online_and_offline(store: Store) {
     let hello = MachineInfo { hostname: "a-renamed".into(), display_name: "Alpha".into(), ..Default::default() };
     store.machine_connected(a.id, &hello).await.unwrap();
     let seen = store.machine(a.id).await.unwrap().unwrap();
-    assert!(seen.online && seen.last_seen.is_some());
+    assert!(!seen.online && seen.last_seen.is_some(), "online takes a route, not a hello");
     assert_eq!((seen.hostname.as_str(), seen.display_name.as_deref()), ("a-renamed", Some("Alpha")));
     let quiet = MachineInfo { hostname: "a-renamed".into(), ..Default::default() };
     store.machine_connected(a.id, &quiet).await.unwrap();
     assert_eq!(store.machine(a.id).await.unwrap().unwrap().display_name.as_deref(), Some("Alpha"), "kept");
 
+    let online = |id| {
+        let store = store.clone();
+        async move { store.machine(id).await.unwrap().unwrap().online }
+    };
+    store.renew_lease("node-1", "http://n1", now() + 15).await.unwrap();
+    let first = store.claim_route(a.id, "node-1").await.unwrap();
+    assert!(online(a.id).await && !online(b.id).await);
+    store.renew_lease("node-2", "http://n2", now() + 15).await.unwrap();
+    let second = store.claim_route(a.id, "node-2").await.unwrap();
+    assert!(second > first, "the epoch only grows");
+    assert!(!store.release_route(a.id, first).await.unwrap(), "a stale node cannot erase a newer route");
+    let route = Route { node: "node-2".into(), advertise: "http://n2".into(), epoch: second };
+    assert_eq!(store.route(a.id, now()).await.unwrap(), Some(route));
+
+    store.renew_lease("node-2", "http://n2", now() - 1).await.unwrap();
+    assert!(!online(a.id).await, "a dead lease takes its machines offline with no write to them");
+    assert_eq!(store.route(a.id, now()).await.unwrap(), None);
+    store.renew_lease("node-2", "http://n2", now() + 15).await.unwrap();
+    assert!(online(a.id).await);
+    assert!(store.release_route(a.id, second).await.unwrap());
     store.machine_disconnected(a.id).await.unwrap();
-    assert!(!store.machine(a.id).await.unwrap().unwrap().online);
-    store.machine_heartbeat(a.id).await.unwrap();
-    store.machine_heartbeat(b.id).await.unwrap();
-    assert_eq!(store.mark_stale_offline(now() - 60).await.unwrap(), 0, "both beat just now");
-    assert_eq!(store.mark_stale_offline(now() + 60).await.unwrap(), 2, "both silent past the cutoff");
-    store.machine_heartbeat(a.id).await.unwrap();
-    store.mark_all_offline().await.unwrap();
+    assert!(!online(a.id).await);
+
+    store.claim_route(b.id, "node-1").await.unwrap();
+    store.drop_lease("node-1").await.unwrap();
+    assert!(!online(b.id).await, "a clean shutdown drops its routes");
+    store.claim_route(b.id, "node-2").await.unwrap();
+    store.forget_nodes().await.unwrap();
     assert!(store.list_machines(fleet).await.unwrap().iter().all(|m| !m.online));
     assert!(store.machine(MachineId::random()).await.unwrap().is_none());
 }
@@ -379,4 +400,35 @@ async fn one_postgres_node_purges_at_a_time() {
     assert_eq!(store.purge_ended(now()).await.unwrap(), None, "another node holds the purge lock");
     sqlx::query("SELECT pg_advisory_unlock($1)").bind(postgres::PURGE_LOCK).execute(&mut other_node).await.unwrap();
     assert!(store.purge_ended(now()).await.unwrap().is_some());
+}
+
+async fn revocations_and_secrets_are_broadcast_in_order(store: Store) {
+    let (user, fleet) = owner(&store).await;
+    let machine = enrolled(&store, user, fleet, "host").await;
+    let start = store.last_event_id().await.unwrap();
+    let (one, two) = (new_link(user, &machine, "h1", None), new_link(user, &machine, "h2", None));
+    store.insert_link(&one).await.unwrap();
+    store.insert_link(&two).await.unwrap();
+    store.revoke_links(&[one.id, two.id]).await.unwrap();
+    store.revoke_links(&[one.id]).await.unwrap();
+
+    assert_eq!(store.secret("link-keys").await.unwrap(), None);
+    assert!(store.swap_secret("link-keys", None, "sealed-1").await.unwrap());
+    assert!(!store.swap_secret("link-keys", None, "sealed-x").await.unwrap(), "exists already");
+    let stored = store.secret("link-keys").await.unwrap().unwrap();
+    assert!(!store.swap_secret("link-keys", Some(stored.version + 1), "sealed-x").await.unwrap(), "stale version");
+    assert!(store.swap_secret("link-keys", Some(stored.version), "sealed-2").await.unwrap());
+    assert_eq!(store.secret("link-keys").await.unwrap().unwrap().sealed, "sealed-2");
+
+    let events = store.events_after(start, 100).await.unwrap();
+    let seen: Vec<(&str, String)> = events.iter().map(|e| (e.kind.as_str(), e.subject.clone())).collect();
+    let mut revoked = vec![(EVENT_REVOKE, one.id.to_string()), (EVENT_REVOKE, two.id.to_string())];
+    revoked.sort();
+    let mut first_two = seen[..2].to_vec();
+    first_two.sort();
+    assert_eq!(first_two, revoked, "one event per link actually revoked; none for a repeat");
+    assert_eq!(seen[2..], [(EVENT_SECRET, "link-keys".to_string()), (EVENT_SECRET, "link-keys".to_string())]);
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(store.last_event_id().await.unwrap(), events.last().unwrap().id);
+    assert_eq!(store.events_after(events[1].id, 1).await.unwrap(), events[2..3]);
 }

@@ -306,7 +306,9 @@ impl TestServer {
 
     /// `start` on a PostgreSQL database (`--database URL`, given to local-login too).
     pub fn start_on_database(url: &str) -> anyhow::Result<Self> {
-        Self::start_full(&["--database", url], &["--database", url])
+        let key = cluster_key_for(url)?;
+        let key = key.to_str().context("key path")?;
+        Self::start_full(&["--database", url, "--cluster-key-file", key], &["--database", url])
     }
 
     /// Starts with `extra` server flags and signs the owner in with `login_extra` added to
@@ -530,8 +532,8 @@ pub struct TestAgent {
     machine_id: String,
     display_name: String,
     runs: u32,
-    /// Where the agent dials, when not the server's own URL (a proxy).
-    via: Option<String>,
+    /// Where the agent dials, in turn, when not the server's own URL (a proxy, other nodes).
+    via: Vec<String>,
 }
 
 impl TestAgent {
@@ -543,16 +545,22 @@ impl TestAgent {
 
     /// Starts an agent enrolling with `token` and waits until it is online.
     pub fn start_with_token(server: &TestServer, display_name: &str, token: &str) -> anyhow::Result<Self> {
-        Self::enroll(server, display_name, token, None)
+        Self::enroll(server, display_name, token, vec![])
     }
 
     /// `start`, with the agent dialing `url` (a proxy in front of the server).
     pub fn start_via(server: &TestServer, display_name: &str, url: &str) -> anyhow::Result<Self> {
         let token = server.cli().enrollment_token()?;
-        Self::enroll(server, display_name, &token, Some(url.to_string()))
+        Self::enroll(server, display_name, &token, vec![url.to_string()])
     }
 
-    fn enroll(server: &TestServer, display_name: &str, token: &str, via: Option<String>) -> anyhow::Result<Self> {
+    /// `start`, with the agent given several server URLs (`--server` repeated), tried in turn.
+    pub fn start_via_all(server: &TestServer, display_name: &str, urls: &[&str]) -> anyhow::Result<Self> {
+        let token = server.cli().enrollment_token()?;
+        Self::enroll(server, display_name, &token, urls.iter().map(|u| u.to_string()).collect())
+    }
+
+    fn enroll(server: &TestServer, display_name: &str, token: &str, via: Vec<String>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cmdop-agent-").tempdir()?;
         let name = display_name.to_string();
         let mut agent = Self { dir, child: None, machine_id: String::new(), display_name: name, runs: 0, via };
@@ -583,8 +591,11 @@ impl TestAgent {
 
     fn spawn(&mut self, server: &TestServer, token: Option<&str>) -> anyhow::Result<()> {
         self.runs += 1;
-        let url = self.via.clone().unwrap_or_else(|| server.url().to_string());
-        let mut cmd = server.agent_command_to(&url, &self.state_dir(), &self.log_path(self.runs))?;
+        let urls = if self.via.is_empty() { vec![server.url().to_string()] } else { self.via.clone() };
+        let mut cmd = server.agent_command_to(&urls[0], &self.state_dir(), &self.log_path(self.runs))?;
+        for url in &urls[1..] {
+            cmd.args(["--server", url]);
+        }
         cmd.args(["--display-name", &self.display_name]);
         if let Some(token) = token {
             cmd.args(["--token", token]);
@@ -760,4 +771,21 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The cluster key file of the nodes sharing the database at `url`: one per database, made
+/// by `cmdop server cluster-key new` the first time it is asked for.
+pub fn cluster_key_for(url: &str) -> anyhow::Result<PathBuf> {
+    let name = url.rsplit('/').next().unwrap_or("db");
+    let dir = std::env::temp_dir().join("cmdop-test-cluster-keys");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.key"));
+    if !path.exists() {
+        let out = Command::new(CMDOP).args(["server", "cluster-key", "new"]).output()?;
+        ensure!(out.status.success(), "cluster-key new failed: {}", String::from_utf8_lossy(&out.stderr));
+        let partial = dir.join(format!("{name}.key.{}", std::process::id()));
+        std::fs::write(&partial, &out.stdout)?;
+        std::fs::rename(&partial, &path)?;
+    }
+    Ok(path)
 }

@@ -55,6 +55,25 @@ pub(crate) struct OpenSpec {
     pub(crate) access: Access,
 }
 
+/// What the relay asks the agent to start on a channel, decoded from the wire once.
+#[derive(Clone, Debug)]
+pub(crate) enum Start {
+    /// Run a command (its spec's kind is `Exec`, its argv non-empty).
+    Exec(OpenSpec),
+    /// Attach to a shell session (new, named or by id), with extra environment for a new one.
+    Shell(AttachSpec, Vec<(String, String)>),
+}
+
+impl Start {
+    /// Who opens it, with their attach token.
+    pub(crate) fn access(&self) -> &Access {
+        match self {
+            Start::Exec(spec) => &spec.access,
+            Start::Shell(spec, _) => &spec.access,
+        }
+    }
+}
+
 /// Which output stream bytes came from (a PTY has only `Stdout`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OutputStream {

@@ -125,6 +125,10 @@ pub(crate) fn route_status(e: RouteError, machine: &Machine) -> Status {
         RouteError::Gone => {
             Status::unavailable(format!("machine {} went away: its agent's connection dropped", machine.hostname))
         }
+        RouteError::Stale => Status::unavailable(format!(
+            "machine {} is moving to another server node; try again in a few seconds",
+            machine.hostname
+        )),
         RouteError::NoSuchSession(msg) => Status::not_found(format!("{msg} on machine {}", machine.hostname)),
         RouteError::Unanswered => {
             Status::deadline_exceeded(format!("machine {} did not answer in time", machine.hostname))
@@ -338,7 +342,7 @@ impl proto::api_server::Api for ApiService {
         let tokens = &req.get_ref().attach_tokens;
         let access = |m: &Machine| access_of(&c, tokens.get(&m.id.to_string()).map_or("", String::as_str));
         if single {
-            if !self.router.is_connected(machines[0].id) {
+            if !self.router.is_connected(machines[0].id).await {
                 return Err(route_status(RouteError::Offline, &machines[0]));
             }
             sessions::check_grant(self.router.as_ref(), &machines[0], access(&machines[0]))

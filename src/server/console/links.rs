@@ -1,4 +1,5 @@
-//! A machine's page (its terminal button, a share-link form, its links) and the Links page
+//! A machine's page (its terminal button, its shell sessions, a one-shot command, a
+//! share-link form, its links) and the Links page
 //! (every link of the fleet for admins, their own for members, live viewers, revocation and
 //! the audit log). Revoking goes through the link registry, so open sockets close with 4002
 //! at once.
@@ -16,6 +17,7 @@ use tower_sessions::Session;
 use super::ConsoleState;
 use super::auth::{CsrfForm, Member};
 use super::pages::{LinkView, MachineView, Nav, link_status, may_revoke, message, render};
+use super::sessions::{SessionsView, sessions_view};
 use super::terminal::audit;
 use crate::core::clock::rfc3339;
 use crate::core::ids::{LinkId, MachineId};
@@ -44,6 +46,9 @@ struct MachinePage {
     any_revocable: bool,
     minted: Option<MintedView>,
     error: String,
+    sessions: SessionsView,
+    /// The unlock endpoint the page's password form posts to.
+    unlock_url: String,
 }
 
 struct AuditView {
@@ -118,7 +123,10 @@ async fn machine_page(
     let names = HashMap::from([(machine.id, m.name.clone())]);
     let links = link_views(state, member, &links, &names);
     let status = if error.is_empty() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    let sessions = sessions_view(state, member, machine).await;
     let page = MachinePage {
+        sessions,
+        unlock_url: format!("/console/m/{}/terminal/unlock", machine.id),
         nav: Nav::new(state, member, "machines"),
         can_use: member.role >= Role::Member,
         any_revocable: links.iter().any(|l| l.can_revoke),

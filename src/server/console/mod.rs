@@ -4,12 +4,14 @@
 //!
 //! `auth` owns the session cookie (path `/console`, so share-link pages never receive it),
 //! CSRF and the per-request membership check; `machines`, `terminal` and `links` are the
-//! pages. Sessions reach machines only through the router, as the link gateway does.
+//! pages; `sessions` lists and kills a machine's shell sessions, `run` runs one command. Sessions reach machines only through the router, as the link gateway does.
 
 mod auth;
 mod links;
 mod machines;
 mod pages;
+mod run;
+mod sessions;
 mod terminal;
 
 use std::sync::Arc;
@@ -111,6 +113,8 @@ pub(crate) fn router(state: ConsoleState, sessions: crate::server::http::session
         .route("/console/m/{machine}/terminal", get(terminal::show_terminal))
         .route("/console/m/{machine}/terminal/ws", get(terminal::bridge_socket))
         .route("/console/m/{machine}/terminal/unlock", post(terminal::unlock))
+        .route("/console/m/{machine}/sessions/{session}/kill", post(sessions::kill))
+        .route("/console/m/{machine}/run/ws", get(run::run_socket))
         .route("/console/links", get(links::show_links))
         .route("/console/links/{link}/revoke", post(links::revoke_link))
         .layer(sessions);

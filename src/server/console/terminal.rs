@@ -2,13 +2,19 @@
 //! WebSocket authorised by the console session (role member or higher), with the attach
 //! password form where the machine has one. The attach token is kept in the server-side
 //! session, never in the page.
+//!
+//! Every terminal is a shell session attachment (through `SessionRouter::attach`): a new
+//! one-shot shell, or a running session by id or name (`?attach=`). When the browser's socket
+//! drops, the attachment detaches instead of ending the shell, and the page reconnects with
+//! `?session=<id>&offset=<bytes received>`: the agent replays from that offset out of the
+//! session's ring, so nothing is lost or doubled (a one-shot shell waits 30 s for it).
 
 use std::sync::Arc;
 
 use askama::Template;
 use axum::Json;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -19,9 +25,9 @@ use tower_sessions::Session;
 use super::ConsoleState;
 use super::auth::{Member, csrf_header};
 use super::pages::render;
-use crate::core::ids::MachineId;
+use crate::core::ids::{MachineId, SessionId};
 use crate::core::secret::Secret;
-use crate::core::session::{Access, Denial, OpenSpec, SessionEvent, SessionKind};
+use crate::core::session::{Access, AttachSpec, Denial, Ending, SessionEvent, SessionName, ShellTarget};
 use crate::server::http::protocol::{ClientMessage, ServerMessage, close};
 use crate::server::http::server_error;
 use crate::server::relay::router::{RouteError, SessionControl, SessionPort};
@@ -50,12 +56,36 @@ struct TerminalPage {
     keybar_css: String,
     share_css: String,
     console_css: String,
+    /// The session this page attaches to (id or name); empty for a new shell.
+    attach: String,
 }
 
-/// The member and the machine of a terminal request, if the member may use it.
-async fn authorise(state: &ConsoleState, session: Session, machine: &str) -> Result<(Member, Machine), Response> {
+/// `?attach=<session id or name>` on the terminal page: join that shell session (a name that
+/// is not running starts a persistent session of that name).
+#[derive(Deserialize, Default)]
+pub(crate) struct PageQuery {
+    #[serde(default)]
+    attach: String,
+}
+
+/// The shell session `text` names: an id, else a session name.
+pub(crate) fn target_of(text: &str) -> Result<ShellTarget, crate::core::session::attach::NameError> {
+    match text.parse::<SessionId>() {
+        Ok(id) => Ok(ShellTarget::Id(id)),
+        Err(_) => SessionName::parse(text).map(ShellTarget::Named),
+    }
+}
+
+/// The member and the machine of a request that uses the machine (a terminal, a command),
+/// if the member may: role member or higher, the machine in the member's fleet.
+pub(crate) async fn authorise(
+    state: &ConsoleState,
+    session: Session,
+    machine: &str,
+    action: &str,
+) -> Result<(Member, Machine), Response> {
     let member = Member::load(state, session).await?;
-    member.require(state, Role::Member, "a terminal")?;
+    member.require(state, Role::Member, action)?;
     let machine = super::links::fleet_machine(state, &member, machine).await?;
     Ok((member, machine))
 }
@@ -65,11 +95,18 @@ pub(crate) async fn show_terminal(
     State(state): State<ConsoleState>,
     session: Session,
     Path(machine): Path<String>,
+    Query(query): Query<PageQuery>,
 ) -> Response {
-    let (member, machine) = match authorise(&state, session, &machine).await {
+    let (member, machine) = match authorise(&state, session, &machine, "a terminal").await {
         Ok(found) => found,
         Err(resp) => return resp,
     };
+    let attach = query.attach.trim().to_string();
+    if !attach.is_empty()
+        && let Err(e) = target_of(&attach)
+    {
+        return super::pages::message(&state, StatusCode::BAD_REQUEST, "Not a session name", &format!("{e}."));
+    }
     let a = |p: &str| state.asset(p);
     let page = TerminalPage {
         machine_name: machine.display_name.clone().filter(|d| !d.is_empty()).unwrap_or(machine.hostname.clone()),
@@ -84,31 +121,43 @@ pub(crate) async fn show_terminal(
         keybar_css: a("keybar.css"),
         share_css: a("share.css"),
         console_css: a("console.css"),
+        attach,
     };
     render(StatusCode::OK, &page)
 }
 
-fn attach_key(machine: MachineId) -> String {
+pub(crate) fn attach_key(machine: MachineId) -> String {
     format!("attach:{machine}")
 }
 
-fn same_origin(state: &ConsoleState, headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(state: &ConsoleState, headers: &HeaderMap) -> bool {
     headers.get(header::ORIGIN).is_none_or(|o| o.as_bytes() == state.public_origin.as_bytes())
 }
 
-/// `GET /console/m/{machine}/terminal/ws`: a new shell on the machine.
+/// `?session=<id>&offset=<n>` (a reconnect: resume from byte `n`) or `?attach=<id or name>`
+/// on the terminal socket; neither: a new one-shot shell.
+#[derive(Deserialize, Default)]
+pub(crate) struct SocketQuery {
+    session: Option<String>,
+    offset: Option<u64>,
+    #[serde(default)]
+    attach: String,
+}
+
+/// `GET /console/m/{machine}/terminal/ws`.
 pub(crate) async fn bridge_socket(
     State(state): State<ConsoleState>,
     session: Session,
     Path(machine): Path<String>,
     crate::server::http::client_ip::ClientIp(peer): crate::server::http::client_ip::ClientIp,
+    Query(query): Query<SocketQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     if !same_origin(&state, &headers) {
         return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused\n").into_response();
     }
-    let (member, machine) = match authorise(&state, session, &machine).await {
+    let (member, machine) = match authorise(&state, session, &machine, "a terminal").await {
         Ok(found) => found,
         Err(resp) => return resp,
     };
@@ -124,60 +173,120 @@ pub(crate) async fn bridge_socket(
             });
         }
     };
-    let token = member.session.get::<String>(&attach_key(machine.id)).await.ok().flatten().map(Secret::new);
-    let access = Access::user(member.user.id, token);
+    let access = member_access(&member, machine.id).await;
     ws.read_buffer_size(SOCKET_READ_BUFFER).on_upgrade(move |socket| async move {
         let _slot = slot;
-        run(state, member, machine, socket, access).await;
+        run(state, member, machine, socket, query, access).await;
     })
 }
 
-type Sink = SplitSink<WebSocket, Message>;
+/// The member's access to `machine`, with the attach token an unlock left in the session.
+pub(crate) async fn member_access(member: &Member, machine: MachineId) -> Access {
+    let token = member.session.get::<String>(&attach_key(machine)).await.ok().flatten().map(Secret::new);
+    Access::user(member.user.id, token)
+}
 
-async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
+/// The sending half of a console socket.
+pub(crate) type Sink = SplitSink<WebSocket, Message>;
+
+/// Sends a close frame, waiting at most 2 s for a browser that stopped reading.
+pub(crate) async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
     let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sink.send(frame)).await;
 }
 
-async fn send_json(sink: &mut Sink, msg: &ServerMessage) -> bool {
+/// Sends a JSON text frame; false when the browser is gone.
+pub(crate) async fn send_json(sink: &mut Sink, msg: &impl Serialize) -> bool {
     let text = serde_json::to_string(msg).unwrap_or_default();
     sink.send(Message::Text(text.into())).await.is_ok()
 }
 
-async fn run(state: ConsoleState, member: Member, machine: Machine, socket: WebSocket, access: Access) {
+/// What the socket asks for, as an attach target and the offset to replay from.
+fn wanted(query: &SocketQuery) -> Result<(ShellTarget, Option<u64>, &'static str), (u16, &'static str)> {
+    if let (Some(id), Some(offset)) = (&query.session, query.offset) {
+        let id = id.parse::<SessionId>().map_err(|_| (close::POLICY, "Not a session id"))?;
+        return Ok((ShellTarget::Id(id), Some(offset), ""));
+    }
+    match query.attach.trim() {
+        "" => Ok((ShellTarget::New { persistent: false }, None, "console.terminal.open")),
+        text => {
+            let target = target_of(text).map_err(|_| (close::POLICY, "Not a session name"))?;
+            Ok((target, None, "console.session.attach"))
+        }
+    }
+}
+
+async fn run(
+    state: ConsoleState,
+    member: Member,
+    machine: Machine,
+    socket: WebSocket,
+    query: SocketQuery,
+    access: Access,
+) {
     let (mut sink, stream) = socket.split();
-    let mut port = match open_shell(&state, &machine, access).await {
-        Ok(port) => port,
+    let (target, resume_from, action) = match wanted(&query) {
+        Ok(w) => w,
         Err((code, reason)) => return close_with(&mut sink, code, reason).await,
     };
-    audit(&state, &member, &machine, "console.terminal.open", String::new()).await;
-    let ready = ServerMessage::Ready { session: uuid::Uuid::new_v4().to_string(), offset: 0 };
+    let (mut port, attachment) = match attach_shell(&state, &machine, target, resume_from, access).await {
+        Ok(found) => found,
+        Err((code, reason)) => return close_with(&mut sink, code, &reason).await,
+    };
+    if !action.is_empty() {
+        let detail = format!("session={}", attachment.id);
+        audit(&state, &member, &machine, action, detail).await;
+    }
+    if attachment.dropped > 0 {
+        let text = format!("{} bytes of output were lost while reconnecting", attachment.dropped);
+        send_json(&mut sink, &ServerMessage::Notice { text }).await;
+    }
+    let ready = ServerMessage::Ready { session: attachment.id.to_string(), offset: attachment.replay_from };
     if !send_json(&mut sink, &ready).await {
+        port.control.detach();
         return;
     }
-    let (code, reason) = pump(&mut sink, stream, &mut port).await;
-    close_with(&mut sink, code, reason).await;
-}
-
-/// Opens a shell and waits for its first event: opened, or why not.
-async fn open_shell(
-    state: &ConsoleState,
-    machine: &Machine,
-    access: Access,
-) -> Result<SessionPort, (u16, &'static str)> {
-    let spec =
-        OpenSpec { kind: SessionKind::Shell, argv: vec![], env: vec![], cols: 80, rows: 24, timeout: None, access };
-    let mut port = state.router.open(machine.id, spec).await.map_err(|_| (close::OFFLINE, "The machine is offline"))?;
-    match port.events.recv().await {
-        Some(SessionEvent::Opened { .. }) => Ok(port),
-        Some(e) if e.denial().is_some() => Err((close::PASSWORD, "This machine asks for its attach password")),
-        Some(SessionEvent::Lost) | None => Err((close::OFFLINE, "The machine went offline")),
-        Some(_) => Err((close::POLICY, "The machine refused to start a shell")),
+    if let Some((code, reason)) = pump(&mut sink, stream, &mut port).await {
+        close_with(&mut sink, code, reason).await;
     }
 }
 
-/// Shell -> browser until the shell ends or the browser goes; returns the close frame.
-async fn pump(sink: &mut Sink, stream: SplitStream<WebSocket>, port: &mut SessionPort) -> (u16, &'static str) {
+/// Attaches to a shell session and waits for its first event: the attachment, or why not.
+async fn attach_shell(
+    state: &ConsoleState,
+    machine: &Machine,
+    target: ShellTarget,
+    resume_from: Option<u64>,
+    access: Access,
+) -> Result<(SessionPort, crate::core::session::Attachment), (u16, String)> {
+    let spec = AttachSpec { target, cols: 80, rows: 24, resume_from, access };
+    let offline = |_| (close::OFFLINE, "The machine is offline".to_string());
+    let mut port = state.router.attach(machine.id, spec).await.map_err(offline)?;
+    match port.events.recv().await {
+        Some(SessionEvent::Opened { attachment: Some(a), .. }) => Ok((port, a)),
+        Some(e) if e.denial().is_some() => Err((close::PASSWORD, "This machine asks for its attach password".into())),
+        Some(SessionEvent::Lost) | None => Err((close::OFFLINE, "The machine went offline".into())),
+        Some(SessionEvent::Exited(exit)) => match exit.ending {
+            Ending::Error(text) => Err((close::POLICY, short_reason(&text))),
+            _ => Err((close::NORMAL, "The session ended".into())),
+        },
+        Some(_) => Err((close::POLICY, "The machine refused to start a shell".into())),
+    }
+}
+
+/// A close reason fits in 123 bytes: cut the agent's message at a character boundary.
+fn short_reason(text: &str) -> String {
+    let mut end = text.len().min(120);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// Shell -> browser until the shell ends or the browser goes; returns the close frame to
+/// send (none when the browser went: the socket is closing or dead). A browser that goes
+/// leaves the session running (detached) for its reconnect.
+async fn pump(sink: &mut Sink, stream: SplitStream<WebSocket>, port: &mut SessionPort) -> Option<(u16, &'static str)> {
     let mut reader = tokio::spawn(read_browser(stream, port.control.clone()));
     let mut unacked = 0usize;
     let outcome = loop {
@@ -186,7 +295,8 @@ async fn pump(sink: &mut Sink, stream: SplitStream<WebSocket>, port: &mut Sessio
                 Some(SessionEvent::Output { data, .. }) => {
                     let n = data.len();
                     if sink.send(Message::Binary(data)).await.is_err() {
-                        break (close::NORMAL, "");
+                        port.control.detach();
+                        break None;
                     }
                     unacked += n;
                     if unacked >= CREDIT_BATCH {
@@ -196,11 +306,14 @@ async fn pump(sink: &mut Sink, stream: SplitStream<WebSocket>, port: &mut Sessio
                 Some(SessionEvent::Opened { .. }) => {}
                 Some(SessionEvent::Exited(exit)) => {
                     send_json(sink, &ServerMessage::Exit { code: exit.shell_code() }).await;
-                    break (close::NORMAL, "The session ended");
+                    break Some((close::NORMAL, "The session ended"));
                 }
-                Some(SessionEvent::Lost) | None => break (close::OFFLINE, "The machine went offline"),
+                Some(SessionEvent::Lost) | None => break Some((close::OFFLINE, "The machine went offline")),
             },
-            _ = &mut reader => break (close::NORMAL, ""),
+            _ = &mut reader => {
+                port.control.detach();
+                break None;
+            }
         }
     };
     reader.abort();
@@ -272,7 +385,7 @@ pub(crate) async fn unlock(
     headers: HeaderMap,
     Json(form): Json<UnlockForm>,
 ) -> Response {
-    let (member, machine) = match authorise(&state, session, &machine).await {
+    let (member, machine) = match authorise(&state, session, &machine, "a terminal").await {
         Ok(found) => found,
         Err(resp) => return resp,
     };

@@ -150,7 +150,7 @@ async fn attach(
     {
         return Ok((session, offset));
     }
-    if !state.router.is_connected(claims.machine_id) {
+    if !state.router.is_connected(claims.machine_id).await {
         return Err(Refusal::new(close::OFFLINE, "The machine is offline"));
     }
     // Held by the session (parked too) until it ends.

@@ -1,6 +1,9 @@
-//! The link-signing key ring's file in the data folder: `link-keys.json`, mode 0600, written
-//! atomically (`crate::sys::private_file`). The server loads it at start and reloads it when
-//! `cmdop server keys rotate` (another process) rewrote it.
+//! Where the link-signing key ring lives. One node: the file `link-keys.json` in the data
+//! folder, mode 0600, written atomically (`crate::sys::private_file`), reloaded when `cmdop
+//! server keys rotate` (another process) rewrote it. Several nodes: one row in the shared
+//! database, sealed under the cluster key (`core::cluster_key`), so every node signs and
+//! verifies with the same ring and a database reader alone cannot mint links; a rotation
+//! bumps its version and every node reloads it within seconds.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -8,7 +11,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use time::OffsetDateTime;
 
+use crate::core::cluster_key::ClusterKey;
 use crate::core::link_token::KeyRing;
+use crate::store::Store;
 use crate::sys::private_file;
 
 /// The key file's name inside the data folder.
@@ -72,6 +77,48 @@ impl KeyFile {
         }
         Some(ring)
     }
+}
+
+/// The shared ring's name in the database (also the sealing label).
+pub(crate) const SHARED_NAME: &str = "link-keys";
+
+/// The shared ring from the database: created (and stored) on the first node's first start,
+/// with the version it was read at.
+pub(crate) async fn load_shared(store: &Store, key: &ClusterKey) -> anyhow::Result<(KeyRing, i64)> {
+    for _ in 0..3 {
+        if let Some(found) = read_shared(store, key).await? {
+            return Ok(found);
+        }
+        let ring = KeyRing::generate()?;
+        if store.swap_secret(SHARED_NAME, None, &key.seal(SHARED_NAME, &ring.to_json()?)?).await? {
+            return Ok((ring, 1));
+        }
+        // Another node created it meanwhile: read theirs.
+    }
+    anyhow::bail!("cannot create the shared link keys: other nodes keep changing them")
+}
+
+/// The shared ring if it exists, pruned of keys past their last link's deadline.
+pub(crate) async fn read_shared(store: &Store, key: &ClusterKey) -> anyhow::Result<Option<(KeyRing, i64)>> {
+    let Some(stored) = store.secret(SHARED_NAME).await? else { return Ok(None) };
+    let json = key.open(SHARED_NAME, &stored.sealed)?;
+    let mut ring = KeyRing::from_json(&json).context("the shared link keys are not valid")?;
+    ring.prune(OffsetDateTime::now_utc());
+    Ok(Some((ring, stored.version)))
+}
+
+/// Adds a new key to the shared ring (`cmdop server keys rotate --database`), retrying when
+/// another node changed it meanwhile; returns the new key's id.
+pub(crate) async fn rotate_shared(store: &Store, key: &ClusterKey, max_ttl: Duration) -> anyhow::Result<u32> {
+    let max = time::Duration::seconds(i64::try_from(max_ttl.as_secs()).unwrap_or(i64::MAX / 2));
+    for _ in 0..5 {
+        let (mut ring, version) = load_shared(store, key).await?;
+        let id = ring.rotate(OffsetDateTime::now_utc(), max)?;
+        if store.swap_secret(SHARED_NAME, Some(version), &key.seal(SHARED_NAME, &ring.to_json()?)?).await? {
+            return Ok(id);
+        }
+    }
+    anyhow::bail!("cannot rotate the shared link keys: other nodes keep changing them")
 }
 
 fn stamp(dir: &Path) -> Option<SystemTime> {

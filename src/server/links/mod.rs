@@ -9,8 +9,7 @@
 pub(crate) mod keys;
 mod live;
 
-use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,10 +17,11 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::core::clock::{self, from_unix};
+use crate::core::cluster_key::ClusterKey;
 use crate::core::ids::{FleetId, LinkId, MachineId, UserId};
 use crate::core::link_token::{KeyRing, LinkClaims, LinkError, LinkMode, Revocations, verify_link};
 use crate::core::secret::{Secret, hash_token};
-use crate::core::sync::{lock, read, write};
+use crate::core::sync::{read, write};
 use crate::store::{AuditEvent, LinkRow, NewLink, Store, StoreError};
 use crate::sys::task::AbortOnDrop;
 use keys::KeyFile;
@@ -32,6 +32,21 @@ pub(crate) use live::Revocation;
 pub(crate) const MIN_TTL: Duration = Duration::from_secs(5);
 /// Default server maximum: 30 days.
 pub(crate) const DEFAULT_MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// Where the signing keys live: the data folder (one node) or the shared database, sealed
+/// under the cluster key (several nodes).
+pub(crate) enum KeyPlace {
+    /// `link-keys.json` in this folder.
+    Dir(std::path::PathBuf),
+    /// The database's shared ring, opened with this key.
+    Shared(Arc<ClusterKey>),
+}
+
+/// Where the ring was read from, to notice a rotation.
+enum KeySource {
+    File(KeyFile),
+    Shared { key: Arc<ClusterKey>, version: i64 },
+}
+
 /// How often the key file is checked for a rotation done by `cmdop server keys rotate`.
 const KEY_RELOAD_EVERY: Duration = Duration::from_secs(5);
 
@@ -99,16 +114,22 @@ struct Inner {
     store: Store,
     max_ttl: Duration,
     keys: RwLock<KeyRing>,
-    key_file: Mutex<KeyFile>,
+    key_source: tokio::sync::Mutex<KeySource>,
     revocations: Revocations,
     live: Live,
 }
 
 impl Links {
-    /// Loads the keys from `data_dir` (creating them on first run) and the live revocations
+    /// Loads the keys from their place (creating them on first run) and the live revocations
     /// from the store.
-    pub(crate) async fn load(store: Store, data_dir: &Path, max_ttl: Duration) -> anyhow::Result<Self> {
-        let keys = keys::load(data_dir, OffsetDateTime::now_utc())?;
+    pub(crate) async fn load(store: Store, place: KeyPlace, max_ttl: Duration) -> anyhow::Result<Self> {
+        let (keys, source) = match place {
+            KeyPlace::Dir(dir) => (keys::load(&dir, OffsetDateTime::now_utc())?, KeySource::File(KeyFile::new(&dir))),
+            KeyPlace::Shared(key) => {
+                let (ring, version) = keys::load_shared(&store, &key).await?;
+                (ring, KeySource::Shared { key, version })
+            }
+        };
         let revocations = Revocations::new();
         for (id, deadline) in store.live_revocations().await.context("cannot read revoked links")? {
             revocations.revoke(id, from_unix(deadline));
@@ -117,7 +138,7 @@ impl Links {
             store,
             max_ttl,
             keys: RwLock::new(keys),
-            key_file: Mutex::new(KeyFile::new(data_dir)),
+            key_source: tokio::sync::Mutex::new(source),
             revocations,
             live: Live::default(),
         };
@@ -276,11 +297,23 @@ impl Links {
         }
     }
 
-    /// Picks up a key rotation written by `cmdop server keys rotate`, and prunes expired
-    /// revocations. Run periodically by [`Links::spawn_maintenance`].
-    fn maintain(&self) {
+    /// Picks up a key rotation written by `cmdop server keys rotate` (or another node), and
+    /// prunes expired revocations. Run periodically by [`Links::spawn_maintenance`], and by
+    /// the cluster's event follower when a node announces a rotation.
+    pub(crate) async fn maintain(&self) {
         self.inner.revocations.prune(OffsetDateTime::now_utc());
-        let reloaded = lock(&self.inner.key_file).reload_if_changed();
+        let mut source = self.inner.key_source.lock().await;
+        let reloaded = match &mut *source {
+            KeySource::File(file) => file.reload_if_changed(),
+            KeySource::Shared { key, version } => match keys::read_shared(&self.inner.store, key).await {
+                Ok(Some((ring, v))) if v != *version => {
+                    *version = v;
+                    Some(Ok(ring))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            },
+        };
         match reloaded {
             None => {}
             Some(Ok(keys)) => {
@@ -293,6 +326,16 @@ impl Links {
         }
     }
 
+    /// Applies a revocation another node made: the in-memory set, then this node's sockets of
+    /// the link (close 4002). Idempotent.
+    pub(crate) async fn apply_revocation(&self, link: LinkId) -> Result<(), StoreError> {
+        if let Some(row) = self.inner.store.link(link).await? {
+            self.inner.revocations.revoke(link, from_unix(row.expires_at));
+            self.inner.live.revoke(link);
+        }
+        Ok(())
+    }
+
     /// Runs [`Links::maintain`] every few seconds until the returned handle is dropped.
     pub(crate) fn spawn_maintenance(&self) -> AbortOnDrop<()> {
         let links = self.clone();
@@ -300,7 +343,7 @@ impl Links {
             let mut tick = tokio::time::interval(KEY_RELOAD_EVERY);
             loop {
                 tick.tick().await;
-                links.maintain();
+                links.maintain().await;
             }
         })
     }
@@ -319,6 +362,7 @@ mod tests {
     use super::*;
     use crate::core::secret::{new_token, prefix};
     use crate::store::MachineInfo;
+    use std::path::Path;
 
     /// A registry over a fresh store holding one user, fleet and machine, and a spec for it.
     async fn fixture(dir: &Path) -> anyhow::Result<(Links, LinkSpec)> {
@@ -329,7 +373,7 @@ mod tests {
         store.create_enroll_token(&enroll, fleet.id, user.id, clock::now() + 60).await?;
         let info = MachineInfo { hostname: "box".into(), ..Default::default() };
         let machine = store.enroll_machine(&enroll, &hash_token("credential"), &info).await?;
-        let links = Links::load(store, dir, DEFAULT_MAX_TTL).await?;
+        let links = Links::load(store, KeyPlace::Dir(dir.to_path_buf()), DEFAULT_MAX_TTL).await?;
         let spec = LinkSpec {
             user: user.id,
             fleet: fleet.id,

@@ -2,10 +2,12 @@
 //!
 //! `router` is the interface consumers use; `registry` is its in-process implementation;
 //! `service` is the thin tonic adapter that authenticates agents and pumps their frames;
-//! `queries` carries shell-session listings and kills over an agent's stream; `presence`
-//! sweeps silent machines offline when nodes share a database.
+//! `queries` carries shell-session listings and kills over an agent's stream; `cluster` is the
+//! router of a node among several (route in the store, hop to the holding node) and `peer` the
+//! holding node's end of that hop.
 
-pub(crate) mod presence;
+pub(crate) mod cluster;
+pub(crate) mod peer;
 pub(crate) mod queries;
 pub(crate) mod registry;
 pub(crate) mod router;

@@ -17,7 +17,7 @@ use crate::core::convert;
 use crate::core::ids::MachineId;
 use crate::core::secret::Secret;
 use crate::core::session::{
-    self, AttachSpec, Ending, Exit, Grant, OpenSpec, OutputStream, SessionEvent, SessionKind, SessionSummary,
+    self, AttachSpec, Ending, Exit, Grant, OpenSpec, OutputStream, SessionEvent, SessionSummary,
 };
 use crate::core::sync::lock;
 use crate::proto::{self, agent_frame, closed, relay_frame, session_query};
@@ -45,6 +45,15 @@ impl LocalRouter {
         lock(&self.agents).get(&machine).cloned().ok_or(RouteError::Offline)
     }
 
+    /// The machine's stream if it is the one of route `epoch`; `Stale` when this node holds
+    /// another stream of it or none (the agent moved).
+    pub(crate) fn conn_at(&self, machine: MachineId, epoch: i64) -> Result<Arc<AgentConn>, RouteError> {
+        match lock(&self.agents).get(&machine) {
+            Some(conn) if conn.epoch == epoch => Ok(conn.clone()),
+            _ => Err(RouteError::Stale),
+        }
+    }
+
     /// Removes the stream if it is still the registered one (a reconnect may have replaced it).
     pub(crate) fn unregister(&self, conn: &Arc<AgentConn>) -> bool {
         let mut agents = lock(&self.agents);
@@ -64,19 +73,15 @@ impl SessionRouter for LocalRouter {
     }
 
     async fn attach(&self, machine: MachineId, spec: AttachSpec) -> Result<SessionPort, RouteError> {
-        self.conn(machine)?.open_channel(convert::open_of(&spec)).await
+        self.conn(machine)?.attach(&spec).await
     }
 
     async fn list_sessions(&self, machine: MachineId) -> Result<Vec<SessionSummary>, RouteError> {
-        let reply = self.conn(machine)?.query(session_query::Op::List(proto::ListShellSessions {})).await?;
-        queries::summaries_of(reply)
+        self.conn(machine)?.list_sessions().await
     }
 
     async fn kill_session(&self, machine: MachineId, session: &str) -> Result<SessionSummary, RouteError> {
-        let kill = proto::KillShellSession { session: session.to_string() };
-        let reply = self.conn(machine)?.query(session_query::Op::Kill(kill)).await?;
-        let killed = queries::summaries_of(reply)?.into_iter().next();
-        killed.ok_or_else(|| RouteError::NoSuchSession(format!("no shell session {session:?}")))
+        self.conn(machine)?.kill_session(session).await
     }
 
     async fn unlock(
@@ -86,21 +91,23 @@ impl SessionRouter for LocalRouter {
         source: &str,
         password: Secret<String>,
     ) -> Result<Grant, RouteError> {
-        let (principal, source) = (principal.to_string(), source.to_string());
-        let unlock = proto::Unlock { principal, password: password.expose().clone(), source };
-        let reply = self.conn(machine)?.query(session_query::Op::Unlock(unlock)).await?;
-        queries::grant_of(reply)
+        self.conn(machine)?.unlock(principal, source, password).await
     }
 
-    fn is_connected(&self, machine: MachineId) -> bool {
+    async fn is_connected(&self, machine: MachineId) -> bool {
         lock(&self.agents).contains_key(&machine)
     }
 }
 
-/// One agent stream: its outbound queue and its channels.
+/// One agent stream (or, on an edge node, a node-to-node stream standing for one): its
+/// outbound queue and its channels.
 pub(crate) struct AgentConn {
     machine: MachineId,
+    /// The route epoch this stream was registered under.
+    epoch: i64,
     tx: AgentTx,
+    /// Turns true when the stream ends, for whoever pipes to it.
+    ended: tokio::sync::watch::Sender<bool>,
     channels: Mutex<HashMap<u64, Channel>>,
     next_channel: AtomicU64,
     queries: Pending,
@@ -114,11 +121,13 @@ struct Channel {
 }
 
 impl AgentConn {
-    /// A stream of `machine` whose frames go out on `tx`.
-    pub(crate) fn new(machine: MachineId, tx: AgentTx) -> Arc<Self> {
+    /// A stream of `machine`, route `epoch`, whose frames go out on `tx`.
+    pub(crate) fn new(machine: MachineId, epoch: i64, tx: AgentTx) -> Arc<Self> {
         Arc::new(Self {
             machine,
+            epoch,
             tx,
+            ended: tokio::sync::watch::channel(false).0,
             channels: Mutex::default(),
             next_channel: AtomicU64::new(1),
             queries: Pending::default(),
@@ -130,26 +139,53 @@ impl AgentConn {
         self.machine
     }
 
-    async fn open(self: &Arc<Self>, spec: OpenSpec) -> Result<SessionPort, RouteError> {
-        let open = proto::Open {
-            kind: match spec.kind {
-                SessionKind::Exec => proto::SessionKind::Exec,
-                SessionKind::Shell => proto::SessionKind::Shell,
-            } as i32,
-            argv: spec.argv,
-            env: spec.env.into_iter().collect(),
-            cols: spec.cols.into(),
-            rows: spec.rows.into(),
-            timeout_ms: spec.timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            principal: spec.access.principal,
-            attach_token: spec.access.token.map(|t| t.expose().clone()).unwrap_or_default(),
-            ..Default::default()
-        };
-        self.open_channel(open).await
+    /// The route epoch it was registered under.
+    pub(crate) fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    /// Resolves true once the stream has ended.
+    pub(crate) fn ended(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ended.subscribe()
+    }
+
+    pub(crate) async fn open(self: &Arc<Self>, spec: OpenSpec) -> Result<SessionPort, RouteError> {
+        self.open_channel(convert::open_of_spec(spec)).await
+    }
+
+    /// Attaches to a shell session (new, named or by id).
+    pub(crate) async fn attach(self: &Arc<Self>, spec: &AttachSpec) -> Result<SessionPort, RouteError> {
+        self.open_channel(convert::open_of(spec)).await
+    }
+
+    /// The machine's running shell sessions.
+    pub(crate) async fn list_sessions(&self) -> Result<Vec<SessionSummary>, RouteError> {
+        let reply = self.query(session_query::Op::List(proto::ListShellSessions {})).await?;
+        queries::summaries_of(reply)
+    }
+
+    /// Ends the shell session with this id or name.
+    pub(crate) async fn kill_session(&self, session: &str) -> Result<SessionSummary, RouteError> {
+        let kill = proto::KillShellSession { session: session.to_string() };
+        let reply = self.query(session_query::Op::Kill(kill)).await?;
+        let killed = queries::summaries_of(reply)?.into_iter().next();
+        killed.ok_or_else(|| RouteError::NoSuchSession(format!("no shell session {session:?}")))
+    }
+
+    /// Checks the machine's attach password.
+    pub(crate) async fn unlock(
+        &self,
+        principal: &str,
+        source: &str,
+        password: Secret<String>,
+    ) -> Result<Grant, RouteError> {
+        let (principal, source) = (principal.to_string(), source.to_string());
+        let unlock = proto::Unlock { principal, password: password.expose().clone(), source };
+        queries::grant_of(self.query(session_query::Op::Unlock(unlock)).await?)
     }
 
     /// Numbers a channel, grants it the output window and sends its `Open`.
-    async fn open_channel(self: &Arc<Self>, mut open: proto::Open) -> Result<SessionPort, RouteError> {
+    pub(crate) async fn open_channel(self: &Arc<Self>, mut open: proto::Open) -> Result<SessionPort, RouteError> {
         let channel = self.next_channel.fetch_add(1, Ordering::Relaxed);
         let (events_tx, events) = mpsc::unbounded_channel();
         let input_credit = Arc::new(Semaphore::new(0));
@@ -167,7 +203,7 @@ impl AgentConn {
     }
 
     /// Sends a session query and waits (at most `QUERY_TIMEOUT`) for its reply.
-    async fn query(&self, op: session_query::Op) -> Result<proto::SessionReply, RouteError> {
+    pub(crate) async fn query(&self, op: session_query::Op) -> Result<proto::SessionReply, RouteError> {
         let (request, reply) = self.queries.register();
         let frame = proto::RelayFrame {
             kind: Some(relay_frame::Kind::SessionQuery(proto::SessionQuery { request, op: Some(op) })),
@@ -244,6 +280,7 @@ impl AgentConn {
 
     /// The stream ended: every session on it is lost.
     pub(crate) fn lost(&self) {
+        self.ended.send_replace(true);
         self.queries.fail_all();
         for (_, ch) in lock(&self.channels).drain() {
             METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);

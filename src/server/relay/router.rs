@@ -1,8 +1,9 @@
 //! The routing interface: how a consumer reaches a session on a machine by id.
 //!
-//! Today `LocalRouter` (relay/registry.rs) maps a machine id to the agent stream held by this
-//! process. A multi-node deployment adds a router that looks the machine up in the shared store
-//! and hops to the node that holds its stream; consumers do not change.
+//! `LocalRouter` (relay/registry.rs) maps a machine id to the agent stream held by this
+//! process; `ClusterRouter` (relay/cluster.rs) looks the machine's route up in the shared store
+//! and, when another node holds the stream, hops there over a node-to-node stream. Consumers
+//! hold an `Arc<dyn SessionRouter>` and do not know which.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -31,6 +32,9 @@ pub(crate) enum RouteError {
     /// The machine's attach password refused it.
     #[error("{0}")]
     Denied(Denial),
+    /// The route named a stream this node no longer holds (the agent moved): read it again.
+    #[error("the machine moved to another node; try again")]
+    Stale,
 }
 
 /// Drives one session. Every method is cheap; `input` waits for the agent's input credit.
@@ -89,6 +93,6 @@ pub(crate) trait SessionRouter: Send + Sync {
         source: &str,
         password: Secret<String>,
     ) -> Result<Grant, RouteError>;
-    /// Whether the machine has a live stream reachable from here.
-    fn is_connected(&self, machine: MachineId) -> bool;
+    /// Whether the machine has a live stream reachable from here (on any node).
+    async fn is_connected(&self, machine: MachineId) -> bool;
 }

@@ -29,12 +29,15 @@ pub(crate) struct RelayService {
     store: Store,
     router: Arc<LocalRouter>,
     heartbeat: Duration,
+    /// This node's id, written into the routes of the streams it holds.
+    node: String,
 }
 
 impl RelayService {
-    /// A relay over `store` registering streams in `router`; agents heartbeat every `heartbeat`.
-    pub(crate) fn new(store: Store, router: Arc<LocalRouter>, heartbeat: Duration) -> Self {
-        Self { store, router, heartbeat }
+    /// A relay of node `node` over `store` registering streams in `router`; agents heartbeat
+    /// every `heartbeat`.
+    pub(crate) fn new(store: Store, router: Arc<LocalRouter>, heartbeat: Duration, node: String) -> Self {
+        Self { store, router, heartbeat, node }
     }
 
     async fn authenticate(&self, meta: &tonic::metadata::MetadataMap) -> Result<MachineId, Status> {
@@ -98,17 +101,20 @@ impl proto::relay_server::Relay for RelayService {
         let info =
             MachineInfo { hostname: hello.hostname, display_name: hello.display_name, os: hello.os, arch: hello.arch };
         self.store.machine_connected(machine, &info).await.map_err(internal)?;
+        // The route goes in before the stream is usable: a newer epoch than any other node's
+        // stream of this machine, so every node now routes to this one.
+        let epoch = self.store.claim_route(machine, &self.node).await.map_err(internal)?;
         let (tx, rx) = mpsc::channel(AGENT_QUEUE_FRAMES);
         let welcome = proto::Welcome {
             machine_id: machine.to_string(),
             heartbeat_interval_ms: u32::try_from(self.heartbeat.as_millis()).unwrap_or(u32::MAX),
         };
         let _ = tx.send(Ok(proto::RelayFrame { kind: Some(relay_frame::Kind::Welcome(welcome)) })).await;
-        let conn = AgentConn::new(machine, tx);
+        let conn = AgentConn::new(machine, epoch, tx);
         if let Some(old) = self.router.register(conn.clone()) {
             old.kick(Status::aborted("replaced by a newer connection of the same machine"));
         }
-        tracing::info!(%machine, hostname = %info.hostname, version = %hello.agent_version, "agent connected");
+        tracing::info!(%machine, epoch, hostname = %info.hostname, version = %hello.agent_version, "agent connected");
         let span = tracing::info_span!("agent_stream", %machine);
         tokio::spawn(self.clone().pump(conn, inbound).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -117,7 +123,8 @@ impl proto::relay_server::Relay for RelayService {
 
 impl RelayService {
     /// Reads the agent's frames until the stream ends, misses three heartbeats or breaks the
-    /// protocol; then marks the machine offline and tells every session it is lost. Runs in a
+    /// protocol; then releases its route and tells every session it is lost. Heartbeats stay
+    /// in memory: the database sees connects and disconnects, never beats. Runs in a
     /// span naming the machine; how the stream ended is logged once, at the end.
     async fn pump(self, conn: Arc<AgentConn>, mut inbound: Streaming<proto::AgentFrame>) {
         let machine = conn.machine();
@@ -137,11 +144,6 @@ impl RelayService {
                 conn.kick(Status::invalid_argument("malformed frame: no payload"));
                 break StreamEnd::Violation("malformed frame: no payload".to_string());
             };
-            if matches!(kind, agent_frame::Kind::Heartbeat(_))
-                && let Err(e) = self.store.machine_heartbeat(machine).await
-            {
-                tracing::warn!(error = %e, "could not record heartbeat");
-            }
             if let Err(status) = conn.dispatch(kind) {
                 let error = status.message().to_string();
                 conn.kick(status);
@@ -149,10 +151,17 @@ impl RelayService {
             }
         };
         conn.lost();
-        if self.router.unregister(&conn)
-            && let Err(e) = self.store.machine_disconnected(machine).await
-        {
-            tracing::warn!(error = %e, "could not mark machine offline");
+        if self.router.unregister(&conn) {
+            // Only this stream's epoch: a newer stream of the machine (here or on another
+            // node) keeps its route.
+            let released = self.store.release_route(machine, conn.epoch()).await;
+            let recorded = match released {
+                Ok(true) => self.store.machine_disconnected(machine).await,
+                other => other.map(|_| ()),
+            };
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "could not record the machine offline");
+            }
         }
         match end {
             StreamEnd::Gone(reason) => tracing::info!(%reason, "agent disconnected"),

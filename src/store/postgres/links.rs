@@ -52,15 +52,28 @@ impl LinkStore for PgStore {
 
     async fn revoke_links(&self, ids: &[LinkId]) -> Result<Vec<(LinkId, i64)>, StoreError> {
         let ids: Vec<String> = ids.iter().map(LinkId::to_string).collect();
+        let mut tx = self.pool.begin().await?;
         let found = sqlx::query(
             "UPDATE share_links SET revoked_at = $1 WHERE id = ANY($2) AND revoked_at IS NULL
              RETURNING id, expires_at",
         )
         .bind(now())
         .bind(&ids)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        found.iter().map(rows::revocation).collect()
+        let revoked: Vec<(LinkId, i64)> = found.iter().map(rows::revocation).collect::<Result<_, _>>()?;
+        if !revoked.is_empty() {
+            let subjects: Vec<String> = revoked.iter().map(|(id, _)| id.to_string()).collect();
+            sqlx::query("INSERT INTO cluster_events (kind, subject, at_ms) SELECT $1, s, $2 FROM unnest($3::text[]) s")
+                .bind(crate::store::EVENT_REVOKE)
+                .bind(crate::core::clock::now_ms())
+                .bind(&subjects)
+                .execute(&mut *tx)
+                .await?;
+            super::notify(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     async fn live_revocations(&self) -> Result<Vec<(LinkId, i64)>, StoreError> {

@@ -6,8 +6,9 @@ use super::PgStore;
 use crate::core::clock::now;
 use crate::core::ids::{FleetId, MachineId, UserId};
 use crate::store::StoreError;
+use crate::store::cluster::machine_columns;
 use crate::store::machines::*;
-use crate::store::rows::{self, Cols, MACHINE_COLUMNS};
+use crate::store::rows::{self, Cols};
 
 #[async_trait]
 impl MachineStore for PgStore {
@@ -77,20 +78,24 @@ impl MachineStore for PgStore {
     }
 
     async fn machine_by_credential(&self, hash: &str) -> Result<Option<Machine>, StoreError> {
-        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE credential_hash = $1 AND revoked_at IS NULL");
+        let sql = format!(
+            "SELECT {} FROM machines WHERE credential_hash = $1 AND revoked_at IS NULL",
+            machine_columns(now())
+        );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.pool).await?;
         row.map(|r| rows::machine(&r)).transpose()
     }
 
     async fn machine(&self, id: MachineId) -> Result<Option<Machine>, StoreError> {
-        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = $1 AND revoked_at IS NULL");
+        let sql = format!("SELECT {} FROM machines WHERE id = $1 AND revoked_at IS NULL", machine_columns(now()));
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(&self.pool).await?;
         row.map(|r| rows::machine(&r)).transpose()
     }
 
     async fn list_machines(&self, fleet: FleetId) -> Result<Vec<Machine>, StoreError> {
         let sql = format!(
-            "SELECT {MACHINE_COLUMNS} FROM machines WHERE fleet_id = $1 AND revoked_at IS NULL ORDER BY hostname, id"
+            "SELECT {} FROM machines WHERE fleet_id = $1 AND revoked_at IS NULL ORDER BY hostname, id",
+            machine_columns(now())
         );
         let found = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(fleet.to_string()).fetch_all(&self.pool).await?;
         found.iter().map(rows::machine).collect()
@@ -112,34 +117,12 @@ impl MachineStore for PgStore {
         Ok(())
     }
 
-    async fn machine_heartbeat(&self, id: MachineId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE machines SET online = TRUE, last_seen = $1 WHERE id = $2")
+    async fn machine_disconnected(&self, id: MachineId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE machines SET online = FALSE, last_seen = $1 WHERE id = $2")
             .bind(now())
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;
-        Ok(())
-    }
-
-    async fn machine_disconnected(&self, id: MachineId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE machines SET online = FALSE WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn mark_stale_offline(&self, cutoff: i64) -> Result<u64, StoreError> {
-        let done =
-            sqlx::query("UPDATE machines SET online = FALSE WHERE online AND (last_seen IS NULL OR last_seen < $1)")
-                .bind(cutoff)
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn mark_all_offline(&self) -> Result<(), StoreError> {
-        sqlx::query("UPDATE machines SET online = FALSE").execute(&self.pool).await?;
         Ok(())
     }
 }

@@ -21,8 +21,10 @@ pub(crate) use purge::PURGE_LOCK;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use tokio::sync::mpsc;
 
+use super::cluster::NOTIFY_CHANNEL;
 use super::{AuditEvent, AuditStore, StoreError};
 use crate::core::clock::now;
 
@@ -46,6 +48,49 @@ impl PgStore {
         Ok(Self { pool })
     }
 }
+
+/// The shared SQL is PostgreSQL's already.
+fn pg_sql(sql: &str) -> String {
+    sql.to_string()
+}
+
+/// Announces new event rows; delivered when (and only if) the transaction commits.
+pub(super) async fn notify(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Listens on the events channel; every notification, and every reconnect of the listener
+/// (which may have missed some), becomes one wake-up. Ends when the receiver is dropped.
+async fn wakeups(store: &PgStore) -> Result<Option<mpsc::Receiver<()>>, StoreError> {
+    let mut listener = PgListener::connect_with(&store.pool).await?;
+    listener.listen(NOTIFY_CHANNEL).await?;
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        loop {
+            let heard = tokio::select! {
+                heard = listener.try_recv() => heard,
+                () = tx.closed() => return,
+            };
+            match heard {
+                // `None`: the connection dropped and will be re-established on the next call.
+                Ok(_) => {
+                    let _ = tx.try_send(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event listener failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = tx.closed() => return,
+                    }
+                }
+            }
+        }
+    });
+    Ok(Some(rx))
+}
+
+crate::store::cluster::cluster_store!(PgStore, pg_sql, notify, wakeups);
 
 #[async_trait]
 impl AuditStore for PgStore {

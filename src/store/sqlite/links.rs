@@ -52,18 +52,26 @@ impl LinkStore for SqliteStore {
 
     async fn revoke_links(&self, ids: &[LinkId]) -> Result<Vec<(LinkId, i64)>, StoreError> {
         let mut revoked = Vec::new();
+        let mut tx = self.pool.begin().await?;
         for id in ids {
             let row = sqlx::query(
                 "UPDATE share_links SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL RETURNING expires_at",
             )
             .bind(now())
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
             if let Some(r) = row {
                 revoked.push((*id, r.int("expires_at")?));
+                sqlx::query(sqlx::AssertSqlSafe(super::sqlite_sql(crate::store::cluster::sql::EVENT_INSERT)))
+                    .bind(crate::store::EVENT_REVOKE)
+                    .bind(id.to_string())
+                    .bind(crate::core::clock::now_ms())
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
+        tx.commit().await?;
         Ok(revoked)
     }
 

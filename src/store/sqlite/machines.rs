@@ -4,8 +4,9 @@ use super::SqliteStore;
 use crate::core::clock::now;
 use crate::core::ids::{FleetId, MachineId, UserId};
 use crate::store::StoreError;
+use crate::store::cluster::machine_columns;
 use crate::store::machines::*;
-use crate::store::rows::{self, Cols, MACHINE_COLUMNS};
+use crate::store::rows::{self, Cols};
 use async_trait::async_trait;
 
 #[async_trait]
@@ -76,20 +77,22 @@ impl MachineStore for SqliteStore {
     }
 
     async fn machine_by_credential(&self, hash: &str) -> Result<Option<Machine>, StoreError> {
-        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE credential_hash = ? AND revoked_at IS NULL");
+        let sql =
+            format!("SELECT {} FROM machines WHERE credential_hash = ? AND revoked_at IS NULL", machine_columns(now()));
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.pool).await?;
         row.map(|r| rows::machine(&r)).transpose()
     }
 
     async fn machine(&self, id: MachineId) -> Result<Option<Machine>, StoreError> {
-        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = ? AND revoked_at IS NULL");
+        let sql = format!("SELECT {} FROM machines WHERE id = ? AND revoked_at IS NULL", machine_columns(now()));
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(&self.pool).await?;
         row.map(|r| rows::machine(&r)).transpose()
     }
 
     async fn list_machines(&self, fleet: FleetId) -> Result<Vec<Machine>, StoreError> {
         let sql = format!(
-            "SELECT {MACHINE_COLUMNS} FROM machines WHERE fleet_id = ? AND revoked_at IS NULL ORDER BY hostname, id"
+            "SELECT {} FROM machines WHERE fleet_id = ? AND revoked_at IS NULL ORDER BY hostname, id",
+            machine_columns(now())
         );
         let found = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(fleet.to_string()).fetch_all(&self.pool).await?;
         found.iter().map(rows::machine).collect()
@@ -111,31 +114,12 @@ impl MachineStore for SqliteStore {
         Ok(())
     }
 
-    async fn machine_heartbeat(&self, id: MachineId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE machines SET online = 1, last_seen = ? WHERE id = ?")
+    async fn machine_disconnected(&self, id: MachineId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE machines SET online = 0, last_seen = ? WHERE id = ?")
             .bind(now())
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;
-        Ok(())
-    }
-
-    async fn machine_disconnected(&self, id: MachineId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE machines SET online = 0 WHERE id = ?").bind(id.to_string()).execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn mark_stale_offline(&self, cutoff: i64) -> Result<u64, StoreError> {
-        let done =
-            sqlx::query("UPDATE machines SET online = 0 WHERE online = 1 AND (last_seen IS NULL OR last_seen < ?)")
-                .bind(cutoff)
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn mark_all_offline(&self) -> Result<(), StoreError> {
-        sqlx::query("UPDATE machines SET online = 0").execute(&self.pool).await?;
         Ok(())
     }
 }

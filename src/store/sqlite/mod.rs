@@ -40,6 +40,23 @@ impl SqliteStore {
     }
 }
 
+/// The shared `$N` SQL in SQLite's numbered-parameter spelling (`?N`).
+pub(super) fn sqlite_sql(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// One SQLite node applies its own events: nothing to notify.
+async fn no_notify(_: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<(), sqlx::Error> {
+    Ok(())
+}
+
+/// One SQLite node has no other node to hear from.
+async fn no_wakeups(_: &SqliteStore) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, StoreError> {
+    Ok(None)
+}
+
+crate::store::cluster::cluster_store!(SqliteStore, sqlite_sql, no_notify, no_wakeups);
+
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn audit(&self, event: AuditEvent<'_>) -> Result<(), StoreError> {
