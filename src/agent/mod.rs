@@ -234,7 +234,7 @@ async fn pump(
     loop {
         tokio::select! {
             _ = password_check.tick() => {
-                let ended = channels.revoke_stale(gate.epoch().as_deref());
+                let ended = channels.revoke_stale(local.gate.epoch().as_deref());
                 if ended > 0 {
                     tracing::info!(ended, "the attach password changed: sessions admitted under the old one end");
                 }
@@ -280,7 +280,7 @@ fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, lo
             let access = start.access();
             let token = access.token.as_ref().map_or("", |t| t.expose().as_str());
             match local.gate.admit(&access.principal, token) {
-                Ok(epoch) => begin(channel, window, start, epoch, out, channels, &local.shells, local.asks.clone()),
+                Ok(epoch) => begin(channel, window, start, epoch, out, channels, local),
                 Err(denial) => {
                     tracing::info!(channel, "session refused: no valid attach token");
                     end_at_once(channel, Ending::Denied(denial), out)
@@ -340,9 +340,9 @@ fn begin(
     epoch: Option<String>,
     out: &channel::Out,
     channels: &Channels,
-    shells: &Shells,
-    asks: AskHandler,
+    local: &Local,
 ) {
+    let (shells, asks) = (&local.shells, local.asks.clone());
     let shell = matches!(start, Start::Shell(..));
     let Some((credit, cmds)) = channels.insert(channel, window, shell, epoch) else {
         tracing::warn!(channel, "relay reused an open channel number; ignored");
