@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 shift || true
+# CARGO_INSTALL_ROOT (CI: beside the build) decides where cargo-fuzz is installed when missing.
+if [ -n "${CARGO_INSTALL_ROOT:-}" ]; then export PATH="$CARGO_INSTALL_ROOT/bin:$PATH"; fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "== installing cargo-fuzz"
   cargo install cargo-fuzz --locked

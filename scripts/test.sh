@@ -2,8 +2,12 @@
 # The whole test suite, set-up included: installs what the tests need when it is missing
 # (Debian's chromium for the browser end-to-end tests; the PostgreSQL server binaries, from
 # which the store and multi-node tests start throwaway clusters), checks formatting and lints,
-# then runs every test and builds the benchmarks so they cannot rot.
+# then runs every test, builds the benchmarks, checks the supply-chain policy (cargo deny) and
+# runs each fuzz target for a short bounded time, so none of them can rot.
 # Usage: ./scripts/test.sh [extra cargo test args]
+# cargo deny runs when cargo-deny is installed (INSTALL_TOOLS=1 installs it: about 8 CPU-minutes,
+# once). FUZZ_SECONDS=N runs each fuzz target for N seconds (default 0: the sanitizer build of
+# the targets takes longer than CI's budget on 2 cores allows; scripts/fuzz.sh alone runs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +31,9 @@ install_package() {
 }
 
 if need_chromium; then install_package chromium "browser end-to-end tests"; fi
+if [ "${FUZZ_SECONDS:-0}" != 0 ] && ! command -v c++ >/dev/null; then
+  install_package g++ "libFuzzer, built by the fuzz targets"
+fi
 if need_postgres; then install_package postgresql "PostgreSQL store and multi-node tests"; fi
 
 if ! command -v cargo >/dev/null; then
@@ -44,3 +51,25 @@ echo "== cargo bench --no-run (benchmarks still build)"
 # With the release profile: the bench profile's whole-program optimization (what the figures
 # measure) adds minutes that checking that the benchmarks compile does not need.
 cargo bench --locked --no-run --profile release
+
+# Tools installed with cargo, kept beside the build (CI keeps CARGO_TARGET_DIR between runs),
+# so a run pays for compiling them once.
+tools="${CARGO_TARGET_DIR:-target}/tools"
+export PATH="$tools/bin:$PATH"
+
+echo "== cargo deny check bans licenses sources (advisories need a database this network cannot fetch)"
+if ! cargo deny --version >/dev/null 2>&1 && [ "${INSTALL_TOOLS:-0}" = 1 ]; then
+  echo "== installing cargo-deny into $tools (once; a few minutes on 2 cores)"
+  cargo install --locked --root "$tools" cargo-deny
+fi
+if cargo deny --version >/dev/null 2>&1; then
+  cargo deny --offline check bans licenses sources
+else
+  echo "   skipped: cargo-deny is not installed (INSTALL_TOOLS=1 ./scripts/test.sh installs it)"
+fi
+
+fuzz_seconds="${FUZZ_SECONDS:-0}"
+if [ "$fuzz_seconds" != 0 ]; then
+  echo "== fuzz: each target for ${fuzz_seconds}s"
+  CARGO_INSTALL_ROOT="$tools" ./scripts/fuzz.sh "$fuzz_seconds"
+fi

@@ -210,3 +210,92 @@ fn a_share_link_asks_for_the_password_and_guessing_is_slowed() -> anyhow::Result
     ensure!(text.contains("ip=203.0.113.7") && !text.contains("ip=192.0.2.66"), "{audit}");
     Ok(())
 }
+
+/// The unlock cookie (`cmdop_attach=...`) for `link_url`, answering `password`.
+fn unlock_cookie(fx: &Fixture, link_url: &str, password: &str) -> anyhow::Result<String> {
+    let ok = unlock(fx, link_url, password)?;
+    ensure!(ok.status == 204, "unlock: {} {}", ok.status, ok.body);
+    Ok(ok.header("set-cookie").split(';').next().unwrap_or_default().to_string())
+}
+
+#[test]
+fn the_password_guards_listing_and_killing_sessions() -> anyhow::Result<()> {
+    let fx = Fixture::start("guarded-sessions")?;
+    let cli = fx.server.cli();
+    let machine = fx.machine().to_string();
+    fx.agent.set_attach_password(PASSWORD)?;
+
+    // Without the password: no listing, no killing (exit 6, nothing ends), and the fleet-wide
+    // list names the machine instead of showing its sessions.
+    let listed = cli.run(&["connect", "sessions", &machine])?.expect_code(6)?;
+    ensure!(listed.stderr.contains("asks for its attach password"), "{listed}");
+    let killed = cli.run(&["connect", "kill", &machine, "work"])?.expect_code(6)?;
+    ensure!(killed.stderr.contains("asks for its attach password"), "{killed}");
+    let all = cli.run(&["connect", "sessions", "--json"])?.expect_code(0)?;
+    ensure!(all.stderr.contains("has an attach password"), "{all}");
+
+    // Unlocked once at a terminal: a persistent session is listed, then killed.
+    let (code, text) = exec_at_terminal(cli.home(), &machine, &["true"], PASSWORD)?;
+    ensure!(code == 0, "unlock: exit {code}\n{text}");
+    let mut attach = Term::spawn(cli.home(), &["connect", &machine, "--session", "work"], 100, 30)?;
+    attach.expect("attached", SOON)?;
+    attach.send(b"\x04")?;
+    ensure!(attach.wait(SOON)? == 0, "detach:\n{}", attach.text());
+    let listed = cli.run(&["connect", "sessions", &machine, "--json"])?.expect_code(0)?;
+    ensure!(listed.stdout_text().contains("\"work\""), "{listed}");
+    let all = cli.run(&["connect", "sessions", "--json"])?.expect_code(0)?;
+    ensure!(all.stdout_text().contains("\"work\""), "fleet-wide with the cached token: {all}");
+    cli.run(&["connect", "kill", &machine, "work"])?.expect_code(0)?;
+    Ok(())
+}
+
+#[test]
+fn a_new_password_ends_live_and_parked_sessions_and_a_resume_needs_the_grant() -> anyhow::Result<()> {
+    let fx = Fixture::start_with("rekeyed-box", &["--trusted-proxy", "127.0.0.1"])?;
+    let cli = fx.server.cli();
+    let machine = fx.machine().to_string();
+    fx.agent.set_attach_password(PASSWORD)?;
+    let link = fx.share("1h", &[])?;
+
+    // A CLI attach and a browser, both unlocked with the first password.
+    let (code, text) = exec_at_terminal(cli.home(), &machine, &["true"], PASSWORD)?;
+    ensure!(code == 0, "unlock: exit {code}\n{text}");
+    let mut attach = Term::spawn(cli.home(), &["connect", &machine, "--session", "live"], 100, 30)?;
+    attach.expect("attached", SOON)?;
+    let cookie = unlock_cookie(&fx, &link.url, PASSWORD)?;
+    let open = |query: &str, cookie: Option<&str>| {
+        WsClient::open_with(&share_support::ws::socket_url(&link.url, query), None, cookie)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let live = open("", Some(&cookie))?;
+    live.wait_ready()?;
+    // A second browser that drops: its shell is parked for a resume.
+    let dropped = open("", Some(&cookie))?;
+    let (key, offset) = dropped.wait_ready()?;
+    drop(dropped);
+
+    // A resume must hold the grant the session was opened with: without the cookie it gets
+    // no shell (the parked one is not handed over), only the password request.
+    let resume = format!("session={key}&offset={offset}");
+    let stranger = open(&resume, None)?;
+    ensure!(stranger.wait_closed(SOON)?.code == 4010, "a resume without the grant");
+
+    // A new password: every session opened under the old one ends at once.
+    fx.agent.set_attach_password("a brand new password")?;
+    let closed = live.wait_closed(SOON)?;
+    ensure!(closed.code == 4010, "the live browser: close {} {:?}", closed.code, closed.reason);
+    ensure!(
+        live.texts()
+            .iter()
+            .any(|t| t["type"] == "notice" && t["text"].as_str().unwrap_or("").contains("password changed")),
+        "no notice: {:?}",
+        live.texts()
+    );
+    let code = attach.wait(SOON)?;
+    ensure!(code == 6, "the live CLI attach: exit {code}\n{}", attach.text());
+    ensure!(attach.text().contains("attach password"), "{}", attach.text());
+    // The parked one is gone too: resuming with the old cookie finds nothing to resume.
+    let late = open(&resume, Some(&cookie))?;
+    ensure!(late.wait_closed(SOON)?.code == 4010, "the parked session outlived the old password");
+    Ok(())
+}

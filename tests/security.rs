@@ -289,3 +289,45 @@ fn quickstart_stops_promptly_on_sigterm_with_a_browser_attached() -> anyhow::Res
     drop(ws);
     Ok(())
 }
+
+/// `POST /oauth/token` with the refresh grant; status and JSON body.
+fn refresh_grant(server: &TestServer, refresh: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    let url = format!("{}/oauth/token", server.url());
+    let page = post_form(&url, &[], &[("grant_type", "refresh_token"), ("refresh_token", refresh)])?;
+    Ok((page.status, serde_json::from_str(&page.body).with_context(|| format!("not JSON: {}", page.body))?))
+}
+
+#[test]
+fn replaying_a_used_refresh_token_revokes_the_whole_chain() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let creds: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(server.cli().home().join("credentials.json"))?)?;
+    let first = creds["refresh_token"].as_str().context("no refresh token")?.to_string();
+    let (status, second) = refresh_grant(&server, &first)?;
+    ensure!(status == 200, "first rotation: {status} {second}");
+    let (status, third) = refresh_grant(&server, second["refresh_token"].as_str().context("refresh_token")?)?;
+    ensure!(status == 200, "second rotation: {status} {third}");
+
+    // A thief (or the victim) replays the first, already used refresh token.
+    let (status, replay) = refresh_grant(&server, &first)?;
+    ensure!(status == 400 && replay["error"] == "invalid_grant", "replay: {status} {replay}");
+    let said = replay["error_description"].as_str().unwrap_or_default();
+    ensure!(said.contains("already used") && said.contains("cmdop login"), "description: {said}");
+
+    // Every token descended from that sign-in is dead: the newest refresh token and the
+    // access tokens of every generation.
+    let (status, latest) = refresh_grant(&server, third["refresh_token"].as_str().context("refresh_token")?)?;
+    ensure!(status == 400 && latest["error"] == "invalid_grant", "the newest refresh token still works: {latest}");
+    let whoami = server.cli().run(&["whoami"])?;
+    ensure!(whoami.code == 3, "the first access token still works: {whoami}");
+    let cli = common::Cli::new(server.temp_dir().join("thief"));
+    std::fs::create_dir_all(cli.home())?;
+    let stolen = serde_json::json!({
+        "server_url": server.url(), "access_token": third["access_token"],
+        "refresh_token": third["refresh_token"], "expires_at": 4_000_000_000i64,
+    });
+    std::fs::write(cli.home().join("credentials.json"), stolen.to_string())?;
+    let whoami = cli.run(&["whoami"])?;
+    ensure!(whoami.code == 3, "the newest access token still works: {whoami}");
+    Ok(())
+}

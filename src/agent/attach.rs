@@ -35,6 +35,8 @@ enum Leave {
     Closed,
     /// The consumer detached, or the stream dropped: the session lives on.
     Detached,
+    /// The attach password changed under it: refused from now on.
+    Revoked,
 }
 
 /// Pumps until the shell ends or the consumer leaves; sends the channel's one `Closed`.
@@ -88,11 +90,12 @@ pub(crate) async fn serve(
                 Some(Cmd::Resize(cols, rows)) => shell.resize(cols, rows),
                 Some(Cmd::Signal(signo)) => shell.signal(signo),
                 Some(Cmd::Close) => break Leave::Closed,
+                Some(Cmd::Revoke) => break Leave::Revoked,
                 Some(Cmd::Detach) | None => break Leave::Detached,
             },
         }
     };
-    shell.leave(reader, matches!(leave, Leave::Closed));
+    shell.leave(reader, matches!(leave, Leave::Closed | Leave::Revoked));
     if input.waiting() {
         // Input the consumer sent before leaving still reaches the shell.
         let shell = shell.clone();
@@ -106,6 +109,10 @@ pub(crate) async fn serve(
     let frame = match leave {
         Leave::Ended(ending) => closed_frame(channel, &Exit { ending, timed_out: false, duration: shell.age() }),
         Leave::Closed | Leave::Detached => detached_frame(channel, shell.age()),
+        Leave::Revoked => {
+            let ending = Ending::Denied(crate::core::session::Denial::Required);
+            closed_frame(channel, &Exit { ending, timed_out: false, duration: shell.age() })
+        }
     };
     let _ = out.send(frame).await;
 }

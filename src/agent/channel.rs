@@ -28,6 +28,9 @@ pub(crate) enum Cmd {
     Close,
     /// SHELL: the consumer detached or the stream dropped; the session lives on.
     Detach,
+    /// The attach password changed since this channel was admitted: end it as refused (a
+    /// persistent shell session lives on for whoever unlocks with the new password).
+    Revoke,
 }
 
 /// A running session as the dispatcher sees it.
@@ -36,6 +39,8 @@ struct Entry {
     cmds: mpsc::UnboundedSender<Cmd>,
     /// A shell attachment: a dropped stream detaches it instead of ending the process.
     attachment: bool,
+    /// The attach password's epoch it was admitted under (`None`: the machine had none).
+    epoch: Option<String>,
 }
 
 /// Channel number -> session. Shared by the dispatcher and the sessions (which remove
@@ -55,6 +60,7 @@ impl Channels {
         channel: u64,
         window: u32,
         attachment: bool,
+        epoch: Option<String>,
     ) -> Option<(Arc<Semaphore>, mpsc::UnboundedReceiver<Cmd>)> {
         let mut map = self.lock();
         if map.contains_key(&channel) {
@@ -62,7 +68,7 @@ impl Channels {
         }
         let credit = Arc::new(Semaphore::new(window as usize));
         let (cmds, rx) = mpsc::unbounded_channel();
-        map.insert(channel, Entry { credit: credit.clone(), cmds, attachment });
+        map.insert(channel, Entry { credit: credit.clone(), cmds, attachment, epoch });
         Some((credit, rx))
     }
 
@@ -83,6 +89,17 @@ impl Channels {
         if let Some(e) = self.lock().get(&channel) {
             let _ = e.cmds.send(cmd);
         }
+    }
+
+    /// Ends every channel admitted under another attach password than `current` (set,
+    /// changed or cleared since); how many.
+    pub(crate) fn revoke_stale(&self, current: Option<&str>) -> usize {
+        let map = self.lock();
+        let stale: Vec<_> = map.values().filter(|e| e.epoch.as_deref() != current).collect();
+        for e in &stale {
+            let _ = e.cmds.send(Cmd::Revoke);
+        }
+        stale.len()
     }
 
     /// The stream dropped: every exec is told to end, every shell attachment to detach (its

@@ -145,8 +145,8 @@ async fn supervise(
             _ = &mut drained, if !is_drained => is_drained = true,
             cmd = cmds.recv(), if cmds_open => match cmd {
                 Some(Cmd::Signal(signo)) => signal_group(group, signo),
-                Some(Cmd::Close) | None => {
-                    // The consumer left: nobody will grant credit or read output any more.
+                Some(Cmd::Close | Cmd::Revoke) | None => {
+                    // The consumer left (or its grant ended): nobody will grant credit or read output any more.
                     cmds_open = false;
                     signal_group(group, libc::SIGKILL);
                     credit.close();

@@ -148,6 +148,10 @@ pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>)
             Err(LinkError::Retry(e)) => {
                 tracing::warn!(error = %format!("{e:#}"), "relay connection failed")
             }
+            Err(LinkError::Draining) => {
+                tracing::info!("the server is shutting down; reconnecting at once");
+                delay = BACKOFF_FIRST / 2;
+            }
             Ok(()) => tracing::warn!("relay closed the stream"),
         }
         if started.elapsed() > BACKOFF_RESET_AFTER {
@@ -171,6 +175,8 @@ pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>)
 enum LinkError {
     /// Retrying cannot help (credential refused).
     Fatal(anyhow::Error),
+    /// The server said it is shutting down: reconnect at once (another node may answer).
+    Draining,
     /// Network trouble: back off and retry.
     Retry(anyhow::Error),
 }
@@ -184,6 +190,7 @@ impl From<anyhow::Error> for LinkError {
 fn status_error(s: tonic::Status) -> LinkError {
     let e = anyhow::anyhow!("{}", s.message());
     match s.code() {
+        Code::Unavailable if s.message() == crate::core::wire::SERVER_SHUTTING_DOWN => LinkError::Draining,
         Code::Unauthenticated | Code::PermissionDenied => LinkError::Fatal(e),
         _ => LinkError::Retry(e),
     }
@@ -213,6 +220,9 @@ async fn link(enrollment: &Enrollment, server: &str, config: &AgentConfig, local
     result
 }
 
+/// How often the attach password file is checked for a change that ends sessions: 1 s.
+const PASSWORD_CHECK: Duration = Duration::from_secs(1);
+
 async fn pump(
     inbound: &mut tonic::Streaming<proto::RelayFrame>,
     out: &channel::Out,
@@ -220,8 +230,15 @@ async fn pump(
     local: &Local,
 ) -> Result<(), LinkError> {
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
+    let mut password_check = tokio::time::interval(PASSWORD_CHECK);
     loop {
         tokio::select! {
+            _ = password_check.tick() => {
+                let ended = channels.revoke_stale(local.gate.epoch().as_deref());
+                if ended > 0 {
+                    tracing::info!(ended, "the attach password changed: sessions admitted under the old one end");
+                }
+            }
             frame = inbound.message() => match frame.map_err(status_error)? {
                 None => return Ok(()),
                 Some(proto::RelayFrame { kind: Some(relay_frame::Kind::Welcome(w)) }) => {
@@ -247,6 +264,15 @@ fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, lo
     match kind {
         relay_frame::Kind::Open(open) => {
             let (channel, window) = (open.channel, open.output_window);
+            // An exec with no argv runs nothing: it only asks whether the attach password
+            // admits the principal (the server asks before listing or killing sessions).
+            if open.kind() == proto::SessionKind::Exec && open.argv.is_empty() {
+                let ending = match local.gate.admit(&open.principal, &open.attach_token) {
+                    Ok(_) => Ending::Code(0),
+                    Err(denial) => Ending::Denied(denial),
+                };
+                return end_at_once(channel, ending, out);
+            }
             let start = match crate::core::convert::start_of(open) {
                 Ok(start) => start,
                 Err(why) => return end_at_once(channel, Ending::Error(why), out),
@@ -254,7 +280,7 @@ fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, lo
             let access = start.access();
             let token = access.token.as_ref().map_or("", |t| t.expose().as_str());
             match local.gate.admit(&access.principal, token) {
-                Ok(()) => begin(channel, window, start, out, channels, &local.shells, local.asks.clone()),
+                Ok(epoch) => begin(channel, window, start, epoch, out, channels, local),
                 Err(denial) => {
                     tracing::info!(channel, "session refused: no valid attach token");
                     end_at_once(channel, Ending::Denied(denial), out)
@@ -311,13 +337,14 @@ fn begin(
     channel: u64,
     window: u32,
     start: Start,
+    epoch: Option<String>,
     out: &channel::Out,
     channels: &Channels,
-    shells: &Shells,
-    asks: AskHandler,
+    local: &Local,
 ) {
+    let (shells, asks) = (&local.shells, local.asks.clone());
     let shell = matches!(start, Start::Shell(..));
-    let Some((credit, cmds)) = channels.insert(channel, window, shell) else {
+    let Some((credit, cmds)) = channels.insert(channel, window, shell, epoch) else {
         tracing::warn!(channel, "relay reused an open channel number; ignored");
         return;
     };

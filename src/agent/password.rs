@@ -118,11 +118,21 @@ impl Gate {
             .map_err(|e| tracing::error!(error = %format!("{e:#}"), "attach password unreadable; refusing sessions"))
     }
 
+    /// The current password's epoch (`None`: no password); an unreadable file counts as a
+    /// password nobody knows.
+    pub(crate) fn epoch(&self) -> Option<String> {
+        match self.password() {
+            Ok(file) => file.map(|f| f.epoch),
+            Err(()) => Some(String::new()),
+        }
+    }
+
     /// Whether a session may open: yes when the machine has no password, or the token is one
-    /// this gate issued to `principal` under the current password and it has not expired.
-    pub(crate) fn admit(&self, principal: &str, token: &str) -> Result<(), Denial> {
+    /// this gate issued to `principal` under the current password and it has not expired. The
+    /// epoch it was admitted under, so a later change of password can end it.
+    pub(crate) fn admit(&self, principal: &str, token: &str) -> Result<Option<String>, Denial> {
         let epoch = match self.password() {
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(None),
             Ok(Some(file)) => file.epoch,
             Err(()) => return Err(Denial::Required),
         };
@@ -131,7 +141,7 @@ impl Gate {
             && tokens
                 .get(&secret::hash_token(token))
                 .is_some_and(|e| e.epoch == epoch && e.principal == principal && e.expires_unix > now());
-        if valid { Ok(()) } else { Err(Denial::Required) }
+        if valid { Ok(Some(epoch)) } else { Err(Denial::Required) }
     }
 
     /// Checks a typed password from `source`; a token for `principal` when it is right.
@@ -201,7 +211,7 @@ mod tests {
     async fn no_password_means_open() {
         let dir = tempfile::tempdir().unwrap();
         let gate = Gate::new(dir.path());
-        assert_eq!(gate.admit("user:a", ""), Ok(()));
+        assert_eq!(gate.admit("user:a", "").map(|_| ()), Ok(()));
         assert_eq!(status(dir.path()).unwrap(), None);
     }
 
@@ -214,13 +224,13 @@ mod tests {
         assert_eq!(gate.unlock("user:a", "ip:a", pw("nope")).await, Err(Denial::Wrong));
         let grant = gate.unlock("user:a", "ip:a", pw("correct horse")).await.unwrap();
         assert!(grant.token.expose().starts_with("cmdopa_"));
-        assert_eq!(gate.admit("user:a", grant.token.expose()), Ok(()));
+        assert_eq!(gate.admit("user:a", grant.token.expose()).map(|_| ()), Ok(()));
         assert_eq!(gate.admit("user:b", grant.token.expose()), Err(Denial::Required), "another principal");
         assert_eq!(gate.admit("user:a", "cmdopa_forged"), Err(Denial::Required));
         // A restarted agent still knows the token; the file holds only its hash.
         let stored = std::fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
         assert!(!stored.contains(grant.token.expose().as_str()));
-        assert_eq!(Gate::new(dir.path()).admit("user:a", grant.token.expose()), Ok(()));
+        assert_eq!(Gate::new(dir.path()).admit("user:a", grant.token.expose()).map(|_| ()), Ok(()));
         // Expired by the clock.
         gate.age_tokens(TOKEN_TTL_SECS + 1);
         assert_eq!(gate.admit("user:a", grant.token.expose()), Err(Denial::Required));
@@ -235,7 +245,7 @@ mod tests {
         set(dir.path(), "second password").unwrap();
         assert_eq!(gate.admit("link:l", grant.token.expose()), Err(Denial::Required));
         assert!(clear(dir.path()).unwrap());
-        assert_eq!(gate.admit("link:l", ""), Ok(()), "no password: open again");
+        assert_eq!(gate.admit("link:l", "").map(|_| ()), Ok(()), "no password: open again");
         assert!(!clear(dir.path()).unwrap());
     }
 

@@ -35,7 +35,7 @@ pub(crate) enum Command {
     /// Start a server and an agent for this machine, sign this CLI in, print a share link.
     Quickstart(QuickstartArgs),
     /// Run the server: relay (gRPC) and gateway (HTTP) on one listener.
-    Server(crate::server::command::ServerArgs),
+    Server(Box<crate::server::command::ServerArgs>),
     /// Run the machine daemon (dials out to the server; never listens).
     Agent(crate::agent::command::AgentArgs),
     /// Sign in with the OAuth device flow: prints a URL and a code to approve in a browser.

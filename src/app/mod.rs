@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 async fn run(cli: args::Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Quickstart(a) => quickstart::run(a).await,
-        Command::Server(a) => server(a).await,
+        Command::Server(a) => server(*a).await,
         Command::Agent(a) => crate::agent::command::run(a).await,
         Command::Login { server } => Ok(cli::login::login(server).await?),
         Command::Logout => Ok(cli::login::logout().await?),

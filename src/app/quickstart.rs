@@ -42,6 +42,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<i32> {
         heartbeat: DEFAULT_HEARTBEAT,
         max_link_ttl: crate::server::links::DEFAULT_MAX_TTL,
         limits: Default::default(),
+        service: Default::default(),
         trusted_proxies: vec![],
     };
     let server = Server::bind(config).await.with_context(|| {

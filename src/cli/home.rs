@@ -115,6 +115,12 @@ impl AttachTokens {
         Some(crate::core::secret::Secret::new(t.token.clone()))
     }
 
+    /// Every unexpired token, by machine id.
+    pub(crate) fn all(&self) -> std::collections::HashMap<String, String> {
+        let now = crate::core::clock::now();
+        self.machines.iter().filter(|(_, t)| t.expires_unix > now).map(|(m, t)| (m.clone(), t.token.clone())).collect()
+    }
+
     /// Remembers (`Some`) or forgets (`None`) the token for `machine`; drops expired ones.
     pub(crate) fn put(&mut self, machine: &str, grant: Option<(&str, i64)>) -> anyhow::Result<()> {
         let now = crate::core::clock::now();

@@ -47,7 +47,9 @@ async fn request_device_code(server: &str) -> Result<DeviceCode, CliError> {
         .await
         .map_err(|e| unreachable(server, e))?;
     if !resp.status().is_success() {
-        return Err(CliError::Failed(format!("the server refused to start a sign-in ({})", resp.status())));
+        let status = resp.status();
+        let why = resp.json::<OAuthError>().await.map(|e| e.error_description).unwrap_or_default();
+        return Err(CliError::Failed(format!("the server refused to start a sign-in ({status}): {why}")));
     }
     resp.json().await.map_err(|e| CliError::Failed(format!("{server} did not answer like a cmdop server: {e}")))
 }

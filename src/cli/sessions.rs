@@ -4,7 +4,9 @@ use serde::Serialize;
 
 use super::client::Client;
 use super::error::CliError;
+use super::home::AttachTokens;
 use super::machines;
+use super::unlock::Unlocker;
 use crate::proto;
 
 /// A session as `connect sessions --json` prints it.
@@ -35,13 +37,35 @@ fn row(s: &proto::SessionInfo) -> Row<'_> {
 
 /// `cmdop connect sessions [MACHINE] [--json]`.
 pub(crate) async fn list(client: &mut Client, machine: Option<String>, json: bool) -> Result<i32, CliError> {
-    let machine_id = match machine {
-        Some(query) => machines::resolve(client, &query).await?.id,
-        None => String::new(),
+    let answer = match machine {
+        Some(query) => {
+            let machine = machines::resolve(client, &query).await?;
+            let mut unlocker = Unlocker::new(&machine);
+            loop {
+                let attach_tokens = [(machine.id.clone(), unlocker.token())].into();
+                let request = proto::ListSessionsRequest { machine_id: machine.id.clone(), attach_tokens };
+                match client.list_sessions(request).await {
+                    Ok(answer) => break answer.into_inner(),
+                    Err(status) if unlocker.answer(client, &status).await? => continue,
+                    Err(status) => return Err(status.into()),
+                }
+            }
+        }
+        None => {
+            let attach_tokens = AttachTokens::load().all();
+            client
+                .list_sessions(proto::ListSessionsRequest { machine_id: String::new(), attach_tokens })
+                .await?
+                .into_inner()
+        }
     };
-    let answer = client.list_sessions(proto::ListSessionsRequest { machine_id }).await?.into_inner();
     for hostname in &answer.unreachable {
         eprintln!("cmdop: machine {hostname} did not answer; its sessions are not listed");
+    }
+    for hostname in &answer.locked {
+        eprintln!(
+            "cmdop: machine {hostname} has an attach password; list its sessions with `cmdop connect sessions {hostname}`"
+        );
     }
     if json {
         let rows: Vec<Row> = answer.sessions.iter().map(row).collect();
@@ -74,8 +98,19 @@ pub(crate) async fn list(client: &mut Client, machine: Option<String>, json: boo
 /// `cmdop connect kill MACHINE SESSION`.
 pub(crate) async fn kill(client: &mut Client, machine: &str, session: &str) -> Result<i32, CliError> {
     let machine = machines::resolve(client, machine).await?;
-    let request = proto::KillSessionRequest { machine_id: machine.id.clone(), session: session.to_string() };
-    let killed = client.kill_session(request).await?.into_inner().session.unwrap_or_default();
+    let mut unlocker = Unlocker::new(&machine);
+    let killed = loop {
+        let request = proto::KillSessionRequest {
+            machine_id: machine.id.clone(),
+            session: session.to_string(),
+            attach_token: unlocker.token(),
+        };
+        match client.kill_session(request).await {
+            Ok(answer) => break answer.into_inner().session.unwrap_or_default(),
+            Err(status) if unlocker.answer(client, &status).await? => continue,
+            Err(status) => return Err(status.into()),
+        }
+    };
     let name = Some(killed.name.as_str()).filter(|n| !n.is_empty()).unwrap_or(&killed.id);
     println!("killed session {name} on {}", machine.hostname);
     Ok(0)

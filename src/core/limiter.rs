@@ -1,5 +1,6 @@
 //! Slows password guessing: after a few free failures per key (an account, an IP), each
-//! further failure doubles the wait before the next attempt, up to a cap.
+//! further failure doubles the wait before the next attempt, up to a cap (`Limiter`); and caps
+//! the rate of anonymous requests per key (`Rate`).
 //!
 //! An attempt is counted when it *starts* (`begin`), before the slow password check, and
 //! forgotten only on success: guesses sent all at once are counted one by one instead of all
@@ -89,9 +90,56 @@ impl Limiter {
     }
 }
 
+/// At most `max` events per key within a sliding `window` (a request rate, not a failure
+/// count): for endpoints anyone may call without signing in.
+#[derive(Debug)]
+pub(crate) struct Rate {
+    max: usize,
+    window: Duration,
+    keys: Mutex<HashMap<String, Vec<Instant>>>,
+}
+
+impl Rate {
+    /// `max` events per `window` per key; `max` 0 refuses nothing (no limit).
+    pub(crate) fn new(max: usize, window: Duration) -> Self {
+        Self { max, window, keys: Mutex::default() }
+    }
+
+    /// Counts an event of `key`, or `Err(wait)` until the oldest counted one leaves the window.
+    pub(crate) fn hit(&self, key: &str) -> Result<(), Duration> {
+        if self.max == 0 {
+            return Ok(());
+        }
+        let mut keys = super::sync::lock(&self.keys);
+        let now = Instant::now();
+        if keys.len() >= MAX_KEYS {
+            keys.retain(|_, times| times.last().is_some_and(|t| now.duration_since(*t) < self.window));
+        }
+        let times = keys.entry(key.to_string()).or_default();
+        times.retain(|t| now.duration_since(*t) < self.window);
+        if times.len() >= self.max {
+            let oldest = times.first().copied().unwrap_or(now);
+            return Err(self.window.saturating_sub(now.duration_since(oldest)));
+        }
+        times.push(now);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_refuses_beyond_its_window_and_says_how_long() {
+        let r = Rate::new(3, Duration::from_secs(60));
+        assert!((0..3).all(|_| r.hit("ip:a").is_ok()));
+        let wait = r.hit("ip:a").unwrap_err();
+        assert!(wait > Duration::from_secs(59) && wait <= Duration::from_secs(60), "{wait:?}");
+        assert!(r.hit("ip:b").is_ok(), "keys are apart");
+        let unlimited = Rate::new(0, Duration::from_secs(60));
+        assert!((0..100).all(|_| unlimited.hit("x").is_ok()));
+    }
 
     #[test]
     fn free_attempts_then_doubling_waits() {

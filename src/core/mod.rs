@@ -9,7 +9,8 @@
 //!   verification, revocation set.
 //! - `session`: sessions as consumers see them: events, exits, access, ring buffer, fan-out.
 //! - `resolver`: typed machine name -> one machine.
-//! - `limiter`: exponential back-off after repeated failures.
+//! - `limiter`: exponential back-off after repeated failures; request rates.
+//! - `limits`: the service's configurable limits and their defaults.
 //! - `passwords`: argon2id hashes and generated one-time passwords.
 //! - `convert`: the one place wire (proto) values become domain values and back.
 //! - `wire`: gRPC metadata names both ends of the CLI API agree on.
@@ -21,6 +22,7 @@ pub(crate) mod convert;
 pub(crate) mod duration;
 pub mod ids;
 pub(crate) mod limiter;
+pub(crate) mod limits;
 pub mod link_token;
 pub(crate) mod passwords;
 pub(crate) mod resolver;

@@ -24,6 +24,10 @@ pub(crate) const ASK_FROM_ENV: &str = "CMDOP_ASK_FROM";
 /// See `ASK_FROM_ENV`.
 pub(crate) const ASK_ID_ENV: &str = "CMDOP_ASK_ID";
 
+/// The `grpc-message` of the `UNAVAILABLE` status every open stream ends with when the server
+/// shuts down: agents reconnect at once instead of backing off.
+pub(crate) const SERVER_SHUTTING_DOWN: &str = "server shutting down";
+
 /// A token response (RFC 6749 section 5.1).
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct TokenPair {

@@ -206,7 +206,7 @@ impl Machines {
     #[tool(description = "List the shell sessions (persistent and attached ones) running on a machine.")]
     async fn list_sessions(&self, Parameters(p): Parameters<MachineParams>) -> ToolResult<SessionList> {
         let (mut client, machine) = self.machine(&p.machine).await?;
-        let req = proto::ListSessionsRequest { machine_id: machine.id };
+        let req = proto::ListSessionsRequest { machine_id: machine.id, ..Default::default() };
         let answer = client.list_sessions(req).await.map_err(|s| message(s.into()))?.into_inner();
         let sessions = answer
             .sessions

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::{Server, ServerConfig};
+use crate::core::limits;
 use crate::store::{Database, Store};
 use crate::sys::{dirs, private_file, signal};
 
@@ -53,6 +54,25 @@ pub(crate) struct ServerArgs {
     /// Most connections served at once; more wait in the kernel's queue.
     #[arg(long, default_value_t = super::listen::DEFAULT_MAX_CONNECTIONS)]
     pub(crate) max_connections: usize,
+    /// `POST /oauth/device` calls allowed per client IP per minute (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_DEVICE_STARTS_PER_MINUTE)]
+    pub(crate) max_device_starts_per_minute: usize,
+    /// Browser cookie sessions kept in memory, per kind (device page, console); beyond it the
+    /// oldest anonymous ones are dropped.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_MAX_WEB_SESSIONS)]
+    pub(crate) max_web_sessions: usize,
+    /// How often expired and used grants, tokens, tickets and sessions are deleted.
+    #[arg(long, value_parser = crate::core::duration::parse, default_value = "10m")]
+    pub(crate) purge_interval: Duration,
+    /// Open sessions (shells and commands) allowed per machine (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_SESSIONS_PER_MACHINE)]
+    pub(crate) max_sessions_per_machine: usize,
+    /// Open sessions allowed per share link (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_SESSIONS_PER_LINK)]
+    pub(crate) max_sessions_per_link: usize,
+    /// Open sessions allowed per client IP (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_SESSIONS_PER_IP)]
+    pub(crate) max_sessions_per_ip: usize,
     /// Administration of a server's data folder.
     #[command(subcommand)]
     pub(crate) command: Option<ServerCommand>,
@@ -178,6 +198,14 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         limits: super::listen::ConnLimits {
             header_timeout: args.header_timeout,
             max_connections: args.max_connections,
+        },
+        service: limits::ServiceLimits {
+            device_starts_per_minute: args.max_device_starts_per_minute,
+            max_web_sessions: args.max_web_sessions,
+            purge_interval: args.purge_interval,
+            sessions_per_machine: args.max_sessions_per_machine,
+            sessions_per_link: args.max_sessions_per_link,
+            sessions_per_ip: args.max_sessions_per_ip,
         },
     };
     let server = Server::bind(config).await?;

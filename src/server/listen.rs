@@ -88,6 +88,9 @@ pub(crate) async fn serve(
             }
         });
     }
+    // Stop accepting at once: new clients are refused (and go to another node) while the open
+    // connections drain.
+    drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::info!("connections still open after the shutdown grace; closing them");
     }

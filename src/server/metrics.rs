@@ -16,12 +16,49 @@ pub(crate) struct Metrics {
     pub(crate) bytes_to_agents: AtomicU64,
     /// Exec commands started.
     pub(crate) execs_total: AtomicU64,
+    /// Browser cookie sessions held in memory (device page and console).
+    pub(crate) web_sessions: AtomicU64,
+    /// Purges of ended rows run by this node.
+    pub(crate) purge_runs: AtomicU64,
+    /// Rows those purges deleted.
+    pub(crate) purged_rows: AtomicU64,
+    /// Requests refused by a limit, one counter per `Limit`.
+    pub(crate) refusals: [AtomicU64; Limit::ALL.len()],
     /// Sessions this node drove on another node's agent stream.
     pub(crate) forwarded_sessions: AtomicU64,
     /// Node-to-node streams open on this node, either way.
     pub(crate) peer_streams: AtomicU64,
     /// Milliseconds from the last applied broadcast event's write to its application here.
     pub(crate) notification_lag_ms: AtomicU64,
+}
+
+/// The limits whose refusals are counted (`cmdop_limit_refusals_total{limit=...}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// `POST /oauth/device` per client IP.
+    DeviceStart,
+    /// Open sessions per machine.
+    SessionsPerMachine,
+    /// Open sessions per share link.
+    SessionsPerLink,
+    /// Open sessions per client IP.
+    SessionsPerIp,
+}
+
+impl Limit {
+    /// Every limit, in the order of `Metrics::refusals`.
+    pub(crate) const ALL: [Limit; 4] =
+        [Limit::DeviceStart, Limit::SessionsPerMachine, Limit::SessionsPerLink, Limit::SessionsPerIp];
+
+    /// The `limit` label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Limit::DeviceStart => "device_start",
+            Limit::SessionsPerMachine => "sessions_per_machine",
+            Limit::SessionsPerLink => "sessions_per_link",
+            Limit::SessionsPerIp => "sessions_per_ip",
+        }
+    }
 }
 
 /// The one instance.
@@ -31,16 +68,26 @@ pub(crate) static METRICS: Metrics = Metrics {
     bytes_from_agents: AtomicU64::new(0),
     bytes_to_agents: AtomicU64::new(0),
     execs_total: AtomicU64::new(0),
+    web_sessions: AtomicU64::new(0),
+    purge_runs: AtomicU64::new(0),
+    purged_rows: AtomicU64::new(0),
+    refusals: [const { AtomicU64::new(0) }; Limit::ALL.len()],
     forwarded_sessions: AtomicU64::new(0),
     peer_streams: AtomicU64::new(0),
     notification_lag_ms: AtomicU64::new(0),
 };
 
 impl Metrics {
+    /// Counts one refusal by `limit`.
+    pub(crate) fn refused(&self, limit: Limit) {
+        let i = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
+        self.refusals[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Renders every metric with HELP and TYPE lines.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 9] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
             ("cmdop_machines_online", "gauge", "Agent streams connected to this node.", &self.machines_online),
             (
                 "cmdop_routes_held",
@@ -57,6 +104,9 @@ impl Metrics {
             ),
             ("cmdop_relayed_bytes_total{direction=\"to_agent\"}", "counter", "", &self.bytes_to_agents),
             ("cmdop_execs_total", "counter", "Exec commands started.", &self.execs_total),
+            ("cmdop_web_sessions", "gauge", "Browser cookie sessions held in memory.", &self.web_sessions),
+            ("cmdop_purge_runs_total", "counter", "Purges of ended rows run by this node.", &self.purge_runs),
+            ("cmdop_purged_rows_total", "counter", "Ended rows deleted by purges.", &self.purged_rows),
             (
                 "cmdop_forwarded_sessions_total",
                 "counter",
@@ -77,6 +127,18 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP {base} {help}\n# TYPE {base} {kind}");
             }
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP cmdop_limit_refusals_total Requests refused by a limit.\n# TYPE cmdop_limit_refusals_total counter"
+        );
+        for (limit, value) in Limit::ALL.iter().zip(&self.refusals) {
+            let _ = writeln!(
+                out,
+                "cmdop_limit_refusals_total{{limit=\"{}\"}} {}",
+                limit.label(),
+                value.load(Ordering::Relaxed)
+            );
         }
         out
     }

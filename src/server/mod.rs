@@ -10,12 +10,14 @@
 //! - `oauth`: OAuth tokens and the device grant.
 //! - `grpc`, `metrics`, `bootstrap`, `command`: shared gRPC helpers, counters, first-run
 //!   set-up and the `cmdop server` command.
+//! - `purge`: the periodic deletion of ended rows and expired browser sessions.
 
 pub(crate) mod api;
 pub(crate) mod bootstrap;
 pub(crate) mod cluster;
 pub(crate) mod command;
 mod console;
+mod drain;
 pub(crate) mod grpc;
 pub(crate) mod http;
 pub(crate) mod links;
@@ -23,6 +25,7 @@ pub(crate) mod listen;
 pub(crate) mod local_approval;
 pub(crate) mod metrics;
 pub(crate) mod oauth;
+mod purge;
 pub(crate) mod relay;
 
 use std::net::SocketAddr;
@@ -35,11 +38,13 @@ use tokio::net::TcpListener;
 
 use crate::core::cluster_key::ClusterKey;
 use crate::core::ids::NodeId;
+use crate::core::limits::ServiceLimits;
 use crate::proto;
 use crate::server::api::ApiService;
 use crate::server::cluster::Node;
 use crate::server::http::HttpState;
 use crate::server::http::client_ip::TrustedProxies;
+use crate::server::http::sessions::BoundedSessions;
 use crate::server::links::{KeyPlace, Links};
 use crate::server::relay::LocalRouter;
 use crate::server::relay::cluster::ClusterRouter;
@@ -75,6 +80,8 @@ pub(crate) struct ServerConfig {
     pub(crate) trusted_proxies: Vec<std::net::IpAddr>,
     /// Header timeout and connection cap (listen.rs).
     pub(crate) limits: listen::ConnLimits,
+    /// Rates, session caps and the purge interval.
+    pub(crate) service: ServiceLimits,
 }
 
 /// A bound, not yet serving, server.
@@ -95,6 +102,7 @@ pub(crate) struct Server {
     trusted_proxies: TrustedProxies,
     bootstrap_secret: crate::core::secret::Secret<String>,
     limits: listen::ConnLimits,
+    service: ServiceLimits,
 }
 
 impl Server {
@@ -148,6 +156,7 @@ impl Server {
             trusted_proxies,
             bootstrap_secret,
             limits: config.limits,
+            service: config.service,
         })
     }
 
@@ -164,23 +173,39 @@ impl Server {
     /// Serves until `shutdown` resolves.
     pub(crate) async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let relay = RelayService::new(self.store.clone(), self.router.clone(), self.heartbeat, self.node.id.clone());
-        let api = ApiService::new(self.store.clone(), self.routes.clone(), self.links.clone(), self.public_url.clone());
+        let slots = crate::core::limits::SessionSlots::new(&self.service);
+        let api = ApiService::new(self.store.clone(), self.routes.clone(), self.links.clone(), self.public_url.clone())
+            .with_slots(slots.clone());
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let http_state =
-            HttpState::new(self.store.clone(), self.links.clone(), self.routes.clone(), &self.public_url, self.health);
+            HttpState::new(self.store.clone(), self.links.clone(), self.routes.clone(), &self.public_url, self.health)
+                .with_limits(self.service)
+                .with_stopping(stopping.clone())
+                .with_slots(slots.clone());
+        let device_sessions = BoundedSessions::new(self.service.max_web_sessions, http::device::USER_KEY);
+        let console_sessions = BoundedSessions::new(self.service.max_web_sessions, console::SIGNED_IN_KEY);
+        let _purge = AbortOnDrop::spawn(purge::run(
+            self.store.clone(),
+            vec![device_sessions.clone(), console_sessions.clone()],
+            self.service.purge_interval,
+        ));
         // Key reloads and revocation pruning, for as long as this server serves.
         let _maintenance = self.links.spawn_maintenance();
         // This node's lease (its routes count while it lives) and the other nodes' broadcasts.
         let _lease = AbortOnDrop::spawn(cluster::hold_lease(self.store.clone(), self.node.clone()));
         let _events =
             AbortOnDrop::spawn(cluster::follow_events(self.store.clone(), self.links.clone(), self.events_from));
-        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-        let console = console::router(console::ConsoleState::new(
-            self.store.clone(),
-            self.links.clone(),
-            self.routes.clone(),
-            &self.public_url,
-            stopping,
-        ));
+        let console = console::router(
+            console::ConsoleState::new(
+                self.store.clone(),
+                self.links.clone(),
+                self.routes.clone(),
+                &self.public_url,
+                stopping.clone(),
+            )
+            .with_slots(slots.clone()),
+            console_sessions,
+        );
         let mut grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
             .add_service(proto::api_server::ApiServer::new(api));
         if let Some(key) = &self.node.key {
@@ -188,16 +213,22 @@ impl Server {
                 .add_service(proto::peer_server::PeerServer::new(PeerService::new(self.router.clone(), key.clone())));
         }
         let grpc = grpc.into_axum_router();
-        let app = http::router(http_state)
+        let app = http::router(http_state, device_sessions)
             .merge(local_approval::router(self.store.clone(), self.bootstrap_secret))
             .merge(console)
             .merge(grpc)
             .fallback(http::not_found)
+            .layer(axum::middleware::map_response(move |resp| {
+                let stopping = stopping.clone();
+                async move { drain::end_grpc_on_stop(stopping, resp) }
+            }))
             .layer(axum::Extension(self.trusted_proxies.clone()));
         tracing::info!(url = %self.public_url, addr = %self.local_addr, "serving");
-        // Event streams never end by themselves: tell them when the server stops.
+        // Sockets, event streams and gRPC streams never end by themselves: tell them when the
+        // server stops (browsers get a notice and close 1001, agents and CLIs an UNAVAILABLE).
         let shutdown = async move {
             shutdown.await;
+            tracing::info!("shutting down: draining connections");
             let _ = stopping_tx.send(true);
         };
         listen::serve(self.listener, app, self.limits, shutdown).await;

@@ -121,6 +121,7 @@ pub(crate) trait IdentityStore: Send + Sync {
         user: UserId,
         client_name: &str,
         expires_at: i64,
+        family: &str,
     ) -> Result<(), StoreError>;
 
     /// The user a live (unexpired, unrevoked) token of `kind` belongs to.
@@ -129,4 +130,24 @@ pub(crate) trait IdentityStore: Send + Sync {
     /// Revokes a token by hash; true when it was live. A refresh token is single-use, so the
     /// refresh grant revokes it with this and checks the answer to detect replays.
     async fn revoke_token(&self, hash: &str) -> Result<bool, StoreError>;
+
+    /// A refresh token whatever its state, so a replay of a used one can be told from an
+    /// unknown one.
+    async fn refresh_token(&self, hash: &str) -> Result<Option<RefreshToken>, StoreError>;
+
+    /// Revokes every live token of a family (all descended from one grant); how many.
+    async fn revoke_family(&self, family: &str) -> Result<u64, StoreError>;
+}
+
+/// A refresh token's row, live or not.
+#[derive(Clone, Debug)]
+pub(crate) struct RefreshToken {
+    /// Whose it is.
+    pub(crate) user: UserId,
+    /// The family: every token descended from the same grant.
+    pub(crate) family: String,
+    /// Unix seconds.
+    pub(crate) expires_at: i64,
+    /// Set once used (rotated) or revoked.
+    pub(crate) revoked_at: Option<i64>,
 }

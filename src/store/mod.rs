@@ -1,7 +1,7 @@
 //! The server's storage: users, fleets, memberships, machines, tokens, links and audit events.
 //!
 //! An interface of one trait per concern (`IdentityStore`, `MachineStore`, `LinkStore`,
-//! `GrantStore`, `AuditStore`), together `Storage`, held as `Store` (`Arc<dyn Storage>`).
+//! `GrantStore`, `AuditStore`, `ConsoleStore`, `PurgeStore`), together `Storage`, held as `Store` (`Arc<dyn Storage>`).
 //! Callers see domain types and `StoreError`, never SQL: all SQL lives under this folder, one
 //! implementation per backend: `sqlite` (the default, a file in the data folder) and `postgres`
 //! (several server nodes on one database). `rows` holds what both read alike.
@@ -13,6 +13,7 @@ mod identity;
 mod links;
 mod machines;
 mod postgres;
+mod purge;
 mod rows;
 mod sqlite;
 #[cfg(test)]
@@ -33,6 +34,9 @@ pub(crate) use grants::{DeviceGrant, GrantStatus, GrantStore};
 pub(crate) use identity::{Fleet, IdentityStore, Membership, Role, TokenKind, User};
 pub(crate) use links::{LinkRow, LinkStore, NewLink};
 pub(crate) use machines::{EnrollError, Machine, MachineInfo, MachineStore};
+pub(crate) use purge::PurgeStore;
+#[cfg(test)]
+pub(crate) use purge::Purged;
 
 /// A storage failure: the database is unreachable or corrupt, or a row breaks an invariant.
 #[derive(Debug, Error)]
@@ -59,12 +63,12 @@ impl From<sqlx::Error> for EnrollError {
 
 /// Every concern of the store, as one object.
 pub(crate) trait Storage:
-    IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore + ClusterStore
+    IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore + ClusterStore + PurgeStore
 {
 }
 
-impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore + ClusterStore> Storage
-    for T
+impl<T: IdentityStore + MachineStore + LinkStore + GrantStore + AuditStore + ConsoleStore + ClusterStore + PurgeStore>
+    Storage for T
 {
 }
 

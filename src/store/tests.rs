@@ -45,12 +45,14 @@ on_both_backends!(
     the_first_user_is_the_first_created,
     fleets_memberships_and_roles,
     tokens_live_until_expiry_or_revocation,
+    a_token_family_is_revoked_as_one,
     an_enrollment_token_enrolls_exactly_one_machine,
     racing_enrollments_with_one_token_make_one_machine,
     machines_go_online_and_offline,
     links_are_stored_listed_and_revoked,
     racing_opens_never_pass_max_opens,
     device_grants_move_once_and_passwords_are_kept,
+    the_purge_deletes_what_ended_and_keeps_the_rest,
     revocations_and_secrets_are_broadcast_in_order,
     audit_events_keep_their_surface_and_list_by_machine_actor_and_time,
 );
@@ -108,9 +110,9 @@ async fn fleets_memberships_and_roles(store: Store) {
 
 async fn tokens_live_until_expiry_or_revocation(store: Store) {
     let (user, _) = owner(&store).await;
-    store.insert_token("live", TokenKind::Access, user, "test", now() + 600).await.unwrap();
-    store.insert_token("old", TokenKind::Access, user, "test", now() - 1).await.unwrap();
-    store.insert_token("refresh", TokenKind::Refresh, user, "test", now() + 600).await.unwrap();
+    store.insert_token("live", TokenKind::Access, user, "test", now() + 600, "fam").await.unwrap();
+    store.insert_token("old", TokenKind::Access, user, "test", now() - 1, "fam").await.unwrap();
+    store.insert_token("refresh", TokenKind::Refresh, user, "test", now() + 600, "fam").await.unwrap();
     assert_eq!(store.token_user("live", TokenKind::Access).await.unwrap(), Some(user));
     assert_eq!(store.token_user("live", TokenKind::Refresh).await.unwrap(), None, "kinds do not mix");
     assert_eq!(store.token_user("old", TokenKind::Access).await.unwrap(), None, "expired");
@@ -118,6 +120,24 @@ async fn tokens_live_until_expiry_or_revocation(store: Store) {
     assert!(store.revoke_token("refresh").await.unwrap());
     assert!(!store.revoke_token("refresh").await.unwrap(), "a refresh token revokes once: replays show");
     assert_eq!(store.token_user("refresh", TokenKind::Refresh).await.unwrap(), None);
+}
+
+async fn a_token_family_is_revoked_as_one(store: Store) {
+    let (user, _) = owner(&store).await;
+    store.insert_token("a1", TokenKind::Access, user, "test", now() + 600, "fam").await.unwrap();
+    store.insert_token("r1", TokenKind::Refresh, user, "test", now() + 600, "fam").await.unwrap();
+    store.insert_token("r2", TokenKind::Refresh, user, "test", now() + 600, "fam").await.unwrap();
+    store.insert_token("other", TokenKind::Access, user, "test", now() + 600, "fam2").await.unwrap();
+    assert!(store.revoke_token("r1").await.unwrap());
+    let used = store.refresh_token("r1").await.unwrap().unwrap();
+    assert_eq!((used.user, used.family.as_str()), (user, "fam"));
+    assert!(used.revoked_at.is_some(), "a used refresh token is still found, marked used");
+    assert!(store.refresh_token("a1").await.unwrap().is_none(), "an access token is no refresh token");
+    assert!(store.refresh_token("nope").await.unwrap().is_none());
+    assert_eq!(store.revoke_family("fam").await.unwrap(), 2, "a1 and r2; r1 was already revoked");
+    assert_eq!(store.token_user("a1", TokenKind::Access).await.unwrap(), None);
+    assert_eq!(store.token_user("r2", TokenKind::Refresh).await.unwrap(), None);
+    assert_eq!(store.token_user("other", TokenKind::Access).await.unwrap(), Some(user), "other families live on");
 }
 
 async fn an_enrollment_token_enrolls_exactly_one_machine(store: Store) {
@@ -321,6 +341,66 @@ fn the_database_url_picks_the_backend_and_never_shows_a_password() {
     assert_eq!(Database::choose(Some("postgresql://db/cmdop"), dir).unwrap().kind(), "postgres");
     let refused = Database::choose(Some("mysql://root:pw@db/cmdop"), dir).unwrap_err().to_string();
     assert!(refused.contains("postgres://") && !refused.contains("pw@"), "{refused}");
+}
+
+fn grant(hash: &str, user_code: &str, expires_at: i64) -> DeviceGrant {
+    DeviceGrant {
+        device_code_hash: hash.into(),
+        user_code: user_code.into(),
+        client_name: "cmdop".into(),
+        client_host: "laptop".into(),
+        expires_at,
+        interval_secs: 5,
+        last_poll_at: None,
+        status: GrantStatus::Pending,
+        user_id: None,
+    }
+}
+
+async fn the_purge_deletes_what_ended_and_keeps_the_rest(store: Store) {
+    let (user, fleet) = owner(&store).await;
+    let t = now();
+    store.insert_grant(&grant("g-old", "AAAA-AAAA", t - 100)).await.unwrap();
+    store.insert_grant(&grant("g-live", "BBBB-BBBB", t + 900)).await.unwrap();
+    store.insert_token("a-old", TokenKind::Access, user, "t", t - 100, "f").await.unwrap();
+    store.insert_token("a-revoked", TokenKind::Access, user, "t", t + 600, "f").await.unwrap();
+    store.revoke_token("a-revoked").await.unwrap();
+    store.insert_token("r-used", TokenKind::Refresh, user, "t", t + 600, "f").await.unwrap();
+    store.revoke_token("r-used").await.unwrap();
+    store.insert_token("a-live", TokenKind::Access, user, "t", t + 600, "f").await.unwrap();
+    let owner_of = TicketOwner { user, fleet: Some(fleet) };
+    store.insert_console_ticket("tk-old", &owner_of, t - 100).await.unwrap();
+    store.insert_console_ticket("tk-used", &owner_of, t + 60).await.unwrap();
+    assert!(store.consume_console_ticket("tk-used").await.unwrap().is_some());
+    store.insert_console_ticket("tk-live", &owner_of, t + 60).await.unwrap();
+    store.create_enroll_token("e-old", fleet, user, t - 100).await.unwrap();
+    enrolled(&store, user, fleet, "used").await;
+    store.create_enroll_token("e-live", fleet, user, t + 600).await.unwrap();
+
+    // Everything that ended before `t + 5`: used and revoked rows count from their use.
+    let purged = store.purge_ended(t + 5).await.unwrap().expect("no other node holds the lock");
+    assert_eq!(purged, Purged { grants: 1, tokens: 2, tickets: 2, enroll_tokens: 2 });
+    assert!(store.grant_by_device_code("g-old").await.unwrap().is_none());
+    assert!(store.grant_by_device_code("g-live").await.unwrap().is_some());
+    assert_eq!(store.token_user("a-live", TokenKind::Access).await.unwrap(), Some(user));
+    let kept = store.refresh_token("r-used").await.unwrap().expect("a used refresh token stays until it expires");
+    assert!(kept.revoked_at.is_some(), "so a replay is still recognised");
+    assert!(store.consume_console_ticket("tk-live").await.unwrap().is_some());
+    let info = MachineInfo { hostname: "late".into(), ..Default::default() };
+    assert!(store.enroll_machine("e-live", "cred-late", &info).await.is_ok());
+    assert_eq!(store.purge_ended(t + 5).await.unwrap().map(|p| p.total()), Some(2), "the token and ticket used since");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_postgres_node_purges_at_a_time() {
+    use sqlx::Connection;
+    let url = pg_cluster::fresh_database().unwrap();
+    let store = Database::choose(Some(&url), std::path::Path::new("/nonexistent")).unwrap().connect().await.unwrap();
+    let mut other_node = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(postgres::PURGE_LOCK).execute(&mut other_node).await.unwrap();
+    assert_eq!(store.purge_ended(now()).await.unwrap(), None, "another node holds the purge lock");
+    sqlx::query("SELECT pg_advisory_unlock($1)").bind(postgres::PURGE_LOCK).execute(&mut other_node).await.unwrap();
+    assert!(store.purge_ended(now()).await.unwrap().is_some());
 }
 
 async fn revocations_and_secrets_are_broadcast_in_order(store: Store) {

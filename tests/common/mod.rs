@@ -365,6 +365,13 @@ impl TestServer {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM and waits at most `within` for the server to exit; its exit status.
+    pub fn terminate(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        wait_child(&mut self.child, within)
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url
@@ -679,6 +686,11 @@ impl TestAgent {
 
     fn log_path(&self, run: u32) -> PathBuf {
         self.dir.path().join(format!("agent-{run}.log"))
+    }
+
+    /// Everything the agent logged, over all its runs.
+    pub fn log_text(&self) -> String {
+        (1..=self.runs).map(|run| std::fs::read_to_string(self.log_path(run)).unwrap_or_default()).collect()
     }
 
     fn dump_logs(&self) {

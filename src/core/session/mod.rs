@@ -103,6 +103,14 @@ pub(crate) enum Ending {
     NoAskHandler,
 }
 
+impl Ending {
+    /// Whether the machine's attach password refused it (at the start, or later because the
+    /// password changed under it).
+    pub(crate) fn is_denied(&self) -> bool {
+        matches!(self, Ending::Denied(_))
+    }
+}
+
 /// The final word on a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Exit {

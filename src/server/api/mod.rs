@@ -19,14 +19,16 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::clock::rfc3339;
 use crate::core::ids::MachineId;
+use crate::core::limits::{SessionLimit, SessionSlot, SessionSlots};
 use crate::core::secret::Secret;
 use crate::core::secret::{self, prefix};
 use crate::core::session::{Access, Denial, Ending, Exit, SessionEvent};
 use crate::core::wire::{DENIAL_HEADER, ERROR_HEADER, NO_ASK_HANDLER};
 use crate::proto::{self, exec_input};
 use crate::server::grpc::internal;
+use crate::server::http::client_ip::TrustedProxies;
 use crate::server::links::Links;
-use crate::server::metrics::METRICS;
+use crate::server::metrics::{Limit, METRICS};
 use crate::server::relay::router::{RouteError, SessionRouter};
 use crate::store::{AuditQuery, Machine, Role, Store};
 use auth::{Caller, authenticate};
@@ -47,12 +49,38 @@ pub(crate) struct ApiService {
     router: Arc<dyn SessionRouter>,
     links: Links,
     public_url: String,
+    /// Open sessions per machine and client IP, against their limits.
+    slots: SessionSlots,
 }
 
 impl ApiService {
     /// An API over `store` reaching machines through `router`.
     pub(crate) fn new(store: Store, router: Arc<dyn SessionRouter>, links: Links, public_url: String) -> Self {
-        Self { store, router, links, public_url }
+        Self { store, router, links, public_url, slots: SessionSlots::default() }
+    }
+
+    /// The same API counting sessions in `slots` (shared with the browser side).
+    pub(crate) fn with_slots(mut self, slots: SessionSlots) -> Self {
+        self.slots = slots;
+        self
+    }
+
+    /// A place for one more session on `machine` from the request's client, or the limit's
+    /// `RESOURCE_EXHAUSTED`.
+    fn session_slot<T>(&self, req: &Request<T>, machine: &Machine) -> Result<SessionSlot, Status> {
+        let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        let client = match (peer, req.extensions().get::<TrustedProxies>()) {
+            (Some(peer), Some(proxies)) => Some(proxies.client(peer, &req.metadata().clone().into_headers())),
+            (peer, _) => peer,
+        };
+        self.slots.acquire(&machine.id.to_string(), None, client).map_err(|limit| {
+            METRICS.refused(match limit {
+                SessionLimit::Machine(_) => Limit::SessionsPerMachine,
+                SessionLimit::Link(_) => Limit::SessionsPerLink,
+                SessionLimit::Ip(_) => Limit::SessionsPerIp,
+            });
+            Status::resource_exhausted(format!("machine {}: {limit}", machine.hostname))
+        })
     }
 
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
@@ -228,6 +256,7 @@ impl proto::api_server::Api for ApiService {
 
     async fn exec(&self, req: Request<Streaming<proto::ExecInput>>) -> Result<Response<ExecStream>, Status> {
         let c = self.caller(&req).await?;
+        let meta = (req.extensions().clone(), req.metadata().clone());
         let mut input = req.into_inner();
         let start = match input.message().await? {
             Some(proto::ExecInput { kind: Some(exec_input::Kind::Start(s)) }) => s,
@@ -236,6 +265,7 @@ impl proto::api_server::Api for ApiService {
             }
         };
         let machine = self.fleet_machine(&c, &start.machine_id).await?;
+        let slot = self.session_slot(&Request::from_parts(meta.1, meta.0, ()), &machine)?;
         self.require_runner(&c, &machine, &start).await?;
         let ask_id = uuid::Uuid::new_v4().to_string();
         let asker = exec::Asker { from: &c.user.email, id: &ask_id };
@@ -265,6 +295,7 @@ impl proto::api_server::Api for ApiService {
         let (tx, rx) = mpsc::channel(exec::CLIENT_QUEUE_CHUNKS);
         let api = self.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let exit = exec::pump(port, first, input, tx).await;
             api.audit_machine(&c, &machine, action_of(&start), exec::audit_detail(&start, exit.as_ref())).await;
         });
@@ -320,6 +351,7 @@ impl proto::api_server::Api for ApiService {
     ) -> Result<Response<Self::AttachStream>, Status> {
         let c = self.caller(&req).await?;
         c.require(Role::Member, "attaching to a shell")?;
+        let meta = (req.extensions().clone(), req.metadata().clone());
         let mut input = req.into_inner();
         let start = match input.message().await? {
             Some(proto::AttachInput { kind: Some(proto::attach_input::Kind::Start(s)) }) => s,
@@ -328,6 +360,7 @@ impl proto::api_server::Api for ApiService {
             }
         };
         let machine = self.fleet_machine(&c, &start.machine_id).await?;
+        let slot = self.session_slot(&Request::from_parts(meta.1, meta.0, ()), &machine)?;
         let spec = attach::spec_of(&start, access_of(&c, &start.attach_token))?;
         let mut port = self.router.attach(machine.id, spec).await.map_err(|e| route_status(e, &machine))?;
         let (attachment, pid) = attach::first_event(&mut port, &machine.hostname).await?;
@@ -335,7 +368,10 @@ impl proto::api_server::Api for ApiService {
         self.audit_session(&c, &machine, "session.attach", &attachment.id.to_string()).await;
         let (tx, rx) = attach::client_queue();
         let _ = tx.send(Ok(attach::attached_message(&attachment, pid))).await;
-        tokio::spawn(attach::pump(port, attachment, input, tx));
+        tokio::spawn(async move {
+            let _slot = slot;
+            attach::pump(port, attachment, input, tx).await;
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -351,10 +387,17 @@ impl proto::api_server::Api for ApiService {
             id => vec![self.fleet_machine(&c, id).await?],
         };
         let single = machines.len() == 1 && !req.get_ref().machine_id.is_empty();
-        if single && !self.router.is_connected(machines[0].id).await {
-            return Err(route_status(RouteError::Offline, &machines[0]));
+        let tokens = &req.get_ref().attach_tokens;
+        let access = |m: &Machine| access_of(&c, tokens.get(&m.id.to_string()).map_or("", String::as_str));
+        if single {
+            if !self.router.is_connected(machines[0].id).await {
+                return Err(route_status(RouteError::Offline, &machines[0]));
+            }
+            sessions::check_grant(self.router.as_ref(), &machines[0], access(&machines[0]))
+                .await
+                .map_err(|e| route_status(e, &machines[0]))?;
         }
-        Ok(Response::new(sessions::gather(self.router.as_ref(), &machines).await))
+        Ok(Response::new(sessions::gather(self.router.as_ref(), &machines, access).await))
     }
 
     async fn kill_session(
@@ -366,6 +409,9 @@ impl proto::api_server::Api for ApiService {
         let r = req.get_ref();
         sessions::check_target(&r.session)?;
         let machine = self.fleet_machine(&c, &r.machine_id).await?;
+        sessions::check_grant(self.router.as_ref(), &machine, access_of(&c, &r.attach_token))
+            .await
+            .map_err(|e| route_status(e, &machine))?;
         let killed = self.router.kill_session(machine.id, &r.session).await.map_err(|e| route_status(e, &machine))?;
         tracing::info!(machine = %machine.id, user = %c.user.email, session = %killed.id, "session killed");
         self.audit_session(&c, &machine, "session.kill", &killed.id.to_string()).await;

@@ -4,10 +4,25 @@ use futures_util::future::join_all;
 use tonic::Status;
 
 use crate::core::clock::rfc3339;
-use crate::core::session::SessionSummary;
+use crate::core::session::{Access, Denial, Ending, Exit, OpenSpec, SessionEvent, SessionKind, SessionSummary};
 use crate::proto;
-use crate::server::relay::router::SessionRouter;
+use crate::server::relay::router::{RouteError, SessionRouter};
 use crate::store::Machine;
+
+/// Whether `machine`'s attach password admits `access` (always, without a password): an exec
+/// with no argv, which the agent answers after its password check without running anything.
+pub async fn check_grant(router: &dyn SessionRouter, machine: &Machine, access: Access) -> Result<(), RouteError> {
+    let spec = OpenSpec { kind: SessionKind::Exec, argv: vec![], env: vec![], cols: 0, rows: 0, timeout: None, access };
+    let mut port = router.open(machine.id, spec).await?;
+    loop {
+        match port.events.recv().await {
+            Some(SessionEvent::Exited(Exit { ending: Ending::Denied(d), .. })) => return Err(RouteError::Denied(d)),
+            Some(SessionEvent::Exited(_)) => return Ok(()),
+            Some(SessionEvent::Lost) | None => return Err(RouteError::Offline),
+            Some(_) => {}
+        }
+    }
+}
 
 /// A summary as the API returns it.
 pub(crate) fn info_of(s: &SessionSummary, machine: &Machine) -> proto::SessionInfo {
@@ -28,12 +43,29 @@ pub(crate) fn info_of(s: &SessionSummary, machine: &Machine) -> proto::SessionIn
 
 /// Asks every machine at once (an offline one answers at once with an error); sessions of
 /// the machines that answered, and the hostnames of those that did not.
-pub(crate) async fn gather(router: &dyn SessionRouter, machines: &[Machine]) -> proto::ListSessionsResponse {
-    let answers = join_all(machines.iter().map(|m| router.list_sessions(m.id))).await;
+/// Machines whose attach password does not admit the caller (`access` per machine) are named
+/// in `locked` instead.
+pub(crate) async fn gather(
+    router: &dyn SessionRouter,
+    machines: &[Machine],
+    access: impl Fn(&Machine) -> Access,
+) -> proto::ListSessionsResponse {
+    let ask = |m: &Machine| {
+        let access = access(m);
+        let (id, m) = (m.id, m.clone());
+        async move {
+            check_grant(router, &m, access).await?;
+            router.list_sessions(id).await
+        }
+    };
+    let answers = join_all(machines.iter().map(ask)).await;
     let mut response = proto::ListSessionsResponse::default();
     for (machine, answer) in machines.iter().zip(answers) {
         match answer {
             Ok(sessions) => response.sessions.extend(sessions.iter().map(|s| info_of(s, machine))),
+            Err(RouteError::Denied(Denial::Required | Denial::Wrong | Denial::Throttled(_))) => {
+                response.locked.push(machine.hostname.clone());
+            }
             Err(e) => {
                 tracing::debug!(machine = %machine.id, error = %e, "machine did not list its sessions");
                 response.unreachable.push(machine.hostname.clone());

@@ -22,7 +22,7 @@ use crate::server::http::client_ip::ClientIp;
 use crate::server::http::server_error;
 use crate::store::{Fleet, Membership, Role, TicketOwner, TokenKind, User};
 
-const USER_KEY: &str = "user_id";
+pub(super) const USER_KEY: &str = "user_id";
 const FLEET_KEY: &str = "fleet_id";
 const CSRF_KEY: &str = "csrf";
 const SINCE_KEY: &str = "signed_in_at";

@@ -21,7 +21,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio::sync::watch;
 use tower_sessions::cookie::SameSite;
-use tower_sessions::{Expiry, MemoryStore, SessionManagerLayer};
+use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::core::limiter::Limiter;
 use crate::server::http::assets::AssetIndex;
@@ -30,6 +30,9 @@ use crate::server::relay::router::SessionRouter;
 use crate::store::Store;
 
 /// Idle time after which a console session signs out: 1 hour.
+/// The session key present once signed in (the session store evicts other sessions first).
+pub(crate) const SIGNED_IN_KEY: &str = auth::USER_KEY;
+
 const IDLE_EXPIRY: time::Duration = time::Duration::hours(1);
 
 /// What the console's handlers share. Cheap to clone.
@@ -46,6 +49,8 @@ pub(crate) struct ConsoleState {
     ip_limits: Arc<Limiter>,
     /// Turns true when the server stops: long-lived answers (event streams) end with it.
     stopping: watch::Receiver<bool>,
+    /// Open sessions per machine and client IP (shared with the API and share links).
+    slots: crate::core::limits::SessionSlots,
 }
 
 impl ConsoleState {
@@ -69,7 +74,14 @@ impl ConsoleState {
             login_limits: Arc::new(Limiter::new(5, Duration::from_secs(900))),
             ip_limits: Arc::new(Limiter::new(20, Duration::from_secs(900))),
             stopping,
+            slots: crate::core::limits::SessionSlots::default(),
         }
+    }
+
+    /// The same state counting terminals in `slots`.
+    pub(crate) fn with_slots(mut self, slots: crate::core::limits::SessionSlots) -> Self {
+        self.slots = slots;
+        self
     }
 
     fn asset(&self, path: &str) -> String {
@@ -79,8 +91,8 @@ impl ConsoleState {
 
 /// The console's routes. The session cookie layer covers these routes only (never gRPC or
 /// share links), and the cookie's path is `/console`.
-pub(crate) fn router(state: ConsoleState) -> Router {
-    let sessions = SessionManagerLayer::new(MemoryStore::default())
+pub(crate) fn router(state: ConsoleState, sessions: crate::server::http::sessions::BoundedSessions) -> Router {
+    let sessions = SessionManagerLayer::new(sessions)
         .with_name("cmdop_console")
         .with_path("/console")
         .with_secure(state.public_url.starts_with("https://"))

@@ -149,6 +149,7 @@ pub(crate) async fn bridge_socket(
     State(state): State<ConsoleState>,
     session: Session,
     Path(machine): Path<String>,
+    crate::server::http::client_ip::ClientIp(peer): crate::server::http::client_ip::ClientIp,
     Query(query): Query<SocketQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -160,8 +161,23 @@ pub(crate) async fn bridge_socket(
         Ok(found) => found,
         Err(resp) => return resp,
     };
+    // Held for as long as the terminal is open.
+    let slot = match state.slots.acquire(&machine.id.to_string(), None, Some(peer)) {
+        Ok(slot) => slot,
+        Err(limit) => {
+            crate::server::metrics::METRICS.refused(crate::server::http::refusal_metric(limit));
+            let reason = limit.short();
+            return ws.on_upgrade(move |socket| async move {
+                let (mut sink, _) = socket.split();
+                close_with(&mut sink, close::POLICY, &reason).await;
+            });
+        }
+    };
     let access = member_access(&member, machine.id).await;
-    ws.read_buffer_size(SOCKET_READ_BUFFER).on_upgrade(move |socket| run(state, member, machine, socket, query, access))
+    ws.read_buffer_size(SOCKET_READ_BUFFER).on_upgrade(move |socket| async move {
+        let _slot = slot;
+        run(state, member, machine, socket, query, access).await;
+    })
 }
 
 /// The member's access to `machine`, with the attach token an unlock left in the session.

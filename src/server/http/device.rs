@@ -17,7 +17,8 @@ use crate::core::ids::UserId;
 use crate::core::secret::{self, Secret};
 use crate::server::oauth::device::{self, DecideError};
 
-const USER_KEY: &str = "user_id";
+/// The session key present once signed in (the session store evicts other sessions first).
+pub(crate) const USER_KEY: &str = "user_id";
 const CSRF_KEY: &str = "csrf";
 
 #[derive(Template)]

@@ -20,10 +20,12 @@ use super::client_ip::ClientIp;
 use super::parked::{End, HandoffRequests, LinkSession};
 use super::protocol::{ClientMessage, ServerMessage, close};
 use crate::core::ids::SessionId;
+use crate::core::limits::SessionLimit;
 use crate::core::link_token::{LinkClaims, LinkError, LinkMode};
 use crate::core::session::{Access, OpenSpec, SessionEvent, SessionKind};
 use crate::core::session::{AttachSpec, SessionName, ShellTarget};
 use crate::server::links::Revocation;
+use crate::server::metrics::{Limit, METRICS};
 use crate::server::relay::router::{SessionControl, SessionPort};
 use crate::sys::task::AbortOnDrop;
 
@@ -42,6 +44,15 @@ const SOCKET_READ_BUFFER: usize = 4 * 1024;
 /// Largest browser message (a paste) and frame: 1 MiB, not the library's 64 MiB / 16 MiB;
 /// a bigger one closes the socket with 1009 (docs/reference.md, "Limits").
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// The metric a session limit's refusal counts under.
+pub(crate) fn refusal_metric(limit: SessionLimit) -> Limit {
+    match limit {
+        SessionLimit::Machine(_) => Limit::SessionsPerMachine,
+        SessionLimit::Link(_) => Limit::SessionsPerLink,
+        SessionLimit::Ip(_) => Limit::SessionsPerIp,
+    }
+}
 
 /// `GET /s/{token}/ws`.
 pub(crate) async fn bridge_socket(
@@ -73,7 +84,7 @@ pub(crate) async fn bridge_socket(
     ws.read_buffer_size(SOCKET_READ_BUFFER)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| run(state, claims, socket, resume, client, access))
+        .on_upgrade(move |socket| run(state, claims, socket, resume, (client, peer), access))
 }
 
 async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
@@ -85,13 +96,13 @@ async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
 /// the server is at fault, the cause for the log.
 struct Refusal {
     code: u16,
-    reason: &'static str,
+    reason: std::borrow::Cow<'static, str>,
     fault: Option<String>,
 }
 
 impl Refusal {
-    fn new(code: u16, reason: &'static str) -> Self {
-        Self { code, reason, fault: None }
+    fn new(code: u16, reason: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        Self { code, reason: reason.into(), fault: None }
     }
 
     fn with_fault(self, fault: impl std::fmt::Display) -> Self {
@@ -100,18 +111,25 @@ impl Refusal {
 }
 
 /// The connection, from upgrade to close: its one exit, where its failure is logged.
-async fn run(state: HttpState, claims: LinkClaims, socket: WebSocket, resume: Resume, client: String, access: Access) {
+async fn run(
+    state: HttpState,
+    claims: LinkClaims,
+    socket: WebSocket,
+    resume: Resume,
+    (client, peer): (String, std::net::IpAddr),
+    access: Access,
+) {
     let span = tracing::info_span!("link_socket", link = %claims.link_id, machine = %claims.machine_id);
     async move {
         let revocation = state.links.subscribe(claims.link_id);
-        match attach(&state, &claims, resume, &client, access).await {
+        match attach(&state, &claims, resume, (&client, peer), access).await {
             Ok((session, from)) => bridge(state, claims, socket, session, from, revocation).await,
             Err(refusal) => {
                 match &refusal.fault {
-                    Some(fault) => tracing::error!(error = %fault, reason = refusal.reason, "link socket failed"),
-                    None => tracing::debug!(reason = refusal.reason, "link socket refused"),
+                    Some(fault) => tracing::error!(error = %fault, reason = %refusal.reason, "link socket failed"),
+                    None => tracing::debug!(reason = %refusal.reason, "link socket refused"),
                 }
-                refuse(socket, refusal.code, refusal.reason).await;
+                refuse(socket, refusal.code, &refusal.reason).await;
             }
         }
     }
@@ -124,17 +142,24 @@ async fn attach(
     state: &HttpState,
     claims: &LinkClaims,
     resume: Resume,
-    client: &str,
+    (client, peer): (&str, std::net::IpAddr),
     access: Access,
 ) -> Result<(LinkSession, u64), Refusal> {
     if let (Some(key), Some(offset)) = (resume.session, resume.offset)
-        && let Some(session) = state.parked.take(key, claims.link_id).await
+        && let Some(session) = state.parked.take(key, claims.link_id, access.token.as_ref()).await
     {
         return Ok((session, offset));
     }
     if !state.router.is_connected(claims.machine_id).await {
         return Err(Refusal::new(close::OFFLINE, "The machine is offline"));
     }
+    // Held by the session (parked too) until it ends.
+    let (machine, link) = (claims.machine_id.to_string(), claims.link_id.to_string());
+    let slot = state.slots.acquire(&machine, Some(&link), Some(peer)).map_err(|limit| {
+        METRICS.refused(refusal_metric(limit));
+        tracing::info!(%limit, "link session refused by a limit");
+        Refusal::new(close::POLICY, limit.short())
+    })?;
     let opened = match state.links.open(claims.link_id).await {
         Ok(Some(opened)) => opened,
         Ok(None) => return Err(Refusal::new(close::POLICY, "This link cannot open more sessions")),
@@ -145,6 +170,7 @@ async fn attach(
     };
     // A page that lost its parked session (the agent's stream dropped meanwhile) still knows
     // how far it read: a persistent session replays from there, not from its ring's start.
+    let grant = access.token.clone();
     let mut port = open_shell(state, claims, opened.joins.as_deref(), resume.offset, access).await?;
     // The first event says where this attachment's output starts: 0 for a new shell, the
     // replay point of the ring when the link joins a running persistent session.
@@ -162,7 +188,8 @@ async fn attach(
     };
     state.links.opened(claims.link_id, client.to_string()).await;
     tracing::info!("share link opened a session");
-    let mut session = LinkSession::new(claims.link_id, port);
+    let mut session = LinkSession::new(claims.link_id, port, grant.as_ref());
+    session.slot = Some(slot);
     session.ring.push(start, &[]);
     Ok((session, start))
 }
@@ -201,6 +228,8 @@ enum Outcome {
     Ended(End),
     Expired,
     Revoked,
+    /// The server is shutting down.
+    Stopping,
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -248,7 +277,7 @@ async fn bridge(
     let mut asked = state.parked.register(&session);
     let outcome = match session.ended {
         Some(end) => Outcome::Ended(end),
-        None => pump(&mut sink, stream, &mut session, &claims, &mut revocation, &mut asked).await,
+        None => pump(&mut sink, stream, &mut session, &claims, &mut revocation, &mut asked, state.stopped()).await,
     };
     // A reconnect may have asked just as this socket ended for another reason.
     let outcome = match (outcome, asked.try_recv()) {
@@ -271,11 +300,21 @@ async fn bridge(
             close_with(&mut sink, close::NORMAL, "The session ended").await;
         }
         Outcome::Ended(End::Lost) => close_with(&mut sink, close::OFFLINE, "The machine went offline").await,
+        Outcome::Ended(End::Denied) => {
+            let text = "The machine's attach password changed: reload the page and enter the new one.".to_string();
+            let _ = tokio::time::timeout(LAST_WORDS, send_json(&mut sink, &ServerMessage::Notice { text })).await;
+            close_with(&mut sink, close::PASSWORD, "The machine's attach password changed").await;
+        }
         Outcome::Expired => {
             close_with(&mut sink, close::EXPIRED, "This link has expired").await;
             state.links.expired(claims.link_id).await;
         }
         Outcome::Revoked => close_with(&mut sink, close::REVOKED, "This link was revoked").await,
+        Outcome::Stopping => {
+            let text = "The server is restarting; reconnecting...".to_string();
+            let _ = tokio::time::timeout(LAST_WORDS, send_json(&mut sink, &ServerMessage::Notice { text })).await;
+            close_with(&mut sink, close::GOING_AWAY, "The server is shutting down").await;
+        }
     }
 }
 
@@ -291,7 +330,9 @@ async fn pump(
     claims: &LinkClaims,
     revocation: &mut Revocation,
     asked: &mut HandoffRequests,
+    stopping: impl Future<Output = ()>,
 ) -> Outcome {
+    tokio::pin!(stopping);
     let read_only = claims.mode == LinkMode::ReadOnly;
     let mut reader = AbortOnDrop::spawn(read_browser(stream, session.port.control.clone(), read_only));
     let deadline = tokio::time::sleep_until(deadline_of(claims));
@@ -338,10 +379,12 @@ async fn pump(
                     }
                 }
                 Some(SessionEvent::Opened { .. }) => {}
+                Some(SessionEvent::Exited(exit)) if exit.ending.is_denied() => break Outcome::Ended(End::Denied),
                 Some(SessionEvent::Exited(exit)) => break Outcome::Ended(End::Exit(exit.shell_code())),
                 Some(SessionEvent::Lost) | None => break Outcome::Ended(End::Lost),
             },
             _ = &mut reader => break Outcome::ClientGone,
+            () = &mut stopping => break Outcome::Stopping,
             _ = &mut deadline => break Outcome::Expired,
             _ = &mut revoked => break Outcome::Revoked,
             reply = &mut taken => break Outcome::TakenOver(reply),

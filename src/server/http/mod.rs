@@ -10,6 +10,7 @@
 //! - `link_page`: a share link's terminal page and error pages (the one verdict -> status map).
 //! - `link_socket`: a share link's WebSocket, bridged to a shell through the router.
 //! - `parked`: link sessions kept 30 s for a browser that dropped.
+//! - `sessions`: the bounded in-memory store of browser cookie sessions.
 //! - `unlock`: a machine's attach password, answered with a cookie for the socket.
 //! - `protocol`: the browser wire messages and close codes.
 //!
@@ -22,9 +23,11 @@ mod health;
 pub(crate) use health::Health;
 mod link_page;
 mod link_socket;
+pub(crate) use link_socket::refusal_metric;
 pub(crate) mod oauth;
 mod parked;
 pub(crate) mod protocol;
+pub(crate) mod sessions;
 pub(crate) mod unlock;
 
 use std::sync::Arc;
@@ -35,9 +38,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_sessions::cookie::SameSite;
-use tower_sessions::{Expiry, MemoryStore, SessionManagerLayer};
+use tower_sessions::{Expiry, SessionManagerLayer};
 
-use crate::core::limiter::Limiter;
+use crate::core::limiter::{Limiter, Rate};
+use crate::core::limits::ServiceLimits;
 use crate::server::links::Links;
 use crate::server::relay::router::SessionRouter;
 use crate::store::Store;
@@ -64,6 +68,14 @@ pub(crate) struct HttpState {
     login_limits: Arc<Limiter>,
     /// Device sign-in failures per client address.
     ip_limits: Arc<Limiter>,
+    /// `POST /oauth/device` calls per client address.
+    device_starts: Arc<Rate>,
+    /// The configured limits.
+    limits: ServiceLimits,
+    /// Open sessions per machine, link and client IP, against their limits.
+    slots: crate::core::limits::SessionSlots,
+    /// Turns true when the server stops: sockets say so and close 1001.
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl HttpState {
@@ -88,7 +100,44 @@ impl HttpState {
             login_limits: Arc::new(Limiter::new(5, Duration::from_secs(900))),
             // Per IP: 20 free failures (several people behind one NAT), same back-off.
             ip_limits: Arc::new(Limiter::new(20, Duration::from_secs(900))),
+            device_starts: Arc::new(Rate::new(0, Duration::from_secs(60))),
+            limits: ServiceLimits::default(),
+            stopping: None,
+            slots: crate::core::limits::SessionSlots::default(),
         }
+    }
+
+    /// The same state counting sessions in `slots` (shared with the API and the console).
+    pub(crate) fn with_slots(mut self, slots: crate::core::limits::SessionSlots) -> Self {
+        self.slots = slots;
+        self
+    }
+
+    /// The same state, its sockets closing when `stopping` turns true.
+    pub fn with_stopping(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stopping = Some(stopping);
+        self
+    }
+
+    /// Resolves when the server starts stopping (never without a stop signal).
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let stopping = self.stopping.clone();
+        async move {
+            let stopped = match stopping {
+                Some(mut rx) => rx.wait_for(|s| *s).await.is_ok(),
+                None => false,
+            };
+            if !stopped {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The same state enforcing `limits`.
+    pub fn with_limits(mut self, limits: ServiceLimits) -> Self {
+        self.device_starts = Arc::new(Rate::new(limits.device_starts_per_minute, Duration::from_secs(60)));
+        self.limits = limits;
+        self
     }
 
     /// The stylesheet every page links.
@@ -105,10 +154,10 @@ pub(crate) fn origin_of(url: &str) -> String {
 }
 
 /// Every HTTP route. Browser-facing ones carry strict security headers; only the device
-/// pages carry a session cookie.
-pub(crate) fn router(state: HttpState) -> Router {
+/// pages carry a session cookie, kept in `sessions`.
+pub(crate) fn router(state: HttpState, sessions: sessions::BoundedSessions) -> Router {
     let secure = state.public_url.starts_with("https://");
-    let sessions = SessionManagerLayer::new(MemoryStore::default())
+    let sessions = SessionManagerLayer::new(sessions)
         .with_name("cmdop_web")
         .with_secure(secure)
         .with_http_only(true)

@@ -4,16 +4,18 @@
 use axum::Form;
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::HttpState;
+use super::client_ip::ClientIp;
 use crate::core::secret;
 use crate::core::wire::TokenPair;
-use crate::server::oauth;
+use crate::server::metrics::{Limit, METRICS};
 use crate::server::oauth::device::{self, PollError};
+use crate::server::oauth::{self, RefreshError};
 
 /// `POST /oauth/device` form.
 #[derive(Debug, Deserialize)]
@@ -57,8 +59,24 @@ fn tokens(pair: TokenPair) -> Response {
     resp
 }
 
-/// Starts a device grant.
-pub(crate) async fn start_device(State(state): State<HttpState>, Form(req): Form<DeviceRequest>) -> Response {
+/// Starts a device grant. Anyone may call it, so it is limited per client address: 429 with
+/// `Retry-After` and an OAuth error body beyond the limit.
+pub(crate) async fn start_device(
+    State(state): State<HttpState>,
+    ClientIp(peer): ClientIp,
+    Form(req): Form<DeviceRequest>,
+) -> Response {
+    if let Err(wait) = state.device_starts.hit(&peer.to_string()) {
+        METRICS.refused(Limit::DeviceStart);
+        tracing::info!(ip = %peer, "device grant refused: rate limit");
+        let secs = wait.as_secs().max(1);
+        let description = format!(
+            "too many sign-in requests from your address (at most {} a minute); try again in {secs} s",
+            state.limits.device_starts_per_minute
+        );
+        let body = Json(json!({"error": "slow_down", "error_description": description}));
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, secs.to_string())], body).into_response();
+    }
     let name = if req.client_name.is_empty() { req.client_id.as_str() } else { req.client_name.as_str() };
     let name = if name.is_empty() { "unnamed client" } else { name };
     match device::start(&state.store, name, &req.client_host).await {
@@ -87,11 +105,13 @@ pub(crate) async fn issue_token(State(state): State<HttpState>, Form(req): Form<
             Err(e) => oauth_error(&e.to_string(), poll_description(&e)),
         },
         "refresh_token" => match oauth::refresh(&state.store, &req.refresh_token).await {
-            Ok(Some(pair)) => tokens(pair),
-            Ok(None) => {
-                oauth_error("invalid_grant", "refresh token expired, revoked or already used: run `cmdop login`")
+            Ok(pair) => tokens(pair),
+            Err(RefreshError::Store(e)) => server_error(e),
+            Err(e @ RefreshError::Reused) => {
+                tracing::warn!("a used refresh token was replayed; its sign-in's tokens are revoked");
+                oauth_error("invalid_grant", &e.to_string())
             }
-            Err(e) => server_error(e),
+            Err(e) => oauth_error("invalid_grant", &e.to_string()),
         },
         _ => oauth_error("unsupported_grant_type", "use the device_code or refresh_token grant"),
     }

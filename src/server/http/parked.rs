@@ -12,7 +12,10 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use subtle::ConstantTimeEq;
+
 use crate::core::ids::LinkId;
+use crate::core::secret::{self, Secret};
 use crate::core::session::SessionEvent;
 use crate::core::session::ring::Ring;
 use crate::core::sync::lock;
@@ -34,6 +37,8 @@ pub(crate) enum End {
     Exit(i32),
     /// The machine's stream dropped.
     Lost,
+    /// The machine's attach password changed: the grant it was opened with is void.
+    Denied,
 }
 
 /// One shell opened through a share link.
@@ -50,12 +55,18 @@ pub(crate) struct LinkSession {
     pub(crate) ended: Option<End>,
     /// Output credit held back while parked, granted on resume.
     pub(crate) owed: usize,
+    /// Its place under the session limits, held until it ends.
+    pub(crate) slot: Option<crate::core::limits::SessionSlot>,
+    /// SHA-256 of the attach token it was opened with ("" without one): only a reconnect
+    /// holding the same grant may resume it.
+    grant: String,
 }
 
 impl LinkSession {
-    /// A fresh session opened through `link`.
-    pub(crate) fn new(link: LinkId, port: SessionPort) -> Self {
-        Self { key: Uuid::new_v4(), link, port, ring: Ring::new(REPLAY_BYTES), ended: None, owed: 0 }
+    /// A fresh session opened through `link` with the attach token `grant` (if any).
+    pub(crate) fn new(link: LinkId, port: SessionPort, grant: Option<&Secret<String>>) -> Self {
+        let grant = grant_hash(grant);
+        Self { key: Uuid::new_v4(), link, port, ring: Ring::new(REPLAY_BYTES), ended: None, owed: 0, slot: None, grant }
     }
 
     /// Takes a parked-time event; false once the session has ended.
@@ -66,11 +77,19 @@ impl LinkSession {
                 self.owed += data.len();
             }
             Some(SessionEvent::Opened { .. }) => {}
+            Some(SessionEvent::Exited(exit)) if exit.ending.is_denied() => self.ended = Some(End::Denied),
             Some(SessionEvent::Exited(exit)) => self.ended = Some(End::Exit(exit.shell_code())),
             Some(SessionEvent::Lost) | None => self.ended = Some(End::Lost),
         }
     }
 }
+
+fn grant_hash(token: Option<&Secret<String>>) -> String {
+    token.filter(|t| !t.expose().is_empty()).map(|t| secret::hash_token(t.expose())).unwrap_or_default()
+}
+
+/// A held session's link, grant hash and handoff.
+type Held = (LinkId, String, Handoff);
 
 type Handoff = oneshot::Sender<oneshot::Sender<LinkSession>>;
 /// Where a session's holder (a live socket or the park task) hears that a reconnect wants it.
@@ -79,7 +98,7 @@ pub(crate) type HandoffRequests = oneshot::Receiver<oneshot::Sender<LinkSession>
 /// Parked sessions by key. Cheap to clone.
 #[derive(Clone, Default)]
 pub(crate) struct Parked {
-    map: Arc<Mutex<HashMap<Uuid, (LinkId, Handoff)>>>,
+    map: Arc<Mutex<HashMap<Uuid, Held>>>,
 }
 
 impl Parked {
@@ -98,7 +117,13 @@ impl Parked {
                         }
                         return;
                     }
-                    event = session.port.events.recv(), if session.ended.is_none() => session.absorb(event),
+                    event = session.port.events.recv(), if session.ended.is_none() => {
+                        session.absorb(event);
+                        // Its grant died with the password: nobody may resume it.
+                        if session.ended == Some(End::Denied) {
+                            break;
+                        }
+                    }
                     _ = tokio::time::sleep_until(until) => break,
                     () = revocation.revoked() => break,
                 }
@@ -113,7 +138,7 @@ impl Parked {
     /// old connection often never reports its end).
     pub(crate) fn register(&self, session: &LinkSession) -> HandoffRequests {
         let (handoff, asked) = oneshot::channel();
-        lock(&self.map).insert(session.key, (session.link, handoff));
+        lock(&self.map).insert(session.key, (session.link, session.grant.clone(), handoff));
         asked
     }
 
@@ -122,12 +147,17 @@ impl Parked {
         lock(&self.map).remove(&key);
     }
 
-    /// The parked or live session `key`, if it exists and belongs to `link`.
-    pub(crate) async fn take(&self, key: Uuid, link: LinkId) -> Option<LinkSession> {
+    /// The parked or live session `key`, if it exists, belongs to `link` and was opened with
+    /// the attach token the reconnect holds (`grant`): a resume checks the password grant as
+    /// an open does, and a session whose grant the machine revoked (password changed) is gone.
+    pub(crate) async fn take(&self, key: Uuid, link: LinkId, grant: Option<&Secret<String>>) -> Option<LinkSession> {
+        let grant = grant_hash(grant);
         let handoff = {
             let mut map = lock(&self.map);
             match map.get(&key) {
-                Some((owner, _)) if *owner == link => map.remove(&key).map(|(_, h)| h),
+                Some((owner, held, _)) if *owner == link && bool::from(held.as_bytes().ct_eq(grant.as_bytes())) => {
+                    map.remove(&key).map(|(_, _, h)| h)
+                }
                 _ => None,
             }
         }?;

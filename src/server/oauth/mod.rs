@@ -14,15 +14,27 @@ pub(crate) const ACCESS_TTL_SECS: i64 = 3600;
 /// Refresh-token lifetime: 30 days.
 pub(crate) const REFRESH_TTL_SECS: i64 = 30 * 86_400;
 
-/// Mints and stores (hashed) a new access and refresh token for `user`.
+/// Mints and stores (hashed) a new access and refresh token for `user`, starting a new token
+/// family (one per grant).
 pub(crate) async fn issue_pair(store: &Store, user: UserId, client_name: &str) -> Result<TokenPair, StoreError> {
+    issue_in_family(store, user, client_name, &uuid::Uuid::new_v4().to_string()).await
+}
+
+/// Mints a pair in `family`: the tokens a refresh hands out stay in their grant's family, so a
+/// replay anywhere in the chain can revoke all of it.
+async fn issue_in_family(
+    store: &Store,
+    user: UserId,
+    client_name: &str,
+    family: &str,
+) -> Result<TokenPair, StoreError> {
     let access = secret::new_token(prefix::ACCESS);
     let refresh = secret::new_token(prefix::REFRESH);
     let t = now();
     let access_hash = secret::hash_token(access.expose());
-    store.insert_token(&access_hash, TokenKind::Access, user, client_name, t + ACCESS_TTL_SECS).await?;
+    store.insert_token(&access_hash, TokenKind::Access, user, client_name, t + ACCESS_TTL_SECS, family).await?;
     let refresh_hash = secret::hash_token(refresh.expose());
-    store.insert_token(&refresh_hash, TokenKind::Refresh, user, client_name, t + REFRESH_TTL_SECS).await?;
+    store.insert_token(&refresh_hash, TokenKind::Refresh, user, client_name, t + REFRESH_TTL_SECS, family).await?;
     Ok(TokenPair {
         access_token: access.expose().clone(),
         refresh_token: refresh.expose().clone(),
@@ -31,17 +43,39 @@ pub(crate) async fn issue_pair(store: &Store, user: UserId, client_name: &str) -
     })
 }
 
-/// Trades a live refresh token for a new pair; the old refresh token dies (rotation), so a
-/// stolen one works at most once.
-pub(crate) async fn refresh(store: &Store, refresh_token: &str) -> Result<Option<TokenPair>, StoreError> {
+/// Why a refresh grant gave no tokens.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RefreshError {
+    /// Unknown, expired or revoked (by logout): nothing else changes.
+    #[error("refresh token expired, revoked or unknown: run `cmdop login`")]
+    Invalid,
+    /// A used refresh token came back: one of its two holders is a thief, and the server cannot
+    /// tell which, so every token of its grant is revoked (RFC 6819 5.2.2.3, OAuth 2.1 4.3.1).
+    #[error("refresh token already used: every token of this sign-in is revoked; run `cmdop login`")]
+    Reused,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Trades a live refresh token for a new pair in the same family; the old refresh token dies
+/// (rotation). Presenting a used one again, or racing two uses of one, revokes the family.
+pub(crate) async fn refresh(store: &Store, refresh_token: &str) -> Result<TokenPair, RefreshError> {
     let hash = secret::hash_token(refresh_token);
-    let Some(user) = store.token_user(&hash, TokenKind::Refresh).await? else {
-        return Ok(None);
-    };
-    if !store.revoke_token(&hash).await? {
-        return Ok(None);
+    let row = store.refresh_token(&hash).await?.ok_or(RefreshError::Invalid)?;
+    if row.revoked_at.is_some() {
+        store.revoke_family(&row.family).await?;
+        return Err(RefreshError::Reused);
     }
-    issue_pair(store, user, "refresh").await.map(Some)
+    if row.expires_at <= now() {
+        return Err(RefreshError::Invalid);
+    }
+    if !store.revoke_token(&hash).await? {
+        // Another request used it between our read and our update: a replay as well.
+        store.revoke_family(&row.family).await?;
+        return Err(RefreshError::Reused);
+    }
+    Ok(issue_in_family(store, row.user, "refresh", &row.family).await?)
 }
 
 #[cfg(test)]
@@ -56,14 +90,26 @@ mod tests {
         let user = store.create_user("eve@example.com").await.unwrap();
         let old = secret::new_token(prefix::ACCESS);
         let old_hash = secret::hash_token(old.expose());
-        store.insert_token(&old_hash, TokenKind::Access, user.id, "test", now() - 1).await.unwrap();
+        store.insert_token(&old_hash, TokenKind::Access, user.id, "test", now() - 1, "f").await.unwrap();
         assert_eq!(store.token_user(&old_hash, TokenKind::Access).await.unwrap(), None, "expired by the clock");
 
         let pair = issue_pair(&store, user.id, "test").await.unwrap();
         let access_hash = secret::hash_token(&pair.access_token);
         assert_eq!(store.token_user(&access_hash, TokenKind::Access).await.unwrap(), Some(user.id));
-        assert!(refresh(&store, &pair.refresh_token).await.unwrap().is_some());
-        assert!(refresh(&store, &pair.refresh_token).await.unwrap().is_none(), "rotated: single use");
-        assert!(refresh(&store, &pair.access_token).await.unwrap().is_none(), "an access token is no refresh token");
+        assert!(
+            matches!(refresh(&store, &pair.access_token).await, Err(RefreshError::Invalid)),
+            "an access token is no refresh token"
+        );
+        let second = refresh(&store, &pair.refresh_token).await.unwrap();
+        let third = refresh(&store, &second.refresh_token).await.unwrap();
+        assert!(matches!(refresh(&store, &pair.refresh_token).await, Err(RefreshError::Reused)), "rotated: single use");
+        for token in [&second.access_token, &third.access_token] {
+            let hash = secret::hash_token(token);
+            assert_eq!(store.token_user(&hash, TokenKind::Access).await.unwrap(), None, "the replay revoked the chain");
+        }
+        assert!(matches!(refresh(&store, &third.refresh_token).await, Err(RefreshError::Reused)), "chain revoked");
+
+        let other = issue_pair(&store, user.id, "other").await.unwrap();
+        assert!(refresh(&store, &other.refresh_token).await.is_ok(), "another sign-in's family lives on");
     }
 }

@@ -87,10 +87,11 @@ impl IdentityStore for PgStore {
         user: UserId,
         client_name: &str,
         expires_at: i64,
+        family: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO oauth_tokens (token_hash, kind, user_id, client_name, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO oauth_tokens (token_hash, kind, user_id, client_name, created_at, expires_at, family_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(hash)
         .bind(kind.as_str())
@@ -98,6 +99,7 @@ impl IdentityStore for PgStore {
         .bind(client_name)
         .bind(now())
         .bind(expires_at)
+        .bind(family)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -123,5 +125,35 @@ impl IdentityStore for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn refresh_token(&self, hash: &str) -> Result<Option<RefreshToken>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id, COALESCE(family_id, token_hash) AS family, expires_at, revoked_at FROM oauth_tokens
+             WHERE token_hash = $1 AND kind = 'refresh'",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(RefreshToken {
+            user: r.parsed("oauth_tokens", "user_id")?,
+            family: r.text("family")?,
+            expires_at: r.int("expires_at")?,
+            revoked_at: r.opt_int("revoked_at")?,
+        }))
+    }
+
+    async fn revoke_family(&self, family: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE oauth_tokens SET revoked_at = $1
+             WHERE (family_id = $2 OR token_hash = $3) AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(family)
+        .bind(family)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 }

@@ -14,6 +14,9 @@ mod grants;
 mod identity;
 mod links;
 mod machines;
+mod purge;
+#[cfg(test)]
+pub(crate) use purge::PURGE_LOCK;
 
 use std::time::Duration;
 

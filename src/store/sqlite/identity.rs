@@ -81,10 +81,11 @@ impl IdentityStore for SqliteStore {
         user: UserId,
         client_name: &str,
         expires_at: i64,
+        family: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO oauth_tokens (token_hash, kind, user_id, client_name, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO oauth_tokens (token_hash, kind, user_id, client_name, created_at, expires_at, family_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(hash)
         .bind(kind.as_str())
@@ -92,6 +93,7 @@ impl IdentityStore for SqliteStore {
         .bind(client_name)
         .bind(now())
         .bind(expires_at)
+        .bind(family)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -117,5 +119,35 @@ impl IdentityStore for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn refresh_token(&self, hash: &str) -> Result<Option<RefreshToken>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id, COALESCE(family_id, token_hash) AS family, expires_at, revoked_at FROM oauth_tokens
+             WHERE token_hash = ? AND kind = 'refresh'",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(RefreshToken {
+            user: r.parsed("oauth_tokens", "user_id")?,
+            family: r.text("family")?,
+            expires_at: r.int("expires_at")?,
+            revoked_at: r.opt_int("revoked_at")?,
+        }))
+    }
+
+    async fn revoke_family(&self, family: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE oauth_tokens SET revoked_at = ?
+             WHERE (family_id = ? OR token_hash = ?) AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(family)
+        .bind(family)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 }

@@ -7,6 +7,7 @@ mod grants;
 mod identity;
 mod links;
 mod machines;
+mod purge;
 
 use std::path::Path;
 use std::time::Duration;
