@@ -39,9 +39,10 @@ pub(crate) struct Node {
     pub(crate) key: Option<Arc<ClusterKey>>,
 }
 
-/// Renews this node's lease until dropped; the caller drops the lease on a clean shutdown.
+/// Renews this node's lease until dropped (the first renewal `RENEW_EVERY` after start: `bind`
+/// wrote the first lease); the caller drops the lease on a clean shutdown.
 pub(crate) async fn hold_lease(store: Store, node: Node) {
-    let mut tick = tokio::time::interval(RENEW_EVERY);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_EVERY, RENEW_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

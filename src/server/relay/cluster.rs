@@ -16,7 +16,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use super::peer::{EPOCH_HEADER, MACHINE_HEADER, NODE_AUTH_HEADER, NODE_HEADER};
+use super::peer::{EPOCH_HEADER, MACHINE_HEADER, NODE_AUTH_HEADER, NODE_HEADER, PEER_QUEUE_FRAMES};
 use super::registry::{AgentConn, LocalRouter};
 use super::router::{RouteError, SessionPort, SessionRouter};
 use crate::core::clock::now;
@@ -28,9 +28,6 @@ use crate::core::sync::lock;
 use crate::proto::{self, peer_client::PeerClient};
 use crate::server::metrics::METRICS;
 use crate::store::{Route, Store};
-
-/// Frames queued toward a peer before the sender waits.
-const PEER_QUEUE_FRAMES: usize = 256;
 
 /// Routes through the shared store.
 pub(crate) struct ClusterRouter {

@@ -41,8 +41,9 @@ pub(crate) const EPOCH_HEADER: &str = "x-cmdop-epoch";
 pub(crate) const NODE_HEADER: &str = "x-cmdop-node";
 /// Metadata proving the caller holds the cluster key (`core::cluster_key`).
 pub(crate) const NODE_AUTH_HEADER: &str = "x-cmdop-node-auth";
-/// Frames queued toward the edge before a pipe waits (data is covered by credit).
-const PEER_QUEUE_FRAMES: usize = 256;
+/// Frames queued on a peer stream, either way, before the sender waits (data is covered by
+/// credit, so the bound only paces control chatter).
+pub(crate) const PEER_QUEUE_FRAMES: usize = 256;
 
 /// The `Peer` service of this node.
 #[derive(Clone)]
