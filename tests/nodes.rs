@@ -9,7 +9,7 @@ mod share_support;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use common::{ExecReport, TestAgent, TestServer, exec_args, run_command, sha256_file, wait_until, write_pseudo_random};
+use common::{ExecReport, TestAgent, TestServer, wait_until};
 use serde::Deserialize;
 use share_support::Link;
 use share_support::ws::WsClient;
@@ -138,22 +138,10 @@ fn a_link_minted_on_one_node_works_through_another_and_revoking_on_a_third_close
 
 #[test]
 fn exec_through_a_node_without_the_agent_streams_64_mib_byte_exact() -> anyhow::Result<()> {
-    const SIZE: usize = 64 << 20;
     let [n1, _n2, n3] = three_nodes()?;
     let agent = TestAgent::start(&n1, "bulk-on-1")?;
-    let source = n3.temp_dir().join("random.bin");
-    let copy = n3.temp_dir().join("copy.bin");
-    write_pseudo_random(&source, SIZE, 0x0005_eed0_0f0d)?;
-    let args = exec_args(agent.machine_id(), &["--timeout", "5m"], &["cat", source.to_str().context("path")?]);
-    let mut cmd = n3.cli().command(&args);
-    cmd.stdout(std::fs::File::create(&copy)?);
-    let run = run_command(&mut cmd, Duration::from_secs(240))?.expect_code(0)?;
-    eprintln!("64 MiB through node 3 from node 1's agent in {:?}", run.took);
-    let source_hash = std::thread::spawn(move || sha256_file(&source));
-    let (got, got_len) = sha256_file(&copy)?;
-    let (want, want_len) = source_hash.join().map_err(|_| anyhow::anyhow!("hash thread panicked"))??;
-    assert_eq!((got_len, want_len), (SIZE as u64, SIZE as u64));
-    assert!(got == want, "sha256 differs");
+    let took = common::exec_copies_byte_exact(&n3, agent.machine_id(), 64 << 20, 0x0005_eed0_0f0d)?;
+    eprintln!("64 MiB through node 3 from node 1's agent in {took:?}");
     Ok(())
 }
 

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use common::{
-    Cli, ExecReport, TestAgent, TestServer, exec_args, run_command, sha256_file, socket_inodes, tcp_sockets,
-    wait_child, wait_until, write_pseudo_random,
+    Cli, ExecReport, TestAgent, TestServer, exec_args, run_command, socket_inodes, tcp_sockets, wait_child, wait_until,
 };
 
 /// "Promptly": how fast a dead agent must be noticed (heartbeat is 1 s, so 3 s of silence at
@@ -269,26 +268,10 @@ fn exec_of_a_missing_command_exits_127() -> anyhow::Result<()> {
 
 #[test]
 fn exec_relays_64_mib_byte_exact() -> anyhow::Result<()> {
-    const SIZE: usize = 64 << 20; // 64 MiB
     let server = TestServer::start()?;
     let agent = TestAgent::start(&server, "bulk")?;
-    let source = server.temp_dir().join("random.bin");
-    let copy = server.temp_dir().join("copy.bin");
-    write_pseudo_random(&source, SIZE, 0x5eed_cafe_f00d)?;
-
-    let args = exec_args(agent.machine_id(), &["--timeout", "5m"], &["cat", source.to_str().context("path")?]);
-    let mut cmd = server.cli().command(&args);
-    cmd.stdout(std::fs::File::create(&copy)?);
-    let run = run_command(&mut cmd, Duration::from_secs(180))?.expect_code(0)?;
-    eprintln!("64 MiB relayed in {:?}", run.took);
-
-    // Two hashes at once: sha2 is slow in a debug build.
-    let source_hash = std::thread::spawn(move || sha256_file(&source));
-    let (got, got_len) = sha256_file(&copy)?;
-    let (want, want_len) = source_hash.join().map_err(|_| anyhow::anyhow!("hash thread panicked"))??;
-    assert_eq!(want_len, SIZE as u64);
-    assert_eq!(got_len, want_len, "length differs");
-    assert!(got == want, "sha256 differs");
+    let took = common::exec_copies_byte_exact(&server, agent.machine_id(), 64 << 20, 0x5eed_cafe_f00d)?;
+    eprintln!("64 MiB relayed in {took:?}");
     Ok(())
 }
 

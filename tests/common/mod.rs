@@ -804,3 +804,24 @@ pub fn cluster_key_for(url: &str) -> anyhow::Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// `cmdop connect exec MACHINE -- cat FILE` through `server` for a pseudo-random file of `size`
+/// bytes made in its temp folder; the copy on stdout must hash the same. Returns how long the
+/// command took.
+pub fn exec_copies_byte_exact(server: &TestServer, machine: &str, size: usize, seed: u64) -> anyhow::Result<Duration> {
+    let source = server.temp_dir().join("random.bin");
+    let copy = server.temp_dir().join("copy.bin");
+    write_pseudo_random(&source, size, seed)?;
+    let args = exec_args(machine, &["--timeout", "5m"], &["cat", source.to_str().context("path")?]);
+    let mut cmd = server.cli().command(&args);
+    cmd.stdout(File::create(&copy)?);
+    let run = run_command(&mut cmd, Duration::from_secs(240))?.expect_code(0)?;
+    // Two hashes at once: sha2 is slow in a debug build.
+    let source_hash = std::thread::spawn(move || sha256_file(&source));
+    let (got, got_len) = sha256_file(&copy)?;
+    let (want, want_len) = source_hash.join().map_err(|_| anyhow::anyhow!("hash thread panicked"))??;
+    ensure!(want_len == size as u64, "source has {want_len} bytes");
+    ensure!(got_len == want_len, "length differs: {got_len} of {want_len}");
+    ensure!(got == want, "sha256 differs");
+    Ok(run.took)
+}
