@@ -548,6 +548,40 @@ fn db_counters(shared: &Shared) -> anyhow::Result<(f64, f64)> {
     Ok((x.parse()?, w.parse()?))
 }
 
+/// Row writes per table so far (`n_tup_ins + n_tup_upd + n_tup_del`), for the breakdown.
+fn table_writes(shared: &Shared) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+    let text = shared.sql("SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables")?;
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let (name, n) = line.split_once('|').with_context(|| format!("psql said {line:?}"))?;
+        out.insert(name.to_string(), n.parse()?);
+    }
+    Ok(out)
+}
+
+/// The sum of every route's epoch: grows by one per agent stream (re)opened, so a change
+/// during the window is churn.
+fn epoch_sum(shared: &Shared) -> anyhow::Result<i64> {
+    Ok(shared.sql("SELECT coalesce(sum(epoch), 0) FROM routes")?.parse()?)
+}
+
+/// Raises this process's open-file limit to what the agent levels need (its children, the
+/// nodes, inherit it): each null agent is a socket here and one on its node.
+fn raise_fd_limit(cfg: &Config) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let want = (cfg.agent_levels.iter().copied().max().unwrap_or(0) as u64 + 1024) * 2;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    if soft >= want {
+        return;
+    }
+    // Root may raise the hard limit too; otherwise go as far as it allows.
+    if setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)).is_err() {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
+    }
+    let now = getrlimit(Resource::RLIMIT_NOFILE).map(|(s, _)| s).unwrap_or(soft);
+    log(format!("open-file limit {soft} -> {now} (wanted {want})"));
+}
+
 /// Database writes with null agents heartbeating across three nodes, at each level.
 fn bench_writes(cfg: &Config, shared: &Shared) -> anyhow::Result<Value> {
     let nodes = [shared.node()?, shared.node()?, shared.node()?];
@@ -585,11 +619,20 @@ fn bench_writes(cfg: &Config, shared: &Shared) -> anyhow::Result<Value> {
         }
         // Let the enrollment burst's statistics reach pg_stat (flushed about every second).
         wait_settled(shared)?;
+        let (e0, tables0) = (epoch_sum(shared)?, table_writes(shared)?);
         let (x0, w0) = db_counters(shared)?;
         let t0 = Instant::now();
         std::thread::sleep(cfg.window);
         let (x1, w1) = db_counters(shared)?;
         let secs = t0.elapsed().as_secs_f64();
+        let (e1, tables1) = (epoch_sum(shared)?, table_writes(shared)?);
+        let per_table: serde_json::Map<String, Value> = tables1
+            .iter()
+            .filter_map(|(t, n)| {
+                let d = n - tables0.get(t).copied().unwrap_or(0.0);
+                (d > 0.0).then(|| (t.clone(), json!(centi(d / secs))))
+            })
+            .collect();
         let held: u64 = nodes.iter().map(|n| n.metric("cmdop_routes_held").unwrap_or(0)).sum();
         log(format!("writes: {level} agents: {:.2} commits/s, {:.2} rows/s", (x1 - x0) / secs, (w1 - w0) / secs));
         levels.push(json!({
@@ -599,6 +642,8 @@ fn bench_writes(cfg: &Config, shared: &Shared) -> anyhow::Result<Value> {
             // Minus the counting query's own transaction.
             "commits_per_s": centi((x1 - x0 - 1.0).max(0.0) / secs),
             "row_writes_per_s": centi((w1 - w0) / secs),
+            "row_writes_per_s_by_table": per_table,
+            "streams_reopened": e1 - e0,
         }));
     }
     drop(stubs);
@@ -609,9 +654,16 @@ fn bench_writes(cfg: &Config, shared: &Shared) -> anyhow::Result<Value> {
     }))
 }
 
-/// Waits (bounded) until two readings of the row counters a second apart are close, so the
-/// window starts after the enrollment burst's statistics arrived.
+/// PostgreSQL (15+) sends a backend's statistics at most once a second while it works, and an
+/// idle backend's last ones only after 10 s (`PGSTAT_IDLE_INTERVAL`): a pool connection that
+/// served the enrollment burst and then went idle reports its rows and commits up to 10 s
+/// later. The window opens after this much quiet, or it counts the burst.
+const STATS_SETTLE: Duration = Duration::from_secs(12);
+
+/// Waits until the enrollment burst's statistics have all arrived: `STATS_SETTLE`, then
+/// (bounded) until two readings of the row counters a second apart are close.
 fn wait_settled(shared: &Shared) -> anyhow::Result<()> {
+    std::thread::sleep(STATS_SETTLE);
     let mut last = db_counters(shared)?.1;
     for _ in 0..30 {
         std::thread::sleep(Duration::from_secs(1));
@@ -627,14 +679,24 @@ fn wait_settled(shared: &Shared) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick") || std::env::var("CMDOP_BENCH_QUICK").is_ok_and(|v| v == "1");
-    let cfg = Config::new(quick);
+    let mut cfg = Config::new(quick);
+    if let Ok(levels) = std::env::var("CMDOP_BENCH_WRITES_LEVELS") {
+        cfg.agent_levels = levels
+            .split(',')
+            .map(|l| l.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .context("CMDOP_BENCH_WRITES_LEVELS must be agent counts separated by commas, e.g. 0,1000,10000")?;
+    }
+    let parts = std::env::var("CMDOP_BENCH_PARTS").unwrap_or_else(|_| "echo,revoke,failover,writes".to_string());
+    let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
     started();
+    raise_fd_limit(&cfg);
     let shared = Shared::new()?;
     log(format!("database {}", shared.database.rsplit('/').next().unwrap_or("")));
-    let echo = bench_echo(&cfg, &shared)?;
-    let revoke = bench_revoke(&cfg, &shared)?;
-    let failover = bench_failover(&cfg, &shared)?;
-    let writes = bench_writes(&cfg, &shared)?;
+    let echo = if part("echo") { bench_echo(&cfg, &shared)? } else { Value::Null };
+    let revoke = if part("revoke") { bench_revoke(&cfg, &shared)? } else { Value::Null };
+    let failover = if part("failover") { bench_failover(&cfg, &shared)? } else { Value::Null };
+    let writes = if part("writes") { bench_writes(&cfg, &shared)? } else { Value::Null };
     let out = json!({
         "bench": "cluster",
         "quick": cfg.quick,
