@@ -223,3 +223,44 @@ fn the_newest_stream_of_a_machine_wins_the_route_and_no_session_reaches_the_stal
     assert_ne!(run.code, 0, "routed to the stale stream: {run}");
     Ok(())
 }
+
+/// Every row the nodes keep except their leases, as `table=count:xmins` per table: any insert,
+/// update or delete changes it (a row's `xmin` is the transaction that wrote it), with no
+/// wait for PostgreSQL's statistics, which arrive up to 10 s late.
+const ROWS_BUT_LEASES: &str = "SELECT string_agg(c.relname || '=' || (xpath('/row/s/text()', query_to_xml(\
+     format('SELECT count(*) || '':'' || coalesce(string_agg(xmin::text, '','' ORDER BY xmin::text), '''') AS s \
+     FROM %I', c.relname), false, true, '')))[1]::text, ' ' ORDER BY c.relname) \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> 'nodes'";
+
+#[test]
+fn heartbeats_of_agents_on_three_nodes_write_no_row() -> anyhow::Result<()> {
+    let url = common::postgres::fresh_database()?;
+    let nodes = [
+        TestServer::start_on_database(&url)?,
+        TestServer::start_on_database(&url)?,
+        TestServer::start_on_database(&url)?,
+    ];
+    let _agents = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| TestAgent::start(node, &format!("beating-{i}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let rows = common::postgres::psql(&url, ROWS_BUT_LEASES)?;
+    assert!(rows.contains("routes=3:"), "every agent holds a route: {rows}");
+    let beats = |node: &TestServer| node.metric("cmdop_heartbeats_total");
+    let before = nodes.iter().map(beats).collect::<anyhow::Result<Vec<_>>>()?;
+    // Agents beat every second in tests (`--heartbeat-interval 1s`).
+    wait_until(Duration::from_secs(30), "three more heartbeats on every node", || {
+        Ok(nodes
+            .iter()
+            .zip(&before)
+            .map(|(n, b)| Ok(beats(n)? >= b + 3))
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .iter()
+            .all(|ok| *ok))
+    })?;
+    assert_eq!(common::postgres::psql(&url, ROWS_BUT_LEASES)?, rows, "a heartbeat wrote to the database");
+    Ok(())
+}

@@ -30,6 +30,9 @@ pub(crate) struct Metrics {
     pub(crate) peer_streams: AtomicU64,
     /// Milliseconds from the last applied broadcast event's write to its application here.
     pub(crate) notification_lag_ms: AtomicU64,
+    /// Agent heartbeats received: they stay in memory (no database statement per beat), and
+    /// this lets a test see that beats arrived while the database stayed still.
+    pub(crate) heartbeats: AtomicU64,
 }
 
 /// The limits whose refusals are counted (`cmdop_limit_refusals_total{limit=...}`).
@@ -75,6 +78,7 @@ pub(crate) static METRICS: Metrics = Metrics {
     forwarded_sessions: AtomicU64::new(0),
     peer_streams: AtomicU64::new(0),
     notification_lag_ms: AtomicU64::new(0),
+    heartbeats: AtomicU64::new(0),
 };
 
 impl Metrics {
@@ -87,7 +91,7 @@ impl Metrics {
     /// Renders every metric with HELP and TYPE lines.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
             ("cmdop_machines_online", "gauge", "Agent streams connected to this node.", &self.machines_online),
             (
                 "cmdop_routes_held",
@@ -119,6 +123,12 @@ impl Metrics {
                 "gauge",
                 "Write-to-apply delay of the last broadcast event.",
                 &self.notification_lag_ms,
+            ),
+            (
+                "cmdop_heartbeats_total",
+                "counter",
+                "Agent heartbeats received (never written to the database).",
+                &self.heartbeats,
             ),
         ];
         for (name, kind, help, value) in rows {

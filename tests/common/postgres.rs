@@ -64,6 +64,23 @@ pub fn fresh_database() -> anyhow::Result<String> {
     Ok(format!("postgres://postgres@127.0.0.1:{}/{name}", cluster.port))
 }
 
+/// Runs `sql` with `psql -Atc` on the database at `url` (one `fresh_database` made): its
+/// answer, unaligned. For tests that look at what the server wrote.
+#[allow(dead_code)] // the store tests, which include this file too, have no use for it
+pub fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
+    let cluster = CLUSTER.get().context("no test cluster: make a database with fresh_database first")?;
+    let cluster = cluster.as_ref().map_err(|e| anyhow::anyhow!("the test cluster did not start: {e}"))?;
+    let out = Command::new(cluster.bin.join("psql"))
+        .args([url, "-Atc", sql])
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run psql")?;
+    if !out.status.success() {
+        bail!("psql failed on {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// Starts the cluster, trying a few ports in case another process took the one picked.
 fn start_cluster() -> anyhow::Result<Cluster> {
     let bin = server_binaries()?;

@@ -241,7 +241,11 @@ impl AgentConn {
     pub(crate) fn dispatch(&self, kind: agent_frame::Kind) -> Result<(), Status> {
         match kind {
             agent_frame::Kind::Hello(_) => Err(Status::invalid_argument("hello sent twice")),
-            agent_frame::Kind::Heartbeat(_) => Ok(()),
+            // Counted in memory only: a heartbeat never reaches the database (issue 14).
+            agent_frame::Kind::Heartbeat(_) => {
+                METRICS.heartbeats.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             agent_frame::Kind::Opened(o) => self.with_channel(o.channel, |c| {
                 c.input_credit.add_permits(o.input_window as usize);
                 let attachment = convert::attachment_of(&o);
