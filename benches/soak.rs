@@ -50,9 +50,9 @@ use fixture::{Fixture, Link, cpu_seconds, rss_kib};
 use futures_util::{SinkExt, StreamExt};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 /// Shortest and longest pause between two keys of one session (a person typing).
 const KEY_GAP_MS: (u64, u64) = (200, 500);
@@ -311,7 +311,12 @@ async fn echo_of(ws: &mut link::Ws, key: u8, n: u64) -> anyhow::Result<()> {
 }
 
 /// Types until `deadline` at a person's pace, checking every echo; then ends the session.
-async fn run_session(mut ws: link::Ws, plan: Plan, t0: tokio::time::Instant, deadline: tokio::time::Instant) -> Outcome {
+async fn run_session(
+    mut ws: link::Ws,
+    plan: Plan,
+    t0: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+) -> Outcome {
     let mut out = Outcome::default();
     let mut rng = rand::rngs::StdRng::seed_from_u64(plan.index as u64);
     let typed = async {
@@ -461,7 +466,8 @@ fn round(
             .collect();
         let mut outcomes = Vec::with_capacity(tasks.len());
         for t in tasks {
-            outcomes.push(t.await.unwrap_or_else(|e| Outcome { error: Some(format!("task: {e}")), ..Default::default() }));
+            outcomes
+                .push(t.await.unwrap_or_else(|e| Outcome { error: Some(format!("task: {e}")), ..Default::default() }));
         }
         outcomes
     });
@@ -584,9 +590,11 @@ fn main() -> anyhow::Result<()> {
     // The warm-up's own files are not judged: the first sessions open lasting ones (pooled
     // database connections); the rounds after it must each return to their baseline.
     let ok = errors(&warm) == 0
-        && [&first, &second].iter().filter(|r| !r.is_null()).all(|r| {
-        errors(r) == 0 && r["files_and_shells_back"] == true && r["keys_typed"] == r["keys_echoed"]
-    }) && first["echo_p99_stable"] == true;
+        && [&first, &second]
+            .iter()
+            .filter(|r| !r.is_null())
+            .all(|r| errors(r) == 0 && r["files_and_shells_back"] == true && r["keys_typed"] == r["keys_echoed"])
+        && first["echo_p99_stable"] == true;
     let nice = std::process::id();
     let report = json!({
         "bench": "soak",
