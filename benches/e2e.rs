@@ -17,6 +17,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code)]
 #[path = "e2e/fixture.rs"]
 mod fixture;
 #[path = "e2e/link.rs"]

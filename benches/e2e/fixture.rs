@@ -102,11 +102,17 @@ pub struct Fixture {
 impl Fixture {
     /// Starts a server and signs the owner CLI in.
     pub fn server() -> anyhow::Result<Self> {
+        Self::server_with(&[])
+    }
+
+    /// Starts a server with extra `cmdop server` flags (limits) and signs the owner CLI in.
+    pub fn server_with(flags: &[String]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cmdop-bench-").tempdir()?;
         let log = File::create(dir.path().join("server.log"))?;
         let mut server = Command::new(cmdop())
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
+            .args(flags)
             .env("HOME", dir.path())
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
@@ -139,7 +145,12 @@ impl Fixture {
 
     /// Starts a server and one enrolled agent, waits until the machine is online.
     pub fn with_agent() -> anyhow::Result<Self> {
-        let mut fx = Self::server()?;
+        Self::with_agent_and(&[])
+    }
+
+    /// [`Fixture::with_agent`] with extra `cmdop server` flags.
+    pub fn with_agent_and(server_flags: &[String]) -> anyhow::Result<Self> {
+        let mut fx = Self::server_with(server_flags)?;
         let token = fx.enrollment_token()?;
         let state = fx.dir.path().join("agent-state");
         let log = File::create(fx.dir.path().join("agent.log"))?;
