@@ -2,12 +2,14 @@
 # The whole test suite, set-up included: installs what the tests need when it is missing
 # (Debian's chromium for the browser end-to-end tests; the PostgreSQL server binaries, from
 # which the store and multi-node tests start throwaway clusters), checks formatting and lints,
-# then runs every test, builds the benchmarks, checks the supply-chain policy (cargo deny) and
-# runs each fuzz target for a short bounded time, so none of them can rot.
+# then runs every test, builds the benchmarks and checks the supply-chain policy (cargo deny).
+# The tests include every fuzz target (src/fuzzing/tests.rs: each committed seed, then seeded
+# mutations, through the targets' entry points), so none of them can rot.
 # Usage: ./scripts/test.sh [extra cargo test args]
 # cargo deny runs when cargo-deny is installed (INSTALL_TOOLS=1 installs it: about 8 CPU-minutes,
-# once). FUZZ_SECONDS=N runs each fuzz target for N seconds (default 0: the sanitizer build of
-# the targets takes longer than CI's budget on 2 cores allows; scripts/fuzz.sh alone runs them).
+# once). FUZZ_SECONDS=N also runs each fuzz target under libFuzzer for N seconds (default 0: the
+# fuzz build compiles every dependency again with coverage instrumentation, longer than CI's
+# budget on 2 cores allows; scripts/fuzz.sh alone runs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,6 +1,7 @@
-//! Entry points for the fuzz targets in `fuzz/` (built only with the `fuzzing` feature): every
-//! parser that takes outside input, driven as the server and agent drive it. Each function
-//! takes arbitrary bytes and must never panic, hang or grow without bound.
+//! Entry points for the fuzz targets in `fuzz/` (built with the `fuzzing` feature, and in the
+//! lib's own tests, which replay the committed corpora through them): every parser that takes
+//! outside input, driven as the server and agent drive it. Each function takes arbitrary bytes
+//! and must never panic, hang or grow without bound.
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -173,3 +174,6 @@ pub fn duration(data: &[u8]) {
         let _ = crate::core::duration::format(d);
     }
 }
+
+#[cfg(test)]
+mod tests;

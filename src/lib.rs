@@ -15,7 +15,8 @@
 //! - `mcp`: `cmdop mcp`, the fleet as MCP tools for AI agents, over the CLI's signed-in client.
 //! - `app`: the `cmdop` binary's commands: parsing, dispatch, and `quickstart`, which composes
 //!   server, agent and CLI.
-//! - `fuzzing` (feature `fuzzing` only): entry points of the fuzz targets in `fuzz/`.
+//! - `fuzzing` (feature `fuzzing`, and the crate's own tests): entry points of the fuzz targets
+//!   in `fuzz/`; its tests replay the committed corpora and mutate them in every `cargo test`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -23,7 +24,9 @@ pub(crate) mod agent;
 pub mod app;
 pub(crate) mod cli;
 pub(crate) mod core;
-#[cfg(feature = "fuzzing")]
+// Also in the lib's test build, so `cargo test` exercises every target without compiling the
+// crate a second time with the feature on.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub(crate) mod mcp;
 pub mod proto;
