@@ -149,18 +149,6 @@ fn runtimes() -> anyhow::Result<Runtimes> {
     })
 }
 
-/// Raises this process's open-file limit to its hard limit (children inherit it).
-fn raise_nofile() -> u64 {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((_, hard)) => {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-            getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
-        }
-        Err(_) => 0,
-    }
-}
-
 fn read_sys(path: &str) -> Value {
     std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<u64>().ok()).map_or(Value::Null, Value::from)
 }
@@ -681,7 +669,7 @@ fn main() -> anyhow::Result<()> {
     // (for profiling one of them); the default is all.
     let only = std::env::var("CMDOP_BENCH_ONLY").unwrap_or_default();
     let want = |phase: &str| only.is_empty() || only.split(',').any(|p| p.trim() == phase);
-    let nofile = raise_nofile();
+    let nofile = fixture::raise_nofile();
     let rt = runtimes()?;
     let load_before = load_average();
     let mut errors = Vec::new();

@@ -108,18 +108,6 @@ fn echo_program(count: usize) -> String {
     )
 }
 
-/// Raises this process's open-file limit to its hard limit (the server and agent inherit it).
-fn raise_nofile() -> u64 {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((_, hard)) => {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-            getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
-        }
-        Err(_) => 0,
-    }
-}
-
 fn open_files(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
 }
@@ -560,7 +548,7 @@ fn main() -> anyhow::Result<()> {
     let round2 = env_usize("CMDOP_SOAK_ROUND2_SECONDS", 30)? as u64;
     let link_count = env_usize("CMDOP_SOAK_LINKS", 10)?.clamp(1, sessions.max(1));
     ensure!(sessions > 0 && seconds > 0, "CMDOP_SOAK_SESSIONS and CMDOP_SOAK_SECONDS must be above 0");
-    let nofile = raise_nofile();
+    let nofile = fixture::raise_nofile();
     // Each session holds a socket in this process and in the server, a PTY in the agent.
     ensure!(
         nofile >= sessions as u64 + 256,

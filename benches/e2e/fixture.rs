@@ -302,3 +302,15 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
+
+/// Raises this process's open-file limit to its hard limit (children inherit it).
+pub fn raise_nofile() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((_, hard)) => {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
+        }
+        Err(_) => 0,
+    }
+}
