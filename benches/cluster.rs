@@ -392,13 +392,20 @@ fn bench_echo(cfg: &Config, shared: &Shared) -> anyhow::Result<Value> {
         "echo: {} keys after {} warm-up, turns of {TURN_WARMUP} + {ECHO_BLOCK}: same node, other node",
         cfg.keys, cfg.warmup
     ));
-    let mut same = link::Timed::open(&link.socket_url())?;
+    // `CMDOP_BENCH_ECHO=other` types through node B only, so that each node's work per key
+    // can be counted alone (scripts/instructions-per-key.sh --cluster): A then only holds.
+    let other_only = std::env::var("CMDOP_BENCH_ECHO").is_ok_and(|v| v == "other");
+    let mut same = if other_only { None } else { Some(link::Timed::open(&link.socket_url())?) };
     let mut other = link::Timed::open(&b.via(&link, &a))?;
-    same.settle(Duration::from_millis(200), Duration::from_secs(30))?;
+    if let Some(same) = same.as_mut() {
+        same.settle(Duration::from_millis(200), Duration::from_secs(30))?;
+    }
     other.settle(Duration::from_millis(200), Duration::from_secs(30))?;
     let turns = cfg.keys.div_ceil(ECHO_BLOCK);
     let total = cfg.warmup + cfg.keys + turns * TURN_WARMUP;
-    same.echo_start(total)?;
+    if let Some(same) = same.as_mut() {
+        same.echo_start(total)?;
+    }
     other.echo_start(total)?;
     let (mut s, mut o) = (Vec::new(), Vec::new());
     let (mut last_s, mut last_o) = (Vec::new(), Vec::new());
@@ -409,17 +416,25 @@ fn bench_echo(cfg: &Config, shared: &Shared) -> anyhow::Result<Value> {
         } else {
             ((ECHO_BLOCK + TURN_WARMUP).min(total - sent), TURN_WARMUP)
         };
-        let (x, fx) = same.echo_keys(sent, n)?;
+        if let Some(same) = same.as_mut() {
+            let (x, fx) = same.echo_keys(sent, n)?;
+            s.extend(x.into_iter().skip(skip));
+            last_s = fx;
+        }
         let (y, fy) = other.echo_keys(sent, n)?;
-        s.extend(x.into_iter().skip(skip));
         o.extend(y.into_iter().skip(skip));
-        (last_s, last_o) = (fx, fy);
+        last_o = fy;
         sent += n;
     }
-    same.echo_finish(&last_s)?;
+    if let Some(same) = same.as_mut() {
+        same.echo_finish(&last_s)?;
+    }
     other.echo_finish(&last_o)?;
     let forwarded = b.metric("cmdop_forwarded_sessions_total").unwrap_or(0);
     ensure!(forwarded >= 1, "the other node did not forward the session");
+    if other_only {
+        return Ok(json!({ "keys": cfg.keys, "other_node": summary(&o) }));
+    }
     let (ss, os) = (sorted(&s), sorted(&o));
     let (p50s, p50o) = (percentile(&ss, 50.0), percentile(&os, 50.0));
     let (p99s, p99o) = (percentile(&ss, 99.0), percentile(&os, 99.0));
@@ -690,6 +705,9 @@ fn main() -> anyhow::Result<()> {
     }
     let parts = std::env::var("CMDOP_BENCH_PARTS").unwrap_or_else(|_| "echo,revoke,failover,writes".to_string());
     let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
+    if let Some(keys) = std::env::var("CMDOP_BENCH_KEYS").ok().and_then(|k| k.parse().ok()) {
+        cfg.keys = keys;
+    }
     started();
     raise_fd_limit(&cfg);
     let shared = Shared::new()?;

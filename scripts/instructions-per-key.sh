@@ -3,7 +3,12 @@
 # a figure that the noise of a shared machine does not move (wall-clock figures move by 30 %),
 # so two builds or two versions of a hot path can be compared in one run each.
 #
-#   scripts/instructions-per-key.sh [CMDOP_BINARY]      (default: the bench's own build)
+#   scripts/instructions-per-key.sh [--cluster] [CMDOP_BINARY]   (default: the bench's own build)
+#
+# With --cluster it runs the cluster bench's echo instead (benches/cluster.rs, needs the
+# PostgreSQL server binaries): the key goes in through node B, which forwards it to node A,
+# which holds the agent; it prints node A's (the holder's), node B's (the edge's) and the
+# agent's instructions per key.
 #
 # Runs the e2e bench's echo phase twice (500 and 2,500 keys) with the server and the agent
 # under `valgrind --tool=callgrind`, and prints the difference in instructions per key typed
@@ -12,10 +17,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+mode=e2e
+if [ "${1:-}" = --cluster ]; then mode=cluster; shift; fi
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
 target=${CARGO_TARGET_DIR:-target}
-bench=$(cargo bench --locked --no-run --bench e2e --message-format=json 2>/dev/null \
-  | sed -n 's/.*"executable":"\([^"]*e2e-[^"]*\)".*/\1/p' | tail -1)
+bench=$(cargo bench --locked --no-run --bench "$mode" --message-format=json 2>/dev/null \
+  | sed -n "s/.*\"executable\":\"\([^\"]*$mode-[^\"]*\)\".*/\1/p" | tail -1)
 [ -x "$bench" ] || { echo "cannot build the e2e bench" >&2; exit 1; }
 binary=$(realpath "${1:-$target/release/cmdop}")
 work=$(mktemp -d)
@@ -27,7 +34,7 @@ trap 'rm -rf "$work"' EXIT
 cat > "$work/wrap" <<EOF
 #!/usr/bin/env bash
 case "\$1 \${2:-}" in
-  "server local-login") ;;
+  "server local-login"|"server cluster-key") ;;
   server*|agent*)
     ( setsid valgrind --tool=callgrind --callgrind-out-file=$work/out/\$1.%p "$binary" "\$@" \\
         </dev/null & echo \$! > $work/out/pid.\$\$ )
@@ -39,24 +46,43 @@ exec "$binary" "\$@"
 EOF
 chmod +x "$work/wrap"
 
+# The total instructions in one callgrind output file (0 for an empty one).
+count() {
+  local n=""
+  [ -s "$1" ] && n=$(sed -n 's/^\(summary\|totals\): *\([0-9]*\).*/\2/p' "$1" | head -1)
+  echo "${n:-0}"
+}
+
 # Total instructions of each role over one run of N keys.
 run() {
   rm -rf "$work/out" && mkdir -p "$work/out"
-  CMDOP_BENCH_BIN="$work/wrap" CMDOP_BENCH_ONLY=echo CMDOP_BENCH_KEYS="$1" \
+  CMDOP_BENCH_BIN="$work/wrap" CMDOP_BENCH_ONLY=echo CMDOP_BENCH_PARTS=echo CMDOP_BENCH_KEYS="$1" CMDOP_BENCH_ECHO=other \
     timeout 900 "$bench" --quick >/dev/null 2>"$work/bench.log" </dev/null || { cat "$work/bench.log" >&2; exit 1; }
   local pids
   pids=$(cat "$work"/out/pid.* | sort -u)
   for p in $pids; do callgrind_control --dump "$p" >/dev/null 2>&1 || true; done
   sleep 2
-  for role in server agent; do
-    local sum=0 n
-    for f in "$work"/out/"$role".*; do
-      [ -s "$f" ] || continue
-      n=$(sed -n 's/^\(summary\|totals\): *\([0-9]*\).*/\2/p' "$f" | head -1)
-      sum=$((sum + ${n:-0}))
+  local f n
+  if [ "$mode" = cluster ]; then
+    # Node A started first (lower pid): the holder; node B is the edge.
+    # A process's counts may be split over several files (server.PID, server.PID.N: dumps).
+    local i=0 names=(holder edge) pid sum
+    for pid in $(ls "$work"/out/server.* | sed 's/.*server\.\([0-9]*\).*/\1/' | sort -un); do
+      sum=0
+      for f in "$work"/out/server."$pid" "$work"/out/server."$pid".*; do
+        [ -e "$f" ] && sum=$((sum + $(count "$f")))
+      done
+      echo "${names[$i]:-server$i} $sum"
+      i=$((i + 1))
     done
-    echo "$role $sum"
-  done
+  else
+    local sum=0
+    for f in "$work"/out/server.*; do sum=$((sum + $(count "$f"))); done
+    echo "server $sum"
+  fi
+  local sum=0
+  for f in "$work"/out/agent.*; do sum=$((sum + $(count "$f"))); done
+  echo "agent $sum"
   for p in $pids; do kill "$p" 2>/dev/null || true; done
   sleep 1
 }
@@ -71,6 +97,8 @@ for keys in 500 2500; do
 done
 keys=$(( $(typed 2500) - $(typed 500) ))
 echo "binary: $binary"
-for role in server agent; do
+roles="server agent"
+[ "$mode" = cluster ] && roles="holder edge agent"
+for role in $roles; do
   echo "$role: $(( (${total[$role.2500]} - ${total[$role.500]}) / keys )) instructions per key"
 done
