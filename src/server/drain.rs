@@ -13,6 +13,8 @@ use bytes::Bytes;
 use http_body::Frame;
 use tokio::sync::watch;
 
+use crate::sys::task::WhenWoken;
+
 /// The `grpc-message` of the trailers, which agents recognise.
 pub(crate) const SHUTTING_DOWN: &str = crate::core::wire::SERVER_SHUTTING_DOWN;
 
@@ -22,7 +24,7 @@ pub(crate) fn end_grpc_on_stop(stopping: watch::Receiver<bool>, resp: Response<B
     if !grpc {
         return resp;
     }
-    resp.map(|inner| Body::new(UntilStopping { inner, stop: Box::pin(stopped(stopping)), done: false }))
+    resp.map(|inner| Body::new(UntilStopping { inner, stop: WhenWoken::new(stopped(stopping)), done: false }))
 }
 
 async fn stopped(mut stopping: watch::Receiver<bool>) {
@@ -32,7 +34,9 @@ async fn stopped(mut stopping: watch::Receiver<bool>) {
 
 struct UntilStopping {
     inner: Body,
-    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Polled only when the watch woke it: the body is polled for every frame of an agent's
+    /// stream (every keystroke), and the server stops once.
+    stop: WhenWoken<'static, ()>,
     done: bool,
 }
 
@@ -44,7 +48,7 @@ impl http_body::Body for UntilStopping {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.stop.as_mut().poll(cx).is_ready() {
+        if Pin::new(&mut self.stop).poll(cx).is_ready() {
             self.done = true;
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", HeaderValue::from_static("14")); // UNAVAILABLE

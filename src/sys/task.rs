@@ -2,7 +2,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures_util::task::AtomicWaker;
 
 use tokio::task::{JoinError, JoinHandle};
 
@@ -32,6 +36,56 @@ impl<T> Future for AbortOnDrop<T> {
     }
 }
 
+/// A future polled only at its first poll and after one of its own wakers fired since the last
+/// one. `select!` polls every branch each time its task wakes; in a loop that wakes for every
+/// keystroke's echo, branches that almost never resolve (a deadline, a revocation, a shutdown)
+/// cost a timer or watch poll each time, about a tenth of the server's work per key
+/// (docs/performance.md, issue 18). Behind this wrapper a branch that was not woken costs a
+/// flag check. The inner future's wakers all go through one waker made once.
+pub(crate) struct WhenWoken<'a, T> {
+    inner: Pin<Box<dyn Future<Output = T> + Send + 'a>>,
+    signal: Arc<Signal>,
+    waker: Waker,
+}
+
+/// Set by the inner future's waker; passes the wake-up on to the task polling the wrapper.
+struct Signal {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<'a, T> WhenWoken<'a, T> {
+    pub(crate) fn new(inner: impl Future<Output = T> + Send + 'a) -> Self {
+        let signal = Arc::new(Signal { woken: AtomicBool::new(true), task: AtomicWaker::new() });
+        Self { inner: Box::pin(inner), waker: Waker::from(signal.clone()), signal }
+    }
+}
+
+impl<T> Future for WhenWoken<'_, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.get_mut();
+        // Registered before the flag is taken: a wake-up in between is passed on, not lost.
+        this.signal.task.register(cx.waker());
+        if !this.signal.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.inner.as_mut().poll(&mut Context::from_waker(&this.waker))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::AbortOnDrop;
@@ -50,5 +104,39 @@ mod tests {
     #[tokio::test]
     async fn awaiting_the_handle_gives_the_result() {
         assert_eq!(AbortOnDrop::spawn(async { 7 }).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_wrapped_branch_is_polled_only_when_woken_and_still_resolves() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use super::WhenWoken;
+
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<u32>();
+        let counted = {
+            let polls = polls.clone();
+            std::future::poll_fn(move |cx| {
+                polls.fetch_add(1, Ordering::Relaxed);
+                std::pin::Pin::new(&mut rx).poll(cx)
+            })
+        };
+        let mut rare = WhenWoken::new(counted);
+        let (busy_tx, mut busy) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..200 {
+            busy_tx.send(i).unwrap();
+        }
+        let mut got = 0;
+        while got < 200 {
+            tokio::select! {
+                Some(_) = busy.recv() => got += 1,
+                _ = &mut rare => panic!("nothing was sent on the wrapped branch"),
+            }
+        }
+        assert_eq!(polls.load(Ordering::Relaxed), 1, "polled once, at the first poll, then never woken");
+        tx.send(7).unwrap();
+        assert_eq!((&mut rare).await, Ok(7));
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
     }
 }

@@ -27,7 +27,7 @@ use crate::core::session::{AttachSpec, SessionName, ShellTarget};
 use crate::server::links::Revocation;
 use crate::server::metrics::{Limit, METRICS};
 use crate::server::relay::router::{SessionControl, SessionPort};
-use crate::sys::task::AbortOnDrop;
+use crate::sys::task::{AbortOnDrop, WhenWoken};
 
 /// `?session=<key>&offset=<n>`: resume a parked session from byte `n`.
 #[derive(Debug, Default, Deserialize)]
@@ -36,11 +36,12 @@ pub(crate) struct Resume {
     offset: Option<u64>,
 }
 
-/// Read buffer of one link socket. tungstenite zero-fills its whole read buffer before every
-/// read, so this size is resident memory for every open socket: the default (128 KiB) alone
-/// was twice the per-session budget (docs/performance.md). Browser input is keystrokes and
-/// pastes, which 4 KiB reads carry at no measurable cost.
-const SOCKET_READ_BUFFER: usize = 4 * 1024;
+/// Read buffer of one link socket. tungstenite zero-fills the buffer before every read,
+/// including the read that finds the socket empty (two per keystroke), and keeps it resident
+/// for every open socket: the default (128 KiB) alone was twice the per-session budget. Browser
+/// input is keystrokes (a few bytes) and pastes, which 1 KiB reads carry at no measurable cost;
+/// 4 KiB cost every keystroke two 4 KiB `memset`s (docs/performance.md, issue 18).
+const SOCKET_READ_BUFFER: usize = 1024;
 /// Largest browser message (a paste) and frame: 1 MiB, not the library's 64 MiB / 16 MiB;
 /// a bigger one closes the socket with 1009 (docs/reference.md, "Limits").
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -330,13 +331,11 @@ async fn pump(
     claims: &LinkClaims,
     revocation: &mut Revocation,
     asked: &mut HandoffRequests,
-    stopping: impl Future<Output = ()>,
+    stopping: impl Future<Output = ()> + Send,
 ) -> Outcome {
-    tokio::pin!(stopping);
     let read_only = claims.mode == LinkMode::ReadOnly;
     let mut reader = AbortOnDrop::spawn(read_browser(stream, session.port.control.clone(), read_only));
     let deadline = tokio::time::sleep_until(deadline_of(claims));
-    tokio::pin!(deadline);
     // Resolves once: a reconnect wants the session (never, if the request side went away).
     let taken = async {
         match asked.await {
@@ -344,11 +343,20 @@ async fn pump(
             Err(_) => std::future::pending().await,
         }
     };
-    tokio::pin!(taken);
-    // Pinned once: a fresh `revoked()` per frame would join and leave the watch's waiter
-    // list twice for every keystroke's echo.
     let revoked = revocation.revoked();
-    tokio::pin!(revoked);
+    // Every way the socket ends other than the session's own events, made once and polled only
+    // when one of them woke the task: the loop below wakes for every keystroke's echo, and
+    // polling the deadline, the revocation, the shutdown, the reader and the handoff each time
+    // was about a tenth of the server's work per key (docs/performance.md, issue 18).
+    let mut ends = WhenWoken::new(async move {
+        tokio::select! {
+            _ = &mut reader => Outcome::ClientGone,
+            () = stopping => Outcome::Stopping,
+            () = deadline => Outcome::Expired,
+            () = revoked => Outcome::Revoked,
+            reply = taken => Outcome::TakenOver(reply),
+        }
+    });
     // Output credit goes back in batches of a quarter window: one Credit frame per PTY read
     // (4 KiB) doubled the frames and wakeups of a busy session, and the agent, granted the
     // other three quarters, never runs dry waiting for it (docs/performance.md).
@@ -361,16 +369,20 @@ async fn pump(
                     let n = data.len();
                     // A browser that stopped reading (a dead connection the kernel still
                     // buffers for) must not hold up the deadline, a revocation or a resume.
+                    // The send goes first: it is done at its first poll almost always, and the
+                    // outer loop's unbiased select still watches the ends between frames.
                     tokio::select! {
+                        biased;
                         sent = sink.send(Message::Binary(data)) => if sent.is_err() {
                             session.owed += n;
                             break Outcome::ClientGone;
                         },
-                        _ = &mut deadline => break Outcome::Expired,
-                        _ = &mut revoked => break Outcome::Revoked,
-                        reply = &mut taken => {
-                            session.owed += n;
-                            break Outcome::TakenOver(reply);
+                        outcome = &mut ends => {
+                            // Not delivered: owed to the agent if the session is parked or moves.
+                            if matches!(outcome, Outcome::ClientGone | Outcome::TakenOver(_)) {
+                                session.owed += n;
+                            }
+                            break outcome;
                         }
                     }
                     unacked += n;
@@ -383,11 +395,7 @@ async fn pump(
                 Some(SessionEvent::Exited(exit)) => break Outcome::Ended(End::Exit(exit.shell_code())),
                 Some(SessionEvent::Lost) | None => break Outcome::Ended(End::Lost),
             },
-            _ = &mut reader => break Outcome::ClientGone,
-            () = &mut stopping => break Outcome::Stopping,
-            _ = &mut deadline => break Outcome::Expired,
-            _ = &mut revoked => break Outcome::Revoked,
-            reply = &mut taken => break Outcome::TakenOver(reply),
+            outcome = &mut ends => break outcome,
         }
     };
     // Sent but not yet granted back: owed to the agent if the session is parked or moves.

@@ -131,7 +131,9 @@ impl RelayService {
         let machine = conn.machine();
         let mut silence = Silence::new(self.heartbeat * 3);
         let end = loop {
+            // The frame first: a stream that keeps sending is by definition not silent.
             let message = tokio::select! {
+                biased;
                 message = inbound.message() => message,
                 () = silence.expired() => break StreamEnd::Gone("missed three heartbeats".to_string()),
             };
