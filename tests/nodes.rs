@@ -184,6 +184,43 @@ fn when_a_node_dies_its_agent_is_back_through_another_within_5s_with_its_session
     Ok(())
 }
 
+/// `attached` of the machine's shell session `name`, from `cmdop connect sessions --json`.
+fn attached(node: &TestServer, machine: &str, name: &str) -> anyhow::Result<u32> {
+    let rows: Vec<serde_json::Value> =
+        node.cli().run(&["connect", "sessions", machine, "--json"])?.expect_code(0)?.json()?;
+    let row = rows.iter().find(|r| r["name"] == name).with_context(|| format!("no session {name:?}: {rows:?}"))?;
+    row["attached"].as_u64().map(|n| n as u32).context("no attached count")
+}
+
+#[test]
+fn when_the_forwarding_node_dies_the_holder_releases_its_attachments() -> anyhow::Result<()> {
+    let [n1, mut n2, n3] = three_nodes()?;
+    let agent = TestAgent::start(&n1, "held-on-1")?;
+    let link = share_on(&n1, agent.machine_id(), &["--session", "kept"])?;
+    // The browser reaches node 2, which forwards the session to node 1, holding the agent.
+    let (ws, key, start) = WsClient::open_ready(&via(&link, &n1, &n2))?;
+    ws.type_line("echo through-$((40+2))")?;
+    ws.wait_line_since(0, Duration::from_secs(10), "the echo through node 2", |l| l == "through-42")?;
+    assert_eq!(attached(&n3, agent.machine_id(), "kept")?, 1);
+
+    // Node 2 dies with the page open: node 1 sees its peer stream end and detaches what it
+    // forwarded; the shell lives on in the agent.
+    n2.kill();
+    wait_until(Duration::from_secs(10), "node 1 to release node 2's attachment", || {
+        Ok(attached(&n3, agent.machine_id(), "kept")? == 0)
+    })?;
+
+    // The page resumes through node 3 where it had read.
+    let offset = start + ws.output_len() as u64;
+    let resume = share_support::ws::socket_url(&via(&link, &n1, &n3), &format!("session={key}&offset={offset}"));
+    let ws = WsClient::open_url(&resume, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (_key, from) = ws.wait_ready()?;
+    assert_eq!(from, offset, "resumed where the page stopped reading");
+    ws.type_line("echo still-$((40+3))")?;
+    ws.wait_line_since(0, Duration::from_secs(10), "an echo through node 3", |l| l == "still-43")?;
+    Ok(())
+}
+
 #[test]
 fn the_newest_stream_of_a_machine_wins_the_route_and_no_session_reaches_the_stale_one() -> anyhow::Result<()> {
     let [n1, n2, n3] = three_nodes()?;

@@ -368,6 +368,26 @@ fn dropped_socket_resumes_the_same_shell_and_replays_what_it_missed() -> anyhow:
 }
 
 #[test]
+fn a_browser_closing_its_socket_gets_its_close_answered_and_can_resume() -> anyhow::Result<()> {
+    let fx = Fixture::start("closer")?;
+    let link = fx.share("1h", &[])?;
+    let (ws, session, offset) = WsClient::open_ready(&link.url)?;
+    let pid = ws.shell_pid()?;
+    // A tab going away sends 1001; the server answers the close (RFC 6455 section 5.5.1)
+    // rather than dropping the connection, and keeps the session for a resume.
+    ws.close(1001, "going away")?;
+    let closed = ws.wait_closed(SHELL)?;
+    ensure!(closed.code == 1001, "the close was answered with {} {:?}", closed.code, closed.reason);
+
+    let url = socket_url(&link.url, &format!("session={session}&offset={}", offset + ws.output_len() as u64));
+    let back = WsClient::open_url(&url, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (again, _) = back.wait_ready()?;
+    ensure!(again == session, "resumed into session {again}, not {session}");
+    ensure!(back.shell_pid()? == pid, "resumed a different shell");
+    Ok(())
+}
+
+#[test]
 fn audit_lists_create_and_open_with_the_client_address_and_agent() -> anyhow::Result<()> {
     let fx = Fixture::start("audit")?;
     let link = fx.share("1h", &[])?;

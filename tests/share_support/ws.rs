@@ -14,6 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::{rt, terminal_lines};
@@ -204,6 +205,13 @@ impl WsClient {
     /// Types `line` followed by Enter (`\r`, as a terminal sends it).
     pub fn type_line(&self, line: &str) -> anyhow::Result<()> {
         self.send_bytes(format!("{line}\r").as_bytes())
+    }
+
+    /// Sends a close frame, as a browser closing its tab does; the server's answer shows in
+    /// `wait_closed`.
+    pub fn close(&self, code: u16, reason: &str) -> anyhow::Result<()> {
+        let frame = CloseFrame { code: code.into(), reason: reason.into() };
+        self.outgoing.send(Message::Close(Some(frame))).context("the socket task has ended")
     }
 
     /// Sends a JSON control message (a text frame).

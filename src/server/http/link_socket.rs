@@ -289,7 +289,12 @@ async fn bridge(
         state.parked.unregister(session.key);
     }
     match outcome {
-        Outcome::ClientGone => state.parked.park(session, deadline_of(&claims), revocation),
+        Outcome::ClientGone => {
+            state.parked.park(session, deadline_of(&claims), revocation);
+            // A browser that left with a close frame gets it answered (RFC 6455, 5.5.1) rather
+            // than a dropped connection; a vanished one fails this at once.
+            let _ = tokio::time::timeout(LAST_WORDS, sink.close()).await;
+        }
         Outcome::TakenOver(reply) => {
             if let Err(session) = reply.send(session) {
                 state.parked.park(session, deadline_of(&claims), revocation);

@@ -27,6 +27,15 @@ use crate::server::metrics::METRICS;
 /// only paces control chatter.
 pub(crate) type AgentTx = mpsc::Sender<Result<proto::RelayFrame, Status>>;
 
+/// Frames toward an edge node on a peer stream. Unbounded: the agent's frames are routed onto
+/// it from the stream's reader, which must not wait; output on it is covered by the credit the
+/// edge grants, the rest is answers to what the edge sent.
+pub(crate) type PeerTx = mpsc::UnboundedSender<Result<proto::AgentFrame, Status>>;
+
+/// Channel numbers of forwarded sessions: the peer stream's number above this many bits, the
+/// edge's own channel number below (so no table maps one to the other).
+const FORWARD_SHIFT: u32 = 40;
+
 /// Machine id -> its live stream on this node.
 #[derive(Default)]
 pub(crate) struct LocalRouter {
@@ -114,14 +123,25 @@ pub(crate) struct AgentConn {
     ended: tokio::sync::watch::Sender<bool>,
     channels: Mutex<HashMap<u64, Channel>>,
     next_channel: AtomicU64,
+    /// Numbers the peer streams forwarding sessions to this stream (`FORWARD_SHIFT`).
+    next_peer: AtomicU64,
     queries: Pending,
 }
 
 struct Channel {
-    events: mpsc::UnboundedSender<SessionEvent>,
-    input_credit: Arc<Semaphore>,
+    sink: Sink,
     /// Output bytes granted to the agent minus bytes received: never negative.
     output_credit: u64,
+}
+
+/// Where a channel's frames from the agent go.
+enum Sink {
+    /// A session consumed on this node, as events.
+    Local { events: mpsc::UnboundedSender<SessionEvent>, input_credit: Arc<Semaphore> },
+    /// A session of an edge node: the agent's frames go out on the peer stream as they came,
+    /// renumbered to the edge's channel. The edge keeps the input window (the agent's own
+    /// credit frames reach it) and grants the output window (this node checks it).
+    Forward { out: PeerTx, channel: u64 },
 }
 
 impl AgentConn {
@@ -134,6 +154,7 @@ impl AgentConn {
             ended: tokio::sync::watch::channel(false).0,
             channels: Mutex::default(),
             next_channel: AtomicU64::new(1),
+            next_peer: AtomicU64::new(1),
             queries: Pending::default(),
         })
     }
@@ -200,16 +221,32 @@ impl AgentConn {
         let (events_tx, events) = mpsc::unbounded_channel();
         let input_credit = Arc::new(Semaphore::new(0));
         let window = session::OUTPUT_WINDOW_BYTES;
-        lock(&self.channels).insert(
-            channel,
-            Channel { events: events_tx, input_credit: input_credit.clone(), output_credit: window.into() },
-        );
-        METRICS.sessions_open.fetch_add(1, Ordering::Relaxed);
+        self.insert(channel, Sink::Local { events: events_tx, input_credit: input_credit.clone() }, window);
         open.channel = channel;
         open.output_window = window;
         let control = Arc::new(LocalControl { conn: self.clone(), channel, input_credit });
         control.send(relay_frame::Kind::Open(open)).await?;
         Ok(SessionPort { events, control })
+    }
+
+    fn insert(&self, channel: u64, sink: Sink, output_window: u32) {
+        lock(&self.channels).insert(channel, Channel { sink, output_credit: output_window.into() });
+        METRICS.sessions_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn remove(&self, channel: u64) -> Option<Sink> {
+        let sink = lock(&self.channels).remove(&channel)?.sink;
+        METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
+        if let Sink::Local { input_credit, .. } = &sink {
+            input_credit.close();
+        }
+        Some(sink)
+    }
+
+    /// Numbers a new peer stream forwarding sessions to this one.
+    pub(crate) fn forwarder(self: &Arc<Self>, out: PeerTx) -> Forwarder {
+        let prefix = self.next_peer.fetch_add(1, Ordering::Relaxed) << FORWARD_SHIFT;
+        Forwarder { conn: self.clone(), prefix, out }
     }
 
     /// Sends a session query and waits (at most `QUERY_TIMEOUT`) for its reply.
@@ -246,44 +283,71 @@ impl AgentConn {
                 METRICS.heartbeats.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            agent_frame::Kind::Opened(o) => self.with_channel(o.channel, |c| {
-                c.input_credit.add_permits(o.input_window as usize);
-                let attachment = convert::attachment_of(&o);
-                let _ = c.events.send(SessionEvent::Opened { pid: o.pid, attachment });
+            agent_frame::Kind::Opened(mut o) => self.with_channel(o.channel, |c| {
+                match &c.sink {
+                    Sink::Local { events, input_credit } => {
+                        input_credit.add_permits(o.input_window as usize);
+                        let attachment = convert::attachment_of(&o);
+                        let _ = events.send(SessionEvent::Opened { pid: o.pid, attachment });
+                    }
+                    Sink::Forward { out, channel } => {
+                        o.channel = *channel;
+                        forward(out, agent_frame::Kind::Opened(o));
+                    }
+                }
                 Ok(())
             }),
             agent_frame::Kind::Output(o) => self.output(o),
-            agent_frame::Kind::Credit(c) => self.with_channel(c.channel, |ch| {
-                ch.input_credit.add_permits(c.bytes as usize);
+            agent_frame::Kind::Credit(mut credit) => self.with_channel(credit.channel, |c| {
+                match &c.sink {
+                    Sink::Local { input_credit, .. } => input_credit.add_permits(credit.bytes as usize),
+                    Sink::Forward { out, channel } => {
+                        credit.channel = *channel;
+                        forward(out, agent_frame::Kind::Credit(credit));
+                    }
+                }
                 Ok(())
             }),
             agent_frame::Kind::SessionReply(reply) => {
                 self.queries.answer(reply);
                 Ok(())
             }
-            agent_frame::Kind::Closed(c) => {
-                if let Some(ch) = lock(&self.channels).remove(&c.channel) {
-                    METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
-                    ch.input_credit.close();
-                    let _ = ch.events.send(SessionEvent::Exited(exit_of(&c)));
+            agent_frame::Kind::Closed(mut c) => {
+                match self.remove(c.channel) {
+                    Some(Sink::Local { events, .. }) => {
+                        let _ = events.send(SessionEvent::Exited(exit_of(&c)));
+                    }
+                    Some(Sink::Forward { out, channel }) => {
+                        c.channel = channel;
+                        forward(&out, agent_frame::Kind::Closed(c));
+                    }
+                    None => {}
                 }
                 Ok(())
             }
         }
     }
 
-    fn output(&self, o: proto::Output) -> Result<(), Status> {
+    fn output(&self, mut o: proto::Output) -> Result<(), Status> {
         let len = o.data.len() as u64;
         self.with_channel(o.channel, |c| {
             c.output_credit = c.output_credit.checked_sub(len).ok_or_else(|| {
                 Status::invalid_argument(format!("channel {}: output beyond granted credit", o.channel))
             })?;
             METRICS.bytes_from_agents.fetch_add(len, Ordering::Relaxed);
-            let stream = match o.stream() {
-                proto::OutputStream::Stdout => OutputStream::Stdout,
-                proto::OutputStream::Stderr => OutputStream::Stderr,
-            };
-            let _ = c.events.send(SessionEvent::Output { stream, offset: o.offset, data: o.data });
+            match &c.sink {
+                Sink::Local { events, .. } => {
+                    let stream = match o.stream() {
+                        proto::OutputStream::Stdout => OutputStream::Stdout,
+                        proto::OutputStream::Stderr => OutputStream::Stderr,
+                    };
+                    let _ = events.send(SessionEvent::Output { stream, offset: o.offset, data: o.data });
+                }
+                Sink::Forward { out, channel } => {
+                    o.channel = *channel;
+                    forward(out, agent_frame::Kind::Output(o));
+                }
+            }
             Ok(())
         })
     }
@@ -297,14 +361,34 @@ impl AgentConn {
         }
     }
 
-    /// The stream ended: every session on it is lost.
+    /// The stream ended: every session on it is lost. Forwarded sessions end with their peer
+    /// stream, which sees `ended`.
     pub(crate) fn lost(&self) {
         self.ended.send_replace(true);
         self.queries.fail_all();
         for (_, ch) in lock(&self.channels).drain() {
             METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
-            ch.input_credit.close();
-            let _ = ch.events.send(SessionEvent::Lost);
+            if let Sink::Local { events, input_credit } = ch.sink {
+                input_credit.close();
+                let _ = events.send(SessionEvent::Lost);
+            }
+        }
+    }
+
+    /// Queues a frame toward the agent, waiting while the queue is full.
+    async fn send(&self, kind: relay_frame::Kind) -> Result<(), RouteError> {
+        self.tx.send(Ok(proto::RelayFrame { kind: Some(kind) })).await.map_err(|_| RouteError::Gone)
+    }
+
+    /// Queues a frame toward the agent without waiting (from `Drop`): a full queue defers it
+    /// to a task.
+    fn send_now(&self, kind: relay_frame::Kind) {
+        let frame = Ok(proto::RelayFrame { kind: Some(kind) });
+        if let Err(mpsc::error::TrySendError::Full(frame)) = self.tx.try_send(frame) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(frame).await;
+            });
         }
     }
 
@@ -335,8 +419,7 @@ struct LocalControl {
 
 impl LocalControl {
     async fn send(&self, kind: relay_frame::Kind) -> Result<(), RouteError> {
-        let frame = proto::RelayFrame { kind: Some(kind) };
-        self.conn.tx.send(Ok(frame)).await.map_err(|_| RouteError::Gone)
+        self.conn.send(kind).await
     }
 }
 
@@ -379,24 +462,106 @@ impl SessionControl for LocalControl {
     fn detach(&self) {
         // Forget the channel at once: the agent's last frames for it are then dropped as a
         // normal race, and the consumer's events end.
-        if let Some(ch) = lock(&self.conn.channels).remove(&self.channel) {
-            METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
-            ch.input_credit.close();
+        if self.conn.remove(self.channel).is_some() {
             self.send_close(true);
         }
     }
 }
 
 impl LocalControl {
-    /// Queues a `Close`; never waits (it runs from `Drop`), so a full queue defers it to a task.
+    /// Queues a `Close`; never waits (it runs from `Drop`).
     fn send_close(&self, detach: bool) {
-        let close = proto::Close { channel: self.channel, detach };
-        let frame = proto::RelayFrame { kind: Some(relay_frame::Kind::Close(close)) };
-        if self.conn.tx.try_send(Ok(frame.clone())).is_err() {
-            let tx = self.conn.tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(Ok(frame)).await;
-            });
+        self.conn.send_now(relay_frame::Kind::Close(proto::Close { channel: self.channel, detach }));
+    }
+}
+
+/// A peer stream's sessions on this agent stream (the holding node's side of forwarding).
+/// Its channels carry the edge's numbers under the stream's own prefix; the edge's frames go
+/// to the agent renumbered and the agent's come back the same way (`Sink::Forward`), with no
+/// task or queue per session. Dropping it closes the sessions it still has.
+pub(crate) struct Forwarder {
+    conn: Arc<AgentConn>,
+    prefix: u64,
+    out: PeerTx,
+}
+
+impl Forwarder {
+    /// The agent-side number of the edge's `channel`; `None` for one too large to prefix.
+    fn number(&self, channel: u64) -> Option<u64> {
+        (channel < 1 << FORWARD_SHIFT).then_some(self.prefix | channel)
+    }
+
+    /// Passes one frame of the edge to the agent; an `Open` registers its channel first. Frames
+    /// for channels this stream does not have reach the agent, which drops them as it drops
+    /// frames of channels it closed.
+    pub(crate) async fn relay(&self, kind: relay_frame::Kind) -> Result<(), RouteError> {
+        let kind = match kind {
+            relay_frame::Kind::Open(mut open) => {
+                let edge = open.channel;
+                let Some(channel) = self.number(edge) else { return Err(RouteError::Gone) };
+                let sink = Sink::Forward { out: self.out.clone(), channel: edge };
+                self.conn.insert(channel, sink, open.output_window);
+                open.channel = channel;
+                relay_frame::Kind::Open(open)
+            }
+            relay_frame::Kind::Input(mut i) => {
+                i.channel = self.renumber(i.channel)?;
+                METRICS.bytes_to_agents.fetch_add(i.data.len() as u64, Ordering::Relaxed);
+                relay_frame::Kind::Input(i)
+            }
+            relay_frame::Kind::Credit(mut c) => {
+                c.channel = self.renumber(c.channel)?;
+                if let Some(ch) = lock(&self.conn.channels).get_mut(&c.channel) {
+                    ch.output_credit += u64::from(c.bytes);
+                }
+                relay_frame::Kind::Credit(c)
+            }
+            relay_frame::Kind::Resize(mut r) => {
+                r.channel = self.renumber(r.channel)?;
+                relay_frame::Kind::Resize(r)
+            }
+            relay_frame::Kind::Signal(mut s) => {
+                s.channel = self.renumber(s.channel)?;
+                relay_frame::Kind::Signal(s)
+            }
+            // A detach ends the channel here at once, as `LocalControl::detach` does; a close
+            // keeps it until the agent's `Closed` has gone back to the edge.
+            relay_frame::Kind::Close(mut c) => {
+                c.channel = self.renumber(c.channel)?;
+                if c.detach {
+                    self.conn.remove(c.channel);
+                }
+                relay_frame::Kind::Close(c)
+            }
+            // Queries are answered through `AgentConn::query`; nothing else is the edge's to send.
+            relay_frame::Kind::SessionQuery(_) | relay_frame::Kind::Welcome(_) => return Ok(()),
+        };
+        self.conn.send(kind).await
+    }
+
+    fn renumber(&self, channel: u64) -> Result<u64, RouteError> {
+        self.number(channel).ok_or(RouteError::Gone)
+    }
+}
+
+impl Drop for Forwarder {
+    /// The edge went away: its sessions lose this attachment, as a dropped `SessionPort`'s do.
+    fn drop(&mut self) {
+        let mut ours = Vec::new();
+        lock(&self.conn.channels).retain(|&channel, ch| {
+            let mine = matches!(&ch.sink, Sink::Forward { out, .. } if out.same_channel(&self.out));
+            if mine {
+                ours.push(channel);
+            }
+            !mine
+        });
+        for channel in ours {
+            METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
+            self.conn.send_now(relay_frame::Kind::Close(proto::Close { channel, detach: false }));
         }
     }
+}
+
+fn forward(out: &PeerTx, kind: agent_frame::Kind) {
+    let _ = out.send(Ok(proto::AgentFrame { kind: Some(kind) }));
 }
