@@ -463,3 +463,178 @@ async fn malformed_agent_frame_ends_that_stream_and_the_server_stays_healthy() -
     server.cli().exec(agent.machine_id(), &[], &["true"])?.expect_code(0)?;
     Ok(())
 }
+
+// ---- interoperability and transports ---------------------------------------------------------
+
+/// A stock gRPC client (tonic's generated `RelayClient` over tonic's `Channel`) plays the
+/// agent: enrolls, links, and serves an exec the CLI runs through the server. The server must
+/// keep speaking plain gRPC, whatever the agent's own transport does.
+#[tokio::test]
+async fn a_stock_tonic_client_enrolls_links_and_serves_a_session() -> anyhow::Result<()> {
+    use cmdop::proto::{self, agent_frame, closed, relay_client::RelayClient, relay_frame};
+
+    let server = TestServer::start()?;
+    let token = server.cli().enrollment_token()?;
+    let mut client = RelayClient::connect(server.url().to_string()).await?;
+    let enrolled = client
+        .enroll(proto::EnrollRequest { token, hostname: "stock-client".into(), display_name: "stock".into() })
+        .await?
+        .into_inner();
+
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let hello = proto::Hello { hostname: "stock-client".into(), agent_version: "test".into(), ..Default::default() };
+    tx.send(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(hello)) }).await?;
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut().insert("authorization", format!("Bearer {}", enrolled.credential).parse()?);
+    let mut inbound = client.link(req).await?.into_inner();
+    let bound = Duration::from_secs(10);
+    let welcome = tokio::time::timeout(bound, inbound.message()).await??;
+    assert!(matches!(welcome, Some(proto::RelayFrame { kind: Some(relay_frame::Kind::Welcome(_)) })), "{welcome:?}");
+    // Heartbeats as an agent sends them, so the machine stays online however long this takes.
+    let beats = tx.clone();
+    let heartbeat = tokio::spawn(async move {
+        let beat = || proto::AgentFrame { kind: Some(agent_frame::Kind::Heartbeat(proto::Heartbeat { unix_ms: 1 })) };
+        for _ in 0..240 {
+            if beats.send(beat()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+
+    let (cli, id) = (server.cli().clone(), enrolled.machine_id.clone());
+    let exec = tokio::task::spawn_blocking(move || cli.exec(&id, &[], &["echo", "through a stock client"]));
+    let mut served = false;
+    for _ in 0..100 {
+        let Some(frame) = tokio::time::timeout(bound, inbound.message()).await?? else { break };
+        let Some(relay_frame::Kind::Open(open)) = frame.kind else { continue };
+        let channel = open.channel;
+        let send = |kind| tx.send(proto::AgentFrame { kind: Some(kind) });
+        if open.argv.is_empty() {
+            // The relay's "does the attach password admit this principal?" probe: yes.
+            let closed = proto::Closed { channel, end: Some(closed::End::ExitCode(0)), ..Default::default() };
+            send(agent_frame::Kind::Closed(closed)).await?;
+            continue;
+        }
+        assert_eq!(open.argv, ["echo", "through a stock client"]);
+        let data = bytes::Bytes::from_static(b"through a stock client\n");
+        assert!(open.output_window as usize >= data.len(), "{open:?}");
+        send(agent_frame::Kind::Opened(proto::Opened { channel, input_window: 0, pid: 4242, ..Default::default() }))
+            .await?;
+        send(agent_frame::Kind::Output(proto::Output { channel, stream: 0, offset: 0, data })).await?;
+        let closed = proto::Closed { channel, end: Some(closed::End::ExitCode(0)), timed_out: false, duration_ms: 3 };
+        send(agent_frame::Kind::Closed(closed)).await?;
+        served = true;
+        break;
+    }
+    assert!(served, "the relay never opened the exec on the stock client");
+    let run = exec.await??.expect_code(0)?;
+    assert_eq!(run.stdout_text(), "through a stock client\n");
+    heartbeat.abort();
+    Ok(())
+}
+
+/// A TLS-terminating proxy (the deployment README.md describes): TLS with ALPN `h2` on
+/// 127.0.0.1, plain bytes to the server. Serves the test certificate in tests/tls/, issued
+/// for `localhost` by the test CA `tests/tls/ca.pem`.
+struct TlsProxy {
+    port: u16,
+    /// TLS handshakes that agreed on `h2`.
+    h2_sessions: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TlsProxy {
+    fn start(target: std::net::SocketAddr) -> anyhow::Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+        let certs = vec![CertificateDer::from_pem_file(dir.join("server.pem"))?];
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key"))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let h2_sessions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let sessions = h2_sessions.clone();
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                loop {
+                    let accepted = tokio::select! {
+                        accepted = listener.accept() => accepted,
+                        _ = &mut stopped => return,
+                    };
+                    let Ok((tcp, _)) = accepted else { continue };
+                    let (acceptor, sessions) = (acceptor.clone(), sessions.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                        if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
+                            sessions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else { return };
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                    });
+                }
+            })
+        });
+        Ok(Self { port, h2_sessions, stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// An agent given an `https://` URL enrolls and links over TLS (the system's roots, here
+/// overridden with `SSL_CERT_FILE`, and ALPN `h2`), and sessions run through that stream.
+#[test]
+fn agent_links_over_https_and_runs_sessions_through_tls() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let proxy = TlsProxy::start(server.addr())?;
+    let url = format!("https://localhost:{}", proxy.port);
+    let dir = tempfile::tempdir()?;
+    let state_dir = dir.path().join("state");
+    let log = dir.path().join("agent.log");
+    let token = server.cli().enrollment_token()?;
+    let mut cmd = server.agent_command_to(&url, &state_dir, &log)?;
+    cmd.args(["--token", &token, "--display-name", "over-tls"])
+        .env("SSL_CERT_FILE", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.pem"));
+    let mut agent = cmd.spawn()?;
+    let result = (|| {
+        let state = state_dir.join("agent.json");
+        wait_until(Duration::from_secs(20), "the agent to enroll over TLS", || Ok(state.exists()))?;
+        let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state)?)?;
+        let id = saved["machine_id"].as_str().context("no machine_id in agent.json")?.to_string();
+        wait_until(Duration::from_secs(20), "the agent to be online over TLS", || server.cli().is_online(&id))?;
+        let run = server.cli().exec(&id, &[], &["echo", "over tls"])?.expect_code(0)?;
+        assert_eq!(run.stdout_text(), "over tls\n");
+        // Enrollment (tonic) and the link (the agent's own HTTP/2) each came through TLS with h2.
+        let sessions = proxy.h2_sessions.load(std::sync::atomic::Ordering::SeqCst);
+        ensure!(sessions >= 2, "expected the enrollment and the link over TLS with h2, saw {sessions} sessions");
+        anyhow::Ok(())
+    })();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    if result.is_err() {
+        eprintln!("agent log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+    result
+}
