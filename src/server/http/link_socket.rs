@@ -223,7 +223,10 @@ async fn open_shell(
 const CREDIT_BATCH: usize = crate::core::session::OUTPUT_WINDOW_BYTES as usize / 4;
 
 enum Outcome {
-    ClientGone,
+    /// The browser left; `said_goodbye`: with a close frame, which deserves an answer.
+    ClientGone {
+        said_goodbye: bool,
+    },
     /// A reconnect naming this session wants it (the browser came back on a new socket).
     TakenOver(oneshot::Sender<LinkSession>),
     Ended(End),
@@ -282,18 +285,20 @@ async fn bridge(
     };
     // A reconnect may have asked just as this socket ended for another reason.
     let outcome = match (outcome, asked.try_recv()) {
-        (Outcome::ClientGone, Ok(reply)) => Outcome::TakenOver(reply),
+        (Outcome::ClientGone { .. }, Ok(reply)) => Outcome::TakenOver(reply),
         (outcome, _) => outcome,
     };
     if !matches!(outcome, Outcome::TakenOver(_)) {
         state.parked.unregister(session.key);
     }
     match outcome {
-        Outcome::ClientGone => {
+        Outcome::ClientGone { said_goodbye } => {
             state.parked.park(session, deadline_of(&claims), revocation);
             // A browser that left with a close frame gets it answered (RFC 6455, 5.5.1) rather
-            // than a dropped connection; a vanished one fails this at once.
-            let _ = tokio::time::timeout(LAST_WORDS, sink.close()).await;
+            // than a dropped connection.
+            if said_goodbye {
+                let _ = tokio::time::timeout(LAST_WORDS, sink.close()).await;
+            }
         }
         Outcome::TakenOver(reply) => {
             if let Err(session) = reply.send(session) {
@@ -355,7 +360,7 @@ async fn pump(
     // was about a tenth of the server's work per key (docs/performance.md, issue 18).
     let mut ends = WhenWoken::new(async move {
         tokio::select! {
-            _ = &mut reader => Outcome::ClientGone,
+            left = &mut reader => Outcome::ClientGone { said_goodbye: left.unwrap_or(false) },
             () = stopping => Outcome::Stopping,
             () = deadline => Outcome::Expired,
             () = revoked => Outcome::Revoked,
@@ -380,11 +385,11 @@ async fn pump(
                         biased;
                         sent = sink.send(Message::Binary(data)) => if sent.is_err() {
                             session.owed += n;
-                            break Outcome::ClientGone;
+                            break Outcome::ClientGone { said_goodbye: false };
                         },
                         outcome = &mut ends => {
                             // Not delivered: owed to the agent if the session is parked or moves.
-                            if matches!(outcome, Outcome::ClientGone | Outcome::TakenOver(_)) {
+                            if matches!(outcome, Outcome::ClientGone { .. } | Outcome::TakenOver(_)) {
                                 session.owed += n;
                             }
                             break outcome;
@@ -409,17 +414,18 @@ async fn pump(
 }
 
 /// Browser -> shell. Runs beside the output pump so waiting for input credit never stalls
-/// output (which could deadlock a shell blocked on a full output pipe).
+/// output (which could deadlock a shell blocked on a full output pipe). True when the browser
+/// ended with a close frame.
 async fn read_browser(
     mut stream: SplitStream<WebSocket>,
     control: std::sync::Arc<dyn SessionControl>,
     read_only: bool,
-) {
+) -> bool {
     while let Some(Ok(msg)) = stream.next().await {
         match msg {
             Message::Binary(data) if !read_only => {
                 let Ok(()) = control.input(data).await else {
-                    return;
+                    return false;
                 };
             }
             Message::Text(text) => match serde_json::from_str::<ClientMessage>(&text) {
@@ -428,8 +434,9 @@ async fn read_browser(
                 }
                 _ => tracing::debug!("ignored a malformed control message"),
             },
-            Message::Close(_) => return,
+            Message::Close(_) => return true,
             _ => {}
         }
     }
+    false
 }
