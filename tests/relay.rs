@@ -418,30 +418,44 @@ fn healthz_metrics_and_unknown_paths_answer_over_plain_http() -> anyhow::Result<
     Ok(())
 }
 
+/// An agent played by tonic's generated `RelayClient`: enrolled, linked, hello sent and the
+/// relay's welcome read.
+struct StockStream {
+    enrolled: cmdop::proto::EnrollResponse,
+    tx: tokio::sync::mpsc::Sender<cmdop::proto::AgentFrame>,
+    inbound: tonic::Streaming<cmdop::proto::RelayFrame>,
+}
+
+impl StockStream {
+    async fn link(server: &TestServer, hostname: &str) -> anyhow::Result<Self> {
+        use cmdop::proto::{self, agent_frame, relay_client::RelayClient, relay_frame};
+
+        let token = server.cli().enrollment_token()?;
+        let mut client = RelayClient::connect(server.url().to_string()).await?;
+        let enroll = proto::EnrollRequest { token, hostname: hostname.into(), display_name: hostname.into() };
+        let enrolled = client.enroll(enroll).await?.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let hello = proto::Hello { hostname: hostname.into(), agent_version: "test".into(), ..Default::default() };
+        tx.send(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(hello)) }).await?;
+        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        req.metadata_mut().insert("authorization", format!("Bearer {}", enrolled.credential).parse()?);
+        let mut inbound = client.link(req).await?.into_inner();
+        let welcome = tokio::time::timeout(Duration::from_secs(10), inbound.message()).await??;
+        let welcomed = matches!(welcome, Some(proto::RelayFrame { kind: Some(relay_frame::Kind::Welcome(_)) }));
+        anyhow::ensure!(welcomed, "expected the relay's welcome, got {welcome:?}");
+        Ok(Self { enrolled, tx, inbound })
+    }
+}
+
 // ---- protocol violations ---------------------------------------------------------------------
 
 #[tokio::test]
 async fn malformed_agent_frame_ends_that_stream_and_the_server_stays_healthy() -> anyhow::Result<()> {
-    use cmdop::proto::{self, agent_frame, relay_client::RelayClient, relay_frame};
+    use cmdop::proto;
 
     let server = TestServer::start()?;
-    let token = server.cli().enrollment_token()?;
-    let mut client = RelayClient::connect(server.url().to_string()).await?;
-    let enrolled = client
-        .enroll(proto::EnrollRequest { token, hostname: "raw-client".into(), display_name: "raw".into() })
-        .await?
-        .into_inner();
-
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let hello = proto::Hello { hostname: "raw-client".into(), agent_version: "test".into(), ..Default::default() };
-    tx.send(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(hello)) }).await?;
-    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    req.metadata_mut().insert("authorization", format!("Bearer {}", enrolled.credential).parse()?);
-    let mut inbound = client.link(req).await?.into_inner();
-
+    let StockStream { enrolled, tx, mut inbound } = StockStream::link(&server, "raw-client").await?;
     let bound = Duration::from_secs(10);
-    let welcome = tokio::time::timeout(bound, inbound.message()).await??;
-    assert!(matches!(welcome, Some(proto::RelayFrame { kind: Some(relay_frame::Kind::Welcome(_)) })), "{welcome:?}");
     let id = enrolled.machine_id.clone();
     let cli = server.cli().clone();
     let online = tokio::task::spawn_blocking(move || cli.is_online(&id)).await??;
@@ -471,25 +485,11 @@ async fn malformed_agent_frame_ends_that_stream_and_the_server_stays_healthy() -
 /// keep speaking plain gRPC, whatever the agent's own transport does.
 #[tokio::test]
 async fn a_stock_tonic_client_enrolls_links_and_serves_a_session() -> anyhow::Result<()> {
-    use cmdop::proto::{self, agent_frame, closed, relay_client::RelayClient, relay_frame};
+    use cmdop::proto::{self, agent_frame, closed, relay_frame};
 
     let server = TestServer::start()?;
-    let token = server.cli().enrollment_token()?;
-    let mut client = RelayClient::connect(server.url().to_string()).await?;
-    let enrolled = client
-        .enroll(proto::EnrollRequest { token, hostname: "stock-client".into(), display_name: "stock".into() })
-        .await?
-        .into_inner();
-
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let hello = proto::Hello { hostname: "stock-client".into(), agent_version: "test".into(), ..Default::default() };
-    tx.send(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(hello)) }).await?;
-    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    req.metadata_mut().insert("authorization", format!("Bearer {}", enrolled.credential).parse()?);
-    let mut inbound = client.link(req).await?.into_inner();
+    let StockStream { enrolled, tx, mut inbound } = StockStream::link(&server, "stock-client").await?;
     let bound = Duration::from_secs(10);
-    let welcome = tokio::time::timeout(bound, inbound.message()).await??;
-    assert!(matches!(welcome, Some(proto::RelayFrame { kind: Some(relay_frame::Kind::Welcome(_)) })), "{welcome:?}");
     // Heartbeats as an agent sends them, so the machine stays online however long this takes.
     let beats = tx.clone();
     let heartbeat = tokio::spawn(async move {
