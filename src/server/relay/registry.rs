@@ -547,17 +547,15 @@ impl Forwarder {
 impl Drop for Forwarder {
     /// The edge went away: its sessions lose this attachment, as a dropped `SessionPort`'s do.
     fn drop(&mut self) {
-        let mut ours = Vec::new();
-        lock(&self.conn.channels).retain(|&channel, ch| {
-            let mine = matches!(&ch.sink, Sink::Forward { out, .. } if out.same_channel(&self.out));
-            if mine {
-                ours.push(channel);
-            }
-            !mine
-        });
+        let ours: Vec<u64> = lock(&self.conn.channels)
+            .iter()
+            .filter(|(_, ch)| matches!(&ch.sink, Sink::Forward { out, .. } if out.same_channel(&self.out)))
+            .map(|(&channel, _)| channel)
+            .collect();
         for channel in ours {
-            METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
-            self.conn.send_now(relay_frame::Kind::Close(proto::Close { channel, detach: false }));
+            if self.conn.remove(channel).is_some() {
+                self.conn.send_now(relay_frame::Kind::Close(proto::Close { channel, detach: false }));
+            }
         }
     }
 }
