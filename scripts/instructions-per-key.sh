@@ -3,12 +3,17 @@
 # a figure that the noise of a shared machine does not move (wall-clock figures move by 30 %),
 # so two builds or two versions of a hot path can be compared in one run each.
 #
-#   scripts/instructions-per-key.sh [--cluster] [CMDOP_BINARY]   (default: the bench's own build)
+#   scripts/instructions-per-key.sh [--cluster | --mib] [CMDOP_BINARY]   (default: the bench's own build)
 #
 # With --cluster it runs the cluster bench's echo instead (benches/cluster.rs, needs the
 # PostgreSQL server binaries): the key goes in through node B, which forwards it to node A,
 # which holds the agent; it prints node A's (the holder's), node B's (the edge's) and the
 # agent's instructions per key.
+#
+# With --mib it runs the e2e bench's throughput phase instead (`head -c N /dev/zero | base64 |
+# cat` through a link) in its quick form (16 MiB, one round) and its full form (64 MiB, three
+# rounds), and prints the server's and the agent's instructions per MiB of output relayed:
+# the difference of the two runs over the difference of the bytes the link delivered.
 #
 # Runs the e2e bench's echo phase twice (500 and 2,500 keys) with the server and the agent
 # under `valgrind --tool=callgrind`, and prints the difference in instructions per key typed
@@ -18,12 +23,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=e2e
-if [ "${1:-}" = --cluster ]; then mode=cluster; shift; fi
+case "${1:-}" in
+  --cluster) mode=cluster; shift ;;
+  --mib) mode=mib; shift ;;
+esac
+bench_name=$mode
+[ "$mode" = mib ] && bench_name=e2e
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
 target=${CARGO_TARGET_DIR:-target}
 # CMDOP_BENCH_EXE: an already built bench executable (skips the build).
-bench=${CMDOP_BENCH_EXE:-$(cargo bench --locked --no-run --bench "$mode" --message-format=json 2>/dev/null \
-  | sed -n "s/.*\"executable\":\"\([^\"]*$mode-[^\"]*\)\".*/\1/p" | tail -1)}
+bench=${CMDOP_BENCH_EXE:-$(cargo bench --locked --no-run --bench "$bench_name" --message-format=json 2>/dev/null \
+  | sed -n "s/.*\"executable\":\"\([^\"]*$bench_name-[^\"]*\)\".*/\1/p" | tail -1)}
 [ -x "$bench" ] || { echo "cannot build the e2e bench" >&2; exit 1; }
 binary=$(realpath "${1:-$target/release/cmdop}")
 work=$(mktemp -d)
@@ -54,11 +64,20 @@ count() {
   echo "${n:-0}"
 }
 
-# Total instructions of each role over one run of N keys.
+# Total instructions of each role over one run: of N keys, or (--mib) of the quick or full
+# throughput phase, then a `bytes` line with the bytes the link delivered.
 run() {
   rm -rf "$work/out" && mkdir -p "$work/out"
-  CMDOP_BENCH_BIN="$work/wrap" CMDOP_BENCH_ONLY=echo CMDOP_BENCH_PARTS=echo CMDOP_BENCH_KEYS="$1" CMDOP_BENCH_ECHO=other \
-    timeout 900 "$bench" --quick >/dev/null 2>"$work/bench.log" </dev/null || { cat "$work/bench.log" >&2; exit 1; }
+  if [ "$mode" = mib ]; then
+    local size=()
+    [ "$1" = quick ] && size=(--quick)
+    CMDOP_BENCH_BIN="$work/wrap" CMDOP_BENCH_ONLY=throughput CMDOP_BENCH_OUT="$work/bench.json" \
+      timeout 3600 "$bench" "${size[@]}" >/dev/null 2>"$work/bench.log" </dev/null || { cat "$work/bench.log" >&2; exit 1; }
+    echo "bytes $(python3 -c 'import json,sys; print(sum(r["bytes"] for r in json.load(open(sys.argv[1]))["throughput"]["link_runs"]))' "$work/bench.json")"
+  else
+    CMDOP_BENCH_BIN="$work/wrap" CMDOP_BENCH_ONLY=echo CMDOP_BENCH_PARTS=echo CMDOP_BENCH_KEYS="$1" CMDOP_BENCH_ECHO=other \
+      timeout 900 "$bench" --quick >/dev/null 2>"$work/bench.log" </dev/null || { cat "$work/bench.log" >&2; exit 1; }
+  fi
   local pids
   pids=$(cat "$work"/out/pid.* | sort -u)
   for p in $pids; do callgrind_control --dump "$p" >/dev/null 2>&1 || true; done
@@ -95,6 +114,17 @@ run() {
 typed() { echo $(( $1 + 50 + ($1 + 99) / 100 * 5 )); }
 
 declare -A total
+if [ "$mode" = mib ]; then
+  for size in quick full; do
+    while read -r role sum; do total[$role.$size]=$sum; echo "$size: $role $sum" >&2; done < <(run "$size")
+  done
+  bytes=$(( ${total[bytes.full]} - ${total[bytes.quick]} ))
+  echo "binary: $binary"
+  for role in server agent; do
+    echo "$role: $(( (${total[$role.full]} - ${total[$role.quick]}) * 1048576 / bytes )) instructions per MiB of output"
+  done
+  exit 0
+fi
 for keys in 500 2500; do
   while read -r role sum; do total[$role.$keys]=$sum; echo "$keys keys: $role $sum" >&2; done < <(run "$keys")
 done
