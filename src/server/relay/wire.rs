@@ -321,7 +321,7 @@ mod tests {
     use super::{MessageReader, Outbound, OutboundBody};
     use crate::proto::{self, agent_frame};
 
-    fn beat(ms: i64) -> proto::AgentFrame {
+    fn beat(ms: u64) -> proto::AgentFrame {
         proto::AgentFrame { kind: Some(agent_frame::Kind::Heartbeat(proto::Heartbeat { unix_ms: ms })) }
     }
 
@@ -463,7 +463,8 @@ mod tests {
         assert_eq!(decode_all(data), vec![beat(1)]);
         let trailers = next(&mut body).await.unwrap().into_trailers().unwrap();
         assert_eq!(trailers["grpc-status"], "3");
-        assert_eq!(trailers["grpc-message"], "malformed frame: 100%25 wrong%0A");
+        // Percent-encoded as tonic encodes it (gRPC clients decode it back).
+        assert_eq!(trailers["grpc-message"], "malformed%20frame:%20100%25%20wrong%0A");
         let status = Status::from_header_map(&trailers).unwrap();
         assert_eq!(status.message(), "malformed frame: 100% wrong\n");
         assert!(next(&mut body).await.is_none());
@@ -479,7 +480,8 @@ mod tests {
         stop_tx.send(true).unwrap();
         let trailers = next(&mut body).await.unwrap().into_trailers().unwrap();
         assert_eq!(trailers["grpc-status"], "14");
-        assert_eq!(trailers["grpc-message"], crate::core::wire::SERVER_SHUTTING_DOWN);
+        let status = Status::from_header_map(&trailers).unwrap();
+        assert_eq!(status.message(), crate::core::wire::SERVER_SHUTTING_DOWN);
         assert!(next(&mut body).await.is_none());
         drop(tx);
     }
