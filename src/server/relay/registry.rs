@@ -437,6 +437,24 @@ impl SessionControl for LocalControl {
         Ok(())
     }
 
+    fn try_input(&self, data: Bytes) -> Option<Bytes> {
+        if data.is_empty() {
+            return None;
+        }
+        let Some(n) = u32::try_from(data.len()).ok().filter(|_| data.len() <= session::CHUNK_BYTES) else {
+            return Some(data);
+        };
+        // The credit first, then the queue slot: if the slot is not there the credit goes back
+        // as the permit drops, and `input` waits for both.
+        let Ok(credit) = self.input_credit.try_acquire_many(n) else { return Some(data) };
+        let Ok(slot) = self.conn.tx.try_reserve() else { return Some(data) };
+        credit.forget();
+        METRICS.bytes_to_agents.fetch_add(n.into(), Ordering::Relaxed);
+        let input = proto::Input { channel: self.channel, data };
+        slot.send(Outbound::Frame(proto::RelayFrame { kind: Some(relay_frame::Kind::Input(input)) }));
+        None
+    }
+
     async fn consumed(&self, bytes: usize) -> Result<(), RouteError> {
         let bytes = u32::try_from(bytes).map_err(|_| RouteError::Gone)?;
         if let Some(c) = lock(&self.conn.channels).get_mut(&self.channel) {
