@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use tokio::sync::{mpsc, watch};
-use tonic::metadata::MetadataMap;
 use tonic::Status;
+use tonic::metadata::MetadataMap;
 use tracing::Instrument;
 
 use super::registry::{AgentConn, LocalRouter, PeerTx};
@@ -77,7 +77,7 @@ impl PeerService {
         req: axum::http::Request<Body>,
         stopping: watch::Receiver<bool>,
     ) -> axum::http::Response<Body> {
-        if let Err(refusal) = wire::check_grpc(req.headers()) {
+        if let Some(refusal) = wire::refuse_non_grpc(req.headers()) {
             return refusal;
         }
         let (parts, body) = req.into_parts();
@@ -135,7 +135,8 @@ async fn pipe(conn: Arc<AgentConn>, mut inbound: MessageReader<proto::RelayFrame
                     let exit =
                         Exit { ending: Ending::Error(e.to_string()), timed_out: false, duration: Duration::ZERO };
                     let closed = convert::closed_of(channel, &exit);
-                    let _ = out.send(Outbound::Frame(proto::AgentFrame { kind: Some(agent_frame::Kind::Closed(closed)) }));
+                    let _ =
+                        out.send(Outbound::Frame(proto::AgentFrame { kind: Some(agent_frame::Kind::Closed(closed)) }));
                 }
             }
             // A failure here means the agent's stream is gone: `ended` ends the loop.

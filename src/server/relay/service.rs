@@ -108,7 +108,7 @@ impl RelayService {
         req: axum::http::Request<Body>,
         stopping: watch::Receiver<bool>,
     ) -> axum::http::Response<Body> {
-        if let Err(refusal) = wire::check_grpc(req.headers()) {
+        if let Some(refusal) = wire::refuse_non_grpc(req.headers()) {
             return refusal;
         }
         let (parts, body) = req.into_parts();

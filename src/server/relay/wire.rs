@@ -68,9 +68,11 @@ impl<M: prost::Message + Default> MessageReader<M> {
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<M>, Status>> {
         loop {
             if let Some(bytes) = self.take()? {
-                return Poll::Ready(M::decode(bytes).map(Some).map_err(|e| {
-                    Status::internal(format!("failed to decode a protobuf message: {e}"))
-                }));
+                return Poll::Ready(
+                    M::decode(bytes)
+                        .map(Some)
+                        .map_err(|e| Status::internal(format!("failed to decode a protobuf message: {e}"))),
+                );
             }
             if self.done {
                 return Poll::Ready(Ok(None));
@@ -297,15 +299,16 @@ pub(crate) fn refused(status: Status) -> Response<Body> {
     status.into_http()
 }
 
-/// Checks a request is gRPC at all; otherwise the answer (HTTP 415, as the gRPC spec asks).
-pub(crate) fn check_grpc(headers: &HeaderMap) -> Result<(), Response<Body>> {
+/// The answer to a request that is not gRPC at all (HTTP 415, as the gRPC spec asks); `None`
+/// for a gRPC one.
+pub(crate) fn refuse_non_grpc(headers: &HeaderMap) -> Option<Response<Body>> {
     let grpc = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     if grpc {
-        return Ok(());
+        return None;
     }
     let mut resp = Response::new(Body::from("this path serves gRPC: send content-type application/grpc"));
     *resp.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
-    Err(resp)
+    Some(resp)
 }
 
 #[cfg(test)]
@@ -341,9 +344,7 @@ mod tests {
         axum::body::Body::from_stream(futures_util::stream::iter(frames))
     }
 
-    async fn read_all(
-        mut reader: MessageReader<proto::AgentFrame>,
-    ) -> (Vec<proto::AgentFrame>, Result<(), Status>) {
+    async fn read_all(mut reader: MessageReader<proto::AgentFrame>) -> (Vec<proto::AgentFrame>, Result<(), Status>) {
         let mut got = Vec::new();
         for _ in 0..100 {
             match reader.message().await {
@@ -515,5 +516,27 @@ mod tests {
         }
         assert_eq!(decode_all(total.freeze()).len(), 100);
         assert!((3..=5).contains(&frames), "{frames}");
+    }
+
+    #[test]
+    fn the_routed_paths_are_the_generated_services_link_methods() {
+        assert_eq!(super::super::service::LINK_PATH, format!("/{}/Link", proto::relay_server::SERVICE_NAME));
+        assert_eq!(super::super::peer::LINK_PATH, format!("/{}/Link", proto::peer_server::SERVICE_NAME));
+    }
+
+    #[test]
+    fn a_non_grpc_request_is_refused_415_and_a_refused_call_is_trailers_only() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        let refusal = super::refuse_non_grpc(&headers).expect("refused");
+        assert_eq!(refusal.status(), axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        headers.insert("content-type", "application/grpc+proto".parse().unwrap());
+        assert!(super::refuse_non_grpc(&headers).is_none());
+
+        let resp = super::refused(Status::unauthenticated("missing machine credential"));
+        assert_eq!(resp.status(), axum::http::StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "application/grpc");
+        let status = Status::from_header_map(resp.headers()).unwrap();
+        assert_eq!((status.code(), status.message()), (Code::Unauthenticated, "missing machine credential"));
     }
 }
