@@ -60,6 +60,31 @@ fn healthz_names_the_node_and_sqlite_by_default() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `Peer.Link` is for nodes only: a stock gRPC caller without the cluster key's credential,
+/// or with a forged one, is refused UNAUTHENTICATED before any stream starts.
+#[test]
+fn peer_link_refuses_callers_without_a_node_credential() -> anyhow::Result<()> {
+    use cmdop::proto::{self, peer_client::PeerClient};
+
+    let url = common::postgres::fresh_database()?;
+    let server = TestServer::start_on_database(&url)?;
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let mut client = PeerClient::connect(server.url().to_string()).await?;
+        for forged in [None, Some(("intruder", "1764547200.00ff"))] {
+            let mut req = tonic::Request::new(tokio_stream::iter(Vec::<proto::RelayFrame>::new()));
+            if let Some((node, auth)) = forged {
+                req.metadata_mut().insert("x-cmdop-node", node.parse()?);
+                req.metadata_mut().insert("x-cmdop-node-auth", auth.parse()?);
+            }
+            let call = tokio::time::timeout(Duration::from_secs(10), client.link(req)).await?;
+            let Err(status) = call else { anyhow::bail!("a caller without the node credential must be refused") };
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+            assert!(status.message().contains("node credential"), "{status:?}");
+        }
+        anyhow::Ok(())
+    })
+}
+
 #[test]
 fn server_on_postgres_enrolls_an_agent_and_runs_exec() -> anyhow::Result<()> {
     let url = common::postgres::fresh_database()?;

@@ -1,8 +1,9 @@
 //! Draining on shutdown, for the streams that never end by themselves: every gRPC response
-//! body (agents' relay streams, CLI attaches and execs) ends with `UNAVAILABLE` "server
-//! shutting down" trailers the moment the server starts stopping, so agents reconnect at once
-//! (to another node behind the balancer) and CLIs resume, instead of finding out when the
-//! connection is cut. Browser sockets get their notice and close 1001 from their own handlers.
+//! body of the tonic services (CLI attaches and execs) ends with `UNAVAILABLE` "server
+//! shutting down" trailers the moment the server starts stopping, so CLIs resume (and agents,
+//! whose streams end the same way from `relay::wire`, reconnect at once, to another node behind
+//! the balancer) instead of finding out when the connection is cut. Browser sockets get their
+//! notice and close 1001 from their own handlers.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -206,22 +206,33 @@ impl Server {
             .with_slots(slots.clone()),
             console_sessions,
         );
-        let mut grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
-            .add_service(proto::api_server::ApiServer::new(api));
+        // The agents' streams and the node-to-node hop are routes of their own (`relay::wire`:
+        // gRPC framing without tonic's layers, their own end on stop); the paths win over the
+        // tonic services' `/{service}/{*rest}` routes. Everything else gRPC stays on tonic.
+        let mut hot = axum::Router::new().route(relay::service::LINK_PATH, {
+            let (relay, stopping) = (relay.clone(), stopping.clone());
+            axum::routing::post(move |req: axum::extract::Request| relay.clone().serve_link(req, stopping.clone()))
+        });
         if let Some(key) = &self.node.key {
-            grpc = grpc
-                .add_service(proto::peer_server::PeerServer::new(PeerService::new(self.router.clone(), key.clone())));
+            let (peer, stopping) = (PeerService::new(self.router.clone(), key.clone()), stopping.clone());
+            hot = hot.route(
+                relay::peer::LINK_PATH,
+                axum::routing::post(move |req: axum::extract::Request| peer.clone().serve_link(req, stopping.clone())),
+            );
         }
-        let grpc = grpc.into_axum_router();
-        let app = http::router(http_state, device_sessions)
-            .merge(local_approval::router(self.store.clone(), self.bootstrap_secret))
-            .merge(console)
-            .merge(grpc)
-            .fallback(http::not_found)
+        let grpc = tonic::service::Routes::new(proto::relay_server::RelayServer::new(relay))
+            .add_service(proto::api_server::ApiServer::new(api))
+            .into_axum_router()
             .layer(axum::middleware::map_response(move |resp| {
                 let stopping = stopping.clone();
                 async move { drain::end_grpc_on_stop(stopping, resp) }
-            }))
+            }));
+        let app = http::router(http_state, device_sessions)
+            .merge(local_approval::router(self.store.clone(), self.bootstrap_secret))
+            .merge(console)
+            .merge(hot)
+            .merge(grpc)
+            .fallback(http::not_found)
             .layer(axum::Extension(self.trusted_proxies.clone()));
         tracing::info!(url = %self.public_url, addr = %self.local_addr, "serving");
         // Sockets, event streams and gRPC streams never end by themselves: tell them when the

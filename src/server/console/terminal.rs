@@ -325,9 +325,12 @@ async fn read_browser(mut stream: SplitStream<WebSocket>, control: Arc<dyn Sessi
     while let Some(Ok(msg)) = stream.next().await {
         match msg {
             Message::Binary(data) => {
-                let Ok(()) = control.input(data).await else {
-                    return;
-                };
+                // Most keystrokes go at once, without `input`'s boxed future.
+                if let Some(data) = control.try_input(data) {
+                    let Ok(()) = control.input(data).await else {
+                        return;
+                    };
+                }
             }
             Message::Text(text) => {
                 if let Ok(ClientMessage::Resize { cols, rows }) = serde_json::from_str(&text)

@@ -424,9 +424,12 @@ async fn read_browser(
     while let Some(Ok(msg)) = stream.next().await {
         match msg {
             Message::Binary(data) if !read_only => {
-                let Ok(()) = control.input(data).await else {
-                    return false;
-                };
+                // Most keystrokes go at once, without `input`'s boxed future.
+                if let Some(data) = control.try_input(data) {
+                    let Ok(()) = control.input(data).await else {
+                        return false;
+                    };
+                }
             }
             Message::Text(text) => match serde_json::from_str::<ClientMessage>(&text) {
                 Ok(ClientMessage::Resize { cols, rows }) if cols > 0 && rows > 0 => {

@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 use super::peer::{EPOCH_HEADER, MACHINE_HEADER, NODE_AUTH_HEADER, NODE_HEADER, PEER_QUEUE_FRAMES};
 use super::registry::{AgentConn, LocalRouter};
 use super::router::{RouteError, SessionPort, SessionRouter};
+use super::wire::Outbound;
 use crate::core::clock::now;
 use crate::core::cluster_key::ClusterKey;
 use crate::core::ids::MachineId;
@@ -79,9 +80,9 @@ impl ClusterRouter {
     async fn dial(&self, machine: MachineId, route: &Route) -> Result<Arc<AgentConn>, RouteError> {
         let channel = self.channel(&route.advertise)?;
         let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES);
-        // The relay side's queue carries `Result`s (an `Err` kicks an agent); toward a peer an
-        // `Err` just ends the stream.
-        let outbound = ReceiverStream::new(rx).map_while(Result::ok);
+        // The relay side's queue carries `Outbound`s (an `End` kicks an agent); toward a peer
+        // an `End` just ends the stream.
+        let outbound = ReceiverStream::new(rx).map_while(Outbound::into_frame);
         let mut request = tonic::Request::new(outbound);
         let meta = request.metadata_mut();
         let mut put = |name: &'static str, value: String| {

@@ -4,7 +4,8 @@
 //! `service` is the thin tonic adapter that authenticates agents and pumps their frames;
 //! `queries` carries shell-session listings and kills over an agent's stream; `cluster` is the
 //! router of a node among several (route in the store, hop to the holding node) and `peer` the
-//! holding node's end of that hop.
+//! holding node's end of that hop; `wire` serves both hot streams' gRPC framing without tonic's
+//! codec layers.
 
 pub(crate) mod cluster;
 pub(crate) mod peer;
@@ -12,5 +13,6 @@ pub(crate) mod queries;
 pub(crate) mod registry;
 pub(crate) mod router;
 pub(crate) mod service;
+pub(crate) mod wire;
 
 pub(crate) use registry::LocalRouter;

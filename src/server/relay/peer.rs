@@ -2,6 +2,7 @@
 //!
 //! An edge node (one that got a browser, CLI or API call for a machine whose agent stream is
 //! held here) opens `Peer.Link` for that machine and speaks to it as a relay speaks to an agent.
+//! `Peer.Link` is this module's own route (`LINK_PATH`, framed by `wire`), not a tonic service.
 //! This node checks only that the caller holds the cluster key and that the route's epoch is
 //! the stream it holds (the edge authenticated, authorised and audited the user), then routes
 //! frames: the edge's to the agent and the agent's back, each renumbered
@@ -9,19 +10,18 @@
 //! too, so the agent gets output credit only as the edge grants it and the edge input credit
 //! only as the agent grants it: this node holds at most one window per session.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use axum::body::Body;
+use tokio::sync::{mpsc, watch};
+use tonic::Status;
 use tonic::metadata::MetadataMap;
-use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::registry::{AgentConn, LocalRouter, PeerTx};
+use super::wire::{self, MessageReader, Outbound, OutboundBody};
 use crate::core::clock::now;
 use crate::core::cluster_key::ClusterKey;
 use crate::core::convert;
@@ -30,6 +30,8 @@ use crate::core::session::{Ending, Exit};
 use crate::proto::{self, agent_frame, relay_frame};
 use crate::server::metrics::METRICS;
 
+/// The HTTP/2 path of `Peer.Link`, served by `PeerService::serve_link` ahead of tonic.
+pub(crate) const LINK_PATH: &str = "/cmdop.relay.v1.Peer/Link";
 /// Metadata naming the machine a peer stream is for.
 pub(crate) const MACHINE_HEADER: &str = "x-cmdop-machine";
 /// Metadata naming the route epoch the edge read.
@@ -67,15 +69,32 @@ impl PeerService {
     }
 }
 
-type FrameStream = Pin<Box<dyn Stream<Item = Result<proto::AgentFrame, Status>> + Send>>;
+impl PeerService {
+    /// Serves one `Peer.Link` call with `wire`'s framing (the hop of every forwarded
+    /// keystroke); the stream ends UNAVAILABLE when `stopping` turns true.
+    pub(crate) async fn serve_link(
+        self,
+        req: axum::http::Request<Body>,
+        stopping: watch::Receiver<bool>,
+    ) -> axum::http::Response<Body> {
+        if let Some(refusal) = wire::refuse_non_grpc(req.headers()) {
+            return refusal;
+        }
+        let (parts, body) = req.into_parts();
+        match self.open_link(&MetadataMap::from_headers(parts.headers), MessageReader::new(body)) {
+            Ok(rx) => wire::streaming_response(Body::new(OutboundBody::new(rx, stopping))),
+            Err(status) => wire::refused(status),
+        }
+    }
 
-#[tonic::async_trait]
-impl proto::peer_server::Peer for PeerService {
-    type LinkStream = FrameStream;
-
-    async fn link(&self, req: Request<Streaming<proto::RelayFrame>>) -> Result<Response<FrameStream>, Status> {
-        let caller = self.authenticate(req.metadata())?;
-        let meta = req.metadata();
+    /// Checks the caller and the route's epoch and starts piping; returns the queue of
+    /// frames toward the edge.
+    fn open_link(
+        &self,
+        meta: &MetadataMap,
+        inbound: MessageReader<proto::RelayFrame>,
+    ) -> Result<mpsc::UnboundedReceiver<Outbound<proto::AgentFrame>>, Status> {
+        let caller = self.authenticate(meta)?;
         let text = |name: &str| meta.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let machine: MachineId =
             text(MACHINE_HEADER).parse().map_err(|_| Status::invalid_argument("peer stream names no machine"))?;
@@ -87,13 +106,13 @@ impl proto::peer_server::Peer for PeerService {
             .map_err(|_| Status::failed_precondition("stale route: this node does not hold that stream"))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let span = tracing::info_span!("peer_stream", %machine, from = %caller);
-        tokio::spawn(pipe(conn, req.into_inner(), tx).instrument(span));
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        tokio::spawn(pipe(conn, inbound, tx).instrument(span));
+        Ok(rx)
     }
 }
 
 /// Serves one peer stream until the edge closes it or the agent's stream ends.
-async fn pipe(conn: Arc<AgentConn>, mut inbound: Streaming<proto::RelayFrame>, out: PeerTx) {
+async fn pipe(conn: Arc<AgentConn>, mut inbound: MessageReader<proto::RelayFrame>, out: PeerTx) {
     METRICS.peer_streams.fetch_add(1, Ordering::Relaxed);
     let forwarder = conn.forwarder(out.clone());
     let mut ended = conn.ended();
@@ -116,7 +135,8 @@ async fn pipe(conn: Arc<AgentConn>, mut inbound: Streaming<proto::RelayFrame>, o
                     let exit =
                         Exit { ending: Ending::Error(e.to_string()), timed_out: false, duration: Duration::ZERO };
                     let closed = convert::closed_of(channel, &exit);
-                    let _ = out.send(Ok(proto::AgentFrame { kind: Some(agent_frame::Kind::Closed(closed)) }));
+                    let _ =
+                        out.send(Outbound::Frame(proto::AgentFrame { kind: Some(agent_frame::Kind::Closed(closed)) }));
                 }
             }
             // A failure here means the agent's stream is gone: `ended` ends the loop.
@@ -126,7 +146,7 @@ async fn pipe(conn: Arc<AgentConn>, mut inbound: Streaming<proto::RelayFrame>, o
         }
     };
     if *ended.borrow() {
-        let _ = out.send(Err(Status::unavailable("the machine's agent stream ended")));
+        let _ = out.send(Outbound::End(Status::unavailable("the machine's agent stream ended")));
     }
     drop(forwarder);
     METRICS.peer_streams.fetch_sub(1, Ordering::Relaxed);
@@ -147,6 +167,6 @@ fn answer(conn: &Arc<AgentConn>, q: proto::SessionQuery, out: &PeerTx) {
             error: e.to_string(),
             ..Default::default()
         });
-        let _ = out.send(Ok(proto::AgentFrame { kind: Some(agent_frame::Kind::SessionReply(reply)) }));
+        let _ = out.send(Outbound::Frame(proto::AgentFrame { kind: Some(agent_frame::Kind::SessionReply(reply)) }));
     });
 }

@@ -13,6 +13,7 @@ use tonic::Status;
 
 use super::queries::{self, Pending};
 use super::router::{RouteError, SessionControl, SessionPort, SessionRouter};
+use super::wire::Outbound;
 use crate::core::convert;
 use crate::core::ids::MachineId;
 use crate::core::secret::Secret;
@@ -25,12 +26,12 @@ use crate::server::metrics::METRICS;
 
 /// Frames toward one agent. Bounded: every data frame on it is covered by credit, so the bound
 /// only paces control chatter.
-pub(crate) type AgentTx = mpsc::Sender<Result<proto::RelayFrame, Status>>;
+pub(crate) type AgentTx = mpsc::Sender<Outbound<proto::RelayFrame>>;
 
 /// Frames toward an edge node on a peer stream. Unbounded: the agent's frames are routed onto
 /// it from the stream's reader, which must not wait; output on it is covered by the credit the
 /// edge grants, the rest is answers to what the edge sent.
-pub(crate) type PeerTx = mpsc::UnboundedSender<Result<proto::AgentFrame, Status>>;
+pub(crate) type PeerTx = mpsc::UnboundedSender<Outbound<proto::AgentFrame>>;
 
 /// Channel numbers of forwarded sessions: the peer stream's number above this many bits, the
 /// edge's own channel number below (so no table maps one to the other).
@@ -260,7 +261,7 @@ impl AgentConn {
         let frame = proto::RelayFrame {
             kind: Some(relay_frame::Kind::SessionQuery(proto::SessionQuery { request, op: Some(op) })),
         };
-        if self.tx.send(Ok(frame)).await.is_err() {
+        if self.tx.send(Outbound::Frame(frame)).await.is_err() {
             self.queries.forget(request);
             return Err(RouteError::Gone);
         }
@@ -377,13 +378,13 @@ impl AgentConn {
 
     /// Queues a frame toward the agent, waiting while the queue is full.
     async fn send(&self, kind: relay_frame::Kind) -> Result<(), RouteError> {
-        self.tx.send(Ok(proto::RelayFrame { kind: Some(kind) })).await.map_err(|_| RouteError::Gone)
+        self.tx.send(Outbound::Frame(proto::RelayFrame { kind: Some(kind) })).await.map_err(|_| RouteError::Gone)
     }
 
     /// Queues a frame toward the agent without waiting (from `Drop`): a full queue defers it
     /// to a task.
     fn send_now(&self, kind: relay_frame::Kind) {
-        let frame = Ok(proto::RelayFrame { kind: Some(kind) });
+        let frame = Outbound::Frame(proto::RelayFrame { kind: Some(kind) });
         if let Err(mpsc::error::TrySendError::Full(frame)) = self.tx.try_send(frame) {
             let tx = self.tx.clone();
             tokio::spawn(async move {
@@ -394,7 +395,7 @@ impl AgentConn {
 
     /// Ends the stream from the server side with a status the agent will log.
     pub(crate) fn kick(&self, status: Status) {
-        let _ = self.tx.try_send(Err(status));
+        let _ = self.tx.try_send(Outbound::End(status));
     }
 }
 
@@ -434,6 +435,24 @@ impl SessionControl for LocalControl {
             self.send(relay_frame::Kind::Input(input)).await?;
         }
         Ok(())
+    }
+
+    fn try_input(&self, data: Bytes) -> Option<Bytes> {
+        if data.is_empty() {
+            return None;
+        }
+        let Some(n) = u32::try_from(data.len()).ok().filter(|_| data.len() <= session::CHUNK_BYTES) else {
+            return Some(data);
+        };
+        // The credit first, then the queue slot: if the slot is not there the credit goes back
+        // as the permit drops, and `input` waits for both.
+        let Ok(credit) = self.input_credit.try_acquire_many(n) else { return Some(data) };
+        let Ok(slot) = self.conn.tx.try_reserve() else { return Some(data) };
+        credit.forget();
+        METRICS.bytes_to_agents.fetch_add(n.into(), Ordering::Relaxed);
+        let input = proto::Input { channel: self.channel, data };
+        slot.send(Outbound::Frame(proto::RelayFrame { kind: Some(relay_frame::Kind::Input(input)) }));
+        None
     }
 
     async fn consumed(&self, bytes: usize) -> Result<(), RouteError> {
@@ -561,5 +580,5 @@ impl Drop for Forwarder {
 }
 
 fn forward(out: &PeerTx, kind: agent_frame::Kind) {
-    let _ = out.send(Ok(proto::AgentFrame { kind: Some(kind) }));
+    let _ = out.send(Outbound::Frame(proto::AgentFrame { kind: Some(kind) }));
 }

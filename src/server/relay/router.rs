@@ -46,6 +46,11 @@ pub(crate) enum RouteError {
 pub(crate) trait SessionControl: Send + Sync {
     /// Sends bytes to the process's stdin/PTY, waiting for input credit as needed.
     async fn input(&self, data: Bytes) -> Result<(), RouteError>;
+    /// Sends `data` at once when that needs no waiting (credit and queue room are there), or
+    /// gives it back for `input`. A keystroke's common path, without `input`'s boxed future.
+    fn try_input(&self, data: Bytes) -> Option<Bytes> {
+        Some(data)
+    }
     /// Tells the agent the consumer has taken `bytes` of output: grants that much credit.
     async fn consumed(&self, bytes: usize) -> Result<(), RouteError>;
     /// Resizes the PTY.

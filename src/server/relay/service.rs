@@ -4,13 +4,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use futures_util::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{mpsc, watch};
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::registry::{AgentConn, LocalRouter};
+use super::wire::{self, MessageReader, Outbound, OutboundBody};
 use crate::core::ids::MachineId;
 use crate::core::secret::{self, prefix};
 use crate::proto::{self, agent_frame, relay_frame};
@@ -20,6 +22,8 @@ use crate::store::{EnrollError, MachineInfo, Store};
 /// Frames queued toward one agent before the sender waits (control chatter only; data is
 /// covered by credit).
 const AGENT_QUEUE_FRAMES: usize = 256;
+/// The HTTP/2 path of `Relay.Link`, served by `RelayService::serve_link` ahead of tonic.
+pub(crate) const LINK_PATH: &str = "/cmdop.relay.v1.Relay/Link";
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,7 +44,7 @@ impl RelayService {
         Self { store, router, heartbeat, node }
     }
 
-    async fn authenticate(&self, meta: &tonic::metadata::MetadataMap) -> Result<MachineId, Status> {
+    async fn authenticate(&self, meta: &MetadataMap) -> Result<MachineId, Status> {
         let token = bearer(meta).ok_or_else(|| Status::unauthenticated("missing machine credential"))?;
         let machine = self
             .store
@@ -89,9 +93,39 @@ impl proto::relay_server::Relay for RelayService {
 
     type LinkStream = FrameStream;
 
-    async fn link(&self, req: Request<Streaming<proto::AgentFrame>>) -> Result<Response<FrameStream>, Status> {
-        let machine = self.authenticate(req.metadata()).await?;
-        let mut inbound = req.into_inner();
+    /// Never reached: `LINK_PATH` is routed to `RelayService::serve_link` ahead of tonic.
+    async fn link(&self, _req: Request<Streaming<proto::AgentFrame>>) -> Result<Response<FrameStream>, Status> {
+        Err(Status::unimplemented("Relay.Link is served by the relay's own route"))
+    }
+}
+
+impl RelayService {
+    /// Serves one `Relay.Link` call: gRPC on the wire, framed by `wire` instead of tonic's
+    /// codec layers (this is every keystroke's path). The stream ends UNAVAILABLE when
+    /// `stopping` turns true.
+    pub(crate) async fn serve_link(
+        self,
+        req: axum::http::Request<Body>,
+        stopping: watch::Receiver<bool>,
+    ) -> axum::http::Response<Body> {
+        if let Some(refusal) = wire::refuse_non_grpc(req.headers()) {
+            return refusal;
+        }
+        let (parts, body) = req.into_parts();
+        match self.open_link(MetadataMap::from_headers(parts.headers), MessageReader::new(body)).await {
+            Ok(rx) => wire::streaming_response(Body::new(OutboundBody::new(rx, stopping))),
+            Err(status) => wire::refused(status),
+        }
+    }
+
+    /// Authenticates the machine, waits for its hello, registers the stream and starts its
+    /// pump; returns the queue of frames toward the agent.
+    async fn open_link(
+        &self,
+        meta: MetadataMap,
+        mut inbound: MessageReader<proto::AgentFrame>,
+    ) -> Result<mpsc::Receiver<Outbound<proto::RelayFrame>>, Status> {
+        let machine = self.authenticate(&meta).await?;
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(h)) }))) => h,
             Ok(Err(e)) => return Err(e),
@@ -110,7 +144,7 @@ impl proto::relay_server::Relay for RelayService {
             machine_id: machine.to_string(),
             heartbeat_interval_ms: u32::try_from(self.heartbeat.as_millis()).unwrap_or(u32::MAX),
         };
-        let _ = tx.send(Ok(proto::RelayFrame { kind: Some(relay_frame::Kind::Welcome(welcome)) })).await;
+        let _ = tx.send(Outbound::Frame(proto::RelayFrame { kind: Some(relay_frame::Kind::Welcome(welcome)) })).await;
         let conn = AgentConn::new(machine, epoch, tx);
         if let Some(old) = self.router.register(conn.clone()) {
             old.kick(Status::aborted("replaced by a newer connection of the same machine"));
@@ -118,16 +152,13 @@ impl proto::relay_server::Relay for RelayService {
         tracing::info!(%machine, epoch, hostname = %info.hostname, version = %hello.agent_version, "agent connected");
         let span = tracing::info_span!("agent_stream", %machine);
         tokio::spawn(self.clone().pump(conn, inbound).instrument(span));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(rx)
     }
-}
-
-impl RelayService {
     /// Reads the agent's frames until the stream ends, misses three heartbeats or breaks the
     /// protocol; then releases its route and tells every session it is lost. Heartbeats stay
     /// in memory: the database sees connects and disconnects, never beats. Runs in a
     /// span naming the machine; how the stream ended is logged once, at the end.
-    async fn pump(self, conn: Arc<AgentConn>, mut inbound: Streaming<proto::AgentFrame>) {
+    async fn pump(self, conn: Arc<AgentConn>, mut inbound: MessageReader<proto::AgentFrame>) {
         let machine = conn.machine();
         let mut silence = Silence::new(self.heartbeat * 3);
         let end = loop {
