@@ -13,14 +13,16 @@
 //! what any gRPC client sends; enrollment stays on tonic. Errors are `tonic::Status`es as a
 //! tonic client would report them, so callers map them alike.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use h2::client::SendRequest;
 use h2::{Ping, PingPong, RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
@@ -47,16 +49,14 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(40);
 /// Receive windows: hyper's client defaults, which tonic used here before.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
-/// Most bytes h2 holds for the stream that the server's flow-control window does not cover
-/// yet; [`Out::send`] waits while it is full. See [`Out`] for why this bound matters.
+/// Most bytes queued for the stream that h2 could not take yet ([`Out::send`] waits while the
+/// queue is this full), and most bytes h2 holds beyond the server's flow-control window. See
+/// [`Out`] for why this bound matters.
 const SEND_BUFFER: usize = 1024 * 1024;
 /// Largest message accepted from the relay: tonic's default decoding limit.
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// The gRPC message prefix: a compression flag and a big-endian u32 length.
 const PREFIX: usize = 5;
-/// Capacity grants one [`Out::send`] poll takes before it yields to other tasks (h2 may grant
-/// capacity another sender took first).
-const CAPACITY_TRIES: usize = 4;
 
 /// The connection task: ends with the connection (`Ok`: closed cleanly) or with why it broke.
 /// Aborted when dropped, so the connection never outlives its link.
@@ -90,7 +90,8 @@ pub(crate) async fn open(url: &str, credential: &str, hello: &AgentFrame) -> Res
         .await
         .map_err(|e| unreachable_at(url, e))?;
     let pings = conn.ping_pong().ok_or_else(|| Status::internal("HTTP/2 pings are unavailable"))?;
-    let connection = AbortOnDrop::spawn(drive(conn, pings));
+    let out = Out::new();
+    let connection = AbortOnDrop::spawn(Driver::new(conn, pings, out.0.clone()));
     let mut client = client.ready().await.map_err(broken)?;
     let request = Request::builder()
         .method(Method::POST)
@@ -103,6 +104,7 @@ pub(crate) async fn open(url: &str, credential: &str, hello: &AgentFrame) -> Res
         .map_err(|e| Status::internal(format!("cannot build the request: {e}")))?;
     let (response, mut send) = client.send_request(request, false).map_err(broken)?;
     send.send_data(encode(hello), false).map_err(broken)?;
+    lock(&out.0.queue).send = Some(send);
     let response = match tokio::time::timeout(RESPONSE_TIMEOUT, response).await {
         Ok(response) => response.map_err(broken)?,
         Err(_) => return Err(Status::unavailable(format!("the server at {url} did not answer the stream in time"))),
@@ -117,18 +119,95 @@ pub(crate) async fn open(url: &str, credential: &str, hello: &AgentFrame) -> Res
         return Err(status_of_http(response.status()));
     }
     let link = Link { recv: response.into_body(), _client: client, chunk: Bytes::new(), partial: BytesMut::new() };
-    Ok((link, Out::new(send), connection))
+    Ok((link, out, connection))
 }
 
-/// The connection's task: drives it (socket reads and writes, the server's pings, window
-/// updates) and pings the server every [`PING_EVERY`]. The keepalive is polled only when its
-/// timer or pong woke it, not for every frame the connection moves.
-async fn drive(conn: h2::client::Connection<Io, Bytes>, pings: PingPong) -> Result<(), Status> {
-    let mut keepalive = WhenWoken::new(keepalive(pings));
-    tokio::select! {
-        biased;
-        ended = conn => ended.map_err(broken),
-        dead = &mut keepalive => Err(dead),
+/// The connection's task: hands the frames the sessions queued to h2, all that are queued at
+/// that moment as one DATA frame, then drives the connection (socket reads and writes, the
+/// server's pings, window updates); pings the server every [`PING_EVERY`]. The keepalive is
+/// polled only when its timer or pong woke it, not for every frame the connection moves.
+struct Driver {
+    conn: h2::client::Connection<Io, Bytes>,
+    keepalive: WhenWoken<'static, Status>,
+    shared: Arc<Shared>,
+    /// The waker h2 gets: the task's, except while this task queues data itself (it polls the
+    /// connection right after, so h2's wake-up would only run the task once more for nothing).
+    muted: Arc<Muted>,
+    waker: Waker,
+}
+
+struct Muted {
+    on: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Muted {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.on.load(Ordering::Acquire) {
+            self.task.wake();
+        }
+    }
+}
+
+impl Driver {
+    fn new(conn: h2::client::Connection<Io, Bytes>, pings: PingPong, shared: Arc<Shared>) -> Self {
+        let muted = Arc::new(Muted { on: AtomicBool::new(false), task: AtomicWaker::new() });
+        let waker = Waker::from(muted.clone());
+        Self { conn, keepalive: WhenWoken::new(keepalive(pings)), shared, muted, waker }
+    }
+
+    /// Moves the queued frames into h2 when the server's window covers what h2 already holds
+    /// (as hyper's body pipe does); otherwise h2 wakes this task when capacity comes.
+    fn flush(&mut self) {
+        let mut guard = lock(&self.shared.queue);
+        let queue = &mut *guard;
+        if queue.buf.is_empty() {
+            return;
+        }
+        let Some(send) = queue.send.as_mut() else { return };
+        send.reserve_capacity(1);
+        if send.capacity() == 0 {
+            match send.poll_capacity(&mut Context::from_waker(&self.waker)) {
+                Poll::Ready(Some(Ok(_))) if send.capacity() > 0 => {}
+                Poll::Ready(Some(Ok(_))) | Poll::Pending => return,
+                Poll::Ready(Some(Err(_)) | None) => return queue.close(),
+            }
+        }
+        let data = queue.buf.split().freeze();
+        self.muted.on.store(true, Ordering::Release);
+        let sent = send.send_data(data, false);
+        self.muted.on.store(false, Ordering::Release);
+        if sent.is_err() {
+            return queue.close();
+        }
+        let waiting = std::mem::take(&mut queue.waiting);
+        drop(guard);
+        waiting.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl Future for Driver {
+    type Output = Result<(), Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.muted.task.register(cx.waker());
+        this.shared.driver.register(cx.waker());
+        this.flush();
+        if let Poll::Ready(ended) = Pin::new(&mut this.conn).poll(&mut Context::from_waker(&this.waker)) {
+            return Poll::Ready(ended.map_err(broken));
+        }
+        Pin::new(&mut this.keepalive).poll(cx).map(Err)
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        lock(&self.shared.queue).close();
     }
 }
 
@@ -225,12 +304,15 @@ impl Link {
     }
 }
 
-/// Frames toward the relay: a cheap clonable handle that encodes each frame and hands it to h2
-/// in the sender's own task (the connection task writes it). Bounded: sessions' output is
-/// already bounded by their credit windows, but heartbeats, query replies and many sessions
-/// together are not, so a sender waits while h2 holds [`SEND_BUFFER`] bytes the server's
-/// window does not cover (a stalled server pauses the sessions, which stop reading their
-/// PTYs, instead of growing the agent's memory).
+/// Frames toward the relay: a cheap clonable handle with which the task that makes a frame
+/// encodes it into the stream's send queue, and wakes the connection's task if the queue was
+/// empty; that task hands everything queued to h2 as one DATA frame (an echo's output and its
+/// credit grant go out together, and the server reads them as one). No task between the
+/// session and the connection. Bounded: sessions' output is already bounded by their credit
+/// windows, but heartbeats, query replies and many sessions together are not, so a sender waits
+/// while [`SEND_BUFFER`] bytes are queued that h2 could not take (the server's window is full):
+/// a stalled server pauses the sessions, which stop reading their PTYs, instead of growing the
+/// agent's memory. h2 itself holds at most its `max_send_buffer_size`, the same figure.
 #[derive(Clone)]
 pub(crate) struct Out(Arc<Shared>);
 
@@ -239,84 +321,66 @@ pub(crate) struct Out(Arc<Shared>);
 pub(crate) struct Closed;
 
 struct Shared {
-    /// `None` once the link ended. Never locked across an await.
-    send: Mutex<Option<SendStream<Bytes>>>,
-    /// Senders waiting for send capacity; h2 keeps one waker per stream, so this one wakes
-    /// them all.
-    waiting: Arc<Waiting>,
-    capacity_waker: Waker,
+    /// Never locked across an await.
+    queue: Mutex<Queue>,
+    /// The connection's task, woken when the queue gets its first bytes.
+    driver: AtomicWaker,
 }
 
 #[derive(Default)]
-struct Waiting(Mutex<Vec<Waker>>);
+struct Queue {
+    /// Encoded frames not yet handed to h2.
+    buf: BytesMut,
+    /// The stream's sending half, once the request went out.
+    send: Option<SendStream<Bytes>>,
+    /// The link ended: sends fail.
+    closed: bool,
+    /// Senders waiting for room in `buf`.
+    waiting: Vec<Waker>,
+}
 
-impl Wake for Waiting {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let wakers = std::mem::take(&mut *lock(&self.0));
-        for waker in wakers {
-            waker.wake();
-        }
+impl Queue {
+    fn close(&mut self) {
+        self.closed = true;
+        self.send = None;
+        self.buf = BytesMut::new();
+        std::mem::take(&mut self.waiting).into_iter().for_each(Waker::wake);
     }
 }
 
 impl Out {
-    fn new(send: SendStream<Bytes>) -> Self {
-        let waiting = Arc::new(Waiting::default());
-        let capacity_waker = Waker::from(waiting.clone());
-        Self(Arc::new(Shared { send: Mutex::new(Some(send)), waiting, capacity_waker }))
+    fn new() -> Self {
+        Self(Arc::new(Shared { queue: Mutex::new(Queue::default()), driver: AtomicWaker::new() }))
     }
 
-    /// Sends `frame` as the stream's next message; waits only while h2's send buffer is full.
+    /// Queues `frame` as the stream's next message; waits only while the queue is full.
     pub(crate) async fn send(&self, frame: AgentFrame) -> Result<(), Closed> {
-        let mut data = Some(encode(&frame));
-        drop(frame);
-        poll_fn(|cx| self.poll_send(cx, &mut data)).await
+        poll_fn(|cx| self.poll_send(cx, &frame)).await
     }
 
-    fn poll_send(&self, cx: &mut Context<'_>, data: &mut Option<Bytes>) -> Poll<Result<(), Closed>> {
-        let mut guard = lock(&self.0.send);
-        let Some(send) = guard.as_mut() else { return Poll::Ready(Err(Closed)) };
-        for _ in 0..CAPACITY_TRIES {
-            // As hyper's body pipe does: any capacity at all means the window covers what h2
-            // holds, so the whole frame goes (h2 splits it as the window allows).
-            send.reserve_capacity(1);
-            if send.capacity() > 0 {
-                let Some(data) = data.take() else { return Poll::Ready(Ok(())) };
-                return Poll::Ready(match send.send_data(data, false) {
-                    Ok(()) => Ok(()),
-                    Err(_) => {
-                        *guard = None;
-                        Err(Closed)
-                    }
-                });
-            }
-            {
-                let mut waiting = lock(&self.0.waiting.0);
-                if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
-                    waiting.push(cx.waker().clone());
-                }
-            }
-            match send.poll_capacity(&mut Context::from_waker(&self.0.capacity_waker)) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(_))) => {}
-                Poll::Ready(Some(Err(_)) | None) => {
-                    *guard = None;
-                    return Poll::Ready(Err(Closed));
-                }
-            }
+    fn poll_send(&self, cx: &mut Context<'_>, frame: &AgentFrame) -> Poll<Result<(), Closed>> {
+        let mut queue = lock(&self.0.queue);
+        if queue.closed {
+            return Poll::Ready(Err(Closed));
         }
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        if queue.buf.len() >= SEND_BUFFER {
+            if !queue.waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                queue.waiting.push(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        let first = queue.buf.is_empty();
+        encode_into(frame, &mut queue.buf);
+        drop(queue);
+        if first {
+            self.0.driver.wake();
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Ends sending: later sends fail, and waiting senders are woken to find out.
     pub(crate) fn close(&self) {
-        lock(&self.0.send).take();
-        self.0.waiting.wake_by_ref();
+        lock(&self.0.queue).close();
     }
 }
 
@@ -381,12 +445,18 @@ fn decode(message: Bytes) -> Result<RelayFrame, Status> {
 
 /// `frame` as one gRPC message (uncompressed).
 fn encode(frame: &AgentFrame) -> Bytes {
+    let mut buf = BytesMut::new();
+    encode_into(frame, &mut buf);
+    buf.freeze()
+}
+
+/// Appends `frame` as one gRPC message (uncompressed).
+fn encode_into(frame: &AgentFrame, buf: &mut BytesMut) {
     let len = frame.encoded_len();
-    let mut buf = BytesMut::with_capacity(PREFIX + len);
+    buf.reserve(PREFIX + len);
     buf.put_u8(0);
     buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-    frame.encode_raw(&mut buf);
-    buf.freeze()
+    frame.encode_raw(buf);
 }
 
 /// A broken stream or connection: retried like any network failure.
