@@ -110,10 +110,10 @@ pub(crate) async fn open(url: &str, credential: &str, hello: &AgentFrame) -> Res
         Err(_) => return Err(Status::unavailable(format!("the server at {url} did not answer the stream in time"))),
     };
     // A trailers-only answer (refused before the stream started) carries the status here.
-    if let Some(status) = status_of(response.headers()) {
-        if status.code() != Code::Ok {
-            return Err(status);
-        }
+    if let Some(status) = status_of(response.headers())
+        && status.code() != Code::Ok
+    {
+        return Err(status);
     }
     if response.status() != StatusCode::OK {
         return Err(status_of_http(response.status()));
