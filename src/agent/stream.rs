@@ -3,9 +3,10 @@
 //! Why not tonic's client: per keystroke it costs hyper's body "pipe" task between the
 //! sessions' queue and h2, a decoder, and a copy each way. Here the HTTP/2 connection runs in a
 //! task of its own (as hyper runs it: it reads the socket, answers pings, writes what streams
-//! queued), sessions hand their encoded frames straight to h2 through [`Out`] (no task hop
-//! before h2), and the link's pump reads the response body with [`Link::next`], slicing
-//! messages out of h2's buffers. A first try owned the connection, the queue and the reads in
+//! queued); the tasks that make frames encode them into the stream's send queue through
+//! [`Out`] (no task in between), which the connection task hands to h2 as one DATA frame per
+//! wake-up; and the link's pump reads the response body with [`Link::next`], slicing messages
+//! out of h2's buffers. A first try owned the connection, the queue and the reads in
 //! one task and counted more per key: every outbound frame woke that task, which then polled the
 //! whole connection again (docs/performance.md, issue 18).
 //!
