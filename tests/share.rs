@@ -388,6 +388,26 @@ fn a_browser_closing_its_socket_gets_its_close_answered_and_can_resume() -> anyh
 }
 
 #[test]
+fn input_a_program_does_not_echo_keeps_flowing_past_the_input_window() -> anyhow::Result<()> {
+    let fx = Fixture::start("quiet-input")?;
+    let link = fx.share("1h", &[])?;
+    let (ws, _, _) = WsClient::open_ready(&link.url)?;
+    // Raw and silent: every byte reaches `head` and nothing comes back until it has them all,
+    // so the agent's input grants have no output to travel with. 300 kB is several input
+    // windows (64 KiB): the input stalls for good unless grants leave on their own.
+    let from = ws.output_len();
+    ws.type_line("stty raw -echo; echo quiet-ready; head -c 300000 | wc -c; stty sane")?;
+    ws.wait_line_since(from, SHELL, "the terminal to go quiet", |l| l == "quiet-ready")?;
+    let from = ws.output_len();
+    for _ in 0..300 {
+        ws.send_bytes(&[b'q'; 1000])?;
+    }
+    let counted = Duration::from_secs(30);
+    ws.wait_line_since(from, counted, "head to count 300000 bytes", |l| l.trim() == "300000")?;
+    Ok(())
+}
+
+#[test]
 fn audit_lists_create_and_open_with_the_client_address_and_agent() -> anyhow::Result<()> {
     let fx = Fixture::start("audit")?;
     let link = fx.share("1h", &[])?;

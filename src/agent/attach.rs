@@ -5,27 +5,32 @@
 //! is readable and output is wanted, and writes input as it arrives, granting the input
 //! credit back once the bytes are in the PTY.
 //!
-//! The grant waits a little for output to go with it: a keystroke's echo usually follows
-//! within microseconds, and a `Credit` frame queued right behind the `Output` frame leaves in
-//! the same write to the relay instead of one write (and one wake-up of the relay) of its
-//! own. It never waits longer than `CREDIT_DELAY`, nor once a quarter of the input window is
-//! owed, so the relay always holds most of its window.
+//! The grant waits for output to go with it: a keystroke's echo usually follows within
+//! microseconds, and a `Credit` frame queued right behind the `Output` frame leaves in the
+//! same write to the relay instead of one write (and one wake-up of the relay) of its own.
+//! Input that echoes nothing is granted back once a quarter of the input window is owed. No
+//! timer is needed for that to stay live: the relay always holds at least three quarters of
+//! the window, more than the largest input frame (a chunk, half the window), so it never
+//! waits for a grant that is being held back, and no timer wakes the attachment a second time
+//! for every key typed at human speed.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::channel::{Cmd, Out, closed_frame, credit_frame, detached_frame, output_frame};
 use super::shell::{Shell, Take};
 use crate::core::session::fanout::ReaderId;
-use crate::core::session::{Ending, Exit, INPUT_WINDOW_BYTES, OutputStream};
+use crate::core::session::{CHUNK_BYTES, Ending, Exit, INPUT_WINDOW_BYTES, OutputStream};
+use crate::sys::task::WhenWoken;
 
-/// Longest an input-credit grant waits for output to travel with: 2 ms.
-const CREDIT_DELAY: Duration = Duration::from_millis(2);
+/// Input credit held back before it goes without output: a quarter window.
+const GRANT_ALONE_AT: u32 = INPUT_WINDOW_BYTES / 4;
+// Liveness (module doc): what is held back leaves the relay more than one input frame.
+const _: () = assert!(INPUT_WINDOW_BYTES - GRANT_ALONE_AT >= CHUNK_BYTES as u32);
 
 /// How an attachment ended.
 enum Leave {
@@ -48,43 +53,41 @@ pub(crate) async fn serve(
     credit: Arc<Semaphore>,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
 ) {
-    let mut changed = shell.subscribe();
     let mut input = Pending::default();
     let mut owed = Owed::default();
-    let mut timer = GrantTimer::new();
+    // The rarer wake-ups stay registered between turns of the loop and are polled only when
+    // their own waker fired (`WhenWoken`): made anew each turn, each would join and leave a
+    // waiter list (a lock each way) two or three times per keystroke.
+    let mut readable = WhenWoken::new(shell.readable());
+    let mut credited = WhenWoken::new(credit.acquire());
+    let mut changed = WhenWoken::new(next_change(shell.subscribe()));
     take_credit(&shell, reader, &credit, 0);
     let leave = loop {
-        changed.borrow_and_update();
         owed.add(input.write_to(&shell));
         let piece = shell.take(reader);
         if let Take::Data(offset, data) = piece {
             let frame = output_frame(channel, OutputStream::Stdout, offset, data);
-            if out.send(frame).await.is_err() || !owed.grant(&out, channel, true).await {
+            if out.send(frame).await.is_err() {
+                break Leave::Detached;
+            }
+            if let Some(bytes) = owed.due(true)
+                && out.send(credit_frame(channel, bytes)).await.is_err()
+            {
                 break Leave::Detached;
             }
             continue;
         }
-        if !owed.grant(&out, channel, false).await {
+        if let Some(bytes) = owed.due(false)
+            && out.send(credit_frame(channel, bytes)).await.is_err()
+        {
             break Leave::Detached;
         }
         if let Take::Ended(end) = piece {
             break Leave::Ended(end);
         }
-        timer.cover(owed.due);
+        // In the order of how often each fires: a keystroke, then its echo.
         tokio::select! {
-            _ = changed.changed() => {}
-            _ = timer.fired(), if timer.armed() => {} // the grant may be due: sent above
-            _ = shell.readable(), if shell.wants_read() => {
-                shell.fill();
-            }
-            _ = shell.writable(), if input.waiting() => {}
-            permit = credit.acquire() => match permit {
-                Ok(permit) => {
-                    permit.forget();
-                    take_credit(&shell, reader, &credit, 1);
-                }
-                Err(_) => break Leave::Detached, // the stream dropped
-            },
+            biased;
             cmd = cmds.recv() => match cmd {
                 Some(Cmd::Input(data)) => input.0.push_back(data),
                 Some(Cmd::Resize(cols, rows)) => shell.resize(cols, rows),
@@ -93,6 +96,20 @@ pub(crate) async fn serve(
                 Some(Cmd::Revoke) => break Leave::Revoked,
                 Some(Cmd::Detach) | None => break Leave::Detached,
             },
+            () = &mut readable, if shell.wants_read() => {
+                shell.fill(Some(reader));
+                readable = WhenWoken::new(shell.readable());
+            }
+            permit = &mut credited => match permit {
+                Ok(permit) => {
+                    permit.forget();
+                    take_credit(&shell, reader, &credit, 1);
+                    credited = WhenWoken::new(credit.acquire());
+                }
+                Err(_) => break Leave::Detached, // the stream dropped
+            },
+            receiver = &mut changed => changed = WhenWoken::new(next_change(receiver)),
+            () = shell.writable(), if input.waiting() => {}
         }
     };
     shell.leave(reader, matches!(leave, Leave::Closed | Leave::Revoked));
@@ -115,6 +132,14 @@ pub(crate) async fn serve(
         }
     };
     let _ = out.send(frame).await;
+}
+
+/// Waits for the shell's next change (output another reader's task read, a reader joining
+/// or leaving, the end); gives the receiver back for the next wait.
+async fn next_change(mut changed: watch::Receiver<()>) -> watch::Receiver<()> {
+    // An error (the shell's sender gone) cannot happen while this task holds the shell.
+    let _ = changed.changed().await;
+    changed
 }
 
 /// Moves the credit the relay granted (permits on the channel's semaphore, where the
@@ -173,63 +198,18 @@ impl Pending {
 #[derive(Default)]
 struct Owed {
     bytes: u32,
-    /// When it must go at the latest.
-    due: Option<tokio::time::Instant>,
 }
 
 impl Owed {
     fn add(&mut self, bytes: u32) {
-        if bytes > 0 {
-            self.bytes = self.bytes.saturating_add(bytes);
-            self.due.get_or_insert_with(|| tokio::time::Instant::now() + CREDIT_DELAY);
-        }
+        self.bytes = self.bytes.saturating_add(bytes);
     }
 
-    /// Sends the grant if output just went (`with_output`), it is due, or a quarter window is
-    /// owed; false if the stream is gone.
-    async fn grant(&mut self, out: &Out, channel: u64, with_output: bool) -> bool {
-        let due = self.due.is_some_and(|at| at <= tokio::time::Instant::now());
-        if self.bytes == 0 || !(with_output || due || self.bytes >= INPUT_WINDOW_BYTES / 4) {
-            return true;
-        }
-        let bytes = std::mem::take(&mut self.bytes);
-        self.due = None;
-        out.send(credit_frame(channel, bytes)).await.is_ok()
-    }
-}
-
-/// The wake-up for a grant that found no output to travel with. Arming a tokio timer earlier
-/// than all the others wakes the runtime's driver (an eventfd write and one more epoll round,
-/// right between a keystroke's write to the PTY and its echo), and a grant is owed after every
-/// keystroke. So the timer is not disarmed when the grant leaves with the echo: it stays armed
-/// and fires once, harmlessly, and it is re-armed only when a grant is owed and no earlier
-/// wake-up is pending. Fast typing arms it once per `CREDIT_DELAY` instead of once per key.
-struct GrantTimer {
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-    at: Option<tokio::time::Instant>,
-}
-
-impl GrantTimer {
-    fn new() -> Self {
-        Self { sleep: Box::pin(tokio::time::sleep(Duration::ZERO)), at: None }
-    }
-
-    /// Makes sure it fires by `due` (if a grant is owed).
-    fn cover(&mut self, due: Option<tokio::time::Instant>) {
-        if let Some(due) = due
-            && self.at.is_none_or(|at| at > due)
-        {
-            self.sleep.as_mut().reset(due);
-            self.at = Some(due);
-        }
-    }
-
-    fn armed(&self) -> bool {
-        self.at.is_some()
-    }
-
-    async fn fired(&mut self) {
-        self.sleep.as_mut().await;
-        self.at = None;
+    /// The grant to send now, if any: output just went (`with_output`) or a quarter window
+    /// is owed. A plain check, so that the loop's three checks per keystroke build no future;
+    /// the caller awaits only the send.
+    fn due(&mut self, with_output: bool) -> Option<u32> {
+        let now = self.bytes > 0 && (with_output || self.bytes >= GRANT_ALONE_AT);
+        now.then(|| std::mem::take(&mut self.bytes))
     }
 }

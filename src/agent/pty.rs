@@ -19,8 +19,8 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::task::{Context, Poll, Waker};
 
-use futures_util::FutureExt;
 use nix::sys::signal::{SigHandler, Signal, kill, killpg};
 use nix::unistd::{AccessFlags, Pid, User, access, getuid};
 use rustix::fs::{Mode, OFlags};
@@ -179,7 +179,10 @@ impl Pty {
     /// finds only the start of one, and the next read's wait for the flush work is what brings
     /// the rest into the same frame.
     pub(crate) fn read(&self, buf: &mut [u8], streaming: bool) -> io::Result<usize> {
-        let Some(Ok(mut ready)) = self.master.readable().now_or_never() else {
+        // A look at the reactor's readiness, not a wait: no waiter joins its list. (The
+        // no-op waker lands in the single-waiter slot, which no task here waits on.)
+        let mut look = Context::from_waker(Waker::noop());
+        let Poll::Ready(Ok(mut ready)) = self.master.poll_read_ready(&mut look) else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
         let asked = buf.len();

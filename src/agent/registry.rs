@@ -207,7 +207,7 @@ async fn pump(shell: &Shell, exit: Exit, idle: Duration) -> Ending {
         let (expiry, hard) = (at(shell.expiry(idle)), at(shell.kill_deadline()).filter(|_| !hard_killed));
         tokio::select! {
             _ = shell.readable(), if reads => {
-                shell.fill();
+                shell.fill(None);
             }
             status = &mut exit, if end.is_none() => {
                 end = Some(status);

@@ -252,8 +252,9 @@ impl Shell {
     /// If output is wanted, moves what the PTY has into the ring: read until the kernel has
     /// no more (or a small read found the end of what the program wrote: `Pty::read`) or one
     /// chunk is full, so a burst becomes one frame rather than one per kernel buffer (4 KiB).
-    /// Returns the bytes read.
-    pub(crate) fn fill(&self) -> usize {
+    /// Returns the bytes read. `by`: the reader whose task is filling, which takes what it
+    /// read next without being woken for it.
+    pub(crate) fn fill(&self, by: Option<ReaderId>) -> usize {
         let mut st = self.lock();
         if !Self::reads(&st) {
             return 0;
@@ -282,10 +283,11 @@ impl Shell {
             (n, closed)
         });
         st.eof |= closed;
+        let others = by.is_none() || st.output.readers() > 1;
         drop(st);
         if closed {
             self.bump_control();
-        } else if n > 0 {
+        } else if n > 0 && others {
             self.bump();
         }
         n

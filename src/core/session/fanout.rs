@@ -8,8 +8,6 @@
 //! next piece starts at the ring's start, a gap of exactly the skipped bytes. With the ring
 //! larger than a reader's window plus one chunk, a lone reader never sees a gap.
 
-use std::collections::HashMap;
-
 use super::ring::Ring;
 
 /// A reader's handle.
@@ -48,14 +46,16 @@ pub(crate) struct Piece {
 #[derive(Debug)]
 pub(crate) struct Fanout {
     ring: Ring,
-    readers: HashMap<ReaderId, Reader>,
+    /// A handful at most (the viewers of one shell): a list is cheaper to search than a
+    /// hash map is to hash, and `take` runs for every frame.
+    readers: Vec<(ReaderId, Reader)>,
     next: ReaderId,
 }
 
 impl Fanout {
     /// An empty stream that keeps the last `capacity` bytes.
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { ring: Ring::new(capacity), readers: HashMap::new(), next: 1 }
+        Self { ring: Ring::new(capacity), readers: Vec::new(), next: 1 }
     }
 
     /// Offset one past the last byte produced.
@@ -75,33 +75,38 @@ impl Fanout {
         let cursor = from.max(start);
         let reader = self.next;
         self.next += 1;
-        self.readers.insert(reader, Reader { cursor, credit: 0 });
+        self.readers.push((reader, Reader { cursor, credit: 0 }));
         Joined { reader, replay_from: cursor, dropped: start.saturating_sub(from) }
     }
 
     /// Removes a reader; true when none is left.
     pub(crate) fn leave(&mut self, reader: ReaderId) -> bool {
-        self.readers.remove(&reader);
+        self.readers.retain(|(id, _)| *id != reader);
         self.readers.is_empty()
+    }
+
+    fn reader(&mut self, reader: ReaderId) -> Option<&mut Reader> {
+        self.readers.iter_mut().find(|(id, _)| *id == reader).map(|(_, r)| r)
     }
 
     /// Adds credit to a reader.
     pub(crate) fn grant(&mut self, reader: ReaderId, bytes: u64) {
-        if let Some(r) = self.readers.get_mut(&reader) {
+        if let Some(r) = self.reader(reader) {
             r.credit = r.credit.saturating_add(bytes);
         }
     }
 
     /// Whether the reader has been sent everything produced so far.
     pub(crate) fn caught_up(&self, reader: ReaderId) -> bool {
-        self.readers.get(&reader).is_none_or(|r| r.cursor >= self.ring.end())
+        self.readers.iter().find(|(id, _)| *id == reader).is_none_or(|(_, r)| r.cursor >= self.ring.end())
     }
 
     /// The next piece for a reader (at most its credit and `max` bytes), advancing it; `None`
     /// when it is caught up or out of credit.
     pub(crate) fn take(&mut self, reader: ReaderId, max: usize) -> Option<Piece> {
-        let r = self.readers.get_mut(&reader)?;
-        if r.cursor >= self.ring.end() || r.credit == 0 {
+        let end = self.ring.end();
+        let r = self.readers.iter_mut().find(|(id, _)| *id == reader).map(|(_, r)| r)?;
+        if r.cursor >= end || r.credit == 0 {
             return None;
         }
         let limit = usize::try_from(r.credit).unwrap_or(usize::MAX).min(max);
@@ -115,7 +120,7 @@ impl Fanout {
     /// Whether the producer should be read now (see the module doc for the rule).
     pub(crate) fn wants_output(&self) -> bool {
         let (start, end) = (self.ring.start(), self.ring.end());
-        self.readers.is_empty() || self.readers.values().any(|r| r.credit > end.saturating_sub(r.cursor.max(start)))
+        self.readers.is_empty() || self.readers.iter().any(|(_, r)| r.credit > end.saturating_sub(r.cursor.max(start)))
     }
 
     /// Appends produced output.
