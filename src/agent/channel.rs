@@ -11,8 +11,9 @@ use crate::core::convert;
 use crate::core::session::{Attachment, Ending, Exit, OutputStream};
 use crate::proto::{self, agent_frame, closed};
 
-/// Frames toward the relay (bounded: a full queue pauses readers, which stop reading PTYs).
-pub(crate) type Out = mpsc::Sender<proto::AgentFrame>;
+/// Frames toward the relay, handed to HTTP/2 by the task that makes them (bounded: a full
+/// send buffer pauses readers, which stop reading PTYs).
+pub(crate) use super::stream::Out;
 
 /// What the relay asks of a running session.
 #[derive(Debug)]

@@ -44,6 +44,30 @@ impl<T> Future for AbortOnDrop<T> {
 /// flag check. The inner future's wakers all go through one waker made once.
 pub(crate) struct WhenWoken<'a, T> {
     inner: Pin<Box<dyn Future<Output = T> + Send + 'a>>,
+    filter: WakeFilter,
+}
+
+impl<'a, T> WhenWoken<'a, T> {
+    pub(crate) fn new(inner: impl Future<Output = T> + Send + 'a) -> Self {
+        Self { inner: Box::pin(inner), filter: WakeFilter::new() }
+    }
+}
+
+impl<T> Future for WhenWoken<'_, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.get_mut();
+        let inner = &mut this.inner;
+        this.filter.poll(cx, |cx| inner.as_mut().poll(cx))
+    }
+}
+
+/// [`WhenWoken`] for a poll function that is called again after it was ready (a timer that
+/// ticks, a stream): [`WakeFilter::poll`] runs it only at the first call, after one of the
+/// wakers it was given fired, after it was ready (it may be ready again at once, and has not
+/// registered a waker), or after [`WakeFilter::rearm`].
+pub(crate) struct WakeFilter {
     signal: Arc<Signal>,
     waker: Waker,
 }
@@ -65,24 +89,35 @@ impl Wake for Signal {
     }
 }
 
-impl<'a, T> WhenWoken<'a, T> {
-    pub(crate) fn new(inner: impl Future<Output = T> + Send + 'a) -> Self {
-        let signal = Arc::new(Signal { woken: AtomicBool::new(true), task: AtomicWaker::new() });
-        Self { inner: Box::pin(inner), waker: Waker::from(signal.clone()), signal }
+impl Default for WakeFilter {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-impl<T> Future for WhenWoken<'_, T> {
-    type Output = T;
+impl WakeFilter {
+    pub(crate) fn new() -> Self {
+        let signal = Arc::new(Signal { woken: AtomicBool::new(true), task: AtomicWaker::new() });
+        Self { waker: Waker::from(signal.clone()), signal }
+    }
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let this = self.get_mut();
+    /// Calls `poll` with this filter's waker if it is due (see the type), else is pending.
+    pub(crate) fn poll<T>(&mut self, cx: &mut Context<'_>, poll: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
         // Registered before the flag is taken: a wake-up in between is passed on, not lost.
-        this.signal.task.register(cx.waker());
-        if !this.signal.woken.swap(false, Ordering::AcqRel) {
+        self.signal.task.register(cx.waker());
+        if !self.signal.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        this.inner.as_mut().poll(&mut Context::from_waker(&this.waker))
+        let ready = poll(&mut Context::from_waker(&self.waker));
+        if ready.is_ready() {
+            self.signal.woken.store(true, Ordering::Release);
+        }
+        ready
+    }
+
+    /// Makes the next [`WakeFilter::poll`] call the poll function (what it polls was replaced).
+    pub(crate) fn rearm(&self) {
+        self.signal.woken.store(true, Ordering::Release);
     }
 }
 
@@ -138,5 +173,48 @@ mod tests {
         tx.send(7).unwrap();
         assert_eq!((&mut rare).await, Ok(7));
         assert_eq!(polls.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_filtered_poll_function_is_called_again_after_ready_and_when_woken_only() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use super::WakeFilter;
+
+        let calls = AtomicUsize::new(0);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let mut filter = WakeFilter::new();
+        async fn next(
+            filter: &mut WakeFilter,
+            rx: &mut tokio::sync::mpsc::UnboundedReceiver<u32>,
+            calls: &AtomicUsize,
+        ) -> Option<u32> {
+            std::future::poll_fn(|cx| {
+                filter.poll(cx, |cx| {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    rx.poll_recv(cx)
+                })
+            })
+            .await
+        }
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        assert_eq!(next(&mut filter, &mut rx, &calls).await, Some(1));
+        assert_eq!(next(&mut filter, &mut rx, &calls).await, Some(2), "polled again after ready");
+        let before = calls.load(Ordering::Relaxed);
+        let (busy_tx, mut busy) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..100 {
+            busy_tx.send(i).unwrap();
+        }
+        let mut got = 0;
+        while got < 100 {
+            tokio::select! {
+                Some(_) = busy.recv() => got += 1,
+                _ = next(&mut filter, &mut rx, &calls) => panic!("nothing was sent"),
+            }
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), before + 1, "called once (pending), then never woken");
+        tx.send(3).unwrap();
+        assert_eq!(next(&mut filter, &mut rx, &calls).await, Some(3));
     }
 }
