@@ -24,6 +24,11 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// How long open connections may take to finish after a shutdown: 3 s.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// Largest HTTP/2 DATA frame peers may send us: 64 KiB instead of the protocol's default
+/// 16 KiB, so that an agent's output frame (up to 32 KiB of a PTY read) arrives as one DATA
+/// frame, read and gathered once, rather than as two or three.
+const MAX_FRAME_BYTES: u32 = 64 * 1024;
+
 /// Connection limits (`cmdop server --header-timeout`, `--max-connections`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ConnLimits {
@@ -48,7 +53,7 @@ pub(crate) async fn serve(
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new()).max_frame_size(MAX_FRAME_BYTES);
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
