@@ -21,7 +21,7 @@ use tonic::metadata::MetadataMap;
 use tracing::Instrument;
 
 use super::registry::{AgentConn, LocalRouter, PeerTx};
-use super::wire::{self, MessageReader, Outbound, OutboundBody};
+use super::wire::{self, MessageReader, Outbound};
 use crate::core::clock::now;
 use crate::core::cluster_key::ClusterKey;
 use crate::core::convert;
@@ -77,14 +77,7 @@ impl PeerService {
         req: axum::http::Request<Body>,
         stopping: watch::Receiver<bool>,
     ) -> axum::http::Response<Body> {
-        if let Some(refusal) = wire::refuse_non_grpc(req.headers()) {
-            return refusal;
-        }
-        let (parts, body) = req.into_parts();
-        match self.open_link(&MetadataMap::from_headers(parts.headers), MessageReader::new(body)) {
-            Ok(rx) => wire::streaming_response(Body::new(OutboundBody::new(rx, stopping))),
-            Err(status) => wire::refused(status),
-        }
+        wire::serve(req, stopping, |meta, inbound| std::future::ready(self.open_link(&meta, inbound))).await
     }
 
     /// Checks the caller and the route's epoch and starts piping; returns the queue of

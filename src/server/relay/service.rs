@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::registry::{AgentConn, LocalRouter};
-use super::wire::{self, MessageReader, Outbound, OutboundBody};
+use super::wire::{self, MessageReader, Outbound};
 use crate::core::ids::MachineId;
 use crate::core::secret::{self, prefix};
 use crate::proto::{self, agent_frame, relay_frame};
@@ -108,14 +108,7 @@ impl RelayService {
         req: axum::http::Request<Body>,
         stopping: watch::Receiver<bool>,
     ) -> axum::http::Response<Body> {
-        if let Some(refusal) = wire::refuse_non_grpc(req.headers()) {
-            return refusal;
-        }
-        let (parts, body) = req.into_parts();
-        match self.open_link(MetadataMap::from_headers(parts.headers), MessageReader::new(body)).await {
-            Ok(rx) => wire::streaming_response(Body::new(OutboundBody::new(rx, stopping))),
-            Err(status) => wire::refused(status),
-        }
+        wire::serve(req, stopping, |meta, inbound| async move { self.open_link(meta, inbound).await }).await
     }
 
     /// Authenticates the machine, waits for its hello, registers the stream and starts its

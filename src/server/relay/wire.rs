@@ -286,6 +286,31 @@ impl<M: prost::Message, Q: Queue<M>> http_body::Body for OutboundBody<M, Q> {
     }
 }
 
+/// Serves one hot streaming call: a request that is not gRPC gets 415; otherwise `open` gets
+/// the request's metadata and a reader of its messages and returns the stream's outbound
+/// queue (the response body) or the status that refuses the call (Trailers-Only). The body
+/// ends UNAVAILABLE when `stopping` turns true.
+pub(crate) async fn serve<I, M, Q, Open>(
+    req: axum::http::Request<Body>,
+    stopping: watch::Receiver<bool>,
+    open: impl FnOnce(tonic::metadata::MetadataMap, MessageReader<I>) -> Open,
+) -> Response<Body>
+where
+    I: prost::Message + Default,
+    M: prost::Message + Send + 'static,
+    Q: Queue<M>,
+    Open: Future<Output = Result<Q, Status>>,
+{
+    if let Some(refusal) = refuse_non_grpc(req.headers()) {
+        return refusal;
+    }
+    let (parts, body) = req.into_parts();
+    match open(tonic::metadata::MetadataMap::from_headers(parts.headers), MessageReader::new(body)).await {
+        Ok(queue) => streaming_response(Body::new(OutboundBody::new(queue, stopping))),
+        Err(status) => refused(status),
+    }
+}
+
 /// The first answer of a stream: HTTP 200, `application/grpc`, then `body`.
 pub(crate) fn streaming_response(body: Body) -> Response<Body> {
     let mut resp = Response::new(body);
