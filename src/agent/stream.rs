@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use h2::client::SendRequest;
 use h2::{Ping, PingPong, RecvStream, SendStream};
@@ -32,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::{Code, Status};
 
+use crate::core::grpc_frame::{Deframer, FrameError, MAX_MESSAGE, encode_into};
 use crate::core::sync::lock;
 use crate::proto::{AgentFrame, RelayFrame};
 use crate::sys::task::{AbortOnDrop, WhenWoken};
@@ -54,10 +55,6 @@ const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 /// queue is this full), and most bytes h2 holds beyond the server's flow-control window. See
 /// [`Out`] for why this bound matters.
 const SEND_BUFFER: usize = 1024 * 1024;
-/// Largest message accepted from the relay: tonic's default decoding limit.
-const MAX_MESSAGE: usize = 4 * 1024 * 1024;
-/// The gRPC message prefix: a compression flag and a big-endian u32 length.
-const PREFIX: usize = 5;
 
 /// The connection task: ends with the connection (`Ok`: closed cleanly) or with why it broke.
 /// Aborted when dropped, so the connection never outlives its link.
@@ -68,10 +65,7 @@ pub(crate) struct Link {
     recv: RecvStream,
     /// Kept so that h2 does not treat the connection as finished with its users.
     _client: SendRequest<Bytes>,
-    /// The unparsed rest of the last DATA chunk received.
-    chunk: Bytes,
-    /// A message split across DATA chunks, gathered here until it is whole.
-    partial: BytesMut,
+    frames: Deframer,
 }
 
 /// Connects to `url`, starts the connection's task, starts the `Link` call with the machine
@@ -119,7 +113,7 @@ pub(crate) async fn open(url: &str, credential: &str, hello: &AgentFrame) -> Res
     if response.status() != StatusCode::OK {
         return Err(status_of_http(response.status()));
     }
-    let link = Link { recv: response.into_body(), _client: client, chunk: Bytes::new(), partial: BytesMut::new() };
+    let link = Link { recv: response.into_body(), _client: client, frames: Deframer::default() };
     Ok((link, out, connection))
 }
 
@@ -247,13 +241,7 @@ impl Link {
             match ready!(self.recv.poll_data(cx)) {
                 Some(Ok(chunk)) => {
                     let _ = self.recv.flow_control().release_capacity(chunk.len());
-                    if self.partial.is_empty() && self.chunk.is_empty() {
-                        self.chunk = chunk;
-                    } else {
-                        self.partial.extend_from_slice(&self.chunk);
-                        self.chunk = Bytes::new();
-                        self.partial.extend_from_slice(&chunk);
-                    }
+                    self.frames.push(chunk);
                     if let Some(frame) = self.take_message()? {
                         return Poll::Ready(Ok(Some(frame)));
                     }
@@ -264,36 +252,23 @@ impl Link {
         }
     }
 
-    /// A whole message from what was received, if there is one. Messages within one DATA
-    /// chunk are sliced out of it (their `bytes` fields share its buffer); a message split
-    /// across chunks is copied together in `partial` first.
+    /// A whole message from what was received, if there is one.
     fn take_message(&mut self) -> Result<Option<RelayFrame>, Status> {
-        if self.partial.is_empty() {
-            match message_len(&self.chunk)? {
-                Some(len) => {
-                    let message = self.chunk.split_to(PREFIX + len).slice(PREFIX..);
-                    return decode(message).map(Some);
-                }
-                None if self.chunk.is_empty() => return Ok(None),
-                None => {
-                    self.partial.extend_from_slice(&self.chunk);
-                    self.chunk = Bytes::new();
-                    return Ok(None);
-                }
+        match self.frames.next_message() {
+            Ok(Some(message)) => decode(message).map(Some),
+            Ok(None) => Ok(None),
+            Err(FrameError::Compressed(_)) => {
+                Err(Status::internal("the relay sent a compressed message, which this agent never asked for"))
             }
-        }
-        match message_len(&self.partial)? {
-            Some(len) => {
-                let message = self.partial.split_to(PREFIX + len).freeze().slice(PREFIX..);
-                decode(message).map(Some)
+            Err(FrameError::TooLarge(len)) => {
+                Err(Status::out_of_range(format!("the relay sent a {len}-byte message; the limit is {MAX_MESSAGE}")))
             }
-            None => Ok(None),
         }
     }
 
     /// The response body ended: its trailers say how.
     fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<RelayFrame>, Status>> {
-        if !self.chunk.is_empty() || !self.partial.is_empty() {
+        if !self.frames.is_empty() {
             return Poll::Ready(Err(Status::internal("the relay's stream ended inside a message")));
         }
         let trailers = ready!(self.recv.poll_trailers(cx)).map_err(broken)?;
@@ -425,21 +400,6 @@ fn percent_decode(raw: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The length of the whole message at the start of `buf`, once all of it is there.
-fn message_len(buf: &[u8]) -> Result<Option<usize>, Status> {
-    if buf.len() < PREFIX {
-        return Ok(None);
-    }
-    if buf[0] != 0 {
-        return Err(Status::internal("the relay sent a compressed message, which this agent never asked for"));
-    }
-    let len = (&buf[1..PREFIX]).get_u32() as usize;
-    if len > MAX_MESSAGE {
-        return Err(Status::out_of_range(format!("the relay sent a {len}-byte message; the limit is {MAX_MESSAGE}")));
-    }
-    Ok((buf.len() >= PREFIX + len).then_some(len))
-}
-
 fn decode(message: Bytes) -> Result<RelayFrame, Status> {
     RelayFrame::decode(message).map_err(|e| Status::internal(format!("the relay sent a malformed frame: {e}")))
 }
@@ -449,15 +409,6 @@ fn encode(frame: &AgentFrame) -> Bytes {
     let mut buf = BytesMut::new();
     encode_into(frame, &mut buf);
     buf.freeze()
-}
-
-/// Appends `frame` as one gRPC message (uncompressed).
-fn encode_into(frame: &AgentFrame, buf: &mut BytesMut) {
-    let len = frame.encoded_len();
-    buf.reserve(PREFIX + len);
-    buf.put_u8(0);
-    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-    frame.encode_raw(buf);
 }
 
 /// A broken stream or connection: retried like any network failure.
@@ -604,6 +555,7 @@ impl AsyncWrite for Io {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::grpc_frame::HEADER;
     use crate::proto::{agent_frame, relay_frame};
 
     fn framed(frame: &RelayFrame) -> Vec<u8> {
@@ -629,26 +581,24 @@ mod tests {
         let frame = AgentFrame { kind: Some(agent_frame::Kind::Heartbeat(crate::proto::Heartbeat { unix_ms: 7 })) };
         let buf = encode(&frame);
         let one = frame.encode_to_vec();
-        assert_eq!(buf.len(), PREFIX + one.len());
+        assert_eq!(buf.len(), HEADER + one.len());
         assert_eq!(buf[0], 0);
         assert_eq!(u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize, one.len());
-        assert_eq!(&buf[PREFIX..], &one[..]);
+        assert_eq!(&buf[HEADER..], &one[..]);
     }
 
     #[test]
-    fn message_lengths_wait_for_the_whole_message_and_refuse_compression_and_giants() {
+    fn relay_frames_wait_for_the_whole_message_and_decode() {
         let input = RelayFrame {
             kind: Some(relay_frame::Kind::Input(crate::proto::Input { channel: 3, data: Bytes::from_static(b"ls\r") })),
         };
         let bytes = framed(&input);
-        assert_eq!(message_len(&bytes[..4]).unwrap(), None);
-        assert_eq!(message_len(&bytes[..bytes.len() - 1]).unwrap(), None);
-        assert_eq!(message_len(&bytes).unwrap(), Some(bytes.len() - PREFIX));
-        let mut compressed = bytes.clone();
-        compressed[0] = 1;
-        assert!(message_len(&compressed).is_err());
-        assert!(message_len(&[0, 0xff, 0xff, 0xff, 0xff]).is_err());
-        assert_eq!(decode(Bytes::from(bytes).slice(PREFIX..)).unwrap(), input);
+        let mut frames = Deframer::default();
+        frames.push(Bytes::copy_from_slice(&bytes[..bytes.len() - 1]));
+        assert_eq!(frames.next_message().unwrap(), None);
+        frames.push(Bytes::copy_from_slice(&bytes[bytes.len() - 1..]));
+        let message = frames.next_message().unwrap().unwrap();
+        assert_eq!(decode(message).unwrap(), input);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub(crate) mod clock;
 pub(crate) mod cluster_key;
 pub(crate) mod convert;
 pub(crate) mod duration;
+pub(crate) mod grpc_frame;
 pub mod ids;
 pub(crate) mod limiter;
 pub(crate) mod limits;

@@ -11,17 +11,14 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body::{Body as _, Frame};
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
+use crate::core::grpc_frame::{self, Deframer, FrameError, MAX_MESSAGE};
 use crate::sys::task::WhenWoken;
 
-/// The gRPC message header: compressed flag and big-endian length.
-const HEADER: usize = 5;
-/// Largest message accepted, tonic's default (`DEFAULT_MAX_RECV_MESSAGE_SIZE`).
-pub(crate) const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// A poll stops adding queued frames to its DATA frame past this many bytes, so one burst
 /// never builds one huge buffer (tonic's encoder yields at the same size).
 const YIELD_BYTES: usize = 32 * 1024;
@@ -46,17 +43,14 @@ impl<M> Outbound<M> {
 /// Reads a gRPC request stream of `M` messages from an HTTP/2 request body.
 pub(crate) struct MessageReader<M> {
     body: Body,
-    /// The unread rest of the last DATA frame, while no message is split across frames.
-    pending: Bytes,
-    /// A message being gathered across DATA frames (then `pending` is empty).
-    partial: BytesMut,
+    frames: Deframer,
     done: bool,
     _message: PhantomData<fn() -> M>,
 }
 
 impl<M: prost::Message + Default> MessageReader<M> {
     pub(crate) fn new(body: Body) -> Self {
-        Self { body, pending: Bytes::new(), partial: BytesMut::new(), done: false, _message: PhantomData }
+        Self { body, frames: Deframer::default(), done: false, _message: PhantomData }
     }
 
     /// The next message; `Ok(None)` when the client ended the stream cleanly, an error status
@@ -67,7 +61,7 @@ impl<M: prost::Message + Default> MessageReader<M> {
 
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<M>, Status>> {
         loop {
-            if let Some(bytes) = self.take()? {
+            if let Some(bytes) = self.frames.next_message().map_err(refusal)? {
                 return Poll::Ready(
                     M::decode(bytes)
                         .map(Some)
@@ -81,11 +75,7 @@ impl<M: prost::Message + Default> MessageReader<M> {
                 Some(Ok(frame)) => {
                     // Request trailers carry nothing for these streams.
                     let Ok(data) = frame.into_data() else { continue };
-                    if self.partial.is_empty() && self.pending.is_empty() {
-                        self.pending = data;
-                    } else {
-                        self.partial.extend_from_slice(&data);
-                    }
+                    self.frames.push(data);
                 }
                 Some(Err(e)) => {
                     self.done = true;
@@ -93,7 +83,7 @@ impl<M: prost::Message + Default> MessageReader<M> {
                 }
                 None => {
                     self.done = true;
-                    if !self.pending.is_empty() || !self.partial.is_empty() {
+                    if !self.frames.is_empty() {
                         return Poll::Ready(Err(Status::internal("Unexpected EOF decoding stream.")));
                     }
                     return Poll::Ready(Ok(None));
@@ -101,66 +91,21 @@ impl<M: prost::Message + Default> MessageReader<M> {
             }
         }
     }
-
-    /// The next whole message's bytes, if buffered; moves a split one's start to `partial`.
-    fn take(&mut self) -> Result<Option<Bytes>, Status> {
-        if self.partial.is_empty() {
-            let Some(len) = message_len(&self.pending)? else {
-                self.gather();
-                return Ok(None);
-            };
-            if self.pending.len() < HEADER + len {
-                self.gather();
-                return Ok(None);
-            }
-            let message = self.pending.slice(HEADER..HEADER + len);
-            self.pending.advance(HEADER + len);
-            return Ok(Some(message));
-        }
-        let Some(len) = message_len(&self.partial)? else { return Ok(None) };
-        if self.partial.len() < HEADER + len {
-            self.partial.reserve(HEADER + len - self.partial.len());
-            return Ok(None);
-        }
-        let mut message = self.partial.split_to(HEADER + len).freeze();
-        message.advance(HEADER);
-        Ok(Some(message))
-    }
-
-    /// Moves an incomplete message from `pending` to `partial`, where the next frames join it.
-    fn gather(&mut self) {
-        if !self.pending.is_empty() {
-            self.partial.extend_from_slice(&self.pending);
-            self.pending = Bytes::new();
-        }
-    }
 }
 
-/// The length of the message starting `buf`, once its header is there; errors as tonic's.
-fn message_len(buf: &[u8]) -> Result<Option<usize>, Status> {
-    if buf.len() < HEADER {
-        return Ok(None);
-    }
-    match buf[0] {
-        0 => {}
-        1 => {
-            return Err(Status::internal(
-                "protocol error: received message with compressed-flag but no grpc-encoding was specified",
-            ));
+/// A framing error as tonic words it, so clients see what they saw before.
+fn refusal(e: FrameError) -> Status {
+    match e {
+        FrameError::Compressed(1) => {
+            Status::internal("protocol error: received message with compressed-flag but no grpc-encoding was specified")
         }
-        f => {
-            return Err(Status::internal(format!(
-                "protocol error: received message with invalid compression flag: {f} (valid flags are 0 and 1), while sending request"
-            )));
-        }
-    }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len > MAX_MESSAGE {
-        return Err(Status::out_of_range(format!(
+        FrameError::Compressed(f) => Status::internal(format!(
+            "protocol error: received message with invalid compression flag: {f} (valid flags are 0 and 1), while sending request"
+        )),
+        FrameError::TooLarge(len) => Status::out_of_range(format!(
             "Error, decoded message length too large: found {len} bytes, the limit is: {MAX_MESSAGE} bytes"
-        )));
+        )),
     }
-    Ok(Some(len))
 }
 
 /// A receiving end of an outbound queue: bounded toward agents, unbounded toward edges.
@@ -215,13 +160,7 @@ impl<M: prost::Message, Q: Queue<M>> OutboundBody<M, Q> {
     }
 
     fn encode(&mut self, message: &M) {
-        let len = message.encoded_len();
-        self.buf.reserve(HEADER + len);
-        self.buf.put_u8(0);
-        // A frame over 4 GiB cannot be built from the queued types; u32 is gRPC's bound.
-        self.buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-        // Cannot fail: the space was reserved above.
-        let _ = message.encode(&mut self.buf);
+        grpc_frame::encode_into(message, &mut self.buf);
     }
 
     fn finish(&mut self, status: &Status) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
