@@ -1,9 +1,11 @@
 //! One attachment to a shell session, served on one channel of one relay stream: output from
 //! the session's ring as the consumer's credit allows, input and control the other way.
 //!
-//! The attachment's task does the PTY I/O itself: it reads output into the ring when the PTY
-//! is readable and output is wanted, and writes input as it arrives, granting the input
-//! credit back once the bytes are in the PTY.
+//! The attachment's task reads output into the ring when the PTY is readable and output is
+//! wanted. Input does not go through it: the stream's dispatcher writes a keystroke straight
+//! into the PTY ([`Input`]), so a key typed costs no wake-up of this task; only input the PTY
+//! cannot take yet waits for the task, which owns the writable wait and grants the input credit
+//! back once the bytes are in the PTY.
 //!
 //! The grant waits for output to go with it: a keystroke's echo usually follows within
 //! microseconds, and a `Credit` frame queued right behind the `Output` frame leaves in the
@@ -16,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -25,6 +27,7 @@ use super::channel::{Cmd, Out, closed_frame, credit_frame, detached_frame, outpu
 use super::shell::{Shell, Take};
 use crate::core::session::fanout::ReaderId;
 use crate::core::session::{CHUNK_BYTES, Ending, Exit, INPUT_WINDOW_BYTES, OutputStream};
+use crate::core::sync::lock;
 use crate::sys::task::WhenWoken;
 
 /// Input credit held back before it goes without output: a quarter window.
@@ -52,9 +55,8 @@ pub(crate) async fn serve(
     out: Out,
     credit: Arc<Semaphore>,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
+    input: Arc<Input>,
 ) {
-    let mut input = Pending::default();
-    let mut owed = Owed::default();
     // The rarer wake-ups stay registered between turns of the loop and are polled only when
     // their own waker fired (`WhenWoken`): made anew each turn, each would join and leave a
     // waiter list (a lock each way) two or three times per keystroke.
@@ -63,21 +65,20 @@ pub(crate) async fn serve(
     let mut changed = WhenWoken::new(next_change(shell.subscribe()));
     take_credit(&shell, reader, &credit, 0);
     let leave = loop {
-        owed.add(input.write_to(&shell));
         let piece = shell.take(reader);
         if let Take::Data(offset, data) = piece {
             let frame = output_frame(channel, OutputStream::Stdout, offset, data);
             if out.send(frame).await.is_err() {
                 break Leave::Detached;
             }
-            if let Some(bytes) = owed.due(true)
+            if let Some(bytes) = input.due(true)
                 && out.send(credit_frame(channel, bytes)).await.is_err()
             {
                 break Leave::Detached;
             }
             continue;
         }
-        if let Some(bytes) = owed.due(false)
+        if let Some(bytes) = input.due(false)
             && out.send(credit_frame(channel, bytes)).await.is_err()
         {
             break Leave::Detached;
@@ -89,7 +90,10 @@ pub(crate) async fn serve(
         tokio::select! {
             biased;
             cmd = cmds.recv() => match cmd {
-                Some(Cmd::Input(data)) => input.0.push_back(data),
+                // Input reaches this queue only before the dispatcher writes directly (a relay
+                // sends none before `Opened`, which follows that switch).
+                Some(Cmd::Input(data)) => input.queue(data),
+                Some(Cmd::InputWaits) => {}
                 Some(Cmd::Resize(cols, rows)) => shell.resize(cols, rows),
                 Some(Cmd::Signal(signo)) => shell.signal(signo),
                 Some(Cmd::Close) => break Leave::Closed,
@@ -112,6 +116,7 @@ pub(crate) async fn serve(
             () = shell.writable(), if input.waiting() => {}
         }
     };
+    input.close();
     shell.leave(reader, matches!(leave, Leave::Closed | Leave::Revoked));
     if input.waiting() {
         // Input the consumer sent before leaving still reaches the shell.
@@ -119,7 +124,7 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             while input.waiting() {
                 shell.writable().await;
-                input.write_to(&shell);
+                input.flush();
             }
         });
     }
@@ -154,6 +159,79 @@ fn take_credit(shell: &Shell, reader: ReaderId, credit: &Semaphore, already: usi
         None => 0,
     };
     shell.grant(reader, (already + more) as u64);
+}
+
+/// An attachment's input, shared by the stream's dispatcher and the attachment's task. The
+/// dispatcher writes each `Input` frame into the PTY at once ([`Input::write`]); bytes the PTY
+/// cannot take wait here, in order, until the task sees the PTY writable. The credit for
+/// written bytes is owed here until the task grants it (with output, or alone at a quarter
+/// window). Once closed (the attachment is leaving, or its channel was told to close or was
+/// revoked), further input is dropped, as it was when it queued behind the channel's end.
+pub(crate) struct Input {
+    shell: Arc<Shell>,
+    /// Locked for a write or a check, never across an await.
+    state: Mutex<InputState>,
+}
+
+#[derive(Default)]
+struct InputState {
+    pending: Pending,
+    owed: Owed,
+    closed: bool,
+}
+
+impl Input {
+    pub(crate) fn new(shell: Arc<Shell>) -> Self {
+        Self { shell, state: Mutex::default() }
+    }
+
+    /// Writes `data` into the PTY (after any input still waiting); whether the attachment's
+    /// task must look: bytes wait for room, or a grant is due with no output to carry it.
+    pub(crate) fn write(&self, data: Bytes) -> bool {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return false;
+        }
+        state.pending.0.push_back(data);
+        state.flush(&self.shell);
+        state.pending.waiting() || state.owed.bytes >= GRANT_ALONE_AT
+    }
+
+    /// No more input: the channel is ending.
+    pub(crate) fn close(&self) {
+        lock(&self.state).closed = true;
+    }
+
+    /// Queues `data` behind what waits, for the task to write.
+    fn queue(&self, data: Bytes) {
+        let mut state = lock(&self.state);
+        if !state.closed {
+            state.pending.0.push_back(data);
+        }
+    }
+
+    /// Writes what waits and the PTY takes now.
+    fn flush(&self) {
+        lock(&self.state).flush(&self.shell);
+    }
+
+    fn waiting(&self) -> bool {
+        lock(&self.state).pending.waiting()
+    }
+
+    /// Writes what waits, then takes the grant to send now, if any (see [`Owed::due`]).
+    fn due(&self, with_output: bool) -> Option<u32> {
+        let mut state = lock(&self.state);
+        state.flush(&self.shell);
+        state.owed.due(with_output)
+    }
+}
+
+impl InputState {
+    fn flush(&mut self, shell: &Shell) {
+        let done = self.pending.write_to(shell);
+        self.owed.add(done);
+    }
 }
 
 /// Input received and not yet written because the PTY's input buffer was full (the program is

@@ -11,6 +11,7 @@ use crate::core::convert;
 use crate::core::session::{Attachment, Ending, Exit, OutputStream};
 use crate::proto::{self, agent_frame, closed};
 
+use super::attach::Input;
 /// Frames toward the relay, handed to HTTP/2 by the task that makes them (bounded: a full
 /// send buffer pauses readers, which stop reading PTYs).
 pub(crate) use super::stream::Out;
@@ -20,6 +21,9 @@ pub(crate) use super::stream::Out;
 pub(crate) enum Cmd {
     /// Bytes for stdin/the PTY (covered by input credit).
     Input(Bytes),
+    /// A shell attachment's input (written by the dispatcher, `attach::Input`) waits for room
+    /// in the PTY, or its credit is due without output: the attachment's task has work.
+    InputWaits,
     /// New PTY size.
     Resize(u16, u16),
     /// A POSIX signal for the process group.
@@ -42,6 +46,22 @@ struct Entry {
     attachment: bool,
     /// The attach password's epoch it was admitted under (`None`: the machine had none).
     epoch: Option<String>,
+    /// A shell attachment's input, written by the dispatcher itself once the attachment is
+    /// set up (`attach::Input`); until then, and for other sessions, input is a `Cmd`.
+    input: Option<Arc<Input>>,
+}
+
+impl Entry {
+    /// Sends `cmd` to the session; a command that ends the channel first stops the direct
+    /// input, so that no byte the relay sends after it reaches the PTY.
+    fn send(&self, cmd: Cmd) {
+        if matches!(cmd, Cmd::Close | Cmd::Detach | Cmd::Revoke)
+            && let Some(input) = &self.input
+        {
+            input.close();
+        }
+        let _ = self.cmds.send(cmd);
+    }
 }
 
 /// Channel number -> session. Shared by the dispatcher and the sessions (which remove
@@ -70,7 +90,7 @@ impl Channels {
         }
         let credit = Arc::new(Semaphore::new(window as usize));
         let (cmds, rx) = mpsc::unbounded_channel();
-        map.insert(channel, Entry { credit: credit.clone(), cmds, attachment, epoch });
+        map.insert(channel, Entry { credit: credit.clone(), cmds, attachment, epoch, input: None });
         Some((credit, rx))
     }
 
@@ -86,10 +106,32 @@ impl Channels {
         }
     }
 
+    /// From now on the dispatcher writes the channel's input itself, through `input`.
+    pub(crate) fn write_input_through(&self, channel: u64, input: Arc<Input>) {
+        if let Some(e) = self.lock().get_mut(&channel) {
+            e.input = Some(input);
+        }
+    }
+
+    /// Delivers input: straight into a shell attachment's PTY (waking its task only when it
+    /// has work), otherwise as a command. Unknown channels (already ended) are ignored.
+    pub(crate) fn input(&self, channel: u64, data: Bytes) {
+        let map = self.lock();
+        let Some(e) = map.get(&channel) else { return };
+        match &e.input {
+            Some(input) => {
+                if input.write(data) {
+                    let _ = e.cmds.send(Cmd::InputWaits);
+                }
+            }
+            None => e.send(Cmd::Input(data)),
+        }
+    }
+
     /// Delivers a command; unknown channels (already ended) are ignored.
     pub(crate) fn command(&self, channel: u64, cmd: Cmd) {
         if let Some(e) = self.lock().get(&channel) {
-            let _ = e.cmds.send(cmd);
+            e.send(cmd);
         }
     }
 
@@ -99,7 +141,7 @@ impl Channels {
         let map = self.lock();
         let stale: Vec<_> = map.values().filter(|e| e.epoch.as_deref() != current).collect();
         for e in &stale {
-            let _ = e.cmds.send(Cmd::Revoke);
+            e.send(Cmd::Revoke);
         }
         stale.len()
     }
@@ -108,7 +150,7 @@ impl Channels {
     /// session lives on for a reattach after the agent reconnects).
     pub(crate) fn close_all(&self) {
         for e in std::mem::take(&mut *self.lock()).into_values() {
-            let _ = e.cmds.send(if e.attachment { Cmd::Detach } else { Cmd::Close });
+            e.send(if e.attachment { Cmd::Detach } else { Cmd::Close });
             e.credit.close();
         }
     }

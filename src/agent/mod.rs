@@ -323,7 +323,7 @@ fn dispatch(kind: relay_frame::Kind, out: &channel::Out, channels: &Channels, lo
                 }
             }
         }
-        relay_frame::Kind::Input(i) => channels.command(i.channel, Cmd::Input(i.data)),
+        relay_frame::Kind::Input(i) => channels.input(i.channel, i.data),
         relay_frame::Kind::Credit(c) => channels.credit(c.channel, c.bytes),
         relay_frame::Kind::Resize(r) => {
             let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
@@ -394,7 +394,7 @@ fn begin(
                     let _ = out.send(channel::closed_at_once_frame(channel, Ending::NoAskHandler)).await;
                 }
             },
-            Start::Shell(spec, env) => shells.attach(channel, spec, env, out, credit, cmds).await,
+            Start::Shell(spec, env) => shells.attach(channel, spec, env, out, (credit, cmds), &channels).await,
         }
         channels.remove(channel);
     });

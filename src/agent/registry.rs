@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 
-use super::channel::{Cmd, Out, closed_at_once_frame, opened_frame};
+use super::attach::Input;
+use super::channel::{Channels, Cmd, Out, closed_at_once_frame, opened_frame};
 use super::pty::{self, Exit};
 use super::shell::Shell;
 use crate::core::convert::shell_session;
@@ -56,8 +57,8 @@ impl Shells {
         spec: AttachSpec,
         env: Vec<(String, String)>,
         out: Out,
-        credit: Arc<Semaphore>,
-        cmds: mpsc::UnboundedReceiver<Cmd>,
+        (credit, cmds): (Arc<Semaphore>, mpsc::UnboundedReceiver<Cmd>),
+        channels: &Channels,
     ) {
         let (shell, created) = match self.find_or_start(&spec, env) {
             Ok(found) => found,
@@ -70,13 +71,16 @@ impl Shells {
         if !created {
             shell.resize(spec.cols, spec.rows);
         }
+        // Before `Opened`: the relay sends no input until that frame grants its window.
+        let input = Arc::new(Input::new(shell.clone()));
+        channels.write_input_through(channel, input.clone());
         let frame = opened_frame(channel, shell.pid(), INPUT_WINDOW_BYTES, Some(&attachment));
         if out.send(frame).await.is_err() {
             shell.leave(reader, false);
             return;
         }
         tracing::info!(session = %shell.id(), name = ?shell.name(), created, from = attachment.replay_from, "attached");
-        super::attach::serve(shell, reader, channel, out, credit, cmds).await;
+        super::attach::serve(shell, reader, channel, out, credit, cmds, input).await;
     }
 
     fn find_or_start(&self, spec: &AttachSpec, env: Vec<(String, String)>) -> Result<(Arc<Shell>, bool), String> {
