@@ -28,6 +28,7 @@ use crate::core::convert;
 use crate::core::ids::MachineId;
 use crate::core::session::{Ending, Exit};
 use crate::proto::{self, agent_frame, relay_frame};
+use crate::server::http2::{Pump, Served};
 use crate::server::metrics::METRICS;
 
 /// The HTTP/2 path of `Peer.Link`, served by `PeerService::serve_link` ahead of tonic.
@@ -80,13 +81,18 @@ impl PeerService {
         wire::serve(req, stopping, |meta, inbound| std::future::ready(self.open_link(&meta, inbound))).await
     }
 
-    /// Checks the caller and the route's epoch and starts piping; returns the queue of
-    /// frames toward the edge.
+    /// Opens one `Peer.Link` call on our own HTTP/2 connection, which runs its pipe.
+    pub(crate) async fn open_stream(self, req: axum::http::Request<Body>, stopping: watch::Receiver<bool>) -> Served {
+        wire::open(req, stopping, |meta, inbound| std::future::ready(self.open_link(&meta, inbound))).await
+    }
+
+    /// Checks the caller and the route's epoch; returns the queue of frames toward the edge
+    /// and the stream's pipe.
     fn open_link(
         &self,
         meta: &MetadataMap,
         inbound: MessageReader<proto::RelayFrame>,
-    ) -> Result<mpsc::UnboundedReceiver<Outbound<proto::AgentFrame>>, Status> {
+    ) -> Result<(mpsc::UnboundedReceiver<Outbound<proto::AgentFrame>>, Pump), Status> {
         let caller = self.authenticate(meta)?;
         let text = |name: &str| meta.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let machine: MachineId =
@@ -99,8 +105,7 @@ impl PeerService {
             .map_err(|_| Status::failed_precondition("stale route: this node does not hold that stream"))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let span = tracing::info_span!("peer_stream", %machine, from = %caller);
-        tokio::spawn(pipe(conn, inbound, tx).instrument(span));
-        Ok(rx)
+        Ok((rx, Box::pin(pipe(conn, inbound, tx).instrument(span))))
     }
 }
 

@@ -17,6 +17,7 @@ use crate::core::ids::MachineId;
 use crate::core::secret::{self, prefix};
 use crate::proto::{self, agent_frame, relay_frame};
 use crate::server::grpc::{bearer, internal};
+use crate::server::http2::{Pump, Served};
 use crate::store::{EnrollError, MachineInfo, Store};
 
 /// Frames queued toward one agent before the sender waits (control chatter only; data is
@@ -111,13 +112,18 @@ impl RelayService {
         wire::serve(req, stopping, |meta, inbound| async move { self.open_link(meta, inbound).await }).await
     }
 
-    /// Authenticates the machine, waits for its hello, registers the stream and starts its
-    /// pump; returns the queue of frames toward the agent.
+    /// Opens one `Relay.Link` call on our own HTTP/2 connection, which runs its pump.
+    pub(crate) async fn open_stream(self, req: axum::http::Request<Body>, stopping: watch::Receiver<bool>) -> Served {
+        wire::open(req, stopping, |meta, inbound| async move { self.open_link(meta, inbound).await }).await
+    }
+
+    /// Authenticates the machine, waits for its hello and registers the stream; returns the
+    /// queue of frames toward the agent and the stream's pump.
     async fn open_link(
         &self,
         meta: MetadataMap,
         mut inbound: MessageReader<proto::AgentFrame>,
-    ) -> Result<mpsc::Receiver<Outbound<proto::RelayFrame>>, Status> {
+    ) -> Result<(mpsc::Receiver<Outbound<proto::RelayFrame>>, Pump), Status> {
         let machine = self.authenticate(&meta).await?;
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(h)) }))) => h,
@@ -144,8 +150,7 @@ impl RelayService {
         }
         tracing::info!(%machine, epoch, hostname = %info.hostname, version = %hello.agent_version, "agent connected");
         let span = tracing::info_span!("agent_stream", %machine);
-        tokio::spawn(self.clone().pump(conn, inbound).instrument(span));
-        Ok(rx)
+        Ok((rx, Box::pin(self.clone().pump(conn, inbound).instrument(span))))
     }
     /// Reads the agent's frames until the stream ends, misses three heartbeats or breaks the
     /// protocol; then releases its route and tells every session it is lost. Heartbeats stay
