@@ -122,8 +122,9 @@ struct Driver {
     apps: Apps,
     streams: FuturesUnordered<StreamTask>,
     draining: Option<WhenWoken<'static, ()>>,
-    rounds: Arc<Rounds>,
-    waker: Waker,
+    wakes: Arc<Wakes>,
+    conn_waker: Waker,
+    streams_waker: Waker,
 }
 
 impl Driver {
@@ -132,9 +133,11 @@ impl Driver {
             // An error means the listener is gone: draining as well.
             let _ = draining.wait_for(|d| *d).await;
         });
-        let rounds = Arc::new(Rounds::default());
-        let waker = Waker::from(rounds.clone());
-        Self { conn: Some(conn), apps, streams: FuturesUnordered::new(), draining: Some(draining), rounds, waker }
+        let wakes = Wakes::new();
+        let conn_waker = Waker::from(Arc::new(PartWaker { wakes: wakes.clone(), streams: false }));
+        let streams_waker = Waker::from(Arc::new(PartWaker { wakes: wakes.clone(), streams: true }));
+        let streams = FuturesUnordered::new();
+        Self { conn: Some(conn), apps, streams, draining: Some(draining), wakes, conn_waker, streams_waker }
     }
 
     /// Takes the streams the client opened (polling the connection reads and writes the
@@ -143,7 +146,11 @@ impl Driver {
         let Some(conn) = self.conn.as_mut() else { return };
         loop {
             match conn.poll_accept(cx) {
-                Poll::Ready(Some(Ok((req, respond)))) => route(&self.apps, &mut self.streams, req, respond),
+                Poll::Ready(Some(Ok((req, respond)))) => {
+                    route(&self.apps, &mut self.streams, req, respond);
+                    // A stream just pushed is polled at the next round.
+                    self.wakes.streams.woken.store(true, Ordering::SeqCst);
+                }
                 Poll::Ready(Some(Err(e))) => {
                     tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
                     break;
@@ -162,28 +169,41 @@ impl Future for Driver {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        this.rounds.task.register(cx.waker());
+        this.wakes.task.register(cx.waker());
         if let Some(draining) = this.draining.as_mut()
             && Pin::new(draining).poll(cx).is_ready()
         {
             this.draining = None;
+            this.wakes.conn.woken.store(true, Ordering::SeqCst);
             if let Some(conn) = this.conn.as_mut() {
                 conn.graceful_shutdown();
             }
         }
-        let waker = this.waker.clone();
-        let mut inner = Context::from_waker(&waker);
+        let (streams_waker, conn_waker) = (this.streams_waker.clone(), this.conn_waker.clone());
+        this.wakes.polling.store(true, Ordering::SeqCst);
         for _ in 0..MAX_ROUNDS {
-            this.rounds.begin();
-            this.accept(&mut inner);
-            while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(&mut inner) {}
+            // The streams first: what they hand to h2 goes out in the connection's poll below.
+            if this.wakes.streams.take() {
+                while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(&mut Context::from_waker(&streams_waker))
+                {
+                }
+            }
+            if this.wakes.conn.take() {
+                this.accept(&mut Context::from_waker(&conn_waker));
+            }
             if this.conn.is_none() && this.streams.is_empty() {
                 return Poll::Ready(());
             }
-            if !this.rounds.end() {
-                return Poll::Pending;
+            if !this.wakes.any() {
+                this.wakes.polling.store(false, Ordering::SeqCst);
+                // A wake-up between the check and the store went unseen: look once more.
+                if !this.wakes.any() {
+                    return Poll::Pending;
+                }
+                this.wakes.polling.store(true, Ordering::SeqCst);
             }
         }
+        this.wakes.polling.store(false, Ordering::SeqCst);
         cx.waker().wake_by_ref();
         Poll::Pending
     }
@@ -202,44 +222,81 @@ impl Drop for Driver {
     }
 }
 
-/// The waker of everything the connection's task polls (h2's connection and the hot streams):
-/// a wake-up during a round asks for one more round instead of another run of the task (the
-/// streams' writes wake the connection, the connection's reads wake the streams).
-#[derive(Default)]
-struct Rounds {
+/// Who has work in the connection's task: h2's connection (socket readiness, data the streams
+/// handed it) and the hot streams. Each has its own waker and flag, so a wake-up polls only
+/// what was woken; a wake-up during the task's poll asks for one more round of that part
+/// instead of another run of the task (the streams' writes wake the connection, the
+/// connection's reads wake the streams).
+struct Wakes {
+    conn: Flag,
+    streams: Flag,
+    /// The task is polling: wake-ups only set flags.
     polling: AtomicBool,
-    woken: AtomicBool,
     task: AtomicWaker,
 }
 
-impl Rounds {
-    fn begin(&self) {
-        self.woken.store(false, Ordering::SeqCst);
-        self.polling.store(true, Ordering::SeqCst);
+impl Wakes {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            conn: Flag::new(),
+            streams: Flag::new(),
+            polling: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        })
     }
 
-    /// Ends a round; true if something was woken during it.
-    fn end(&self) -> bool {
-        self.polling.store(false, Ordering::SeqCst);
-        self.woken.load(Ordering::SeqCst)
-    }
-}
-
-impl Wake for Rounds {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+    fn any(&self) -> bool {
+        self.conn.woken.load(Ordering::SeqCst) || self.streams.woken.load(Ordering::SeqCst)
     }
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::SeqCst);
+    fn wake(&self) {
         if !self.polling.load(Ordering::SeqCst) {
             self.task.wake();
         }
     }
 }
 
+/// One part's wake-up flag; set at first, so the first poll polls everything.
+struct Flag {
+    woken: AtomicBool,
+}
+
+impl Flag {
+    fn new() -> Self {
+        Self { woken: AtomicBool::new(true) }
+    }
+
+    /// Whether the part was woken, clearing the flag before the part is polled.
+    fn take(&self) -> bool {
+        self.woken.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// The waker of one part.
+struct PartWaker {
+    wakes: Arc<Wakes>,
+    streams: bool,
+}
+
+impl Wake for PartWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let flag = if self.streams { &self.wakes.streams } else { &self.wakes.conn };
+        flag.woken.store(true, Ordering::SeqCst);
+        self.wakes.wake();
+    }
+}
+
 /// A hot stream goes into the connection's task; any other request to a task of its own.
-fn route(apps: &Apps, streams: &mut FuturesUnordered<StreamTask>, req: Request<RecvStream>, respond: SendResponse<Bytes>) {
+fn route(
+    apps: &Apps,
+    streams: &mut FuturesUnordered<StreamTask>,
+    req: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+) {
     let req = req.map(|recv| Body::new(RecvBody::new(recv)));
     match apps.hot.open(req) {
         Ok(opening) => streams.push(Box::pin(serve_hot(opening, respond))),

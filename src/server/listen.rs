@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use tokio::time::Instant;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 
 use super::http2::{self, Apps, HotRoutes, MAX_FRAME_BYTES};
 

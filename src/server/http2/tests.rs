@@ -279,10 +279,7 @@ mod http_body_util_free {
         type Data = Bytes;
         type Error = std::convert::Infallible;
 
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
             Poll::Ready(self.get_mut().0.pop_front())
         }
     }
