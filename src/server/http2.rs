@@ -36,7 +36,7 @@ use tonic::codegen::Service;
 
 use body::{Pipe, RecvBody};
 
-use crate::sys::task::{AbortOnDrop, WhenWoken};
+use crate::sys::task::{AbortOnDrop, WakeFilter, WhenWoken};
 
 // The connection's limits: hyper's HTTP/2 server defaults (hyper 1.x `proto/h2/server.rs`),
 // which served these connections before, except the frame size.
@@ -322,38 +322,48 @@ async fn serve_request(mut app: Router, req: Request<Body>, mut respond: SendRes
 }
 
 /// Serves a hot stream: opens it in a task of its own, then sends its response and runs its
-/// pump here, each polled only when woken.
+/// pump here.
 async fn serve_hot(opening: Opening, mut respond: SendResponse<Bytes>) {
     let Some(Ok(Served { response, pump })) = until_reset(&mut respond, AbortOnDrop::spawn(opening)).await else {
         return;
     };
-    let pipe = start_response(&mut respond, response).map(|pipe| {
-        WhenWoken::new(async move {
-            if let Err(e) = pipe.await {
-                tracing::debug!(error = %e, "stream's response not sent to its end");
-            }
-        })
-    });
-    let pump = pump.map(WhenWoken::new);
-    Both(pipe, pump).await;
+    let pipe = start_response(&mut respond, response);
+    let pipe = if pump.is_some() { pipe.map(Pipe::ignoring_resets) } else { pipe };
+    HotStream { pipe, pipe_wake: WakeFilter::new(), pump, pump_wake: WakeFilter::new() }.await;
 }
 
-/// Two optional futures run to their ends.
-struct Both(Option<WhenWoken<'static, ()>>, Option<WhenWoken<'static, ()>>);
+/// An open hot stream: its response's pipe and its pump, each polled only when woken.
+struct HotStream {
+    pipe: Option<Pipe>,
+    pipe_wake: WakeFilter,
+    pump: Option<Pump>,
+    pump_wake: WakeFilter,
+}
 
-impl Future for Both {
+impl Future for HotStream {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        for half in [&mut this.0, &mut this.1] {
-            if let Some(f) = half.as_mut()
-                && Pin::new(f).poll(cx).is_ready()
-            {
-                *half = None;
+        if let Some(pump) = this.pump.as_mut()
+            && this.pump_wake.poll(cx, |cx| pump.as_mut().poll(cx)).is_ready()
+        {
+            this.pump = None;
+            // No pump left to notice a reset: the pipe must.
+            if let Some(pipe) = this.pipe.as_mut() {
+                pipe.watch_resets();
+                this.pipe_wake.rearm();
             }
         }
-        if this.0.is_none() && this.1.is_none() { Poll::Ready(()) } else { Poll::Pending }
+        if let Some(pipe) = this.pipe.as_mut()
+            && let Poll::Ready(sent) = this.pipe_wake.poll(cx, |cx| Pin::new(pipe).poll(cx))
+        {
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "stream's response not sent to its end");
+            }
+            this.pipe = None;
+        }
+        if this.pipe.is_none() && this.pump.is_none() { Poll::Ready(()) } else { Poll::Pending }
     }
 }
 

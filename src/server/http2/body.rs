@@ -73,11 +73,26 @@ pub(crate) struct Pipe {
     tx: SendStream<Bytes>,
     /// A chunk taken from the body, waiting for window (`true`: the body's last).
     waiting: Option<(Bytes, bool)>,
+    /// Whether each poll registers for the client's reset (see [`Pipe::ignoring_resets`]).
+    watch_resets: bool,
 }
 
 impl Pipe {
     pub(crate) fn new(body: Body, tx: SendStream<Bytes>) -> Self {
-        Self { body, tx, waiting: None }
+        Self { body, tx, waiting: None, watch_resets: true }
+    }
+
+    /// A pipe that does not register for resets until [`Pipe::watch_resets`]: for a hot
+    /// stream while its pump reads, as a reset ends the pump's read anyway. Registering on every
+    /// poll would have h2 wake the pipe for every window update, after every frame it sends.
+    pub(crate) fn ignoring_resets(mut self) -> Self {
+        self.watch_resets = false;
+        self
+    }
+
+    /// From now on a reset ends the pipe.
+    pub(crate) fn watch_resets(&mut self) {
+        self.watch_resets = true;
     }
 
     /// Sends `trailers` instead of the rest of the body (the server stopping, say).
@@ -111,7 +126,9 @@ impl Future for Pipe {
         let this = self.get_mut();
         loop {
             // Registered while waiting for the body or for window: a reset ends the pipe.
-            if let Poll::Ready(reason) = this.tx.poll_reset(cx) {
+            if this.watch_resets
+                && let Poll::Ready(reason) = this.tx.poll_reset(cx)
+            {
                 return Poll::Ready(Err(reason.map_or_else(PipeError::from, |r| h2::Error::from(r).into())));
             }
             if ready!(this.poll_waiting(cx))? {
