@@ -82,7 +82,7 @@ pub(crate) type Opening = Pin<Box<dyn Future<Output = Served> + Send>>;
 /// The streams served in the connection's task.
 pub(crate) trait HotRoutes: Send + Sync + 'static {
     /// The opening of `req`'s stream if its path is a hot stream's; the request back if not.
-    fn open(&self, req: Request<Body>) -> Result<Opening, Request<Body>>;
+    fn open(&self, req: Request<Body>) -> Result<Opening, Box<Request<Body>>>;
 }
 
 /// What one connection serves with: `app` for every request, `hot` for the hot streams.
@@ -301,7 +301,7 @@ fn route(
     match apps.hot.open(req) {
         Ok(opening) => streams.push(Box::pin(serve_hot(opening, respond))),
         Err(req) => {
-            tokio::spawn(serve_request(apps.app.clone(), req, respond));
+            tokio::spawn(serve_request(apps.app.clone(), *req, respond));
         }
     }
 }

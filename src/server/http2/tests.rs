@@ -27,8 +27,8 @@ const BOUND: Duration = Duration::from_secs(10);
 struct NoHotStreams;
 
 impl HotRoutes for NoHotStreams {
-    fn open(&self, req: Request<Body>) -> Result<Opening, Request<Body>> {
-        Err(req)
+    fn open(&self, req: Request<Body>) -> Result<Opening, Box<Request<Body>>> {
+        Err(Box::new(req))
     }
 }
 

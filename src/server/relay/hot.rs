@@ -24,16 +24,16 @@ impl HotStreams {
 }
 
 impl HotRoutes for HotStreams {
-    fn open(&self, req: Request<Body>) -> Result<Opening, Request<Body>> {
+    fn open(&self, req: Request<Body>) -> Result<Opening, Box<Request<Body>>> {
         // Other methods go to the router, which answers 405 as for any POST-only route.
         if req.method() != Method::POST {
-            return Err(req);
+            return Err(Box::new(req));
         }
         let stopping = self.stopping.clone();
         match (req.uri().path(), &self.peer) {
             (service::LINK_PATH, _) => Ok(Box::pin(self.relay.clone().open_stream(req, stopping))),
             (peer::LINK_PATH, Some(peer)) => Ok(Box::pin(peer.clone().open_stream(req, stopping))),
-            _ => Err(req),
+            _ => Err(Box::new(req)),
         }
     }
 }
