@@ -35,8 +35,8 @@ impl HotRoutes for NoHotStreams {
 /// `app` served on a port of its own until dropped.
 struct TestServer {
     addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
-    _task: AbortOnDrop<()>,
+    stop: Option<oneshot::Sender<()>>,
+    task: AbortOnDrop<()>,
 }
 
 impl TestServer {
@@ -49,7 +49,14 @@ impl TestServer {
         };
         let task =
             AbortOnDrop::spawn(listen::serve(listener, app, Arc::new(NoHotStreams), ConnLimits::default(), shutdown));
-        Ok(Self { addr, _stop: stop, _task: task })
+        Ok(Self { addr, stop: Some(stop), task })
+    }
+
+    /// Starts the server's shutdown.
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 
     /// A raw HTTP/2 client connection (prior knowledge), its connection driven in a task.
@@ -183,6 +190,50 @@ async fn a_dropped_connection_cancels_the_request_handler() -> anyhow::Result<()
     tokio::time::timeout(BOUND, started).await??;
     drop((client, conn));
     assert!(tokio::time::timeout(BOUND, dropped).await?.is_err());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_shutdown_sends_goaway_and_lets_open_requests_finish() -> anyhow::Result<()> {
+    let (gate_tx, gate) = oneshot::channel::<()>();
+    let (started_tx, started) = oneshot::channel::<()>();
+    let slots = Arc::new(Mutex::new(Some((started_tx, gate))));
+    let wait = move || {
+        let slots = slots.clone();
+        async move {
+            let Some((started, gate)) = slots.lock().await.take() else { return "again" };
+            let _ = started.send(());
+            let _ = gate.await;
+            "done"
+        }
+    };
+    let app = Router::new().route("/wait", get(wait)).route("/hello", get(|| async { "hi" }));
+    let mut server = TestServer::start(app).await?;
+    let (mut client, conn, _) = server.h2().await?;
+    let (open, _) = client.send_request(Request::get(format!("http://{}/wait", server.addr)).body(())?, true)?;
+    tokio::time::timeout(BOUND, started).await??;
+    server.stop();
+    // New requests are refused once the GOAWAY arrived (before it, they are still served).
+    let mut refused = false;
+    for _ in 0..100 {
+        let req = Request::get(format!("http://{}/hello", server.addr)).body(())?;
+        match client.send_request(req, true) {
+            Err(e) if e.is_go_away() => {
+                refused = true;
+                break;
+            }
+            Err(e) => anyhow::bail!("unexpected error: {e}"),
+            Ok((resp, _)) => drop(tokio::time::timeout(BOUND, resp).await?),
+        }
+    }
+    assert!(refused, "no GOAWAY after the shutdown started");
+    // The request open before the shutdown still gets its answer, then the server ends.
+    let _ = gate_tx.send(());
+    let mut body = tokio::time::timeout(BOUND, open).await??.into_body();
+    let text = tokio::time::timeout(BOUND, body.data()).await?.ok_or_else(|| anyhow::anyhow!("no body"))??;
+    assert_eq!(&text[..], b"done");
+    tokio::time::timeout(BOUND, conn).await??;
+    tokio::time::timeout(BOUND, &mut server.task).await??;
     Ok(())
 }
 
