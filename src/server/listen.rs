@@ -4,6 +4,10 @@
 //! served at once (further clients wait in the kernel's backlog), and a shutdown gives open
 //! connections a short grace, then ends them (a WebSocket or an agent stream never finishes
 //! on its own).
+//!
+//! A client that opens with HTTP/2's prior-knowledge preface (agents, nodes, gRPC clients: the
+//! server has no TLS of its own, a proxy terminates it) is served by `http2`; anything else
+//! (HTTP/1.1, WebSocket upgrades) by hyper.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +19,10 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+
+use super::http2::{self, Apps, HotRoutes, MAX_FRAME_BYTES};
 
 /// Default time a client has to send a request's headers: 10 s.
 pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,10 +31,11 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// How long open connections may take to finish after a shutdown: 3 s.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// Largest HTTP/2 DATA frame peers may send us: 64 KiB instead of the protocol's default
-/// 16 KiB, so that an agent's output frame (up to 32 KiB of a PTY read) arrives as one DATA
-/// frame, read and gathered once, rather than as two or three.
-const MAX_FRAME_BYTES: u32 = 64 * 1024;
+/// What an HTTP/2 client with prior knowledge sends first.
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How long to wait before looking again at a preface that arrived in part (rare: clients
+/// write it whole).
+const PREFACE_RETRY: Duration = Duration::from_millis(5);
 
 /// Connection limits (`cmdop server --header-timeout`, `--max-connections`).
 #[derive(Clone, Copy, Debug)]
@@ -44,10 +52,12 @@ impl Default for ConnLimits {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then for at most `SHUTDOWN_GRACE`.
+/// Serves `app` on `listener` (and the hot streams of `hot` on HTTP/2 connections) until
+/// `shutdown` resolves, then for at most `SHUTDOWN_GRACE`.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
+    hot: Arc<dyn HotRoutes>,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -57,6 +67,9 @@ pub(crate) async fn serve(
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    // Our HTTP/2 connections hold a receiver while they serve: they drain when it turns true,
+    // and the sender closes once they all ended.
+    let draining = Arc::new(watch::Sender::new(false));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -78,16 +91,19 @@ pub(crate) async fn serve(
         };
         // Keystrokes are tiny writes: never wait for Nagle.
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
-        let (builder, header_timeout) = (builder.clone(), limits.header_timeout);
-        let watcher = graceful.watcher();
+        let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
+        let (builder, deadline, hot) = (builder.clone(), Instant::now() + limits.header_timeout, hot.clone());
+        let (watcher, draining) = (graceful.watcher(), draining.clone());
         connections.spawn(async move {
             let _slot = slot;
             // Nothing at all within the header timeout: not a client worth a slot.
-            if !first_bytes_within(&tcp, header_timeout).await {
+            if !first_bytes_before(&tcp, deadline).await {
                 return;
             }
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            if http2_preface_before(&tcp, deadline).await {
+                return http2::serve_connection(tcp, peer, Apps { app, hot }, draining.subscribe()).await;
+            }
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(app));
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -96,15 +112,37 @@ pub(crate) async fn serve(
     // Stop accepting at once: new clients are refused (and go to another node) while the open
     // connections drain.
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    draining.send_replace(true);
+    let drained = futures_util::future::join(graceful.shutdown(), draining.closed());
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
         tracing::info!("connections still open after the shutdown grace; closing them");
     }
     connections.abort_all();
 }
 
-/// Whether the client sent something within `within` (before protocol detection, which has no
-/// timeout of its own).
-async fn first_bytes_within(tcp: &TcpStream, within: Duration) -> bool {
+/// Whether the client sent something before `deadline` (before protocol detection, which has
+/// no timeout of its own).
+async fn first_bytes_before(tcp: &TcpStream, deadline: Instant) -> bool {
     let mut byte = [0u8; 1];
-    matches!(tokio::time::timeout(within, tcp.peek(&mut byte)).await, Ok(Ok(n)) if n > 0)
+    matches!(tokio::time::timeout_at(deadline, tcp.peek(&mut byte)).await, Ok(Ok(n)) if n > 0)
+}
+
+/// Whether the client's first bytes are HTTP/2's prior-knowledge preface, read (not consumed)
+/// before `deadline`; anything else goes to hyper, which tells HTTP/1 requests apart.
+async fn http2_preface_before(tcp: &TcpStream, deadline: Instant) -> bool {
+    let sniff = async {
+        let mut buf = [0u8; HTTP2_PREFACE.len()];
+        loop {
+            let n = tcp.peek(&mut buf).await.unwrap_or(0);
+            if n == 0 || buf[..n] != HTTP2_PREFACE[..n] {
+                return false;
+            }
+            if n == HTTP2_PREFACE.len() {
+                return true;
+            }
+            // A peek returns at once while any byte is waiting: give the rest time to come.
+            tokio::time::sleep(PREFACE_RETRY).await;
+        }
+    };
+    tokio::time::timeout_at(deadline, sniff).await.unwrap_or(false)
 }

@@ -20,6 +20,7 @@ mod console;
 mod drain;
 pub(crate) mod grpc;
 pub(crate) mod http;
+pub(crate) mod http2;
 pub(crate) mod links;
 pub(crate) mod listen;
 pub(crate) mod local_approval;
@@ -209,12 +210,14 @@ impl Server {
         // The agents' streams and the node-to-node hop are routes of their own (`relay::wire`:
         // gRPC framing without tonic's layers, their own end on stop); the paths win over the
         // tonic services' `/{service}/{*rest}` routes. Everything else gRPC stays on tonic.
+        let peer = self.node.key.as_ref().map(|key| PeerService::new(self.router.clone(), key.clone()));
+        let hot_streams = Arc::new(relay::hot::HotStreams::new(relay.clone(), peer.clone(), stopping.clone()));
         let mut hot = axum::Router::new().route(relay::service::LINK_PATH, {
             let (relay, stopping) = (relay.clone(), stopping.clone());
             axum::routing::post(move |req: axum::extract::Request| relay.clone().serve_link(req, stopping.clone()))
         });
-        if let Some(key) = &self.node.key {
-            let (peer, stopping) = (PeerService::new(self.router.clone(), key.clone()), stopping.clone());
+        if let Some(peer) = peer {
+            let stopping = stopping.clone();
             hot = hot.route(
                 relay::peer::LINK_PATH,
                 axum::routing::post(move |req: axum::extract::Request| peer.clone().serve_link(req, stopping.clone())),
@@ -242,7 +245,7 @@ impl Server {
             tracing::info!("shutting down: draining connections");
             let _ = stopping_tx.send(true);
         };
-        listen::serve(self.listener, app, self.limits, shutdown).await;
+        listen::serve(self.listener, app, hot_streams, self.limits, shutdown).await;
         // A clean exit hands this node's machines over at once instead of after the lease.
         if let Err(e) = self.store.drop_lease(&self.node.id).await {
             tracing::warn!(error = %e, "could not drop this node's lease");

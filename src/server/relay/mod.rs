@@ -5,9 +5,11 @@
 //! `queries` carries shell-session listings and kills over an agent's stream; `cluster` is the
 //! router of a node among several (route in the store, hop to the holding node) and `peer` the
 //! holding node's end of that hop; `wire` serves both hot streams' gRPC framing without tonic's
-//! codec layers.
+//! codec layers, and `hot` names them to our HTTP/2 connections, which run them in the
+//! connection's task.
 
 pub(crate) mod cluster;
+pub(crate) mod hot;
 pub(crate) mod peer;
 pub(crate) mod queries;
 pub(crate) mod registry;

@@ -18,7 +18,7 @@ use axum::body::Body;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
-use tracing::Instrument;
+use tracing::Span;
 
 use super::registry::{AgentConn, LocalRouter, PeerTx};
 use super::wire::{self, MessageReader, Outbound};
@@ -28,7 +28,9 @@ use crate::core::convert;
 use crate::core::ids::MachineId;
 use crate::core::session::{Ending, Exit};
 use crate::proto::{self, agent_frame, relay_frame};
+use crate::server::http2::{Pump, Served};
 use crate::server::metrics::METRICS;
+use crate::sys::task::WhenWoken;
 
 /// The HTTP/2 path of `Peer.Link`, served by `PeerService::serve_link` ahead of tonic.
 pub(crate) const LINK_PATH: &str = "/cmdop.relay.v1.Peer/Link";
@@ -80,13 +82,18 @@ impl PeerService {
         wire::serve(req, stopping, |meta, inbound| std::future::ready(self.open_link(&meta, inbound))).await
     }
 
-    /// Checks the caller and the route's epoch and starts piping; returns the queue of
-    /// frames toward the edge.
+    /// Opens one `Peer.Link` call on our own HTTP/2 connection, which runs its pipe.
+    pub(crate) async fn open_stream(self, req: axum::http::Request<Body>, stopping: watch::Receiver<bool>) -> Served {
+        wire::open(req, stopping, |meta, inbound| std::future::ready(self.open_link(&meta, inbound))).await
+    }
+
+    /// Checks the caller and the route's epoch; returns the queue of frames toward the edge
+    /// and the stream's pipe.
     fn open_link(
         &self,
         meta: &MetadataMap,
         inbound: MessageReader<proto::RelayFrame>,
-    ) -> Result<mpsc::UnboundedReceiver<Outbound<proto::AgentFrame>>, Status> {
+    ) -> Result<(mpsc::UnboundedReceiver<Outbound<proto::AgentFrame>>, Pump), Status> {
         let caller = self.authenticate(meta)?;
         let text = |name: &str| meta.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let machine: MachineId =
@@ -99,20 +106,25 @@ impl PeerService {
             .map_err(|_| Status::failed_precondition("stale route: this node does not hold that stream"))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let span = tracing::info_span!("peer_stream", %machine, from = %caller);
-        tokio::spawn(pipe(conn, inbound, tx).instrument(span));
-        Ok(rx)
+        Ok((rx, Box::pin(pipe(conn, inbound, tx, span))))
     }
 }
 
-/// Serves one peer stream until the edge closes it or the agent's stream ends.
-async fn pipe(conn: Arc<AgentConn>, mut inbound: MessageReader<proto::RelayFrame>, out: PeerTx) {
+/// Serves one peer stream until the edge closes it or the agent's stream ends; logs how it
+/// ended in `span` (entered only then: entering a span on every poll costs every keystroke).
+/// The agent's end is polled only when it fired, not on every frame's wake-up.
+async fn pipe(conn: Arc<AgentConn>, mut inbound: MessageReader<proto::RelayFrame>, out: PeerTx, span: Span) {
     METRICS.peer_streams.fetch_add(1, Ordering::Relaxed);
     let forwarder = conn.forwarder(out.clone());
     let mut ended = conn.ended();
+    let mut agent_gone = WhenWoken::new(async move {
+        // An error means the agent's stream is gone as well.
+        let _ = ended.wait_for(|e| *e).await;
+    });
     let end = loop {
         let frame = tokio::select! {
             frame = inbound.message() => frame,
-            _ = ended.wait_for(|e| *e) => break "the agent's stream ended",
+            () = &mut agent_gone => break "the agent's stream ended",
         };
         let kind = match frame {
             Ok(Some(proto::RelayFrame { kind: Some(kind) })) => kind,
@@ -138,12 +150,12 @@ async fn pipe(conn: Arc<AgentConn>, mut inbound: MessageReader<proto::RelayFrame
             }
         }
     };
-    if *ended.borrow() {
+    if *conn.ended().borrow() {
         let _ = out.send(Outbound::End(Status::unavailable("the machine's agent stream ended")));
     }
     drop(forwarder);
     METRICS.peer_streams.fetch_sub(1, Ordering::Relaxed);
-    tracing::debug!(reason = end, "peer stream ended");
+    tracing::debug!(parent: &span, reason = end, "peer stream ended");
 }
 
 /// Answers a session query of the edge through the agent, in a task of its own (the agent may

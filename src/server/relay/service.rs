@@ -17,7 +17,9 @@ use crate::core::ids::MachineId;
 use crate::core::secret::{self, prefix};
 use crate::proto::{self, agent_frame, relay_frame};
 use crate::server::grpc::{bearer, internal};
+use crate::server::http2::{Pump, Served};
 use crate::store::{EnrollError, MachineInfo, Store};
+use crate::sys::task::WakeFilter;
 
 /// Frames queued toward one agent before the sender waits (control chatter only; data is
 /// covered by credit).
@@ -111,13 +113,18 @@ impl RelayService {
         wire::serve(req, stopping, |meta, inbound| async move { self.open_link(meta, inbound).await }).await
     }
 
-    /// Authenticates the machine, waits for its hello, registers the stream and starts its
-    /// pump; returns the queue of frames toward the agent.
+    /// Opens one `Relay.Link` call on our own HTTP/2 connection, which runs its pump.
+    pub(crate) async fn open_stream(self, req: axum::http::Request<Body>, stopping: watch::Receiver<bool>) -> Served {
+        wire::open(req, stopping, |meta, inbound| async move { self.open_link(meta, inbound).await }).await
+    }
+
+    /// Authenticates the machine, waits for its hello and registers the stream; returns the
+    /// queue of frames toward the agent and the stream's pump.
     async fn open_link(
         &self,
         meta: MetadataMap,
         mut inbound: MessageReader<proto::AgentFrame>,
-    ) -> Result<mpsc::Receiver<Outbound<proto::RelayFrame>>, Status> {
+    ) -> Result<(mpsc::Receiver<Outbound<proto::RelayFrame>>, Pump), Status> {
         let machine = self.authenticate(&meta).await?;
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(proto::AgentFrame { kind: Some(agent_frame::Kind::Hello(h)) }))) => h,
@@ -143,18 +150,24 @@ impl RelayService {
             old.kick(Status::aborted("replaced by a newer connection of the same machine"));
         }
         tracing::info!(%machine, epoch, hostname = %info.hostname, version = %hello.agent_version, "agent connected");
-        let span = tracing::info_span!("agent_stream", %machine);
-        tokio::spawn(self.clone().pump(conn, inbound).instrument(span));
-        Ok(rx)
+        Ok((rx, Box::pin(self.clone().pump(conn, inbound))))
     }
+
     /// Reads the agent's frames until the stream ends, misses three heartbeats or breaks the
     /// protocol; then releases its route and tells every session it is lost. Heartbeats stay
-    /// in memory: the database sees connects and disconnects, never beats. Runs in a
-    /// span naming the machine; how the stream ended is logged once, at the end.
-    async fn pump(self, conn: Arc<AgentConn>, mut inbound: MessageReader<proto::AgentFrame>) {
-        let machine = conn.machine();
+    /// in memory: the database sees connects and disconnects, never beats. How the stream
+    /// ended is logged once, at the end, in a span naming the machine (entered only then:
+    /// nothing logs per frame, and entering a span on every poll costs every keystroke).
+    async fn pump(self, conn: Arc<AgentConn>, inbound: MessageReader<proto::AgentFrame>) {
+        let end = self.read_frames(&conn, inbound).await;
+        let span = tracing::info_span!("agent_stream", machine = %conn.machine());
+        self.end_stream(conn, end).instrument(span).await;
+    }
+
+    /// Dispatches the agent's frames until the stream ends; how it ended.
+    async fn read_frames(&self, conn: &AgentConn, mut inbound: MessageReader<proto::AgentFrame>) -> StreamEnd {
         let mut silence = Silence::new(self.heartbeat * 3);
-        let end = loop {
+        loop {
             // The frame first: a stream that keeps sending is by definition not silent.
             let message = tokio::select! {
                 biased;
@@ -176,7 +189,12 @@ impl RelayService {
                 conn.kick(status);
                 break StreamEnd::Violation(error);
             }
-        };
+        }
+    }
+
+    /// Releases an ended stream's route, tells its sessions, and logs how it ended.
+    async fn end_stream(&self, conn: Arc<AgentConn>, end: StreamEnd) {
+        let machine = conn.machine();
         conn.lost();
         if self.router.unregister(&conn) {
             // Only this stream's epoch: a newer stream of the machine (here or on another
@@ -208,17 +226,19 @@ enum StreamEnd {
 /// The stream's silence deadline: `limit` after the last frame. A `timeout` around every
 /// read would put a timer into the runtime's wheel and take it out again for every frame
 /// (every keystroke); this timer is armed once and, when it fires, moved to `limit` after
-/// the last frame heard, so a busy stream costs a clock read per frame.
+/// the last frame heard, so a busy stream costs a clock read per frame. The timer is polled
+/// only when it fired (`WakeFilter`), not on every frame's wake-up.
 struct Silence {
     limit: Duration,
     last: tokio::time::Instant,
     timer: Pin<Box<tokio::time::Sleep>>,
+    fired: WakeFilter,
 }
 
 impl Silence {
     fn new(limit: Duration) -> Self {
         let last = tokio::time::Instant::now();
-        Self { limit, last, timer: Box::pin(tokio::time::sleep_until(last + limit)) }
+        Self { limit, last, timer: Box::pin(tokio::time::sleep_until(last + limit)), fired: WakeFilter::new() }
     }
 
     /// A frame arrived.
@@ -228,13 +248,19 @@ impl Silence {
 
     /// Resolves once `limit` has passed without a frame. Cancel-safe.
     async fn expired(&mut self) {
+        std::future::poll_fn(|cx| self.poll_expired(cx)).await
+    }
+
+    fn poll_expired(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         loop {
-            self.timer.as_mut().await;
+            let timer = &mut self.timer;
+            std::task::ready!(self.fired.poll(cx, |cx| timer.as_mut().poll(cx)));
             let due = self.last + self.limit;
             if due <= tokio::time::Instant::now() {
-                return;
+                return std::task::Poll::Ready(());
             }
             self.timer.as_mut().reset(due);
+            self.fired.rearm();
         }
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
 use crate::core::grpc_frame::{self, Deframer, FrameError, MAX_MESSAGE};
+use crate::server::http2::{Pump, Served};
 use crate::sys::task::WhenWoken;
 
 /// A poll stops adding queued frames to its DATA frame past this many bytes, so one burst
@@ -225,28 +226,50 @@ impl<M: prost::Message, Q: Queue<M>> http_body::Body for OutboundBody<M, Q> {
     }
 }
 
-/// Serves one hot streaming call: a request that is not gRPC gets 415; otherwise `open` gets
-/// the request's metadata and a reader of its messages and returns the stream's outbound
-/// queue (the response body) or the status that refuses the call (Trailers-Only). The body
-/// ends UNAVAILABLE when `stopping` turns true.
+/// Serves one hot streaming call where hyper serves it: as [`open`], the pump in a task of
+/// its own.
 pub(crate) async fn serve<I, M, Q, Open>(
     req: axum::http::Request<Body>,
     stopping: watch::Receiver<bool>,
-    open: impl FnOnce(tonic::metadata::MetadataMap, MessageReader<I>) -> Open,
+    open_stream: impl FnOnce(tonic::metadata::MetadataMap, MessageReader<I>) -> Open,
 ) -> Response<Body>
 where
     I: prost::Message + Default,
     M: prost::Message + Send + 'static,
     Q: Queue<M>,
-    Open: Future<Output = Result<Q, Status>>,
+    Open: Future<Output = Result<(Q, Pump), Status>>,
+{
+    let Served { response, pump } = open(req, stopping, open_stream).await;
+    if let Some(pump) = pump {
+        tokio::spawn(pump);
+    }
+    response
+}
+
+/// Opens one hot streaming call: a request that is not gRPC gets 415; otherwise `open_stream`
+/// gets the request's metadata and a reader of its messages and returns the stream's outbound
+/// queue (the response body) and its pump (what reads the messages), or the status that
+/// refuses the call (Trailers-Only). The body ends UNAVAILABLE when `stopping` turns true.
+pub(crate) async fn open<I, M, Q, Open>(
+    req: axum::http::Request<Body>,
+    stopping: watch::Receiver<bool>,
+    open_stream: impl FnOnce(tonic::metadata::MetadataMap, MessageReader<I>) -> Open,
+) -> Served
+where
+    I: prost::Message + Default,
+    M: prost::Message + Send + 'static,
+    Q: Queue<M>,
+    Open: Future<Output = Result<(Q, Pump), Status>>,
 {
     if let Some(refusal) = refuse_non_grpc(req.headers()) {
-        return refusal;
+        return Served { response: refusal, pump: None };
     }
     let (parts, body) = req.into_parts();
-    match open(tonic::metadata::MetadataMap::from_headers(parts.headers), MessageReader::new(body)).await {
-        Ok(queue) => streaming_response(Body::new(OutboundBody::new(queue, stopping))),
-        Err(status) => refused(status),
+    match open_stream(tonic::metadata::MetadataMap::from_headers(parts.headers), MessageReader::new(body)).await {
+        Ok((queue, pump)) => {
+            Served { response: streaming_response(Body::new(OutboundBody::new(queue, stopping))), pump: Some(pump) }
+        }
+        Err(status) => Served { response: refused(status), pump: None },
     }
 }
 
