@@ -5,6 +5,7 @@
 pub(crate) mod argon;
 pub mod dial;
 pub(crate) mod dirs;
+pub(crate) mod grpc_stream;
 pub mod host;
 pub(crate) mod private_file;
 pub(crate) mod signal;
