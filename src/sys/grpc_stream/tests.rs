@@ -12,7 +12,15 @@ use tonic::Code;
 
 use super::*;
 use crate::core::grpc_frame::HEADER;
-use crate::proto::{AgentFrame, Heartbeat, Output, RelayFrame, agent_frame};
+
+/// A message of the test's own (`sys` knows no protocol of ours).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Note {
+    #[prost(uint64, tag = "1")]
+    n: u64,
+    #[prost(bytes = "bytes", tag = "2")]
+    data: Bytes,
+}
 
 const PATH: &str = "/test.Echo/Link";
 
@@ -110,11 +118,11 @@ async fn answer_call(answer: Answer, mut body: RecvStream, mut respond: SendResp
     }
 }
 
-fn beat(unix_ms: u64) -> AgentFrame {
-    AgentFrame { kind: Some(agent_frame::Kind::Heartbeat(Heartbeat { unix_ms })) }
+fn beat(n: u64) -> Note {
+    Note { n, data: Bytes::new() }
 }
 
-async fn open(url: &str) -> Result<(Link<AgentFrame>, Out<AgentFrame>, Connection), Status> {
+async fn open(url: &str) -> Result<(Link<Note>, Out<Note>, Connection), Status> {
     let (client, connection) = connect(url).await?;
     let (link, out) = client.open(PATH, HeaderMap::new(), Some(&beat(1)), SEND_BUFFER).await?;
     Ok((link, out, connection))
@@ -134,12 +142,7 @@ fn encoded_messages_are_length_prefixed() {
 
 #[test]
 fn messages_wait_for_all_their_bytes_and_decode() {
-    let input = RelayFrame {
-        kind: Some(crate::proto::relay_frame::Kind::Input(crate::proto::Input {
-            channel: 3,
-            data: Bytes::from_static(b"ls\r"),
-        })),
-    };
+    let input = Note { n: 3, data: Bytes::from_static(b"ls\r") };
     let mut bytes = BytesMut::new();
     encode_into(&input, &mut bytes);
     let mut frames = Deframer::default();
@@ -147,7 +150,7 @@ fn messages_wait_for_all_their_bytes_and_decode() {
     assert_eq!(frames.next_message().unwrap(), None);
     frames.push(Bytes::copy_from_slice(&bytes[bytes.len() - 1..]));
     let message = frames.next_message().unwrap().unwrap();
-    assert_eq!(decode::<RelayFrame>(message).unwrap(), input);
+    assert_eq!(decode::<Note>(message).unwrap(), input);
 }
 
 #[tokio::test]
@@ -170,14 +173,7 @@ async fn the_first_message_goes_with_the_call_and_the_end_is_the_trailers_status
 async fn a_stalled_server_pauses_senders_at_the_send_buffer() {
     let url = serve(Answer::Stall).await;
     let (_link, out, _connection) = open(&url).await.unwrap();
-    let output = |i| AgentFrame {
-        kind: Some(agent_frame::Kind::Output(Output {
-            channel: 1,
-            offset: i,
-            data: vec![b'x'; 16 * 1024].into(),
-            ..Default::default()
-        })),
-    };
+    let output = |n| Note { n, data: vec![b'x'; 16 * 1024].into() };
     let size = output(0).encoded_len() + HEADER;
     let mut queued = 0;
     // The connection's task runs between sends; with no window it cannot move the queue.
