@@ -145,6 +145,10 @@ struct Driver {
     conn: h2::client::Connection<Io, Bytes>,
     keepalive: WhenWoken<'static, Status>,
     streams: Arc<Streams>,
+    /// The connection's first stream, once opened: looked at on every wake-up.
+    first: Option<Arc<Shared>>,
+    /// The first stream ended (or the task let go of it): no slot to look at again.
+    first_done: bool,
     /// Queues with bytes h2 had no window for yet: tried again at every wake-up (h2 wakes the
     /// task when window comes).
     blocked: Vec<Arc<Shared>>,
@@ -174,8 +178,14 @@ impl Wake for Muted {
 /// What the connection's task and its streams' senders share.
 #[derive(Default)]
 struct Streams {
-    /// Queues that got their first bytes since the task last looked (each listed once: only
-    /// the send that finds its queue empty lists it).
+    /// The connection's first stream (the agent's one), until the task takes it. The task
+    /// looks at its queue at every wake-up instead of having it listed in `ready`: a sole
+    /// stream's messages then cost no list lock or reference count each.
+    first: Mutex<Option<Arc<Shared>>>,
+    /// Whether the first stream was opened.
+    opened: AtomicBool,
+    /// Queues of the other streams that got their first bytes since the task last looked
+    /// (each listed once: only the send that finds its queue empty lists it).
     ready: Mutex<Vec<Arc<Shared>>>,
     /// Every stream's queue, closed when the connection ends so that its senders learn it.
     all: Mutex<Vec<Weak<Shared>>>,
@@ -188,35 +198,56 @@ impl Driver {
         let muted = Arc::new(Muted { on: AtomicBool::new(false), task: AtomicWaker::new() });
         let waker = Waker::from(muted.clone());
         let keepalive = WhenWoken::new(keepalive(pings));
-        Self { conn, keepalive, streams, blocked: Vec::new(), muted, waker }
+        Self { conn, keepalive, streams, first: None, first_done: false, blocked: Vec::new(), muted, waker }
     }
 
-    /// Moves every listed queue's frames into h2, keeping those h2 has no window for.
+    /// Moves the queued frames of the first stream and of every listed queue into h2, keeping
+    /// those h2 has no window for.
     fn flush(&mut self) {
-        self.blocked.append(&mut lock(&self.streams.ready));
         let (waker, muted) = (&self.waker, &self.muted);
-        self.blocked.retain(|shared| !flush_one(shared, waker, muted));
+        if self.first.is_none() && !self.first_done && self.streams.opened.load(Ordering::Acquire) {
+            self.first = lock(&self.streams.first).take();
+        }
+        if let Some(first) = &self.first
+            && (flush_one(first, waker, muted) == Flushed::Closed || Arc::strong_count(first) == 1)
+        {
+            // Ended, or no sender is left.
+            self.first = None;
+            self.first_done = true;
+        }
+        self.blocked.append(&mut lock(&self.streams.ready));
+        self.blocked.retain(|shared| flush_one(shared, waker, muted) == Flushed::Blocked);
     }
 }
 
+/// What [`flush_one`] left of a queue.
+#[derive(PartialEq, Eq)]
+enum Flushed {
+    /// Empty: everything went to h2 (or nothing was queued).
+    Done,
+    /// Bytes wait for the server's window; h2 wakes the task when it comes.
+    Blocked,
+    /// The stream ended.
+    Closed,
+}
+
 /// Moves one stream's queued frames into h2 when the server's window covers what h2 already
-/// holds (as hyper's body pipe does). True when the queue is done with (emptied or closed);
-/// false when h2 will wake the task once capacity comes.
-fn flush_one(shared: &Shared, waker: &Waker, muted: &Muted) -> bool {
+/// holds (as hyper's body pipe does).
+fn flush_one(shared: &Shared, waker: &Waker, muted: &Muted) -> Flushed {
     let mut guard = lock(&shared.queue);
     let queue = &mut *guard;
+    let Some(send) = queue.send.as_mut() else { return Flushed::Closed };
     if queue.buf.is_empty() {
-        return true;
+        return Flushed::Done;
     }
-    let Some(send) = queue.send.as_mut() else { return true };
     send.reserve_capacity(1);
     if send.capacity() == 0 {
         match send.poll_capacity(&mut Context::from_waker(waker)) {
             Poll::Ready(Some(Ok(_))) if send.capacity() > 0 => {}
-            Poll::Ready(Some(Ok(_))) | Poll::Pending => return false,
+            Poll::Ready(Some(Ok(_))) | Poll::Pending => return Flushed::Blocked,
             Poll::Ready(Some(Err(_)) | None) => {
                 queue.close();
-                return true;
+                return Flushed::Closed;
             }
         }
     }
@@ -226,12 +257,12 @@ fn flush_one(shared: &Shared, waker: &Waker, muted: &Muted) -> bool {
     muted.on.store(false, Ordering::Release);
     if sent.is_err() {
         queue.close();
-        return true;
+        return Flushed::Closed;
     }
     let waiting = std::mem::take(&mut queue.waiting);
     drop(guard);
     waiting.into_iter().for_each(Waker::wake);
-    true
+    Flushed::Done
 }
 
 impl Future for Driver {
@@ -252,7 +283,9 @@ impl Future for Driver {
 impl Drop for Driver {
     /// The connection ended: every stream's sends fail from now on.
     fn drop(&mut self) {
+        self.first = None;
         self.blocked.clear();
+        lock(&self.streams.first).take();
         lock(&self.streams.ready).clear();
         let all = std::mem::take(&mut *lock(&self.streams.all));
         all.iter().filter_map(Weak::upgrade).for_each(|shared| lock(&shared.queue).close());
@@ -382,6 +415,8 @@ struct Shared {
     /// Never locked across an await.
     queue: Mutex<Queue>,
     streams: Arc<Streams>,
+    /// The connection's first stream: the task looks at it without its being listed.
+    first: bool,
 }
 
 struct Queue {
@@ -409,10 +444,16 @@ impl Queue {
 impl<O: Message> Out<O> {
     fn new(send: SendStream<Bytes>, streams: &Arc<Streams>, limit: usize) -> Self {
         let queue = Queue { buf: BytesMut::new(), limit, send: Some(send), closed: false, waiting: Vec::new() };
-        let shared = Arc::new(Shared { queue: Mutex::new(queue), streams: streams.clone() });
+        let first = !streams.opened.swap(true, Ordering::AcqRel);
+        let shared = Arc::new(Shared { queue: Mutex::new(queue), streams: streams.clone(), first });
+        if first {
+            *lock(&streams.first) = Some(shared.clone());
+        }
         let mut all = lock(&streams.all);
         all.retain(|s| s.strong_count() > 0);
         all.push(Arc::downgrade(&shared));
+        drop(all);
+        streams.driver.wake();
         Self { shared, kind: PhantomData }
     }
 
@@ -452,7 +493,9 @@ impl<O: Message> Out<O> {
         drop(queue);
         if first {
             let streams = &self.shared.streams;
-            lock(&streams.ready).push(self.shared.clone());
+            if !self.shared.first {
+                lock(&streams.ready).push(self.shared.clone());
+            }
             streams.driver.wake();
         }
         Ok(())

@@ -203,3 +203,16 @@ async fn the_connection_ending_closes_its_streams_queues() {
     assert!(out.is_closed());
     assert_eq!(out.try_send(&beat(2)), Err(TrySendError::Closed));
 }
+
+#[tokio::test]
+async fn every_stream_of_a_shared_connection_sends_and_receives() {
+    let url = serve(Answer::EchoOnce).await;
+    let (client, _connection) = connect(&url).await.unwrap();
+    let (mut first, _first_out) =
+        client.open::<Note, Note>(PATH, HeaderMap::new(), Some(&beat(1)), SEND_BUFFER).await.unwrap();
+    let (mut second, second_out) = client.open::<Note, Note>(PATH, HeaderMap::new(), None, SEND_BUFFER).await.unwrap();
+    second_out.send(beat(2)).await.unwrap();
+    assert_eq!(second.next().await.unwrap(), Some(beat(2)));
+    assert_eq!(first.next().await.unwrap(), Some(beat(1)));
+    assert_eq!(second.next().await.unwrap(), None);
+}
