@@ -187,6 +187,8 @@ struct Streams {
     /// Queues of the other streams that got their first bytes since the task last looked
     /// (each listed once: only the send that finds its queue empty lists it).
     ready: Mutex<Vec<Arc<Shared>>>,
+    /// Set after a queue was listed in `ready`: the task takes the lock only then.
+    listed: AtomicBool,
     /// Every stream's queue, closed when the connection ends so that its senders learn it.
     all: Mutex<Vec<Weak<Shared>>>,
     /// The connection's task, woken when a queue is listed in `ready`.
@@ -215,8 +217,12 @@ impl Driver {
             self.first = None;
             self.first_done = true;
         }
-        self.blocked.append(&mut lock(&self.streams.ready));
-        self.blocked.retain(|shared| flush_one(shared, waker, muted) == Flushed::Blocked);
+        if self.streams.listed.swap(false, Ordering::AcqRel) {
+            self.blocked.append(&mut lock(&self.streams.ready));
+        }
+        if !self.blocked.is_empty() {
+            self.blocked.retain(|shared| flush_one(shared, waker, muted) == Flushed::Blocked);
+        }
     }
 }
 
@@ -495,6 +501,7 @@ impl<O: Message> Out<O> {
             let streams = &self.shared.streams;
             if !self.shared.first {
                 lock(&streams.ready).push(self.shared.clone());
+                streams.listed.store(true, Ordering::Release);
             }
             streams.driver.wake();
         }
