@@ -5,7 +5,8 @@
 //! - `proto`: generated wire types of `proto/relay.proto`.
 //! - `core`: ids, secrets, clock, durations, link tokens, sessions, resolver, limiter and the
 //!   proto conversions; no I/O.
-//! - `sys`: operating-system helpers every side shares: private files, dialing, host facts,
+//! - `sys`: operating-system helpers every side shares: private files, dialing, the gRPC
+//!   stream client on `h2` (the agent's stream, the edge node's peer streams), host facts,
 //!   tasks that end with their owner.
 //! - `store`: the server's storage interface and its SQLite and PostgreSQL implementations.
 //! - `server`: relay (agents' streams), API (CLI), HTTP (browsers, OAuth clients, health),

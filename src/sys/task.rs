@@ -20,6 +20,11 @@ impl<T: Send + 'static> AbortOnDrop<T> {
     pub(crate) fn spawn(task: impl Future<Output = T> + Send + 'static) -> Self {
         Self(tokio::spawn(task))
     }
+
+    /// Whether the task has ended (its result is then ready to await).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
 }
 
 impl<T> Drop for AbortOnDrop<T> {

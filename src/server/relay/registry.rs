@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
 use tonic::Status;
 
+use super::outlet::{Outlet, PeerLinkOut};
 use super::queries::{self, Pending};
 use super::router::{RouteError, SessionControl, SessionPort, SessionRouter};
 use super::wire::Outbound;
@@ -114,12 +115,12 @@ impl SessionRouter for LocalRouter {
 }
 
 /// One agent stream (or, on an edge node, a node-to-node stream standing for one): its
-/// outbound queue and its channels.
+/// outbound side and its channels.
 pub(crate) struct AgentConn {
     machine: MachineId,
     /// The route epoch this stream was registered under.
     epoch: i64,
-    tx: AgentTx,
+    tx: Outlet,
     /// Turns true when the stream ends, for whoever pipes to it.
     ended: tokio::sync::watch::Sender<bool>,
     channels: Mutex<HashMap<u64, Channel>>,
@@ -148,6 +149,16 @@ enum Sink {
 impl AgentConn {
     /// A stream of `machine`, route `epoch`, whose frames go out on `tx`.
     pub(crate) fn new(machine: MachineId, epoch: i64, tx: AgentTx) -> Arc<Self> {
+        Self::with_outlet(machine, epoch, Outlet::Agent(tx))
+    }
+
+    /// The edge's stand-in for the agent stream of `machine`, route `epoch`, held by another
+    /// node: frames go out on the peer stream `out`.
+    pub(crate) fn toward_peer(machine: MachineId, epoch: i64, out: PeerLinkOut) -> Arc<Self> {
+        Self::with_outlet(machine, epoch, Outlet::Peer(out))
+    }
+
+    fn with_outlet(machine: MachineId, epoch: i64, tx: Outlet) -> Arc<Self> {
         Arc::new(Self {
             machine,
             epoch,
@@ -261,7 +272,7 @@ impl AgentConn {
         let frame = proto::RelayFrame {
             kind: Some(relay_frame::Kind::SessionQuery(proto::SessionQuery { request, op: Some(op) })),
         };
-        if self.tx.send(Outbound::Frame(frame)).await.is_err() {
+        if self.tx.send(frame).await.is_err() {
             self.queries.forget(request);
             return Err(RouteError::Gone);
         }
@@ -378,24 +389,18 @@ impl AgentConn {
 
     /// Queues a frame toward the agent, waiting while the queue is full.
     async fn send(&self, kind: relay_frame::Kind) -> Result<(), RouteError> {
-        self.tx.send(Outbound::Frame(proto::RelayFrame { kind: Some(kind) })).await.map_err(|_| RouteError::Gone)
+        self.tx.send(proto::RelayFrame { kind: Some(kind) }).await
     }
 
     /// Queues a frame toward the agent without waiting (from `Drop`): a full queue defers it
     /// to a task.
     fn send_now(&self, kind: relay_frame::Kind) {
-        let frame = Outbound::Frame(proto::RelayFrame { kind: Some(kind) });
-        if let Err(mpsc::error::TrySendError::Full(frame)) = self.tx.try_send(frame) {
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(frame).await;
-            });
-        }
+        self.tx.send_now(Outbound::Frame(proto::RelayFrame { kind: Some(kind) }));
     }
 
     /// Ends the stream from the server side with a status the agent will log.
     pub(crate) fn kick(&self, status: Status) {
-        let _ = self.tx.try_send(Outbound::End(status));
+        self.tx.send_now(Outbound::End(status));
     }
 }
 
@@ -444,15 +449,22 @@ impl SessionControl for LocalControl {
         let Some(n) = u32::try_from(data.len()).ok().filter(|_| data.len() <= session::CHUNK_BYTES) else {
             return Some(data);
         };
-        // The credit first, then the queue slot: if the slot is not there the credit goes back
-        // as the permit drops, and `input` waits for both.
+        // The credit first, then the queue's room: if there is none the credit goes back as
+        // the permit drops, and `input` waits for both.
         let Ok(credit) = self.input_credit.try_acquire_many(n) else { return Some(data) };
-        let Ok(slot) = self.conn.tx.try_reserve() else { return Some(data) };
-        credit.forget();
-        METRICS.bytes_to_agents.fetch_add(n.into(), Ordering::Relaxed);
         let input = proto::Input { channel: self.channel, data };
-        slot.send(Outbound::Frame(proto::RelayFrame { kind: Some(relay_frame::Kind::Input(input)) }));
-        None
+        match self.conn.tx.try_send(proto::RelayFrame { kind: Some(relay_frame::Kind::Input(input)) }) {
+            Ok(()) => {
+                credit.forget();
+                METRICS.bytes_to_agents.fetch_add(n.into(), Ordering::Relaxed);
+                None
+            }
+            // `try_send` hands back the frame it was given: the input's bytes go back.
+            Err(frame) => match frame.kind {
+                Some(relay_frame::Kind::Input(input)) => Some(input.data),
+                _ => None,
+            },
+        }
     }
 
     async fn consumed(&self, bytes: usize) -> Result<(), RouteError> {
