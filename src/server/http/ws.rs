@@ -236,6 +236,6 @@ mod tests {
     #[test]
     fn the_accept_key_is_the_rfc_example() {
         // RFC 6455, 1.3.
-        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kAOzzzZo=");
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 }
