@@ -82,8 +82,7 @@ pub(crate) async fn bridge_socket(
 }
 
 async fn refuse(socket: Socket, code: u16, reason: &str) {
-    let (_, mut sink) = socket.split(0, 0);
-    let _ = sink.close(code, reason).await;
+    let _ = socket.close(code, reason).await;
 }
 
 /// Why a socket closes before it reaches a shell: the close frame the browser gets and, when

@@ -131,6 +131,12 @@ impl Socket {
         Self { io }
     }
 
+    /// Closes a socket that never carried anything else (a refusal).
+    pub(crate) async fn close(self, code: u16, reason: &str) -> io::Result<()> {
+        let (_, mut writer) = self.split(0, 0);
+        writer.close(code, reason).await
+    }
+
     /// Halves that can be used from two tasks: the browser's input may wait for credit while
     /// output keeps flowing.
     pub(crate) fn split(self, read_buffer: usize, max_message: usize) -> (Reader, Writer) {
