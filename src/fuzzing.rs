@@ -117,6 +117,32 @@ pub fn control_message(data: &[u8]) {
     let _ = serde_json::from_slice::<crate::server::http::protocol::ClientMessage>(data);
 }
 
+/// Bytes a browser sends on a link socket after the handshake, split into reads at a point
+/// the input's first byte chooses: decoded as the link socket decodes them, until the first
+/// protocol error, with a small limit so that an announced length over it must be refused
+/// before any buffer grows to it.
+pub fn ws_frames(data: &[u8]) {
+    use crate::core::ws_frame::{Decoder, MAX_HEADER_BYTES, Message};
+    const LIMIT: usize = 1024;
+    let Some((&cut, data)) = data.split_first() else { return };
+    let (first, second) = data.split_at(usize::from(cut).min(data.len()));
+    let mut decoder = Decoder::new(LIMIT);
+    let mut buf = bytes::BytesMut::new();
+    for read in [first, second] {
+        buf.extend_from_slice(read);
+        loop {
+            assert!(decoder.wanted(&buf) <= LIMIT + MAX_HEADER_BYTES, "wants more than a frame at the limit");
+            match decoder.decode(&mut buf) {
+                Ok(Some(Message::Binary(b))) => assert!(b.len() <= LIMIT),
+                Ok(Some(Message::Text(t))) => assert!(t.len() <= LIMIT),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
 /// The form and JSON bodies strangers can post: OAuth device and token requests, the device
 /// page's sign-in and decision, and a link's unlock.
 pub fn form_bodies(data: &[u8]) {

@@ -388,6 +388,20 @@ fn a_browser_closing_its_socket_gets_its_close_answered_and_can_resume() -> anyh
 }
 
 #[test]
+fn a_ping_on_the_link_socket_is_answered_with_its_payload_while_the_shell_runs() -> anyhow::Result<()> {
+    let fx = Fixture::start("pinger")?;
+    let link = fx.share("1h", &[])?;
+    let (ws, _, _) = WsClient::open_ready(&link.url)?;
+    ws.ping(b"are you there")?;
+    ws.type_line("echo after-ping-$((6*7))")?;
+    ws.wait_exact_line(0, "after-ping-42", SHELL)?;
+    wait_until(SHELL, "the server's pong", || Ok(!ws.pongs().is_empty()))?;
+    ensure!(ws.pongs() == [b"are you there".to_vec()], "pongs: {:?}", ws.pongs());
+    ensure!(ws.closed().is_none(), "the socket closed: {:?}", ws.closed());
+    Ok(())
+}
+
+#[test]
 fn input_a_program_does_not_echo_keeps_flowing_past_the_input_window() -> anyhow::Result<()> {
     let fx = Fixture::start("quiet-input")?;
     let link = fx.share("1h", &[])?;

@@ -15,6 +15,7 @@
 //! - `convert`: the one place wire (proto) values become domain values and back.
 //! - `wire`: gRPC metadata names both ends of the CLI API agree on.
 //! - `sync`: the poison-tolerant mutex lock.
+//! - `ws_frame`: RFC 6455 framing of the server side (client frames in, server headers out).
 
 pub(crate) mod clock;
 pub(crate) mod cluster_key;
@@ -32,3 +33,4 @@ pub(crate) mod selector;
 pub(crate) mod session;
 pub(crate) mod sync;
 pub(crate) mod wire;
+pub(crate) mod ws_frame;

@@ -48,6 +48,8 @@ struct Received {
     closed: Option<Closed>,
     /// Why the read loop stopped without a close frame.
     ended: Option<String>,
+    /// Every pong's payload, in order.
+    pongs: Vec<Vec<u8>>,
 }
 
 /// Why an upgrade did not happen.
@@ -141,6 +143,7 @@ impl WsClient {
                                 let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.as_str().to_string()));
                                 r.closed = Some(Closed { code, reason, at: Instant::now(), wall: SystemTime::now() });
                             }
+                            Some(Ok(Message::Pong(payload))) => r.pongs.push(payload.to_vec()),
                             Some(Ok(_)) => {}
                             Some(Err(e)) => {
                                 r.ended = Some(e.to_string());
@@ -212,6 +215,16 @@ impl WsClient {
     pub fn close(&self, code: u16, reason: &str) -> anyhow::Result<()> {
         let frame = CloseFrame { code: code.into(), reason: reason.into() };
         self.outgoing.send(Message::Close(Some(frame))).context("the socket task has ended")
+    }
+
+    /// Sends a ping; the server's pong shows in `pongs`.
+    pub fn ping(&self, payload: &[u8]) -> anyhow::Result<()> {
+        self.outgoing.send(Message::Ping(payload.to_vec().into())).context("the socket task has ended")
+    }
+
+    /// Every pong's payload received so far.
+    pub fn pongs(&self) -> Vec<Vec<u8>> {
+        lock(&self.received).pongs.clone()
     }
 
     /// Sends a JSON control message (a text frame).

@@ -3,12 +3,9 @@
 //! its revocation subscription (4002). A connection's failure is logged once, at its end,
 //! inside a span naming the link and the machine.
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -19,6 +16,7 @@ use super::HttpState;
 use super::client_ip::ClientIp;
 use super::parked::{End, HandoffRequests, LinkSession};
 use super::protocol::{ClientMessage, ServerMessage, close};
+use super::ws::{self, Message, Reader, Socket, Writer, WsUpgrade};
 use crate::core::ids::SessionId;
 use crate::core::limits::SessionLimit;
 use crate::core::link_token::{LinkClaims, LinkError, LinkMode};
@@ -27,7 +25,7 @@ use crate::core::session::{AttachSpec, SessionName, ShellTarget};
 use crate::server::links::Revocation;
 use crate::server::metrics::{Limit, METRICS};
 use crate::server::relay::router::{SessionControl, SessionPort};
-use crate::sys::task::{AbortOnDrop, WhenWoken};
+use crate::sys::task::{AbortOnDrop, WakeFilter, WhenWoken};
 
 /// `?session=<key>&offset=<n>`: resume a parked session from byte `n`.
 #[derive(Debug, Default, Deserialize)]
@@ -36,11 +34,9 @@ pub(crate) struct Resume {
     offset: Option<u64>,
 }
 
-/// Read buffer of one link socket. tungstenite zero-fills the buffer before every read,
-/// including the read that finds the socket empty (two per keystroke), and keeps it resident
-/// for every open socket: the default (128 KiB) alone was twice the per-session budget. Browser
-/// input is keystrokes (a few bytes) and pastes, which 1 KiB reads carry at no measurable cost;
-/// 4 KiB cost every keystroke two 4 KiB `memset`s (docs/performance.md, issue 18).
+/// Read buffer of one link socket, resident for every open socket: browser input is
+/// keystrokes (a few bytes) and pastes, which 1 KiB reads carry at no measurable cost; the
+/// buffer grows only for a frame that needs more (docs/performance.md, issue 18).
 const SOCKET_READ_BUFFER: usize = 1024;
 /// Largest browser message (a paste) and frame: 1 MiB, not the library's 64 MiB / 16 MiB;
 /// a bigger one closes the socket with 1009 (docs/reference.md, "Limits").
@@ -62,7 +58,7 @@ pub(crate) async fn bridge_socket(
     Query(resume): Query<Resume>,
     ClientIp(peer): ClientIp,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
 ) -> Response {
     if let Some(origin) = headers.get(header::ORIGIN)
         && origin.as_bytes() != state.public_origin.as_bytes()
@@ -82,15 +78,11 @@ pub(crate) async fn bridge_socket(
     let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let client = format!("ip={peer} ua={}", agent.chars().take(200).collect::<String>());
     let access = Access::link(claims.link_id, super::unlock::token_from(&headers));
-    ws.read_buffer_size(SOCKET_READ_BUFFER)
-        .max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| run(state, claims, socket, resume, (client, peer), access))
+    ws.on_upgrade(move |socket| run(state, claims, socket, resume, (client, peer), access))
 }
 
-async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame { code, reason: reason.into() };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+async fn refuse(socket: Socket, code: u16, reason: &str) {
+    let _ = socket.close(code, reason).await;
 }
 
 /// Why a socket closes before it reaches a shell: the close frame the browser gets and, when
@@ -115,7 +107,7 @@ impl Refusal {
 async fn run(
     state: HttpState,
     claims: LinkClaims,
-    socket: WebSocket,
+    socket: Socket,
     resume: Resume,
     (client, peer): (String, std::net::IpAddr),
     access: Access,
@@ -223,9 +215,10 @@ async fn open_shell(
 const CREDIT_BATCH: usize = crate::core::session::OUTPUT_WINDOW_BYTES as usize / 4;
 
 enum Outcome {
-    /// The browser left; `said_goodbye`: with a close frame, which deserves an answer.
+    /// The browser left; `goodbye`: the close code it deserves as an answer, its own when it
+    /// said goodbye with a close frame, the protocol's when it broke it.
     ClientGone {
-        said_goodbye: bool,
+        goodbye: Option<u16>,
     },
     /// A reconnect naming this session wants it (the browser came back on a new socket).
     TakenOver(oneshot::Sender<LinkSession>),
@@ -236,32 +229,29 @@ enum Outcome {
     Stopping,
 }
 
-type Sink = SplitSink<WebSocket, Message>;
-
-async fn send_json(sink: &mut Sink, msg: &ServerMessage) -> bool {
+async fn send_json(sink: &mut Writer, msg: &ServerMessage) -> bool {
     let text = serde_json::to_string(msg).unwrap_or_default();
-    sink.send(Message::Text(text.into())).await.is_ok()
+    sink.text(&text).await.is_ok()
 }
 
 /// How long a last message may wait for a browser that stopped reading: the session it
 /// belongs to must end (a revoked link's shell with it) even if the message never leaves.
 const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(2);
 
-async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
-    let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
-    let _ = tokio::time::timeout(LAST_WORDS, sink.send(frame)).await;
+async fn close_with(sink: &mut Writer, code: u16, reason: &str) {
+    let _ = tokio::time::timeout(LAST_WORDS, sink.close(code, reason)).await;
 }
 
 /// Replays from `from`, then pumps until the shell ends, the link dies or the browser goes.
 async fn bridge(
     state: HttpState,
     claims: LinkClaims,
-    socket: WebSocket,
+    socket: Socket,
     mut session: LinkSession,
     from: u64,
     mut revocation: Revocation,
 ) {
-    let (mut sink, stream) = socket.split();
+    let (stream, mut sink) = socket.split(SOCKET_READ_BUFFER, MAX_MESSAGE_BYTES);
     let control = session.port.control.clone();
     let replay = session.ring.since(from);
     if replay.dropped > 0 {
@@ -269,9 +259,7 @@ async fn bridge(
         send_json(&mut sink, &ServerMessage::Notice { text }).await;
     }
     let ready = ServerMessage::Ready { session: session.key.to_string(), offset: replay.offset };
-    if !send_json(&mut sink, &ready).await
-        || (!replay.data.is_empty() && sink.send(Message::Binary(replay.data.into())).await.is_err())
-    {
+    if !send_json(&mut sink, &ready).await || (!replay.data.is_empty() && sink.binary(&replay.data).await.is_err()) {
         return state.parked.park(session, deadline_of(&claims), revocation);
     }
     let owed = std::mem::take(&mut session.owed);
@@ -292,12 +280,12 @@ async fn bridge(
         state.parked.unregister(session.key);
     }
     match outcome {
-        Outcome::ClientGone { said_goodbye } => {
+        Outcome::ClientGone { goodbye } => {
             state.parked.park(session, deadline_of(&claims), revocation);
             // A browser that left with a close frame gets it answered (RFC 6455, 5.5.1) rather
             // than a dropped connection.
-            if said_goodbye {
-                let _ = tokio::time::timeout(LAST_WORDS, sink.close()).await;
+            if let Some(code) = goodbye {
+                close_with(&mut sink, code, "").await;
             }
         }
         Outcome::TakenOver(reply) => {
@@ -335,8 +323,8 @@ fn deadline_of(claims: &LinkClaims) -> tokio::time::Instant {
 }
 
 async fn pump(
-    sink: &mut Sink,
-    stream: SplitStream<WebSocket>,
+    sink: &mut Writer,
+    stream: Reader,
     session: &mut LinkSession,
     claims: &LinkClaims,
     revocation: &mut Revocation,
@@ -344,7 +332,11 @@ async fn pump(
     stopping: impl Future<Output = ()> + Send,
 ) -> Outcome {
     let read_only = claims.mode == LinkMode::ReadOnly;
-    let mut reader = AbortOnDrop::spawn(read_browser(stream, session.port.control.clone(), read_only));
+    // Pings are rare: their pongs wait in a one-slot queue, polled only when it was woken.
+    let (pong_tx, mut pongs) = tokio::sync::mpsc::channel(1);
+    let mut pong_filter = WakeFilter::new();
+    let browser = Browser { control: session.port.control.clone(), read_only, pongs: pong_tx };
+    let mut reader = AbortOnDrop::spawn(browser.read(stream));
     let deadline = tokio::time::sleep_until(deadline_of(claims));
     // Resolves once: a reconnect wants the session (never, if the request side went away).
     let taken = async {
@@ -360,7 +352,7 @@ async fn pump(
     // was about a tenth of the server's work per key (docs/performance.md, issue 18).
     let mut ends = WhenWoken::new(async move {
         tokio::select! {
-            left = &mut reader => Outcome::ClientGone { said_goodbye: left.unwrap_or(false) },
+            left = &mut reader => Outcome::ClientGone { goodbye: left.unwrap_or(None) },
             () = stopping => Outcome::Stopping,
             () = deadline => Outcome::Expired,
             () = revoked => Outcome::Revoked,
@@ -383,9 +375,9 @@ async fn pump(
                     // outer loop's unbiased select still watches the ends between frames.
                     tokio::select! {
                         biased;
-                        sent = sink.send(Message::Binary(data)) => if sent.is_err() {
+                        sent = sink.binary(&data) => if sent.is_err() {
                             session.owed += n;
-                            break Outcome::ClientGone { said_goodbye: false };
+                            break Outcome::ClientGone { goodbye: None };
                         },
                         outcome = &mut ends => {
                             // Not delivered: owed to the agent if the session is parked or moves.
@@ -405,6 +397,9 @@ async fn pump(
                 Some(SessionEvent::Exited(exit)) => break Outcome::Ended(End::Exit(exit.shell_code())),
                 Some(SessionEvent::Lost) | None => break Outcome::Ended(End::Lost),
             },
+            Some(ping) = std::future::poll_fn(|cx| pong_filter.poll(cx, |cx| pongs.poll_recv(cx))) => {
+                let _ = sink.pong(&ping).await;
+            }
             outcome = &mut ends => break outcome,
         }
     };
@@ -414,32 +409,57 @@ async fn pump(
 }
 
 /// Browser -> shell. Runs beside the output pump so waiting for input credit never stalls
-/// output (which could deadlock a shell blocked on a full output pipe). True when the browser
-/// ended with a close frame.
-async fn read_browser(
-    mut stream: SplitStream<WebSocket>,
+/// output (which could deadlock a shell blocked on a full output pipe).
+struct Browser {
     control: std::sync::Arc<dyn SessionControl>,
     read_only: bool,
-) -> bool {
-    while let Some(Ok(msg)) = stream.next().await {
-        match msg {
-            Message::Binary(data) if !read_only => {
+    /// Pings' payloads, for the pump to answer.
+    pongs: tokio::sync::mpsc::Sender<bytes::Bytes>,
+}
+
+impl Browser {
+    /// Reads until the browser leaves: the close code its leaving deserves as an answer (its
+    /// own close frame's, or the protocol error's), `None` when the connection just dropped.
+    async fn read(self, mut stream: Reader) -> Option<u16> {
+        loop {
+            match stream.next().await {
+                Ok(Some(Message::Close(code))) => return Some(code),
+                Ok(Some(message)) => {
+                    if !self.take(message).await {
+                        return None;
+                    }
+                }
+                Ok(None) => return None,
+                Err(ws::ReadError::Frame(e)) => {
+                    tracing::debug!(error = %e, "browser broke the WebSocket protocol");
+                    return Some(e.close_code());
+                }
+                Err(ws::ReadError::Io(_)) => return None,
+            }
+        }
+    }
+
+    /// One message; false when the session can take no more input.
+    async fn take(&self, message: Message) -> bool {
+        match message {
+            Message::Binary(data) if !self.read_only => {
                 // Most keystrokes go at once, without `input`'s boxed future.
-                if let Some(data) = control.try_input(data) {
-                    let Ok(()) = control.input(data).await else {
-                        return false;
-                    };
+                if let Some(data) = self.control.try_input(data) {
+                    return self.control.input(data).await.is_ok();
                 }
             }
             Message::Text(text) => match serde_json::from_str::<ClientMessage>(&text) {
                 Ok(ClientMessage::Resize { cols, rows }) if cols > 0 && rows > 0 => {
-                    let _ = control.resize(cols, rows).await;
+                    let _ = self.control.resize(cols, rows).await;
                 }
                 _ => tracing::debug!("ignored a malformed control message"),
             },
-            Message::Close(_) => return true,
+            // A ping not answered because one is already waiting: the newest is enough.
+            Message::Ping(payload) => {
+                let _ = self.pongs.try_send(payload);
+            }
             _ => {}
         }
+        true
     }
-    false
 }

@@ -13,6 +13,7 @@
 //! - `sessions`: the bounded in-memory store of browser cookie sessions.
 //! - `unlock`: a machine's attach password, answered with a cookie for the socket.
 //! - `protocol`: the browser wire messages and close codes.
+//! - `ws`: the WebSocket handshake and frames on the upgraded connection (the link socket's).
 //!
 //! This file: the shared state, the router, the security headers and the 404.
 
@@ -29,6 +30,7 @@ mod parked;
 pub(crate) mod protocol;
 pub(crate) mod sessions;
 pub(crate) mod unlock;
+mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
