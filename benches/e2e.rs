@@ -357,7 +357,8 @@ fn settled_rss(pid: u32) -> u64 {
 /// Memory at each level through the real agent, and echo with the last level held.
 fn bench_memory(cfg: &Config, rt: &Runtimes) -> anyhow::Result<(Value, Value)> {
     log("memory: fresh server and agent");
-    let fx = Fixture::with_agent()?;
+    let most = cfg.memory_levels.iter().max().copied().unwrap_or(0) + 1;
+    let fx = Fixture::with_agent_and(&fixture::session_limits(most, 1))?;
     log(format!("server pid {}, agent pid {}", fx.server_pid(), fx.agent_pid()));
     let link = fx.share(&fx.machine_id, "2h")?;
     let url = link.socket_url();
@@ -421,7 +422,8 @@ fn bench_memory(cfg: &Config, rt: &Runtimes) -> anyhow::Result<(Value, Value)> {
 /// the real agent, at each level.
 fn bench_capacity(cfg: &Config, rt: &Runtimes) -> anyhow::Result<Value> {
     log("capacity: fresh server, real agent (echo) and null agent (idle sessions)");
-    let fx = Fixture::with_agent()?;
+    let most = cfg.capacity_levels.iter().max().copied().unwrap_or(0) + 2;
+    let fx = Fixture::with_agent_and(&fixture::session_limits(most, 1))?;
     log(format!("server pid {}, agent pid {}", fx.server_pid(), fx.agent_pid()));
     let token = fx.enrollment_token()?;
     let stub = rt.idle.block_on(stub::start(&fx.url, &token))?;

@@ -555,15 +555,7 @@ fn main() -> anyhow::Result<()> {
         "RLIMIT_NOFILE is {nofile}: too low for {sessions} sessions; raise the hard limit (ulimit -Hn)"
     );
     log(format!("{sessions} sessions, {seconds} s (second round {round2} s), RLIMIT_NOFILE {nofile}"));
-    let per_link = sessions.div_ceil(link_count) + 8;
-    let flags: Vec<String> = [
-        ("--max-sessions-per-link", per_link),
-        ("--max-sessions-per-ip", sessions + 64),
-        ("--max-sessions-per-machine", sessions + 64),
-    ]
-    .iter()
-    .flat_map(|(flag, n)| [flag.to_string(), n.to_string()])
-    .collect();
+    let flags = fixture::session_limits(sessions, link_count);
     let fx = Fixture::with_agent_and(&flags)?;
     log(format!("server pid {}, agent pid {}", fx.server_pid(), fx.agent_pid()));
     let links: Vec<Link> = (0..link_count).map(|_| fx.share(&fx.machine_id, "24h")).collect::<Result<_, _>>()?;

@@ -99,6 +99,22 @@ pub struct Fixture {
     pub machine_id: String,
 }
 
+/// `cmdop server` flags that let `sessions` link sessions open through `links` links, all from
+/// one address: the benches measure the load itself, not the limits that would refuse it
+/// (16 sessions per link by default).
+#[allow(dead_code)] // not every bench that includes this file opens many sessions
+pub fn session_limits(sessions: usize, links: usize) -> Vec<String> {
+    let per_link = sessions.div_ceil(links.max(1)) + 8;
+    [
+        ("--max-sessions-per-link", per_link),
+        ("--max-sessions-per-ip", sessions + 64),
+        ("--max-sessions-per-machine", sessions + 64),
+    ]
+    .iter()
+    .flat_map(|(flag, n)| [flag.to_string(), n.to_string()])
+    .collect()
+}
+
 impl Fixture {
     /// Starts a server and signs the owner CLI in.
     pub fn server() -> anyhow::Result<Self> {
