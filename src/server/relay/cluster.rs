@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tonic::Code;
 
 use super::outlet::PeerLinkOut;
-use super::peer::{EPOCH_HEADER, LINK_PATH, MACHINE_HEADER, NODE_AUTH_HEADER, NODE_HEADER, PEER_QUEUE_FRAMES};
+use super::peer::{EPOCH_HEADER, LINK_PATH, MACHINE_HEADER, NODE_AUTH_HEADER, NODE_HEADER};
 use super::registry::{AgentConn, LocalRouter};
 use super::router::{RouteError, SessionPort, SessionRouter};
 use crate::core::clock::now;
@@ -37,10 +37,10 @@ use crate::server::metrics::METRICS;
 use crate::store::{Route, Store};
 use crate::sys::grpc_stream::{self, Client, Connection, Link};
 
-/// Bytes the edge queues on a peer stream before its senders wait: the frame bound of the
-/// queue this replaced, at the largest frame an edge sends (an input chunk). Data on it is
-/// covered by credit, so the bound only paces control chatter.
-pub(crate) const PEER_QUEUE_BYTES: usize = PEER_QUEUE_FRAMES * CHUNK_BYTES;
+/// Bytes the edge queues on a peer stream before its senders wait: 256 of the largest frame an
+/// edge sends (an input chunk). Data on it is covered by credit, so the bound only paces
+/// control chatter.
+pub(crate) const PEER_QUEUE_BYTES: usize = 256 * CHUNK_BYTES;
 
 /// Routes through the shared store.
 pub(crate) struct ClusterRouter {

@@ -42,9 +42,6 @@ pub(crate) const EPOCH_HEADER: &str = "x-cmdop-epoch";
 pub(crate) const NODE_HEADER: &str = "x-cmdop-node";
 /// Metadata proving the caller holds the cluster key (`core::cluster_key`).
 pub(crate) const NODE_AUTH_HEADER: &str = "x-cmdop-node-auth";
-/// Frames the edge queues on a peer stream before it waits (data is covered by credit, so
-/// the bound only paces control chatter).
-pub(crate) const PEER_QUEUE_FRAMES: usize = 256;
 
 /// The `Peer` service of this node.
 #[derive(Clone)]
