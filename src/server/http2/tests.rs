@@ -21,7 +21,7 @@ use crate::server::listen::{self, ConnLimits};
 use crate::sys::task::AbortOnDrop;
 
 /// Bounds every wait of these tests: a hang fails instead of blocking the suite.
-const BOUND: Duration = Duration::from_secs(10);
+pub(super) const BOUND: Duration = Duration::from_secs(10);
 
 /// No hot streams: every request goes to the router.
 struct NoHotStreams;
@@ -33,14 +33,14 @@ impl HotRoutes for NoHotStreams {
 }
 
 /// `app` served on a port of its own until dropped.
-struct TestServer {
-    addr: SocketAddr,
+pub(super) struct TestServer {
+    pub(super) addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: AbortOnDrop<()>,
 }
 
 impl TestServer {
-    async fn start(app: Router) -> anyhow::Result<Self> {
+    pub(super) async fn start(app: Router) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -334,4 +334,45 @@ mod http_body_util_free {
             Poll::Ready(self.get_mut().0.pop_front())
         }
     }
+}
+
+/// A body of `n` chunks of 32 KiB, each of its index's byte.
+fn chunks(n: usize) -> Body {
+    let frames = (0..n).map(|i| Ok::<_, std::convert::Infallible>(Bytes::from(vec![i as u8; 32 * 1024])));
+    Body::from_stream(futures_util::stream::iter(frames))
+}
+
+#[tokio::test]
+async fn bodies_larger_than_every_window_go_both_ways_byte_exact() -> anyhow::Result<()> {
+    const CHUNKS: usize = 256; // 8 MiB: eight stream windows
+    let app = Router::new()
+        .route("/down", get(|| async { chunks(CHUNKS) }))
+        .route("/up", post(|req: Request<Body>| async move { collect(req.into_body()).await.0.len().to_string() }));
+    let server = TestServer::start(app).await?;
+    let (mut client, _conn, _) = server.h2().await?;
+    let (response, _) = client.send_request(Request::get(format!("http://{}/down", server.addr)).body(())?, true)?;
+    let mut body = tokio::time::timeout(BOUND, response).await??.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(BOUND, body.data()).await? {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got.len(), CHUNKS * 32 * 1024);
+    assert!(got.chunks(32 * 1024).enumerate().all(|(i, c)| c.iter().all(|&b| b == i as u8)));
+
+    let (response, mut send) = client.send_request(Request::post(format!("http://{}/up", server.addr)).body(())?, false)?;
+    let mut sent = 0usize;
+    while sent < CHUNKS * 32 * 1024 {
+        send.reserve_capacity(64 * 1024);
+        let granted = tokio::time::timeout(BOUND, std::future::poll_fn(|cx| send.poll_capacity(cx))).await?;
+        let n = granted.ok_or_else(|| anyhow::anyhow!("stream closed"))??.min(CHUNKS * 32 * 1024 - sent);
+        send.send_data(Bytes::from(vec![1u8; n]), false)?;
+        sent += n;
+    }
+    send.send_data(Bytes::new(), true)?;
+    let mut body = tokio::time::timeout(BOUND, response).await??.into_body();
+    let text = tokio::time::timeout(BOUND, body.data()).await?.ok_or_else(|| anyhow::anyhow!("no body"))??;
+    assert_eq!(&text[..], sent.to_string().as_bytes());
+    Ok(())
 }
