@@ -203,3 +203,100 @@ pub fn duration(data: &[u8]) {
 
 #[cfg(test)]
 mod tests;
+
+/// HTTP/2 frames as a peer sends them to our connections: heads, every payload parser, and
+/// header blocks (HEADERS + CONTINUATION) through one connection's HPACK decoder. Each frame
+/// that parses is written again with the core's writers and must parse to the same values.
+pub fn http2_frames(data: &[u8]) {
+    use crate::core::http2::frame::{self, HEAD_LEN, Head, Kind};
+    use crate::core::http2::hpack::Decoder;
+    let mut decoder = Decoder::new();
+    let mut block = Vec::new();
+    let mut rest = data;
+    for _ in 0..MAX_FRAMES {
+        let Some((head, tail)) = rest.split_first_chunk::<HEAD_LEN>() else { return };
+        let head = Head::parse(head);
+        let Some((payload, tail)) = tail.split_at_checked(head.len as usize) else { return };
+        rest = tail;
+        match head.kind {
+            Kind::Data => {
+                if let Ok(range) = frame::data_payload(&head, payload) {
+                    assert!(range.end <= payload.len());
+                }
+            }
+            Kind::Headers | Kind::Continuation => {
+                let fragment = match head.kind {
+                    Kind::Headers => frame::header_block(&head, payload).map(|r| &payload[r]),
+                    _ => Ok(payload),
+                };
+                let Ok(fragment) = fragment else { continue };
+                block.extend_from_slice(fragment);
+                if head.has(frame::flags::END_HEADERS) {
+                    if let Ok(fields) = decoder.decode(&block, 4096) {
+                        assert!(fields.iter().map(|(n, v)| n.len() + v.len() + 32).sum::<usize>() <= 4096);
+                    }
+                    block.clear();
+                }
+            }
+            Kind::Settings => {
+                if let Ok(settings) = frame::Settings::parse(&head, payload) {
+                    http2_settings_round_trip(&head, settings);
+                }
+            }
+            Kind::Ping => {
+                if let Ok(data) = frame::ping(&head, payload) {
+                    let mut out = Vec::new();
+                    frame::write_ping(&mut out, head.has(frame::flags::ACK), data);
+                    assert_eq!(out[HEAD_LEN..], *payload);
+                }
+            }
+            Kind::WindowUpdate => {
+                if let Ok(increment) = frame::window_increment(&head, payload) {
+                    let mut out = Vec::new();
+                    frame::write_window_update(&mut out, head.stream, increment);
+                    assert_eq!(frame::window_increment(&head, &out[HEAD_LEN..]), Ok(increment));
+                }
+            }
+            Kind::RstStream => {
+                if let Ok(reason) = frame::rst_reason(&head, payload) {
+                    let mut out = Vec::new();
+                    frame::write_rst(&mut out, head.stream, reason);
+                    assert_eq!(out[HEAD_LEN..], *payload);
+                }
+            }
+            Kind::GoAway => {
+                if let Ok(away) = frame::goaway(&head, payload) {
+                    let mut out = Vec::new();
+                    frame::write_goaway(&mut out, away.last_stream, away.reason, away.debug);
+                    assert_eq!(frame::goaway(&head, &out[HEAD_LEN..]), Ok(away));
+                }
+            }
+            Kind::Priority => {
+                let _ = frame::check_priority(&head, payload);
+            }
+            Kind::PushPromise | Kind::Unknown(_) => {}
+        }
+    }
+}
+
+/// A parsed SETTINGS frame written again parses to the same values.
+fn http2_settings_round_trip(head: &crate::core::http2::frame::Head, settings: crate::core::http2::frame::Settings) {
+    use crate::core::http2::frame::{self, HEAD_LEN};
+    let mut out = Vec::new();
+    if head.has(frame::flags::ACK) {
+        frame::write_settings_ack(&mut out);
+    } else {
+        let values = [
+            (frame::SETTINGS_HEADER_TABLE_SIZE, settings.header_table_size),
+            (frame::SETTINGS_ENABLE_PUSH, settings.enable_push),
+            (frame::SETTINGS_MAX_CONCURRENT_STREAMS, settings.max_concurrent_streams),
+            (frame::SETTINGS_INITIAL_WINDOW_SIZE, settings.initial_window_size),
+            (frame::SETTINGS_MAX_FRAME_SIZE, settings.max_frame_size),
+            (frame::SETTINGS_MAX_HEADER_LIST_SIZE, settings.max_header_list_size),
+        ];
+        let present: Vec<(u16, u32)> = values.iter().filter_map(|(id, v)| v.map(|v| (*id, v))).collect();
+        frame::write_settings(&mut out, &present);
+    }
+    let again = frame::Head::parse(out[..HEAD_LEN].try_into().unwrap_or(&[0; HEAD_LEN]));
+    assert_eq!(frame::Settings::parse(&again, &out[HEAD_LEN..]), Ok(settings));
+}

@@ -164,7 +164,8 @@ impl Pty {
         let _ = self.master.readable().await;
     }
 
-    /// Reads what the master holds, without blocking. `WouldBlock`: nothing now (wait with
+    /// Reads what the master holds into `buf`'s spare capacity (appended, nothing zeroed
+    /// first), without blocking. `WouldBlock`: nothing now (wait with
     /// `readable`). `Ok(0)`: the shell's side is closed (Linux answers EIO once the last
     /// process holding the slave has closed it).
     ///
@@ -178,15 +179,15 @@ impl Pty {
     /// streams, readiness stays: the kernel hands a burst over in pieces, a wake-up often
     /// finds only the start of one, and the next read's wait for the flush work is what brings
     /// the rest into the same frame.
-    pub(crate) fn read(&self, buf: &mut [u8], streaming: bool) -> io::Result<usize> {
+    pub(crate) fn read(&self, buf: &mut Vec<u8>, streaming: bool) -> io::Result<usize> {
         // A look at the reactor's readiness, not a wait: no waiter joins its list. (The
         // no-op waker lands in the single-waiter slot, which no task here waits on.)
         let mut look = Context::from_waker(Waker::noop());
         let Poll::Ready(Ok(mut ready)) = self.master.poll_read_ready(&mut look) else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
-        let asked = buf.len();
-        match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut *buf)?)) {
+        let asked = buf.capacity() - buf.len();
+        match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), rustix::buffer::spare_capacity(&mut *buf))?)) {
             Err(_would_block) => Err(io::ErrorKind::WouldBlock.into()),
             Ok(Ok(n)) => {
                 if !streaming && n > 0 && n < asked && n < DRAINED_BELOW {

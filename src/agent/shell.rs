@@ -64,8 +64,10 @@ struct State {
 }
 
 thread_local! {
-    /// One read buffer per runtime thread (a chunk), rather than one per session.
-    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; CHUNK_BYTES]);
+    /// One read buffer per runtime thread (a chunk), rather than one per session. A read that
+    /// fills at least half of it becomes the ring's chunk as it is (no copy) and the thread
+    /// takes a new buffer; a smaller one is copied into the ring and the buffer reused.
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(CHUNK_BYTES));
 }
 
 /// A shell session. Shared (`Arc`) by the registry, its supervisor and its attachments.
@@ -194,7 +196,7 @@ impl Shell {
     pub(crate) fn take(&self, reader: ReaderId) -> Take {
         let mut st = self.lock();
         if let Some(piece) = st.output.take(reader, CHUNK_BYTES) {
-            return Take::Data(piece.offset, Bytes::from(piece.data));
+            return Take::Data(piece.offset, piece.data);
         }
         match &st.ended {
             Some(end) if st.output.caught_up(reader) => Take::Ended(end.clone()),
@@ -261,11 +263,11 @@ impl Shell {
         }
         let streaming = st.streamed_at.is_some_and(|at| at.elapsed() < STREAMING_FOR);
         let (n, closed) = READ_BUF.with_borrow_mut(|buf| {
-            let (mut n, mut closed) = (0, false);
-            while n < buf.len() {
-                match self.pty.read(&mut buf[n..], streaming) {
+            let mut closed = false;
+            while buf.len() < CHUNK_BYTES {
+                match self.pty.read(buf, streaming) {
                     Ok(0) => closed = true,
-                    Ok(k) => n += k,
+                    Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => closed = true,
@@ -274,8 +276,13 @@ impl Shell {
                     break;
                 }
             }
-            if n > 0 {
-                st.output.push(&buf[..n]);
+            let n = buf.len();
+            if n >= CHUNK_BYTES / 2 {
+                let chunk = std::mem::replace(buf, Vec::with_capacity(CHUNK_BYTES));
+                st.output.push_owned(Bytes::from(chunk));
+            } else if n > 0 {
+                st.output.push(buf);
+                buf.clear();
             }
             if n >= LDISC_BUF_BYTES {
                 st.streamed_at = Some(Instant::now());

@@ -176,6 +176,11 @@ fn ws_frames_survive_their_corpus_and_mutations() {
 }
 
 #[test]
+fn http2_frames_survive_their_corpus_and_mutations() {
+    exercise("http2_frames", super::http2_frames);
+}
+
+#[test]
 fn every_fuzz_target_has_a_replay_test() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/fuzz_targets");
     let mut targets: Vec<String> = std::fs::read_dir(&dir)
@@ -183,7 +188,15 @@ fn every_fuzz_target_has_a_replay_test() {
         .map(|e| e.expect("an entry").path().file_stem().expect("a name").to_string_lossy().into_owned())
         .collect();
     targets.sort();
-    let replayed =
-        ["agent_frames", "control_message", "duration", "form_bodies", "link_token", "resolver", "ws_frames"];
+    let replayed = [
+        "agent_frames",
+        "control_message",
+        "duration",
+        "form_bodies",
+        "http2_frames",
+        "link_token",
+        "resolver",
+        "ws_frames",
+    ];
     assert_eq!(targets, replayed, "a fuzz target was added or removed: give it a replay test in src/fuzzing/tests.rs");
 }

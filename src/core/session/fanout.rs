@@ -8,6 +8,8 @@
 //! next piece starts at the ring's start, a gap of exactly the skipped bytes. With the ring
 //! larger than a reader's window plus one chunk, a lone reader never sees a gap.
 
+use bytes::Bytes;
+
 use super::ring::Ring;
 
 /// A reader's handle.
@@ -38,8 +40,8 @@ pub(crate) struct Joined {
 pub(crate) struct Piece {
     /// Absolute offset of `data[0]`; beyond the reader's previous end means a gap.
     pub(crate) offset: u64,
-    /// The bytes.
-    pub(crate) data: Vec<u8>,
+    /// The bytes (a slice of the ring's chunk when it can be).
+    pub(crate) data: Bytes,
 }
 
 /// The ring plus its readers.
@@ -123,10 +125,17 @@ impl Fanout {
         self.readers.is_empty() || self.readers.iter().any(|(_, r)| r.credit > end.saturating_sub(r.cursor.max(start)))
     }
 
-    /// Appends produced output.
+    /// Appends a copy of produced output.
     pub(crate) fn push(&mut self, data: &[u8]) {
         let end = self.ring.end();
         self.ring.push(end, data);
+    }
+
+    /// Appends produced output in a buffer of its own, kept without a copy
+    /// ([`Ring::push_owned`]).
+    pub(crate) fn push_owned(&mut self, data: Bytes) {
+        let end = self.ring.end();
+        self.ring.push_owned(end, data);
     }
 }
 
@@ -140,7 +149,7 @@ mod tests {
         while let Some(p) = f.take(reader, 3) {
             gaps += p.offset - *expected;
             *expected = p.offset + p.data.len() as u64;
-            out.extend(p.data);
+            out.extend_from_slice(&p.data);
         }
         (out, gaps)
     }

@@ -1,15 +1,35 @@
 //! A ring buffer of a session's most recent output, addressed by absolute byte offsets, so a
 //! reattaching client can ask for "everything from offset N" and learn exactly how many bytes
 //! were dropped when N is older than the buffer.
+//!
+//! It is a queue of chunks that can share their producer's buffers (`Bytes`): a chunk handed
+//! over whole ([`Ring::push_owned`]) is kept without a copy, and a reader's piece is a slice
+//! of one chunk whenever it can be, so a busy shell's output is not copied between the PTY
+//! read and the socket write (one copy per byte cost the agent as much per MiB as all the rest
+//! of its relay path, docs/performance.md). Small pushes (a keystroke's echo) are gathered in a
+//! tail instead, so a ring of them holds a few allocations rather than one each.
 
 use std::collections::VecDeque;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Copied pushes are gathered in the tail up to this many bytes before it becomes a chunk.
+const TAIL_BYTES: usize = 16 * 1024;
+/// A reader's piece is a zero-copy slice of one chunk when that chunk holds at least this much
+/// of it (or all of it); shorter ends of chunks are gathered into one piece with what follows.
+const MIN_SLICE_BYTES: usize = 4 * 1024;
 
 /// The last `capacity` bytes of an output stream.
 #[derive(Debug)]
 pub(crate) struct Ring {
-    bytes: VecDeque<u8>,
-    /// Absolute offset of `bytes[0]`.
+    /// Sealed chunks, oldest first, each with the absolute offset of its first byte.
+    chunks: VecDeque<(u64, Bytes)>,
+    /// The newest bytes, after the last chunk: small pushes gathered.
+    tail: BytesMut,
+    /// Absolute offset of the oldest byte buffered.
     start: u64,
+    /// Absolute offset one past the newest byte.
+    end: u64,
     capacity: usize,
 }
 
@@ -21,33 +41,18 @@ pub(crate) struct Replay {
     /// Bytes that were asked for but are no longer buffered.
     pub(crate) dropped: u64,
     /// The buffered bytes from `offset` on.
-    pub(crate) data: Vec<u8>,
+    pub(crate) data: Bytes,
 }
 
 impl Ring {
     /// An empty ring that keeps at most `capacity` bytes. Memory grows only as output does.
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { bytes: VecDeque::new(), start: 0, capacity }
+        Self { chunks: VecDeque::new(), tail: BytesMut::new(), start: 0, end: 0, capacity }
     }
 
     /// Absolute offset one past the last byte written.
     pub(crate) fn end(&self) -> u64 {
-        self.start + self.bytes.len() as u64
-    }
-
-    /// Appends output that starts at `offset` (which must be `end()`; a later offset means
-    /// bytes were skipped upstream and the ring restarts there).
-    pub(crate) fn push(&mut self, offset: u64, data: &[u8]) {
-        if offset != self.end() {
-            self.bytes.clear();
-            self.start = offset;
-        }
-        self.bytes.extend(data);
-        let excess = self.bytes.len().saturating_sub(self.capacity);
-        if excess > 0 {
-            self.bytes.drain(..excess);
-            self.start += excess as u64;
-        }
+        self.end
     }
 
     /// Absolute offset of the oldest byte still buffered.
@@ -55,65 +60,143 @@ impl Ring {
         self.start
     }
 
+    /// Appends a copy of output that starts at `offset` (which must be `end()`; a later offset
+    /// means bytes were skipped upstream and the ring restarts there).
+    pub(crate) fn push(&mut self, offset: u64, data: &[u8]) {
+        self.restart_unless_at(offset);
+        if data.len() >= TAIL_BYTES {
+            self.push_chunk(Bytes::copy_from_slice(data));
+            return;
+        }
+        if self.tail.len() + data.len() > TAIL_BYTES {
+            self.seal_tail();
+        }
+        self.tail.extend_from_slice(data);
+        self.end += data.len() as u64;
+        self.trim();
+    }
+
+    /// Appends `data` as a chunk of its own, without a copy. For buffers the caller made for
+    /// this output: the ring keeps whatever allocation `data` shares until it drops out.
+    pub(crate) fn push_owned(&mut self, offset: u64, data: Bytes) {
+        self.restart_unless_at(offset);
+        if !data.is_empty() {
+            self.push_chunk(data);
+        }
+    }
+
+    fn restart_unless_at(&mut self, offset: u64) {
+        if offset != self.end {
+            self.chunks.clear();
+            self.tail.clear();
+            self.start = offset;
+            self.end = offset;
+        }
+    }
+
+    fn push_chunk(&mut self, data: Bytes) {
+        self.seal_tail();
+        self.end += data.len() as u64;
+        self.chunks.push_back((self.end - data.len() as u64, data));
+        self.trim();
+    }
+
+    /// Offset of the tail's first byte.
+    fn tail_start(&self) -> u64 {
+        self.end - self.tail.len() as u64
+    }
+
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let at = self.tail_start();
+            self.chunks.push_back((at, self.tail.split().freeze()));
+        }
+    }
+
+    /// Drops the oldest bytes beyond the capacity.
+    fn trim(&mut self) {
+        let mut excess = (self.end - self.start).saturating_sub(self.capacity as u64);
+        while excess > 0 {
+            let Some((at, chunk)) = self.chunks.front_mut() else {
+                // usize: excess is below the tail's length here.
+                self.tail.advance(excess as usize);
+                self.start += excess;
+                return;
+            };
+            let n = excess.min(chunk.len() as u64);
+            if n == chunk.len() as u64 {
+                self.chunks.pop_front();
+            } else {
+                chunk.advance(n as usize);
+                *at += n;
+            }
+            self.start += n;
+            excess -= n;
+        }
+    }
+
     /// At most `max` buffered bytes from `from` on: what one reader whose cursor is `from` may
-    /// be sent next. A cursor older than the buffer starts at the buffer's start and counts the
+    /// be sent next (possibly fewer, up to a chunk's end, so as to share the chunk instead of
+    /// copying it). A cursor older than the buffer starts at the buffer's start and counts the
     /// skipped bytes in `dropped`; one past the end yields nothing.
     pub(crate) fn read(&self, from: u64, max: usize) -> Replay {
-        let from = from.min(self.end());
+        let from = from.min(self.end);
         let dropped = self.start.saturating_sub(from);
-        let first = usize::try_from(from.saturating_sub(self.start)).unwrap_or(usize::MAX).min(self.bytes.len());
-        let last = first.saturating_add(max).min(self.bytes.len());
-        let data = self.bytes.range(first..last).copied().collect();
-        Replay { offset: from.max(self.start), dropped, data }
+        let from = from.max(self.start);
+        let tail_start = self.tail_start();
+        if from >= tail_start {
+            // The newest bytes, where a reader that keeps up finds them: small, copied.
+            let within = (from - tail_start) as usize;
+            let take = (self.tail.len() - within).min(max);
+            let data = Bytes::copy_from_slice(&self.tail[within..within + take]);
+            return Replay { offset: from, dropped, data };
+        }
+        let data = match self.chunk_at(from) {
+            Some((at, chunk)) => {
+                let within = (from - at) as usize;
+                let here = chunk.len() - within;
+                if here >= max || here >= MIN_SLICE_BYTES {
+                    chunk.slice(within..within + here.min(max))
+                } else {
+                    self.gather(from, max)
+                }
+            }
+            None => self.gather(from, max),
+        };
+        Replay { offset: from, dropped, data }
     }
 
     /// Everything buffered from `from` on; `from` past the end yields nothing.
     pub(crate) fn since(&self, from: u64) -> Replay {
-        let from = from.min(self.end());
+        let from = from.min(self.end);
         let dropped = self.start.saturating_sub(from);
-        let skip = usize::try_from(from.saturating_sub(self.start)).unwrap_or(usize::MAX);
-        let data = self.bytes.iter().skip(skip).copied().collect();
-        Replay { offset: from.max(self.start), dropped, data }
+        let from = from.max(self.start);
+        Replay { offset: from, dropped, data: self.gather(from, usize::MAX) }
+    }
+
+    /// The sealed chunk holding offset `from`, if it is not in the tail.
+    fn chunk_at(&self, from: u64) -> Option<&(u64, Bytes)> {
+        let i = self.chunks.partition_point(|(at, chunk)| at + chunk.len() as u64 <= from);
+        self.chunks.get(i)
+    }
+
+    /// A copy of at most `max` bytes from `from` (buffered) on, across chunks and the tail.
+    fn gather(&self, from: u64, max: usize) -> Bytes {
+        let len = usize::try_from(self.end - from).unwrap_or(usize::MAX).min(max);
+        let mut out = BytesMut::with_capacity(len);
+        let first = self.chunks.partition_point(|(at, chunk)| at + chunk.len() as u64 <= from);
+        let pieces = self.chunks.range(first..).map(|(at, chunk)| (*at, &chunk[..]));
+        for (at, bytes) in pieces.chain(std::iter::once((self.tail_start(), &self.tail[..]))) {
+            if out.len() == len {
+                break;
+            }
+            let skip = usize::try_from(from.saturating_sub(at)).unwrap_or(usize::MAX).min(bytes.len());
+            let take = (bytes.len() - skip).min(len - out.len());
+            out.extend_from_slice(&bytes[skip..skip + take]);
+        }
+        out.freeze()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replays_from_any_buffered_offset() {
-        let mut r = Ring::new(8);
-        r.push(0, b"abcdef");
-        assert_eq!(r.since(2), Replay { offset: 2, dropped: 0, data: b"cdef".to_vec() });
-        assert_eq!(r.since(6).data, b"");
-    }
-
-    #[test]
-    fn keeps_only_the_last_capacity_bytes_and_counts_the_gap() {
-        let mut r = Ring::new(4);
-        r.push(0, b"abcdef");
-        r.push(6, b"gh");
-        assert_eq!(r.end(), 8);
-        assert_eq!(r.since(1), Replay { offset: 4, dropped: 3, data: b"efgh".to_vec() });
-    }
-
-    #[test]
-    fn reads_bounded_pieces_and_reports_a_fallen_out_cursor() {
-        let mut r = Ring::new(4);
-        r.push(0, b"abcdef");
-        assert_eq!(r.start(), 2);
-        assert_eq!(r.read(3, 2), Replay { offset: 3, dropped: 0, data: b"de".to_vec() });
-        assert_eq!(r.read(0, 3), Replay { offset: 2, dropped: 2, data: b"cde".to_vec() });
-        assert_eq!(r.read(6, 10), Replay { offset: 6, dropped: 0, data: Vec::new() });
-        assert_eq!(r.read(9, 10), Replay { offset: 6, dropped: 0, data: Vec::new() });
-    }
-
-    #[test]
-    fn restarts_after_a_skip() {
-        let mut r = Ring::new(4);
-        r.push(0, b"ab");
-        r.push(10, b"xy");
-        assert_eq!(r.since(0), Replay { offset: 10, dropped: 10, data: b"xy".to_vec() });
-    }
-}
+mod tests;

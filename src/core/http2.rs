@@ -1,0 +1,10 @@
+//! HTTP/2 (RFC 9113) without I/O: frames and HPACK header blocks, shared by the server's
+//! connections and the clients of the agent's and the nodes' streams, which each keep their
+//! own connection state on top.
+//!
+//! - `frame`: frame heads, payload parsers (each names the error code a violation calls for),
+//!   writers that append whole frames to a write buffer.
+//! - `hpack`: header blocks decoded with limits, encoded without a dynamic table.
+
+pub(crate) mod frame;
+pub(crate) mod hpack;
