@@ -109,6 +109,6 @@ pub(crate) async fn serve_connection(tcp: TcpStream, peer: SocketAddr, apps: App
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod frame_tests;
+#[cfg(test)]
+mod tests;

@@ -63,8 +63,12 @@ pub(super) struct Conn {
     decoder: hpack::Decoder,
     pub(super) out: Out,
     pub(super) phase: Phase,
-    /// The highest stream id the client opened.
+    /// The highest stream id the client used.
     last_id: u32,
+    /// The highest stream id this server took (GOAWAY names it).
+    accepted_id: u32,
+    /// The last stream id of the GOAWAY this server sent: later streams are ignored.
+    goaway_last: Option<u32>,
     /// Streams this server reset lately: frames the client had in flight for them are ignored.
     recent_resets: VecDeque<u32>,
     partial: Option<Partial>,
@@ -109,6 +113,8 @@ impl Conn {
             out,
             phase: Phase::Open,
             last_id: 0,
+            accepted_id: 0,
+            goaway_last: None,
             recent_resets: VecDeque::with_capacity(RECENT_RESETS),
             partial: None,
             settled: false,
@@ -140,7 +146,7 @@ impl Conn {
     /// Sends GOAWAY for a connection error; the driver closes once it went out.
     pub(super) fn close(&mut self, error: ProtocolError) {
         tracing::debug!(%error, "HTTP/2 connection error");
-        frame::write_goaway(self.out.frames(), self.last_id, error.reason, error.what.as_bytes());
+        frame::write_goaway(self.out.frames(), self.accepted_id, error.reason, error.what.as_bytes());
         self.phase = Phase::Closing;
         self.fail_all(BodyError::Closed);
     }
@@ -155,7 +161,8 @@ impl Conn {
     /// Starts a graceful shutdown: GOAWAY with the last stream taken; open streams finish.
     pub(super) fn drain(&mut self) {
         if self.phase == Phase::Open {
-            frame::write_goaway(self.out.frames(), self.last_id, Reason::NO_ERROR, b"");
+            frame::write_goaway(self.out.frames(), self.accepted_id, Reason::NO_ERROR, b"");
+            self.goaway_last = Some(self.accepted_id);
             self.phase = Phase::Draining;
         }
     }
@@ -210,7 +217,13 @@ impl Conn {
 
     /// Whether `id` names a stream the client has not opened yet (or never may: even ids).
     fn idle(&self, id: u32) -> bool {
-        id > self.last_id || id % 2 == 0
+        id > self.last_id || id.is_multiple_of(2)
+    }
+
+    /// Whether frames on closed stream `id` are ignored: this server reset it lately, or it
+    /// came after this server's GOAWAY (RFC 9113 §6.8).
+    fn ignored(&self, id: u32) -> bool {
+        self.recent_resets.contains(&id) || self.goaway_last.is_some_and(|last| id > last)
     }
 
     fn on_data(&mut self, head: &Head, payload: Bytes) -> Result<(), ProtocolError> {
@@ -273,7 +286,7 @@ impl Conn {
             // Half-closed by the client, which sends more.
             return self.reset_stream(id, Reason::STREAM_CLOSED);
         }
-        if self.recent_resets.contains(&id) {
+        if self.ignored(id) {
             return Ok(());
         }
         self.count_local_reset()?;
@@ -328,20 +341,21 @@ impl Conn {
         if self.streams.contains_key(&id) {
             return self.on_trailers(id, end_stream, fields);
         }
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             return Err(protocol("a client stream with an even id"));
         }
         if id <= self.last_id {
-            if self.recent_resets.contains(&id) {
+            if self.ignored(id) {
                 return Ok(());
             }
             return Err(protocol("a stream id not above the last one"));
         }
+        self.last_id = id;
         if self.phase != Phase::Open {
             // After GOAWAY: ignored (RFC 9113 §6.8); the client retries elsewhere.
             return Ok(());
         }
-        self.last_id = id;
+        self.accepted_id = id;
         self.empty_data = 0;
         if self.streams.len() >= MAX_CONCURRENT_STREAMS as usize {
             frame::write_rst(self.out.frames(), id, Reason::REFUSED_STREAM);
@@ -353,7 +367,9 @@ impl Conn {
             return Ok(());
         };
         match request::request(fields).and_then(|req| Ok((request::content_length(req.headers())?, req))) {
-            Ok((Some(n), _)) if end_stream && n != 0 => self.refuse_malformed(id, Malformed("content-length without DATA")),
+            Ok((Some(n), _)) if end_stream && n != 0 => {
+                self.refuse_malformed(id, Malformed("content-length without DATA"))
+            }
             Ok((content_length, req)) => {
                 self.open(id, req, end_stream, content_length);
                 Ok(())
@@ -362,7 +378,12 @@ impl Conn {
         }
     }
 
-    fn on_trailers(&mut self, id: u32, end_stream: bool, fields: Option<Vec<(Bytes, Bytes)>>) -> Result<(), ProtocolError> {
+    fn on_trailers(
+        &mut self,
+        id: u32,
+        end_stream: bool,
+        fields: Option<Vec<(Bytes, Bytes)>>,
+    ) -> Result<(), ProtocolError> {
         let Some(stream) = self.streams.get_mut(&id) else { return Ok(()) };
         if stream.recv.closed {
             return self.on_closed_stream(id);

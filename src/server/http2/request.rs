@@ -13,8 +13,12 @@ use crate::core::http2::hpack;
 pub(super) struct Malformed(pub(super) &'static str);
 
 /// Headers that belong to HTTP/1.1 connections and may not appear in HTTP/2 (§8.2.2).
-const CONNECTION_SPECIFIC: [HeaderName; 4] =
-    [header::CONNECTION, HeaderName::from_static("keep-alive"), HeaderName::from_static("proxy-connection"), header::UPGRADE];
+const CONNECTION_SPECIFIC: [HeaderName; 4] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::UPGRADE,
+];
 
 /// The pseudo-headers of a request, each at most once.
 #[derive(Default)]
@@ -105,8 +109,7 @@ fn uri(pseudo: Pseudo) -> Result<Uri, Malformed> {
     }
     let mut parts = uri::Parts::default();
     parts.scheme = Some(uri::Scheme::try_from(&scheme[..]).map_err(|_| Malformed("an invalid :scheme"))?);
-    parts.path_and_query =
-        Some(uri::PathAndQuery::from_maybe_shared(path).map_err(|_| Malformed("an invalid :path"))?);
+    parts.path_and_query = Some(uri::PathAndQuery::from_maybe_shared(path).map_err(|_| Malformed("an invalid :path"))?);
     match pseudo.authority {
         Some(authority) => {
             parts.authority =

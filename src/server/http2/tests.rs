@@ -361,7 +361,8 @@ async fn bodies_larger_than_every_window_go_both_ways_byte_exact() -> anyhow::Re
     assert_eq!(got.len(), CHUNKS * 32 * 1024);
     assert!(got.chunks(32 * 1024).enumerate().all(|(i, c)| c.iter().all(|&b| b == i as u8)));
 
-    let (response, mut send) = client.send_request(Request::post(format!("http://{}/up", server.addr)).body(())?, false)?;
+    let (response, mut send) =
+        client.send_request(Request::post(format!("http://{}/up", server.addr)).body(())?, false)?;
     let mut sent = 0usize;
     while sent < CHUNKS * 32 * 1024 {
         send.reserve_capacity(64 * 1024);

@@ -120,7 +120,8 @@ impl Ready {
 
     /// The wakers of stream `id`'s parts.
     pub(super) fn stream_wakers(self: &Arc<Self>, id: u32) -> StreamWakers {
-        let flags = PARTS.map(|part| Arc::new(PartWaker { ready: self.clone(), id, part, queued: AtomicBool::new(false) }));
+        let flags =
+            PARTS.map(|part| Arc::new(PartWaker { ready: self.clone(), id, part, queued: AtomicBool::new(false) }));
         let wakers = flags.clone().map(Waker::from);
         StreamWakers { flags, wakers }
     }
