@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -82,8 +82,9 @@ impl Driver {
                 self.read_paused = true;
                 return Ok(true);
             }
-            self.rbuf.reserve(READ_BYTES);
-            match self.tcp.try_read_buf(&mut self.rbuf) {
+            let want = self.next_read();
+            self.rbuf.reserve(want);
+            match self.tcp.try_read_buf(&mut (&mut self.rbuf).limit(want)) {
                 Ok(0) => return Ok(false),
                 Ok(_) => self.frames(),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -99,6 +100,18 @@ impl Driver {
         // More may be waiting: read again next round.
         self.ready.set(ConnPart::Read);
         Ok(true)
+    }
+
+    /// How much to read next: up to `READ_BYTES`, or exactly the rest of a large frame whose
+    /// head arrived. A large DATA frame then ends where the buffer does: its payload leaves
+    /// whole, and the next read starts a frame in fresh room instead of the buffer growing
+    /// with a successor's first bytes copied along (the payload still shares the old room).
+    fn next_read(&self) -> usize {
+        let rest = match self.rbuf.first_chunk::<HEAD_LEN>() {
+            Some(head) if !self.preface => (HEAD_LEN + Head::parse(head).len as usize).saturating_sub(self.rbuf.len()),
+            _ => 0,
+        };
+        if rest > READ_BYTES { rest.min(MAX_FRAME_BYTES as usize) } else { READ_BYTES }
     }
 
     /// Hands every whole frame in the read buffer to the connection.
