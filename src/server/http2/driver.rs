@@ -18,8 +18,9 @@ use super::write::MAX_SLICES;
 use super::{Apps, MAX_FRAME_BYTES, MAX_ROUNDS, MAX_SEND_BUFFER_BYTES};
 use crate::core::http2::frame::{self, HEAD_LEN, Head, ProtocolError, Reason};
 
-/// Room made in the read buffer before each read: 16 KiB.
-const READ_BYTES: usize = 16 * 1024;
+/// Most bytes one read takes between frames: 32 KiB (room for the largest frame beginning
+/// in them is made first).
+const READ_BYTES: usize = 32 * 1024;
 /// Reads per round before the streams get their turn.
 const READS_PER_ROUND: usize = 4;
 /// Writes per flush (each one takes bytes or waits for the socket).
@@ -82,8 +83,8 @@ impl Driver {
                 self.read_paused = true;
                 return Ok(true);
             }
-            let want = self.next_read();
-            self.rbuf.reserve(want);
+            let (want, room) = self.next_read();
+            self.rbuf.reserve(room);
             match self.tcp.try_read_buf(&mut (&mut self.rbuf).limit(want)) {
                 Ok(0) => return Ok(false),
                 Ok(_) => self.frames(),
@@ -102,16 +103,19 @@ impl Driver {
         Ok(true)
     }
 
-    /// How much to read next: up to `READ_BYTES`, or exactly the rest of a large frame whose
-    /// head arrived. A large DATA frame then ends where the buffer does: its payload leaves
-    /// whole, and the next read starts a frame in fresh room instead of the buffer growing
-    /// with a successor's first bytes copied along (the payload still shares the old room).
-    fn next_read(&self) -> usize {
+    /// How much to read next, and the room to make first. A frame whose head arrived is read
+    /// to its end exactly, into room made for it when its first bytes came: the read buffer
+    /// never grows with a frame's first part in it (the payloads before it still share the
+    /// buffer, so growing would copy that part), and the frame's payload leaves whole.
+    fn next_read(&self) -> (usize, usize) {
         let rest = match self.rbuf.first_chunk::<HEAD_LEN>() {
             Some(head) if !self.preface => (HEAD_LEN + Head::parse(head).len as usize).saturating_sub(self.rbuf.len()),
             _ => 0,
         };
-        if rest > READ_BYTES { rest.min(MAX_FRAME_BYTES as usize) } else { READ_BYTES }
+        match rest {
+            0 => (READ_BYTES, READ_BYTES + 2 * HEAD_LEN + MAX_FRAME_BYTES as usize),
+            rest => (rest, rest),
+        }
     }
 
     /// Hands every whole frame in the read buffer to the connection.
@@ -133,7 +137,6 @@ impl Driver {
             }
             let total = HEAD_LEN + head.len as usize;
             if self.rbuf.len() < total {
-                self.rbuf.reserve(total - self.rbuf.len());
                 return;
             }
             let payload = self.rbuf.split_to(total).freeze().slice(HEAD_LEN..);
