@@ -42,7 +42,7 @@ fn flow(what: &'static str) -> ProtocolError {
 /// at most `MAX_CONCURRENT_STREAMS` are in the map, so there is no table to flood, and
 /// SipHash cost a few hundred instructions per keystroke over the lookups of a frame.
 #[derive(Default)]
-struct IdHasher(u64);
+pub(super) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
