@@ -374,3 +374,26 @@ async fn a_request_body_no_one_reads_is_reset_no_error_after_the_response() -> a
     assert!(raw.answers_ping().await?);
     Ok(())
 }
+
+#[tokio::test]
+async fn streams_opened_after_the_servers_goaway_are_ignored_not_errors() -> anyhow::Result<()> {
+    let mut server = TestServer::start(app()).await?;
+    let mut raw = Raw::connect(&server).await?;
+    let mut out = Vec::new();
+    headers(&mut out, 1, &request("GET", "/never"), true);
+    raw.send(out).await?;
+    // Answered after the server read the request before it.
+    assert!(raw.answers_ping().await?);
+    server.stop();
+    let (head, payload) = raw.next(Kind::GoAway).await?.ok_or_else(|| anyhow::anyhow!("closed"))?;
+    let goaway = frame::goaway(&head, &payload)?;
+    assert_eq!((goaway.last_stream, goaway.reason), (1, Reason::NO_ERROR));
+    // Sent before the client saw the GOAWAY: a request and its body, both ignored.
+    let mut out = Vec::new();
+    headers(&mut out, 3, &request("POST", "/hello"), false);
+    frame::write_data_head(&mut out, 3, 2, true);
+    out.extend_from_slice(b"hi");
+    raw.send(out).await?;
+    assert!(raw.answers_ping().await?);
+    Ok(())
+}

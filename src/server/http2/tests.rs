@@ -53,7 +53,7 @@ impl TestServer {
     }
 
     /// Starts the server's shutdown.
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

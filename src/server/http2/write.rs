@@ -9,6 +9,8 @@ use bytes::{Buf, Bytes};
 /// Payloads up to this size are copied into the buffer (a copy of a few hundred bytes costs
 /// less than keeping the payload apart); larger ones are written from where they are.
 const COPY_BYTES: usize = 512;
+/// Largest buffer kept once everything was written: 64 KiB.
+const KEEP_BYTES: usize = 64 * 1024;
 /// Most pieces one vectored write takes.
 pub(super) const MAX_SLICES: usize = 64;
 
@@ -95,6 +97,10 @@ impl Out {
         if self.head == self.buf.len() && self.payloads.is_empty() {
             self.buf.clear();
             self.head = 0;
+            // A burst's buffer is not kept by a connection that goes quiet.
+            if self.buf.capacity() > KEEP_BYTES {
+                self.buf = Vec::new();
+            }
         }
     }
 }
