@@ -13,9 +13,9 @@
 //! services, axum's routes); their response bodies are polled in the connection's task too.
 //!
 //! Layout: `driver` (the task: socket, rounds), `conn` (frames in, the connection's state and
-//! guards), `stream` (one stream: handler, response, pump), `body` (the request body),
-//! `request` (header blocks to requests, responses to blocks), `write` (the outgoing bytes),
-//! `wake` (who has work).
+//! guards; `conn::headers`: header blocks), `stream` (one stream: handler, response, pump),
+//! `body` (the request body), `request` (header blocks to requests, responses to blocks),
+//! `write` (the outgoing bytes), `wake` (who has work).
 
 mod body;
 mod conn;
