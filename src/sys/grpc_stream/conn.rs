@@ -400,6 +400,9 @@ fn send_queued(open: &mut Open, state: &mut StreamState, conn_window: &mut i64, 
     state.wake_senders();
 }
 
+#[cfg(test)]
+mod tests;
+
 impl Future for Driver {
     type Output = Result<(), Status>;
 
