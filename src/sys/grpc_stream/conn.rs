@@ -81,6 +81,9 @@ pub(super) struct Driver {
     /// Windows grew or the outbox drained: queues that waited are looked at again.
     retry: bool,
     keepalive: Keepalive,
+    /// The socket's read side is polled only when its readiness woke the task (or it just
+    /// read): a wake-up for a stream's send costs no read attempt.
+    readable: WakeFilter,
     /// Reused lists of the streams with work.
     started: Vec<(Arc<Stream>, Vec<u8>)>,
     dirty: Vec<Arc<Stream>>,
@@ -121,6 +124,7 @@ impl Driver {
             going_away: None,
             retry: false,
             keepalive: Keepalive::new(),
+            readable: WakeFilter::new(),
             started: Vec::new(),
             dirty: Vec::new(),
             ending: None,
@@ -162,15 +166,16 @@ impl Driver {
     /// connection's window update when due.
     fn take_work(&mut self) {
         self.shared.take_started(&mut self.started);
-        for (stream, block) in std::mem::take(&mut self.started) {
-            self.start(stream, &block);
+        if !self.started.is_empty() {
+            for (stream, block) in std::mem::take(&mut self.started) {
+                self.start(stream, &block);
+            }
         }
         self.shared.take_dirty(&mut self.dirty);
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for stream in dirty.drain(..) {
+        // Bounded by the streams listed before this turn: a stream is listed at most once.
+        while let Some(stream) = self.dirty.pop() {
             self.service(&stream);
         }
-        self.dirty = dirty;
         if self.retry {
             self.retry = false;
             self.send_waiting();
@@ -237,7 +242,8 @@ impl Driver {
             return Ok(false);
         }
         let mut buf = ReadBuf::new(&mut self.read[self.filled..]);
-        match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+        let io = &mut self.io;
+        match self.readable.poll(cx, |cx| Pin::new(io).poll_read(cx, &mut buf)) {
             Poll::Pending => return Ok(false),
             Poll::Ready(Err(e)) => return Err(Err(broken(e))),
             Poll::Ready(Ok(())) => {}

@@ -13,7 +13,7 @@ use tokio::io::AsyncWrite;
 /// the frame buffer (a copy costs less than a slice of its own there).
 pub(super) const COPY_BELOW: usize = 2048;
 /// Most slices handed to one `writev`.
-const MAX_SLICES: usize = 64;
+const MAX_SLICES: usize = 32;
 /// Most `writev` calls per [`Outbox::poll_write`]: the task yields after them.
 const MAX_WRITES: usize = 16;
 
@@ -56,9 +56,15 @@ impl Outbox {
                 self.clear();
                 return Pin::new(&mut *io).poll_flush(cx);
             }
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = self.slices(&mut slices);
-            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?;
+            let n = match self.large.is_empty() {
+                // The usual case (control frames, short DATA frames): one slice, no vector.
+                true => ready!(Pin::new(&mut *io).poll_write(cx, &self.buf[self.done..]))?,
+                false => {
+                    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                    let count = self.slices(&mut slices);
+                    ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
+                }
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
