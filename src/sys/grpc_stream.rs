@@ -20,6 +20,7 @@ mod conn;
 mod headers;
 mod io;
 mod outbox;
+mod queue;
 mod shared;
 mod status;
 
@@ -259,7 +260,26 @@ impl<O: Message> Out<O> {
     /// Encodes `message` into the queue; when the queue is full, `waiter` (if any) is woken
     /// once it has room again or closes.
     fn push(&self, message: &O, waiter: Option<&Waker>) -> Result<(), TrySendError> {
-        self.handle.0.push(waiter, |queue| encode_into(message, queue))
+        self.handle.0.push(waiter, |queue| encode_into(message, &mut queue.tail))
+    }
+
+    /// Queues a message given as its encoding up to a trailing `bytes` field's content (`head`:
+    /// gRPC's 5-byte header, then the protobuf bytes up to and with that field's key and
+    /// length) and that content (`payload`), which goes to the socket from its own buffer
+    /// instead of being copied into the queue. Waits only while the queue is full.
+    pub(crate) async fn send_split(&self, head: &[u8], payload: Bytes) -> Result<(), Closed> {
+        poll_fn(|cx| {
+            let sent = self.handle.0.push(Some(cx.waker()), |queue| {
+                queue.tail.extend_from_slice(head);
+                queue.push_payload(payload.clone());
+            });
+            match sent {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(TrySendError::Closed) => Poll::Ready(Err(Closed)),
+                Err(TrySendError::Full) => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Ends sending: later sends fail, and waiting senders are woken to find out.

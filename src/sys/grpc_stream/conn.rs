@@ -17,7 +17,7 @@ use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
 use super::io::Io;
-use super::outbox::{COPY_BELOW, Outbox};
+use super::outbox::Outbox;
 use super::shared::{End, Shared, Stream, StreamState};
 use super::status::broken;
 use super::{CONNECTION_WINDOW, MAX_FRAME, MAX_HEADER_LIST, PING_EVERY, PING_TIMEOUT, STREAM_WINDOW};
@@ -393,12 +393,7 @@ fn send_queued(open: &mut Open, state: &mut StreamState, conn_window: &mut i64, 
             break;
         }
         frame::write_data_head(&mut out.buf, id, n, false);
-        if n < COPY_BELOW {
-            out.buf.extend_from_slice(&state.queue[..n]);
-            bytes::Buf::advance(&mut state.queue, n);
-        } else {
-            out.push_large(state.queue.split_to(n).freeze());
-        }
+        state.queue.take_into(n, out);
         open.send_window -= n as i64;
         *conn_window -= n as i64;
     }

@@ -11,7 +11,7 @@ use tokio::io::AsyncWrite;
 
 /// A payload at least this long is written from its own buffer; a shorter one is copied into
 /// the frame buffer (a copy costs less than a slice of its own there).
-pub(super) const COPY_BELOW: usize = 2048;
+const COPY_BELOW: usize = 2048;
 /// Most slices handed to one `writev`.
 const MAX_SLICES: usize = 32;
 /// Most `writev` calls per [`Outbox::poll_write`]: the task yields after them.
@@ -31,18 +31,40 @@ pub(super) struct Outbox {
 
 impl Outbox {
     /// Bytes not yet written.
+    #[inline]
     pub(super) fn len(&self) -> usize {
         self.buf.len() + self.large_len - self.done
     }
 
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Adds a payload after what `buf` holds now.
-    pub(super) fn push_large(&mut self, payload: Bytes) {
-        self.large_len += payload.len();
-        self.large.push((self.buf.len(), payload));
+    /// Whether a piece of `n` bytes is copied into `buf` rather than written from its own.
+    #[inline]
+    pub(super) fn copies(&self, n: usize) -> bool {
+        n < COPY_BELOW
+    }
+
+    /// Adds bytes after what `buf` holds now: copied when short, else written from their own
+    /// buffer beside it.
+    #[inline]
+    pub(super) fn put(&mut self, piece: Bytes) {
+        if self.copies(piece.len()) {
+            self.buf.extend_from_slice(&piece);
+            return;
+        }
+        self.large_len += piece.len();
+        self.large.push((self.buf.len(), piece));
+    }
+
+    /// Everything unwritten, in order.
+    #[cfg(test)]
+    pub(super) fn to_vec(&self) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let count = self.slices(&mut slices);
+        slices[..count].iter().flat_map(|s| s.iter().copied()).collect()
     }
 
     /// Writes until everything is written or the socket is full.
@@ -152,10 +174,10 @@ mod tests {
     fn frames_and_large_payloads_are_written_in_order_across_partial_writes() {
         let mut outbox = Outbox::default();
         outbox.buf.extend_from_slice(b"head1");
-        outbox.push_large(Bytes::from_static(b"PAYLOAD-ONE"));
+        outbox.put(Bytes::from_static(b"PAYLOAD-ONE"));
         outbox.buf.extend_from_slice(b"head2");
-        outbox.push_large(Bytes::from_static(b"PAYLOAD-TWO"));
-        outbox.push_large(Bytes::from_static(b"+three"));
+        outbox.put(Bytes::from_static(b"PAYLOAD-TWO"));
+        outbox.put(Bytes::from_static(b"+three"));
         outbox.buf.extend_from_slice(b"tail");
         let expected = b"head1PAYLOAD-ONEhead2PAYLOAD-TWO+threetail".to_vec();
         assert_eq!(outbox.len(), expected.len());

@@ -12,6 +12,7 @@ use futures_util::task::AtomicWaker;
 use http::{HeaderMap, StatusCode};
 use tonic::Status;
 
+use super::queue::SendQueue;
 use super::{CONNECTION_WINDOW, STREAM_WINDOW};
 use crate::core::sync::lock;
 
@@ -119,6 +120,7 @@ impl Shared {
     }
 
     /// The streams whose HEADERS are due, in id order (for the task).
+    #[inline]
     pub(super) fn take_started(&self, into: &mut Vec<(Arc<Stream>, Vec<u8>)>) {
         if self.has_started.swap(false, Ordering::AcqRel) {
             into.append(&mut self.opening().started);
@@ -170,6 +172,7 @@ impl Shared {
     }
 
     /// Moves the listed streams into `into` (for the task).
+    #[inline]
     pub(super) fn take_dirty(&self, into: &mut Vec<Arc<Stream>>) {
         if self.has_dirty.swap(false, Ordering::AcqRel) {
             into.append(&mut lock(&self.dirty).list);
@@ -194,6 +197,7 @@ impl Shared {
     }
 
     /// The bytes to give back in a connection WINDOW_UPDATE now, if half a window is due.
+    #[inline]
     pub(super) fn take_released(&self) -> u32 {
         if self.released.load(Ordering::Acquire) < CONNECTION_WINDOW / 2 {
             return 0;
@@ -218,8 +222,8 @@ pub(super) enum End {
 }
 
 pub(super) struct StreamState {
-    /// Encoded messages the task has not sent yet.
-    pub(super) queue: BytesMut,
+    /// Encoded messages (and payloads of their own) the task has not sent yet.
+    pub(super) queue: SendQueue,
     /// Senders wait while `queue` holds this many bytes.
     pub(super) limit: usize,
     /// Sends fail (closed by the caller, or the stream ended).
@@ -245,7 +249,7 @@ pub(super) struct StreamState {
 impl Stream {
     fn new(id: u32, conn: Arc<Shared>, queue: BytesMut, limit: usize) -> Self {
         let state = StreamState {
-            queue,
+            queue: SendQueue::new(queue),
             limit,
             send_closed: false,
             senders: Vec::new(),
@@ -372,7 +376,7 @@ impl Stream {
     pub(super) fn push(
         self: &Arc<Self>,
         waiter: Option<&Waker>,
-        encode: impl FnOnce(&mut BytesMut),
+        encode: impl FnOnce(&mut SendQueue),
     ) -> Result<(), super::TrySendError> {
         let mut state = self.state();
         if state.send_closed {
@@ -417,7 +421,7 @@ pub(super) enum Inbound {
 impl StreamState {
     pub(super) fn close_send(&mut self) {
         self.send_closed = true;
-        self.queue = BytesMut::new();
+        self.queue.clear();
         std::mem::take(&mut self.senders).into_iter().for_each(Waker::wake);
     }
 

@@ -324,3 +324,26 @@ async fn opening_waits_for_a_free_stream_under_the_servers_limit() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_split_message_arrives_as_its_whole_encoding_in_order() {
+    within(async {
+        let (listener, client, _connection) = start().await;
+        let (mut server, _link, out) = open_answered(&listener, &client, &[]).await;
+        let payload = Bytes::from(vec![b'p'; 40_000]);
+        let whole = message(&payload);
+        out.send(Bytes::from_static(b"before")).await.unwrap();
+        out.send_split(&whole[..whole.len() - payload.len()], payload.clone()).await.unwrap();
+        out.send(Bytes::from_static(b"after")).await.unwrap();
+        let want = [message(b"before"), whole, message(b"after")].concat();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            if got.len() >= want.len() {
+                break;
+            }
+            got.extend(server.next(Kind::Data).await.1);
+        }
+        assert_eq!(got, want);
+    })
+    .await;
+}
