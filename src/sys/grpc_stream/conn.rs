@@ -6,6 +6,7 @@
 //! a wake-up looks only at those.
 
 mod frames;
+mod keepalive;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,14 +14,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
+use self::keepalive::Keepalive;
 use super::io::Io;
 use super::outbox::Outbox;
 use super::shared::{End, Shared, Stream, StreamState};
 use super::status::broken;
-use super::{CONNECTION_WINDOW, MAX_FRAME, MAX_HEADER_LIST, PING_EVERY, PING_TIMEOUT, STREAM_WINDOW};
+use super::{CONNECTION_WINDOW, MAX_FRAME, MAX_HEADER_LIST, STREAM_WINDOW};
 use crate::core::http2::frame::{self, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, HEAD_LEN, Head, ProtocolError, Reason};
 use crate::core::http2::hpack::Decoder;
 use crate::sys::task::WakeFilter;
@@ -418,57 +419,5 @@ impl Drop for Driver {
     /// The task ended or was aborted: no stream outlives it.
     fn drop(&mut self) {
         self.fail_all(&broken("the connection was closed"));
-    }
-}
-
-/// HTTP/2 keepalive: a PING every [`PING_EVERY`]; the connection is dead when its ACK takes
-/// longer than [`PING_TIMEOUT`]. The timer is polled only when it fired, not at every frame.
-struct Keepalive {
-    sleep: Pin<Box<Sleep>>,
-    filter: WakeFilter,
-    /// The PING in flight.
-    waiting: Option<[u8; 8]>,
-    sent: u64,
-}
-
-impl Keepalive {
-    fn new() -> Self {
-        Self { sleep: Box::pin(tokio::time::sleep(PING_EVERY)), filter: WakeFilter::new(), waiting: None, sent: 0 }
-    }
-
-    /// Sends a PING when one is due; Err when the last went unanswered.
-    fn poll(&mut self, cx: &mut Context<'_>, out: &mut Outbox) -> Result<(), Status> {
-        let sleep = &mut self.sleep;
-        if self.filter.poll(cx, |cx| sleep.as_mut().poll(cx)).is_pending() {
-            return Ok(());
-        }
-        if self.waiting.is_some() {
-            return Err(Status::unavailable(format!(
-                "the server did not answer a keepalive ping within {} s",
-                PING_TIMEOUT.as_secs()
-            )));
-        }
-        self.sent += 1;
-        let data = self.sent.to_be_bytes();
-        frame::write_ping(&mut out.buf, false, data);
-        self.waiting = Some(data);
-        self.sleep.as_mut().reset(Instant::now() + PING_TIMEOUT);
-        Ok(())
-    }
-
-    /// A PING ACK came: the next PING goes [`PING_EVERY`] from now.
-    fn pong(&mut self, data: [u8; 8]) {
-        if self.waiting == Some(data) {
-            self.waiting = None;
-            self.sleep.as_mut().reset(Instant::now() + PING_EVERY);
-            self.filter.rearm();
-        }
-    }
-
-    /// The connection is ending: the timer now bounds the last writes.
-    fn linger(&mut self) {
-        self.waiting = Some([0; 8]);
-        self.sleep.as_mut().reset(Instant::now() + LINGER);
-        self.filter.rearm();
     }
 }
