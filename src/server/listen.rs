@@ -92,7 +92,10 @@ pub(crate) async fn serve(
         let (builder, deadline, hot) = (builder.clone(), Instant::now() + limits.header_timeout, hot.clone());
         let draining = draining.subscribe();
         connections.spawn(async move {
-            let _slot = slot;
+            // Both held until the connection ends: its place under the limit, and a receiver
+            // the listener's drain waits on (the one the connection takes may go once it has
+            // seen the drain begin).
+            let (_slot, _open) = (slot, draining.clone());
             // Nothing at all within the header timeout: not a client worth a slot.
             if !first_bytes_before(&tcp, deadline).await {
                 return;
