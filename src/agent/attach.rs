@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use bytes::{Buf, Bytes};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::channel::{Cmd, Out, closed_frame, credit_frame, detached_frame, output_frame};
+use super::channel::{
+    Cmd, Out, closed_frame, credit_frame, detached_frame, output_frame, output_splits, send_output_split,
+};
 use super::shell::{Shell, Take};
 use crate::core::session::fanout::ReaderId;
 use crate::core::session::{CHUNK_BYTES, Ending, Exit, INPUT_WINDOW_BYTES, OutputStream};
@@ -67,8 +69,12 @@ pub(crate) async fn serve(
     let leave = loop {
         let piece = shell.take(reader);
         if let Take::Data(offset, data) = piece {
-            let frame = output_frame(channel, OutputStream::Stdout, offset, data);
-            if out.send(frame).await.is_err() {
+            // `send_output`'s branches inline: a keystroke's echo then polls no future of its own.
+            let sent = match output_splits(data.len()) {
+                false => out.send(output_frame(channel, OutputStream::Stdout, offset, data)).await,
+                true => send_output_split(&out, channel, OutputStream::Stdout, offset, data).await,
+            };
+            if sent.is_err() {
                 break Leave::Detached;
             }
             if let Some(bytes) = input.due(true)

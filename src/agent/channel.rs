@@ -15,6 +15,7 @@ use super::attach::Input;
 /// Frames toward the relay, handed to HTTP/2 by the task that makes them (bounded: a full
 /// send buffer pauses readers, which stop reading PTYs).
 pub(crate) use super::stream::Out;
+use crate::sys::grpc_stream::Closed;
 
 /// What the relay asks of a running session.
 #[derive(Debug)]
@@ -156,6 +157,69 @@ impl Channels {
     }
 }
 
+/// Output chunks at least this long go to the relay from their own buffer: below it the copy
+/// into the stream's queue costs less than a piece of its own.
+const SPLIT_FROM: usize = 2048;
+
+/// Sends an `Output` frame; a large chunk reaches the socket without being copied into the
+/// stream's queue. The wire bytes are those of [`output_frame`] either way.
+pub(crate) async fn send_output(
+    out: &Out,
+    channel: u64,
+    stream: OutputStream,
+    offset: u64,
+    data: Bytes,
+) -> Result<(), Closed> {
+    match output_splits(data.len()) {
+        false => out.send(output_frame(channel, stream, offset, data)).await,
+        true => send_output_split(out, channel, stream, offset, data).await,
+    }
+}
+
+/// Whether an output chunk of `len` bytes is sent with [`send_output_split`].
+pub(crate) fn output_splits(len: usize) -> bool {
+    len >= SPLIT_FROM
+}
+
+/// Sends an `Output` frame as its head and the chunk from the chunk's own buffer
+/// (`Out::send_split`).
+pub(crate) async fn send_output_split(
+    out: &Out,
+    channel: u64,
+    stream: OutputStream,
+    offset: u64,
+    data: Bytes,
+) -> Result<(), Closed> {
+    let mut head = [0u8; OUTPUT_HEAD_MAX];
+    let len = output_head(channel, stream, offset, data.len(), &mut head);
+    out.send_split(&head[..len], data).await
+}
+
+/// Room for [`output_head`]: gRPC's 5-byte header, two keys and lengths, three scalars.
+const OUTPUT_HEAD_MAX: usize = 5 + 2 * (1 + 10) + 3 * (1 + 10) + 1 + 10;
+
+/// Writes into `head` the encoding of `output_frame(channel, stream, offset, data)` up to its
+/// `data` bytes, `len` long: gRPC's message header, the frame's `output` field (tag 4) and
+/// length, the `Output`'s other fields, then `data`'s key (tag 4, the last field) and length.
+/// Returns how many bytes it wrote.
+fn output_head(channel: u64, stream: OutputStream, offset: u64, len: usize, head: &mut [u8; OUTPUT_HEAD_MAX]) -> usize {
+    use prost::Message;
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    let fields = output_frame(channel, stream, offset, Bytes::new());
+    let Some(agent_frame::Kind::Output(fields)) = fields.kind else { return 0 };
+    let output_len = fields.encoded_len() + key_len(4) + encoded_len_varint(len as u64) + len;
+    let frame_len = key_len(4) + encoded_len_varint(output_len as u64) + output_len;
+    let mut buf = &mut head[..];
+    bytes::BufMut::put_u8(&mut buf, 0);
+    bytes::BufMut::put_u32(&mut buf, u32::try_from(frame_len).unwrap_or(u32::MAX));
+    encode_key(4, WireType::LengthDelimited, &mut buf);
+    encode_varint(output_len as u64, &mut buf);
+    fields.encode_raw(&mut buf);
+    encode_key(4, WireType::LengthDelimited, &mut buf);
+    encode_varint(len as u64, &mut buf);
+    OUTPUT_HEAD_MAX - buf.len()
+}
+
 /// An `Output` frame.
 pub(crate) fn output_frame(channel: u64, stream: OutputStream, offset: u64, data: Bytes) -> proto::AgentFrame {
     let stream = convert::output_stream_to_wire(stream) as i32;
@@ -194,4 +258,29 @@ pub(crate) fn detached_frame(channel: u64, ran: Duration) -> proto::AgentFrame {
 /// An input-credit grant to the relay.
 pub(crate) fn credit_frame(channel: u64, bytes: u32) -> proto::AgentFrame {
     proto::AgentFrame { kind: Some(agent_frame::Kind::Credit(proto::Credit { channel, bytes })) }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::core::grpc_frame::encode_into;
+
+    #[test]
+    fn an_output_head_and_its_data_are_the_output_frames_encoding() {
+        let cases = [
+            (0, OutputStream::Stdout, 0, 2048),
+            (7, OutputStream::Stderr, 1 << 40, 32 * 1024),
+            (u64::MAX, OutputStream::Stdout, 99, 300_000),
+        ];
+        for (channel, stream, offset, len) in cases {
+            let data = Bytes::from(vec![b'z'; len]);
+            let mut head = [0u8; OUTPUT_HEAD_MAX];
+            let n = output_head(channel, stream, offset, len, &mut head);
+            let mut whole = BytesMut::new();
+            encode_into(&output_frame(channel, stream, offset, data.clone()), &mut whole);
+            assert_eq!([&head[..n], &data[..]].concat(), whole.to_vec(), "channel {channel}, {len} bytes");
+        }
+    }
 }

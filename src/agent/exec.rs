@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::{Semaphore, mpsc};
 
-use super::channel::{Cmd, Out, closed_at_once_frame, closed_frame, opened_frame, output_frame};
+use super::channel::{Cmd, Out, closed_at_once_frame, closed_frame, opened_frame, output_frame, send_output};
 use crate::core::session::{CHUNK_BYTES, Ending, Exit, OpenSpec, OutputStream};
 
 /// After the group is killed (timeout, consumer gone), how long output may still drain before
@@ -235,7 +235,7 @@ async fn pump(
         };
         permit.forget();
         let data = bytes::Bytes::copy_from_slice(&buf[..n]);
-        if out.send(output_frame(channel, stream, offset, data)).await.is_err() {
+        if send_output(&out, channel, stream, offset, data).await.is_err() {
             return;
         }
         offset += n as u64;

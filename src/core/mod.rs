@@ -23,8 +23,6 @@ pub(crate) mod cluster_key;
 pub(crate) mod convert;
 pub(crate) mod duration;
 pub(crate) mod grpc_frame;
-// Its connections (server, stream clients) are being built on it; until then only tests use it.
-#[allow(dead_code)]
 pub(crate) mod http2;
 pub mod ids;
 pub(crate) mod limiter;

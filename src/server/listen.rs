@@ -14,15 +14,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
-use super::http2::{self, Apps, HotRoutes, MAX_FRAME_BYTES};
+use super::http2::{self, Apps, HotRoutes};
 
 /// Default time a client has to send a request's headers: 10 s.
 pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,14 +60,12 @@ pub(crate) async fn serve(
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new()).max_frame_size(MAX_FRAME_BYTES);
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
-    // Our HTTP/2 connections hold a receiver while they serve: they drain when it turns true,
-    // and the sender closes once they all ended.
+    // Every connection holds a receiver while it serves: it drains when it turns true, and the
+    // sender closes once they all ended.
     let draining = Arc::new(watch::Sender::new(false));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -93,31 +90,53 @@ pub(crate) async fn serve(
         let _ = tcp.set_nodelay(true);
         let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
         let (builder, deadline, hot) = (builder.clone(), Instant::now() + limits.header_timeout, hot.clone());
-        let (watcher, draining) = (graceful.watcher(), draining.clone());
+        let draining = draining.subscribe();
         connections.spawn(async move {
-            let _slot = slot;
+            // Both held until the connection ends: its place under the limit, and a receiver
+            // the listener's drain waits on (the one the connection takes may go once it has
+            // seen the drain begin).
+            let (_slot, _open) = (slot, draining.clone());
             // Nothing at all within the header timeout: not a client worth a slot.
             if !first_bytes_before(&tcp, deadline).await {
                 return;
             }
             if http2_preface_before(&tcp, deadline).await {
-                return http2::serve_connection(tcp, peer, Apps { app, hot }, draining.subscribe()).await;
+                return http2::serve_connection(tcp, peer, Apps { app, hot }, draining).await;
             }
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(app));
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            serve_http1(&builder, tcp, app, draining).await.unwrap_or_else(|e| {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            });
         });
     }
     // Stop accepting at once: new clients are refused (and go to another node) while the open
     // connections drain.
     drop(listener);
     draining.send_replace(true);
-    let drained = futures_util::future::join(graceful.shutdown(), draining.closed());
-    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, draining.closed()).await.is_err() {
         tracing::info!("connections still open after the shutdown grace; closing them");
     }
     connections.abort_all();
+}
+
+/// Serves one HTTP/1.1 connection (WebSocket upgrades included) until it closes; once
+/// `draining` turns true it finishes the request in flight and closes. hyper's own HTTP/1.1
+/// connection rather than hyper-util's auto-detecting one: HTTP/2 never reaches it, and its
+/// WebSocket upgrades hand back our `TcpStream` (`server::http::ws`), not a wrapper.
+async fn serve_http1(
+    builder: &http1::Builder,
+    tcp: TcpStream,
+    app: Router,
+    mut draining: watch::Receiver<bool>,
+) -> hyper::Result<()> {
+    let conn = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app)).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => return result,
+        // An error means the listener is gone: draining as well.
+        _ = draining.wait_for(|d| *d) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 /// Whether the client sent something before `deadline` (before protocol detection, which has

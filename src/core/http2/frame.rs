@@ -115,6 +115,8 @@ impl Head {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Reason(pub(crate) u32);
 
+// Every code RFC 9113 defines, whether we send it or only read it from a peer.
+#[allow(dead_code)]
 impl Reason {
     pub(crate) const NO_ERROR: Reason = Reason(0x0);
     pub(crate) const PROTOCOL_ERROR: Reason = Reason(0x1);

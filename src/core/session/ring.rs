@@ -85,6 +85,16 @@ impl Ring {
         }
     }
 
+    /// Appends output that arrived in a buffer shared with other bytes (a received frame):
+    /// kept without a copy when it is a large piece (at least the tail's size, so whatever it
+    /// shares holds a few times its bytes at most), copied otherwise.
+    pub(crate) fn push_shared(&mut self, offset: u64, data: Bytes) {
+        match data.len() >= TAIL_BYTES {
+            true => self.push_owned(offset, data),
+            false => self.push(offset, &data),
+        }
+    }
+
     fn restart_unless_at(&mut self, offset: u64) {
         if offset != self.end {
             self.chunks.clear();

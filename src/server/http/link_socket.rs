@@ -367,7 +367,7 @@ async fn pump(
         tokio::select! {
             event = session.port.events.recv() => match event {
                 Some(SessionEvent::Output { offset, data, .. }) => {
-                    session.ring.push(offset, &data);
+                    session.ring.push_shared(offset, data.clone());
                     let n = data.len();
                     // A browser that stopped reading (a dead connection the kernel still
                     // buffers for) must not hold up the deadline, a revocation or a resume.

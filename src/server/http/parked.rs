@@ -73,7 +73,7 @@ impl LinkSession {
     fn absorb(&mut self, event: Option<SessionEvent>) {
         match event {
             Some(SessionEvent::Output { offset, data, .. }) => {
-                self.ring.push(offset, &data);
+                self.ring.push_shared(offset, data.clone());
                 self.owed += data.len();
             }
             Some(SessionEvent::Opened { .. }) => {}

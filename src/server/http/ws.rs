@@ -12,18 +12,18 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 pub(crate) use crate::core::ws_frame::Message;
 use crate::core::ws_frame::{self, Decoder, FrameError, Kind, MAX_HEADER_BYTES};
 
 /// Appended to the client's key for `Sec-WebSocket-Accept` (RFC 6455, 4.2.2).
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-type Io = TokioIo<Upgraded>;
 
 /// A valid WebSocket handshake request, not answered yet.
 pub(crate) struct WsUpgrade {
@@ -108,7 +108,12 @@ impl WsUpgrade {
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => run(Socket::new(TokioIo::new(upgraded))).await,
+                // The listener serves HTTP/1.1 on plain TCP (a proxy in front terminates TLS),
+                // so hyper hands our socket back, with what it had read past the request.
+                Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) => run(Socket { tcp: parts.io.into_inner(), read: parts.read_buf }).await,
+                    Err(_) => tracing::warn!("a WebSocket upgrade on a connection that is not TCP: dropped"),
+                },
                 Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
             }
         });
@@ -121,16 +126,16 @@ impl WsUpgrade {
     }
 }
 
-/// An open WebSocket; [`Socket::split`] gives its reading and writing halves.
+/// An open WebSocket; [`Socket::split`] gives its reading and writing halves. The TCP
+/// socket itself rather than hyper's upgraded I/O: per frame that saved the boxed stream, its
+/// rewind buffer and the lock of a split (docs/performance.md, issue 18).
 pub(crate) struct Socket {
-    io: Io,
+    tcp: TcpStream,
+    /// Bytes the client sent after its handshake that hyper had read already.
+    read: Bytes,
 }
 
 impl Socket {
-    fn new(io: Io) -> Self {
-        Self { io }
-    }
-
     /// Closes a socket that never carried anything else (a refusal).
     pub(crate) async fn close(self, code: u16, reason: &str) -> io::Result<()> {
         let (_, mut writer) = self.split(0, 0);
@@ -140,13 +145,10 @@ impl Socket {
     /// Halves that can be used from two tasks: the browser's input may wait for credit while
     /// output keeps flowing.
     pub(crate) fn split(self, read_buffer: usize, max_message: usize) -> (Reader, Writer) {
-        let (read, write) = tokio::io::split(self.io);
-        let reader = Reader {
-            io: read,
-            buf: BytesMut::with_capacity(read_buffer),
-            read_buffer,
-            decoder: Decoder::new(max_message),
-        };
+        let (read, write) = self.tcp.into_split();
+        let mut buf = BytesMut::with_capacity(read_buffer.max(self.read.len()));
+        buf.extend_from_slice(&self.read);
+        let reader = Reader { io: read, buf, read_buffer, decoder: Decoder::new(max_message) };
         (reader, Writer { io: write })
     }
 }
@@ -162,7 +164,7 @@ pub(crate) enum ReadError {
 
 /// The reading half: whole messages from the client.
 pub(crate) struct Reader {
-    io: ReadHalf<Io>,
+    io: OwnedReadHalf,
     buf: BytesMut,
     /// The buffer's usual size: it grows only for a frame that needs more, and shrinks back.
     read_buffer: usize,
@@ -196,7 +198,7 @@ impl Reader {
 
 /// The writing half: unmasked server frames, each header and payload in one vectored write.
 pub(crate) struct Writer {
-    io: WriteHalf<Io>,
+    io: OwnedWriteHalf,
 }
 
 impl Writer {

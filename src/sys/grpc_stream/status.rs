@@ -5,6 +5,8 @@
 use http::{HeaderMap, StatusCode};
 use tonic::{Code, Status};
 
+use crate::core::http2::frame::Reason;
+
 /// `grpc-status` and `grpc-message` (percent-decoded) of a header or trailer block.
 pub(super) fn status_of(headers: &HeaderMap) -> Option<Status> {
     let code = Code::from_bytes(headers.get("grpc-status")?.as_bytes());
@@ -45,12 +47,25 @@ fn percent_decode(raw: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A broken stream or connection: retried like any network failure.
-pub(super) fn broken(e: h2::Error) -> Status {
-    if e.is_io() {
-        return Status::unavailable(format!("the connection to the server broke: {e}"));
-    }
+/// The connection broke (a socket error, or the server closed it with streams open): retried
+/// like any network failure.
+pub(super) fn broken(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("the connection to the server broke: {e}"))
+}
+
+/// One stream failed at the HTTP/2 level (the server reset it, or broke the protocol on it).
+pub(super) fn stream_failed(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("the HTTP/2 stream to the server failed: {e}"))
+}
+
+/// The server reset the stream with `reason`.
+pub(super) fn reset_by_server(reason: Reason) -> Status {
+    stream_failed(format_args!("the server reset it ({reason})"))
+}
+
+/// The server is going away (GOAWAY) and did not take this stream: safe to retry elsewhere.
+pub(super) fn going_away(reason: Reason) -> Status {
+    Status::unavailable(format!("the server is closing the connection ({reason}); the stream was not processed"))
 }
 
 pub(super) fn unreachable_at(url: &str, e: impl std::fmt::Display) -> Status {

@@ -100,3 +100,14 @@ fn small_pushes_share_few_chunks() {
     let piece = r.read(150_000, 6);
     assert_eq!(piece, replay(150_000, 0, b"ab\nab\n"));
 }
+
+#[test]
+fn a_shared_buffer_is_kept_only_when_the_piece_is_large() {
+    let mut r = Ring::new(1 << 20);
+    let frame = Bytes::from(vec![b'y'; 40_000]);
+    r.push_shared(0, frame.slice(9..9 + 100));
+    r.push_shared(100, frame.slice(200..200 + TAIL_BYTES));
+    assert_eq!(r.read(0, 100).data, &frame[9..109], "a small piece was copied into the tail");
+    assert_ne!(r.read(0, 100).data.as_ptr(), frame[9..].as_ptr());
+    assert_eq!(r.read(100, TAIL_BYTES).data.as_ptr(), frame[200..].as_ptr(), "a large one is shared");
+}
