@@ -5,6 +5,8 @@
 //! - `frame`: frame heads, payload parsers (each names the error code a violation calls for),
 //!   writers that append whole frames to a write buffer.
 //! - `hpack`: header blocks decoded with limits, encoded without a dynamic table.
+//! - `huffman`: HPACK's Huffman code, decoded.
 
 pub(crate) mod frame;
 pub(crate) mod hpack;
+mod huffman;

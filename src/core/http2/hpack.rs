@@ -1,17 +1,21 @@
 //! HPACK (RFC 7541): header blocks in and out.
 //!
-//! Decoding goes through `loona-hpack` (Huffman codes, the dynamic table), held to the
-//! protocol's default table size of 4,096 bytes: we never announce a larger one, so a peer's
-//! size update beyond it is an error rather than memory it makes us keep. Encoding is ours and
-//! stateless: literals without indexing (the static table's entry or name where there is
-//! one, no Huffman). Our blocks are a few per stream, off the hot path, so a dynamic table
-//! would buy a few bytes for state on both ends.
+//! Decoding keeps the peer's dynamic table, held to the protocol's default size of 4,096
+//! bytes: we never announce a larger one, so a peer's size update beyond it is an error rather
+//! than memory it makes us keep. Encoding is stateless: literals without indexing (the static
+//! table's entry or name where there is one, no Huffman). Our blocks are a few per stream, off
+//! the hot path, so a dynamic table would buy a few bytes for state on both ends.
+
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::huffman;
+
 /// The dynamic table size both ends start with and we keep (SETTINGS_HEADER_TABLE_SIZE).
 pub(crate) const TABLE_SIZE: usize = 4096;
-/// What RFC 9113 §6.5.2 counts per field beside its name and value.
+/// What RFC 9113 §6.5.2 (and RFC 7541 §4.1, for the table) counts per field beside its name
+/// and value.
 pub(crate) const FIELD_OVERHEAD: usize = 32;
 
 /// Why a header block was not accepted.
@@ -28,40 +32,172 @@ pub(crate) enum HpackError {
 }
 
 /// The decoding end of one connection: the peer's dynamic table.
+#[derive(Default)]
 pub(crate) struct Decoder {
-    inner: loona_hpack::Decoder<'static>,
+    /// Newest first: index 62 is the front.
+    table: VecDeque<(Bytes, Bytes)>,
+    /// The table's size as RFC 7541 §4.1 counts it.
+    size: usize,
+    /// Its current maximum (the peer may lower it below `TABLE_SIZE`).
+    max: usize,
 }
 
-impl Default for Decoder {
-    fn default() -> Self {
-        Self::new()
+/// One field representation's first byte, by its pattern (RFC 7541 §6).
+enum Field {
+    /// 1xxxxxxx: a table entry.
+    Indexed,
+    /// 01xxxxxx: a literal the table keeps.
+    Incremental,
+    /// 001xxxxx: the table's new maximum size.
+    SizeUpdate,
+    /// 0000xxxx or 0001xxxx: a literal the table does not keep.
+    Literal,
+}
+
+impl Field {
+    fn of(byte: u8) -> Field {
+        match byte {
+            0x80.. => Field::Indexed,
+            0x40.. => Field::Incremental,
+            0x20.. => Field::SizeUpdate,
+            _ => Field::Literal,
+        }
+    }
+}
+
+/// A cursor over one header block.
+struct Input<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Input<'_> {
+    fn byte(&mut self) -> Result<u8, HpackError> {
+        let b = *self.bytes.get(self.at).ok_or(HpackError::Malformed)?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    /// An integer with a `prefix`-bit prefix (RFC 7541 §5.1), at most 2^21: larger ones
+    /// name nothing a block this size could hold.
+    fn integer(&mut self, prefix: u32) -> Result<usize, HpackError> {
+        let mask = (1usize << prefix) - 1;
+        let mut value = usize::from(self.byte()?) & mask;
+        if value < mask {
+            return Ok(value);
+        }
+        for shift in [0, 7, 14] {
+            let b = self.byte()?;
+            value += usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(HpackError::Malformed)
+    }
+
+    /// A string literal (RFC 7541 §5.2), Huffman-coded or not.
+    fn string(&mut self) -> Result<Bytes, HpackError> {
+        let huffman = self.bytes.get(self.at).ok_or(HpackError::Malformed)? & 0x80 != 0;
+        let len = self.integer(7)?;
+        let end = self.at.checked_add(len).filter(|&end| end <= self.bytes.len()).ok_or(HpackError::Malformed)?;
+        let raw = &self.bytes[self.at..end];
+        self.at = end;
+        if !huffman {
+            return Ok(Bytes::copy_from_slice(raw));
+        }
+        let mut out = Vec::with_capacity(raw.len() * 8 / 5);
+        huffman::decode(raw, &mut out).map_err(|_| HpackError::Malformed)?;
+        Ok(Bytes::from(out))
     }
 }
 
 impl Decoder {
     pub(crate) fn new() -> Decoder {
-        let mut inner = loona_hpack::Decoder::new();
-        inner.set_max_allowed_table_size(TABLE_SIZE);
-        Decoder { inner }
+        Decoder { table: VecDeque::new(), size: 0, max: TABLE_SIZE }
     }
 
     /// Decodes one complete header block (a HEADERS fragment and its CONTINUATIONs,
     /// concatenated). The whole block is decoded even past `max_list` bytes (name + value +
     /// 32 per field), so that the table stays in step with the peer's.
     pub(crate) fn decode(&mut self, block: &[u8], max_list: usize) -> Result<Vec<(Bytes, Bytes)>, HpackError> {
-        let mut fields = Vec::new();
-        let mut size = 0usize;
-        self.inner
-            .decode_with_cb(block, |name, value| {
-                size = size.saturating_add(name.len() + value.len() + FIELD_OVERHEAD);
-                if size <= max_list {
-                    fields.push((Bytes::copy_from_slice(&name), Bytes::copy_from_slice(&value)));
+        let mut input = Input { bytes: block, at: 0 };
+        let (mut fields, mut size, mut any_field) = (Vec::new(), 0usize, false);
+        while input.at < block.len() {
+            let field = match Field::of(block[input.at]) {
+                Field::SizeUpdate => {
+                    // Only before the block's first field (RFC 7541 §4.2).
+                    let max = input.integer(5)?;
+                    if any_field || max > TABLE_SIZE {
+                        return Err(HpackError::Malformed);
+                    }
+                    self.max = max;
+                    self.evict(0);
+                    continue;
                 }
-            })
-            .map_err(|_| HpackError::Malformed)?;
+                Field::Indexed => {
+                    let index = input.integer(7)?;
+                    self.entry(index)?
+                }
+                Field::Incremental => {
+                    let field = self.literal(&mut input, 6)?;
+                    self.insert(field.clone());
+                    field
+                }
+                Field::Literal => self.literal(&mut input, 4)?,
+            };
+            any_field = true;
+            size = size.saturating_add(field.0.len() + field.1.len() + FIELD_OVERHEAD);
+            if size <= max_list {
+                fields.push(field);
+            }
+        }
         match size <= max_list {
             true => Ok(fields),
             false => Err(HpackError::TooLarge(max_list)),
+        }
+    }
+
+    /// A literal field: its name by index (non-zero) or as a string, then its value.
+    fn literal(&self, input: &mut Input<'_>, prefix: u32) -> Result<(Bytes, Bytes), HpackError> {
+        let name = match input.integer(prefix)? {
+            0 => input.string()?,
+            index => self.entry(index)?.0,
+        };
+        Ok((name, input.string()?))
+    }
+
+    /// Entry `index` of the static table (1-61), then of the dynamic one.
+    fn entry(&self, index: usize) -> Result<(Bytes, Bytes), HpackError> {
+        match index {
+            0 => Err(HpackError::Malformed),
+            1..=61 => {
+                let (name, value) = STATIC[index - 1];
+                Ok((Bytes::from_static(name.as_bytes()), Bytes::from_static(value.as_bytes())))
+            }
+            _ => self.table.get(index - 62).cloned().ok_or(HpackError::Malformed),
+        }
+    }
+
+    /// Adds an entry (RFC 7541 §4.4): older ones are evicted to make room; one larger than
+    /// the table empties it.
+    fn insert(&mut self, field: (Bytes, Bytes)) {
+        let entry = field.0.len() + field.1.len() + FIELD_OVERHEAD;
+        if entry > self.max {
+            self.table.clear();
+            self.size = 0;
+            return;
+        }
+        self.evict(entry);
+        self.size += entry;
+        self.table.push_front(field);
+    }
+
+    /// Evicts the oldest entries until `room` more bytes fit under the maximum.
+    fn evict(&mut self, room: usize) {
+        while self.size + room > self.max {
+            let Some((name, value)) = self.table.pop_back() else { return };
+            self.size -= name.len() + value.len() + FIELD_OVERHEAD;
         }
     }
 }

@@ -87,3 +87,33 @@ fn integers_use_their_prefix_and_continuation_bytes() {
     write_integer(&mut out, 0, 5, 1337);
     assert_eq!(out, [10, 31, 154, 10], "RFC 7541 C.1.1 and C.1.2");
 }
+
+/// A literal with incremental indexing and a new name (RFC 7541 §6.2.1), not Huffman-coded.
+fn indexed_literal(name: &str, value: &str) -> Vec<u8> {
+    let mut out = vec![0x40];
+    write_string(&mut out, name.as_bytes());
+    write_string(&mut out, value.as_bytes());
+    out
+}
+
+#[test]
+fn the_table_evicts_its_oldest_entries_to_stay_within_its_size() {
+    let mut decoder = Decoder::new();
+    let value = "v".repeat(1000);
+    // Five entries of 1,034 bytes each: only three fit in 4,096.
+    for name in ["a1", "a2", "a3", "a4", "a5"] {
+        decoder.decode(&indexed_literal(name, &value), 16 * 1024).unwrap();
+    }
+    assert_eq!(pairs(&decoder.decode(&hex("be"), 16 * 1024).unwrap())[0].0, "a5", "62 is the newest");
+    assert_eq!(pairs(&decoder.decode(&hex("c0"), 16 * 1024).unwrap())[0].0, "a3");
+    assert_eq!(decoder.decode(&hex("c1"), 16 * 1024), Err(HpackError::Malformed), "a2 was evicted");
+    // A size update to 0 empties the table; one after a field is refused.
+    let mut zero = Vec::new();
+    write_integer(&mut zero, 0x20, 5, 0);
+    zero.push(0x82);
+    assert_eq!(pairs(&decoder.decode(&zero, 1024).unwrap()), owned(&[(":method", "GET")]));
+    assert_eq!(decoder.decode(&hex("be"), 1024), Err(HpackError::Malformed));
+    let mut late = vec![0x82];
+    write_integer(&mut late, 0x20, 5, 100);
+    assert_eq!(decoder.decode(&late, 1024), Err(HpackError::Malformed));
+}
