@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use super::http2::{self, Apps, HotRoutes};
+use crate::core::http2::frame::PREFACE;
 
 /// Default time a client has to send a request's headers: 10 s.
 pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,8 +31,6 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// How long open connections may take to finish after a shutdown: 3 s.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// What an HTTP/2 client with prior knowledge sends first.
-const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long to wait before looking again at a preface that arrived in part (rare: clients
 /// write it whole).
 const PREFACE_RETRY: Duration = Duration::from_millis(5);
@@ -150,13 +149,13 @@ async fn first_bytes_before(tcp: &TcpStream, deadline: Instant) -> bool {
 /// before `deadline`; anything else goes to hyper, which tells HTTP/1 requests apart.
 async fn http2_preface_before(tcp: &TcpStream, deadline: Instant) -> bool {
     let sniff = async {
-        let mut buf = [0u8; HTTP2_PREFACE.len()];
+        let mut buf = [0u8; PREFACE.len()];
         loop {
             let n = tcp.peek(&mut buf).await.unwrap_or(0);
-            if n == 0 || buf[..n] != HTTP2_PREFACE[..n] {
+            if n == 0 || buf[..n] != PREFACE[..n] {
                 return false;
             }
-            if n == HTTP2_PREFACE.len() {
+            if n == PREFACE.len() {
                 return true;
             }
             // A peek returns at once while any byte is waiting: give the rest time to come.

@@ -161,17 +161,14 @@ impl Ring {
             let data = Bytes::copy_from_slice(&self.tail[within..within + take]);
             return Replay { offset: from, dropped, data };
         }
-        let data = match self.chunk_at(from) {
-            Some((at, chunk)) => {
-                let within = (from - at) as usize;
-                let here = chunk.len() - within;
-                if here >= max || here >= MIN_SLICE_BYTES {
-                    chunk.slice(within..within + here.min(max))
-                } else {
-                    self.gather(from, max)
-                }
-            }
-            None => self.gather(from, max),
+        // Below the tail: a sealed chunk holds `from`.
+        let first = self.chunk_index(from);
+        let (at, chunk) = &self.chunks[first];
+        let within = (from - at) as usize;
+        let here = chunk.len() - within;
+        let data = match here >= max || here >= MIN_SLICE_BYTES {
+            true => chunk.slice(within..within + here.min(max)),
+            false => self.gather(first, from, max),
         };
         Replay { offset: from, dropped, data }
     }
@@ -181,20 +178,20 @@ impl Ring {
         let from = from.min(self.end);
         let dropped = self.start.saturating_sub(from);
         let from = from.max(self.start);
-        Replay { offset: from, dropped, data: self.gather(from, usize::MAX) }
+        Replay { offset: from, dropped, data: self.gather(self.chunk_index(from), from, usize::MAX) }
     }
 
-    /// The sealed chunk holding offset `from`, if it is not in the tail.
-    fn chunk_at(&self, from: u64) -> Option<&(u64, Bytes)> {
-        let i = self.chunks.partition_point(|(at, chunk)| at + chunk.len() as u64 <= from);
-        self.chunks.get(i)
+    /// The index of the sealed chunk holding offset `from` (the number of chunks when `from` is
+    /// in the tail or at the end).
+    fn chunk_index(&self, from: u64) -> usize {
+        self.chunks.partition_point(|(at, chunk)| at + chunk.len() as u64 <= from)
     }
 
-    /// A copy of at most `max` bytes from `from` (buffered) on, across chunks and the tail.
-    fn gather(&self, from: u64, max: usize) -> Bytes {
+    /// A copy of at most `max` bytes from `from` (buffered, in chunk `first` or after it) on,
+    /// across chunks and the tail.
+    fn gather(&self, first: usize, from: u64, max: usize) -> Bytes {
         let len = usize::try_from(self.end - from).unwrap_or(usize::MAX).min(max);
         let mut out = BytesMut::with_capacity(len);
-        let first = self.chunks.partition_point(|(at, chunk)| at + chunk.len() as u64 <= from);
         let pieces = self.chunks.range(first..).map(|(at, chunk)| (*at, &chunk[..]));
         for (at, bytes) in pieces.chain(std::iter::once((self.tail_start(), &self.tail[..]))) {
             if out.len() == len {

@@ -2,23 +2,16 @@
 //! breaks §8.3's rules is malformed: a stream error PROTOCOL_ERROR, the connection goes on.
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header;
 use http::{HeaderMap, Method, Request, Response, Uri, Version, uri};
 
+use crate::core::http2::fields as http2_fields;
 use crate::core::http2::hpack;
 
 /// A request header block broke RFC 9113 §8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("a malformed request: {0}")]
 pub(super) struct Malformed(pub(super) &'static str);
-
-/// Headers that belong to HTTP/1.1 connections and may not appear in HTTP/2 (§8.2.2).
-const CONNECTION_SPECIFIC: [HeaderName; 4] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::UPGRADE,
-];
 
 /// The pseudo-headers of a request, each at most once.
 #[derive(Default)]
@@ -45,37 +38,12 @@ impl Pseudo {
     }
 }
 
-/// The regular fields of a block: names lowercase, no connection-specific fields, `te` at
-/// most "trailers"; pseudo-headers only before them, handed to `pseudo`.
+/// The regular fields of a block (`core::http2::fields`), pseudo-headers handed to `pseudo`.
 fn fields(
     block: Vec<(Bytes, Bytes)>,
     mut pseudo: impl FnMut(&[u8], Bytes) -> Result<(), Malformed>,
 ) -> Result<HeaderMap, Malformed> {
-    let mut headers = HeaderMap::with_capacity(block.len());
-    let mut regular = false;
-    for (name, value) in block {
-        if name.first() == Some(&b':') {
-            if regular {
-                return Err(Malformed("a pseudo-header after a regular field"));
-            }
-            pseudo(&name, value)?;
-            continue;
-        }
-        regular = true;
-        if name.iter().any(u8::is_ascii_uppercase) {
-            return Err(Malformed("an uppercase field name"));
-        }
-        let name = HeaderName::from_bytes(&name).map_err(|_| Malformed("an invalid field name"))?;
-        if CONNECTION_SPECIFIC.contains(&name) || name == header::TRANSFER_ENCODING {
-            return Err(Malformed("a connection-specific field"));
-        }
-        if name == header::TE && value != "trailers" {
-            return Err(Malformed("te other than trailers"));
-        }
-        let value = HeaderValue::from_maybe_shared(value).map_err(|_| Malformed("an invalid field value"))?;
-        headers.append(name, value);
-    }
-    Ok(headers)
+    http2_fields::regular(block, |name, value| pseudo(name, value).map_err(|Malformed(what)| what)).map_err(Malformed)
 }
 
 /// A request's head from its decoded header block.
@@ -152,7 +120,7 @@ pub(super) fn encode_trailers(trailers: &HeaderMap, dst: &mut Vec<u8>) {
 fn encode_fields<'a>(pseudo: impl Iterator<Item = (&'a [u8], &'a [u8])>, headers: &'a HeaderMap, dst: &mut Vec<u8>) {
     let regular = headers
         .iter()
-        .filter(|(name, _)| !CONNECTION_SPECIFIC.contains(name) && **name != header::TRANSFER_ENCODING)
+        .filter(|(name, _)| !http2_fields::CONNECTION_SPECIFIC.contains(&name.as_str()))
         .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
     hpack::encode(pseudo.chain(regular), dst);
 }
@@ -160,6 +128,7 @@ fn encode_fields<'a>(pseudo: impl Iterator<Item = (&'a [u8], &'a [u8])>, headers
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn block(fields: &[(&'static str, &'static str)]) -> Vec<(Bytes, Bytes)> {
         fields.iter().map(|(n, v)| (Bytes::from_static(n.as_bytes()), Bytes::from_static(v.as_bytes()))).collect()

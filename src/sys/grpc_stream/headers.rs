@@ -3,16 +3,12 @@
 //! response, none in trailers, no connection-specific fields, lowercase names).
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use tonic::Status;
 
 use super::io::Target;
+use crate::core::http2::fields::{self, CONNECTION_SPECIFIC};
 use crate::core::http2::hpack::{self, FIELD_OVERHEAD};
-
-/// Fields HTTP/2 forbids (RFC 9113 §8.2.2); `te` is allowed only as `trailers`, which we add.
-const CONNECTION_SPECIFIC: [&str; 6] =
-    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"];
 
 /// The request's header block for a gRPC call of the method at `path` with `extra` beside
 /// gRPC's own fields, and its size as SETTINGS_MAX_HEADER_LIST_SIZE counts it.
@@ -31,7 +27,8 @@ pub(super) fn request_block(target: &Target, path: &str, extra: &HeaderMap) -> R
     ];
     let extra = extra
         .iter()
-        .filter(|(name, _)| !CONNECTION_SPECIFIC.contains(&name.as_str()))
+        // `te` is gRPC's own, as `trailers`, added above.
+        .filter(|(name, _)| *name != "te" && !CONNECTION_SPECIFIC.contains(&name.as_str()))
         .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
     let fields: Vec<(&[u8], &[u8])> = own.into_iter().chain(extra).collect();
     let size = fields.iter().map(|(n, v)| n.len() + v.len() + FIELD_OVERHEAD).sum();
@@ -41,53 +38,28 @@ pub(super) fn request_block(target: &Target, path: &str, extra: &HeaderMap) -> R
 }
 
 /// A response's status and headers, or why the block is malformed.
-pub(super) fn response_head(fields: Vec<(Bytes, Bytes)>) -> Result<(StatusCode, HeaderMap), &'static str> {
+pub(super) fn response_head(block: Vec<(Bytes, Bytes)>) -> Result<(StatusCode, HeaderMap), &'static str> {
     let mut status = None;
-    let mut regular = false;
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, value) in fields {
-        if let Some(pseudo) = name.strip_prefix(b":") {
-            if regular {
-                return Err("a pseudo-header field after a regular one");
-            }
-            if pseudo != b"status" || status.is_some() {
-                return Err("a pseudo-header field other than one :status");
-            }
-            status = Some(StatusCode::from_bytes(&value).map_err(|_| "an invalid :status")?);
-            continue;
+    let headers = fields::regular(block, |name, value| {
+        if name != b":status" || status.is_some() {
+            return Err("a pseudo-header field other than one :status");
         }
-        regular = true;
-        insert(&mut headers, &name, value)?;
-    }
+        status = Some(StatusCode::from_bytes(&value).map_err(|_| "an invalid :status")?);
+        Ok(())
+    })?;
     Ok((status.ok_or("no :status")?, headers))
 }
 
 /// A trailer block's fields, or why it is malformed.
-pub(super) fn trailers(fields: Vec<(Bytes, Bytes)>) -> Result<HeaderMap, &'static str> {
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, value) in fields {
-        if name.starts_with(b":") {
-            return Err("a pseudo-header field in trailers");
-        }
-        insert(&mut headers, &name, value)?;
-    }
-    Ok(headers)
-}
-
-fn insert(headers: &mut HeaderMap, name: &[u8], value: Bytes) -> Result<(), &'static str> {
-    let name = HeaderName::from_lowercase(name).map_err(|_| "an invalid or uppercase field name")?;
-    if CONNECTION_SPECIFIC[..5].contains(&name.as_str()) || (name == "te" && value != "trailers") {
-        return Err("a connection-specific field");
-    }
-    let value = HeaderValue::from_maybe_shared(value).map_err(|_| "an invalid field value")?;
-    headers.append(name, value);
-    Ok(())
+pub(super) fn trailers(block: Vec<(Bytes, Bytes)>) -> Result<HeaderMap, &'static str> {
+    fields::regular(block, |_, _| Err("a pseudo-header field in trailers"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::http2::hpack::Decoder;
+    use http::HeaderValue;
 
     fn fields(list: &[(&'static str, &'static str)]) -> Vec<(Bytes, Bytes)> {
         list.iter().map(|(n, v)| (Bytes::from_static(n.as_bytes()), Bytes::from_static(v.as_bytes()))).collect()
