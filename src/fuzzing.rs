@@ -90,7 +90,15 @@ pub fn agent_frames(data: &[u8]) {
         for _ in 0..MAX_FRAMES {
             let Some((frame, tail)) = next_frame(rest) else { break };
             rest = tail;
-            let Ok(proto::AgentFrame { kind: Some(kind) }) = proto::AgentFrame::decode(frame) else { break };
+            // The relay's decoder must read every frame as prost does.
+            let bytes = bytes::Bytes::copy_from_slice(frame);
+            let decoded = crate::core::agent_frame::decode(bytes.clone());
+            match (&decoded, proto::AgentFrame::decode(bytes)) {
+                (Ok(ours), Ok(prost)) => assert_eq!(ours, &prost, "the short path decoded a frame differently"),
+                (Err(_), Err(_)) => {}
+                (ours, prost) => panic!("the short path and prost disagree: {ours:?} / {prost:?}"),
+            }
+            let Ok(proto::AgentFrame { kind: Some(kind) }) = decoded else { break };
             if conn.dispatch(kind).is_err() {
                 break;
             }

@@ -1,6 +1,7 @@
 //! The core: the product's concepts with no I/O, no network framework and no database.
 //! Everything above (store, server, agent, CLI) builds on these types.
 //!
+//! - `agent_frame`: decoding the agent's frames (`Output` on a short path).
 //! - `ids`: newtype identifiers (`MachineId`, `LinkId`, ...).
 //! - `secret`: the redacting `Secret<T>`, random tokens and their at-rest hashes.
 //! - `clock`: unix seconds and RFC 3339.
@@ -18,6 +19,7 @@
 //! - `http2`: HTTP/2 frames and HPACK header blocks (no connection state).
 //! - `ws_frame`: RFC 6455 framing of the server side (client frames in, server headers out).
 
+pub(crate) mod agent_frame;
 pub(crate) mod clock;
 pub(crate) mod cluster_key;
 pub(crate) mod convert;

@@ -9,7 +9,8 @@
 //! stream's reader; it writes what streams queued as one DATA frame each (head and payload in
 //! one `writev`, no copy of a large payload). The tasks that make messages encode them into
 //! their stream's send queue through [`Out`] (no task in between), and the reader takes them
-//! with [`Link::next`], sliced out of the inbound buffer. One connection ([`Client`]) carries
+//! with [`Link::next`], sliced out of the inbound buffer, or has them handed to it in the
+//! connection's task ([`Link::deliver_to`], no task woken per message). One connection ([`Client`]) carries
 //! any number of streams, each with its own queue.
 //!
 //! The wire stays plain gRPC (`application/grpc`, length-prefixed protobuf), so servers see
@@ -36,7 +37,7 @@ use prost::Message;
 use tonic::{Code, Status};
 
 use self::io::Target;
-use self::shared::{Inbound, Shared, Stream};
+use self::shared::{End, Inbound, Receive, Shared, Stream};
 use self::status::{status_of, status_of_http};
 use crate::core::grpc_frame::{Deframer, FrameError, MAX_MESSAGE, encode_into};
 use crate::sys::task::AbortOnDrop;
@@ -127,7 +128,7 @@ impl Client {
         if status != StatusCode::OK {
             return Err(status_of_http(status));
         }
-        let link = Link { handle: handle.clone(), frames: Deframer::default(), kind: PhantomData };
+        let link = Link { handle: handle.clone(), frames: Deframer::default(), decode: |b| I::decode(b) };
         Ok((link, Out { handle, kind: PhantomData }))
     }
 }
@@ -142,14 +143,83 @@ impl Drop for Handle {
     }
 }
 
+/// Takes a stream's messages in its connection's task ([`Link::deliver_to`]). Both calls run
+/// there: they must not block or wait, and they may send (on this stream too).
+pub(crate) trait Receiver<I>: Send + 'static {
+    /// The next message; an error ends the delivery (`ended` follows with it).
+    fn message(&mut self, message: I) -> Result<(), Status>;
+    /// The stream ended: `Ok` when the server ended it with status OK, else why it failed (or
+    /// the error `message` returned). The last call.
+    fn ended(self, end: Result<(), Status>);
+}
+
+/// A [`Receiver`] at work: the link's framing and decoding in front of it.
+struct Delivery<I, R> {
+    link: Link<I>,
+    /// `None` once it was told the end.
+    receiver: Option<R>,
+}
+
+impl<I: Message + Default, R: Receiver<I>> Delivery<I, R> {
+    fn fail(&mut self, status: Status) {
+        if let Some(receiver) = self.receiver.take() {
+            receiver.ended(Err(status));
+        }
+    }
+}
+
+impl<I: Message + Default + 'static, R: Receiver<I>> Receive for Delivery<I, R> {
+    fn data(&mut self, data: &[u8]) {
+        let Some(receiver) = self.receiver.as_mut() else { return };
+        self.link.frames.push(Bytes::copy_from_slice(data));
+        loop {
+            let sent = match self.link.take_message() {
+                Ok(Some(message)) => receiver.message(message),
+                Ok(None) => return,
+                Err(status) => Err(status),
+            };
+            if let Err(status) = sent {
+                return self.fail(status);
+            }
+        }
+    }
+
+    fn end(mut self: Box<Self>, end: End) {
+        let end = match end {
+            End::Trailers(trailers) => Ok(trailers),
+            End::Failed(status) => Err(status),
+        };
+        let end = self.link.end(end).map(|_| ());
+        if let Some(receiver) = self.receiver.take() {
+            receiver.ended(end);
+        }
+    }
+}
+
 /// The reading half of one open stream, yielding `I` messages.
 pub(crate) struct Link<I> {
     handle: Arc<Handle>,
     frames: Deframer,
-    kind: PhantomData<fn() -> I>,
+    /// prost's decoder, unless the caller has a faster one for its messages.
+    decode: fn(Bytes) -> Result<I, prost::DecodeError>,
 }
 
 impl<I: Message + Default> Link<I> {
+    /// Hands every message from now on to `receiver` in the connection's task, as each
+    /// arrives, and then the stream's end: the caller keeps no task waiting on the stream.
+    pub(crate) fn deliver_to<R: Receiver<I>>(self, receiver: R)
+    where
+        I: Send + 'static,
+    {
+        let stream = self.handle.0.clone();
+        stream.set_receiver(|| Box::new(Delivery { link: self, receiver: Some(receiver) }));
+    }
+
+    /// Decodes the messages with `decode` (which must read them as prost would) instead.
+    pub(crate) fn decoding_with(self, decode: fn(Bytes) -> Result<I, prost::DecodeError>) -> Self {
+        Self { decode, ..self }
+    }
+
     /// The next message; `None` when the server ended the stream with status OK.
     /// Cancel-safe: all progress lives in `self`.
     pub(crate) async fn next(&mut self) -> Result<Option<I>, Status> {
@@ -183,7 +253,9 @@ impl<I: Message + Default> Link<I> {
     /// A whole message from what was received, if there is one.
     fn take_message(&mut self) -> Result<Option<I>, Status> {
         match self.frames.next_message() {
-            Ok(Some(message)) => decode(message).map(Some),
+            Ok(Some(message)) => (self.decode)(message)
+                .map(Some)
+                .map_err(|e| Status::internal(format!("the server sent a malformed message: {e}"))),
             Ok(None) => Ok(None),
             Err(FrameError::Compressed(_)) => {
                 Err(Status::internal("the server sent a compressed message, which this client never asked for"))
@@ -204,10 +276,6 @@ impl<I: Message + Default> Link<I> {
             .unwrap_or_else(|| Status::unknown("the server ended the stream without a gRPC status"));
         if status.code() == Code::Ok { Ok(None) } else { Err(status) }
     }
-}
-
-fn decode<I: Message + Default>(message: Bytes) -> Result<I, Status> {
-    I::decode(message).map_err(|e| Status::internal(format!("the server sent a malformed message: {e}")))
 }
 
 /// Messages toward the server on one stream: a cheap clonable handle with which the task that

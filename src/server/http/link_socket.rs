@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::HttpState;
 use super::client_ip::ClientIp;
+use super::lane::Lane;
 use super::parked::{End, HandoffRequests, LinkSession};
 use super::protocol::{ClientMessage, ServerMessage, close};
 use super::ws::{self, Message, Reader, Socket, Writer, WsUpgrade};
@@ -112,22 +113,22 @@ async fn run(
     (client, peer): (String, std::net::IpAddr),
     access: Access,
 ) {
+    // The span is entered around the socket's set-up and its end, not around its pump: the
+    // pump runs for every keystroke's echo, and entering a span there cost each key about
+    // 300 instructions (docs/performance.md, issue 18). Nothing in the pump logs.
     let span = tracing::info_span!("link_socket", link = %claims.link_id, machine = %claims.machine_id);
-    async move {
-        let revocation = state.links.subscribe(claims.link_id);
-        match attach(&state, &claims, resume, (&client, peer), access).await {
-            Ok((session, from)) => bridge(state, claims, socket, session, from, revocation).await,
-            Err(refusal) => {
-                match &refusal.fault {
-                    Some(fault) => tracing::error!(error = %fault, reason = %refusal.reason, "link socket failed"),
-                    None => tracing::debug!(reason = %refusal.reason, "link socket refused"),
-                }
-                refuse(socket, refusal.code, &refusal.reason).await;
-            }
+    let revocation = state.links.subscribe(claims.link_id);
+    let attached = attach(&state, &claims, resume, (&client, peer), access).instrument(span.clone()).await;
+    match attached {
+        Ok((session, from)) => bridge(state, claims, socket, session, from, revocation, span).await,
+        Err(refusal) => {
+            span.in_scope(|| match &refusal.fault {
+                Some(fault) => tracing::error!(error = %fault, reason = %refusal.reason, "link socket failed"),
+                None => tracing::debug!(reason = %refusal.reason, "link socket refused"),
+            });
+            refuse(socket, refusal.code, &refusal.reason).instrument(span).await;
         }
     }
-    .instrument(span)
-    .await
 }
 
 /// Resumes the parked session the page names, or opens a new shell (counted as an open).
@@ -250,6 +251,7 @@ async fn bridge(
     mut session: LinkSession,
     from: u64,
     mut revocation: Revocation,
+    span: tracing::Span,
 ) {
     let (stream, mut sink) = socket.split(SOCKET_READ_BUFFER, MAX_MESSAGE_BYTES);
     let control = session.port.control.clone();
@@ -260,7 +262,7 @@ async fn bridge(
     }
     let ready = ServerMessage::Ready { session: session.key.to_string(), offset: replay.offset };
     if !send_json(&mut sink, &ready).await || (!replay.data.is_empty() && sink.binary(&replay.data).await.is_err()) {
-        return state.parked.park(session, deadline_of(&claims), revocation);
+        return span.in_scope(|| state.parked.park(session, deadline_of(&claims), revocation));
     }
     let owed = std::mem::take(&mut session.owed);
     if owed > 0 {
@@ -276,6 +278,19 @@ async fn bridge(
         (Outcome::ClientGone { .. }, Ok(reply)) => Outcome::TakenOver(reply),
         (outcome, _) => outcome,
     };
+    end(state, claims, sink, session, revocation, outcome).instrument(span).await
+}
+
+/// Parks, hands over or ends the session as the socket's end asks, with the browser's last
+/// words.
+async fn end(
+    state: HttpState,
+    claims: LinkClaims,
+    mut sink: Writer,
+    session: LinkSession,
+    revocation: Revocation,
+    outcome: Outcome,
+) {
     if !matches!(outcome, Outcome::TakenOver(_)) {
         state.parked.unregister(session.key);
     }
@@ -363,49 +378,88 @@ async fn pump(
     // (4 KiB) doubled the frames and wakeups of a busy session, and the agent, granted the
     // other three quarters, never runs dry waiting for it (docs/performance.md).
     let mut unacked = 0usize;
+    // Small outputs go to the browser from the agent stream's task while this loop waits
+    // with nothing queued (`lane.rs`); the loop files what the lane wrote when it wakes.
+    let lane = Lane::new(sink.shared(), CREDIT_BATCH);
+    session.port.control.set_output_lane(Some(lane.clone()));
     let outcome = loop {
-        tokio::select! {
-            event = session.port.events.recv() => match event {
-                Some(SessionEvent::Output { offset, data, .. }) => {
-                    session.ring.push_shared(offset, data.clone());
-                    let n = data.len();
-                    // A browser that stopped reading (a dead connection the kernel still
-                    // buffers for) must not hold up the deadline, a revocation or a resume.
-                    // The send goes first: it is done at its first poll almost always, and the
-                    // outer loop's unbiased select still watches the ends between frames.
-                    tokio::select! {
-                        biased;
-                        sent = sink.binary(&data) => if sent.is_err() {
-                            session.owed += n;
-                            break Outcome::ClientGone { goodbye: None };
-                        },
-                        outcome = &mut ends => {
-                            // Not delivered: owed to the agent if the session is parked or moves.
-                            if matches!(outcome, Outcome::ClientGone { .. } | Outcome::TakenOver(_)) {
-                                session.owed += n;
-                            }
-                            break outcome;
-                        }
+        lane.open_if(session.port.events.is_empty());
+        let woke = tokio::select! {
+            event = session.port.events.recv() => Woke::Event(event),
+            () = lane.rest_waits() => Woke::Rest,
+            Some(ping) = std::future::poll_fn(|cx| pong_filter.poll(cx, |cx| pongs.poll_recv(cx))) => Woke::Ping(ping),
+            outcome = &mut ends => break outcome,
+        };
+        // The lane is closed until the next turn: what it wrote goes first, in the ring and
+        // in the credit count, and so does the rest of a frame the socket took only part of.
+        let (written, rest) = lane.close(&mut session.ring);
+        unacked += written;
+        if let Some(rest) = rest
+            && let Err(outcome) = guarded(sink.write(&rest.head, &rest.body), &mut ends).await
+        {
+            break outcome;
+        }
+        match woke {
+            Woke::Event(Some(SessionEvent::Output { offset, data, .. })) => {
+                session.ring.push_shared(offset, data.clone());
+                if let Err(outcome) = guarded(sink.binary(&data), &mut ends).await {
+                    // Not delivered: owed to the agent if the session is parked or moves.
+                    if matches!(outcome, Outcome::ClientGone { .. } | Outcome::TakenOver(_)) {
+                        session.owed += data.len();
                     }
-                    unacked += n;
-                    if unacked >= CREDIT_BATCH {
-                        let _ = session.port.control.consumed(std::mem::take(&mut unacked)).await;
-                    }
+                    break outcome;
                 }
-                Some(SessionEvent::Opened { .. }) => {}
-                Some(SessionEvent::Exited(exit)) if exit.ending.is_denied() => break Outcome::Ended(End::Denied),
-                Some(SessionEvent::Exited(exit)) => break Outcome::Ended(End::Exit(exit.shell_code())),
-                Some(SessionEvent::Lost) | None => break Outcome::Ended(End::Lost),
-            },
-            Some(ping) = std::future::poll_fn(|cx| pong_filter.poll(cx, |cx| pongs.poll_recv(cx))) => {
+                unacked += data.len();
+            }
+            Woke::Event(Some(SessionEvent::Opened { .. })) | Woke::Rest => {}
+            Woke::Event(Some(SessionEvent::Exited(exit))) if exit.ending.is_denied() => {
+                break Outcome::Ended(End::Denied);
+            }
+            Woke::Event(Some(SessionEvent::Exited(exit))) => break Outcome::Ended(End::Exit(exit.shell_code())),
+            Woke::Event(Some(SessionEvent::Lost) | None) => break Outcome::Ended(End::Lost),
+            Woke::Ping(ping) => {
                 let _ = sink.pong(&ping).await;
             }
-            outcome = &mut ends => break outcome,
+        }
+        if unacked >= CREDIT_BATCH {
+            let _ = session.port.control.consumed(std::mem::take(&mut unacked)).await;
         }
     };
+    session.port.control.set_output_lane(None);
+    let (written, rest) = lane.detach(&mut session.ring);
+    unacked += written;
+    // The socket's last words must not follow half a frame.
+    if let Some(rest) = rest
+        && !matches!(outcome, Outcome::ClientGone { .. })
+    {
+        let _ = tokio::time::timeout(LAST_WORDS, sink.write(&rest.head, &rest.body)).await;
+    }
     // Sent but not yet granted back: owed to the agent if the session is parked or moves.
     session.owed += unacked;
     outcome
+}
+
+/// What woke the pump.
+enum Woke {
+    Event(Option<SessionEvent>),
+    /// The output lane left the rest of a frame to write.
+    Rest,
+    Ping(bytes::Bytes),
+}
+
+/// Writes with the socket's ends watched: a browser that stopped reading (a dead connection
+/// the kernel still buffers for) must not hold up the deadline, a revocation or a resume. The
+/// write goes first: it is done at its first poll almost always. A failed write is the
+/// browser gone.
+async fn guarded(
+    write: impl Future<Output = std::io::Result<()>>,
+    ends: &mut (impl Future<Output = Outcome> + Unpin),
+) -> Result<(), Outcome> {
+    tokio::select! {
+        biased;
+        sent = write => sent.map_err(|_| Outcome::ClientGone { goodbye: None }),
+        outcome = ends => Err(outcome),
+    }
 }
 
 /// Browser -> shell. Runs beside the output pump so waiting for input credit never stalls

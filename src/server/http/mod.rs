@@ -21,6 +21,7 @@ pub(crate) mod assets;
 pub(crate) mod client_ip;
 pub(crate) mod device;
 mod health;
+mod lane;
 pub(crate) use health::Health;
 mod link_page;
 mod link_socket;

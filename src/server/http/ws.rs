@@ -5,6 +5,7 @@
 //! framing itself (docs/performance.md, issue 18).
 
 use std::io::{self, IoSlice};
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -136,6 +137,12 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
+    /// A socket whose handshake is done (tests).
+    #[cfg(test)]
+    pub(crate) fn from_tcp(tcp: TcpStream) -> Self {
+        Self { tcp, read: Bytes::new() }
+    }
+
     /// Closes a socket that never carried anything else (a refusal).
     pub(crate) async fn close(self, code: u16, reason: &str) -> io::Result<()> {
         let (_, mut writer) = self.split(0, 0);
@@ -149,7 +156,7 @@ impl Socket {
         let mut buf = BytesMut::with_capacity(read_buffer.max(self.read.len()));
         buf.extend_from_slice(&self.read);
         let reader = Reader { io: read, buf, read_buffer, decoder: Decoder::new(max_message) };
-        (reader, Writer { io: write })
+        (reader, Writer { io: Arc::new(write) })
     }
 }
 
@@ -197,8 +204,10 @@ impl Reader {
 }
 
 /// The writing half: unmasked server frames, each header and payload in one vectored write.
+/// The socket is shared with the link socket's output lane (`lane.rs`), which writes while
+/// the writer's owner waits and lets it be otherwise.
 pub(crate) struct Writer {
-    io: OwnedWriteHalf,
+    io: Arc<OwnedWriteHalf>,
 }
 
 impl Writer {
@@ -214,21 +223,39 @@ impl Writer {
         self.frame(Kind::Pong, payload).await
     }
 
-    /// A close frame, then the end of the server's sending (TCP FIN).
+    /// A close frame, then the end of the server's sending (TCP FIN; when an output lane
+    /// still shares the socket, once it lets go).
     pub(crate) async fn close(&mut self, code: u16, reason: &str) -> io::Result<()> {
         self.frame(Kind::Close, &ws_frame::close_payload(code, reason)).await?;
-        self.io.shutdown().await
+        match Arc::get_mut(&mut self.io) {
+            Some(io) => io.shutdown().await,
+            None => Ok(()),
+        }
+    }
+
+    /// The socket, for an output lane.
+    pub(crate) fn shared(&self) -> Arc<OwnedWriteHalf> {
+        self.io.clone()
     }
 
     async fn frame(&mut self, kind: Kind, payload: &[u8]) -> io::Result<()> {
         let mut head = [0; MAX_HEADER_BYTES];
         let n = ws_frame::encode_header(kind, payload.len(), &mut head);
-        let (mut head, mut body) = (&head[..n], payload);
+        self.write(&head[..n], payload).await
+    }
+
+    /// Writes `head` then `body` (a frame, or what is left of one).
+    pub(crate) async fn write(&mut self, mut head: &[u8], mut body: &[u8]) -> io::Result<()> {
         while !head.is_empty() || !body.is_empty() {
-            let written = self.io.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]).await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
+            let written = match self.io.try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.io.writable().await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let from_head = written.min(head.len());
             head = &head[from_head..];
             body = &body[written - from_head..];

@@ -26,6 +26,7 @@ use super::outlet::PeerLinkOut;
 use super::peer::{EPOCH_HEADER, LINK_PATH, MACHINE_HEADER, NODE_AUTH_HEADER, NODE_HEADER};
 use super::registry::{AgentConn, LocalRouter};
 use super::router::{RouteError, SessionPort, SessionRouter};
+use crate::core::agent_frame;
 use crate::core::clock::now;
 use crate::core::cluster_key::ClusterKey;
 use crate::core::ids::MachineId;
@@ -200,25 +201,35 @@ pub(crate) async fn open_peer(
 ) -> Result<Arc<AgentConn>, tonic::Status> {
     let (inbound, out) = node.link(headers).await?;
     let conn = AgentConn::toward_peer(machine, epoch, out.clone());
-    tokio::spawn(pump(conn.clone(), inbound, out, node.clone()));
+    METRICS.peer_streams.fetch_add(1, Ordering::Relaxed);
+    let reader = PeerReader { conn: conn.clone(), out, _node: node.clone() };
+    inbound.decoding_with(agent_frame::decode).deliver_to(reader);
     Ok(conn)
 }
 
-/// Reads the holding node's frames into the stream's channels until it ends; then every
-/// session on it is lost (the agent's stream or the holding node went away) and sends on it
-/// fail. Holds the connection while the stream lives.
-async fn pump(conn: Arc<AgentConn>, mut inbound: Link<proto::AgentFrame>, out: PeerLinkOut, _node: Arc<PeerNode>) {
-    METRICS.peer_streams.fetch_add(1, Ordering::Relaxed);
-    while let Ok(Some(frame)) = inbound.next().await {
-        let Some(kind) = frame.kind else { continue };
-        if let Err(status) = conn.dispatch(kind) {
-            tracing::warn!(machine = %conn.machine(), error = %status.message(), "peer broke the protocol");
-            break;
-        }
+/// Dispatches the holding node's frames into the stream's channels as they arrive (in the
+/// peer connection's task: no task of its own wakes per frame) until the stream ends; then
+/// every session on it is lost (the agent's stream or the holding node went away) and sends
+/// on it fail. Holds the connection while the stream lives.
+struct PeerReader {
+    conn: Arc<AgentConn>,
+    out: PeerLinkOut,
+    _node: Arc<PeerNode>,
+}
+
+impl grpc_stream::Receiver<proto::AgentFrame> for PeerReader {
+    fn message(&mut self, frame: proto::AgentFrame) -> Result<(), tonic::Status> {
+        let Some(kind) = frame.kind else { return Ok(()) };
+        self.conn.dispatch(kind).inspect_err(|status| {
+            tracing::warn!(machine = %self.conn.machine(), error = %status.message(), "peer broke the protocol");
+        })
     }
-    out.close();
-    conn.lost();
-    METRICS.peer_streams.fetch_sub(1, Ordering::Relaxed);
+
+    fn ended(self, _end: Result<(), tonic::Status>) {
+        self.out.close();
+        self.conn.lost();
+        METRICS.peer_streams.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn forwarded(remote: bool) {

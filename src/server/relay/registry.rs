@@ -2,6 +2,7 @@
 //! table of open channels with their credit accounting.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tonic::Status;
 
 use super::outlet::{Outlet, PeerLinkOut};
 use super::queries::{self, Pending};
-use super::router::{RouteError, SessionControl, SessionPort, SessionRouter};
+use super::router::{OutputLane, RouteError, SessionControl, SessionPort, SessionRouter};
 use super::wire::Outbound;
 use crate::core::convert;
 use crate::core::ids::MachineId;
@@ -123,11 +124,38 @@ pub(crate) struct AgentConn {
     tx: Outlet,
     /// Turns true when the stream ends, for whoever pipes to it.
     ended: tokio::sync::watch::Sender<bool>,
-    channels: Mutex<HashMap<u64, Channel>>,
+    channels: Mutex<Channels>,
     next_channel: AtomicU64,
     /// Numbers the peer streams forwarding sessions to this stream (`FORWARD_SHIFT`).
     next_peer: AtomicU64,
     queries: Pending,
+}
+
+/// A stream's channels by number.
+type Channels = HashMap<u64, Channel, BuildHasherDefault<ChannelHasher>>;
+
+/// The channel table's hash. Channel numbers are this node's own (counted up, or an edge
+/// node's under its peer stream's prefix), never picked by the agent that sends frames, so a
+/// keyed hash guards against nothing here; SipHash cost about 300 instructions a keystroke.
+#[derive(Default)]
+struct ChannelHasher(u64);
+
+impl Hasher for ChannelHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the low bits (the bucket) follow the counted-up low bits, and the
+        // high bits (hashbrown's tag) mix all of them.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 struct Channel {
@@ -139,7 +167,12 @@ struct Channel {
 /// Where a channel's frames from the agent go.
 enum Sink {
     /// A session consumed on this node, as events.
-    Local { events: mpsc::UnboundedSender<SessionEvent>, input_credit: Arc<Semaphore> },
+    Local {
+        events: mpsc::UnboundedSender<SessionEvent>,
+        input_credit: Arc<Semaphore>,
+        /// Where output goes instead of `events`, when the consumer set one.
+        lane: Option<Arc<dyn OutputLane>>,
+    },
     /// A session of an edge node: the agent's frames go out on the peer stream as they came,
     /// renumbered to the edge's channel. The edge keeps the input window (the agent's own
     /// credit frames reach it) and grants the output window (this node checks it).
@@ -233,7 +266,8 @@ impl AgentConn {
         let (events_tx, events) = mpsc::unbounded_channel();
         let input_credit = Arc::new(Semaphore::new(0));
         let window = session::OUTPUT_WINDOW_BYTES;
-        self.insert(channel, Sink::Local { events: events_tx, input_credit: input_credit.clone() }, window);
+        let sink = Sink::Local { events: events_tx, input_credit: input_credit.clone(), lane: None };
+        self.insert(channel, sink, window);
         open.channel = channel;
         open.output_window = window;
         let control = Arc::new(LocalControl { conn: self.clone(), channel, input_credit });
@@ -297,7 +331,7 @@ impl AgentConn {
             }
             agent_frame::Kind::Opened(mut o) => self.with_channel(o.channel, |c| {
                 match &c.sink {
-                    Sink::Local { events, input_credit } => {
+                    Sink::Local { events, input_credit, .. } => {
                         input_credit.add_permits(o.input_window as usize);
                         let attachment = convert::attachment_of(&o);
                         let _ = events.send(SessionEvent::Opened { pid: o.pid, attachment });
@@ -348,12 +382,17 @@ impl AgentConn {
             })?;
             METRICS.bytes_from_agents.fetch_add(len, Ordering::Relaxed);
             match &c.sink {
-                Sink::Local { events, .. } => {
+                Sink::Local { events, lane, .. } => {
                     let stream = match o.stream() {
                         proto::OutputStream::Stdout => OutputStream::Stdout,
                         proto::OutputStream::Stderr => OutputStream::Stderr,
                     };
-                    let _ = events.send(SessionEvent::Output { stream, offset: o.offset, data: o.data });
+                    match lane {
+                        Some(lane) => lane.output(stream, o.offset, o.data, events),
+                        None => {
+                            let _ = events.send(SessionEvent::Output { stream, offset: o.offset, data: o.data });
+                        }
+                    }
                 }
                 Sink::Forward { out, channel } => {
                     o.channel = *channel;
@@ -380,7 +419,7 @@ impl AgentConn {
         self.queries.fail_all();
         for (_, ch) in lock(&self.channels).drain() {
             METRICS.sessions_open.fetch_sub(1, Ordering::Relaxed);
-            if let Sink::Local { events, input_credit } = ch.sink {
+            if let Sink::Local { events, input_credit, .. } = ch.sink {
                 input_credit.close();
                 let _ = events.send(SessionEvent::Lost);
             }
@@ -487,6 +526,14 @@ impl SessionControl for LocalControl {
     fn close(&self) {
         if lock(&self.conn.channels).contains_key(&self.channel) {
             self.send_close(false);
+        }
+    }
+
+    fn set_output_lane(&self, lane: Option<Arc<dyn OutputLane>>) {
+        if let Some(Channel { sink: Sink::Local { lane: slot, .. }, .. }) =
+            lock(&self.conn.channels).get_mut(&self.channel)
+        {
+            *slot = lane;
         }
     }
 

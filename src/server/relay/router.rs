@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::core::ids::MachineId;
 use crate::core::secret::Secret;
-use crate::core::session::{AttachSpec, Denial, Grant, OpenSpec, SessionEvent, SessionSummary};
+use crate::core::session::{AttachSpec, Denial, Grant, OpenSpec, OutputStream, SessionEvent, SessionSummary};
 use crate::proto;
 
 /// Why a session could not be opened or driven.
@@ -64,6 +64,18 @@ pub(crate) trait SessionControl: Send + Sync {
     /// one for a short grace, so a dropped consumer can reattach by id). Idempotent; after it
     /// the port's events end.
     fn detach(&self);
+    /// Output goes through `lane` from now on (`None`: as events again).
+    fn set_output_lane(&self, lane: Option<std::sync::Arc<dyn OutputLane>>);
+}
+
+/// Takes a session's output in the task that receives it from the agent's stream, instead of
+/// as `Output` events: a link socket writes it to the browser from there while its pump has
+/// nothing else to do, which saves the pump's wake-up per keystroke's echo
+/// (docs/performance.md, issue 18).
+pub(crate) trait OutputLane: Send + Sync {
+    /// Takes the output `data` at `offset`, or sends it on `events` as its `Output` event (the
+    /// order of the two is the lane's to keep). Called in the output's order; never waits.
+    fn output(&self, stream: OutputStream, offset: u64, data: Bytes, events: &mpsc::UnboundedSender<SessionEvent>);
 }
 
 /// A consumer's end of one session: ordered events plus the control handle.

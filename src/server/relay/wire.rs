@@ -16,7 +16,9 @@ use http_body::{Body as _, Frame};
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
+use crate::core::agent_frame;
 use crate::core::grpc_frame::{self, Deframer, FrameError, MAX_MESSAGE};
+use crate::proto;
 use crate::server::http2::{Pump, Served};
 use crate::sys::task::WhenWoken;
 
@@ -41,6 +43,22 @@ impl<M> Outbound<M> {
     }
 }
 
+/// A message type the hot streams read: by prost's decoder, or for the agent's frames (nearly
+/// all of them a shell's output) by `core::agent_frame`'s, which reads `Output` on a short path.
+pub(crate) trait Incoming: prost::Message + Default {
+    fn decode_message(bytes: Bytes) -> Result<Self, prost::DecodeError> {
+        Self::decode(bytes)
+    }
+}
+
+impl Incoming for proto::AgentFrame {
+    fn decode_message(bytes: Bytes) -> Result<Self, prost::DecodeError> {
+        agent_frame::decode(bytes)
+    }
+}
+
+impl Incoming for proto::RelayFrame {}
+
 /// Reads a gRPC request stream of `M` messages from an HTTP/2 request body.
 pub(crate) struct MessageReader<M> {
     body: Body,
@@ -49,7 +67,7 @@ pub(crate) struct MessageReader<M> {
     _message: PhantomData<fn() -> M>,
 }
 
-impl<M: prost::Message + Default> MessageReader<M> {
+impl<M: Incoming> MessageReader<M> {
     pub(crate) fn new(body: Body) -> Self {
         Self { body, frames: Deframer::default(), done: false, _message: PhantomData }
     }
@@ -64,7 +82,7 @@ impl<M: prost::Message + Default> MessageReader<M> {
         loop {
             if let Some(bytes) = self.frames.next_message().map_err(refusal)? {
                 return Poll::Ready(
-                    M::decode(bytes)
+                    M::decode_message(bytes)
                         .map(Some)
                         .map_err(|e| Status::internal(format!("failed to decode a protobuf message: {e}"))),
                 );
@@ -234,7 +252,7 @@ pub(crate) async fn serve<I, M, Q, Open>(
     open_stream: impl FnOnce(tonic::metadata::MetadataMap, MessageReader<I>) -> Open,
 ) -> Response<Body>
 where
-    I: prost::Message + Default,
+    I: Incoming,
     M: prost::Message + Send + 'static,
     Q: Queue<M>,
     Open: Future<Output = Result<(Q, Pump), Status>>,
@@ -256,7 +274,7 @@ pub(crate) async fn open<I, M, Q, Open>(
     open_stream: impl FnOnce(tonic::metadata::MetadataMap, MessageReader<I>) -> Open,
 ) -> Served
 where
-    I: prost::Message + Default,
+    I: Incoming,
     M: prost::Message + Send + 'static,
     Q: Queue<M>,
     Open: Future<Output = Result<(Q, Pump), Status>>,

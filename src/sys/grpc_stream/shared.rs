@@ -210,10 +210,24 @@ impl Shared {
 pub(super) struct Stream {
     pub(super) id: u32,
     pub(super) conn: Arc<Shared>,
+    /// Takes the received bytes in the connection's task, when the caller asked for that
+    /// (`Link::deliver_to`): then no reader task is woken per DATA frame. Locked before
+    /// `state` whenever both are.
+    receiver: Mutex<Option<Box<dyn Receive>>>,
     state: Mutex<StreamState>,
 }
 
+/// What takes a stream's received bytes in the connection's task. It runs with no lock of
+/// the stream's held but its own slot's, so it may send on the stream; it must not wait.
+pub(super) trait Receive: Send {
+    /// Payload bytes of a DATA frame, in order.
+    fn data(&mut self, data: &[u8]);
+    /// How the stream ended; the last call.
+    fn end(self: Box<Self>, end: End);
+}
+
 /// How the server ended a stream.
+#[derive(Clone)]
 pub(super) enum End {
     /// END_STREAM, with the trailers (empty when the stream ended on a DATA frame).
     Trailers(HeaderMap),
@@ -261,7 +275,7 @@ impl Stream {
             released: 0,
             abandoned: false,
         };
-        Self { id, conn, state: Mutex::new(state) }
+        Self { id, conn, receiver: Mutex::new(None), state: Mutex::new(state) }
     }
 
     pub(super) fn state(&self) -> MutexGuard<'_, StreamState> {
@@ -275,8 +289,16 @@ impl Stream {
 
     /// Appends a received payload (`padding` more bytes were flow-controlled with it) and wakes
     /// the reader. False when nobody reads the stream any more (the caller releases the bytes).
-    pub(super) fn deliver(&self, data: &[u8], padding: usize) -> bool {
+    pub(super) fn deliver(self: &Arc<Self>, data: &[u8], padding: usize) -> bool {
+        let mut receiver = lock(&self.receiver);
+        if let Some(receiver) = receiver.as_mut() {
+            receiver.data(data);
+            let state = self.state();
+            self.read_out(state, data.len(), padding);
+            return true;
+        }
         let mut state = self.state();
+        drop(receiver);
         if state.abandoned {
             return false;
         }
@@ -286,6 +308,45 @@ impl Stream {
             reader.wake_by_ref();
         }
         true
+    }
+
+    /// From now on `make`'s receiver takes what arrives, in the connection's task; it gets
+    /// at once what was received and not yet read (`backlog`), and the end if it came.
+    pub(super) fn set_receiver(self: &Arc<Self>, make: impl FnOnce() -> Box<dyn Receive>) {
+        // The slot stays locked throughout, so the task's next payload waits for the backlog.
+        let mut slot = lock(&self.receiver);
+        let mut state = self.state();
+        let backlog = state.inbound.split();
+        let end = state.end.clone();
+        state.reader = None;
+        drop(state);
+        let mut receiver = make();
+        if !backlog.is_empty() {
+            receiver.data(&backlog);
+            self.read_out(self.state(), backlog.len(), 0);
+        }
+        match end {
+            Some(end) => {
+                drop(slot);
+                receiver.end(end);
+            }
+            None => *slot = Some(receiver),
+        }
+    }
+
+    /// `n` received bytes were read (`padding` more came with them): given back to the
+    /// connection's window, and to the stream's in a WINDOW_UPDATE once half of it is due.
+    fn read_out(self: &Arc<Self>, mut state: MutexGuard<'_, StreamState>, n: usize, padding: usize) {
+        let mut listed = false;
+        if state.end.is_none() {
+            state.released += (n + padding) as u32;
+            listed = state.released >= STREAM_WINDOW / 2 && self.conn.list(self, &mut state);
+        }
+        drop(state);
+        self.conn.release(n);
+        if listed {
+            self.conn.task.wake();
+        }
     }
 
     /// The response headers arrived.
@@ -300,11 +361,19 @@ impl Stream {
     /// The stream ended (the first end counts): sends fail from now on, and the reader learns
     /// it once it read what came before.
     pub(super) fn finish(&self, end: End) {
+        let receiver = lock(&self.receiver).take();
         let mut state = self.state();
-        state.end.get_or_insert(end);
+        if state.end.is_some() {
+            return;
+        }
+        state.end = Some(end.clone());
         state.close_send();
-        if let Some(reader) = state.reader.take() {
-            drop(state);
+        let reader = state.reader.take();
+        drop(state);
+        if let Some(receiver) = receiver {
+            receiver.end(end);
+        }
+        if let Some(reader) = reader {
             reader.wake();
         }
     }
@@ -356,17 +425,8 @@ impl Stream {
             };
         }
         let chunk = state.inbound.split().freeze();
-        let mut listed = false;
-        if state.end.is_none() {
-            state.released += n as u32;
-            listed = state.released >= STREAM_WINDOW / 2 && self.conn.list(self, &mut state);
-        }
         register(&mut state.reader, waker);
-        drop(state);
-        self.conn.release(n);
-        if listed {
-            self.conn.task.wake();
-        }
+        self.read_out(state, n, 0);
         Inbound::Data(chunk)
     }
 
@@ -437,5 +497,60 @@ fn register(slot: &mut Option<Waker>, waker: &Waker) {
     match slot {
         Some(old) if old.will_wake(waker) => {}
         _ => *slot = Some(waker.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes down what it is given.
+    struct Log(Arc<Mutex<Vec<String>>>);
+
+    impl Receive for Log {
+        fn data(&mut self, data: &[u8]) {
+            lock(&self.0).push(String::from_utf8_lossy(data).into_owned());
+        }
+
+        fn end(self: Box<Self>, end: End) {
+            let what = match end {
+                End::Trailers(_) => "end".to_string(),
+                End::Failed(status) => status.message().to_string(),
+            };
+            lock(&self.0).push(what);
+        }
+    }
+
+    fn stream() -> (Arc<Shared>, Arc<Stream>) {
+        let shared = Arc::new(Shared::new());
+        (shared.clone(), Arc::new(Stream::new(1, shared, BytesMut::new(), 1024)))
+    }
+
+    #[test]
+    fn a_receiver_gets_the_backlog_then_what_arrives_then_the_first_end() {
+        let (shared, stream) = stream();
+        assert!(stream.deliver(b"one", 2));
+        assert!(stream.deliver(b"two", 0));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        stream.set_receiver(|| Box::new(Log(log.clone())));
+        assert!(stream.deliver(b"three", 0));
+        // Read bytes went back to both windows (the stream's with the padding).
+        assert_eq!(shared.released.load(Ordering::Acquire), 11);
+        assert_eq!(stream.state().released, 13);
+        stream.finish(End::Trailers(HeaderMap::new()));
+        stream.finish(End::Failed(Status::internal("late")));
+        assert_eq!(*lock(&log), ["onetwo", "three", "end"]);
+        assert!(stream.state().send_closed, "the end closes sending");
+    }
+
+    #[test]
+    fn a_receiver_set_after_the_end_gets_what_came_and_the_end() {
+        let (_, stream) = stream();
+        assert!(stream.deliver(b"last", 0));
+        stream.finish(End::Failed(Status::unavailable("gone")));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        stream.set_receiver(|| Box::new(Log(log.clone())));
+        assert_eq!(*lock(&log), ["last", "gone"]);
+        assert!(lock(&stream.receiver).is_none(), "an ended stream keeps no receiver");
     }
 }

@@ -150,7 +150,7 @@ fn messages_wait_for_all_their_bytes_and_decode() {
     assert_eq!(frames.next_message().unwrap(), None);
     frames.push(Bytes::copy_from_slice(&bytes[bytes.len() - 1..]));
     let message = frames.next_message().unwrap().unwrap();
-    assert_eq!(decode::<Note>(message).unwrap(), input);
+    assert_eq!(Note::decode(message).unwrap(), input);
 }
 
 #[tokio::test]
@@ -215,4 +215,61 @@ async fn every_stream_of_a_shared_connection_sends_and_receives() {
     assert_eq!(second.next().await.unwrap(), Some(beat(2)));
     assert_eq!(first.next().await.unwrap(), Some(beat(1)));
     assert_eq!(second.next().await.unwrap(), None);
+}
+
+/// A receiver that reports what it was given, and refuses the message numbered `refuse`.
+struct Recorder {
+    seen: tokio::sync::mpsc::UnboundedSender<Result<Note, Status>>,
+    refuse: Option<u64>,
+}
+
+/// What a [`Recorder`] reported: messages as `Ok`, then its end, as `Err` (OK as `Code::Ok`).
+async fn recorded(mut seen: tokio::sync::mpsc::UnboundedReceiver<Result<Note, Status>>) -> Vec<Result<Note, Code>> {
+    let mut all = Vec::new();
+    while let Some(item) = seen.recv().await {
+        all.push(item.map_err(|s| s.code()));
+    }
+    all
+}
+
+impl Receiver<Note> for Recorder {
+    fn message(&mut self, message: Note) -> Result<(), Status> {
+        if Some(message.n) == self.refuse {
+            return Err(Status::invalid_argument("refused"));
+        }
+        let _ = self.seen.send(Ok(message));
+        Ok(())
+    }
+
+    fn ended(self, end: Result<(), Status>) {
+        let _ = self.seen.send(Err(end.err().unwrap_or_else(|| Status::ok(""))));
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_gets_the_messages_and_then_the_end_in_the_connections_task() {
+    let url = serve(Answer::EchoOnce).await;
+    let (link, _out, _connection) = open(&url).await.unwrap();
+    let (seen, reports) = tokio::sync::mpsc::unbounded_channel();
+    link.deliver_to(Recorder { seen, refuse: None });
+    assert_eq!(recorded(reports).await, vec![Ok(beat(1)), Err(Code::Ok)]);
+}
+
+#[tokio::test]
+async fn a_receiver_that_refuses_a_message_is_ended_with_its_error_once() {
+    let url = serve(Answer::EchoOnce).await;
+    let (link, _out, _connection) = open(&url).await.unwrap();
+    let (seen, reports) = tokio::sync::mpsc::unbounded_channel();
+    link.deliver_to(Recorder { seen, refuse: Some(1) });
+    assert_eq!(recorded(reports).await, vec![Err(Code::InvalidArgument)]);
+}
+
+#[tokio::test]
+async fn a_receiver_learns_that_the_connection_dropped() {
+    let url = serve(Answer::HangUp).await;
+    let (link, out, _connection) = open(&url).await.unwrap();
+    let (seen, reports) = tokio::sync::mpsc::unbounded_channel();
+    link.deliver_to(Recorder { seen, refuse: None });
+    out.send(beat(2)).await.unwrap();
+    assert_eq!(recorded(reports).await, vec![Err(Code::Unavailable)]);
 }
