@@ -156,6 +156,9 @@ pub(crate) trait Receiver<I>: Send + 'static {
 /// A [`Receiver`] at work: the link's framing and decoding in front of it.
 struct Delivery<I, R> {
     link: Link<I>,
+    /// Received payloads, copied out of the connection's read buffer: its room is reused once
+    /// the messages sliced out of it are gone (no allocation per frame).
+    buf: BytesMut,
     /// `None` once it was told the end.
     receiver: Option<R>,
 }
@@ -171,7 +174,8 @@ impl<I: Message + Default, R: Receiver<I>> Delivery<I, R> {
 impl<I: Message + Default + 'static, R: Receiver<I>> Receive for Delivery<I, R> {
     fn data(&mut self, data: &[u8]) {
         let Some(receiver) = self.receiver.as_mut() else { return };
-        self.link.frames.push(Bytes::copy_from_slice(data));
+        self.buf.extend_from_slice(data);
+        self.link.frames.push(self.buf.split().freeze());
         loop {
             let sent = match self.link.take_message() {
                 Ok(Some(message)) => receiver.message(message),
@@ -212,7 +216,7 @@ impl<I: Message + Default> Link<I> {
         I: Send + 'static,
     {
         let stream = self.handle.0.clone();
-        stream.set_receiver(|| Box::new(Delivery { link: self, receiver: Some(receiver) }));
+        stream.set_receiver(|| Box::new(Delivery { link: self, buf: BytesMut::new(), receiver: Some(receiver) }));
     }
 
     /// Decodes the messages with `decode` (which must read them as prost would) instead.

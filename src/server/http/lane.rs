@@ -74,13 +74,14 @@ impl Lane {
         let mut state = lock(&self.state);
         state.open = false;
         let n = state.written.len();
-        if n > 0 {
+        if n >= LARGEST {
+            // A burst: its copy becomes the ring's chunk as it is (one copy per byte, as the
+            // pump's own small outputs take).
+            let first = state.first;
+            ring.push_owned(first, state.written.split().freeze());
+        } else if n > 0 {
             ring.push(state.first, &state.written);
             state.written.clear();
-            // A burst of echoes grew it: an idle socket keeps no more than a frame's room.
-            if state.written.capacity() > LARGEST {
-                state.written = BytesMut::new();
-            }
         }
         (n, state.rest.take())
     }
