@@ -12,10 +12,12 @@
 
 use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::core::session::ring::Ring;
 use crate::core::session::{OutputStream, SessionEvent};
@@ -28,8 +30,8 @@ const LARGEST: usize = 4096;
 
 pub(crate) struct Lane {
     state: Mutex<State>,
-    /// The pump has a frame's rest to write.
-    rest_waits: Notify,
+    /// The pump, woken when a frame's rest waits for it.
+    pump: AtomicWaker,
     /// Most bytes written here before the pump files them: the pump grants credit for what
     /// the browser took in batches of this (`link_socket::CREDIT_BATCH`).
     limit: usize,
@@ -57,7 +59,7 @@ impl Lane {
     /// A closed lane writing to `io`.
     pub(crate) fn new(io: Arc<OwnedWriteHalf>, limit: usize) -> Arc<Self> {
         let state = State { open: false, io: Some(io), first: 0, written: BytesMut::new(), rest: None };
-        Arc::new(Self { state: Mutex::new(state), rest_waits: Notify::new(), limit })
+        Arc::new(Self { state: Mutex::new(state), pump: AtomicWaker::new(), limit })
     }
 
     /// The pump is about to wait: the lane opens if `idle` (no event queued) and no frame's
@@ -81,7 +83,7 @@ impl Lane {
             ring.push_owned(first, state.written.split().freeze());
         } else if n > 0 {
             ring.push(state.first, &state.written);
-            state.written.clear();
+            state.written = BytesMut::new();
         }
         (n, state.rest.take())
     }
@@ -93,9 +95,14 @@ impl Lane {
         closed
     }
 
-    /// Resolves when a frame's rest waits for the pump.
-    pub(crate) async fn rest_waits(&self) {
-        self.rest_waits.notified().await;
+    /// Ready when a frame's rest waits for the pump (a poll function: the pump's idle state
+    /// holds no future for it, so an idle socket costs no more).
+    pub(crate) fn poll_rest(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.pump.register(cx.waker());
+        match lock(&self.state).rest.is_some() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
     }
 }
 
@@ -119,7 +126,7 @@ impl OutputLane for Lane {
                     let body = data.slice(wrote - from_head..);
                     state.rest = Some(Rest { head: head[from_head..n].to_vec(), body });
                     state.open = false;
-                    self.rest_waits.notify_one();
+                    self.pump.wake();
                 }
                 if state.written.is_empty() {
                     state.first = offset;
@@ -203,8 +210,11 @@ mod tests {
             lane.output(OutputStream::Stdout, offset, data.clone(), &events_tx);
             offset += data.len() as u64;
             sent.push(data.to_vec());
+            // The pump learns of a frame's rest by its wake-up.
+            let waits = std::future::poll_fn(|cx| Poll::Ready(lane.poll_rest(cx).is_ready())).await;
             let (written, left) = lane.close(&mut ring);
             assert_eq!(written, 3000, "an open lane takes a small output");
+            assert_eq!(waits, left.is_some());
             if left.is_some() {
                 rest = left;
                 break;
@@ -212,7 +222,6 @@ mod tests {
         }
         assert!(events.try_recv().is_err(), "what the lane took never becomes an event");
         let rest = rest.expect("the socket filled up");
-        lane.rest_waits().await;
         // Closed: the next output is queued as an event, behind the frame's rest.
         let last = output(99, 100);
         lane.output(OutputStream::Stdout, offset, last.clone(), &events_tx);

@@ -278,7 +278,8 @@ async fn bridge(
         (Outcome::ClientGone { .. }, Ok(reply)) => Outcome::TakenOver(reply),
         (outcome, _) => outcome,
     };
-    end(state, claims, sink, session, revocation, outcome).instrument(span).await
+    // Boxed: the socket's task would otherwise hold room for its last words all along.
+    Box::pin(end(state, claims, sink, session, revocation, outcome).instrument(span)).await
 }
 
 /// Parks, hands over or ends the session as the socket's end asks, with the browser's last
@@ -386,7 +387,7 @@ async fn pump(
         lane.open_if(session.port.events.is_empty());
         let woke = tokio::select! {
             event = session.port.events.recv() => Woke::Event(event),
-            () = lane.rest_waits() => Woke::Rest,
+            () = std::future::poll_fn(|cx| lane.poll_rest(cx)) => Woke::Rest,
             Some(ping) = std::future::poll_fn(|cx| pong_filter.poll(cx, |cx| pongs.poll_recv(cx))) => Woke::Ping(ping),
             outcome = &mut ends => break outcome,
         };
@@ -432,7 +433,7 @@ async fn pump(
     if let Some(rest) = rest
         && !matches!(outcome, Outcome::ClientGone { .. })
     {
-        let _ = tokio::time::timeout(LAST_WORDS, sink.write(&rest.head, &rest.body)).await;
+        let _ = Box::pin(tokio::time::timeout(LAST_WORDS, sink.write(&rest.head, &rest.body))).await;
     }
     // Sent but not yet granted back: owed to the agent if the session is parked or moves.
     session.owed += unacked;

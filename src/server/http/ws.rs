@@ -251,7 +251,10 @@ impl Writer {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.io.writable().await?;
+                    // A poll function, not `writable()`'s future: every link socket's task holds
+                    // room for this wait, so its size is every session's.
+                    let tcp: &TcpStream = self.io.as_ref().as_ref();
+                    std::future::poll_fn(|cx| tcp.poll_write_ready(cx)).await?;
                     continue;
                 }
                 Err(e) => return Err(e),
