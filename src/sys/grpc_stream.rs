@@ -10,8 +10,8 @@
 //! one `writev`, no copy of a large payload). The tasks that make messages encode them into
 //! their stream's send queue through [`Out`] (no task in between), and the reader takes them
 //! with [`Link::next`], sliced out of the inbound buffer, or has them handed to it in the
-//! connection's task ([`Link::deliver_to`], no task woken per message). One connection ([`Client`]) carries
-//! any number of streams, each with its own queue.
+//! connection's task ([`Link::deliver_to`], no task woken per message). One connection
+//! ([`Client`]) carries any number of streams, each with its own queue.
 //!
 //! The wire stays plain gRPC (`application/grpc`, length-prefixed protobuf), so servers see
 //! what any gRPC client sends. Errors are `tonic::Status`es as a tonic client would report

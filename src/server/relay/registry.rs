@@ -148,13 +148,14 @@ impl Hasher for ChannelHasher {
     }
 
     fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing: the low bits (the bucket) follow the counted-up low bits, and the
-        // high bits (hashbrown's tag) mix all of them.
+        // Fibonacci hashing: each bit of the product's upper half mixes all the bits below it.
         self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        // The mixed upper half down to the bucket bits (as rustc-hash does): numbers that share
+        // their low bits (one channel number under several peer prefixes) part ways there.
+        self.0.rotate_left(26)
     }
 }
 
@@ -640,4 +641,21 @@ impl Drop for Forwarder {
 
 fn forward(out: &PeerTx, kind: agent_frame::Kind) {
     let _ = out.send(Outbound::Frame(proto::AgentFrame { kind: Some(kind) }));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    #[test]
+    fn channel_numbers_spread_over_the_buckets_under_several_prefixes() {
+        // Eight peer streams' channels 1..=64 each, as a holder numbers them.
+        let hash = BuildHasherDefault::<ChannelHasher>::default();
+        let keys = (1..=8u64).flat_map(|p| (1..=64u64).map(move |c| p << FORWARD_SHIFT | c));
+        let buckets: std::collections::HashSet<u64> = keys.map(|k| hash.hash_one(k) & 511).collect();
+        // 512 keys in 512 buckets at random fill about 323; sharing low bits would fill 64.
+        assert!(buckets.len() > 250, "only {} of 512 buckets used", buckets.len());
+    }
 }
