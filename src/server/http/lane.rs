@@ -230,13 +230,19 @@ mod tests {
         assert_eq!((at, &data), (offset, &last));
         // The pump's turn: the rest, then the event, then the end.
         go.send(()).unwrap();
-        writer.write(&rest.head, &rest.body).await.unwrap();
-        writer.binary(&data).await.unwrap();
-        ring.push(at, &data);
-        lane.detach(&mut ring);
-        writer.close(1000, "").await.unwrap();
-        drop(writer);
-        let got = payloads(&received.await.unwrap());
+        let pump = async {
+            writer.write(&rest.head, &rest.body).await.unwrap();
+            writer.binary(&data).await.unwrap();
+            ring.push(at, &data);
+            lane.detach(&mut ring);
+            writer.close(1000, "").await.unwrap();
+            drop(writer);
+            received.await.unwrap()
+        };
+        // Bounded: a lost byte would leave the reader waiting for the close.
+        let got =
+            tokio::time::timeout(std::time::Duration::from_secs(20), pump).await.expect("the browser's end got all");
+        let got = payloads(&got);
         assert_eq!(got, sent, "every output once, whole and in order");
         let replay = ring.since(0);
         assert_eq!(replay.data, sent.concat(), "the ring holds what went out, in order");
