@@ -224,12 +224,16 @@ struct Recorder {
 }
 
 /// What a [`Recorder`] reported: messages as `Ok`, then its end, as `Err` (OK as `Code::Ok`).
+/// Bounded: a receiver that is never ended fails the test instead of hanging it.
 async fn recorded(mut seen: tokio::sync::mpsc::UnboundedReceiver<Result<Note, Status>>) -> Vec<Result<Note, Code>> {
-    let mut all = Vec::new();
-    while let Some(item) = seen.recv().await {
-        all.push(item.map_err(|s| s.code()));
-    }
-    all
+    let all = async {
+        let mut all = Vec::new();
+        while let Some(item) = seen.recv().await {
+            all.push(item.map_err(|s| s.code()));
+        }
+        all
+    };
+    tokio::time::timeout(Duration::from_secs(20), all).await.expect("the receiver was ended")
 }
 
 impl Receiver<Note> for Recorder {
