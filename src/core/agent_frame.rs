@@ -10,7 +10,17 @@
 use bytes::{Buf, Bytes};
 use prost::Message;
 
-use crate::proto::{AgentFrame, Credit, Output, agent_frame};
+use crate::core::grpc_frame::Incoming;
+use crate::proto::{AgentFrame, Credit, Output, RelayFrame, agent_frame};
+
+impl Incoming for AgentFrame {
+    fn decode_message(bytes: Bytes) -> Result<Self, prost::DecodeError> {
+        decode(bytes)
+    }
+}
+
+/// The relay's frames to the agent take prost's decoder.
+impl Incoming for RelayFrame {}
 
 /// `message` (one gRPC message's bytes) as an `AgentFrame`.
 pub(crate) fn decode(message: Bytes) -> Result<AgentFrame, prost::DecodeError> {

@@ -20,6 +20,15 @@ pub(crate) enum FrameError {
     TooLarge(usize),
 }
 
+/// A message type read from a gRPC stream (the server's hot streams, our client's links):
+/// decoded by prost, unless the type has a faster decoder that reads every input as prost
+/// would (the agent's frames: `core::agent_frame`).
+pub(crate) trait Incoming: prost::Message + Default {
+    fn decode_message(bytes: Bytes) -> Result<Self, prost::DecodeError> {
+        Self::decode(bytes)
+    }
+}
+
 /// Appends `message` as one uncompressed gRPC message.
 pub(crate) fn encode_into(message: &impl prost::Message, buf: &mut BytesMut) {
     let len = message.encoded_len();

@@ -39,7 +39,7 @@ use tonic::{Code, Status};
 use self::io::Target;
 use self::shared::{End, Inbound, Receive, Shared, Stream};
 use self::status::{status_of, status_of_http};
-use crate::core::grpc_frame::{Deframer, FrameError, MAX_MESSAGE, encode_into};
+use crate::core::grpc_frame::{Deframer, FrameError, Incoming, MAX_MESSAGE, encode_into};
 use crate::sys::task::AbortOnDrop;
 
 /// HTTP/2 keepalive: a ping this often, and the connection is dead if its pong takes longer
@@ -91,7 +91,7 @@ impl Client {
     /// headers. Returns the stream's reading half and its writing handle, whose senders wait
     /// while `queue_limit` bytes are queued (see [`Out`]); a refusal is the server's status.
     /// Waits for a free stream while the server's SETTINGS_MAX_CONCURRENT_STREAMS are open.
-    pub(crate) async fn open<O: Message, I: Message + Default>(
+    pub(crate) async fn open<O: Message, I: Incoming>(
         &self,
         path: &str,
         headers: HeaderMap,
@@ -128,7 +128,7 @@ impl Client {
         if status != StatusCode::OK {
             return Err(status_of_http(status));
         }
-        let link = Link { handle: handle.clone(), frames: Deframer::default(), decode: |b| I::decode(b) };
+        let link = Link { handle: handle.clone(), frames: Deframer::default(), kind: PhantomData };
         Ok((link, Out { handle, kind: PhantomData }))
     }
 }
@@ -163,7 +163,7 @@ struct Delivery<I, R> {
     receiver: Option<R>,
 }
 
-impl<I: Message + Default, R: Receiver<I>> Delivery<I, R> {
+impl<I: Incoming, R: Receiver<I>> Delivery<I, R> {
     fn fail(&mut self, status: Status) {
         if let Some(receiver) = self.receiver.take() {
             receiver.ended(Err(status));
@@ -171,7 +171,7 @@ impl<I: Message + Default, R: Receiver<I>> Delivery<I, R> {
     }
 }
 
-impl<I: Message + Default + 'static, R: Receiver<I>> Receive for Delivery<I, R> {
+impl<I: Incoming + 'static, R: Receiver<I>> Receive for Delivery<I, R> {
     fn data(&mut self, data: &[u8]) {
         let Some(receiver) = self.receiver.as_mut() else { return };
         self.buf.extend_from_slice(data);
@@ -204,11 +204,10 @@ impl<I: Message + Default + 'static, R: Receiver<I>> Receive for Delivery<I, R> 
 pub(crate) struct Link<I> {
     handle: Arc<Handle>,
     frames: Deframer,
-    /// prost's decoder, unless the caller has a faster one for its messages.
-    decode: fn(Bytes) -> Result<I, prost::DecodeError>,
+    kind: PhantomData<fn() -> I>,
 }
 
-impl<I: Message + Default> Link<I> {
+impl<I: Incoming> Link<I> {
     /// Hands every message from now on to `receiver` in the connection's task, as each
     /// arrives, and then the stream's end: the caller keeps no task waiting on the stream.
     pub(crate) fn deliver_to<R: Receiver<I>>(self, receiver: R)
@@ -217,11 +216,6 @@ impl<I: Message + Default> Link<I> {
     {
         let stream = self.handle.0.clone();
         stream.set_receiver(|| Box::new(Delivery { link: self, buf: BytesMut::new(), receiver: Some(receiver) }));
-    }
-
-    /// Decodes the messages with `decode` (which must read them as prost would) instead.
-    pub(crate) fn decoding_with(self, decode: fn(Bytes) -> Result<I, prost::DecodeError>) -> Self {
-        Self { decode, ..self }
     }
 
     /// The next message; `None` when the server ended the stream with status OK.
@@ -257,7 +251,7 @@ impl<I: Message + Default> Link<I> {
     /// A whole message from what was received, if there is one.
     fn take_message(&mut self) -> Result<Option<I>, Status> {
         match self.frames.next_message() {
-            Ok(Some(message)) => (self.decode)(message)
+            Ok(Some(message)) => I::decode_message(message)
                 .map(Some)
                 .map_err(|e| Status::internal(format!("the server sent a malformed message: {e}"))),
             Ok(None) => Ok(None),

@@ -26,7 +26,6 @@ use super::outlet::PeerLinkOut;
 use super::peer::{EPOCH_HEADER, LINK_PATH, MACHINE_HEADER, NODE_AUTH_HEADER, NODE_HEADER};
 use super::registry::{AgentConn, LocalRouter};
 use super::router::{RouteError, SessionPort, SessionRouter};
-use crate::core::agent_frame;
 use crate::core::clock::now;
 use crate::core::cluster_key::ClusterKey;
 use crate::core::ids::MachineId;
@@ -203,7 +202,7 @@ pub(crate) async fn open_peer(
     let conn = AgentConn::toward_peer(machine, epoch, out.clone());
     METRICS.peer_streams.fetch_add(1, Ordering::Relaxed);
     let reader = PeerReader { conn: conn.clone(), out, _node: node.clone() };
-    inbound.decoding_with(agent_frame::decode).deliver_to(reader);
+    inbound.deliver_to(reader);
     Ok(conn)
 }
 

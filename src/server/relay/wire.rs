@@ -16,9 +16,7 @@ use http_body::{Body as _, Frame};
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
-use crate::core::agent_frame;
-use crate::core::grpc_frame::{self, Deframer, FrameError, MAX_MESSAGE};
-use crate::proto;
+use crate::core::grpc_frame::{self, Deframer, FrameError, Incoming, MAX_MESSAGE};
 use crate::server::http2::{Pump, Served};
 use crate::sys::task::WhenWoken;
 
@@ -42,22 +40,6 @@ impl<M> Outbound<M> {
         }
     }
 }
-
-/// A message type the hot streams read: by prost's decoder, or for the agent's frames (nearly
-/// all of them a shell's output) by `core::agent_frame`'s, which reads `Output` on a short path.
-pub(crate) trait Incoming: prost::Message + Default {
-    fn decode_message(bytes: Bytes) -> Result<Self, prost::DecodeError> {
-        Self::decode(bytes)
-    }
-}
-
-impl Incoming for proto::AgentFrame {
-    fn decode_message(bytes: Bytes) -> Result<Self, prost::DecodeError> {
-        agent_frame::decode(bytes)
-    }
-}
-
-impl Incoming for proto::RelayFrame {}
 
 /// Reads a gRPC request stream of `M` messages from an HTTP/2 request body.
 pub(crate) struct MessageReader<M> {

@@ -22,6 +22,8 @@ struct Note {
     data: Bytes,
 }
 
+impl Incoming for Note {}
+
 const PATH: &str = "/test.Echo/Link";
 
 /// How the test server answers the one call it serves.

@@ -15,6 +15,9 @@ use crate::core::http2::frame::{self, HEAD_LEN, Head, Kind, PREFACE, Reason, fla
 use crate::core::http2::hpack::{self, Decoder};
 use crate::sys::grpc_stream::{Client, Connection, Link, Out, SEND_BUFFER, connect};
 
+/// The tests' messages are raw bytes (prost reads a `bytes` message as its bytes).
+impl crate::core::grpc_frame::Incoming for Bytes {}
+
 const PATH: &str = "/test.Echo/Link";
 
 /// Every test's bound: a broken client fails the test instead of hanging it.
